@@ -1,0 +1,56 @@
+/* cache: API response bodies by resource, with a TTL, single-flight fetching,
+ * stale-if-error, and an on-disk copy that survives a remount.
+ *
+ * Single-flight: however many threads ask for a cold or expired resource at once,
+ * one of them calls the fetch function (without holding any lock) and the others
+ * wait for its answer, at most the cache's timeout.
+ *
+ * Every entry carries a generation that changes exactly when its bytes change, and the
+ * (wall clock) time when they last changed: that is the mtime of the files made from it.
+ *
+ * All functions are thread-safe; the cache's mutex guards every entry field. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+
+struct cache;
+
+/* Fetches @path. Returns 0 and a new reference in *body, or a negative errno:
+ * -ENOENT (the resource is gone: the entry is dropped), anything else (the last good
+ * copy, if any, is served as stale). Called without locks held. */
+typedef int (*cache_fetch_fn)(void *ctx, const char *path, GBytes **body);
+
+struct cache_hit {
+	GBytes *body;      /* a reference of the caller's (cache_hit_clear) */
+	uint64_t gen;      /* never 0 */
+	gint64 changed_at; /* unix seconds */
+	bool stale;        /* served after a failed refresh (or offline) */
+};
+
+struct cache_stats {
+	uint64_t hits;          /* answered from memory or disk, fresh */
+	uint64_t fetches;       /* calls of the fetch function */
+	uint64_t stale_served;  /* answered with a stale copy after an error */
+	uint64_t errors;        /* fetches that failed */
+	uint64_t entries;
+	uint64_t bytes;
+};
+
+/* A cache whose on-disk copy lives in @disk_dir (created 0700; NULL: memory only), and
+ * whose waiters give up after @timeout_s seconds. */
+struct cache *cache_new(const char *disk_dir, int timeout_s);
+void cache_free(struct cache *c);
+
+/* The body of resource @key (fetched from @path when needed): fresh if it was fetched
+ * less than @ttl_s seconds ago, else fetched again through @fetch. With @offline, never
+ * fetches: serves any copy (memory or disk) as stale, -ENETDOWN without one.
+ * Returns 0, or the fetch's negative errno when no copy can be served, or -ETIMEDOUT
+ * when another thread's fetch did not finish in time. */
+int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, bool offline,
+	      cache_fetch_fn fetch, void *ctx, struct cache_hit *hit);
+void cache_hit_clear(struct cache_hit *hit);
+/* The generation of @key if it is cached (0 if not), without fetching. */
+uint64_t cache_peek_gen(struct cache *c, const char *key);
+void cache_get_stats(struct cache *c, struct cache_stats *out);

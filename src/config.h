@@ -1,0 +1,55 @@
+/* config: what an account's mount is told, from the config file
+ * ($XDG_CONFIG_HOME/smarthomefs/config, one GKeyFile section per account) and from -o
+ * (which wins). mount(8)'s own options (noauto, user, _netdev, x-systemd.*, ...) are
+ * ignored; libfuse's (allow_other, ...) are passed on. Not thread-safe: used at start. */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+#include "keyring.h"
+
+struct provider;
+
+/* "tado" or "tado:LABEL". */
+struct account {
+	char *id;
+	const struct provider *provider;
+};
+
+/* Parses an ACCOUNT; -EINVAL with @err naming the providers when unknown. */
+int account_parse(const char *s, struct account *out, GError **err);
+void account_clear(struct account *a);
+
+struct options {
+	int ttl;       /* seconds; -1: the provider's default */
+	int timeout;   /* seconds for one read, retries included */
+	char *api_url; /* NULL: the provider's */
+	char *auth_url;
+	char *cafile;
+	char *cache_dir; /* NULL: $XDG_CACHE_HOME/smarthomefs/ACCOUNT */
+	char *state_dir; /* NULL: $XDG_STATE_HOME/smarthomefs */
+	enum token_store_kind token_store;
+	bool offline;
+	bool debug;
+	bool allow_other;
+	int max_threads;    /* libfuse worker threads */
+	int prefetch;       /* parallel fetches when listing, 0 disables */
+	GPtrArray *fuse_opts; /* libfuse's own options, passed on as they are */
+};
+
+void options_init(struct options *o);
+void options_clear(struct options *o);
+/* Applies a comma-separated -o list. -EINVAL with @err naming the option. */
+int options_parse(struct options *o, const char *list, GError **err);
+/* Applies the config file's section for @account ([tado] or [tado:home]); @path NULL
+ * means the default location, which may be absent. Errors name file, line and key. */
+int options_load_config(struct options *o, const char *path, const char *account,
+			GError **err);
+/* The default config file path (g_free). */
+char *config_default_path(void);
+/* Directories with the XDG defaults applied (g_free). Never NULL: without HOME and XDG
+ * variables they fall back to /var/cache/smarthomefs, /var/lib/smarthomefs. */
+char *options_cache_dir(const struct options *o, const char *account);
+char *options_state_dir(const struct options *o);
+/* Where lock files live: $XDG_RUNTIME_DIR/smarthomefs, else the state dir. g_free. */
+char *options_lock_dir(const struct options *o);

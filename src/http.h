@@ -1,0 +1,57 @@
+/* http: libcurl for every request the program makes. One client is shared by all
+ * threads: connections, TLS sessions and DNS answers are shared through a CURLSH, each
+ * thread reuses its own easy handle. TLS is always verified; @cafile adds trust.
+ *
+ * Retries: http_request() retries 429, 500, 502, 503, 504 and connection failures with
+ * exponential backoff and full jitter (base 400 ms, factor 2, cap 15 s), honouring
+ * Retry-After, until @tries or the deadline is spent; never 400/401/403/404.
+ * All functions are thread-safe. */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+
+struct http_client;
+
+struct http_request {
+	const char *method; /* "GET" or "POST" */
+	const char *url;
+	const char *bearer; /* Authorization: Bearer …, or NULL */
+	const char *form;   /* application/x-www-form-urlencoded body, or NULL */
+	int tries;          /* attempts at most; 0 means 1 */
+	const char *log_path; /* what a debug line shows instead of the URL (no query), or NULL */
+};
+
+struct http_response {
+	long status;
+	GBytes *body;           /* never NULL after success */
+	char *retry_after;      /* header values, or NULL */
+	char *ratelimit;
+	char *ratelimit_policy;
+	char *content_type;
+	double seconds;
+	int attempts;
+};
+
+/* @timeout_s bounds each request from start to end (retries included); @max_body caps
+ * a response body. @user_agent is sent on every request. */
+struct http_client *http_client_new(const char *cafile, int timeout_s, size_t max_body,
+				    const char *user_agent);
+void http_client_free(struct http_client *c);
+
+/* Performs @req. Returns 0 when an HTTP answer came (any status: check resp->status),
+ * else -ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET, -EPROTO (TLS or protocol
+ * failure, certificate not trusted), -EFBIG (body over the cap), -EIO. */
+int http_request(struct http_client *c, const struct http_request *req,
+		 struct http_response *resp);
+void http_response_clear(struct http_response *resp);
+
+/* The errno a reader gets for an HTTP status: 401/403 -EACCES, 404/410 -ENOENT,
+ * 429 -EAGAIN, 408/504 -ETIMEDOUT, other 4xx/5xx -EIO, 2xx 0. */
+int http_status_errno(long status);
+
+/* Builds "k1=v1&k2=v2" with both sides percent-encoded from NULL-terminated pairs;
+ * a NULL value skips its pair. g_free. */
+char *http_form(const char *key, ...) G_GNUC_NULL_TERMINATED;
+/* The value of @key in a form or query string (decoded; g_free), or NULL. */
+char *http_form_get(const char *form, const char *key);

@@ -1,0 +1,56 @@
+/* oauth: the login flows and the token endpoint.
+ * - Device authorization grant (RFC 8628) for clouds with a public client (tado).
+ * - Authorization code + PKCE (S256) with a loopback redirect (RFC 8252) for clouds
+ *   where the user registers a client (Tibber).
+ * Messages for the user go to stderr (instructions) and stdout (the link, the code). */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+
+struct http_client;
+struct provider;
+struct token_set;
+
+/* POSTs @form to @token_url and fills @ts from a success answer (access_token,
+ * expires_in, refresh_token — kept as it was when the answer has none). On an OAuth
+ * error answer sets *error (g_free) to its "error" code and returns -EACCES (400/401)
+ * or -EIO; -EAGAIN for 429/5xx; a transport errno otherwise. */
+int oauth_token_request(struct http_client *http, const char *token_url, const char *form,
+			struct token_set *ts, char **error);
+
+/* Refreshes @ts in place with its refresh token (client id and secret sent when the
+ * token set has them). On failure @ts is untouched. */
+int oauth_refresh(struct http_client *http, const struct provider *p, const char *auth_url,
+		  struct token_set *ts, char **error);
+
+/* Runs the device code flow: prints the link (with client_id appended when the provider
+ * needs it) and the code, polls at the server's interval (slow_down adds 5 s) until the
+ * user approves, denies, or the code expires. Fills @ts. Errors: -EACCES (denied),
+ * -ETIMEDOUT (expired), others with @err set to a sentence. */
+int oauth_device_login(struct http_client *http, const struct provider *p, const char *auth_url,
+		       struct token_set *ts, GError **err);
+
+struct pkce_login {
+	const char *client_id;
+	const char *client_secret; /* may be NULL */
+	const char *scope;
+	int port;          /* 0: an ephemeral port */
+	bool open_browser; /* run xdg-open when a desktop is there */
+	int timeout_s;     /* how long to wait for the browser */
+};
+
+/* Runs the authorization code flow with PKCE and a loopback listener on 127.0.0.1.
+ * Fills @ts (including client id and secret). Errors with @err set to a sentence:
+ * -EACCES (denied, wrong client or secret), -EPROTO (state mismatch), -ETIMEDOUT. */
+int oauth_pkce_login(struct http_client *http, const struct provider *p, const char *auth_url,
+		     const struct pkce_login *opts, struct token_set *ts, GError **err);
+
+/* Parses the target of the loopback callback ("/callback?code=..&state=..").
+ * Sets the fields present (g_free each). Returns 0, or -EINVAL when it is not a
+ * callback request. Pure; fuzzable. */
+int oauth_parse_callback(const char *target, char **code, char **state, char **error,
+			 char **error_description);
+
+/* A fresh PKCE verifier (43..128 chars of [A-Za-z0-9-._~]) and its S256 challenge. */
+void oauth_pkce_pair(char **verifier, char **challenge);

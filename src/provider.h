@@ -1,0 +1,89 @@
+/* provider: what one cloud is, as data plus a few pure functions. The core (fs, tree,
+ * cache, session) never names a cloud; it asks the provider which API resource a path
+ * of the tree is made from, then lets the provider list or render that path from the
+ * resource's parsed JSON. The functions below are pure (no I/O, no globals), so they
+ * are thread-safe and fuzzable.
+ *
+ * Paths are given as raw (unescaped) names below the mount's root: {"homes", "1001",
+ * "zones", "1", "state.json"}. The provider sees nothing of ".smarthomefs". */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <glib.h>
+#include <jansson.h>
+
+enum login_flow {
+	LOGIN_DEVICE_CODE,     /* RFC 8628; a public client id is built in */
+	LOGIN_AUTH_CODE_PKCE,  /* authorization code + PKCE with a loopback redirect (RFC 8252) */
+};
+
+struct provider_path {
+	const char *const *comp;
+	size_t n;
+};
+
+enum entry_type { ENTRY_FILE, ENTRY_DIR };
+
+struct provider_entry {
+	char *name; /* raw name, as the API spells the id; the tree escapes it */
+	enum entry_type type;
+};
+
+/* The API resource a node is made from. */
+struct resource_ref {
+	char *path; /* API path relative to api_url ("/homes/1001/zoneStates"); NULL: static node */
+	char *key;  /* cache key when several paths are the same resource; NULL: use path */
+	int ttl;    /* seconds this resource may be served from cache; 0: the account's ttl */
+};
+
+struct provider {
+	const char *name;        /* "tado": the ACCOUNT prefix and the keyring attribute */
+	const char *title;       /* "tado°": for messages */
+	const char *api_url;     /* default, no trailing slash */
+	const char *auth_url;    /* default, no trailing slash */
+	enum login_flow login;
+	const char *client_id;   /* built-in public client; NULL: the user brings one (--client-id) */
+	const char *scope;       /* default scope of a login */
+	const char *device_authorize_path; /* LOGIN_DEVICE_CODE */
+	const char *authorize_path;        /* LOGIN_AUTH_CODE_PKCE */
+	const char *token_path;
+	bool verification_uri_needs_client_id; /* append &client_id= to the link shown */
+	bool quota_is_scarce;    /* a daily quota small enough that prefetching is not affordable */
+	int default_ttl;         /* seconds */
+
+	/* Sets *ref for @path: ref->path NULL for a static directory. Returns 0, or -ENOENT
+	 * when no such path can exist. Allocates ref's strings (resource_ref_clear). */
+	int (*source)(const struct provider_path *path, struct resource_ref *ref);
+	/* Appends struct provider_entry * (provider_entry_free) to @entries: the children of
+	 * directory @path, made from @body (NULL for a static directory). Returns 0, -ENOENT
+	 * when the body does not hold this directory, -EIO when the body has the wrong shape. */
+	int (*list)(const struct provider_path *path, json_t *body, GPtrArray *entries);
+	/* Appends the bytes of file @path, made from @body, to @out. Returns 0, -ENOENT,
+	 * or -EIO when the body has the wrong shape. */
+	int (*render)(const struct provider_path *path, json_t *body, GString *out);
+};
+
+/* Every provider, NULL-terminated. */
+const struct provider *const *provider_all(void);
+/* The provider named @name, or NULL. */
+const struct provider *provider_find(const char *name);
+
+void resource_ref_clear(struct resource_ref *ref);
+struct provider_entry *provider_entry_new(const char *name, enum entry_type type);
+struct provider_entry *provider_entry_new_len(const char *name, size_t len, enum entry_type type);
+void provider_entry_free(void *entry);
+/* A GPtrArray that frees its provider_entry elements. */
+GPtrArray *provider_entries_new(void);
+
+/* Helpers shared by the providers' mappings. */
+/* Appends @json pretty-printed (2-space indent, sorted as given) and a newline. */
+int provider_render_json(json_t *json, GString *out);
+/* Appends a scalar as text and a newline: numbers as JSON writes them, strings raw,
+ * true/false, and null as an empty line. -EIO for an object or array. */
+int provider_render_scalar(json_t *value, GString *out);
+/* The id of @obj[@key] as text: a string as is, an integer in decimal. NULL otherwise.
+ * Returns a new string (g_free). */
+char *provider_json_id(json_t *obj, const char *key);
+/* The first element of array @arr whose @key id equals @id, or NULL. */
+json_t *provider_find_by_id(json_t *arr, const char *key, const char *id);

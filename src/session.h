@@ -1,0 +1,43 @@
+/* session: one mounted account — its provider, options, HTTP client, tokens, cache and
+ * counters. session_fetch_resource() is the single road from the tree to the cloud:
+ * cache (fresh? serve) → single-flight → authorized GET with retries → rate-limit
+ * accounting → cache. It also renders .smarthomefs/status.json and metrics.
+ * Thread-safe. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include <jansson.h>
+#include "config.h"
+#include "provider.h"
+
+struct session;
+
+/* A session for @account with @opts (copied). Touches no keyring yet. */
+struct session *session_new(const struct account *account, const struct options *opts);
+void session_free(struct session *s);
+/* Loads the tokens (after the fork). Errors carry a sentence for the user. */
+int session_start(struct session *s, GError **err);
+
+const struct provider *session_provider(struct session *s);
+const struct options *session_options(struct session *s);
+
+struct resource {
+	json_t *body;      /* a reference of the caller's (json_decref) */
+	uint64_t gen;
+	gint64 changed_at; /* unix seconds */
+	bool stale;
+};
+
+/* The parsed body of @ref, through the cache. Returns 0 or a negative errno from the
+ * table in design.md (-ENOENT, -EACCES, -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN). */
+int session_get(struct session *s, const struct resource_ref *ref, struct resource *out);
+/* The generation of @ref's cached body without fetching (0: not cached). */
+uint64_t session_peek_gen(struct session *s, const struct resource_ref *ref);
+/* The effective TTL for @ref now (stretched when the quota runs low). */
+int session_ttl(struct session *s, const struct resource_ref *ref);
+
+/* .smarthomefs/status.json and .smarthomefs/metrics. */
+void session_render_status(struct session *s, GString *out);
+void session_render_metrics(struct session *s, GString *out);

@@ -1,0 +1,80 @@
+/* tree: the nodes a mount shows, their inode numbers and names.
+ *
+ * A node is created the first time its parent is listed or looked up, and lives until
+ * unmount (a node whose resource disappears is marked gone, never freed, so an inode
+ * number is never reused for another path). Inode numbers are derived from the path
+ * (a 64-bit hash), so they stay the same across remounts; a collision takes the next
+ * free number.
+ *
+ * Names: an id that is not a safe file name is escaped reversibly (tree_escape_name).
+ * The node keeps the raw id for the provider.
+ *
+ * Thread safety: all functions take the tree's lock; the fields marked (lock) may only
+ * be read with tree_lock held, or through the accessor functions. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <glib.h>
+#include "provider.h"
+
+struct tree;
+
+struct node {
+	uint64_t ino;
+	struct node *parent;
+	char *name;      /* escaped: what the user sees */
+	char *raw;       /* the provider's name */
+	bool is_dir;
+	bool internal;   /* under .smarthomefs: served by the session, not the provider */
+	bool gone;       /* (lock) the resource no longer lists it */
+	GHashTable *children; /* (lock) escaped name -> struct node *, dirs only */
+	GPtrArray *order;     /* (lock) children in listing order, dirs only */
+	uint64_t listed_gen;  /* (lock) resource generation of the last listing */
+
+	/* (lock) memo of the last rendered content, to answer getattr without rendering */
+	uint64_t content_gen;  /* resource generation it was rendered from; 0: none */
+	uint64_t content_hash;
+	size_t size;
+	gint64 mtime;          /* unix seconds: when this node's bytes last changed */
+};
+
+struct tree *tree_new(void);
+void tree_free(struct tree *t);
+struct node *tree_root(struct tree *t);
+/* The node with inode @ino, or NULL. */
+struct node *tree_get(struct tree *t, uint64_t ino);
+/* The child of @dir named @name (escaped), or NULL; gone nodes are returned too. */
+struct node *tree_child(struct tree *t, struct node *dir, const char *name);
+/* Makes the children of @dir exactly @entries (raw names) in that order: new ones are
+ * created, missing ones marked gone, present ones revived. Records @gen. */
+void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen);
+/* Adds one child (raw name) if not there; returns it. */
+struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir);
+/* Copies the names of the live children of @dir, in order, as struct tree_dirent. */
+GArray *tree_list(struct tree *t, struct node *dir);
+
+struct tree_dirent {
+	uint64_t ino;
+	bool is_dir;
+	char *name; /* g_free via tree_dirents_free */
+};
+void tree_dirents_free(GArray *entries);
+
+/* The raw path of @node below the root, for the provider; free with g_strfreev.
+ * *n receives the number of components. */
+char **tree_raw_path(struct tree *t, struct node *node, size_t *n);
+
+void tree_lock(struct tree *t);
+void tree_unlock(struct tree *t);
+
+/* Escapes @raw (of @len bytes) into a safe, unique file name (g_free): "", ".", "..",
+ * names with '/', '%', control bytes, or over 255 bytes are escaped with %XX; a name
+ * still too long is cut and ends in "%~" and a hash of the whole id. */
+char *tree_escape_name(const char *raw, size_t len);
+/* The inverse of tree_escape_name for names that were not cut: returns the raw bytes
+ * (g_free) and their length in *len, or NULL when @name is not a valid escape or was cut. */
+char *tree_unescape_name(const char *name, size_t *len);
+/* The stable inode number of a path ("/homes/1001"), never 0 or 1 (1 is the root). */
+uint64_t tree_path_ino(const char *path);
