@@ -1,1 +1,102 @@
-/* stub: being written */
+/* log: stderr or syslog, with secrets scrubbed from every line. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static GMutex log_mutex;
+static const char *log_ident = "smarthomefs";
+static bool log_to_syslog;
+static bool log_debug_on;
+static GPtrArray *log_secrets; /* (log_mutex) char * */
+
+void log_setup(const char *ident, bool use_syslog, bool debug)
+{
+	g_mutex_lock(&log_mutex);
+	log_ident = ident;
+	log_debug_on = debug;
+	if (use_syslog && !log_to_syslog)
+		openlog(ident, LOG_PID, LOG_DAEMON);
+	log_to_syslog = use_syslog;
+	g_mutex_unlock(&log_mutex);
+}
+
+bool log_debug_enabled(void)
+{
+	return log_debug_on;
+}
+
+void log_add_secret(const char *secret)
+{
+	/* Short strings would redact ordinary words; real tokens are long. */
+	if (!secret || strlen(secret) < 8)
+		return;
+	g_mutex_lock(&log_mutex);
+	if (!log_secrets)
+		log_secrets = g_ptr_array_new_with_free_func(g_free);
+	bool known = false;
+	for (guint i = 0; i < log_secrets->len && !known; i++)
+		known = strcmp(log_secrets->pdata[i], secret) == 0;
+	if (!known)
+		g_ptr_array_add(log_secrets, g_strdup(secret));
+	g_mutex_unlock(&log_mutex);
+}
+
+void log_remove_secret(const char *secret)
+{
+	if (!secret)
+		return;
+	g_mutex_lock(&log_mutex);
+	for (guint i = 0; log_secrets && i < log_secrets->len; i++) {
+		if (strcmp(log_secrets->pdata[i], secret) == 0) {
+			g_ptr_array_remove_index_fast(log_secrets, i);
+			break;
+		}
+	}
+	g_mutex_unlock(&log_mutex);
+}
+
+char *log_scrub(const char *s)
+{
+	GString *out = g_string_new(s);
+	g_mutex_lock(&log_mutex);
+	for (guint i = 0; log_secrets && i < log_secrets->len; i++)
+		g_string_replace(out, log_secrets->pdata[i], "[redacted]", 0);
+	g_mutex_unlock(&log_mutex);
+	return g_string_free(out, FALSE);
+}
+
+static const char *priority_word(int priority)
+{
+	switch (priority) {
+	case LOG_ERR:
+		return "error";
+	case LOG_WARNING:
+		return "warning";
+	case LOG_INFO:
+		return "info";
+	default:
+		return "debug";
+	}
+}
+
+void log_write(int priority, const char *file, int line, const char *func, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	g_autofree char *raw = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	g_autofree char *msg = log_scrub(raw);
+
+	if (log_to_syslog) {
+		syslog(priority, "%s", msg);
+		return;
+	}
+	/* Where the message came from matters when debugging, not to a user reading errors. */
+	if (log_debug_on)
+		fprintf(stderr, "%s: %s: %s (%s:%d %s)\n", log_ident, priority_word(priority), msg,
+			file, line, func);
+	else
+		fprintf(stderr, "%s: %s: %s\n", log_ident, priority_word(priority), msg);
+}

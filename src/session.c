@@ -1,1 +1,434 @@
-/* stub: being written */
+/* session: one mounted account and the road from a resource to the cloud. */
+#include "session.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth.h"
+#include "cache.h"
+#include "http.h"
+#include "log.h"
+#include "ratelimit.h"
+#include "version.h"
+
+/* A body larger than this is refused (-EFBIG): no home is that big, a hostile one might be. */
+#define MAX_BODY (16 * 1024 * 1024)
+/* With no refill time announced, a 429 blocks calls this long. */
+#define DEFAULT_BLOCK_SECONDS 60
+
+struct session {
+	struct account account;
+	const struct provider *provider;
+	struct options opts;
+	char *api_url;
+	char *auth_url;
+	struct token_store store;
+	struct http_client *http;
+	struct auth *auth;
+	struct cache *cache;
+	gint64 started_at;
+
+	GMutex mutex;           /* guards the fields below */
+	uint64_t api_calls;     /* answered requests to the API (auth not counted) */
+	uint64_t api_errors;
+	struct ratelimit budget; /* the last one announced */
+	gint64 budget_at;        /* unix seconds when it was announced */
+	gint64 blocked_until;    /* unix seconds: no calls before this (429 or budget spent) */
+	char *last_error;        /* a sentence */
+	char *last_error_path;
+	gint64 last_error_at;
+};
+
+struct session *session_new(const struct account *account, struct options *opts)
+{
+	struct session *s = g_new0(struct session, 1);
+	const struct provider *p = account->provider;
+
+	s->account.id = g_strdup(account->id);
+	s->account.provider = p;
+	s->provider = p;
+	s->opts = *opts;
+	memset(opts, 0, sizeof(*opts));
+	s->api_url = g_strdup(s->opts.api_url ? s->opts.api_url : p->api_url);
+	s->auth_url = g_strdup(s->opts.auth_url ? s->opts.auth_url : p->auth_url);
+	s->store.kind = s->opts.token_store;
+	s->store.state_dir = options_state_dir(&s->opts);
+	g_autofree char *ua = g_strdup_printf("smarthomefs/%s (+https://smarthomefs.invalid)",
+					      SMARTHOMEFS_VERSION);
+	s->http = http_client_new(s->opts.cafile, s->opts.timeout, MAX_BODY, ua);
+	g_autofree char *cache_dir = options_cache_dir(&s->opts, s->account.id);
+	s->cache = cache_new(cache_dir, s->opts.timeout);
+	s->started_at = g_get_real_time() / G_USEC_PER_SEC;
+	g_mutex_init(&s->mutex);
+	s->budget = (struct ratelimit){-1, -1, -1, -1};
+	return s;
+}
+
+void session_free(struct session *s)
+{
+	if (!s)
+		return;
+	if (s->auth)
+		auth_free(s->auth);
+	cache_free(s->cache);
+	http_client_free(s->http);
+	g_free(s->api_url);
+	g_free(s->auth_url);
+	g_free(s->store.state_dir);
+	g_free(s->last_error);
+	g_free(s->last_error_path);
+	options_clear(&s->opts);
+	account_clear(&s->account);
+	g_mutex_clear(&s->mutex);
+	g_free(s);
+}
+
+int session_start(struct session *s, GError **err)
+{
+	g_autofree char *lock_dir = options_lock_dir(&s->opts);
+
+	s->auth = auth_new(s->account.id, s->provider, s->http, s->auth_url, &s->store, lock_dir);
+	if (s->opts.offline) {
+		/* Offline serves the disk cache; a missing login must not stop that. */
+		g_autoptr(GError) ignored = NULL;
+		auth_load(s->auth, &ignored);
+		return 0;
+	}
+	return auth_load(s->auth, err);
+}
+
+const struct provider *session_provider(struct session *s)
+{
+	return s->provider;
+}
+
+const struct options *session_options(struct session *s)
+{
+	return &s->opts;
+}
+
+void resource_clear(struct resource *r)
+{
+	g_clear_pointer(&r->bytes, g_bytes_unref);
+}
+
+json_t *resource_json(const struct resource *r)
+{
+	gsize len = 0;
+	const char *data = r->bytes ? g_bytes_get_data(r->bytes, &len) : NULL;
+
+	/* Depth and size are bounded by jansson's own limit and MAX_BODY. */
+	return data ? json_loadb(data, len, JSON_DECODE_ANY, NULL) : NULL;
+}
+
+static void session_note_error(struct session *s, const char *path, const char *fmt, ...)
+	G_GNUC_PRINTF(3, 4);
+
+static void session_note_error(struct session *s, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+
+	g_mutex_lock(&s->mutex);
+	g_free(s->last_error);
+	g_free(s->last_error_path);
+	s->last_error = g_strdup(msg);
+	s->last_error_path = g_strdup(path);
+	s->last_error_at = g_get_real_time() / G_USEC_PER_SEC;
+	s->api_errors++;
+	g_mutex_unlock(&s->mutex);
+	log_warn("%s%s: %s", s->api_url, path, msg);
+}
+
+static gint64 now_s(void)
+{
+	return g_get_real_time() / G_USEC_PER_SEC;
+}
+
+/* Takes note of the budget the answer announced; on 429, blocks calls until the refill. */
+static void session_account_call(struct session *s, const struct http_response *resp)
+{
+	struct ratelimit rl;
+	gint64 now = now_s();
+	bool known = ratelimit_parse(resp->ratelimit, resp->ratelimit_policy, &rl) == 0;
+
+	g_mutex_lock(&s->mutex);
+	s->api_calls++;
+	if (known) {
+		/* A policy header alone keeps what the last RateLimit said about the rest. */
+		if (rl.quota >= 0)
+			s->budget.quota = rl.quota;
+		if (rl.window >= 0)
+			s->budget.window = rl.window;
+		if (rl.remaining >= 0) {
+			s->budget.remaining = rl.remaining;
+			s->budget.reset_in = rl.reset_in;
+			s->budget_at = now;
+		}
+	}
+	if (resp->status == 429) {
+		long wait = -1;
+		if (resp->retry_after)
+			retry_after_parse(resp->retry_after, (time_t)now, &wait);
+		if (wait < 0 && known && rl.reset_in >= 0)
+			wait = rl.reset_in;
+		if (wait < 0)
+			wait = DEFAULT_BLOCK_SECONDS;
+		s->blocked_until = now + wait;
+		s->budget.remaining = 0;
+	} else if (known && rl.remaining == 0 && rl.reset_in > 0) {
+		s->blocked_until = now + rl.reset_in;
+	}
+	g_mutex_unlock(&s->mutex);
+}
+
+static bool session_blocked(struct session *s, gint64 *until)
+{
+	g_mutex_lock(&s->mutex);
+	*until = s->blocked_until;
+	g_mutex_unlock(&s->mutex);
+	return *until > now_s();
+}
+
+/* The cache's fetch function: one authorized GET, retried once after a refresh on 401. */
+static int session_fetch(void *ctx, const char *path, GBytes **body)
+{
+	struct session *s = ctx;
+	g_autofree char *url = g_strconcat(s->api_url, path, NULL);
+	gint64 until;
+	int r;
+
+	if (session_blocked(s, &until)) {
+		log_debug("GET %s not sent: the rate limit blocks calls for %" G_GINT64_FORMAT
+			  " s more",
+			  path, until - now_s());
+		return -EAGAIN;
+	}
+	for (int attempt = 0; attempt < 2; attempt++) {
+		g_autofree char *token = NULL;
+		struct http_response resp = {0};
+
+		r = auth_bearer(s->auth, &token);
+		if (r < 0) {
+			session_note_error(s, path, "no valid login token (%s)%s", g_strerror(-r),
+					   r == -EACCES ? ": run `smarthomefs login` again" : "");
+			return r;
+		}
+		struct http_request req = {
+			.method = "GET", .url = url, .bearer = token, .tries = 3, .log_path = path,
+		};
+		r = http_request(s->http, &req, &resp);
+		if (r < 0) {
+			session_note_error(s, path, "request failed: %s", g_strerror(-r));
+			return r == -EFBIG ? -EIO : r;
+		}
+		session_account_call(s, &resp);
+		if (resp.status == 401 && attempt == 0) {
+			auth_rejected(s->auth, token);
+			http_response_clear(&resp);
+			continue;
+		}
+		if (resp.status >= 200 && resp.status < 300) {
+			gsize len = 0;
+			const char *data = g_bytes_get_data(resp.body, &len);
+			json_error_t jerr;
+			json_t *probe = json_loadb(data, len, JSON_DECODE_ANY, &jerr);
+			if (!probe && resp.status != 204) {
+				session_note_error(s, path, "malformed answer: %s", jerr.text);
+				http_response_clear(&resp);
+				return -EIO;
+			}
+			json_decref(probe);
+			*body = resp.status == 204 ? g_bytes_new_static("null", 4)
+						   : g_bytes_ref(resp.body);
+			http_response_clear(&resp);
+			return 0;
+		}
+		r = http_status_errno(resp.status);
+		if (resp.status == 401)
+			session_note_error(s, path,
+					   "HTTP 401 after a token refresh: log in again with "
+					   "`smarthomefs login %s`",
+					   s->account.id);
+		else if (resp.status == 429)
+			session_note_error(s, path, "HTTP 429: the API's rate limit is spent");
+		else if (resp.status != 404)
+			session_note_error(s, path, "HTTP %ld", resp.status);
+		http_response_clear(&resp);
+		return r;
+	}
+	return -EACCES;
+}
+
+int session_ttl(struct session *s, const struct resource_ref *ref)
+{
+	int account_ttl = s->opts.ttl >= 0 ? s->opts.ttl : s->provider->default_ttl;
+	int ttl = MAX(account_ttl, ref->ttl);
+	struct cache_stats cs;
+
+	/* Spread what is left of the budget over the time until it refills: N resources read
+	 * in a loop cost N calls per TTL, so the TTL must be at least N * refill / remaining. */
+	g_mutex_lock(&s->mutex);
+	long remaining = s->budget.remaining;
+	long refill = s->budget.reset_in >= 0 ? s->budget.reset_in - (now_s() - s->budget_at)
+					      : s->budget.window;
+	g_mutex_unlock(&s->mutex);
+	if (remaining < 0 || refill <= 0)
+		return ttl;
+	cache_get_stats(s->cache, &cs);
+	long n = MAX((long)cs.entries, 1);
+	long usable = MAX(remaining - 2, 1);
+	long stretched = (long)((double)n * (double)refill / (double)usable);
+	return (int)MIN(MAX((long)ttl, stretched), (long)G_MAXINT);
+}
+
+int session_get(struct session *s, const struct resource_ref *ref, struct resource *out)
+{
+	const char *key = ref->key ? ref->key : ref->path;
+	struct cache_hit hit = {0};
+	int r = cache_get(s->cache, key, ref->path, session_ttl(s, ref), s->opts.offline,
+			  session_fetch, s, &hit);
+
+	memset(out, 0, sizeof(*out));
+	if (r < 0)
+		return r;
+	out->bytes = g_bytes_ref(hit.body);
+	out->gen = hit.gen;
+	out->changed_at = hit.changed_at;
+	out->stale = hit.stale;
+	cache_hit_clear(&hit);
+	return 0;
+}
+
+uint64_t session_peek_gen(struct session *s, const struct resource_ref *ref)
+{
+	return cache_peek_gen(s->cache, ref->key ? ref->key : ref->path);
+}
+
+static char *iso_time(gint64 unix_s)
+{
+	if (unix_s <= 0)
+		return NULL;
+	g_autoptr(GDateTime) dt = g_date_time_new_from_unix_utc(unix_s);
+	return dt ? g_date_time_format(dt, "%Y-%m-%dT%H:%M:%SZ") : NULL;
+}
+
+static json_t *json_time(gint64 unix_s)
+{
+	g_autofree char *t = iso_time(unix_s);
+	return t ? json_string(t) : json_null();
+}
+
+static json_t *json_count(long v)
+{
+	return v >= 0 ? json_integer(v) : json_null();
+}
+
+/* Everything status.json and metrics show, gathered once. */
+struct session_snapshot {
+	struct cache_stats cache;
+	uint64_t api_calls, api_errors;
+	struct ratelimit budget;
+	gint64 refill_at, blocked_until;
+	char *last_error, *last_error_path;
+	gint64 last_error_at;
+	gint64 token_expires_at;
+	unsigned refreshes;
+};
+
+static void session_snapshot(struct session *s, struct session_snapshot *snap)
+{
+	memset(snap, 0, sizeof(*snap));
+	cache_get_stats(s->cache, &snap->cache);
+	g_mutex_lock(&s->mutex);
+	snap->api_calls = s->api_calls;
+	snap->api_errors = s->api_errors;
+	snap->budget = s->budget;
+	snap->refill_at = s->budget.reset_in >= 0 ? s->budget_at + s->budget.reset_in : 0;
+	snap->blocked_until = s->blocked_until > now_s() ? s->blocked_until : 0;
+	snap->last_error = g_strdup(s->last_error);
+	snap->last_error_path = g_strdup(s->last_error_path);
+	snap->last_error_at = s->last_error_at;
+	g_mutex_unlock(&s->mutex);
+	snap->token_expires_at = s->auth ? auth_expires_at(s->auth) : 0;
+	snap->refreshes = s->auth ? auth_refresh_count(s->auth) : 0;
+}
+
+static void session_snapshot_clear(struct session_snapshot *snap)
+{
+	g_free(snap->last_error);
+	g_free(snap->last_error_path);
+}
+
+void session_render_status(struct session *s, GString *out)
+{
+	struct session_snapshot snap;
+	session_snapshot(s, &snap);
+
+	json_t *root = json_pack(
+		"{s:s, s:s, s:s, s:o, s:b, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
+		"s:{s:o, s:o, s:o, s:o, s:o}, s:{s:o, s:s, s:I}}",
+		"account", s->account.id, "provider", s->provider->name, "api_url", s->api_url,
+		"mounted_since", json_time(s->started_at), "offline", s->opts.offline,
+		"api_calls", (json_int_t)snap.api_calls, "api_errors", (json_int_t)snap.api_errors,
+		"cache", "hits", (json_int_t)snap.cache.hits, "fetches",
+		(json_int_t)snap.cache.fetches, "stale_served", (json_int_t)snap.cache.stale_served,
+		"errors", (json_int_t)snap.cache.errors, "entries", (json_int_t)snap.cache.entries,
+		"bytes", (json_int_t)snap.cache.bytes, "rate_limit", "quota",
+		json_count(snap.budget.quota), "window_seconds", json_count(snap.budget.window),
+		"remaining", json_count(snap.budget.remaining), "refill_at",
+		json_time(snap.refill_at), "blocked_until", json_time(snap.blocked_until), "token",
+		"expires_at", json_time(snap.token_expires_at), "store",
+		token_store_name(s->store.kind), "refreshes", (json_int_t)snap.refreshes);
+	json_t *err = snap.last_error
+			      ? json_pack("{s:s, s:s?, s:o}", "message", snap.last_error, "path",
+					  snap.last_error_path, "at", json_time(snap.last_error_at))
+			      : json_null();
+	json_object_set_new(root, "last_error", err);
+	provider_render_json(root, out);
+	json_decref(root);
+	session_snapshot_clear(&snap);
+}
+
+static void metric(GString *out, const char *name, const char *type, const char *help,
+		   const char *account, double value)
+{
+	g_string_append_printf(out, "# HELP smarthomefs_%s %s\n# TYPE smarthomefs_%s %s\n", name,
+			       help, name, type);
+	g_string_append_printf(out, "smarthomefs_%s{account=\"%s\"} %.17g\n", name, account, value);
+}
+
+void session_render_metrics(struct session *s, GString *out)
+{
+	struct session_snapshot snap;
+	const char *a = s->account.id;
+	session_snapshot(s, &snap);
+
+	metric(out, "api_calls_total", "counter", "Requests answered by the cloud's API.", a,
+	       (double)snap.api_calls);
+	metric(out, "api_errors_total", "counter", "Failed API requests.", a,
+	       (double)snap.api_errors);
+	metric(out, "cache_hits_total", "counter", "Reads served from the cache.", a,
+	       (double)snap.cache.hits);
+	metric(out, "cache_stale_served_total", "counter",
+	       "Reads served from a stale copy after an error.", a, (double)snap.cache.stale_served);
+	metric(out, "cache_entries", "gauge", "Resources cached.", a, (double)snap.cache.entries);
+	metric(out, "cache_bytes", "gauge", "Bytes of cached bodies.", a, (double)snap.cache.bytes);
+	if (snap.budget.remaining >= 0)
+		metric(out, "rate_limit_remaining", "gauge", "API calls left in the window.", a,
+		       (double)snap.budget.remaining);
+	if (snap.budget.quota >= 0)
+		metric(out, "rate_limit_quota", "gauge", "API calls allowed per window.", a,
+		       (double)snap.budget.quota);
+	if (snap.refill_at > 0)
+		metric(out, "rate_limit_refill_timestamp_seconds", "gauge",
+		       "When the API budget refills.", a, (double)snap.refill_at);
+	metric(out, "token_expiry_timestamp_seconds", "gauge", "When the access token expires.",
+	       a, (double)snap.token_expires_at);
+	metric(out, "token_refreshes_total", "counter", "Access token refreshes.", a,
+	       (double)snap.refreshes);
+	session_snapshot_clear(&snap);
+}

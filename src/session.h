@@ -1,5 +1,5 @@
 /* session: one mounted account — its provider, options, HTTP client, tokens, cache and
- * counters. session_fetch_resource() is the single road from the tree to the cloud:
+ * counters. session_get() is the single road from the tree to the cloud:
  * cache (fresh? serve) → single-flight → authorized GET with retries → rate-limit
  * accounting → cache. It also renders .smarthomefs/status.json and metrics.
  * Thread-safe. */
@@ -14,8 +14,8 @@
 
 struct session;
 
-/* A session for @account with @opts (copied). Touches no keyring yet. */
-struct session *session_new(const struct account *account, const struct options *opts);
+/* A session for @account, taking over @opts (left cleared). Touches no keyring yet. */
+struct session *session_new(const struct account *account, struct options *opts);
 void session_free(struct session *s);
 /* Loads the tokens (after the fork). Errors carry a sentence for the user. */
 int session_start(struct session *s, GError **err);
@@ -24,13 +24,17 @@ const struct provider *session_provider(struct session *s);
 const struct options *session_options(struct session *s);
 
 struct resource {
-	json_t *body;      /* a reference of the caller's (json_decref) */
+	GBytes *bytes;     /* the body as the API sent it; a reference (resource_clear) */
 	uint64_t gen;
 	gint64 changed_at; /* unix seconds */
 	bool stale;
 };
 
-/* The parsed body of @ref, through the cache. Returns 0 or a negative errno from the
+void resource_clear(struct resource *r);
+/* The body parsed (a new reference), or NULL when it is not JSON. */
+json_t *resource_json(const struct resource *r);
+
+/* The body of @ref, through the cache. Returns 0 or a negative errno from the
  * table in design.md (-ENOENT, -EACCES, -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN). */
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out);
 /* The generation of @ref's cached body without fetching (0: not cached). */

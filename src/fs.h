@@ -1,0 +1,15 @@
+/* fs: the libfuse low-level operations over a tree and a session. */
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+struct session;
+struct fs;
+
+/* A filesystem serving @session (not owned), for the account @account_id. */
+struct fs *fs_new(struct session *session);
+void fs_free(struct fs *fs);
+/* The operations table for fuse_session_new(), with @fs as userdata. */
+const struct fuse_lowlevel_ops *fs_operations(void);
+/* Tells the filesystem its FUSE session, for cache invalidation notices. */
+void fs_set_fuse_session(struct fs *fs, struct fuse_session *se);
