@@ -1,1 +1,249 @@
-/* stub: being written */
+/* provider: the table of clouds and the helpers their mappings share. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "provider.h"
+
+/* The providers, each defined in providers/<name>.c. A new cloud adds one line here. */
+extern const struct provider tado_provider, tibber_provider;
+
+static const struct provider *const providers[] = {
+	&tado_provider,
+	&tibber_provider,
+	NULL,
+};
+
+const struct provider *const *provider_all(void)
+{
+	return providers;
+}
+
+const struct provider *provider_find(const char *name)
+{
+	if (!name)
+		return NULL;
+	for (const struct provider *const *p = providers; *p; p++)
+		if (strcmp((*p)->name, name) == 0)
+			return *p;
+	return NULL;
+}
+
+void resource_ref_clear(struct resource_ref *ref)
+{
+	g_clear_pointer(&ref->path, g_free);
+	g_clear_pointer(&ref->key, g_free);
+	ref->ttl = 0;
+}
+
+struct provider_entry *provider_entry_new_len(const char *name, size_t len, enum entry_type type)
+{
+	struct provider_entry *e = g_new0(struct provider_entry, 1);
+
+	e->name = g_strndup(name, len);
+	e->type = type;
+	return e;
+}
+
+struct provider_entry *provider_entry_new(const char *name, enum entry_type type)
+{
+	return provider_entry_new_len(name, strlen(name), type);
+}
+
+void provider_entry_free(void *entry)
+{
+	struct provider_entry *e = entry;
+
+	if (!e)
+		return;
+	g_free(e->name);
+	g_free(e);
+}
+
+GPtrArray *provider_entries_new(void)
+{
+	return g_ptr_array_new_with_free_func(provider_entry_free);
+}
+
+/* The shortest "%.*g" text that reads back as the same double, so 21.4 stays "21.4"
+ * (jansson's own writer uses 17 digits: "21.399999999999999"). A ".0" keeps an
+ * integral real recognisable as a real, as JSON writers do. */
+static void append_real(GString *out, double v)
+{
+	char buf[64];
+
+	if (!isfinite(v)) {
+		/* JSON has no text for these; jansson never parses them either. */
+		g_string_append(out, "null");
+		return;
+	}
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, sizeof(buf), "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	g_string_append(out, buf);
+	if (!strpbrk(buf, ".eEn"))
+		g_string_append(out, ".0");
+}
+
+static void append_json_string(GString *out, const char *s, size_t len)
+{
+	json_t *str = json_stringn_nocheck(s, len);
+	char *text = json_dumps(str, JSON_ENCODE_ANY);
+
+	g_string_append(out, text ? text : "\"\"");
+	free(text);
+	json_decref(str);
+}
+
+static void append_indent(GString *out, int depth)
+{
+	g_string_append_c(out, '\n');
+	for (int i = 0; i < depth * 2; i++)
+		g_string_append_c(out, ' ');
+}
+
+/* jansson's JSON_INDENT(2) layout, with reals written by append_real. Objects keep the
+ * order the API sent (jansson keeps insertion order since 2.8). */
+static void append_json(GString *out, json_t *json, int depth)
+{
+	const char *key;
+	json_t *value;
+	size_t i;
+
+	switch (json_typeof(json)) {
+	case JSON_OBJECT:
+		if (json_object_size(json) == 0) {
+			g_string_append(out, "{}");
+			break;
+		}
+		g_string_append_c(out, '{');
+		i = 0;
+		json_object_foreach (json, key, value) {
+			if (i++)
+				g_string_append_c(out, ',');
+			append_indent(out, depth + 1);
+			append_json_string(out, key, strlen(key));
+			g_string_append(out, ": ");
+			append_json(out, value, depth + 1);
+		}
+		append_indent(out, depth);
+		g_string_append_c(out, '}');
+		break;
+	case JSON_ARRAY:
+		if (json_array_size(json) == 0) {
+			g_string_append(out, "[]");
+			break;
+		}
+		g_string_append_c(out, '[');
+		json_array_foreach (json, i, value) {
+			if (i)
+				g_string_append_c(out, ',');
+			append_indent(out, depth + 1);
+			append_json(out, value, depth + 1);
+		}
+		append_indent(out, depth);
+		g_string_append_c(out, ']');
+		break;
+	case JSON_STRING:
+		append_json_string(out, json_string_value(json), json_string_length(json));
+		break;
+	case JSON_INTEGER:
+		g_string_append_printf(out, "%" JSON_INTEGER_FORMAT, json_integer_value(json));
+		break;
+	case JSON_REAL:
+		append_real(out, json_real_value(json));
+		break;
+	case JSON_TRUE:
+		g_string_append(out, "true");
+		break;
+	case JSON_FALSE:
+		g_string_append(out, "false");
+		break;
+	case JSON_NULL:
+		g_string_append(out, "null");
+		break;
+	}
+}
+
+int provider_render_json(json_t *json, GString *out)
+{
+	if (!json)
+		return -EIO;
+	append_json(out, json, 0);
+	g_string_append_c(out, '\n');
+	return 0;
+}
+
+int provider_render_scalar(json_t *value, GString *out)
+{
+	if (!value)
+		return -EIO;
+	switch (json_typeof(value)) {
+	case JSON_OBJECT:
+	case JSON_ARRAY:
+		return -EIO;
+	case JSON_STRING:
+		g_string_append_len(out, json_string_value(value),
+				    (gssize)json_string_length(value));
+		break;
+	case JSON_NULL:
+		break;
+	default:
+		append_json(out, value, 0);
+		break;
+	}
+	g_string_append_c(out, '\n');
+	return 0;
+}
+
+char *provider_json_id(json_t *obj, const char *key)
+{
+	json_t *id = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+
+	if (json_is_string(id))
+		return g_strndup(json_string_value(id), json_string_length(id));
+	if (json_is_integer(id))
+		return g_strdup_printf("%" JSON_INTEGER_FORMAT, json_integer_value(id));
+	return NULL;
+}
+
+json_t *provider_find_by_id(json_t *arr, const char *key, const char *id)
+{
+	size_t i;
+	json_t *elem;
+
+	if (!json_is_array(arr) || !id)
+		return NULL;
+	json_array_foreach (arr, i, elem) {
+		g_autofree char *elem_id = provider_json_id(elem, key);
+
+		if (elem_id && strcmp(elem_id, id) == 0)
+			return elem;
+	}
+	return NULL;
+}
+
+char *provider_path_segment(const char *id)
+{
+	if (!id || !*id)
+		return NULL;
+	/* curl removes dot segments, so "." and ".." must not reach it as such. */
+	if (strcmp(id, ".") == 0)
+		return g_strdup("%2E");
+	if (strcmp(id, "..") == 0)
+		return g_strdup("%2E%2E");
+	return g_uri_escape_string(id, NULL, FALSE);
+}
+
+json_t *provider_json_lookup(json_t *json, const char *dotted)
+{
+	g_auto(GStrv) keys = g_strsplit(dotted, ".", -1);
+
+	for (char **k = keys; *k && json; k++)
+		json = json_is_object(json) ? json_object_get(json, *k) : NULL;
+	return json;
+}

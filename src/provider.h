@@ -87,3 +87,9 @@ int provider_render_scalar(json_t *value, GString *out);
 char *provider_json_id(json_t *obj, const char *key);
 /* The first element of array @arr whose @key id equals @id, or NULL. */
 json_t *provider_find_by_id(json_t *arr, const char *key, const char *id);
+/* @id as one segment of an API path (g_free): percent-encoded so that "/", "?" or "#"
+ * cannot leave the segment, "." and ".." encoded so that no dot segment forms. NULL
+ * for a NULL or empty id (no such resource). */
+char *provider_path_segment(const char *id);
+/* @json["a"]["b"]... for @dotted "a.b", or NULL when a step is missing or no object. */
+json_t *provider_json_lookup(json_t *json, const char *dotted);

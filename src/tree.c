@@ -1,1 +1,344 @@
-/* stub: being written */
+/* tree: nodes, inode numbers and name escaping. See tree.h for the rules. */
+#include <string.h>
+
+#include "tree.h"
+
+#define ROOT_INO      1
+#define NAME_MAX_LEN  255 /* NAME_MAX of Linux */
+#define CUT_AT        200 /* bytes of escaped name kept before "%~<hash>" */
+#define INTERNAL_NAME ".smarthomefs"
+
+struct tree {
+	GRecMutex lock; /* recursive: fs.c may hold it around calls that take it again */
+	GHashTable *by_ino; /* uint64_t * (the node's ino) -> struct node * */
+	struct node *root;
+};
+
+static struct node *node_new(const char *name, const char *raw, bool is_dir)
+{
+	struct node *n = g_new0(struct node, 1);
+
+	n->name = g_strdup(name);
+	n->raw = g_strdup(raw);
+	n->is_dir = is_dir;
+	if (is_dir) {
+		n->children = g_hash_table_new(g_str_hash, g_str_equal);
+		n->order = g_ptr_array_new();
+	}
+	return n;
+}
+
+static void node_free(void *data)
+{
+	struct node *n = data;
+
+	if (n->children)
+		g_hash_table_destroy(n->children);
+	if (n->order)
+		g_ptr_array_free(n->order, TRUE);
+	g_free(n->name);
+	g_free(n->raw);
+	g_free(n);
+}
+
+struct tree *tree_new(void)
+{
+	struct tree *t = g_new0(struct tree, 1);
+
+	g_rec_mutex_init(&t->lock);
+	t->by_ino = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, node_free);
+	t->root = node_new("", "", true);
+	t->root->ino = ROOT_INO;
+	g_hash_table_insert(t->by_ino, &t->root->ino, t->root);
+	return t;
+}
+
+void tree_free(struct tree *t)
+{
+	if (!t)
+		return;
+	g_hash_table_destroy(t->by_ino);
+	g_rec_mutex_clear(&t->lock);
+	g_free(t);
+}
+
+void tree_lock(struct tree *t)
+{
+	g_rec_mutex_lock(&t->lock);
+}
+
+void tree_unlock(struct tree *t)
+{
+	g_rec_mutex_unlock(&t->lock);
+}
+
+struct node *tree_root(struct tree *t)
+{
+	return t->root;
+}
+
+struct node *tree_get(struct tree *t, uint64_t ino)
+{
+	struct node *n;
+
+	tree_lock(t);
+	n = g_hash_table_lookup(t->by_ino, &ino);
+	tree_unlock(t);
+	return n;
+}
+
+struct node *tree_child(struct tree *t, struct node *dir, const char *name)
+{
+	struct node *n = NULL;
+
+	tree_lock(t);
+	if (dir && dir->children)
+		n = g_hash_table_lookup(dir->children, name);
+	tree_unlock(t);
+	return n;
+}
+
+/* 64-bit FNV-1a. */
+static uint64_t fnv1a(const char *s, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+uint64_t tree_path_ino(const char *path)
+{
+	uint64_t h = fnv1a(path, strlen(path));
+
+	/* 0 is no inode and 1 the root: fold both onto other numbers. */
+	return h <= ROOT_INO ? h + 2 : h;
+}
+
+static void path_append(GString *path, struct node *n)
+{
+	if (n->parent) {
+		path_append(path, n->parent);
+		g_string_append_c(path, '/');
+		g_string_append(path, n->name);
+	}
+}
+
+/* Creates child @raw of @dir and indexes it; caller holds the lock. */
+static struct node *child_create(struct tree *t, struct node *dir, const char *name,
+				 const char *raw, bool is_dir)
+{
+	struct node *n = node_new(name, raw, is_dir);
+	g_autoptr(GString) path = g_string_new(NULL);
+
+	n->parent = dir;
+	n->internal = dir->internal || (dir == t->root && strcmp(raw, INTERNAL_NAME) == 0);
+	path_append(path, n);
+	n->ino = tree_path_ino(path->str);
+	/* A collision takes the next free number, so that no two nodes share an inode. */
+	while (n->ino <= ROOT_INO || g_hash_table_contains(t->by_ino, &n->ino))
+		n->ino++;
+	g_hash_table_insert(t->by_ino, &n->ino, n);
+	g_hash_table_insert(dir->children, n->name, n);
+	return n;
+}
+
+/* Makes @n the kind @is_dir (a resource may turn a file into a directory). */
+static void node_set_kind(struct node *n, bool is_dir)
+{
+	if (is_dir && !n->children) {
+		n->children = g_hash_table_new(g_str_hash, g_str_equal);
+		n->order = g_ptr_array_new();
+	}
+	n->is_dir = is_dir;
+	n->content_gen = 0;
+}
+
+void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen)
+{
+	g_autoptr(GHashTable) seen = g_hash_table_new(g_direct_hash, g_direct_equal);
+	GPtrArray *order;
+
+	tree_lock(t);
+	if (!dir->children) {
+		tree_unlock(t);
+		return;
+	}
+	order = g_ptr_array_sized_new(entries ? entries->len : 0);
+	for (guint i = 0; entries && i < entries->len; i++) {
+		struct provider_entry *e = g_ptr_array_index(entries, i);
+		g_autofree char *name = NULL;
+		struct node *n;
+		bool is_dir;
+
+		if (!e || !e->name)
+			continue;
+		is_dir = e->type == ENTRY_DIR;
+		name = tree_escape_name(e->name, strlen(e->name));
+		n = g_hash_table_lookup(dir->children, name);
+		/* The session's own nodes are not the provider's to replace; and a second
+		 * entry with the same name loses to the first. */
+		if (n && (n->internal || g_hash_table_contains(seen, n)))
+			continue;
+		if (!n)
+			n = child_create(t, dir, name, e->name, is_dir);
+		else if (n->is_dir != is_dir)
+			node_set_kind(n, is_dir);
+		n->gone = false;
+		g_hash_table_add(seen, n);
+		g_ptr_array_add(order, n);
+	}
+	for (guint i = 0; i < dir->order->len; i++) {
+		struct node *n = g_ptr_array_index(dir->order, i);
+
+		if (n->internal)
+			g_ptr_array_add(order, n);
+		else if (!g_hash_table_contains(seen, n))
+			n->gone = true;
+	}
+	g_ptr_array_free(dir->order, TRUE);
+	dir->order = order;
+	dir->listed_gen = gen;
+	tree_unlock(t);
+}
+
+struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir)
+{
+	g_autofree char *name = tree_escape_name(raw, strlen(raw));
+	struct node *n;
+
+	tree_lock(t);
+	if (!dir->children) {
+		tree_unlock(t);
+		return NULL;
+	}
+	n = g_hash_table_lookup(dir->children, name);
+	if (!n) {
+		n = child_create(t, dir, name, raw, is_dir);
+		g_ptr_array_add(dir->order, n);
+	} else if (n->gone) {
+		n->gone = false;
+		if (n->is_dir != is_dir)
+			node_set_kind(n, is_dir);
+		g_ptr_array_add(dir->order, n);
+	}
+	tree_unlock(t);
+	return n;
+}
+
+GArray *tree_list(struct tree *t, struct node *dir)
+{
+	GArray *list = g_array_new(FALSE, TRUE, sizeof(struct tree_dirent));
+
+	tree_lock(t);
+	for (guint i = 0; dir->order && i < dir->order->len; i++) {
+		struct node *n = g_ptr_array_index(dir->order, i);
+		struct tree_dirent d = { .ino = n->ino, .is_dir = n->is_dir };
+
+		if (n->gone)
+			continue;
+		d.name = g_strdup(n->name);
+		g_array_append_val(list, d);
+	}
+	tree_unlock(t);
+	return list;
+}
+
+void tree_dirents_free(GArray *entries)
+{
+	if (!entries)
+		return;
+	for (guint i = 0; i < entries->len; i++)
+		g_free(g_array_index(entries, struct tree_dirent, i).name);
+	g_array_free(entries, TRUE);
+}
+
+char **tree_raw_path(struct tree *t, struct node *node, size_t *n)
+{
+	size_t depth = 0;
+	char **path;
+
+	tree_lock(t);
+	for (struct node *p = node; p && p->parent; p = p->parent)
+		depth++;
+	path = g_new0(char *, depth + 1);
+	for (struct node *p = node; p && p->parent; p = p->parent)
+		path[--depth] = g_strdup(p->raw);
+	tree_unlock(t);
+	if (n)
+		*n = g_strv_length(path);
+	return path;
+}
+
+static bool must_escape(unsigned char c)
+{
+	return c == '/' || c == '%' || c < 0x20 || c == 0x7f;
+}
+
+char *tree_escape_name(const char *raw, size_t len)
+{
+	GString *out;
+	bool dots = (len == 1 && raw[0] == '.') || (len == 2 && raw[0] == '.' && raw[1] == '.');
+	size_t cut = 0;
+
+	if (len == 0)
+		return g_strdup("%");
+	out = g_string_sized_new(len + 8);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)raw[i];
+
+		/* Remember where the name may be cut: never inside a %XX or a UTF-8
+		 * sequence (a continuation byte 10xxxxxx ends no character). */
+		if (out->len <= CUT_AT && (c & 0xc0) != 0x80)
+			cut = out->len;
+		if (dots || must_escape(c))
+			g_string_append_printf(out, "%%%02X", c);
+		else
+			g_string_append_c(out, (char)c);
+	}
+	if (out->len <= CUT_AT)
+		cut = out->len;
+	if (out->len > NAME_MAX_LEN) {
+		g_autofree char *hash = g_compute_checksum_for_data(
+			G_CHECKSUM_SHA256, (const guchar *)raw, len);
+
+		g_string_truncate(out, cut);
+		g_string_append(out, "%~");
+		g_string_append_len(out, hash, 16);
+	}
+	return g_string_free(out, FALSE);
+}
+
+char *tree_unescape_name(const char *name, size_t *len)
+{
+	g_autoptr(GString) raw = g_string_new(NULL);
+	g_autofree char *again = NULL;
+
+	if (strcmp(name, "%") == 0) {
+		if (len)
+			*len = 0;
+		return g_strdup("");
+	}
+	for (const char *s = name; *s; s++) {
+		if (*s != '%') {
+			g_string_append_c(raw, *s);
+			continue;
+		}
+		if (!g_ascii_isxdigit(s[1]) || !g_ascii_isxdigit(s[2]))
+			return NULL; /* "%~": a cut name; anything else is no escape of ours */
+		g_string_append_c(raw, (char)(g_ascii_xdigit_value(s[1]) << 4 |
+					      g_ascii_xdigit_value(s[2])));
+		s += 2;
+	}
+	/* Only the one spelling tree_escape_name makes ("%2F", never "%2f" or "%41"),
+	 * so that two names never reach the same id. */
+	again = tree_escape_name(raw->str, raw->len);
+	if (strcmp(again, name) != 0)
+		return NULL;
+	if (len)
+		*len = raw->len;
+	return g_string_free(g_steal_pointer(&raw), FALSE);
+}

@@ -9,6 +9,17 @@
  * Names: an id that is not a safe file name is escaped reversibly (tree_escape_name).
  * The node keeps the raw id for the provider.
  *
+ * Escaping, byte by byte: '/', '%', bytes below 0x20 and 0x7f become "%XX" (upper-case
+ * hex); every byte of "." and ".." does ("%2E", "%2E%2E"); the empty id is "%" alone
+ * (which no other id can give, as '%' is always escaped). All other bytes stay, invalid
+ * UTF-8 included (Linux names are bytes). An escaped name over 255 bytes is cut at a
+ * character and escape boundary at or before byte 200 and ends in "%~" and 16 hex
+ * digits of the SHA-256 of the whole raw id; such a name does not unescape.
+ *
+ * Nodes below "/.smarthomefs" (added by the session with tree_add_child) are internal:
+ * tree_set_children on the root never marks them gone nor lets a provider entry of
+ * the same name replace them; they stay listed after the provider's entries.
+ *
  * Thread safety: all functions take the tree's lock; the fields marked (lock) may only
  * be read with tree_lock held, or through the accessor functions. */
 #pragma once

@@ -1,7 +1,589 @@
-/* stub: being written */
+/* The providers' mappings, from the API bodies in data/ (shaped as the API docs show). */
+#include <errno.h>
+#include <string.h>
 #include <glib.h>
+#include <jansson.h>
+
+#include "provider.h"
+
+static json_t *fixture(const char *name)
+{
+	g_autofree char *file = g_build_filename(TEST_SRCDIR, "data", name, NULL);
+	json_error_t error;
+	json_t *json = json_load_file(file, 0, &error);
+
+	if (!json)
+		g_error("%s: %s", file, error.text);
+	return json;
+}
+
+/* Splits "homes/1001/zones" into a provider_path (of a static array of the test's). */
+static struct provider_path path_of(const char *s, char ***keep)
+{
+	*keep = *s ? g_strsplit(s, "/", -1) : g_new0(char *, 1);
+	return (struct provider_path){ (const char *const *)*keep, g_strv_length(*keep) };
+}
+
+/* The names listed for @path from @body, joined by " " ("/" after a directory). */
+static char *list(const struct provider *pr, const char *path, json_t *body, int *r)
+{
+	g_auto(GStrv) comp = NULL;
+	struct provider_path p = path_of(path, &comp);
+	g_autoptr(GPtrArray) entries = provider_entries_new();
+	GString *out = g_string_new(NULL);
+
+	*r = pr->list(&p, body, entries);
+	for (guint i = 0; i < entries->len; i++) {
+		struct provider_entry *e = g_ptr_array_index(entries, i);
+
+		g_string_append_printf(out, "%s%s%s", i ? " " : "", e->name,
+				       e->type == ENTRY_DIR ? "/" : "");
+	}
+	return g_string_free(out, FALSE);
+}
+
+static char *render(const struct provider *pr, const char *path, json_t *body, int *r)
+{
+	g_auto(GStrv) comp = NULL;
+	struct provider_path p = path_of(path, &comp);
+	GString *out = g_string_new(NULL);
+
+	*r = pr->render(&p, body, out);
+	return g_string_free(out, FALSE);
+}
+
+static int source(const struct provider *pr, const char *path, struct resource_ref *ref)
+{
+	g_auto(GStrv) comp = NULL;
+	struct provider_path p = path_of(path, &comp);
+
+	return pr->source(&p, ref);
+}
+
+#define assert_list(pr, pth, body, expected)                                                      \
+	do {                                                                                       \
+		int r_;                                                                            \
+		g_autofree char *got_ = list(pr, pth, body, &r_);                                 \
+		g_assert_cmpint(r_, ==, 0);                                                        \
+		g_assert_cmpstr(got_, ==, expected);                                               \
+	} while (0)
+
+#define assert_render(pr, pth, body, expected)                                                    \
+	do {                                                                                       \
+		int r_;                                                                            \
+		g_autofree char *got_ = render(pr, pth, body, &r_);                               \
+		g_assert_cmpint(r_, ==, 0);                                                        \
+		g_assert_cmpstr(got_, ==, expected);                                               \
+	} while (0)
+
+#define assert_source(pr, pth, exp_path, exp_key, exp_ttl)                                        \
+	do {                                                                                       \
+		struct resource_ref ref_;                                                          \
+		g_assert_cmpint(source(pr, pth, &ref_), ==, 0);                                   \
+		g_assert_cmpstr(ref_.path, ==, exp_path);                                          \
+		g_assert_cmpstr(ref_.key, ==, exp_key);                                            \
+		g_assert_cmpint(ref_.ttl, ==, exp_ttl);                                            \
+		resource_ref_clear(&ref_);                                                         \
+	} while (0)
+
+/* --- the table and the helpers --- */
+
+static void test_table_lists_every_provider_once(void)
+{
+	const struct provider *const *all = provider_all();
+
+	g_assert_nonnull(all[0]);
+	g_assert_nonnull(all[1]);
+	g_assert_null(all[2]);
+	g_assert_true(provider_find("tado") == all[0]);
+	g_assert_true(provider_find("tibber") == all[1]);
+	g_assert_null(provider_find("nest"));
+	g_assert_null(provider_find(NULL));
+}
+
+static void test_login_parameters_match_the_clouds(void)
+{
+	const struct provider *tado = provider_find("tado");
+	const struct provider *tibber = provider_find("tibber");
+
+	g_assert_cmpint(tado->login, ==, LOGIN_DEVICE_CODE);
+	g_assert_cmpstr(tado->client_id, ==, "1bb50063-6b0c-4d11-bd99-387f4a91cc46");
+	g_assert_cmpstr(tado->device_authorize_path, ==, "/oauth2/device_authorize");
+	g_assert_true(tado->quota_is_scarce);
+	g_assert_true(tado->verification_uri_needs_client_id);
+	g_assert_cmpint(tibber->login, ==, LOGIN_AUTH_CODE_PKCE);
+	g_assert_null(tibber->client_id);
+	g_assert_nonnull(strstr(tibber->scope, "offline_access"));
+	g_assert_cmpstr(tibber->authorize_path, ==, "/connect/authorize");
+	g_assert_false(tibber->quota_is_scarce);
+}
+
+static void test_scalars_render_as_one_line(void)
+{
+	static const struct {
+		const char *json;
+		const char *text;
+	} cases[] = {
+		{ "21.4", "21.4\n" },       { "20.56", "20.56\n" },   { "37.0", "37.0\n" },
+		{ "0.1", "0.1\n" },         { "74", "74\n" },         { "-3", "-3\n" },
+		{ "1e300", "1e+300\n" },    { "\"idle\"", "idle\n" }, { "\"a\\nb\"", "a\nb\n" },
+		{ "true", "true\n" },       { "false", "false\n" },   { "null", "\n" },
+		{ "9007199254740993", "9007199254740993\n" },
+	};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		json_t *v = json_loads(cases[i].json, JSON_DECODE_ANY, NULL);
+		g_autoptr(GString) out = g_string_new(NULL);
+
+		g_assert_nonnull(v);
+		g_assert_cmpint(provider_render_scalar(v, out), ==, 0);
+		g_assert_cmpstr(out->str, ==, cases[i].text);
+		json_decref(v);
+	}
+}
+
+static void test_objects_are_no_scalars(void)
+{
+	json_t *v = json_loads("{\"a\":1}", 0, NULL);
+	g_autoptr(GString) out = g_string_new(NULL);
+
+	g_assert_cmpint(provider_render_scalar(v, out), ==, -EIO);
+	g_assert_cmpint(provider_render_scalar(NULL, out), ==, -EIO);
+	json_decref(v);
+}
+
+static void test_json_is_pretty_in_api_order_and_round_trips(void)
+{
+	const char *text = "{\"z\":{\"t\":21.4,\"e\":[],\"o\":{}},\"a\":[1,\"\\u00e9/\\\"\",null,true]}";
+	json_t *v = json_loads(text, 0, NULL);
+	g_autoptr(GString) out = g_string_new(NULL);
+	json_t *back;
+
+	g_assert_cmpint(provider_render_json(v, out), ==, 0);
+	g_assert_cmpstr(out->str, ==,
+			"{\n"
+			"  \"z\": {\n"
+			"    \"t\": 21.4,\n"
+			"    \"e\": [],\n"
+			"    \"o\": {}\n"
+			"  },\n"
+			"  \"a\": [\n"
+			"    1,\n"
+			"    \"\xc3\xa9/\\\"\",\n"
+			"    null,\n"
+			"    true\n"
+			"  ]\n"
+			"}\n");
+	back = json_loads(out->str, 0, NULL);
+	g_assert_true(json_equal(back, v));
+	json_decref(back);
+	json_decref(v);
+}
+
+static void test_ids_are_strings_or_integers(void)
+{
+	json_t *v = json_loads("{\"i\":1001,\"s\":\"abc\",\"r\":1.5,\"n\":null}", 0, NULL);
+	g_autofree char *i = provider_json_id(v, "i");
+	g_autofree char *s = provider_json_id(v, "s");
+
+	g_assert_cmpstr(i, ==, "1001");
+	g_assert_cmpstr(s, ==, "abc");
+	g_assert_null(provider_json_id(v, "r"));
+	g_assert_null(provider_json_id(v, "n"));
+	g_assert_null(provider_json_id(v, "missing"));
+	json_decref(v);
+}
+
+static void test_ids_cannot_escape_their_path_segment(void)
+{
+	g_autofree char *slash = provider_path_segment("a/../me");
+	g_autofree char *dot = provider_path_segment(".");
+	g_autofree char *dots = provider_path_segment("..");
+	g_autofree char *query = provider_path_segment("a?b#c d");
+	g_autofree char *plain = provider_path_segment("dm9sa3N3YWdlbi-_");
+
+	g_assert_cmpstr(slash, ==, "a%2F..%2Fme");
+	g_assert_cmpstr(dot, ==, "%2E");
+	g_assert_cmpstr(dots, ==, "%2E%2E");
+	g_assert_cmpstr(query, ==, "a%3Fb%23c%20d");
+	g_assert_cmpstr(plain, ==, "dm9sa3N3YWdlbi-_");
+	g_assert_null(provider_path_segment(""));
+}
+
+/* --- tado --- */
+
+static void test_tado_paths_map_to_aggregate_endpoints(void)
+{
+	const struct provider *t = provider_find("tado");
+	struct resource_ref ref;
+
+	assert_source(t, "", NULL, NULL, 0);
+	assert_source(t, "homes", "/me", NULL, 3600);
+	assert_source(t, "homes/1001", NULL, NULL, 0);
+	assert_source(t, "homes/1001/home.json", "/homes/1001", NULL, 3600);
+	assert_source(t, "homes/1001/state.json", "/homes/1001/state", NULL, 0);
+	assert_source(t, "homes/1001/weather.json", "/homes/1001/weather", NULL, 600);
+	assert_source(t, "homes/1001/zones", "/homes/1001/zones", NULL, 3600);
+	assert_source(t, "homes/1001/zones/1", NULL, NULL, 0);
+	assert_source(t, "homes/1001/zones/1/zone.json", "/homes/1001/zones", NULL, 3600);
+	assert_source(t, "homes/1001/zones/1/state.json", "/homes/1001/zoneStates", NULL, 0);
+	assert_source(t, "homes/1001/zones/1/values", "/homes/1001/zoneStates", NULL, 0);
+	assert_source(t, "homes/1001/zones/1/values/humidity", "/homes/1001/zoneStates", NULL, 0);
+	assert_source(t, "homes/1001/devices", "/homes/1001/devices", NULL, 3600);
+	assert_source(t, "homes/1001/devices/VA1/device.json", "/homes/1001/devices", NULL, 3600);
+	assert_source(t, "homes/1001/devices/VA1/values/battery", "/homes/1001/devices", NULL,
+		      3600);
+	assert_source(t, "homes/../zones", "/homes/%2E%2E/zones", NULL, 3600);
+
+	g_assert_cmpint(source(t, "nothing", &ref), ==, -ENOENT);
+	g_assert_cmpint(source(t, "homes/1001/nothing", &ref), ==, -ENOENT);
+	g_assert_cmpint(source(t, "homes/1001/zones/1/values/nothing", &ref), ==, -ENOENT);
+	g_assert_cmpint(source(t, "homes/1001/zones/1/state.json/x", &ref), ==, -ENOENT);
+	g_assert_null(ref.path);
+}
+
+static void test_tado_lists_homes_from_me_and_skips_missing_ids(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *me = fixture("tado-me.json");
+
+	assert_list(t, "", NULL, "homes/");
+	assert_list(t, "homes", me, "1001/ 1002/");
+	assert_list(t, "homes/1001", NULL,
+		    "home.json state.json weather.json zones/ devices/");
+	json_decref(me);
+}
+
+static void test_tado_home_json_is_the_home_pretty_printed(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *home = fixture("tado-home.json");
+	int r;
+	g_autofree char *text = render(t, "homes/1001/home.json", home, &r);
+
+	g_assert_cmpint(r, ==, 0);
+	g_assert_true(g_str_has_prefix(text, "{\n  \"id\": 1001,\n  \"name\": \"Home\",\n"));
+	g_assert_true(g_str_has_suffix(text, "}\n"));
+	json_decref(home);
+}
+
+static void test_tado_zone_files_come_from_zones_and_zone_states(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *zones = fixture("tado-zones.json");
+	json_t *states = fixture("tado-zoneStates.json");
+	int r;
+	g_autofree char *zone = render(t, "homes/1001/zones/2/zone.json", zones, &r);
+	g_autofree char *state = NULL;
+
+	g_assert_cmpint(r, ==, 0);
+	g_assert_true(g_str_has_prefix(zone, "{\n  \"id\": 2,\n  \"name\": \"Hot water\",\n"));
+	assert_list(t, "homes/1001/zones", zones, "1/ 2/");
+	assert_list(t, "homes/1001/zones/1", NULL, "zone.json state.json values/");
+
+	state = render(t, "homes/1001/zones/1/state.json", states, &r);
+	g_assert_cmpint(r, ==, 0);
+	g_assert_true(g_str_has_prefix(state, "{\n  \"tadoMode\": \"HOME\",\n"));
+	g_assert_nonnull(strstr(state, "\"celsius\": 21.4,\n"));
+
+	g_free(render(t, "homes/1001/zones/9/zone.json", zones, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	g_free(render(t, "homes/1001/zones/9/state.json", states, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	json_decref(zones);
+	json_decref(states);
+}
+
+static void test_tado_zone_values_list_only_what_the_zone_has(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *states = fixture("tado-zoneStates.json");
+
+	assert_list(t, "homes/1001/zones/1/values", states,
+		    "inside_temperature humidity heating_power target_temperature power mode "
+		    "link window_open overlay_active");
+	assert_list(t, "homes/1001/zones/2/values", states,
+		    "power mode link window_open overlay_active");
+	json_decref(states);
+}
+
+static void test_tado_zone_values_are_one_scalar_a_file(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *states = fixture("tado-zoneStates.json");
+	int r;
+
+	assert_render(t, "homes/1001/zones/1/values/inside_temperature", states, "20.56\n");
+	assert_render(t, "homes/1001/zones/1/values/humidity", states, "48.2\n");
+	assert_render(t, "homes/1001/zones/1/values/heating_power", states, "37.0\n");
+	assert_render(t, "homes/1001/zones/1/values/target_temperature", states, "21.4\n");
+	assert_render(t, "homes/1001/zones/1/values/power", states, "ON\n");
+	assert_render(t, "homes/1001/zones/1/values/mode", states, "HOME\n");
+	assert_render(t, "homes/1001/zones/1/values/link", states, "ONLINE\n");
+	assert_render(t, "homes/1001/zones/1/values/window_open", states, "false\n");
+	assert_render(t, "homes/1001/zones/1/values/overlay_active", states, "false\n");
+	assert_render(t, "homes/1001/zones/2/values/overlay_active", states, "true\n");
+	assert_render(t, "homes/1001/zones/2/values/power", states, "OFF\n");
+
+	g_free(render(t, "homes/1001/zones/2/values/inside_temperature", states, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	g_free(render(t, "homes/1001/zones/1/values/nothing", states, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	json_decref(states);
+}
+
+static void test_tado_devices_are_named_by_serial_number(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *devices = fixture("tado-devices.json");
+	int r;
+	g_autofree char *text = render(t, "homes/1001/devices/VA1234567890/device.json", devices, &r);
+
+	g_assert_cmpint(r, ==, 0);
+	g_assert_true(g_str_has_prefix(text, "{\n  \"deviceType\": \"VA01\",\n"));
+	assert_list(t, "homes/1001/devices", devices, "VA1234567890/ GW0011223344/");
+	assert_list(t, "homes/1001/devices/VA1234567890", NULL, "device.json values/");
+	assert_list(t, "homes/1001/devices/VA1234567890/values", devices,
+		    "battery connected firmware type");
+	assert_list(t, "homes/1001/devices/GW0011223344/values", devices,
+		    "connected firmware type");
+	assert_render(t, "homes/1001/devices/VA1234567890/values/battery", devices, "NORMAL\n");
+	assert_render(t, "homes/1001/devices/VA1234567890/values/connected", devices, "true\n");
+	assert_render(t, "homes/1001/devices/VA1234567890/values/firmware", devices, "36.15\n");
+	assert_render(t, "homes/1001/devices/GW0011223344/values/type", devices, "GW03\n");
+	g_free(render(t, "homes/1001/devices/GW0011223344/values/battery", devices, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	g_free(list(t, "homes/1001/devices/XX/values", devices, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	json_decref(devices);
+}
+
+static void test_tado_wrong_shapes_are_io_errors(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *array = json_loads("[1,2]", 0, NULL);
+	json_t *object = json_loads("{\"zoneStates\":[1]}", 0, NULL);
+	json_t *str = json_loads("\"x\"", JSON_DECODE_ANY, NULL);
+	int r;
+
+	g_free(list(t, "homes", array, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(list(t, "homes", NULL, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(list(t, "homes/1/zones", object, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(list(t, "homes/1/zones/1/values", object, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(list(t, "homes/1/zones/1/values", array, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(render(t, "homes/1/zones/1/state.json", str, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(render(t, "homes/1/home.json", array, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(render(t, "homes/1/devices/x/device.json", object, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(render(t, "homes/1/zones/1/values/mode", NULL, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	json_decref(array);
+	json_decref(object);
+	json_decref(str);
+}
+
+/* --- tibber --- */
+
+static void test_tibber_paths_map_to_endpoints(void)
+{
+	const struct provider *t = provider_find("tibber");
+	struct resource_ref ref;
+
+	assert_source(t, "", NULL, NULL, 0);
+	assert_source(t, "homes", "/homes", NULL, 3600);
+	assert_source(t, "homes/h1", NULL, NULL, 0);
+	assert_source(t, "homes/h1/home.json", "/homes", NULL, 3600);
+	assert_source(t, "homes/h1/devices", "/homes/h1/devices", NULL, 3600);
+	assert_source(t, "homes/h1/devices/d1", NULL, NULL, 0);
+	assert_source(t, "homes/h1/devices/d1/device.json", "/homes/h1/devices/d1", "device:d1", 0);
+	assert_source(t, "homes/h1/devices/d1/values", "/homes/h1/devices/d1", "device:d1", 0);
+	assert_source(t, "homes/h1/devices/d1/values/range.remaining", "/homes/h1/devices/d1",
+		      "device:d1", 0);
+	g_assert_cmpint(source(t, "homes/h1/zones", &ref), ==, -ENOENT);
+	g_assert_cmpint(source(t, "homes/h1/devices/d1/other", &ref), ==, -ENOENT);
+	g_assert_cmpint(source(t, "x", &ref), ==, -ENOENT);
+}
+
+static void test_tibber_device_under_two_homes_is_one_resource(void)
+{
+	const struct provider *t = provider_find("tibber");
+	struct resource_ref a, b;
+
+	g_assert_cmpint(source(t, "homes/h1/devices/d1/device.json", &a), ==, 0);
+	g_assert_cmpint(source(t, "homes/h2/devices/d1/values", &b), ==, 0);
+	g_assert_cmpstr(a.key, ==, b.key);
+	resource_ref_clear(&a);
+	resource_ref_clear(&b);
+}
+
+static void test_tibber_ids_never_change_the_api_path(void)
+{
+	const struct provider *t = provider_find("tibber");
+	static const char *const comp[] = { "homes", "h1", "devices", "a/../b", "device.json" };
+	struct provider_path p = { comp, G_N_ELEMENTS(comp) };
+	struct resource_ref ref;
+
+	assert_source(t, "homes/../devices", "/homes/%2E%2E/devices", NULL, 3600);
+
+	g_assert_cmpint(t->source(&p, &ref), ==, 0);
+	g_assert_cmpstr(ref.path, ==, "/homes/h1/devices/a%2F..%2Fb");
+	g_assert_cmpstr(ref.key, ==, "device:a%2F..%2Fb");
+	resource_ref_clear(&ref);
+	g_assert_cmpint(source(t, "homes//devices", &ref), ==, -ENOENT);
+}
+
+static void test_tibber_lists_homes_and_devices_wrapped_or_bare(void)
+{
+	const struct provider *t = provider_find("tibber");
+	json_t *homes = fixture("tibber-homes.json");
+	json_t *devices = fixture("tibber-devices.json");
+
+	assert_list(t, "", NULL, "homes/");
+	assert_list(t, "homes", homes,
+		    "96a14971-525a-4420-aae9-e5aedaa129ff/ 68e6938b-91a6-4199-a0d4-f24c22be87bb/");
+	assert_list(t, "homes", json_object_get(homes, "homes"),
+		    "96a14971-525a-4420-aae9-e5aedaa129ff/ 68e6938b-91a6-4199-a0d4-f24c22be87bb/");
+	assert_list(t, "homes/h1", NULL, "home.json devices/");
+	assert_list(t, "homes/h1/devices", devices,
+		    "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw/ ZWFzZWUgY2hhcmdlcjo0NTY/");
+	assert_list(t, "homes/h1/devices", json_object_get(devices, "devices"),
+		    "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw/ ZWFzZWUgY2hhcmdlcjo0NTY/");
+	assert_list(t, "homes/h1/devices/d1", NULL, "device.json values/");
+	json_decref(homes);
+	json_decref(devices);
+}
+
+static void test_tibber_home_json_is_its_entry_of_the_homes_list(void)
+{
+	const struct provider *t = provider_find("tibber");
+	json_t *homes = fixture("tibber-homes.json");
+	int r;
+	g_autofree char *text =
+		render(t, "homes/68e6938b-91a6-4199-a0d4-f24c22be87bb/home.json", homes, &r);
+
+	g_assert_cmpint(r, ==, 0);
+	g_assert_cmpstr(text, ==,
+			"{\n"
+			"  \"id\": \"68e6938b-91a6-4199-a0d4-f24c22be87bb\",\n"
+			"  \"info\": {\n"
+			"    \"name\": \"Cabin\"\n"
+			"  }\n"
+			"}\n");
+	g_free(render(t, "homes/nope/home.json", homes, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	json_decref(homes);
+}
+
+static void test_tibber_device_json_keeps_unknown_keys(void)
+{
+	const struct provider *t = provider_find("tibber");
+	json_t *device = fixture("tibber-device.json");
+	int r;
+	g_autofree char *text = render(t, "homes/h1/devices/d1/device.json", device, &r);
+	json_t *back;
+
+	g_assert_cmpint(r, ==, 0);
+	g_assert_true(g_str_has_prefix(text, "{\n  \"id\": \"dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw\",\n"));
+	back = json_loads(text, 0, NULL);
+	g_assert_true(json_equal(back, device));
+	g_assert_nonnull(json_object_get(back, "newCategoryField"));
+	json_decref(back);
+	json_decref(device);
+}
+
+static void test_tibber_values_are_the_scalar_capabilities_first_id_wins(void)
+{
+	const struct provider *t = provider_find("tibber");
+	json_t *device = fixture("tibber-device.json");
+	int r;
+
+	assert_list(t, "homes/h1/devices/d1/values", device,
+		    "storage.stateOfCharge range.remaining connector.status charging.status "
+		    "charging.current.max storage.targetStateOfCharge");
+	assert_render(t, "homes/h1/devices/d1/values/storage.stateOfCharge", device, "74\n");
+	assert_render(t, "homes/h1/devices/d1/values/range.remaining", device, "356000\n");
+	assert_render(t, "homes/h1/devices/d1/values/connector.status", device, "disconnected\n");
+	assert_render(t, "homes/h1/devices/d1/values/charging.current.max", device, "16.5\n");
+	assert_render(t, "homes/h1/devices/d1/values/storage.targetStateOfCharge", device, "\n");
+	g_free(render(t, "homes/h1/devices/d1/values/grid.phaseCount", device, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	g_free(render(t, "homes/h1/devices/d1/values/vinNumber", device, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	json_decref(device);
+}
+
+static void test_tibber_wrong_shapes_are_io_errors(void)
+{
+	const struct provider *t = provider_find("tibber");
+	json_t *obj = json_loads("{\"homes\":{\"id\":1}}", 0, NULL);
+	json_t *arr = json_loads("[]", 0, NULL);
+	int r;
+
+	g_free(list(t, "homes", obj, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(list(t, "homes/h/devices", obj, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(list(t, "homes/h/devices/d/values", arr, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(render(t, "homes/h/devices/d/device.json", arr, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(render(t, "homes/h/home.json", obj, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(render(t, "homes/h/devices/d/values/x", NULL, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	json_decref(obj);
+	json_decref(arr);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
+	g_test_add_func("/provider/table_lists_every_provider_once",
+			test_table_lists_every_provider_once);
+	g_test_add_func("/provider/login_parameters_match_the_clouds",
+			test_login_parameters_match_the_clouds);
+	g_test_add_func("/provider/scalars_render_as_one_line", test_scalars_render_as_one_line);
+	g_test_add_func("/provider/objects_are_no_scalars", test_objects_are_no_scalars);
+	g_test_add_func("/provider/json_is_pretty_in_api_order_and_round_trips",
+			test_json_is_pretty_in_api_order_and_round_trips);
+	g_test_add_func("/provider/ids_are_strings_or_integers", test_ids_are_strings_or_integers);
+	g_test_add_func("/provider/ids_cannot_escape_their_path_segment",
+			test_ids_cannot_escape_their_path_segment);
+	g_test_add_func("/tado/paths_map_to_aggregate_endpoints",
+			test_tado_paths_map_to_aggregate_endpoints);
+	g_test_add_func("/tado/lists_homes_from_me_and_skips_missing_ids",
+			test_tado_lists_homes_from_me_and_skips_missing_ids);
+	g_test_add_func("/tado/home_json_is_the_home_pretty_printed",
+			test_tado_home_json_is_the_home_pretty_printed);
+	g_test_add_func("/tado/zone_files_come_from_zones_and_zone_states",
+			test_tado_zone_files_come_from_zones_and_zone_states);
+	g_test_add_func("/tado/zone_values_list_only_what_the_zone_has",
+			test_tado_zone_values_list_only_what_the_zone_has);
+	g_test_add_func("/tado/zone_values_are_one_scalar_a_file",
+			test_tado_zone_values_are_one_scalar_a_file);
+	g_test_add_func("/tado/devices_are_named_by_serial_number",
+			test_tado_devices_are_named_by_serial_number);
+	g_test_add_func("/tado/wrong_shapes_are_io_errors", test_tado_wrong_shapes_are_io_errors);
+	g_test_add_func("/tibber/paths_map_to_endpoints", test_tibber_paths_map_to_endpoints);
+	g_test_add_func("/tibber/device_under_two_homes_is_one_resource",
+			test_tibber_device_under_two_homes_is_one_resource);
+	g_test_add_func("/tibber/ids_never_change_the_api_path",
+			test_tibber_ids_never_change_the_api_path);
+	g_test_add_func("/tibber/lists_homes_and_devices_wrapped_or_bare",
+			test_tibber_lists_homes_and_devices_wrapped_or_bare);
+	g_test_add_func("/tibber/home_json_is_its_entry_of_the_homes_list",
+			test_tibber_home_json_is_its_entry_of_the_homes_list);
+	g_test_add_func("/tibber/device_json_keeps_unknown_keys",
+			test_tibber_device_json_keeps_unknown_keys);
+	g_test_add_func("/tibber/values_are_the_scalar_capabilities_first_id_wins",
+			test_tibber_values_are_the_scalar_capabilities_first_id_wins);
+	g_test_add_func("/tibber/wrong_shapes_are_io_errors", test_tibber_wrong_shapes_are_io_errors);
 	return g_test_run();
 }

@@ -1,7 +1,361 @@
-/* stub: being written */
+/* The node tree: inode numbers, names, listings. */
+#include <string.h>
 #include <glib.h>
+
+#include "tree.h"
+
+static GPtrArray *entries_of(const char *const *names)
+{
+	GPtrArray *entries = provider_entries_new();
+
+	for (; *names; names++)
+		g_ptr_array_add(entries, provider_entry_new(*names, ENTRY_DIR));
+	return entries;
+}
+
+static void set_children(struct tree *t, struct node *dir, const char *const *names, uint64_t gen)
+{
+	g_autoptr(GPtrArray) entries = entries_of(names);
+
+	tree_set_children(t, dir, entries, gen);
+}
+
+/* The names tree_list shows, joined by " ". */
+static char *listing(struct tree *t, struct node *dir)
+{
+	GArray *list = tree_list(t, dir);
+	GString *out = g_string_new(NULL);
+
+	for (guint i = 0; i < list->len; i++)
+		g_string_append_printf(out, "%s%s", i ? " " : "",
+				       g_array_index(list, struct tree_dirent, i).name);
+	tree_dirents_free(list);
+	return g_string_free(out, FALSE);
+}
+
+static void test_root_is_inode_one_and_unnamed(void)
+{
+	struct tree *t = tree_new();
+	struct node *root = tree_root(t);
+
+	g_assert_cmpuint(root->ino, ==, 1);
+	g_assert_cmpstr(root->name, ==, "");
+	g_assert_true(root->is_dir);
+	g_assert_true(tree_get(t, 1) == root);
+	g_assert_null(tree_get(t, 0));
+	tree_free(t);
+}
+
+static void test_inode_numbers_are_stable_across_trees(void)
+{
+	static const char *const homes[] = { "1001", "1002", NULL };
+	struct tree *a = tree_new();
+	struct tree *b = tree_new();
+	struct node *ha = tree_add_child(a, tree_root(a), "homes", true);
+	struct node *hb = tree_add_child(b, tree_root(b), "homes", true);
+
+	set_children(a, ha, homes, 1);
+	set_children(b, hb, homes, 7);
+	g_assert_cmpuint(ha->ino, ==, tree_path_ino("/homes"));
+	g_assert_cmpuint(ha->ino, ==, hb->ino);
+	g_assert_cmpuint(tree_child(a, ha, "1001")->ino, ==, tree_child(b, hb, "1001")->ino);
+	g_assert_cmpuint(tree_child(a, ha, "1001")->ino, ==, tree_path_ino("/homes/1001"));
+	g_assert_cmpuint(tree_child(a, ha, "1001")->ino, !=, tree_child(a, ha, "1002")->ino);
+	g_assert_true(tree_get(a, tree_child(a, ha, "1002")->ino) == tree_child(a, ha, "1002"));
+	tree_free(a);
+	tree_free(b);
+}
+
+static void test_inode_numbers_are_never_zero_or_one(void)
+{
+	g_assert_cmpuint(tree_path_ino(""), >, 1);
+	for (int i = 0; i < 10000; i++) {
+		g_autofree char *path = g_strdup_printf("/homes/%d", i);
+
+		g_assert_cmpuint(tree_path_ino(path), >, 1);
+	}
+}
+
+static void test_many_nodes_get_distinct_inodes(void)
+{
+	struct tree *t = tree_new();
+	struct node *dir = tree_add_child(t, tree_root(t), "homes", true);
+	g_autoptr(GHashTable) seen = g_hash_table_new(g_int64_hash, g_int64_equal);
+	g_autoptr(GPtrArray) entries = provider_entries_new();
+
+	for (int i = 0; i < 5000; i++) {
+		g_autofree char *name = g_strdup_printf("%d", i);
+
+		g_ptr_array_add(entries, provider_entry_new(name, ENTRY_FILE));
+	}
+	tree_set_children(t, dir, entries, 1);
+	for (int i = 0; i < 5000; i++) {
+		g_autofree char *name = g_strdup_printf("%d", i);
+		struct node *n = tree_child(t, dir, name);
+
+		g_assert_nonnull(n);
+		g_assert_false(n->is_dir);
+		g_assert_false(g_hash_table_contains(seen, &n->ino));
+		g_hash_table_add(seen, &n->ino);
+	}
+	tree_free(t);
+}
+
+static void test_listing_keeps_the_providers_order_first_duplicate_wins(void)
+{
+	static const char *const names[] = { "b", "a", "c", "a", NULL };
+	struct tree *t = tree_new();
+	struct node *dir = tree_add_child(t, tree_root(t), "homes", true);
+	g_autofree char *list = NULL;
+
+	set_children(t, dir, names, 3);
+	list = listing(t, dir);
+	g_assert_cmpstr(list, ==, "b a c");
+	g_assert_cmpuint(dir->listed_gen, ==, 3);
+	tree_free(t);
+}
+
+static void test_missing_children_are_gone_and_come_back_with_their_inode(void)
+{
+	static const char *const both[] = { "1", "2", NULL };
+	static const char *const one[] = { "2", NULL };
+	static const char *const again[] = { "1", "2", NULL };
+	struct tree *t = tree_new();
+	struct node *dir = tree_add_child(t, tree_root(t), "zones", true);
+	struct node *first;
+	uint64_t ino;
+	g_autofree char *l1 = NULL;
+	g_autofree char *l2 = NULL;
+
+	set_children(t, dir, both, 1);
+	first = tree_child(t, dir, "1");
+	ino = first->ino;
+	set_children(t, dir, one, 2);
+	l1 = listing(t, dir);
+	g_assert_cmpstr(l1, ==, "2");
+	g_assert_true(tree_child(t, dir, "1") == first);
+	g_assert_true(first->gone);
+	g_assert_true(tree_get(t, ino) == first);
+
+	set_children(t, dir, again, 3);
+	l2 = listing(t, dir);
+	g_assert_cmpstr(l2, ==, "1 2");
+	g_assert_false(first->gone);
+	g_assert_true(tree_child(t, dir, "1") == first);
+	g_assert_cmpuint(first->ino, ==, ino);
+	tree_free(t);
+}
+
+static void test_internal_nodes_survive_a_provider_listing(void)
+{
+	static const char *const names[] = { "homes", ".smarthomefs", NULL };
+	struct tree *t = tree_new();
+	struct node *root = tree_root(t);
+	struct node *internal = tree_add_child(t, root, ".smarthomefs", true);
+	struct node *status = tree_add_child(t, internal, "status.json", false);
+	g_autofree char *list = NULL;
+
+	set_children(t, root, names, 1);
+	list = listing(t, root);
+	g_assert_cmpstr(list, ==, "homes .smarthomefs");
+	g_assert_true(internal->internal);
+	g_assert_true(status->internal);
+	g_assert_false(status->is_dir);
+	g_assert_false(tree_child(t, root, "homes")->internal);
+	g_assert_true(tree_child(t, root, ".smarthomefs") == internal);
+	g_assert_true(tree_add_child(t, internal, "status.json", false) == status);
+	tree_free(t);
+}
+
+static void test_raw_path_gives_the_provider_its_ids(void)
+{
+	struct tree *t = tree_new();
+	struct node *homes = tree_add_child(t, tree_root(t), "homes", true);
+	struct node *h = tree_add_child(t, homes, "a/b", true);
+	struct node *f = tree_add_child(t, h, "..", false);
+	size_t n = 0;
+	g_auto(GStrv) path = tree_raw_path(t, f, &n);
+	g_auto(GStrv) root = tree_raw_path(t, tree_root(t), &n);
+
+	g_assert_cmpstr(h->name, ==, "a%2Fb");
+	g_assert_cmpstr(f->name, ==, "%2E%2E");
+	g_assert_cmpuint(g_strv_length(path), ==, 3);
+	g_assert_cmpstr(path[0], ==, "homes");
+	g_assert_cmpstr(path[1], ==, "a/b");
+	g_assert_cmpstr(path[2], ==, "..");
+	g_assert_cmpuint(n, ==, 0);
+	g_assert_null(root[0]);
+	g_assert_cmpuint(f->ino, ==, tree_path_ino("/homes/a%2Fb/%2E%2E"));
+	tree_free(t);
+}
+
+static void assert_escape(const char *raw, size_t len, const char *expected)
+{
+	g_autofree char *name = tree_escape_name(raw, len);
+	g_autofree char *back = NULL;
+	size_t back_len = 99;
+
+	g_assert_cmpstr(name, ==, expected);
+	back = tree_unescape_name(name, &back_len);
+	g_assert_nonnull(back);
+	g_assert_cmpmem(back, back_len, raw, len);
+}
+
+static void test_unsafe_names_are_escaped_reversibly(void)
+{
+	assert_escape("1001", 4, "1001");
+	assert_escape("", 0, "%");
+	assert_escape(".", 1, "%2E");
+	assert_escape("..", 2, "%2E%2E");
+	assert_escape("...", 3, "...");
+	assert_escape(".hidden", 7, ".hidden");
+	assert_escape("a/b", 3, "a%2Fb");
+	assert_escape("100%", 4, "100%25");
+	assert_escape("%2F", 3, "%252F");
+	assert_escape("tab\there", 8, "tab%09here");
+	assert_escape("nl\n\x7f", 4, "nl%0A%7F");
+	assert_escape("a\0b", 3, "a%00b");
+	assert_escape("storage.stateOfCharge", 21, "storage.stateOfCharge");
+	assert_escape("tado\xc2\xb0 \xe2\x82\xac", 10, "tado\xc2\xb0 \xe2\x82\xac");
+	assert_escape("bad\xff\xfeutf8", 9, "bad\xff\xfeutf8");
+	assert_escape("dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw", 38,
+		      "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw");
+}
+
+static void test_only_our_own_escapes_unescape(void)
+{
+	size_t len;
+
+	g_assert_null(tree_unescape_name("a%2fb", &len)); /* lower case is not ours */
+	g_assert_null(tree_unescape_name("%41", &len));   /* 'A' needs no escape */
+	g_assert_null(tree_unescape_name("a%", &len));
+	g_assert_null(tree_unescape_name("a%4", &len));
+	g_assert_null(tree_unescape_name("%%", &len));
+	g_assert_null(tree_unescape_name(".", &len));
+	g_assert_null(tree_unescape_name("%2E.", &len));
+}
+
+static void test_long_names_are_cut_with_a_hash_of_the_whole_id(void)
+{
+	g_autofree char *raw = g_strnfill(300, 'x');
+	g_autofree char *other = g_strnfill(300, 'x');
+	g_autofree char *name = NULL;
+	g_autofree char *name2 = NULL;
+	g_autofree char *exact = g_strnfill(255, 'y');
+	g_autofree char *exact_name = tree_escape_name(exact, 255);
+	size_t len;
+
+	other[299] = 'y';
+	name = tree_escape_name(raw, 300);
+	name2 = tree_escape_name(other, 300);
+	g_assert_cmpuint(strlen(name), <=, 255);
+	g_assert_cmpuint(strlen(name), ==, 200 + 2 + 16);
+	g_assert_nonnull(strstr(name, "%~"));
+	g_assert_cmpstr(name, !=, name2);
+	g_assert_null(tree_unescape_name(name, &len));
+	g_assert_cmpstr(exact_name, ==, exact);
+}
+
+static void test_long_names_are_cut_between_characters(void)
+{
+	/* 100 two-byte characters and 100 escapes: no cut may split either. */
+	GString *raw = g_string_new(NULL);
+	g_autofree char *name = NULL;
+	char *mark;
+
+	for (int i = 0; i < 67; i++)
+		g_string_append(raw, "\xc3\xa9");
+	g_string_append_c(raw, 'z');
+	for (int i = 0; i < 100; i++)
+		g_string_append_c(raw, '/');
+	name = tree_escape_name(raw->str, raw->len);
+	g_assert_cmpuint(strlen(name), <=, 255);
+	mark = strstr(name, "%~");
+	g_assert_nonnull(mark);
+	*mark = '\0';
+	g_assert_true(g_utf8_validate(name, -1, NULL));
+	/* What is left before the mark is whole %XX triples. */
+	g_assert_true(g_str_has_suffix(name, "%2F"));
+	g_assert_cmpuint((strlen(name) - 135) % 3, ==, 0);
+
+	/* An odd start puts a two-byte character across byte 200. */
+	g_string_assign(raw, "z");
+	for (int i = 0; i < 150; i++)
+		g_string_append(raw, "\xc3\xa9");
+	g_free(name);
+	name = tree_escape_name(raw->str, raw->len);
+	mark = strstr(name, "%~");
+	g_assert_nonnull(mark);
+	g_assert_cmpint(mark - name, ==, 199);
+	*mark = '\0';
+	g_assert_true(g_utf8_validate(name, -1, NULL));
+	g_string_free(raw, TRUE);
+}
+
+static void test_lookup_finds_escaped_names(void)
+{
+	static const char *const names[] = { "a/b", "", NULL };
+	struct tree *t = tree_new();
+	struct node *dir = tree_add_child(t, tree_root(t), "homes", true);
+	g_autofree char *list = NULL;
+
+	set_children(t, dir, names, 1);
+	list = listing(t, dir);
+	g_assert_cmpstr(list, ==, "a%2Fb %");
+	g_assert_cmpstr(tree_child(t, dir, "a%2Fb")->raw, ==, "a/b");
+	g_assert_cmpstr(tree_child(t, dir, "%")->raw, ==, "");
+	g_assert_null(tree_child(t, dir, "a/b"));
+	tree_free(t);
+}
+
+static void test_a_file_can_become_a_directory(void)
+{
+	struct tree *t = tree_new();
+	struct node *dir = tree_add_child(t, tree_root(t), "values", true);
+	g_autoptr(GPtrArray) files = provider_entries_new();
+	g_autoptr(GPtrArray) dirs = provider_entries_new();
+	g_autofree char *list = NULL;
+	struct node *n;
+
+	g_ptr_array_add(files, provider_entry_new("x", ENTRY_FILE));
+	g_ptr_array_add(dirs, provider_entry_new("x", ENTRY_DIR));
+	tree_set_children(t, dir, files, 1);
+	n = tree_child(t, dir, "x");
+	g_assert_false(n->is_dir);
+	tree_set_children(t, dir, dirs, 2);
+	g_assert_true(tree_child(t, dir, "x") == n);
+	g_assert_true(n->is_dir);
+	tree_add_child(t, n, "y", false);
+	list = listing(t, n);
+	g_assert_cmpstr(list, ==, "y");
+	tree_free(t);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
+	g_test_add_func("/tree/root_is_inode_one_and_unnamed", test_root_is_inode_one_and_unnamed);
+	g_test_add_func("/tree/inode_numbers_are_stable_across_trees",
+			test_inode_numbers_are_stable_across_trees);
+	g_test_add_func("/tree/inode_numbers_are_never_zero_or_one",
+			test_inode_numbers_are_never_zero_or_one);
+	g_test_add_func("/tree/many_nodes_get_distinct_inodes", test_many_nodes_get_distinct_inodes);
+	g_test_add_func("/tree/listing_keeps_the_providers_order_first_duplicate_wins",
+			test_listing_keeps_the_providers_order_first_duplicate_wins);
+	g_test_add_func("/tree/missing_children_are_gone_and_come_back_with_their_inode",
+			test_missing_children_are_gone_and_come_back_with_their_inode);
+	g_test_add_func("/tree/internal_nodes_survive_a_provider_listing",
+			test_internal_nodes_survive_a_provider_listing);
+	g_test_add_func("/tree/raw_path_gives_the_provider_its_ids",
+			test_raw_path_gives_the_provider_its_ids);
+	g_test_add_func("/tree/unsafe_names_are_escaped_reversibly",
+			test_unsafe_names_are_escaped_reversibly);
+	g_test_add_func("/tree/only_our_own_escapes_unescape", test_only_our_own_escapes_unescape);
+	g_test_add_func("/tree/long_names_are_cut_with_a_hash_of_the_whole_id",
+			test_long_names_are_cut_with_a_hash_of_the_whole_id);
+	g_test_add_func("/tree/long_names_are_cut_between_characters",
+			test_long_names_are_cut_between_characters);
+	g_test_add_func("/tree/lookup_finds_escaped_names", test_lookup_finds_escaped_names);
+	g_test_add_func("/tree/a_file_can_become_a_directory", test_a_file_can_become_a_directory);
 	return g_test_run();
 }
