@@ -1,1 +1,531 @@
-/* stub: being written */
+/* http: libcurl behind one small function. Every FUSE worker may call http_request()
+ * at once, so the client shares what is expensive to rebuild (connections, TLS
+ * sessions, DNS answers) through a CURLSH, and each thread keeps its own easy handle,
+ * which curl requires and which keeps its connections warm between requests. */
+#include "http.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <curl/curl.h>
+
+#include "log.h"
+#include "ratelimit.h"
+#include "version.h"
+
+#define BACKOFF_BASE_MS 400
+#define BACKOFF_CAP_MS  15000
+/* Connecting never needs long; a dead host should not eat the whole deadline. */
+#define CONNECT_TIMEOUT_MS 10000
+#define DEFAULT_TIMEOUT_S  30
+
+/* One thread's easy handle; listed in its client so http_client_free can release the
+ * handles of threads that are still alive. */
+struct http_easy {
+	CURL *curl;
+	struct http_client *client;
+};
+
+struct http_client {
+	CURLSH *share;
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	pthread_key_t easy_key;
+	pthread_mutex_t easies_lock;
+	GPtrArray *easies; /* (easies_lock) struct http_easy * */
+	char *cafile;
+	gint64 timeout_us;
+	size_t max_body;
+	char *user_agent;
+};
+
+/* What one attempt collects while curl runs. */
+struct http_transfer {
+	GByteArray *body;
+	size_t max_body;
+	bool too_big;
+	char *retry_after;
+	char *ratelimit;
+	char *ratelimit_policy;
+	char *content_type;
+};
+
+static pthread_once_t curl_init_once = PTHREAD_ONCE_INIT;
+
+static void curl_init(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void share_lock(CURL *handle, curl_lock_data data, curl_lock_access access, void *userptr)
+{
+	struct http_client *c = userptr;
+	if ((int)data >= 0 && data < CURL_LOCK_DATA_LAST)
+		pthread_mutex_lock(&c->share_locks[data]);
+}
+
+static void share_unlock(CURL *handle, curl_lock_data data, void *userptr)
+{
+	struct http_client *c = userptr;
+	if ((int)data >= 0 && data < CURL_LOCK_DATA_LAST)
+		pthread_mutex_unlock(&c->share_locks[data]);
+}
+
+/* Runs when a thread that made requests exits. */
+static void easy_destroy(void *p)
+{
+	struct http_easy *e = p;
+	struct http_client *c = e->client;
+	pthread_mutex_lock(&c->easies_lock);
+	g_ptr_array_remove_fast(c->easies, e);
+	pthread_mutex_unlock(&c->easies_lock);
+	curl_easy_cleanup(e->curl);
+	g_free(e);
+}
+
+struct http_client *http_client_new(const char *cafile, int timeout_s, size_t max_body,
+				    const char *user_agent)
+{
+	pthread_once(&curl_init_once, curl_init);
+
+	struct http_client *c = g_new0(struct http_client, 1);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&c->share_locks[i], NULL);
+	pthread_mutex_init(&c->easies_lock, NULL);
+	c->easies = g_ptr_array_new();
+	if (pthread_key_create(&c->easy_key, easy_destroy) != 0)
+		g_error("http: out of thread-specific keys");
+	c->cafile = g_strdup(cafile && *cafile ? cafile : NULL);
+	c->timeout_us = (gint64)(timeout_s > 0 ? timeout_s : DEFAULT_TIMEOUT_S) * G_USEC_PER_SEC;
+	c->max_body = max_body ? max_body : (size_t)16 << 20;
+	c->user_agent = g_strdup(user_agent && *user_agent ? user_agent
+							   : "smarthomefs/" SMARTHOMEFS_VERSION);
+
+	c->share = curl_share_init();
+	if (!c->share)
+		g_error("http: curl_share_init failed");
+	curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock);
+	curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+	curl_share_setopt(c->share, CURLSHOPT_USERDATA, c);
+	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	return c;
+}
+
+void http_client_free(struct http_client *c)
+{
+	if (!c)
+		return;
+	/* Threads still alive keep their handles in the key; free them here and delete
+	 * the key so their exit does not touch the freed client. */
+	pthread_key_delete(c->easy_key);
+	pthread_mutex_lock(&c->easies_lock);
+	for (guint i = 0; i < c->easies->len; i++) {
+		struct http_easy *e = c->easies->pdata[i];
+		curl_easy_cleanup(e->curl);
+		g_free(e);
+	}
+	g_ptr_array_set_size(c->easies, 0);
+	pthread_mutex_unlock(&c->easies_lock);
+	curl_share_cleanup(c->share);
+	g_ptr_array_unref(c->easies);
+	pthread_mutex_destroy(&c->easies_lock);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&c->share_locks[i]);
+	g_free(c->cafile);
+	g_free(c->user_agent);
+	g_free(c);
+}
+
+static CURL *http_thread_easy(struct http_client *c)
+{
+	struct http_easy *e = pthread_getspecific(c->easy_key);
+	if (e)
+		return e->curl;
+	CURL *curl = curl_easy_init();
+	if (!curl)
+		return NULL;
+	e = g_new0(struct http_easy, 1);
+	e->curl = curl;
+	e->client = c;
+	pthread_mutex_lock(&c->easies_lock);
+	g_ptr_array_add(c->easies, e);
+	pthread_mutex_unlock(&c->easies_lock);
+	pthread_setspecific(c->easy_key, e);
+	return curl;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct http_transfer *t = userdata;
+	size_t n = size * nmemb;
+	/* Checked on the decoded bytes, so a small gzip bomb is caught too. */
+	if (t->body->len + n > t->max_body) {
+		t->too_big = true;
+		return 0; /* CURLE_WRITE_ERROR aborts the transfer */
+	}
+	g_byte_array_append(t->body, (const guint8 *)data, (guint)n);
+	return n;
+}
+
+static void transfer_reset_headers(struct http_transfer *t)
+{
+	g_clear_pointer(&t->retry_after, g_free);
+	g_clear_pointer(&t->ratelimit, g_free);
+	g_clear_pointer(&t->ratelimit_policy, g_free);
+	g_clear_pointer(&t->content_type, g_free);
+}
+
+/* Header names are compared in any letter case: HTTP/2 sends them lower case, some
+ * servers in their own spelling. */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct http_transfer *t = userdata;
+	size_t n = size * nmemb;
+	static const struct {
+		const char *name;
+		size_t field;
+	} wanted[] = {
+		{"retry-after", offsetof(struct http_transfer, retry_after)},
+		{"ratelimit", offsetof(struct http_transfer, ratelimit)},
+		{"ratelimit-policy", offsetof(struct http_transfer, ratelimit_policy)},
+		{"content-type", offsetof(struct http_transfer, content_type)},
+	};
+
+	/* A status line starts a new header block (after a 100 Continue or an
+	 * interim answer): only the final block counts. */
+	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+		transfer_reset_headers(t);
+		return n;
+	}
+	const char *colon = memchr(data, ':', n);
+	if (!colon)
+		return n;
+	size_t name_len = (size_t)(colon - data);
+	for (size_t i = 0; i < G_N_ELEMENTS(wanted); i++) {
+		if (strlen(wanted[i].name) != name_len ||
+		    g_ascii_strncasecmp(wanted[i].name, data, name_len) != 0)
+			continue;
+		const char *v = colon + 1;
+		const char *end = data + n;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' ||
+				   end[-1] == '\t'))
+			end--;
+		char **field = (char **)((char *)t + wanted[i].field);
+		g_free(*field);
+		*field = g_strndup(v, (gsize)(end - v));
+		break;
+	}
+	return n;
+}
+
+static int curl_errno(CURLcode rc, bool too_big)
+{
+	if (too_big)
+		return -EFBIG;
+	switch (rc) {
+	case CURLE_OK:
+		return 0;
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_COULDNT_CONNECT:
+		return -ECONNREFUSED;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return -EHOSTUNREACH;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_USE_SSL_FAILED:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_BAD_CONTENT_ENCODING:
+		return -EPROTO;
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+		return -ECONNRESET;
+	case CURLE_FILESIZE_EXCEEDED:
+		return -EFBIG;
+	default:
+		return -EIO;
+	}
+}
+
+/* Transport failures worth another attempt: the request may not have reached the
+ * server, or the server went away. Certificate and protocol errors will not heal. */
+static bool errno_is_retryable(int r)
+{
+	return r == -ECONNREFUSED || r == -ECONNRESET || r == -EHOSTUNREACH || r == -ETIMEDOUT;
+}
+
+static bool status_is_retryable(long status)
+{
+	return status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
+}
+
+/* The URL without query and fragment, for a log line when the caller gave no log_path:
+ * a query may hold an id or a code. */
+static char *url_for_log(const char *url)
+{
+	if (!url)
+		return g_strdup("?");
+	return g_strndup(url, strcspn(url, "?#"));
+}
+
+static int http_attempt(struct http_client *c, CURL *curl, const struct http_request *req,
+			gint64 remaining_us, struct http_transfer *t, long *status)
+{
+	curl_easy_reset(curl); /* keeps the connections, the DNS and session caches */
+
+	long timeout_ms = (long)MAX(remaining_us / 1000, 1);
+	curl_easy_setopt(curl, CURLOPT_URL, req->url);
+	curl_easy_setopt(curl, CURLOPT_SHARE, c->share);
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, MIN(timeout_ms, CONNECT_TIMEOUT_MS));
+	curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "gzip");
+	curl_easy_setopt(curl, CURLOPT_USERAGENT, c->user_agent);
+	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (c->cafile)
+		curl_easy_setopt(curl, CURLOPT_CAINFO, c->cafile);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
+#endif
+	curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(curl, CURLOPT_HEADERDATA, t);
+
+	const char *method = req->method ? req->method : "GET";
+	if (strcmp(method, "GET") == 0) {
+		curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+	} else if (strcmp(method, "POST") == 0) {
+		const char *form = req->form ? req->form : "";
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, form);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(form));
+	} else {
+		curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+		if (req->form) {
+			curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->form);
+			curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
+					 (curl_off_t)strlen(req->form));
+		}
+	}
+
+	struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
+	if (req->form)
+		headers = curl_slist_append(headers,
+					    "Content-Type: application/x-www-form-urlencoded");
+	char *auth_header = NULL;
+	if (req->bearer) {
+		auth_header = g_strconcat("Authorization: Bearer ", req->bearer, NULL);
+		headers = curl_slist_append(headers, auth_header);
+	}
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+
+	CURLcode rc = curl_easy_perform(curl);
+
+	/* curl_slist_append copied the header; wipe both copies of the token. */
+	for (struct curl_slist *h = headers; h; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
+	curl_slist_free_all(headers);
+	if (auth_header) {
+		explicit_bzero(auth_header, strlen(auth_header));
+		g_free(auth_header);
+	}
+	/* Nothing may point at freed memory once we return. */
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+
+	*status = 0;
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+	return curl_errno(rc, t->too_big);
+}
+
+/* Full jitter: a random wait in [0, min(cap, base * 2^(attempt-1))]. */
+static gint64 backoff_us(int attempt)
+{
+	gint64 ms = BACKOFF_BASE_MS;
+	for (int i = 1; i < attempt && ms < BACKOFF_CAP_MS; i++)
+		ms *= 2;
+	ms = MIN(ms, BACKOFF_CAP_MS);
+	return (gint64)(g_random_double() * (double)ms * 1000.0);
+}
+
+static void transfer_to_response(struct http_transfer *t, long status, struct http_response *resp)
+{
+	http_response_clear(resp);
+	resp->status = status;
+	resp->body = g_byte_array_free_to_bytes(t->body);
+	t->body = NULL;
+	resp->retry_after = g_steal_pointer(&t->retry_after);
+	resp->ratelimit = g_steal_pointer(&t->ratelimit);
+	resp->ratelimit_policy = g_steal_pointer(&t->ratelimit_policy);
+	resp->content_type = g_steal_pointer(&t->content_type);
+}
+
+int http_request(struct http_client *c, const struct http_request *req,
+		 struct http_response *resp)
+{
+	memset(resp, 0, sizeof(*resp));
+	CURL *curl = http_thread_easy(c);
+	if (!curl)
+		return -ENOMEM;
+
+	const char *method = req->method ? req->method : "GET";
+	g_autofree char *log_path = req->log_path ? g_strdup(req->log_path) : url_for_log(req->url);
+	int tries = req->tries > 0 ? req->tries : 1;
+	gint64 start = g_get_monotonic_time();
+	gint64 deadline = start + c->timeout_us;
+	int r = -ETIMEDOUT;
+
+	for (int attempt = 1; attempt <= tries; attempt++) {
+		gint64 now = g_get_monotonic_time();
+		if (now >= deadline) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		struct http_transfer t = {
+			.body = g_byte_array_new(),
+			.max_body = c->max_body,
+		};
+		long status = 0;
+		r = http_attempt(c, curl, req, deadline - now, &t, &status);
+		gint64 done = g_get_monotonic_time();
+		log_debug("%s %s -> %ld%s%s in %.3f s (attempt %d)", method, log_path, status,
+			  r < 0 ? ", " : "", r < 0 ? g_strerror(-r) : "",
+			  (double)(done - now) / G_USEC_PER_SEC, attempt);
+
+		if (r == 0) {
+			transfer_to_response(&t, status, resp);
+			resp->attempts = attempt;
+		}
+		g_clear_pointer(&t.body, g_byte_array_unref);
+		transfer_reset_headers(&t);
+
+		bool retry = r == 0 ? status_is_retryable(resp->status) : errno_is_retryable(r);
+		if (!retry || attempt == tries)
+			break;
+
+		gint64 wait = backoff_us(attempt);
+		long retry_after;
+		if (r == 0 && resp->retry_after &&
+		    retry_after_parse(resp->retry_after, time(NULL), &retry_after) == 0)
+			wait = (gint64)retry_after * G_USEC_PER_SEC;
+		/* A wait that ends after the deadline helps nobody: the caller gets the
+		 * answer now (a 429 with its Retry-After, for the status file). */
+		if (g_get_monotonic_time() + wait >= deadline)
+			break;
+		if (r == 0)
+			http_response_clear(resp);
+		g_usleep((gulong)wait);
+	}
+
+	resp->seconds = (double)(g_get_monotonic_time() - start) / G_USEC_PER_SEC;
+	if (r < 0) {
+		http_response_clear(resp);
+		return r;
+	}
+	return 0;
+}
+
+void http_response_clear(struct http_response *resp)
+{
+	g_clear_pointer(&resp->body, g_bytes_unref);
+	g_clear_pointer(&resp->retry_after, g_free);
+	g_clear_pointer(&resp->ratelimit, g_free);
+	g_clear_pointer(&resp->ratelimit_policy, g_free);
+	g_clear_pointer(&resp->content_type, g_free);
+	resp->status = 0;
+	resp->seconds = 0;
+	resp->attempts = 0;
+}
+
+int http_status_errno(long status)
+{
+	static const struct {
+		long status;
+		int err;
+	} table[] = {
+		{401, -EACCES},	   {403, -EACCES}, {404, -ENOENT}, {410, -ENOENT},
+		{429, -EAGAIN},	   {408, -ETIMEDOUT}, {504, -ETIMEDOUT},
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(table); i++)
+		if (table[i].status == status)
+			return table[i].err;
+	if (status >= 200 && status < 300)
+		return 0;
+	return -EIO;
+}
+
+char *http_form(const char *key, ...)
+{
+	GString *s = g_string_new(NULL);
+	va_list ap;
+	va_start(ap, key);
+	for (const char *k = key; k; k = va_arg(ap, const char *)) {
+		const char *v = va_arg(ap, const char *);
+		if (!v)
+			continue;
+		if (s->len)
+			g_string_append_c(s, '&');
+		g_string_append_uri_escaped(s, k, NULL, FALSE);
+		g_string_append_c(s, '=');
+		g_string_append_uri_escaped(s, v, NULL, FALSE);
+	}
+	va_end(ap);
+	return g_string_free(s, FALSE);
+}
+
+/* Decodes one side of a pair: '+' is a space in forms; an escape that is invalid or
+ * decodes to NUL makes the whole side invalid (NULL). */
+static char *form_decode(const char *s, size_t len)
+{
+	g_autofree char *raw = g_strndup(s, len);
+	for (char *p = raw; *p; p++)
+		if (*p == '+')
+			*p = ' ';
+	return g_uri_unescape_string(raw, NULL);
+}
+
+char *http_form_get(const char *form, const char *key)
+{
+	if (!form || !key)
+		return NULL;
+	if (*form == '?')
+		form++;
+	const char *p = form;
+	while (*p && *p != '#') {
+		size_t len = strcspn(p, "&#");
+		const char *eq = memchr(p, '=', len);
+		size_t key_len = eq ? (size_t)(eq - p) : len;
+		g_autofree char *k = form_decode(p, key_len);
+		if (k && strcmp(k, key) == 0) {
+			if (!eq)
+				return g_strdup("");
+			return form_decode(eq + 1, len - key_len - 1);
+		}
+		p += len;
+		if (*p == '&')
+			p++;
+	}
+	return NULL;
+}
