@@ -1,1 +1,775 @@
-/* stub: being written */
+/* oauth: the login flows and the token endpoint. Codes, verifiers, secrets and tokens
+ * pass through here; none of them is ever printed or logged, and the strings that held
+ * them are wiped before they are freed. */
+#include "oauth.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <gio/gio.h>
+#include <jansson.h>
+
+#include "auth.h"
+#include "http.h"
+#include "log.h"
+#include "provider.h"
+
+/* RFC 8628 section 3.5: a server that says nothing means 5 seconds. */
+#define DEVICE_DEFAULT_INTERVAL_S 5
+#define DEVICE_DEFAULT_EXPIRES_S  300
+/* Between polls even when the server asks for 0 s, so a test server or a confused
+ * one never makes us spin. */
+#define POLL_MIN_US (50 * 1000)
+/* A request line and headers of a browser's callback fit in this many bytes. */
+#define CALLBACK_REQUEST_MAX 8192
+/* How many browser connections (the callback, a favicon, a preconnect) at once. */
+#define CALLBACK_CONNS_MAX 8
+/* A connection that sends nothing for this long is a browser's idle preconnect. */
+#define CALLBACK_CONN_IDLE_US (10 * G_USEC_PER_SEC)
+
+static void wipe_free(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		g_free(s);
+	}
+}
+
+/* g_auto(secret_str): a string holding a secret, wiped when it goes out of scope. */
+typedef char *secret_str;
+G_DEFINE_AUTO_CLEANUP_FREE_FUNC(secret_str, wipe_free, NULL)
+
+static void replace_secret(char **field, const char *value)
+{
+	if (*field == value)
+		return;
+	char *old = *field;
+	*field = g_strdup(value);
+	wipe_free(old);
+}
+
+static char *token_url_of(const struct provider *p, const char *auth_url, const char *path)
+{
+	const char *base = auth_url && *auth_url ? auth_url : p->auth_url;
+	return g_strconcat(base, path ? path : "", NULL);
+}
+
+/* A positive whole number of seconds from JSON, which some servers send as a string. */
+static bool json_seconds(json_t *v, gint64 *out)
+{
+	if (json_is_integer(v)) {
+		*out = json_integer_value(v);
+	} else if (json_is_real(v)) {
+		*out = (gint64)json_real_value(v);
+	} else if (json_is_string(v)) {
+		char *end;
+		gint64 n = g_ascii_strtoll(json_string_value(v), &end, 10);
+		if (end == json_string_value(v) || *end)
+			return false;
+		*out = n;
+	} else {
+		return false;
+	}
+	return *out >= 0 && *out < (gint64)10 * 365 * 24 * 3600;
+}
+
+static json_t *response_json(const struct http_response *resp)
+{
+	if (!resp->body)
+		return NULL;
+	gsize len;
+	const char *data = g_bytes_get_data(resp->body, &len);
+	if (!data || len == 0)
+		return NULL;
+	json_t *j = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+	if (j && !json_is_object(j)) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+int oauth_token_request(struct http_client *http, const char *token_url, const char *form,
+			struct token_set *ts, char **error)
+{
+	if (error)
+		*error = NULL;
+	/* One attempt only: an authorization code or a rotating refresh token is spent the
+	 * moment the server reads it, so a retry after a lost answer would be refused and
+	 * look like a revoked login. The caller tries again later instead. */
+	struct http_request req = {
+		.method = "POST",
+		.url = token_url,
+		.form = form,
+		.tries = 1,
+		.log_path = "token endpoint",
+	};
+	struct http_response resp;
+	int r = http_request(http, &req, &resp);
+	if (r < 0)
+		return r;
+
+	json_t *j = response_json(&resp);
+	long status = resp.status;
+	http_response_clear(&resp);
+
+	if (status >= 200 && status < 300) {
+		const char *access = j ? json_string_value(json_object_get(j, "access_token")) : NULL;
+		if (!access || !*access) {
+			json_decref(j);
+			return -EIO;
+		}
+		const char *refresh = json_string_value(json_object_get(j, "refresh_token"));
+		const char *scope = json_string_value(json_object_get(j, "scope"));
+		gint64 expires_in;
+		gint64 expires_at = 0;
+		if (json_seconds(json_object_get(j, "expires_in"), &expires_in))
+			expires_at = g_get_real_time() / G_USEC_PER_SEC + expires_in;
+		/* Registered before they are stored anywhere a log line could reach. */
+		log_add_secret(access);
+		log_add_secret(refresh);
+		replace_secret(&ts->access_token, access);
+		if (refresh && *refresh)
+			replace_secret(&ts->refresh_token, refresh);
+		if (scope && *scope) {
+			g_free(ts->scope);
+			ts->scope = g_strdup(scope);
+		}
+		ts->expires_at = expires_at;
+		json_decref(j);
+		return 0;
+	}
+
+	const char *code = j ? json_string_value(json_object_get(j, "error")) : NULL;
+	if (error && code)
+		*error = g_strdup(code);
+	json_decref(j);
+	if (status == 429 || status >= 500)
+		return -EAGAIN;
+	if (status == 400 || status == 401)
+		return -EACCES;
+	return -EIO;
+}
+
+int oauth_refresh(struct http_client *http, const struct provider *p, const char *auth_url,
+		  struct token_set *ts, char **error)
+{
+	if (error)
+		*error = NULL;
+	if (!ts->refresh_token || !*ts->refresh_token) {
+		if (error)
+			*error = g_strdup("invalid_grant");
+		return -EACCES;
+	}
+	g_autofree char *url = token_url_of(p, auth_url, p->token_path);
+	const char *client_id = ts->client_id ? ts->client_id : p->client_id;
+	g_auto(secret_str) form = http_form("grant_type", "refresh_token", "refresh_token",
+				      ts->refresh_token, "client_id", client_id, "client_secret",
+				      ts->client_secret, NULL);
+	return oauth_token_request(http, url, form, ts, error);
+}
+
+/* ---- Device authorization grant (RFC 8628) ---- */
+
+/* The link shown to the user, with client_id added when the provider's page needs it
+ * and the server did not put it there. */
+static char *device_link(const struct provider *p, const char *uri)
+{
+	if (!p->verification_uri_needs_client_id || !p->client_id)
+		return g_strdup(uri);
+	const char *query = strchr(uri, '?');
+	if (query) {
+		g_autofree char *present = http_form_get(query + 1, "client_id");
+		if (present)
+			return g_strdup(uri);
+	}
+	g_autofree char *id = g_uri_escape_string(p->client_id, NULL, FALSE);
+	const char *sep = !query ? "?" : (query[1] && !g_str_has_suffix(uri, "&")) ? "&" : "";
+	return g_strconcat(uri, sep, "client_id=", id, NULL);
+}
+
+int oauth_device_login(struct http_client *http, const struct provider *p, const char *auth_url,
+		       struct token_set *ts, GError **err)
+{
+	g_autofree char *authorize_url = token_url_of(p, auth_url, p->device_authorize_path);
+	g_autofree char *token_url = token_url_of(p, auth_url, p->token_path);
+	g_autofree char *form = http_form("client_id", p->client_id, "scope", p->scope, NULL);
+
+	struct http_request req = {
+		.method = "POST",
+		.url = authorize_url,
+		.form = form,
+		.tries = 3,
+		.log_path = "device authorization endpoint",
+	};
+	struct http_response resp;
+	int r = http_request(http, &req, &resp);
+	if (r < 0) {
+		g_set_error(err, G_IO_ERROR, g_io_error_from_errno(-r),
+			    "Could not reach %s's login server: %s.", p->title, g_strerror(-r));
+		return r;
+	}
+	json_t *j = response_json(&resp);
+	long status = resp.status;
+	http_response_clear(&resp);
+	const char *device_code = j ? json_string_value(json_object_get(j, "device_code")) : NULL;
+	const char *user_code = j ? json_string_value(json_object_get(j, "user_code")) : NULL;
+	const char *uri = j ? json_string_value(json_object_get(j, "verification_uri_complete"))
+			    : NULL;
+	if (!uri && j)
+		uri = json_string_value(json_object_get(j, "verification_uri"));
+	if (status != 200 || !device_code || !user_code || !uri) {
+		const char *code = j ? json_string_value(json_object_get(j, "error")) : NULL;
+		g_set_error(err, G_IO_ERROR, G_IO_ERROR_FAILED,
+			    "%s's login server did not start a login (HTTP %ld%s%s).", p->title,
+			    status, code ? ", " : "", code ? code : "");
+		json_decref(j);
+		return status == 429 || status >= 500 ? -EAGAIN : -EIO;
+	}
+	gint64 interval_s = DEVICE_DEFAULT_INTERVAL_S;
+	gint64 expires_s = DEVICE_DEFAULT_EXPIRES_S;
+	json_seconds(json_object_get(j, "interval"), &interval_s);
+	json_seconds(json_object_get(j, "expires_in"), &expires_s);
+	g_auto(secret_str) device = g_strdup(device_code);
+	log_add_secret(device);
+	g_autofree char *link = device_link(p, uri);
+	printf("To log in, open this link in a browser:\n  %s\nand check that it shows the code "
+	       "%s.\n",
+	       link, user_code);
+	fflush(stdout);
+	json_decref(j);
+
+	g_auto(secret_str) poll_form =
+		http_form("client_id", p->client_id, "device_code", device,
+			  "grant_type", "urn:ietf:params:oauth:grant-type:device_code", NULL);
+	gint64 deadline = g_get_monotonic_time() + expires_s * G_USEC_PER_SEC;
+	struct token_set got = {0};
+	for (;;) {
+		g_usleep((gulong)MAX(MAX(interval_s, 0) * G_USEC_PER_SEC, POLL_MIN_US));
+		if (g_get_monotonic_time() >= deadline) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		g_autofree char *error = NULL;
+		r = oauth_token_request(http, token_url, poll_form, &got, &error);
+		if (r == 0)
+			break;
+		if (error && strcmp(error, "authorization_pending") == 0)
+			continue;
+		if (error && strcmp(error, "slow_down") == 0) {
+			interval_s += 5;
+			continue;
+		}
+		if (error && strcmp(error, "access_denied") == 0) {
+			g_set_error(err, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+				    "The login was denied in the browser.");
+			r = -EACCES;
+			break;
+		}
+		if (error && strcmp(error, "expired_token") == 0) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		if (r == -EACCES || r == -EIO) {
+			g_set_error(err, G_IO_ERROR, G_IO_ERROR_FAILED,
+				    "%s refused the login (%s); run the command again.", p->title,
+				    error ? error : "no reason given");
+			break;
+		}
+		/* A 429, a 5xx or a network hiccup while the user is still in the
+		 * browser: the code stays valid, so keep polling until it expires. */
+		log_warn("Waiting for the login: %s; trying again.", g_strerror(-r));
+	}
+	log_remove_secret(device);
+	if (r == -ETIMEDOUT)
+		g_set_error(err, G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
+			    "The code expired before the login was approved; run the command "
+			    "again.");
+	if (r < 0) {
+		token_set_clear(&got);
+		return r;
+	}
+	got.provider = g_strdup(p->name);
+	if (!got.scope)
+		got.scope = g_strdup(p->scope);
+	token_set_clear(ts);
+	*ts = got;
+	return 0;
+}
+
+/* ---- Authorization code + PKCE with a loopback redirect (RFC 7636, RFC 8252) ---- */
+
+static char *base64url(const guchar *data, gsize len)
+{
+	char *s = g_base64_encode(data, len);
+	char *w = s;
+	for (char *c = s; *c; c++) {
+		if (*c == '=')
+			continue;
+		*w++ = *c == '+' ? '-' : *c == '/' ? '_' : *c;
+	}
+	*w = '\0';
+	return s;
+}
+
+static void random_bytes(guchar *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = getrandom(buf + got, len - got, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		got += (size_t)n;
+	}
+	/* getrandom only fails on kernels older than 3.17; GLib's generator is seeded
+	 * from /dev/urandom, good enough as a last resort. */
+	for (; got < len; got++)
+		buf[got] = (guchar)g_random_int_range(0, 256);
+}
+
+static char *random_token(size_t bytes)
+{
+	guchar buf[64];
+	bytes = MIN(bytes, sizeof(buf));
+	random_bytes(buf, bytes);
+	char *s = base64url(buf, bytes);
+	explicit_bzero(buf, sizeof(buf));
+	return s;
+}
+
+char *oauth_pkce_challenge(const char *verifier)
+{
+	guint8 digest[32];
+	gsize len = sizeof(digest);
+	g_autoptr(GChecksum) sha = g_checksum_new(G_CHECKSUM_SHA256);
+	g_checksum_update(sha, (const guchar *)verifier, (gssize)strlen(verifier));
+	g_checksum_get_digest(sha, digest, &len);
+	return base64url(digest, len);
+}
+
+void oauth_pkce_pair(char **verifier, char **challenge)
+{
+	/* 32 bytes: 43 characters, RFC 7636's recommended length and entropy. */
+	*verifier = random_token(32);
+	*challenge = oauth_pkce_challenge(*verifier);
+}
+
+int oauth_parse_callback(const char *target, char **code, char **state, char **error,
+			 char **error_description)
+{
+	char **outs[] = {code, state, error, error_description};
+	static const char *const keys[] = {"code", "state", "error", "error_description"};
+	for (size_t i = 0; i < G_N_ELEMENTS(outs); i++)
+		if (outs[i])
+			*outs[i] = NULL;
+	if (!target)
+		return -EINVAL;
+	size_t path_len = strcspn(target, "?#");
+	if (path_len != strlen("/callback") || memcmp(target, "/callback", path_len) != 0)
+		return -EINVAL;
+	if (target[path_len] != '?')
+		return 0;
+	const char *query = target + path_len + 1;
+	size_t query_len = strcspn(query, "#");
+	g_autofree char *q = g_strndup(query, query_len);
+
+	/* A parameter given twice is refused rather than guessed at: a crafted link must
+	 * not smuggle a second state or code past the check. */
+	char *found[G_N_ELEMENTS(keys)] = {0};
+	g_auto(GStrv) pairs = g_strsplit(q, "&", -1);
+	int r = 0;
+	for (size_t p = 0; pairs[p] && r == 0; p++) {
+		for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
+			char *v = http_form_get(pairs[p], keys[i]);
+			if (!v)
+				continue;
+			if (found[i]) {
+				g_free(v);
+				r = -EINVAL;
+				break;
+			}
+			found[i] = v;
+		}
+	}
+	for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
+		if (r == 0 && outs[i] && found[i] && *found[i])
+			*outs[i] = g_steal_pointer(&found[i]);
+		wipe_free(found[i]);
+	}
+	if (r < 0)
+		for (size_t i = 0; i < G_N_ELEMENTS(outs); i++)
+			if (outs[i])
+				g_clear_pointer(outs[i], wipe_free);
+	return r;
+}
+
+struct callback_conn {
+	int fd;
+	GString *buf;
+	gint64 idle_deadline;
+};
+
+static void callback_conn_close(struct callback_conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	if (c->buf) {
+		explicit_bzero(c->buf->str, c->buf->len);
+		g_string_free(c->buf, TRUE);
+	}
+	c->buf = NULL;
+}
+
+static void send_all(int fd, const char *data, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		data += n;
+		len -= (size_t)n;
+	}
+}
+
+static void send_page(int fd, int status, const char *reason, const char *title,
+		      const char *sentence)
+{
+	g_autofree char *t = g_markup_escape_text(title, -1);
+	g_autofree char *s = g_markup_escape_text(sentence, -1);
+	g_autofree char *body = g_strdup_printf(
+		"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s</title></head>"
+		"<body><p>%s</p></body></html>\n",
+		t, s);
+	g_autofree char *head = g_strdup_printf(
+		"HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\n"
+		"Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+		status, reason, strlen(body));
+	send_all(fd, head, strlen(head));
+	send_all(fd, body, strlen(body));
+}
+
+static int listen_loopback(int port, int *bound_port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in addr = {
+		.sin_family = AF_INET,
+		.sin_port = htons((uint16_t)port),
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
+	socklen_t len = sizeof(addr);
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 8) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&addr, &len) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	*bound_port = ntohs(addr.sin_port);
+	return fd;
+}
+
+/* What one request on the loopback listener turned out to be. */
+enum callback_outcome {
+	CALLBACK_IGNORED, /* not our callback (favicon, junk): keep waiting */
+	CALLBACK_DONE,    /* answered; *result says how the login ended */
+};
+
+struct pkce_state {
+	struct http_client *http;
+	const struct provider *p;
+	const char *token_url;
+	const char *redirect_uri;
+	const struct pkce_login *opts;
+	const char *state;
+	const char *verifier;
+	struct token_set *got;
+	GError **err;
+};
+
+static void exchange_failure(const struct pkce_state *ps, int r, const char *error)
+{
+	if (error && strcmp(error, "invalid_client") == 0)
+		g_set_error(ps->err, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+			    "The client secret was refused; check it in %s's client management "
+			    "and log in again.",
+			    ps->p->title);
+	else if (error && strcmp(error, "invalid_grant") == 0)
+		g_set_error(ps->err, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+			    "%s refused the login code (invalid_grant); check that the redirect "
+			    "URI %s is registered for the client and run the command again.",
+			    ps->p->title, ps->redirect_uri);
+	else if (error)
+		g_set_error(ps->err, G_IO_ERROR, G_IO_ERROR_FAILED,
+			    "%s refused the login (%s); run the command again.", ps->p->title,
+			    error);
+	else
+		g_set_error(ps->err, G_IO_ERROR, g_io_error_from_errno(-r),
+			    "Could not finish the login with %s: %s; run the command again.",
+			    ps->p->title, g_strerror(-r));
+}
+
+static enum callback_outcome handle_callback(const struct pkce_state *ps, int fd,
+					     const char *request, int *result)
+{
+	/* "GET /callback?... HTTP/1.1" */
+	const char *sp1 = strchr(request, ' ');
+	const char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+	if (!sp1 || !sp2 || (size_t)(sp1 - request) != 3 || memcmp(request, "GET", 3) != 0) {
+		send_page(fd, 400, "Bad Request", "smarthomefs", "Not a login answer.");
+		return CALLBACK_IGNORED;
+	}
+	g_autofree char *target = g_strndup(sp1 + 1, (gsize)(sp2 - sp1 - 1));
+	g_auto(secret_str) code = NULL;
+	g_autofree char *state = NULL;
+	g_autofree char *error = NULL;
+	g_autofree char *description = NULL;
+	if (oauth_parse_callback(target, &code, &state, &error, &description) < 0) {
+		send_page(fd, 404, "Not Found", "smarthomefs", "Not a login answer.");
+		return CALLBACK_IGNORED;
+	}
+	if (!code && !error) {
+		send_page(fd, 400, "Bad Request", "smarthomefs", "Not a login answer.");
+		return CALLBACK_IGNORED;
+	}
+	if (!state || strcmp(state, ps->state) != 0) {
+		const char *msg = "The login answer did not match this login (state mismatch); "
+				  "run the command again.";
+		send_page(fd, 400, "Bad Request", "Login failed", msg);
+		g_set_error_literal(ps->err, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
+		*result = -EPROTO;
+		return CALLBACK_DONE;
+	}
+	if (error) {
+		g_autofree char *msg = g_strdup_printf(
+			"%s refused the login: %s.", ps->p->title,
+			description ? description : error);
+		send_page(fd, 403, "Forbidden", "Login failed", msg);
+		g_set_error_literal(ps->err, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED, msg);
+		*result = -EACCES;
+		return CALLBACK_DONE;
+	}
+
+	g_auto(secret_str) form = http_form(
+		"grant_type", "authorization_code", "code", code, "redirect_uri", ps->redirect_uri,
+		"client_id", ps->opts->client_id, "client_secret", ps->opts->client_secret,
+		"code_verifier", ps->verifier, NULL);
+	g_autofree char *oauth_error = NULL;
+	int r = oauth_token_request(ps->http, ps->token_url, form, ps->got, &oauth_error);
+	if (r < 0) {
+		exchange_failure(ps, r, oauth_error);
+		send_page(fd, 403, "Forbidden", "Login failed",
+			  (*ps->err)->message);
+		*result = r;
+		return CALLBACK_DONE;
+	}
+	g_autofree char *ok = g_strdup_printf("Logged in to %s. You can close this tab.",
+					      ps->p->title);
+	send_page(fd, 200, "OK", "Logged in", ok);
+	*result = 0;
+	return CALLBACK_DONE;
+}
+
+static void open_browser(const char *url)
+{
+	if (!g_getenv("DISPLAY") && !g_getenv("WAYLAND_DISPLAY"))
+		return;
+	/* The URL holds the challenge and the state, never the verifier or a secret. */
+	char *argv[] = {"xdg-open", (char *)url, NULL};
+	g_autoptr(GError) e = NULL;
+	if (!g_spawn_async(NULL, argv, NULL,
+			   G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL |
+				   G_SPAWN_STDERR_TO_DEV_NULL,
+			   NULL, NULL, NULL, &e))
+		log_warn("Could not open a browser (%s); open the link by hand.", e->message);
+}
+
+/* Serves the loopback listener until the login ends or the time is up. */
+static int serve_callback(const struct pkce_state *ps, int lfd, gint64 deadline)
+{
+	struct callback_conn conns[CALLBACK_CONNS_MAX];
+	for (size_t i = 0; i < G_N_ELEMENTS(conns); i++)
+		conns[i] = (struct callback_conn){.fd = -1};
+	int result = -ETIMEDOUT;
+	bool done = false;
+
+	while (!done) {
+		gint64 now = g_get_monotonic_time();
+		if (now >= deadline)
+			break;
+		struct pollfd pfds[CALLBACK_CONNS_MAX + 1];
+		size_t map[CALLBACK_CONNS_MAX + 1];
+		nfds_t n = 0;
+		pfds[n] = (struct pollfd){.fd = lfd, .events = POLLIN};
+		map[n++] = SIZE_MAX;
+		gint64 wake = deadline;
+		for (size_t i = 0; i < G_N_ELEMENTS(conns); i++) {
+			if (conns[i].fd < 0)
+				continue;
+			if (now >= conns[i].idle_deadline) {
+				callback_conn_close(&conns[i]);
+				continue;
+			}
+			wake = MIN(wake, conns[i].idle_deadline);
+			pfds[n] = (struct pollfd){.fd = conns[i].fd, .events = POLLIN};
+			map[n++] = i;
+		}
+		int timeout_ms = (int)MIN((wake - now + 999) / 1000, G_MAXINT);
+		int pr = poll(pfds, n, timeout_ms);
+		if (pr < 0) {
+			if (errno == EINTR)
+				continue;
+			result = -errno;
+			break;
+		}
+		for (nfds_t k = 0; k < n && !done; k++) {
+			if (!pfds[k].revents)
+				continue;
+			if (map[k] == SIZE_MAX) {
+				int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+				if (cfd < 0)
+					continue;
+				size_t slot = SIZE_MAX;
+				for (size_t i = 0; i < G_N_ELEMENTS(conns) && slot == SIZE_MAX; i++)
+					if (conns[i].fd < 0)
+						slot = i;
+				if (slot == SIZE_MAX) {
+					close(cfd);
+					continue;
+				}
+				conns[slot] = (struct callback_conn){
+					.fd = cfd,
+					.buf = g_string_new(NULL),
+					.idle_deadline = g_get_monotonic_time() + CALLBACK_CONN_IDLE_US,
+				};
+				continue;
+			}
+			struct callback_conn *c = &conns[map[k]];
+			char chunk[1024];
+			ssize_t got = recv(c->fd, chunk, sizeof(chunk), 0);
+			if (got < 0 && (errno == EAGAIN || errno == EINTR))
+				continue;
+			if (got <= 0) {
+				callback_conn_close(c);
+				continue;
+			}
+			g_string_append_len(c->buf, chunk, got);
+			explicit_bzero(chunk, sizeof(chunk));
+			char *eol = strstr(c->buf->str, "\r\n");
+			if (!eol)
+				eol = strchr(c->buf->str, '\n');
+			if (!eol) {
+				if (c->buf->len > CALLBACK_REQUEST_MAX) {
+					send_page(c->fd, 414, "URI Too Long", "smarthomefs",
+						  "Request too long.");
+					callback_conn_close(c);
+				}
+				continue;
+			}
+			/* The request line is all we need; the rest is the browser's
+			 * headers, which say nothing we use. */
+			*eol = '\0';
+			if (memchr(c->buf->str, '\0', (size_t)(eol - c->buf->str)) == NULL &&
+			    handle_callback(ps, c->fd, c->buf->str, &result) == CALLBACK_DONE)
+				done = true;
+			callback_conn_close(c);
+		}
+	}
+	for (size_t i = 0; i < G_N_ELEMENTS(conns); i++)
+		callback_conn_close(&conns[i]);
+	return result;
+}
+
+int oauth_pkce_login(struct http_client *http, const struct provider *p, const char *auth_url,
+		     const struct pkce_login *opts, struct token_set *ts, GError **err)
+{
+	if (!opts->client_id || !*opts->client_id) {
+		g_set_error(err, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+			    "%s needs the id of a client you registered: use --client-id.",
+			    p->title);
+		return -EINVAL;
+	}
+	int port = 0;
+	int lfd = listen_loopback(opts->port, &port);
+	if (lfd < 0) {
+		g_set_error(err, G_IO_ERROR, g_io_error_from_errno(-lfd),
+			    "Could not listen on 127.0.0.1:%d for the browser: %s.", opts->port,
+			    g_strerror(-lfd));
+		return lfd;
+	}
+
+	g_autofree char *redirect_uri = g_strdup_printf("http://127.0.0.1:%d/callback", port);
+	g_auto(secret_str) verifier = NULL;
+	g_autofree char *challenge = NULL;
+	oauth_pkce_pair(&verifier, &challenge);
+	g_autofree char *state = random_token(16);
+	const char *scope = opts->scope ? opts->scope : p->scope;
+	g_autofree char *query = http_form(
+		"response_type", "code", "client_id", opts->client_id, "redirect_uri", redirect_uri,
+		"scope", scope, "state", state, "code_challenge", challenge,
+		"code_challenge_method", "S256", NULL);
+	g_autofree char *authorize = token_url_of(p, auth_url, p->authorize_path);
+	g_autofree char *url = g_strconcat(authorize, strchr(authorize, '?') ? "&" : "?", query,
+					   NULL);
+	g_autofree char *token_url = token_url_of(p, auth_url, p->token_path);
+
+	printf("Open this link in a browser to log in:\n  %s\n", url);
+	fflush(stdout);
+	if (opts->open_browser)
+		open_browser(url);
+
+	struct token_set got = {0};
+	g_autoptr(GError) e = NULL;
+	struct pkce_state ps = {
+		.http = http,
+		.p = p,
+		.token_url = token_url,
+		.redirect_uri = redirect_uri,
+		.opts = opts,
+		.state = state,
+		.verifier = verifier,
+		.got = &got,
+		.err = &e,
+	};
+	int timeout_s = opts->timeout_s > 0 ? opts->timeout_s : 300;
+	int r = serve_callback(&ps, lfd, g_get_monotonic_time() + (gint64)timeout_s * G_USEC_PER_SEC);
+	close(lfd);
+
+	if (r < 0) {
+		token_set_clear(&got);
+		if (e)
+			g_propagate_error(err, g_steal_pointer(&e));
+		else if (r == -ETIMEDOUT)
+			g_set_error(err, G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
+				    "Nobody completed the login in %d seconds.", timeout_s);
+		else
+			g_set_error(err, G_IO_ERROR, g_io_error_from_errno(-r),
+				    "The login failed: %s.", g_strerror(-r));
+		return r;
+	}
+	got.provider = g_strdup(p->name);
+	got.client_id = g_strdup(opts->client_id);
+	got.client_secret = g_strdup(opts->client_secret);
+	log_add_secret(got.client_secret);
+	if (!got.scope)
+		got.scope = g_strdup(scope);
+	token_set_clear(ts);
+	*ts = got;
+	return 0;
+}

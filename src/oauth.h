@@ -54,3 +54,5 @@ int oauth_parse_callback(const char *target, char **code, char **state, char **e
 
 /* A fresh PKCE verifier (43..128 chars of [A-Za-z0-9-._~]) and its S256 challenge. */
 void oauth_pkce_pair(char **verifier, char **challenge);
+/* The S256 challenge of @verifier: base64url(SHA-256(verifier)), unpadded. g_free. */
+char *oauth_pkce_challenge(const char *verifier);

@@ -1,7 +1,691 @@
-/* stub: being written */
+/* oauth: PKCE, the callback parser (hostile input), the token endpoint, and both login
+ * flows against a loopback server. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 #include <glib.h>
+
+#include "auth.h"
+#include "http.h"
+#include "oauth.h"
+#include "provider.h"
+#include "fake_http.h"
+
+/* ---- PKCE ---- */
+
+static void test_pkce_challenge_matches_rfc7636_appendix_b(void)
+{
+	g_autofree char *c = oauth_pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+	g_assert_cmpstr(c, ==, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+}
+
+static void test_pkce_pair_is_fresh_and_well_formed(void)
+{
+	g_autofree char *v1 = NULL, *c1 = NULL, *v2 = NULL, *c2 = NULL;
+	oauth_pkce_pair(&v1, &c1);
+	oauth_pkce_pair(&v2, &c2);
+	g_assert_cmpstr(v1, !=, v2);
+	g_assert_cmpuint(strlen(v1), >=, 43);
+	g_assert_cmpuint(strlen(v1), <=, 128);
+	g_assert_cmpuint(strspn(v1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				    "0123456789-._~"),
+			 ==, strlen(v1));
+	g_autofree char *expect = oauth_pkce_challenge(v1);
+	g_assert_cmpstr(c1, ==, expect);
+	g_assert_cmpuint(strlen(c1), ==, 43);
+	g_assert_null(strchr(c1, '='));
+}
+
+/* ---- the callback parser ---- */
+
+static void test_callback_with_code_and_state_is_parsed(void)
+{
+	g_autofree char *code = NULL, *state = NULL, *error = NULL, *desc = NULL;
+	g_assert_cmpint(oauth_parse_callback("/callback?code=ab%2Fc&state=xyz&iss=x", &code, &state,
+					     &error, &desc),
+			==, 0);
+	g_assert_cmpstr(code, ==, "ab/c");
+	g_assert_cmpstr(state, ==, "xyz");
+	g_assert_null(error);
+	g_assert_null(desc);
+}
+
+static void test_callback_with_error_is_reported(void)
+{
+	g_autofree char *code = NULL, *state = NULL, *error = NULL, *desc = NULL;
+	g_assert_cmpint(oauth_parse_callback("/callback?error=access_denied&error_description="
+					     "The+user+said+no%21&state=s1",
+					     &code, &state, &error, &desc),
+			==, 0);
+	g_assert_null(code);
+	g_assert_cmpstr(state, ==, "s1");
+	g_assert_cmpstr(error, ==, "access_denied");
+	g_assert_cmpstr(desc, ==, "The user said no!");
+}
+
+static void test_other_paths_are_not_callbacks(void)
+{
+	static const char *const targets[] = {
+		"/favicon.ico", "/", "", "/callbackx?code=1", "/Callback?code=1", "callback?code=1",
+		"/callback/../x?code=1", "//callback?code=1", "http://127.0.0.1/callback?code=1",
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(targets); i++) {
+		char *code = (char *)"untouched";
+		g_assert_cmpint(oauth_parse_callback(targets[i], &code, NULL, NULL, NULL), ==,
+				-EINVAL);
+		g_assert_null(code);
+	}
+	g_assert_cmpint(oauth_parse_callback(NULL, NULL, NULL, NULL, NULL), ==, -EINVAL);
+}
+
+static void test_callback_with_a_repeated_parameter_is_refused(void)
+{
+	g_autofree char *code = NULL, *state = NULL;
+	g_assert_cmpint(oauth_parse_callback("/callback?code=1&state=a&state=b", &code, &state,
+					     NULL, NULL),
+			==, -EINVAL);
+	g_assert_null(code);
+	g_assert_null(state);
+}
+
+static void test_hostile_callbacks_never_crash(void)
+{
+	g_autoptr(GString) big = g_string_new("/callback?code=");
+	for (int i = 0; i < 100000; i++)
+		g_string_append_c(big, 'A');
+	const char *targets[] = {
+		"/callback", "/callback?", "/callback?&&&=&==", "/callback?code", "/callback?code=%",
+		"/callback?code=%0", "/callback?code=%00&state=%zz", "/callback?state=%ff%fe",
+		"/callback#code=1", "/callback?=x", "/callback?code=1#state=2", big->str,
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(targets); i++) {
+		char *code = NULL, *state = NULL, *error = NULL, *desc = NULL;
+		int r = oauth_parse_callback(targets[i], &code, &state, &error, &desc);
+		g_assert_true(r == 0 || r == -EINVAL);
+		/* Empty or undecodable values are not handed out. */
+		g_assert_true(!code || *code);
+		g_assert_true(!state || *state);
+		g_free(code);
+		g_free(state);
+		g_free(error);
+		g_free(desc);
+	}
+	char *code = NULL, *state = NULL;
+	g_assert_cmpint(oauth_parse_callback("/callback?code=%00&state=%zz", &code, &state, NULL,
+					     NULL),
+			==, 0);
+	g_assert_null(code);
+	g_assert_null(state);
+	g_assert_cmpint(oauth_parse_callback("/callback?code=1#state=2", &code, &state, NULL, NULL),
+			==, 0);
+	g_assert_cmpstr(code, ==, "1");
+	g_assert_null(state);
+	g_free(code);
+}
+
+/* ---- the token endpoint ---- */
+
+struct token_script {
+	int pending;           /* authorization_pending answers before the outcome */
+	const char *outcome;   /* NULL: success; else an OAuth error code */
+	int outcome_status;
+	const char *success;   /* the success body */
+	const char *device;    /* the device authorization answer */
+};
+
+static void token_handler(const struct fake_request *req, int *status, GString *headers,
+			  GString *body, void *data)
+{
+	struct token_script *s = data;
+	if (g_str_has_prefix(req->target, "/device_authorize")) {
+		g_string_append(body, s->device);
+		return;
+	}
+	if (s->pending > 0) {
+		s->pending--;
+		*status = 400;
+		g_string_append(body, "{\"error\":\"authorization_pending\"}");
+		return;
+	}
+	if (s->outcome) {
+		*status = s->outcome_status ? s->outcome_status : 400;
+		if (*s->outcome)
+			g_string_append_printf(body, "{\"error\":\"%s\",\"error_description\":\"x\"}",
+					       s->outcome);
+		return;
+	}
+	g_string_append(body, s->success);
+}
+
+static const struct provider test_provider = {
+	.name = "testcloud",
+	.title = "Testcloud",
+	.login = LOGIN_DEVICE_CODE,
+	.client_id = "public-client",
+	.scope = "offline_access",
+	.device_authorize_path = "/device_authorize",
+	.authorize_path = "/authorize",
+	.token_path = "/token",
+	.verification_uri_needs_client_id = true,
+};
+
+static void test_token_answer_fills_the_set_and_keeps_an_absent_refresh_token(void)
+{
+	struct token_script sc = {.success = "{\"access_token\":\"AT-new-123456\",\"expires_in\":600,"
+					     "\"token_type\":\"Bearer\"}"};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	struct http_client *c = http_client_new(NULL, 5, 65536, "t/1");
+	g_autofree char *url = fake_server_url(srv, "/token");
+	struct token_set ts = {.refresh_token = g_strdup("RT-old-123456")};
+	char *error = NULL;
+	gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+	g_assert_cmpint(oauth_token_request(c, url, "grant_type=x", &ts, &error), ==, 0);
+	g_assert_null(error);
+	g_assert_cmpstr(ts.access_token, ==, "AT-new-123456");
+	g_assert_cmpstr(ts.refresh_token, ==, "RT-old-123456");
+	g_assert_cmpint(ts.expires_at, >=, now + 600);
+	g_assert_cmpint(ts.expires_at, <=, now + 602);
+	token_set_clear(&ts);
+	http_client_free(c);
+	fake_server_stop(srv);
+}
+
+static void test_invalid_grant_is_eacces_with_the_code(void)
+{
+	struct token_script sc = {.outcome = "invalid_grant"};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	struct http_client *c = http_client_new(NULL, 5, 65536, "t/1");
+	g_autofree char *url = fake_server_url(srv, "/token");
+	struct token_set ts = {.access_token = g_strdup("AT"), .refresh_token = g_strdup("RT")};
+	g_autofree char *error = NULL;
+	g_assert_cmpint(oauth_token_request(c, url, "grant_type=x", &ts, &error), ==, -EACCES);
+	g_assert_cmpstr(error, ==, "invalid_grant");
+	g_assert_cmpstr(ts.access_token, ==, "AT");
+	g_assert_cmpstr(ts.refresh_token, ==, "RT");
+	token_set_clear(&ts);
+	http_client_free(c);
+	fake_server_stop(srv);
+}
+
+static void test_429_with_an_empty_body_is_eagain_and_touches_nothing(void)
+{
+	struct token_script sc = {.outcome = "", .outcome_status = 429};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	struct http_client *c = http_client_new(NULL, 5, 65536, "t/1");
+	g_autofree char *url = fake_server_url(srv, "/token");
+	struct token_set ts = {.refresh_token = g_strdup("RT")};
+	g_autofree char *error = NULL;
+	g_assert_cmpint(oauth_token_request(c, url, "grant_type=x", &ts, &error), ==, -EAGAIN);
+	g_assert_null(error);
+	g_assert_cmpstr(ts.refresh_token, ==, "RT");
+	/* Never retried: a rotating refresh token is spent by the first request. */
+	g_assert_cmpint(fake_server_requests(srv), ==, 1);
+	token_set_clear(&ts);
+	http_client_free(c);
+	fake_server_stop(srv);
+}
+
+static void test_non_json_success_is_eio(void)
+{
+	struct token_script sc = {.success = "<html>proxy login</html>"};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	struct http_client *c = http_client_new(NULL, 5, 65536, "t/1");
+	g_autofree char *url = fake_server_url(srv, "/token");
+	struct token_set ts = {0};
+	g_autofree char *error = NULL;
+	g_assert_cmpint(oauth_token_request(c, url, "grant_type=x", &ts, &error), ==, -EIO);
+	g_assert_null(ts.access_token);
+	http_client_free(c);
+	fake_server_stop(srv);
+}
+
+static void test_refresh_sends_the_grant_the_client_and_the_secret(void)
+{
+	struct token_script sc = {.success = "{\"access_token\":\"AT2\",\"refresh_token\":\"RT2\","
+					     "\"expires_in\":3600}"};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	struct http_client *c = http_client_new(NULL, 5, 65536, "t/1");
+	g_autofree char *base = fake_server_url(srv, "");
+	struct token_set ts = {.refresh_token = g_strdup("RT1"), .client_id = g_strdup("mine"),
+			       .client_secret = g_strdup("s3cr3t")};
+	g_autofree char *error = NULL;
+	g_assert_cmpint(oauth_refresh(c, &test_provider, base, &ts, &error), ==, 0);
+	g_assert_cmpstr(ts.refresh_token, ==, "RT2");
+	g_autofree char *body = fake_server_body(srv, 0);
+	g_assert_cmpstr(body, ==, "grant_type=refresh_token&refresh_token=RT1&client_id=mine&"
+				  "client_secret=s3cr3t");
+	token_set_clear(&ts);
+
+	/* Without a client of its own, the provider's public client and no secret. */
+	struct token_set pub = {.refresh_token = g_strdup("RT2")};
+	g_assert_cmpint(oauth_refresh(c, &test_provider, base, &pub, &error), ==, 0);
+	g_autofree char *body2 = fake_server_body(srv, 1);
+	g_assert_cmpstr(body2, ==, "grant_type=refresh_token&refresh_token=RT2&client_id="
+				   "public-client");
+	token_set_clear(&pub);
+	http_client_free(c);
+	fake_server_stop(srv);
+}
+
+/* ---- device code flow ---- */
+
+/* Runs @fn with stdout going to a file, and returns what it printed. */
+static char *capture_stdout(int (*fn)(void *), void *data, int *result)
+{
+	fflush(stdout);
+	g_autofree char *path = NULL;
+	int fd = g_file_open_tmp("oauth-out-XXXXXX", &path, NULL);
+	g_assert_cmpint(fd, >=, 0);
+	int saved = dup(STDOUT_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	*result = fn(data);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	close(fd);
+	char *out = NULL;
+	g_assert_true(g_file_get_contents(path, &out, NULL, NULL));
+	unlink(path);
+	return out;
+}
+
+struct device_run {
+	struct http_client *c;
+	const char *base;
+	struct token_set ts;
+	GError *err;
+};
+
+static int device_run(void *p)
+{
+	struct device_run *d = p;
+	return oauth_device_login(d->c, &test_provider, d->base, &d->ts, &d->err);
+}
+
+#define DEVICE_ANSWER(uri)                                                                         \
+	"{\"device_code\":\"DC-secret\",\"expires_in\":5,\"interval\":0,\"user_code\":\"7BQ5ZQ\","     \
+	"\"verification_uri\":\"https://login.example/device\",\"verification_uri_complete\":\"" uri  \
+	"\"}"
+
+static void test_device_login_polls_until_approved_and_shows_the_link(void)
+{
+	struct token_script sc = {
+		.pending = 2,
+		.device = DEVICE_ANSWER("https://login.example/device?user_code=7BQ5ZQ"),
+		.success = "{\"access_token\":\"AT\",\"refresh_token\":\"RT\",\"expires_in\":599}",
+	};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	g_autofree char *base = fake_server_url(srv, "");
+	struct device_run d = {.c = http_client_new(NULL, 5, 65536, "t/1"), .base = base};
+	int r;
+	g_autofree char *out = capture_stdout(device_run, &d, &r);
+	g_assert_no_error(d.err);
+	g_assert_cmpint(r, ==, 0);
+	g_assert_cmpstr(out, ==, "To log in, open this link in a browser:\n"
+				 "  https://login.example/device?user_code=7BQ5ZQ&client_id=public-client\n"
+				 "and check that it shows the code 7BQ5ZQ.\n");
+	g_assert_cmpstr(d.ts.access_token, ==, "AT");
+	g_assert_cmpstr(d.ts.refresh_token, ==, "RT");
+	g_assert_cmpstr(d.ts.provider, ==, "testcloud");
+	g_assert_null(d.ts.client_id);
+	g_assert_cmpint(fake_server_requests(srv), ==, 1 + 3);
+	g_autofree char *poll = fake_server_body(srv, 1);
+	g_assert_cmpstr(poll, ==, "client_id=public-client&device_code=DC-secret&grant_type=urn%3Aietf"
+				  "%3Aparams%3Aoauth%3Agrant-type%3Adevice_code");
+	g_assert_null(strstr(out, "DC-secret"));
+	token_set_clear(&d.ts);
+	http_client_free(d.c);
+	fake_server_stop(srv);
+}
+
+static void test_device_link_with_client_id_is_left_alone(void)
+{
+	struct token_script sc = {
+		.device = DEVICE_ANSWER("https://login.example/device?client_id=x&user_code=1"),
+		.success = "{\"access_token\":\"AT\",\"expires_in\":599}",
+	};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	g_autofree char *base = fake_server_url(srv, "");
+	struct device_run d = {.c = http_client_new(NULL, 5, 65536, "t/1"), .base = base};
+	int r;
+	g_autofree char *out = capture_stdout(device_run, &d, &r);
+	g_assert_cmpint(r, ==, 0);
+	g_assert_nonnull(strstr(out, "  https://login.example/device?client_id=x&user_code=1\n"));
+	token_set_clear(&d.ts);
+	http_client_free(d.c);
+	fake_server_stop(srv);
+}
+
+static void test_device_link_without_query_gets_a_question_mark(void)
+{
+	struct token_script sc = {
+		.device = DEVICE_ANSWER("https://login.example/device"),
+		.success = "{\"access_token\":\"AT\",\"expires_in\":599}",
+	};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	g_autofree char *base = fake_server_url(srv, "");
+	struct device_run d = {.c = http_client_new(NULL, 5, 65536, "t/1"), .base = base};
+	int r;
+	g_autofree char *out = capture_stdout(device_run, &d, &r);
+	g_assert_cmpint(r, ==, 0);
+	g_assert_nonnull(strstr(out, "  https://login.example/device?client_id=public-client\n"));
+	token_set_clear(&d.ts);
+	http_client_free(d.c);
+	fake_server_stop(srv);
+}
+
+static void test_device_login_denied_is_eacces(void)
+{
+	struct token_script sc = {
+		.pending = 1,
+		.outcome = "access_denied",
+		.device = DEVICE_ANSWER("https://login.example/device?user_code=1"),
+	};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	g_autofree char *base = fake_server_url(srv, "");
+	struct device_run d = {.c = http_client_new(NULL, 5, 65536, "t/1"), .base = base};
+	int r;
+	g_autofree char *out = capture_stdout(device_run, &d, &r);
+	g_assert_cmpint(r, ==, -EACCES);
+	g_assert_nonnull(d.err);
+	g_assert_cmpstr(d.err->message, ==, "The login was denied in the browser.");
+	g_assert_null(d.ts.access_token);
+	g_clear_error(&d.err);
+	http_client_free(d.c);
+	fake_server_stop(srv);
+}
+
+static void test_device_code_expired_is_etimedout(void)
+{
+	struct token_script sc = {
+		.outcome = "expired_token",
+		.device = DEVICE_ANSWER("https://login.example/device?user_code=1"),
+	};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	g_autofree char *base = fake_server_url(srv, "");
+	struct device_run d = {.c = http_client_new(NULL, 5, 65536, "t/1"), .base = base};
+	int r;
+	g_autofree char *out = capture_stdout(device_run, &d, &r);
+	g_assert_cmpint(r, ==, -ETIMEDOUT);
+	g_assert_cmpstr(d.err->message, ==,
+			"The code expired before the login was approved; run the command again.");
+	g_clear_error(&d.err);
+	http_client_free(d.c);
+	fake_server_stop(srv);
+}
+
+/* ---- authorization code + PKCE ---- */
+
+struct pkce_run {
+	struct http_client *c;
+	const char *base;
+	struct pkce_login opts;
+	struct token_set ts;
+	GError *err;
+	int result;
+	int out_pipe;
+};
+
+static gpointer pkce_thread(gpointer p)
+{
+	struct pkce_run *run = p;
+	run->result = oauth_pkce_login(run->c, &test_provider, run->base, &run->opts, &run->ts,
+				       &run->err);
+	return NULL;
+}
+
+/* Starts the login in a thread, and returns the link it printed. */
+static GThread *pkce_start(struct pkce_run *run, char **url)
+{
+	fflush(stdout);
+	int fds[2];
+	g_assert_cmpint(pipe(fds), ==, 0);
+	int saved = dup(STDOUT_FILENO);
+	dup2(fds[1], STDOUT_FILENO);
+	close(fds[1]);
+	GThread *t = g_thread_new("pkce", pkce_thread, run);
+	GString *out = g_string_new(NULL);
+	char ch;
+	int lines = 0;
+	while (lines < 2 && read(fds[0], &ch, 1) == 1) {
+		g_string_append_c(out, ch);
+		lines += ch == '\n';
+	}
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	close(fds[0]);
+	g_assert_true(g_str_has_prefix(out->str, "Open this link in a browser to log in:\n  "));
+	*url = g_strstrip(g_strdup(out->str + strlen("Open this link in a browser to log in:\n")));
+	g_string_free(out, TRUE);
+	return t;
+}
+
+static long browser_get(struct http_client *c, const char *url, char **body)
+{
+	struct http_request req = {.method = "GET", .url = url};
+	struct http_response resp;
+	g_assert_cmpint(http_request(c, &req, &resp), ==, 0);
+	gsize len;
+	const char *data = g_bytes_get_data(resp.body, &len);
+	if (body)
+		*body = g_strndup(data, len);
+	long status = resp.status;
+	http_response_clear(&resp);
+	return status;
+}
+
+static void test_pkce_login_exchanges_the_code_with_verifier_and_secret(void)
+{
+	struct token_script sc = {.success = "{\"access_token\":\"AT\",\"refresh_token\":\"RT\","
+					     "\"expires_in\":3600}"};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	g_autofree char *base = fake_server_url(srv, "");
+	struct pkce_run run = {
+		.c = http_client_new(NULL, 5, 65536, "t/1"),
+		.base = base,
+		.opts = {.client_id = "my client", .client_secret = "sec", .scope = "openid x",
+			 .timeout_s = 10},
+	};
+	g_autofree char *url = NULL;
+	GThread *t = pkce_start(&run, &url);
+
+	g_autofree char *authorize = g_strconcat(base, "/authorize?", NULL);
+	g_assert_true(g_str_has_prefix(url, authorize));
+	const char *query = url + strlen(authorize);
+	g_autofree char *rt = http_form_get(query, "response_type");
+	g_autofree char *cid = http_form_get(query, "client_id");
+	g_autofree char *redirect = http_form_get(query, "redirect_uri");
+	g_autofree char *scope = http_form_get(query, "scope");
+	g_autofree char *state = http_form_get(query, "state");
+	g_autofree char *challenge = http_form_get(query, "code_challenge");
+	g_autofree char *method = http_form_get(query, "code_challenge_method");
+	g_assert_cmpstr(rt, ==, "code");
+	g_assert_cmpstr(cid, ==, "my client");
+	g_assert_true(g_str_has_prefix(redirect, "http://127.0.0.1:"));
+	g_assert_true(g_str_has_suffix(redirect, "/callback"));
+	g_assert_cmpstr(scope, ==, "openid x");
+	g_assert_cmpstr(method, ==, "S256");
+	g_assert_nonnull(state);
+	g_assert_nonnull(challenge);
+
+	/* A browser asks for the favicon too: answered 404, the login goes on. */
+	g_autofree char *root = g_strndup(redirect, strlen(redirect) - strlen("/callback"));
+	g_autofree char *fav = g_strconcat(root, "/favicon.ico", NULL);
+	g_assert_cmpint(browser_get(run.c, fav, NULL), ==, 404);
+
+	g_autofree char *state_q = g_uri_escape_string(state, NULL, FALSE);
+	g_autofree char *cb = g_strdup_printf("%s?code=the-code&state=%s", redirect, state_q);
+	g_autofree char *page = NULL;
+	g_assert_cmpint(browser_get(run.c, cb, &page), ==, 200);
+	g_assert_nonnull(strstr(page, "Logged in to Testcloud. You can close this tab."));
+	g_thread_join(t);
+
+	g_assert_no_error(run.err);
+	g_assert_cmpint(run.result, ==, 0);
+	g_assert_cmpstr(run.ts.access_token, ==, "AT");
+	g_assert_cmpstr(run.ts.client_id, ==, "my client");
+	g_assert_cmpstr(run.ts.client_secret, ==, "sec");
+	g_assert_cmpstr(run.ts.provider, ==, "testcloud");
+
+	g_autofree char *body = fake_server_body(srv, 0);
+	g_autofree char *grant = http_form_get(body, "grant_type");
+	g_autofree char *code = http_form_get(body, "code");
+	g_autofree char *sent_redirect = http_form_get(body, "redirect_uri");
+	g_autofree char *secret = http_form_get(body, "client_secret");
+	g_autofree char *verifier = http_form_get(body, "code_verifier");
+	g_assert_cmpstr(grant, ==, "authorization_code");
+	g_assert_cmpstr(code, ==, "the-code");
+	g_assert_cmpstr(sent_redirect, ==, redirect);
+	g_assert_cmpstr(secret, ==, "sec");
+	g_autofree char *expect = oauth_pkce_challenge(verifier);
+	g_assert_cmpstr(expect, ==, challenge);
+
+	token_set_clear(&run.ts);
+	http_client_free(run.c);
+	fake_server_stop(srv);
+}
+
+static void test_pkce_state_mismatch_is_eproto(void)
+{
+	struct token_script sc = {.success = "{\"access_token\":\"AT\"}"};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	g_autofree char *base = fake_server_url(srv, "");
+	struct pkce_run run = {
+		.c = http_client_new(NULL, 5, 65536, "t/1"),
+		.base = base,
+		.opts = {.client_id = "c", .timeout_s = 10},
+	};
+	g_autofree char *url = NULL;
+	GThread *t = pkce_start(&run, &url);
+	g_autofree char *redirect = http_form_get(strchr(url, '?') + 1, "redirect_uri");
+	g_autofree char *cb = g_strdup_printf("%s?code=c&state=forged", redirect);
+	g_assert_cmpint(browser_get(run.c, cb, NULL), ==, 400);
+	g_thread_join(t);
+	g_assert_cmpint(run.result, ==, -EPROTO);
+	g_assert_cmpstr(run.err->message, ==, "The login answer did not match this login (state "
+					      "mismatch); run the command again.");
+	g_assert_cmpint(fake_server_requests(srv), ==, 0);
+	g_clear_error(&run.err);
+	http_client_free(run.c);
+	fake_server_stop(srv);
+}
+
+static void test_pkce_refused_secret_says_what_to_check(void)
+{
+	struct token_script sc = {.outcome = "invalid_client", .outcome_status = 401};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	g_autofree char *base = fake_server_url(srv, "");
+	struct pkce_run run = {
+		.c = http_client_new(NULL, 5, 65536, "t/1"),
+		.base = base,
+		.opts = {.client_id = "c", .client_secret = "wrong", .timeout_s = 10},
+	};
+	g_autofree char *url = NULL;
+	GThread *t = pkce_start(&run, &url);
+	g_autofree char *redirect = http_form_get(strchr(url, '?') + 1, "redirect_uri");
+	g_autofree char *state = http_form_get(strchr(url, '?') + 1, "state");
+	g_autofree char *cb = g_strdup_printf("%s?code=c&state=%s", redirect, state);
+	g_autofree char *page = NULL;
+	g_assert_cmpint(browser_get(run.c, cb, &page), ==, 403);
+	g_thread_join(t);
+	g_assert_cmpint(run.result, ==, -EACCES);
+	g_assert_cmpstr(run.err->message, ==, "The client secret was refused; check it in "
+					      "Testcloud's client management and log in again.");
+	g_assert_nonnull(strstr(page, "The client secret was refused"));
+	g_clear_error(&run.err);
+	http_client_free(run.c);
+	fake_server_stop(srv);
+}
+
+static void test_pkce_error_in_the_browser_is_eacces_with_its_description(void)
+{
+	struct token_script sc = {0};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	g_autofree char *base = fake_server_url(srv, "");
+	struct pkce_run run = {
+		.c = http_client_new(NULL, 5, 65536, "t/1"),
+		.base = base,
+		.opts = {.client_id = "c", .timeout_s = 10},
+	};
+	g_autofree char *url = NULL;
+	GThread *t = pkce_start(&run, &url);
+	g_autofree char *redirect = http_form_get(strchr(url, '?') + 1, "redirect_uri");
+	g_autofree char *state = http_form_get(strchr(url, '?') + 1, "state");
+	g_autofree char *cb = g_strdup_printf(
+		"%s?error=access_denied&error_description=%%3Cb%%3Enope%%3C%%2Fb%%3E&state=%s",
+		redirect, state);
+	g_autofree char *page = NULL;
+	g_assert_cmpint(browser_get(run.c, cb, &page), ==, 403);
+	g_thread_join(t);
+	g_assert_cmpint(run.result, ==, -EACCES);
+	g_assert_nonnull(strstr(run.err->message, "<b>nope</b>"));
+	/* The page escapes what the URL carried. */
+	g_assert_null(strstr(page, "<b>"));
+	g_clear_error(&run.err);
+	http_client_free(run.c);
+	fake_server_stop(srv);
+}
+
+static void test_pkce_login_nobody_completes_is_etimedout(void)
+{
+	struct pkce_run run = {
+		.c = http_client_new(NULL, 5, 65536, "t/1"),
+		.base = "http://127.0.0.1:9",
+		.opts = {.client_id = "c", .timeout_s = 1},
+	};
+	g_autofree char *url = NULL;
+	GThread *t = pkce_start(&run, &url);
+	g_thread_join(t);
+	g_assert_cmpint(run.result, ==, -ETIMEDOUT);
+	g_assert_cmpstr(run.err->message, ==, "Nobody completed the login in 1 seconds.");
+	g_clear_error(&run.err);
+	http_client_free(run.c);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
+	g_unsetenv("DISPLAY");
+	g_unsetenv("WAYLAND_DISPLAY");
+	g_test_add_func("/oauth/pkce_challenge_matches_rfc7636_appendix_b",
+			test_pkce_challenge_matches_rfc7636_appendix_b);
+	g_test_add_func("/oauth/pkce_pair_is_fresh_and_well_formed",
+			test_pkce_pair_is_fresh_and_well_formed);
+	g_test_add_func("/oauth/callback_with_code_and_state_is_parsed",
+			test_callback_with_code_and_state_is_parsed);
+	g_test_add_func("/oauth/callback_with_error_is_reported",
+			test_callback_with_error_is_reported);
+	g_test_add_func("/oauth/other_paths_are_not_callbacks", test_other_paths_are_not_callbacks);
+	g_test_add_func("/oauth/callback_with_a_repeated_parameter_is_refused",
+			test_callback_with_a_repeated_parameter_is_refused);
+	g_test_add_func("/oauth/hostile_callbacks_never_crash", test_hostile_callbacks_never_crash);
+	g_test_add_func("/oauth/token_answer_fills_the_set_and_keeps_an_absent_refresh_token",
+			test_token_answer_fills_the_set_and_keeps_an_absent_refresh_token);
+	g_test_add_func("/oauth/invalid_grant_is_eacces_with_the_code",
+			test_invalid_grant_is_eacces_with_the_code);
+	g_test_add_func("/oauth/429_with_an_empty_body_is_eagain_and_touches_nothing",
+			test_429_with_an_empty_body_is_eagain_and_touches_nothing);
+	g_test_add_func("/oauth/non_json_success_is_eio", test_non_json_success_is_eio);
+	g_test_add_func("/oauth/refresh_sends_the_grant_the_client_and_the_secret",
+			test_refresh_sends_the_grant_the_client_and_the_secret);
+	g_test_add_func("/oauth/device_login_polls_until_approved_and_shows_the_link",
+			test_device_login_polls_until_approved_and_shows_the_link);
+	g_test_add_func("/oauth/device_link_with_client_id_is_left_alone",
+			test_device_link_with_client_id_is_left_alone);
+	g_test_add_func("/oauth/device_link_without_query_gets_a_question_mark",
+			test_device_link_without_query_gets_a_question_mark);
+	g_test_add_func("/oauth/device_login_denied_is_eacces", test_device_login_denied_is_eacces);
+	g_test_add_func("/oauth/device_code_expired_is_etimedout",
+			test_device_code_expired_is_etimedout);
+	g_test_add_func("/oauth/pkce_login_exchanges_the_code_with_verifier_and_secret",
+			test_pkce_login_exchanges_the_code_with_verifier_and_secret);
+	g_test_add_func("/oauth/pkce_state_mismatch_is_eproto", test_pkce_state_mismatch_is_eproto);
+	g_test_add_func("/oauth/pkce_refused_secret_says_what_to_check",
+			test_pkce_refused_secret_says_what_to_check);
+	g_test_add_func("/oauth/pkce_error_in_the_browser_is_eacces_with_its_description",
+			test_pkce_error_in_the_browser_is_eacces_with_its_description);
+	g_test_add_func("/oauth/pkce_login_nobody_completes_is_etimedout",
+			test_pkce_login_nobody_completes_is_etimedout);
 	return g_test_run();
 }
