@@ -1,1 +1,368 @@
-/* stub: being written */
+/* cache: response bodies by resource key, single-flight, stale-if-error, disk copy.
+ *
+ * An entry stays in the table once created (the tree bounds the keys); an entry with no
+ * body is "no copy". The mutex guards every field of the cache and its entries; each
+ * entry's cond wakes the threads waiting for its fetch.
+ *
+ * Disk copy: <disk_dir>/<hex SHA-256 of key>, written atomically after every successful
+ * fetch (so its fetch time is true after a remount), a short text header then the body:
+ *   smarthomefs-cache 1\n key=<key>\n changed_at=<unix s>\n fetched_at=<unix s>\n \n <body> */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache.h"
+
+#define DISK_MAGIC "smarthomefs-cache 1\n"
+#define USEC       G_USEC_PER_SEC
+
+struct cache_entry {
+	char *key;
+	GBytes *body;      /* NULL: no copy */
+	uint64_t gen;
+	gint64 fetched_at; /* monotonic µs */
+	gint64 changed_at; /* unix s */
+	bool disk_checked; /* the disk copy was looked for once */
+	bool fetching;
+	uint64_t flights;  /* fetches finished, so a waiter knows its fetch ended */
+	int result;        /* of the last finished fetch */
+	GCond done;
+};
+
+struct cache {
+	GMutex lock;
+	GMutex disk_lock; /* orders the disk writes of one key after the lock is dropped */
+	GHashTable *entries; /* key -> struct cache_entry * */
+	char *disk_dir;
+	int timeout_s;
+	uint64_t next_gen;
+	struct cache_stats stats;
+};
+
+static void entry_free(void *data)
+{
+	struct cache_entry *e = data;
+
+	g_free(e->key);
+	if (e->body)
+		g_bytes_unref(e->body);
+	g_cond_clear(&e->done);
+	g_free(e);
+}
+
+struct cache *cache_new(const char *disk_dir, int timeout_s)
+{
+	struct cache *c = g_new0(struct cache, 1);
+
+	g_mutex_init(&c->lock);
+	g_mutex_init(&c->disk_lock);
+	c->entries = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, entry_free);
+	c->timeout_s = timeout_s > 0 ? timeout_s : 1;
+	c->next_gen = 1;
+	if (disk_dir && *disk_dir) {
+		if (g_mkdir_with_parents(disk_dir, 0700) == 0)
+			c->disk_dir = g_strdup(disk_dir);
+	}
+	return c;
+}
+
+void cache_free(struct cache *c)
+{
+	if (!c)
+		return;
+	g_hash_table_destroy(c->entries);
+	g_mutex_clear(&c->lock);
+	g_mutex_clear(&c->disk_lock);
+	g_free(c->disk_dir);
+	g_free(c);
+}
+
+void cache_hit_clear(struct cache_hit *hit)
+{
+	if (hit->body)
+		g_bytes_unref(hit->body);
+	*hit = (struct cache_hit){ 0 };
+}
+
+static char *disk_file(struct cache *c, const char *key)
+{
+	g_autofree char *hash = NULL;
+
+	if (!c->disk_dir)
+		return NULL;
+	hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256, key, -1);
+	return g_build_filename(c->disk_dir, hash, NULL);
+}
+
+/* Writes the disk copy of @key atomically; a failure only costs the copy. */
+static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 changed_at,
+		       gint64 fetched_wall)
+{
+	g_autofree char *file = disk_file(c, key);
+	g_autofree char *tmp = NULL;
+	g_autoptr(GString) data = NULL;
+	gsize len;
+	const char *bytes = g_bytes_get_data(body, &len);
+	int fd;
+	bool ok;
+
+	if (!file || strchr(key, '\n'))
+		return;
+	data = g_string_new(DISK_MAGIC);
+	g_string_append_printf(data, "key=%s\nchanged_at=%" G_GINT64_FORMAT
+			       "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
+			       key, changed_at, fetched_wall);
+	g_string_append_len(data, bytes, (gssize)len);
+	tmp = g_strconcat(file, ".XXXXXX", NULL);
+	fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	ok = true;
+	for (gsize off = 0; ok && off < data->len;) {
+		ssize_t n = write(fd, data->str + off, data->len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		ok = n > 0;
+		off += ok ? (gsize)n : 0;
+	}
+	ok = ok && fsync(fd) == 0;
+	ok = close(fd) == 0 && ok;
+	if (!ok || rename(tmp, file) != 0)
+		unlink(tmp);
+}
+
+static void disk_drop(struct cache *c, const char *key)
+{
+	g_autofree char *file = disk_file(c, key);
+
+	if (file)
+		unlink(file);
+}
+
+/* Reads the disk copy of @key into @e (body, changed_at, fetched_at). */
+static bool disk_load(struct cache *c, struct cache_entry *e)
+{
+	g_autofree char *file = disk_file(c, e->key);
+	g_autofree char *data = NULL;
+	g_autofree char *want = NULL;
+	gsize len;
+	const char *p, *end;
+	gint64 changed_at = 0, fetched_wall = 0, age;
+
+	if (!file || !g_file_get_contents(file, &data, &len, NULL))
+		return false;
+	end = data + len;
+	want = g_strdup_printf(DISK_MAGIC "key=%s\n", e->key);
+	if (len < strlen(want) || memcmp(data, want, strlen(want)) != 0)
+		return false; /* another version's file, or another key of the same hash */
+	p = data + strlen(want);
+	if (sscanf(p, "changed_at=%" G_GINT64_FORMAT "\nfetched_at=%" G_GINT64_FORMAT "\n",
+		   &changed_at, &fetched_wall) != 2)
+		return false;
+	p = g_strstr_len(p, end - p, "\n\n");
+	if (!p)
+		return false;
+	p += 2;
+	e->body = g_bytes_new(p, (gsize)(end - p));
+	e->changed_at = changed_at;
+	/* Carry the copy's age over to the monotonic clock: a remount within the TTL
+	 * must not spend an API call. A clock that went back counts as age 0. */
+	age = MAX(0, g_get_real_time() / USEC - fetched_wall);
+	e->fetched_at = g_get_monotonic_time() - age * USEC;
+	e->gen = c->next_gen++;
+	return true;
+}
+
+static struct cache_entry *entry_get(struct cache *c, const char *key)
+{
+	struct cache_entry *e = g_hash_table_lookup(c->entries, key);
+
+	if (!e) {
+		e = g_new0(struct cache_entry, 1);
+		e->key = g_strdup(key);
+		g_cond_init(&e->done);
+		g_hash_table_insert(c->entries, e->key, e);
+	}
+	if (!e->body && !e->disk_checked) {
+		e->disk_checked = true;
+		disk_load(c, e);
+	}
+	return e;
+}
+
+static bool entry_fresh(struct cache_entry *e, int ttl_s)
+{
+	return e->body && ttl_s > 0 && g_get_monotonic_time() - e->fetched_at < (gint64)ttl_s * USEC;
+}
+
+static void hit_fill(struct cache_hit *hit, struct cache_entry *e, bool stale)
+{
+	hit->body = g_bytes_ref(e->body);
+	hit->gen = e->gen;
+	hit->changed_at = e->changed_at;
+	hit->stale = stale;
+}
+
+/* The answer of a finished fetch with result @r, for the fetcher and its waiters. */
+static int answer(struct cache *c, struct cache_entry *e, int r, struct cache_hit *hit)
+{
+	if (r == 0 && e->body) {
+		hit_fill(hit, e, false);
+		return 0;
+	}
+	if (r == -ENOENT || !e->body)
+		return r < 0 ? r : -EIO;
+	c->stats.stale_served++;
+	hit_fill(hit, e, true);
+	return 0;
+}
+
+/* Waits for the fetch in flight on @e; caller holds the lock. */
+static int wait_for_fetch(struct cache *c, struct cache_entry *e, struct cache_hit *hit)
+{
+	uint64_t flight = e->flights;
+	gint64 deadline = g_get_monotonic_time() + (gint64)c->timeout_s * USEC;
+
+	while (e->fetching && e->flights == flight) {
+		if (!g_cond_wait_until(&e->done, &c->lock, deadline)) {
+			if (e->flights != flight)
+				break;
+			/* The fetch hangs: an old copy beats no answer. */
+			if (e->body) {
+				c->stats.stale_served++;
+				hit_fill(hit, e, true);
+				return 0;
+			}
+			return -ETIMEDOUT;
+		}
+	}
+	return answer(c, e, e->result, hit);
+}
+
+int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, bool offline,
+	      cache_fetch_fn fetch, void *ctx, struct cache_hit *hit)
+{
+	struct cache_entry *e;
+	GBytes *body = NULL;
+	gint64 changed_at, fetched_wall;
+	uint64_t flight;
+	bool newest;
+	int r;
+
+	*hit = (struct cache_hit){ 0 };
+	if (!key)
+		key = path;
+	g_mutex_lock(&c->lock);
+	e = entry_get(c, key);
+	if (entry_fresh(e, ttl_s)) {
+		c->stats.hits++;
+		hit_fill(hit, e, false);
+		g_mutex_unlock(&c->lock);
+		return 0;
+	}
+	if (offline) {
+		r = -ENETDOWN;
+		if (e->body) {
+			c->stats.stale_served++;
+			hit_fill(hit, e, true);
+			r = 0;
+		}
+		g_mutex_unlock(&c->lock);
+		return r;
+	}
+	if (e->fetching) {
+		r = wait_for_fetch(c, e, hit);
+		g_mutex_unlock(&c->lock);
+		return r;
+	}
+
+	e->fetching = true;
+	c->stats.fetches++;
+	g_mutex_unlock(&c->lock);
+	r = fetch(ctx, path, &body);
+	if (r == 0 && !body)
+		r = -EIO;
+	if (r < 0 && body)
+		g_clear_pointer(&body, g_bytes_unref);
+	g_mutex_lock(&c->lock);
+
+	if (r == 0) {
+		if (!e->body || !g_bytes_equal(e->body, body)) {
+			if (e->body)
+				g_bytes_unref(e->body);
+			e->body = g_bytes_ref(body);
+			e->gen = c->next_gen++;
+			e->changed_at = g_get_real_time() / USEC;
+		}
+		e->fetched_at = g_get_monotonic_time();
+	} else {
+		c->stats.errors++;
+		if (r == -ENOENT && e->body) {
+			g_clear_pointer(&e->body, g_bytes_unref);
+			e->gen = 0;
+		}
+	}
+	changed_at = e->changed_at;
+	fetched_wall = g_get_real_time() / USEC;
+	e->fetching = false;
+	flight = ++e->flights;
+	e->result = r;
+	g_cond_broadcast(&e->done);
+	r = answer(c, e, r, hit);
+	g_mutex_unlock(&c->lock);
+
+	/* The disk is written outside the lock, also when the bytes are the same, so that
+	 * the copy's fetch time stays true for a remount. Only the newest fetch of the key
+	 * writes: one that finished later has written or will write itself. */
+	g_mutex_lock(&c->disk_lock);
+	g_mutex_lock(&c->lock);
+	newest = e->flights == flight;
+	g_mutex_unlock(&c->lock);
+	if (newest && body)
+		disk_store(c, key, body, changed_at, fetched_wall);
+	else if (newest && r == -ENOENT)
+		disk_drop(c, key);
+	g_mutex_unlock(&c->disk_lock);
+	if (body)
+		g_bytes_unref(body);
+	return r;
+}
+
+uint64_t cache_peek_gen(struct cache *c, const char *key)
+{
+	struct cache_entry *e;
+	uint64_t gen = 0;
+
+	g_mutex_lock(&c->lock);
+	e = g_hash_table_lookup(c->entries, key);
+	if (e && e->body)
+		gen = e->gen;
+	g_mutex_unlock(&c->lock);
+	return gen;
+}
+
+void cache_get_stats(struct cache *c, struct cache_stats *out)
+{
+	GHashTableIter it;
+	void *value;
+
+	g_mutex_lock(&c->lock);
+	*out = c->stats;
+	out->entries = 0;
+	out->bytes = 0;
+	g_hash_table_iter_init(&it, c->entries);
+	while (g_hash_table_iter_next(&it, NULL, &value)) {
+		struct cache_entry *e = value;
+
+		if (e->body) {
+			out->entries++;
+			out->bytes += g_bytes_get_size(e->body);
+		}
+	}
+	g_mutex_unlock(&c->lock);
+}

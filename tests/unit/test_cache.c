@@ -1,7 +1,405 @@
-/* stub: being written */
+/* The cache: single flight, stale-if-error, generations, the disk copy. */
+#include <errno.h>
+#include <string.h>
 #include <glib.h>
+#include <glib/gstdio.h>
+
+#include "cache.h"
+
+/* A scripted fetch: answers @body, or @result when it is an error. */
+struct fake {
+	GMutex lock;
+	GCond cond;
+	const char *body;
+	int result;
+	int calls;
+	/* single flight: the fetch holds until @expected callers have arrived */
+	int arrived;
+	int expected;
+	/* hang: the fetch holds until @release */
+	bool hang;
+	bool started;
+	bool release;
+};
+
+static void fake_init(struct fake *f, const char *body)
+{
+	memset(f, 0, sizeof(*f));
+	g_mutex_init(&f->lock);
+	g_cond_init(&f->cond);
+	f->body = body;
+}
+
+static void fake_clear(struct fake *f)
+{
+	g_mutex_clear(&f->lock);
+	g_cond_clear(&f->cond);
+}
+
+static int fake_fetch(void *ctx, const char *path, GBytes **body)
+{
+	struct fake *f = ctx;
+	int r;
+
+	g_mutex_lock(&f->lock);
+	f->calls++;
+	f->started = true;
+	g_cond_broadcast(&f->cond);
+	while (f->arrived < f->expected || (f->hang && !f->release))
+		g_cond_wait(&f->cond, &f->lock);
+	r = f->result;
+	if (r == 0)
+		*body = g_bytes_new(f->body, strlen(f->body));
+	g_mutex_unlock(&f->lock);
+	return r;
+}
+
+static int get(struct cache *c, const char *key, int ttl, bool offline, struct fake *f,
+	       struct cache_hit *hit)
+{
+	return cache_get(c, key, key, ttl, offline, fake_fetch, f, hit);
+}
+
+static void assert_body(const struct cache_hit *hit, const char *expected)
+{
+	gsize len;
+	const char *data = g_bytes_get_data(hit->body, &len);
+
+	g_assert_cmpmem(data, len, expected, strlen(expected));
+}
+
+static char *temp_dir(void)
+{
+	GError *err = NULL;
+	char *dir = g_dir_make_tmp("smarthomefs-cache-XXXXXX", &err);
+
+	g_assert_no_error(err);
+	return dir;
+}
+
+static void remove_dir(const char *dir)
+{
+	GDir *d = g_dir_open(dir, 0, NULL);
+	const char *name;
+
+	while (d && (name = g_dir_read_name(d))) {
+		g_autofree char *file = g_build_filename(dir, name, NULL);
+
+		g_unlink(file);
+	}
+	if (d)
+		g_dir_close(d);
+	g_rmdir(dir);
+}
+
+static void test_fresh_entry_is_served_without_a_fetch(void)
+{
+	struct cache *c = cache_new(NULL, 5);
+	struct fake f;
+	struct cache_hit hit;
+	struct cache_stats stats;
+
+	fake_init(&f, "{\"a\":1}");
+	g_assert_cmpint(get(c, "/me", 60, false, &f, &hit), ==, 0);
+	assert_body(&hit, "{\"a\":1}");
+	g_assert_cmpuint(hit.gen, !=, 0);
+	g_assert_false(hit.stale);
+	cache_hit_clear(&hit);
+	g_assert_cmpint(get(c, "/me", 60, false, &f, &hit), ==, 0);
+	assert_body(&hit, "{\"a\":1}");
+	cache_hit_clear(&hit);
+	g_assert_cmpint(f.calls, ==, 1);
+	cache_get_stats(c, &stats);
+	g_assert_cmpuint(stats.fetches, ==, 1);
+	g_assert_cmpuint(stats.hits, ==, 1);
+	g_assert_cmpuint(stats.entries, ==, 1);
+	g_assert_cmpuint(stats.bytes, ==, 7);
+	g_assert_cmpuint(cache_peek_gen(c, "/me"), !=, 0);
+	g_assert_cmpuint(cache_peek_gen(c, "/other"), ==, 0);
+	cache_free(c);
+	fake_clear(&f);
+}
+
+struct reader {
+	struct cache *c;
+	struct fake *f;
+	int r;
+	struct cache_hit hit;
+};
+
+static void *reader_run(void *data)
+{
+	struct reader *rd = data;
+
+	g_mutex_lock(&rd->f->lock);
+	rd->f->arrived++;
+	g_cond_broadcast(&rd->f->cond);
+	g_mutex_unlock(&rd->f->lock);
+	rd->r = get(rd->c, "/homes/1/zoneStates", 3600, false, rd->f, &rd->hit);
+	return NULL;
+}
+
+static void test_64_readers_of_a_cold_resource_cause_one_fetch(void)
+{
+	enum { N = 64 };
+	struct cache *c = cache_new(NULL, 30);
+	struct fake f;
+	struct reader readers[N];
+	GThread *threads[N];
+	uint64_t gen = 0;
+
+	fake_init(&f, "{\"zoneStates\":{}}");
+	f.expected = N;
+	for (int i = 0; i < N; i++) {
+		readers[i] = (struct reader){ .c = c, .f = &f };
+		threads[i] = g_thread_new("reader", reader_run, &readers[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		g_thread_join(threads[i]);
+		g_assert_cmpint(readers[i].r, ==, 0);
+		assert_body(&readers[i].hit, "{\"zoneStates\":{}}");
+		if (i == 0)
+			gen = readers[0].hit.gen;
+		g_assert_cmpuint(readers[i].hit.gen, ==, gen);
+		cache_hit_clear(&readers[i].hit);
+	}
+	g_assert_cmpint(f.calls, ==, 1);
+	cache_free(c);
+	fake_clear(&f);
+}
+
+static void test_a_failed_refresh_serves_the_old_copy_stale(void)
+{
+	struct cache *c = cache_new(NULL, 5);
+	struct fake f;
+	struct cache_hit hit;
+	struct cache_stats stats;
+	uint64_t gen;
+
+	fake_init(&f, "old");
+	g_assert_cmpint(get(c, "/k", 0, false, &f, &hit), ==, 0);
+	gen = hit.gen;
+	cache_hit_clear(&hit);
+	f.result = -EIO;
+	g_assert_cmpint(get(c, "/k", 0, false, &f, &hit), ==, 0);
+	assert_body(&hit, "old");
+	g_assert_true(hit.stale);
+	g_assert_cmpuint(hit.gen, ==, gen);
+	cache_hit_clear(&hit);
+	cache_get_stats(c, &stats);
+	g_assert_cmpuint(stats.stale_served, ==, 1);
+	g_assert_cmpuint(stats.errors, ==, 1);
+
+	f.result = -EAGAIN;
+	g_assert_cmpint(get(c, "/cold", 0, false, &f, &hit), ==, -EAGAIN);
+	g_assert_null(hit.body);
+	cache_free(c);
+	fake_clear(&f);
+}
+
+static void test_a_gone_resource_drops_its_entry_and_disk_copy(void)
+{
+	g_autofree char *dir = temp_dir();
+	struct cache *c = cache_new(dir, 5);
+	struct fake f;
+	struct cache_hit hit;
+
+	fake_init(&f, "here");
+	g_assert_cmpint(get(c, "/homes/1/devices/x", 0, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	f.result = -ENOENT;
+	g_assert_cmpint(get(c, "/homes/1/devices/x", 0, false, &f, &hit), ==, -ENOENT);
+	g_assert_null(hit.body);
+	g_assert_cmpuint(cache_peek_gen(c, "/homes/1/devices/x"), ==, 0);
+	g_assert_cmpint(get(c, "/homes/1/devices/x", 0, true, &f, &hit), ==, -ENETDOWN);
+	cache_free(c);
+
+	c = cache_new(dir, 5);
+	g_assert_cmpint(get(c, "/homes/1/devices/x", 0, true, &f, &hit), ==, -ENETDOWN);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&f);
+}
+
+static void test_generation_changes_exactly_when_bytes_change(void)
+{
+	struct cache *c = cache_new(NULL, 5);
+	struct fake f;
+	struct cache_hit a, b, d;
+
+	fake_init(&f, "same");
+	g_assert_cmpint(get(c, "/k", 0, false, &f, &a), ==, 0);
+	g_assert_cmpint(get(c, "/k", 0, false, &f, &b), ==, 0);
+	g_assert_cmpint(f.calls, ==, 2);
+	g_assert_cmpuint(a.gen, ==, b.gen);
+	g_assert_cmpint(a.changed_at, ==, b.changed_at);
+	f.body = "different";
+	g_assert_cmpint(get(c, "/k", 0, false, &f, &d), ==, 0);
+	g_assert_cmpuint(d.gen, !=, a.gen);
+	g_assert_cmpuint(d.gen, !=, 0);
+	g_assert_cmpuint(cache_peek_gen(c, "/k"), ==, d.gen);
+	assert_body(&d, "different");
+	cache_hit_clear(&a);
+	cache_hit_clear(&b);
+	cache_hit_clear(&d);
+	cache_free(c);
+	fake_clear(&f);
+}
+
+static void test_disk_copy_survives_a_remount_without_a_fetch(void)
+{
+	g_autofree char *dir = temp_dir();
+	struct cache *c = cache_new(dir, 5);
+	struct fake f;
+	struct cache_hit hit;
+	gint64 changed_at;
+	GStatBuf st;
+
+	fake_init(&f, "{\"homes\":[]}");
+	g_assert_cmpint(get(c, "/me", 3600, false, &f, &hit), ==, 0);
+	changed_at = hit.changed_at;
+	cache_hit_clear(&hit);
+	cache_free(c);
+	g_assert_cmpint(g_stat(dir, &st), ==, 0);
+	g_assert_cmpint(st.st_mode & 0777, ==, 0700);
+
+	c = cache_new(dir, 5);
+	f.result = -EIO;
+	g_assert_cmpint(get(c, "/me", 3600, false, &f, &hit), ==, 0);
+	assert_body(&hit, "{\"homes\":[]}");
+	g_assert_false(hit.stale);
+	g_assert_cmpint(hit.changed_at, ==, changed_at);
+	g_assert_cmpint(f.calls, ==, 1);
+	cache_hit_clear(&hit);
+
+	/* Past its TTL it is fetched again, and served stale when that fails. */
+	g_assert_cmpint(get(c, "/me", 0, false, &f, &hit), ==, 0);
+	g_assert_true(hit.stale);
+	assert_body(&hit, "{\"homes\":[]}");
+	g_assert_cmpint(f.calls, ==, 2);
+	cache_hit_clear(&hit);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&f);
+}
+
+static void test_disk_files_are_private(void)
+{
+	g_autofree char *dir = temp_dir();
+	struct cache *c = cache_new(dir, 5);
+	struct fake f;
+	struct cache_hit hit;
+	GDir *d;
+	const char *name;
+	int files = 0;
+
+	fake_init(&f, "secret-ish");
+	g_assert_cmpint(get(c, "/me", 60, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	d = g_dir_open(dir, 0, NULL);
+	while ((name = g_dir_read_name(d))) {
+		g_autofree char *file = g_build_filename(dir, name, NULL);
+		GStatBuf st;
+
+		g_assert_cmpint(g_stat(file, &st), ==, 0);
+		g_assert_cmpint(st.st_mode & 0777, ==, 0600);
+		g_assert_cmpuint(strlen(name), ==, 64); /* no temporary left behind */
+		files++;
+	}
+	g_dir_close(d);
+	g_assert_cmpint(files, ==, 1);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&f);
+}
+
+static void test_offline_serves_the_disk_copy_and_never_fetches(void)
+{
+	g_autofree char *dir = temp_dir();
+	struct cache *c = cache_new(dir, 5);
+	struct fake f;
+	struct cache_hit hit;
+
+	fake_init(&f, "cached");
+	g_assert_cmpint(get(c, "/homes/1/zoneStates", 60, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	cache_free(c);
+
+	c = cache_new(dir, 5);
+	g_assert_cmpint(get(c, "/homes/1/zoneStates", 0, true, &f, &hit), ==, 0);
+	assert_body(&hit, "cached");
+	g_assert_true(hit.stale);
+	cache_hit_clear(&hit);
+	g_assert_cmpint(get(c, "/never/seen", 60, true, &f, &hit), ==, -ENETDOWN);
+	g_assert_cmpint(f.calls, ==, 1);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&f);
+}
+
+static void *hanging_fetch_run(void *data)
+{
+	struct reader *rd = data;
+
+	rd->r = get(rd->c, "/slow", 60, false, rd->f, &rd->hit);
+	return NULL;
+}
+
+static void test_a_waiter_gives_up_when_the_fetch_hangs(void)
+{
+	struct cache *c = cache_new(NULL, 1);
+	struct fake f;
+	struct reader fetcher;
+	struct cache_hit hit;
+	GThread *thread;
+	gint64 start;
+
+	fake_init(&f, "late");
+	f.hang = true;
+	fetcher = (struct reader){ .c = c, .f = &f };
+	thread = g_thread_new("fetcher", hanging_fetch_run, &fetcher);
+	g_mutex_lock(&f.lock);
+	while (!f.started)
+		g_cond_wait(&f.cond, &f.lock);
+	g_mutex_unlock(&f.lock);
+
+	start = g_get_monotonic_time();
+	g_assert_cmpint(get(c, "/slow", 60, false, &f, &hit), ==, -ETIMEDOUT);
+	g_assert_cmpint(g_get_monotonic_time() - start, >=, G_USEC_PER_SEC * 9 / 10);
+	g_assert_null(hit.body);
+
+	g_mutex_lock(&f.lock);
+	f.release = true;
+	g_cond_broadcast(&f.cond);
+	g_mutex_unlock(&f.lock);
+	g_thread_join(thread);
+	g_assert_cmpint(fetcher.r, ==, 0);
+	assert_body(&fetcher.hit, "late");
+	cache_hit_clear(&fetcher.hit);
+	g_assert_cmpint(f.calls, ==, 1);
+	cache_free(c);
+	fake_clear(&f);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
+	g_test_add_func("/cache/fresh_entry_is_served_without_a_fetch",
+			test_fresh_entry_is_served_without_a_fetch);
+	g_test_add_func("/cache/64_readers_of_a_cold_resource_cause_one_fetch",
+			test_64_readers_of_a_cold_resource_cause_one_fetch);
+	g_test_add_func("/cache/a_failed_refresh_serves_the_old_copy_stale",
+			test_a_failed_refresh_serves_the_old_copy_stale);
+	g_test_add_func("/cache/a_gone_resource_drops_its_entry_and_disk_copy",
+			test_a_gone_resource_drops_its_entry_and_disk_copy);
+	g_test_add_func("/cache/generation_changes_exactly_when_bytes_change",
+			test_generation_changes_exactly_when_bytes_change);
+	g_test_add_func("/cache/disk_copy_survives_a_remount_without_a_fetch",
+			test_disk_copy_survives_a_remount_without_a_fetch);
+	g_test_add_func("/cache/disk_files_are_private", test_disk_files_are_private);
+	g_test_add_func("/cache/offline_serves_the_disk_copy_and_never_fetches",
+			test_offline_serves_the_disk_copy_and_never_fetches);
+	g_test_add_func("/cache/a_waiter_gives_up_when_the_fetch_hangs",
+			test_a_waiter_gives_up_when_the_fetch_hangs);
 	return g_test_run();
 }
