@@ -18,24 +18,24 @@
 #include "cache.h"
 
 #define DISK_MAGIC "smarthomefs-cache 1\n"
-#define USEC       G_USEC_PER_SEC
+#define USEC	   G_USEC_PER_SEC
 
 struct cache_entry {
 	char *key;
-	GBytes *body;      /* NULL: no copy */
+	GBytes *body; /* NULL: no copy */
 	uint64_t gen;
 	gint64 fetched_at; /* monotonic µs */
 	gint64 changed_at; /* unix s */
 	bool disk_checked; /* the disk copy was looked for once */
 	bool fetching;
-	uint64_t flights;  /* fetches finished, so a waiter knows its fetch ended */
-	int result;        /* of the last finished fetch */
+	uint64_t flights; /* fetches finished, so a waiter knows its fetch ended */
+	int result;	  /* of the last finished fetch */
 	GCond done;
 };
 
 struct cache {
 	GMutex lock;
-	GMutex disk_lock; /* orders the disk writes of one key after the lock is dropped */
+	GMutex disk_lock;    /* orders the disk writes of one key after the lock is dropped */
 	GHashTable *entries; /* key -> struct cache_entry * */
 	char *disk_dir;
 	int timeout_s;
@@ -85,7 +85,7 @@ void cache_hit_clear(struct cache_hit *hit)
 {
 	if (hit->body)
 		g_bytes_unref(hit->body);
-	*hit = (struct cache_hit){ 0 };
+	*hit = (struct cache_hit){0};
 }
 
 static char *disk_file(struct cache *c, const char *key)
@@ -113,9 +113,9 @@ static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 ch
 	if (!file || strchr(key, '\n'))
 		return;
 	data = g_string_new(DISK_MAGIC);
-	g_string_append_printf(data, "key=%s\nchanged_at=%" G_GINT64_FORMAT
-			       "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
-			       key, changed_at, fetched_wall);
+	g_string_append_printf(
+	    data, "key=%s\nchanged_at=%" G_GINT64_FORMAT "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
+	    key, changed_at, fetched_wall);
 	g_string_append_len(data, bytes, (gssize)len);
 	tmp = g_strconcat(file, ".XXXXXX", NULL);
 	fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0600);
@@ -197,7 +197,8 @@ static struct cache_entry *entry_get(struct cache *c, const char *key)
 
 static bool entry_fresh(struct cache_entry *e, int ttl_s)
 {
-	return e->body && ttl_s > 0 && g_get_monotonic_time() - e->fetched_at < (gint64)ttl_s * USEC;
+	return e->body && ttl_s > 0 &&
+	       g_get_monotonic_time() - e->fetched_at < (gint64)ttl_s * USEC;
 }
 
 static void hit_fill(struct cache_hit *hit, struct cache_entry *e, bool stale)
@@ -254,7 +255,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	bool newest;
 	int r;
 
-	*hit = (struct cache_hit){ 0 };
+	*hit = (struct cache_hit){0};
 	if (!key)
 		key = path;
 	g_mutex_lock(&c->lock);

@@ -11,9 +11,9 @@
 extern const struct provider tado_provider, tibber_provider;
 
 static const struct provider *const providers[] = {
-	&tado_provider,
-	&tibber_provider,
-	NULL,
+    &tado_provider,
+    &tibber_provider,
+    NULL,
 };
 
 const struct provider *const *provider_all(void)
@@ -122,7 +122,8 @@ static void append_json(GString *out, json_t *json, int depth)
 		}
 		g_string_append_c(out, '{');
 		i = 0;
-		json_object_foreach (json, key, value) {
+		json_object_foreach(json, key, value)
+		{
 			if (i++)
 				g_string_append_c(out, ',');
 			append_indent(out, depth + 1);
@@ -139,7 +140,8 @@ static void append_json(GString *out, json_t *json, int depth)
 			break;
 		}
 		g_string_append_c(out, '[');
-		json_array_foreach (json, i, value) {
+		json_array_foreach(json, i, value)
+		{
 			if (i)
 				g_string_append_c(out, ',');
 			append_indent(out, depth + 1);
@@ -218,7 +220,8 @@ json_t *provider_find_by_id(json_t *arr, const char *key, const char *id)
 
 	if (!json_is_array(arr) || !id)
 		return NULL;
-	json_array_foreach (arr, i, elem) {
+	json_array_foreach(arr, i, elem)
+	{
 		g_autofree char *elem_id = provider_json_id(elem, key);
 
 		if (elem_id && strcmp(elem_id, id) == 0)

@@ -5,11 +5,11 @@
 
 #define ROOT_INO      1
 #define NAME_MAX_LEN  255 /* NAME_MAX of Linux */
-#define CUT_AT        200 /* bytes of escaped name kept before "%~<hash>" */
+#define CUT_AT	      200 /* bytes of escaped name kept before "%~<hash>" */
 #define INTERNAL_NAME ".smarthomefs"
 
 struct tree {
-	GRecMutex lock; /* recursive: fs.c may hold it around calls that take it again */
+	GRecMutex lock;	    /* recursive: fs.c may hold it around calls that take it again */
 	GHashTable *by_ino; /* uint64_t * (the node's ino) -> struct node * */
 	struct node *root;
 };
@@ -236,7 +236,7 @@ GArray *tree_list(struct tree *t, struct node *dir)
 	tree_lock(t);
 	for (guint i = 0; dir->order && i < dir->order->len; i++) {
 		struct node *n = g_ptr_array_index(dir->order, i);
-		struct tree_dirent d = { .ino = n->ino, .is_dir = n->is_dir };
+		struct tree_dirent d = {.ino = n->ino, .is_dir = n->is_dir};
 
 		if (n->gone)
 			continue;
@@ -302,8 +302,8 @@ char *tree_escape_name(const char *raw, size_t len)
 	if (out->len <= CUT_AT)
 		cut = out->len;
 	if (out->len > NAME_MAX_LEN) {
-		g_autofree char *hash = g_compute_checksum_for_data(
-			G_CHECKSUM_SHA256, (const guchar *)raw, len);
+		g_autofree char *hash =
+		    g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)raw, len);
 
 		g_string_truncate(out, cut);
 		g_string_append(out, "%~");
@@ -329,8 +329,8 @@ char *tree_unescape_name(const char *name, size_t *len)
 		}
 		if (!g_ascii_isxdigit(s[1]) || !g_ascii_isxdigit(s[2]))
 			return NULL; /* "%~": a cut name; anything else is no escape of ours */
-		g_string_append_c(raw, (char)(g_ascii_xdigit_value(s[1]) << 4 |
-					      g_ascii_xdigit_value(s[2])));
+		g_string_append_c(
+		    raw, (char)(g_ascii_xdigit_value(s[1]) << 4 | g_ascii_xdigit_value(s[2])));
 		s += 2;
 	}
 	/* Only the one spelling tree_escape_name makes ("%2F", never "%2f" or "%41"),

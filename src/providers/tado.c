@@ -15,28 +15,28 @@
 struct value_def {
 	const char *name;
 	const char *source; /* dotted path inside the object */
-	bool not_null;      /* true/false: whether the source is non-null */
+	bool not_null;	    /* true/false: whether the source is non-null */
 };
 
 static const struct value_def zone_values[] = {
-	{ "inside_temperature", "sensorDataPoints.insideTemperature.celsius", false },
-	{ "humidity", "sensorDataPoints.humidity.percentage", false },
-	{ "heating_power", "activityDataPoints.heatingPower.percentage", false },
-	{ "target_temperature", "setting.temperature.celsius", false },
-	{ "power", "setting.power", false },
-	{ "mode", "tadoMode", false },
-	{ "link", "link.state", false },
-	{ "window_open", "openWindow", true },
-	{ "overlay_active", "overlay", true },
-	{ NULL, NULL, false },
+    {"inside_temperature", "sensorDataPoints.insideTemperature.celsius", false},
+    {"humidity", "sensorDataPoints.humidity.percentage", false},
+    {"heating_power", "activityDataPoints.heatingPower.percentage", false},
+    {"target_temperature", "setting.temperature.celsius", false},
+    {"power", "setting.power", false},
+    {"mode", "tadoMode", false},
+    {"link", "link.state", false},
+    {"window_open", "openWindow", true},
+    {"overlay_active", "overlay", true},
+    {NULL, NULL, false},
 };
 
 static const struct value_def device_values[] = {
-	{ "battery", "batteryState", false },
-	{ "connected", "connectionState.value", false },
-	{ "firmware", "currentFwVersion", false },
-	{ "type", "deviceType", false },
-	{ NULL, NULL, false },
+    {"battery", "batteryState", false},
+    {"connected", "connectionState.value", false},
+    {"firmware", "currentFwVersion", false},
+    {"type", "deviceType", false},
+    {NULL, NULL, false},
 };
 
 /* The value @def of @obj, or NULL when @obj has no such scalar. */
@@ -71,8 +71,7 @@ static int values_list(const struct value_def *defs, json_t *obj, GPtrArray *ent
 	return 0;
 }
 
-static int values_render(const struct value_def *defs, json_t *obj, const char *name,
-			 GString *out)
+static int values_render(const struct value_def *defs, json_t *obj, const char *name, GString *out)
 {
 	const struct value_def *def = value_find(defs, name);
 	json_t *v;
@@ -115,7 +114,7 @@ static int tado_source(const struct provider_path *p, struct resource_ref *ref)
 {
 	const char *h;
 
-	*ref = (struct resource_ref){ 0 };
+	*ref = (struct resource_ref){0};
 	if (p->n == 0)
 		return 0;
 	if (!is(p, 0, "homes"))
@@ -170,7 +169,8 @@ static int list_ids(json_t *arr, const char *key, GPtrArray *entries)
 
 	if (!json_is_array(arr))
 		return -EIO;
-	json_array_foreach (arr, i, elem) {
+	json_array_foreach(arr, i, elem)
+	{
 		g_autofree char *id = provider_json_id(elem, key);
 
 		if (id && *id)
@@ -307,19 +307,19 @@ static int tado_render(const struct provider_path *p, json_t *body, GString *out
 }
 
 const struct provider tado_provider = {
-	.name = "tado",
-	.title = "tado°",
-	.api_url = "https://my.tado.com/api/v2",
-	.auth_url = "https://login.tado.com",
-	.login = LOGIN_DEVICE_CODE,
-	.client_id = "1bb50063-6b0c-4d11-bd99-387f4a91cc46",
-	.scope = "offline_access",
-	.device_authorize_path = "/oauth2/device_authorize",
-	.token_path = "/oauth2/token",
-	.verification_uri_needs_client_id = true,
-	.quota_is_scarce = true,
-	.default_ttl = 60,
-	.source = tado_source,
-	.list = tado_list,
-	.render = tado_render,
+    .name = "tado",
+    .title = "tado°",
+    .api_url = "https://my.tado.com/api/v2",
+    .auth_url = "https://login.tado.com",
+    .login = LOGIN_DEVICE_CODE,
+    .client_id = "1bb50063-6b0c-4d11-bd99-387f4a91cc46",
+    .scope = "offline_access",
+    .device_authorize_path = "/oauth2/device_authorize",
+    .token_path = "/oauth2/token",
+    .verification_uri_needs_client_id = true,
+    .quota_is_scarce = true,
+    .default_ttl = 60,
+    .source = tado_source,
+    .list = tado_list,
+    .render = tado_render,
 };

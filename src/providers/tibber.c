@@ -25,7 +25,7 @@ static int tibber_source(const struct provider_path *p, struct resource_ref *ref
 	g_autofree char *h = NULL;
 	g_autofree char *d = NULL;
 
-	*ref = (struct resource_ref){ 0 };
+	*ref = (struct resource_ref){0};
 	if (p->n == 0)
 		return 0;
 	if (!is(p, 0, "homes"))
@@ -81,7 +81,8 @@ static void capabilities_each(json_t *device, bool (*fn)(const char *id, json_t 
 	json_t *cap;
 	size_t i;
 
-	json_array_foreach (caps, i, cap) {
+	json_array_foreach(caps, i, cap)
+	{
 		json_t *id = json_is_object(cap) ? json_object_get(cap, "id") : NULL;
 		json_t *value = id ? json_object_get(cap, "value") : NULL;
 		const char *name = json_string_value(id);
@@ -128,7 +129,8 @@ static int tibber_list(const struct provider_path *p, json_t *body, GPtrArray *e
 		arr = list_array(body, p->n == 1 ? "homes" : "devices");
 		if (!arr)
 			return -EIO;
-		json_array_foreach (arr, i, elem) {
+		json_array_foreach(arr, i, elem)
+		{
 			g_autofree char *id = provider_json_id(elem, "id");
 
 			if (id && *id)
@@ -179,7 +181,7 @@ static int tibber_render(const struct provider_path *p, json_t *body, GString *o
 		return provider_render_json(body, out);
 	}
 	if (p->n == 6 && is(p, 4, "values")) {
-		struct capability_find f = { .id = p->comp[5] };
+		struct capability_find f = {.id = p->comp[5]};
 
 		if (!json_is_object(body))
 			return -EIO;
@@ -190,21 +192,21 @@ static int tibber_render(const struct provider_path *p, json_t *body, GString *o
 }
 
 const struct provider tibber_provider = {
-	.name = "tibber",
-	.title = "Tibber",
-	.api_url = "https://data-api.tibber.com/v1",
-	.auth_url = "https://thewall.tibber.com",
-	.login = LOGIN_AUTH_CODE_PKCE,
-	.client_id = NULL,
-	.scope = "openid profile email offline_access data-api-user-read data-api-homes-read "
-		 "data-api-vehicles-read data-api-chargers-read data-api-thermostats-read "
-		 "data-api-energy-systems-read data-api-inverters-read data-api-meters-read",
-	.authorize_path = "/connect/authorize",
-	.token_path = "/connect/token",
-	.verification_uri_needs_client_id = false,
-	.quota_is_scarce = false,
-	.default_ttl = 60,
-	.source = tibber_source,
-	.list = tibber_list,
-	.render = tibber_render,
+    .name = "tibber",
+    .title = "Tibber",
+    .api_url = "https://data-api.tibber.com/v1",
+    .auth_url = "https://thewall.tibber.com",
+    .login = LOGIN_AUTH_CODE_PKCE,
+    .client_id = NULL,
+    .scope = "openid profile email offline_access data-api-user-read data-api-homes-read "
+	     "data-api-vehicles-read data-api-chargers-read data-api-thermostats-read "
+	     "data-api-energy-systems-read data-api-inverters-read data-api-meters-read",
+    .authorize_path = "/connect/authorize",
+    .token_path = "/connect/token",
+    .verification_uri_needs_client_id = false,
+    .quota_is_scarce = false,
+    .default_ttl = 60,
+    .source = tibber_source,
+    .list = tibber_list,
+    .render = tibber_render,
 };

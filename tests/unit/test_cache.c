@@ -151,7 +151,7 @@ static void test_64_readers_of_a_cold_resource_cause_one_fetch(void)
 	fake_init(&f, "{\"zoneStates\":{}}");
 	f.expected = N;
 	for (int i = 0; i < N; i++) {
-		readers[i] = (struct reader){ .c = c, .f = &f };
+		readers[i] = (struct reader){.c = c, .f = &f};
 		threads[i] = g_thread_new("reader", reader_run, &readers[i]);
 	}
 	for (int i = 0; i < N; i++) {
@@ -356,7 +356,7 @@ static void test_a_waiter_gives_up_when_the_fetch_hangs(void)
 
 	fake_init(&f, "late");
 	f.hang = true;
-	fetcher = (struct reader){ .c = c, .f = &f };
+	fetcher = (struct reader){.c = c, .f = &f};
 	thread = g_thread_new("fetcher", hanging_fetch_run, &fetcher);
 	g_mutex_lock(&f.lock);
 	while (!f.started)

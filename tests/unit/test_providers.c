@@ -21,7 +21,7 @@ static json_t *fixture(const char *name)
 static struct provider_path path_of(const char *s, char ***keep)
 {
 	*keep = *s ? g_strsplit(s, "/", -1) : g_new0(char *, 1);
-	return (struct provider_path){ (const char *const *)*keep, g_strv_length(*keep) };
+	return (struct provider_path){(const char *const *)*keep, g_strv_length(*keep)};
 }
 
 /* The names listed for @path from @body, joined by " " ("/" after a directory). */
@@ -60,26 +60,26 @@ static int source(const struct provider *pr, const char *path, struct resource_r
 	return pr->source(&p, ref);
 }
 
-#define assert_list(pr, pth, body, expected)                                                      \
+#define assert_list(pr, pth, body, expected)                                                       \
 	do {                                                                                       \
 		int r_;                                                                            \
-		g_autofree char *got_ = list(pr, pth, body, &r_);                                 \
+		g_autofree char *got_ = list(pr, pth, body, &r_);                                  \
 		g_assert_cmpint(r_, ==, 0);                                                        \
 		g_assert_cmpstr(got_, ==, expected);                                               \
 	} while (0)
 
-#define assert_render(pr, pth, body, expected)                                                    \
+#define assert_render(pr, pth, body, expected)                                                     \
 	do {                                                                                       \
 		int r_;                                                                            \
-		g_autofree char *got_ = render(pr, pth, body, &r_);                               \
+		g_autofree char *got_ = render(pr, pth, body, &r_);                                \
 		g_assert_cmpint(r_, ==, 0);                                                        \
 		g_assert_cmpstr(got_, ==, expected);                                               \
 	} while (0)
 
-#define assert_source(pr, pth, exp_path, exp_key, exp_ttl)                                        \
+#define assert_source(pr, pth, exp_path, exp_key, exp_ttl)                                         \
 	do {                                                                                       \
 		struct resource_ref ref_;                                                          \
-		g_assert_cmpint(source(pr, pth, &ref_), ==, 0);                                   \
+		g_assert_cmpint(source(pr, pth, &ref_), ==, 0);                                    \
 		g_assert_cmpstr(ref_.path, ==, exp_path);                                          \
 		g_assert_cmpstr(ref_.key, ==, exp_key);                                            \
 		g_assert_cmpint(ref_.ttl, ==, exp_ttl);                                            \
@@ -124,11 +124,19 @@ static void test_scalars_render_as_one_line(void)
 		const char *json;
 		const char *text;
 	} cases[] = {
-		{ "21.4", "21.4\n" },       { "20.56", "20.56\n" },   { "37.0", "37.0\n" },
-		{ "0.1", "0.1\n" },         { "74", "74\n" },         { "-3", "-3\n" },
-		{ "1e300", "1e+300\n" },    { "\"idle\"", "idle\n" }, { "\"a\\nb\"", "a\nb\n" },
-		{ "true", "true\n" },       { "false", "false\n" },   { "null", "\n" },
-		{ "9007199254740993", "9007199254740993\n" },
+	    {"21.4", "21.4\n"},
+	    {"20.56", "20.56\n"},
+	    {"37.0", "37.0\n"},
+	    {"0.1", "0.1\n"},
+	    {"74", "74\n"},
+	    {"-3", "-3\n"},
+	    {"1e300", "1e+300\n"},
+	    {"\"idle\"", "idle\n"},
+	    {"\"a\\nb\"", "a\nb\n"},
+	    {"true", "true\n"},
+	    {"false", "false\n"},
+	    {"null", "\n"},
+	    {"9007199254740993", "9007199254740993\n"},
 	};
 
 	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -154,7 +162,8 @@ static void test_objects_are_no_scalars(void)
 
 static void test_json_is_pretty_in_api_order_and_round_trips(void)
 {
-	const char *text = "{\"z\":{\"t\":21.4,\"e\":[],\"o\":{}},\"a\":[1,\"\\u00e9/\\\"\",null,true]}";
+	const char *text =
+	    "{\"z\":{\"t\":21.4,\"e\":[],\"o\":{}},\"a\":[1,\"\\u00e9/\\\"\",null,true]}";
 	json_t *v = json_loads(text, 0, NULL);
 	g_autoptr(GString) out = g_string_new(NULL);
 	json_t *back;
@@ -249,8 +258,7 @@ static void test_tado_lists_homes_from_me_and_skips_missing_ids(void)
 
 	assert_list(t, "", NULL, "homes/");
 	assert_list(t, "homes", me, "1001/ 1002/");
-	assert_list(t, "homes/1001", NULL,
-		    "home.json state.json weather.json zones/ devices/");
+	assert_list(t, "homes/1001", NULL, "home.json state.json weather.json zones/ devices/");
 	json_decref(me);
 }
 
@@ -337,7 +345,8 @@ static void test_tado_devices_are_named_by_serial_number(void)
 	const struct provider *t = provider_find("tado");
 	json_t *devices = fixture("tado-devices.json");
 	int r;
-	g_autofree char *text = render(t, "homes/1001/devices/VA1234567890/device.json", devices, &r);
+	g_autofree char *text =
+	    render(t, "homes/1001/devices/VA1234567890/device.json", devices, &r);
 
 	g_assert_cmpint(r, ==, 0);
 	g_assert_true(g_str_has_prefix(text, "{\n  \"deviceType\": \"VA01\",\n"));
@@ -426,8 +435,8 @@ static void test_tibber_device_under_two_homes_is_one_resource(void)
 static void test_tibber_ids_never_change_the_api_path(void)
 {
 	const struct provider *t = provider_find("tibber");
-	static const char *const comp[] = { "homes", "h1", "devices", "a/../b", "device.json" };
-	struct provider_path p = { comp, G_N_ELEMENTS(comp) };
+	static const char *const comp[] = {"homes", "h1", "devices", "a/../b", "device.json"};
+	struct provider_path p = {comp, G_N_ELEMENTS(comp)};
 	struct resource_ref ref;
 
 	assert_source(t, "homes/../devices", "/homes/%2E%2E/devices", NULL, 3600);
@@ -466,7 +475,7 @@ static void test_tibber_home_json_is_its_entry_of_the_homes_list(void)
 	json_t *homes = fixture("tibber-homes.json");
 	int r;
 	g_autofree char *text =
-		render(t, "homes/68e6938b-91a6-4199-a0d4-f24c22be87bb/home.json", homes, &r);
+	    render(t, "homes/68e6938b-91a6-4199-a0d4-f24c22be87bb/home.json", homes, &r);
 
 	g_assert_cmpint(r, ==, 0);
 	g_assert_cmpstr(text, ==,
@@ -490,7 +499,8 @@ static void test_tibber_device_json_keeps_unknown_keys(void)
 	json_t *back;
 
 	g_assert_cmpint(r, ==, 0);
-	g_assert_true(g_str_has_prefix(text, "{\n  \"id\": \"dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw\",\n"));
+	g_assert_true(
+	    g_str_has_prefix(text, "{\n  \"id\": \"dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw\",\n"));
 	back = json_loads(text, 0, NULL);
 	g_assert_true(json_equal(back, device));
 	g_assert_nonnull(json_object_get(back, "newCategoryField"));
@@ -584,6 +594,7 @@ int main(int argc, char **argv)
 			test_tibber_device_json_keeps_unknown_keys);
 	g_test_add_func("/tibber/values_are_the_scalar_capabilities_first_id_wins",
 			test_tibber_values_are_the_scalar_capabilities_first_id_wins);
-	g_test_add_func("/tibber/wrong_shapes_are_io_errors", test_tibber_wrong_shapes_are_io_errors);
+	g_test_add_func("/tibber/wrong_shapes_are_io_errors",
+			test_tibber_wrong_shapes_are_io_errors);
 	return g_test_run();
 }

@@ -48,7 +48,7 @@ static void test_root_is_inode_one_and_unnamed(void)
 
 static void test_inode_numbers_are_stable_across_trees(void)
 {
-	static const char *const homes[] = { "1001", "1002", NULL };
+	static const char *const homes[] = {"1001", "1002", NULL};
 	struct tree *a = tree_new();
 	struct tree *b = tree_new();
 	struct node *ha = tree_add_child(a, tree_root(a), "homes", true);
@@ -103,7 +103,7 @@ static void test_many_nodes_get_distinct_inodes(void)
 
 static void test_listing_keeps_the_providers_order_first_duplicate_wins(void)
 {
-	static const char *const names[] = { "b", "a", "c", "a", NULL };
+	static const char *const names[] = {"b", "a", "c", "a", NULL};
 	struct tree *t = tree_new();
 	struct node *dir = tree_add_child(t, tree_root(t), "homes", true);
 	g_autofree char *list = NULL;
@@ -117,9 +117,9 @@ static void test_listing_keeps_the_providers_order_first_duplicate_wins(void)
 
 static void test_missing_children_are_gone_and_come_back_with_their_inode(void)
 {
-	static const char *const both[] = { "1", "2", NULL };
-	static const char *const one[] = { "2", NULL };
-	static const char *const again[] = { "1", "2", NULL };
+	static const char *const both[] = {"1", "2", NULL};
+	static const char *const one[] = {"2", NULL};
+	static const char *const again[] = {"1", "2", NULL};
 	struct tree *t = tree_new();
 	struct node *dir = tree_add_child(t, tree_root(t), "zones", true);
 	struct node *first;
@@ -148,7 +148,7 @@ static void test_missing_children_are_gone_and_come_back_with_their_inode(void)
 
 static void test_internal_nodes_survive_a_provider_listing(void)
 {
-	static const char *const names[] = { "homes", ".smarthomefs", NULL };
+	static const char *const names[] = {"homes", ".smarthomefs", NULL};
 	struct tree *t = tree_new();
 	struct node *root = tree_root(t);
 	struct node *internal = tree_add_child(t, root, ".smarthomefs", true);
@@ -227,7 +227,7 @@ static void test_only_our_own_escapes_unescape(void)
 	size_t len;
 
 	g_assert_null(tree_unescape_name("a%2fb", &len)); /* lower case is not ours */
-	g_assert_null(tree_unescape_name("%41", &len));   /* 'A' needs no escape */
+	g_assert_null(tree_unescape_name("%41", &len));	  /* 'A' needs no escape */
 	g_assert_null(tree_unescape_name("a%", &len));
 	g_assert_null(tree_unescape_name("a%4", &len));
 	g_assert_null(tree_unescape_name("%%", &len));
@@ -294,7 +294,7 @@ static void test_long_names_are_cut_between_characters(void)
 
 static void test_lookup_finds_escaped_names(void)
 {
-	static const char *const names[] = { "a/b", "", NULL };
+	static const char *const names[] = {"a/b", "", NULL};
 	struct tree *t = tree_new();
 	struct node *dir = tree_add_child(t, tree_root(t), "homes", true);
 	g_autofree char *list = NULL;
@@ -339,7 +339,8 @@ int main(int argc, char **argv)
 			test_inode_numbers_are_stable_across_trees);
 	g_test_add_func("/tree/inode_numbers_are_never_zero_or_one",
 			test_inode_numbers_are_never_zero_or_one);
-	g_test_add_func("/tree/many_nodes_get_distinct_inodes", test_many_nodes_get_distinct_inodes);
+	g_test_add_func("/tree/many_nodes_get_distinct_inodes",
+			test_many_nodes_get_distinct_inodes);
 	g_test_add_func("/tree/listing_keeps_the_providers_order_first_duplicate_wins",
 			test_listing_keeps_the_providers_order_first_duplicate_wins);
 	g_test_add_func("/tree/missing_children_are_gone_and_come_back_with_their_inode",
