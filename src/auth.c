@@ -1,1 +1,516 @@
-/* stub: being written */
+/* auth: one account's tokens. Refresh tokens rotate and are single use (tado revokes
+ * the old one the moment it is used), so two refreshes racing each other — two FUSE
+ * threads, or the mount and a `smarthomefs status --refresh` — would log the user out.
+ * Hence one refresh at a time in the process (a flag under a mutex, waiters on a
+ * condition), an flock across processes, a re-read of the store under that flock, and
+ * the new set saved before anyone uses it. */
+#include "auth.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <gio/gio.h>
+#include <jansson.h>
+
+#include "log.h"
+#include "oauth.h"
+#include "provider.h"
+
+/* Refresh this long before the expiry, so a token never dies in flight. */
+#define EXPIRY_MARGIN_S 60
+/* After a failed refresh, readers get the error at once for a while instead of each
+ * one hitting the token endpoint again. */
+#define HOLDOFF_TRANSIENT_US (5 * G_USEC_PER_SEC)
+#define HOLDOFF_REFUSED_US   (30 * G_USEC_PER_SEC)
+/* Another process refreshing holds the lock for one token request at most. */
+#define LOCK_WAIT_US (60 * G_USEC_PER_SEC)
+#define LOCK_POLL_US (50 * 1000)
+
+struct auth {
+	char *account;
+	const struct provider *provider;
+	struct http_client *http;
+	char *auth_url;
+	struct token_store store;
+	char *lock_dir;
+
+	GMutex mu;
+	GCond refreshed;	  /* signalled when a refresh ends */
+	struct token_set ts;	  /* (mu) */
+	bool rejected;		  /* (mu) the API answered 401 to ts.access_token */
+	bool refreshing;	  /* (mu) a thread is refreshing; others wait */
+	bool save_pending;	  /* (mu) ts is newer than the store: the last save failed */
+	guint64 generation;	  /* (mu) refreshes ended, successful or not */
+	int last_result;	  /* (mu) how the last refresh ended */
+	gint64 retry_not_before;  /* (mu) monotonic; holdoff after a failed refresh */
+	unsigned refresh_count;	  /* (mu) */
+};
+
+/* ---- token_set ---- */
+
+static void wipe_free(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		g_free(s);
+	}
+}
+
+void token_set_clear(struct token_set *ts)
+{
+	g_clear_pointer(&ts->provider, g_free);
+	g_clear_pointer(&ts->access_token, wipe_free);
+	g_clear_pointer(&ts->refresh_token, wipe_free);
+	g_clear_pointer(&ts->client_id, g_free);
+	g_clear_pointer(&ts->client_secret, wipe_free);
+	g_clear_pointer(&ts->scope, g_free);
+	ts->expires_at = 0;
+}
+
+static void token_set_copy(struct token_set *dst, const struct token_set *src)
+{
+	dst->provider = g_strdup(src->provider);
+	dst->access_token = g_strdup(src->access_token);
+	dst->expires_at = src->expires_at;
+	dst->refresh_token = g_strdup(src->refresh_token);
+	dst->client_id = g_strdup(src->client_id);
+	dst->client_secret = g_strdup(src->client_secret);
+	dst->scope = g_strdup(src->scope);
+}
+
+static const struct {
+	const char *key;
+	size_t field;
+} token_fields[] = {
+	{"provider", offsetof(struct token_set, provider)},
+	{"access_token", offsetof(struct token_set, access_token)},
+	{"refresh_token", offsetof(struct token_set, refresh_token)},
+	{"client_id", offsetof(struct token_set, client_id)},
+	{"client_secret", offsetof(struct token_set, client_secret)},
+	{"scope", offsetof(struct token_set, scope)},
+};
+
+#define TOKEN_FIELD(ts, i) (*(char **)((char *)(ts) + token_fields[i].field))
+
+char *token_set_to_json(const struct token_set *ts)
+{
+	json_t *o = json_object();
+	for (size_t i = 0; i < G_N_ELEMENTS(token_fields); i++) {
+		const char *v = TOKEN_FIELD(ts, i);
+		if (v)
+			json_object_set_new(o, token_fields[i].key, json_string(v));
+	}
+	json_object_set_new(o, "expires_at", json_integer(ts->expires_at));
+	char *dumped = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(o);
+	if (!dumped)
+		return NULL;
+	char *s = g_strdup(dumped);
+	explicit_bzero(dumped, strlen(dumped));
+	free(dumped);
+	return s;
+}
+
+int token_set_from_json(const char *json, struct token_set *ts)
+{
+	if (!json)
+		return -EINVAL;
+	json_t *o = json_loads(json, JSON_REJECT_DUPLICATES, NULL);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return -EINVAL;
+	}
+	struct token_set parsed = {0};
+	int r = 0;
+	for (size_t i = 0; i < G_N_ELEMENTS(token_fields) && r == 0; i++) {
+		json_t *v = json_object_get(o, token_fields[i].key);
+		if (!v || json_is_null(v))
+			continue;
+		const char *s = json_string_value(v);
+		if (!s || strlen(s) != json_string_length(v)) /* not a string, or holds NUL */
+			r = -EINVAL;
+		else
+			TOKEN_FIELD(&parsed, i) = g_strdup(s);
+	}
+	json_t *exp = json_object_get(o, "expires_at");
+	if (exp && !json_is_null(exp)) {
+		if (json_is_integer(exp) && json_integer_value(exp) >= 0)
+			parsed.expires_at = json_integer_value(exp);
+		else
+			r = -EINVAL;
+	}
+	json_decref(o);
+	/* A set that cannot authorize anything is not a token set. */
+	if (r == 0 && (!parsed.provider || !*parsed.provider ||
+		       (!parsed.access_token && !parsed.refresh_token)))
+		r = -EINVAL;
+	if (r < 0) {
+		token_set_clear(&parsed);
+		return r;
+	}
+	*ts = parsed;
+	return 0;
+}
+
+void token_set_hide(const struct token_set *ts)
+{
+	log_add_secret(ts->access_token);
+	log_add_secret(ts->refresh_token);
+	log_add_secret(ts->client_secret);
+}
+
+/* Forgets the secrets of @old that @new no longer has. */
+static void token_set_unhide_rotated(const struct token_set *old, const struct token_set *new)
+{
+	if (old->access_token && g_strcmp0(old->access_token, new->access_token) != 0)
+		log_remove_secret(old->access_token);
+	if (old->refresh_token && g_strcmp0(old->refresh_token, new->refresh_token) != 0)
+		log_remove_secret(old->refresh_token);
+	if (old->client_secret && g_strcmp0(old->client_secret, new->client_secret) != 0)
+		log_remove_secret(old->client_secret);
+}
+
+/* ---- auth ---- */
+
+struct auth *auth_new(const char *account, const struct provider *provider,
+		      struct http_client *http, const char *auth_url,
+		      const struct token_store *store, const char *lock_dir)
+{
+	struct auth *a = g_new0(struct auth, 1);
+	a->account = g_strdup(account);
+	a->provider = provider;
+	a->http = http;
+	a->auth_url = g_strdup(auth_url && *auth_url ? auth_url : provider->auth_url);
+	a->store.kind = store->kind;
+	a->store.state_dir = g_strdup(store->state_dir);
+	a->lock_dir = lock_dir && *lock_dir
+			      ? g_strdup(lock_dir)
+			      : g_build_filename(g_get_user_runtime_dir(), "smarthomefs", NULL);
+	g_mutex_init(&a->mu);
+	g_cond_init(&a->refreshed);
+	return a;
+}
+
+void auth_free(struct auth *a)
+{
+	if (!a)
+		return;
+	token_set_clear(&a->ts);
+	g_mutex_clear(&a->mu);
+	g_cond_clear(&a->refreshed);
+	g_free(a->account);
+	g_free(a->auth_url);
+	g_free(a->store.state_dir);
+	g_free(a->lock_dir);
+	g_free(a);
+}
+
+/* Replaces the published set with @fresh (taken over). Caller holds mu. */
+static void auth_publish_locked(struct auth *a, struct token_set *fresh)
+{
+	token_set_hide(fresh);
+	token_set_unhide_rotated(&a->ts, fresh);
+	token_set_clear(&a->ts);
+	a->ts = *fresh;
+	*fresh = (struct token_set){0};
+	a->rejected = false;
+}
+
+int auth_load(struct auth *a, GError **err)
+{
+	g_autoptr(GError) e = NULL;
+	char *json = NULL;
+	int r = token_store_load(&a->store, a->account, &json, &e);
+	if (r == -ENOENT) {
+		g_set_error(err, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+			    "No login for %s is stored (token_store=%s); run `smarthomefs login "
+			    "%s`.",
+			    a->account, token_store_name(a->store.kind), a->account);
+		return r;
+	}
+	if (r < 0) {
+		g_propagate_prefixed_error(err, g_steal_pointer(&e), "Could not read the login of %s: ",
+					   a->account);
+		return r;
+	}
+	struct token_set ts = {0};
+	r = token_set_from_json(json, &ts);
+	wipe_free(json);
+	if (r == 0 && g_strcmp0(ts.provider, a->provider->name) != 0)
+		r = -EINVAL;
+	if (r < 0) {
+		token_set_clear(&ts);
+		g_set_error(err, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+			    "The stored login of %s is damaged or not for %s; run `smarthomefs "
+			    "login %s`.",
+			    a->account, a->provider->title, a->account);
+		return r;
+	}
+	g_mutex_lock(&a->mu);
+	auth_publish_locked(a, &ts);
+	a->last_result = 0;
+	a->retry_not_before = 0;
+	a->save_pending = false;
+	g_mutex_unlock(&a->mu);
+	return 0;
+}
+
+static bool token_usable_locked(const struct auth *a, gint64 margin)
+{
+	if (!a->ts.access_token || a->rejected)
+		return false;
+	if (a->ts.expires_at == 0) /* unknown: trust it until the API says 401 */
+		return true;
+	return g_get_real_time() / G_USEC_PER_SEC < a->ts.expires_at - margin;
+}
+
+/* Takes the account's lock file, shared with every other smarthomefs process. Bounded:
+ * a wedged process must not hang a FUSE worker for ever. Returns the fd or -errno. */
+static int auth_lock_file(struct auth *a)
+{
+	if (g_mkdir_with_parents(a->lock_dir, 0700) < 0)
+		return -errno;
+	g_autofree char *name = g_strconcat(a->account, ".lock", NULL);
+	if (strchr(name, '/') || name[0] == '.')
+		return -EINVAL;
+	g_autofree char *path = g_build_filename(a->lock_dir, name, NULL);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	gint64 give_up = g_get_monotonic_time() + LOCK_WAIT_US;
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			int r = -errno;
+			close(fd);
+			return r;
+		}
+		if (g_get_monotonic_time() >= give_up) {
+			close(fd);
+			return -ETIMEDOUT;
+		}
+		g_usleep(LOCK_POLL_US);
+	}
+	return fd;
+}
+
+static int auth_save(struct auth *a, const struct token_set *ts)
+{
+	g_autoptr(GError) e = NULL;
+	char *json = token_set_to_json(ts);
+	int r = json ? token_store_save(&a->store, a->account, ts->provider, json, &e) : -ENOMEM;
+	wipe_free(json);
+	if (r < 0)
+		/* Loud: the old refresh token is spent, so if this process ends before a
+		 * later save works, the user has to log in again. */
+		log_error("Could not save the refreshed tokens of %s (%s); they are used from "
+			  "memory and saving is tried again at the next refresh.",
+			  a->account, e ? e->message : g_strerror(-r));
+	return r;
+}
+
+/* The refresh itself, run by one thread with no mutex held. @snap is the published set
+ * when the refresh started. Fills @fresh with any set newer than @snap — refreshed
+ * here, or adopted from the store — even when it then fails. */
+static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool save_pending,
+			    bool force, struct token_set *fresh, bool *refreshed, bool *saved)
+{
+	*refreshed = false;
+	*saved = !save_pending;
+	int lock_fd = auth_lock_file(a);
+	if (lock_fd < 0) {
+		log_warn("Could not take the refresh lock of %s in %s: %s; refreshing without it.",
+			 a->account, a->lock_dir, g_strerror(-lock_fd));
+	}
+
+	struct token_set work = {0};
+	bool adopted = false;
+	if (save_pending) {
+		/* The store is older than memory: what it holds was spent by us. */
+		*saved = auth_save(a, snap) == 0;
+	} else {
+		g_autoptr(GError) e = NULL;
+		char *json = NULL;
+		int lr = token_store_load(&a->store, a->account, &json, &e);
+		struct token_set stored = {0};
+		if (lr == 0)
+			lr = token_set_from_json(json, &stored);
+		wipe_free(json);
+		if (lr == -ENOENT) {
+			log_error("The login of %s was removed from the %s store; run `smarthomefs "
+				  "login %s` to use it again.",
+				  a->account, token_store_name(a->store.kind), a->account);
+			if (lock_fd >= 0)
+				close(lock_fd);
+			return -EACCES;
+		}
+		if (lr < 0)
+			log_warn("Could not re-read the login of %s (%s); refreshing with the "
+				 "tokens in memory.",
+				 a->account, e ? e->message : g_strerror(-lr));
+		if (lr == 0 && stored.refresh_token &&
+		    g_strcmp0(stored.refresh_token, snap->refresh_token) != 0) {
+			/* Another process refreshed (or the user logged in again): our
+			 * refresh token is spent or replaced. Take theirs. */
+			adopted = true;
+			work = stored;
+			stored = (struct token_set){0};
+		}
+		token_set_clear(&stored);
+	}
+	if (!adopted)
+		token_set_copy(&work, snap);
+
+	gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+	bool adopted_fresh = adopted && work.access_token &&
+			     g_strcmp0(work.access_token, snap->access_token) != 0 &&
+			     (work.expires_at == 0 || now < work.expires_at - EXPIRY_MARGIN_S);
+	int r = 0;
+	if (!adopted_fresh || force) {
+		g_autofree char *error = NULL;
+		r = oauth_refresh(a->http, a->provider, a->auth_url, &work, &error);
+		if (r == 0) {
+			*refreshed = true;
+			*saved = auth_save(a, &work) == 0;
+		} else if (r == -EACCES) {
+			log_error("The login of %s is no longer valid (%s); run `smarthomefs login "
+				  "%s`.",
+				  a->account, error ? error : "refused", a->account);
+		} else {
+			log_warn("Could not refresh the tokens of %s: %s%s%s; they are kept and "
+				 "tried again later.",
+				 a->account, g_strerror(-r), error ? ", " : "", error ? error : "");
+		}
+	}
+	if (lock_fd >= 0)
+		close(lock_fd); /* releases the flock */
+
+	if (r == 0 || adopted)
+		*fresh = work;
+	else
+		token_set_clear(&work);
+	return r;
+}
+
+/* Hands out a usable access token, refreshing first when needed (or in any case when
+ * @force). @token may be NULL. */
+static int auth_get(struct auth *a, bool force, char **token)
+{
+	g_mutex_lock(&a->mu);
+	int r;
+	for (;;) {
+		if (!a->ts.access_token && !a->ts.refresh_token) {
+			r = -EACCES;
+			break;
+		}
+		if (!force && token_usable_locked(a, EXPIRY_MARGIN_S)) {
+			r = 0;
+			break;
+		}
+		if (a->refreshing) {
+			guint64 gen = a->generation;
+			while (a->refreshing)
+				g_cond_wait(&a->refreshed, &a->mu);
+			if (a->generation == gen)
+				continue;
+			/* That refresh was made for us too: share its outcome rather
+			 * than send another request right behind it. */
+			r = a->last_result;
+			break;
+		}
+		if (!force && g_get_monotonic_time() < a->retry_not_before) {
+			r = a->last_result < 0 ? a->last_result : -EAGAIN;
+			break;
+		}
+
+		a->refreshing = true;
+		struct token_set snap = {0};
+		token_set_copy(&snap, &a->ts);
+		bool save_pending = a->save_pending;
+		g_mutex_unlock(&a->mu);
+
+		struct token_set fresh = {0};
+		bool refreshed, saved;
+		r = auth_refresh_run(a, &snap, save_pending, force, &fresh, &refreshed, &saved);
+		token_set_clear(&snap);
+
+		g_mutex_lock(&a->mu);
+		if (fresh.access_token || fresh.refresh_token)
+			auth_publish_locked(a, &fresh);
+		token_set_clear(&fresh);
+		if (refreshed)
+			a->refresh_count++;
+		a->save_pending = !saved;
+		a->refreshing = false;
+		a->generation++;
+		a->last_result = r;
+		a->retry_not_before =
+			r == 0 ? 0
+			       : g_get_monotonic_time() +
+					 (r == -EACCES ? HOLDOFF_REFUSED_US : HOLDOFF_TRANSIENT_US);
+		g_cond_broadcast(&a->refreshed);
+		break;
+	}
+	/* A refresh before the expiry margin failed, but the token itself still works:
+	 * use it rather than turn a cloud hiccup into a failed read. */
+	if (r < 0 && r != -EACCES && !force && token_usable_locked(a, 0))
+		r = 0;
+	if (r == 0 && !a->ts.access_token)
+		r = -EACCES;
+	if (r == 0 && token)
+		*token = g_strdup(a->ts.access_token);
+	g_mutex_unlock(&a->mu);
+	return r;
+}
+
+int auth_bearer(struct auth *a, char **token)
+{
+	*token = NULL;
+	return auth_get(a, false, token);
+}
+
+void auth_rejected(struct auth *a, const char *token)
+{
+	g_mutex_lock(&a->mu);
+	/* Only the token that was refused: a thread that got an older one must not undo
+	 * a refresh another thread has made since. */
+	if (token && a->ts.access_token && strcmp(token, a->ts.access_token) == 0) {
+		a->rejected = true;
+		a->retry_not_before = 0;
+	}
+	g_mutex_unlock(&a->mu);
+}
+
+gint64 auth_expires_at(struct auth *a)
+{
+	g_mutex_lock(&a->mu);
+	gint64 t = a->ts.expires_at;
+	g_mutex_unlock(&a->mu);
+	return t;
+}
+
+unsigned auth_refresh_count(struct auth *a)
+{
+	g_mutex_lock(&a->mu);
+	unsigned n = a->refresh_count;
+	g_mutex_unlock(&a->mu);
+	return n;
+}
+
+int auth_refresh_now(struct auth *a, GError **err)
+{
+	int r = auth_get(a, true, NULL);
+	if (r == -EACCES)
+		g_set_error(err, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+			    "The login of %s is no longer valid; run `smarthomefs login %s`.",
+			    a->account, a->account);
+	else if (r < 0)
+		g_set_error(err, G_IO_ERROR, g_io_error_from_errno(-r),
+			    "Could not refresh the tokens of %s: %s; they were kept, try again "
+			    "later.",
+			    a->account, g_strerror(-r));
+	return r;
+}
