@@ -1,0 +1,198 @@
+"""The test rig: a private Secret Service, the emulated cloud, and smarthomefs run for
+real (CLI and FUSE mounts), with every output captured so tests can assert that no
+token ever appears in it."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "cloud"))
+
+import control  # noqa: E402  (the emulated cloud's client)
+
+BIN = Path(os.environ.get("SMARTHOMEFS_BIN", ROOT / "build" / "smarthomefs"))
+
+
+def wait_until(predicate, timeout=10.0, what="condition"):
+    """Polls @predicate until it is true; fails the test with @what after @timeout s.
+    This waits for a condition to become true; it never stands in for one."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+class Keyring:
+    """A private D-Bus session bus with an unlocked gnome-keyring on it."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.runtime = base / "runtime"
+        self.home = base / "home"
+        self.runtime.mkdir(mode=0o700, parents=True)
+        self.home.mkdir(parents=True)
+        self.env = dict(os.environ)
+        for var in ("DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY",
+                    "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+            self.env.pop(var, None)
+        self.env.update(HOME=str(self.home), XDG_RUNTIME_DIR=str(self.runtime))
+        self.dbus = subprocess.Popen(
+            ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env, text=True)
+        address = self.dbus.stdout.readline().strip()
+        assert address, "dbus-daemon gave no address"
+        self.env["DBUS_SESSION_BUS_ADDRESS"] = address
+        subprocess.run(["gnome-keyring-daemon", "--unlock", "--components=secrets"],
+                       input="test-password", env=self.env, check=True, text=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        wait_until(self._answers, 20, "the keyring to answer")
+
+    def _answers(self):
+        r = subprocess.run(["secret-tool", "search", "--all", "rig", "probe"], env=self.env,
+                           capture_output=True, timeout=10)
+        return r.returncode in (0, 1) and b"Cannot" not in r.stderr
+
+    def lookup(self, account, provider=None):
+        """The secret stored for @account, or None."""
+        args = ["secret-tool", "lookup", "account", account]
+        if provider:
+            args += ["provider", provider]
+        r = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=10)
+        return r.stdout if r.returncode == 0 and r.stdout else None
+
+    def clear(self):
+        for acct in ("tado", "tibber", "tado:second", "tibber:second"):
+            subprocess.run(["secret-tool", "clear", "account", acct], env=self.env,
+                           capture_output=True, timeout=10)
+
+    def stop(self):
+        subprocess.run(["pkill", "-f", "gnome-keyring-daemon.*--components=secrets"],
+                       env=self.env, capture_output=True)
+        self.dbus.terminate()
+        try:
+            self.dbus.wait(10)
+        except subprocess.TimeoutExpired:
+            self.dbus.kill()
+
+
+class Mount:
+    """smarthomefs mounted in the foreground, unmounted on stop whatever happened."""
+
+    def __init__(self, rig, account, mountpoint, options, log_path):
+        self.rig = rig
+        self.path = Path(mountpoint)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        args = [str(BIN), "mount", account, str(self.path), "-f"]
+        if options:
+            args += ["-o", ",".join(options)]
+        self.proc = subprocess.Popen(args, env=rig.env, stdout=self.log, stderr=self.log,
+                                     stdin=subprocess.DEVNULL)
+        wait_until(lambda: self.path.is_mount() or self.proc.poll() is not None, 20,
+                   f"{self.path} to be mounted")
+        if not self.path.is_mount():
+            self.log.close()
+            raise AssertionError(f"mount failed: {Path(log_path).read_text()}")
+
+    def __truediv__(self, rel):
+        return self.path / rel
+
+    def stop(self):
+        if self.path.is_mount():
+            r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
+            if r.returncode != 0:
+                subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
+
+
+class Rig:
+    """One test's world: a home directory, the keyring, the cloud, and what ran."""
+
+    def __init__(self, tmp: Path, keyring: Keyring, cloud):
+        self.tmp = tmp
+        self.keyring = keyring
+        self.cloud = cloud
+        self.home = tmp / "home"
+        self.home.mkdir()
+        self.env = dict(keyring.env)
+        self.env.update(HOME=str(self.home),
+                        XDG_CONFIG_HOME=str(self.home / ".config"),
+                        XDG_CACHE_HOME=str(self.home / ".cache"),
+                        XDG_STATE_HOME=str(self.home / ".local" / "state"))
+        self.mounts = []
+        self.outputs = []  # every stdout/stderr text we saw, for the token check
+        self.logs = []
+
+    def options(self, provider="tado", extra=()):
+        """The -o options that point smarthomefs at the emulated cloud."""
+        api = {"tado": "/api/v2", "tibber": "/v1"}[provider]
+        return [f"api_url={self.cloud.url}{api}", f"auth_url={self.cloud.url}",
+                f"cafile={self.cloud.cafile}", *extra]
+
+    def run(self, *args, input=None, options=None, provider="tado", check=True, timeout=60,
+            env=None):
+        """Runs the smarthomefs CLI; returns the CompletedProcess (text)."""
+        cmd = [str(BIN), *args]
+        opts = self.options(provider, options or ()) if options is not False else []
+        if opts:
+            cmd += ["-o", ",".join(opts)]
+        r = subprocess.run(cmd, input=input, env=env or self.env, capture_output=True,
+                           text=True, timeout=timeout)
+        self.outputs += [r.stdout, r.stderr]
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {r.returncode}: {r.stderr}")
+        return r
+
+    def login_tado(self, account="tado", extra=()):
+        """Logs in through the device-code flow, the cloud approving at once."""
+        self.cloud.control.config(auto_approve=True, device_interval=0)
+        args = ["login", account.split(":")[0]]
+        if ":" in account:
+            args += ["--account", account.split(":")[1]]
+        return self.run(*args, options=list(extra))
+
+    def mount(self, account="tado", provider=None, extra=(), name="home-data"):
+        provider = provider or account.split(":")[0]
+        log = self.tmp / f"mount-{len(self.mounts)}.log"
+        self.logs.append(log)
+        m = Mount(self, account, self.tmp / name, self.options(provider, extra), log)
+        self.mounts.append(m)
+        return m
+
+    def secrets_seen(self):
+        """Every token and secret the cloud ever issued or knows."""
+        tokens = self.cloud.control.tokens()
+        found = set(tokens.get("live_refresh_tokens", []))
+        found |= set(tokens.get("spent_refresh_tokens", []))
+        found |= set(tokens.get("access_tokens", []))
+        return {t for t in found if t}
+
+    def assert_no_secret_leaked(self):
+        texts = list(self.outputs) + [p.read_text(errors="replace") for p in self.logs
+                                      if p.exists()]
+        for secret in self.secrets_seen():
+            for t in texts:
+                assert secret not in t, "a token appeared in an output or log"
+
+    def stop(self):
+        for m in reversed(self.mounts):
+            m.stop()
