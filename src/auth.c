@@ -39,15 +39,15 @@ struct auth {
 	char *lock_dir;
 
 	GMutex mu;
-	GCond refreshed;	  /* signalled when a refresh ends */
-	struct token_set ts;	  /* (mu) */
-	bool rejected;		  /* (mu) the API answered 401 to ts.access_token */
-	bool refreshing;	  /* (mu) a thread is refreshing; others wait */
-	bool save_pending;	  /* (mu) ts is newer than the store: the last save failed */
-	guint64 generation;	  /* (mu) refreshes ended, successful or not */
-	int last_result;	  /* (mu) how the last refresh ended */
-	gint64 retry_not_before;  /* (mu) monotonic; holdoff after a failed refresh */
-	unsigned refresh_count;	  /* (mu) */
+	GCond refreshed;	 /* signalled when a refresh ends */
+	struct token_set ts;	 /* (mu) */
+	bool rejected;		 /* (mu) the API answered 401 to ts.access_token */
+	bool refreshing;	 /* (mu) a thread is refreshing; others wait */
+	bool save_pending;	 /* (mu) ts is newer than the store: the last save failed */
+	guint64 generation;	 /* (mu) refreshes ended, successful or not */
+	int last_result;	 /* (mu) how the last refresh ended */
+	gint64 retry_not_before; /* (mu) monotonic; holdoff after a failed refresh */
+	unsigned refresh_count;	 /* (mu) */
 };
 
 /* ---- token_set ---- */
@@ -86,12 +86,12 @@ static const struct {
 	const char *key;
 	size_t field;
 } token_fields[] = {
-	{"provider", offsetof(struct token_set, provider)},
-	{"access_token", offsetof(struct token_set, access_token)},
-	{"refresh_token", offsetof(struct token_set, refresh_token)},
-	{"client_id", offsetof(struct token_set, client_id)},
-	{"client_secret", offsetof(struct token_set, client_secret)},
-	{"scope", offsetof(struct token_set, scope)},
+    {"provider", offsetof(struct token_set, provider)},
+    {"access_token", offsetof(struct token_set, access_token)},
+    {"refresh_token", offsetof(struct token_set, refresh_token)},
+    {"client_id", offsetof(struct token_set, client_id)},
+    {"client_secret", offsetof(struct token_set, client_secret)},
+    {"scope", offsetof(struct token_set, scope)},
 };
 
 #define TOKEN_FIELD(ts, i) (*(char **)((char *)(ts) + token_fields[i].field))
@@ -188,8 +188,8 @@ struct auth *auth_new(const char *account, const struct provider *provider,
 	a->store.kind = store->kind;
 	a->store.state_dir = g_strdup(store->state_dir);
 	a->lock_dir = lock_dir && *lock_dir
-			      ? g_strdup(lock_dir)
-			      : g_build_filename(g_get_user_runtime_dir(), "smarthomefs", NULL);
+			  ? g_strdup(lock_dir)
+			  : g_build_filename(g_get_user_runtime_dir(), "smarthomefs", NULL);
 	g_mutex_init(&a->mu);
 	g_cond_init(&a->refreshed);
 	return a;
@@ -233,8 +233,8 @@ int auth_load(struct auth *a, GError **err)
 		return r;
 	}
 	if (r < 0) {
-		g_propagate_prefixed_error(err, g_steal_pointer(&e), "Could not read the login of %s: ",
-					   a->account);
+		g_propagate_prefixed_error(err, g_steal_pointer(&e),
+					   "Could not read the login of %s: ", a->account);
 		return r;
 	}
 	struct token_set ts = {0};
@@ -382,7 +382,11 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 		} else {
 			log_warn("Could not refresh the tokens of %s: %s%s%s; they are kept and "
 				 "tried again later.",
-				 a->account, g_strerror(-r), error ? ", " : "", error ? error : "");
+				 a->account,
+				 r == -EAGAIN
+				     ? "the login server is busy or failing (HTTP 429 or 5xx)"
+				     : g_strerror(-r),
+				 error ? ", " : "", error ? error : "");
 		}
 	}
 	if (lock_fd >= 0)
@@ -448,9 +452,9 @@ static int auth_get(struct auth *a, bool force, char **token)
 		a->generation++;
 		a->last_result = r;
 		a->retry_not_before =
-			r == 0 ? 0
-			       : g_get_monotonic_time() +
-					 (r == -EACCES ? HOLDOFF_REFUSED_US : HOLDOFF_TRANSIENT_US);
+		    r == 0 ? 0
+			   : g_get_monotonic_time() +
+				 (r == -EACCES ? HOLDOFF_REFUSED_US : HOLDOFF_TRANSIENT_US);
 		g_cond_broadcast(&a->refreshed);
 		break;
 	}

@@ -16,7 +16,7 @@
 #include "version.h"
 
 #define BACKOFF_BASE_MS 400
-#define BACKOFF_CAP_MS  15000
+#define BACKOFF_CAP_MS	15000
 /* Connecting never needs long; a dead host should not eat the whole deadline. */
 #define CONNECT_TIMEOUT_MS 10000
 #define DEFAULT_TIMEOUT_S  30
@@ -99,8 +99,8 @@ struct http_client *http_client_new(const char *cafile, int timeout_s, size_t ma
 	c->cafile = g_strdup(cafile && *cafile ? cafile : NULL);
 	c->timeout_us = (gint64)(timeout_s > 0 ? timeout_s : DEFAULT_TIMEOUT_S) * G_USEC_PER_SEC;
 	c->max_body = max_body ? max_body : (size_t)16 << 20;
-	c->user_agent = g_strdup(user_agent && *user_agent ? user_agent
-							   : "smarthomefs/" SMARTHOMEFS_VERSION);
+	c->user_agent =
+	    g_strdup(user_agent && *user_agent ? user_agent : "smarthomefs/" SMARTHOMEFS_VERSION);
 
 	c->share = curl_share_init();
 	if (!c->share)
@@ -188,10 +188,10 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 		const char *name;
 		size_t field;
 	} wanted[] = {
-		{"retry-after", offsetof(struct http_transfer, retry_after)},
-		{"ratelimit", offsetof(struct http_transfer, ratelimit)},
-		{"ratelimit-policy", offsetof(struct http_transfer, ratelimit_policy)},
-		{"content-type", offsetof(struct http_transfer, content_type)},
+	    {"retry-after", offsetof(struct http_transfer, retry_after)},
+	    {"ratelimit", offsetof(struct http_transfer, ratelimit)},
+	    {"ratelimit-policy", offsetof(struct http_transfer, ratelimit_policy)},
+	    {"content-type", offsetof(struct http_transfer, content_type)},
 	};
 
 	/* A status line starts a new header block (after a 100 Continue or an
@@ -212,8 +212,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 		const char *end = data + n;
 		while (v < end && (*v == ' ' || *v == '\t'))
 			v++;
-		while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' ||
-				   end[-1] == '\t'))
+		while (end > v &&
+		       (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
 			end--;
 		char **field = (char **)((char *)t + wanted[i].field);
 		g_free(*field);
@@ -332,8 +332,8 @@ static int http_attempt(struct http_client *c, CURL *curl, const struct http_req
 
 	struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
 	if (req->form)
-		headers = curl_slist_append(headers,
-					    "Content-Type: application/x-www-form-urlencoded");
+		headers =
+		    curl_slist_append(headers, "Content-Type: application/x-www-form-urlencoded");
 	char *auth_header = NULL;
 	if (req->bearer) {
 		auth_header = g_strconcat("Authorization: Bearer ", req->bearer, NULL);
@@ -382,8 +382,7 @@ static void transfer_to_response(struct http_transfer *t, long status, struct ht
 	resp->content_type = g_steal_pointer(&t->content_type);
 }
 
-int http_request(struct http_client *c, const struct http_request *req,
-		 struct http_response *resp)
+int http_request(struct http_client *c, const struct http_request *req, struct http_response *resp)
 {
 	memset(resp, 0, sizeof(*resp));
 	CURL *curl = http_thread_easy(c);
@@ -404,8 +403,8 @@ int http_request(struct http_client *c, const struct http_request *req,
 			break;
 		}
 		struct http_transfer t = {
-			.body = g_byte_array_new(),
-			.max_body = c->max_body,
+		    .body = g_byte_array_new(),
+		    .max_body = c->max_body,
 		};
 		long status = 0;
 		r = http_attempt(c, curl, req, deadline - now, &t, &status);
@@ -465,8 +464,8 @@ int http_status_errno(long status)
 		long status;
 		int err;
 	} table[] = {
-		{401, -EACCES},	   {403, -EACCES}, {404, -ENOENT}, {410, -ENOENT},
-		{429, -EAGAIN},	   {408, -ETIMEDOUT}, {504, -ETIMEDOUT},
+	    {401, -EACCES}, {403, -EACCES},    {404, -ENOENT},	  {410, -ENOENT},
+	    {429, -EAGAIN}, {408, -ETIMEDOUT}, {504, -ETIMEDOUT},
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(table); i++)
 		if (table[i].status == status)

@@ -18,12 +18,13 @@
 #define TOKEN_FILE_MAX (64 * 1024)
 
 static const SecretSchema token_schema = {
-	.name = "io.smarthomefs.Token",
-	.flags = SECRET_SCHEMA_NONE,
-	.attributes = {
-		{"provider", SECRET_SCHEMA_ATTRIBUTE_STRING},
-		{"account", SECRET_SCHEMA_ATTRIBUTE_STRING},
-		{NULL, 0},
+    .name = "io.smarthomefs.Token",
+    .flags = SECRET_SCHEMA_NONE,
+    .attributes =
+	{
+	    {"provider", SECRET_SCHEMA_ATTRIBUTE_STRING},
+	    {"account", SECRET_SCHEMA_ATTRIBUTE_STRING},
+	    {NULL, 0},
 	},
 };
 
@@ -59,20 +60,33 @@ static int account_check(const char *account, GError **err)
 
 /* ---- Secret Service ---- */
 
-/* GDBus reports a missing session bus, a bus without a Secret Service, and a failed
- * autolaunch in these domains; libsecret's own errors mean the service answered. */
+/* Every error that is not libsecret's own means the Secret Service did not answer:
+ * GDBus reports a missing session bus, a bus without the service, or a failed
+ * autolaunch (G_SPAWN_EXIT_ERROR from dbus-launch) in several domains. */
 static bool error_is_no_service(const GError *e)
 {
-	return e->domain == G_DBUS_ERROR || e->domain == G_IO_ERROR || e->domain == G_SPAWN_ERROR;
+	return e->domain != SECRET_ERROR;
 }
 
 static int keyring_error(const char *what, GError *e, GError **err)
 {
+	/* The service runs but has no default keyring, and could not show the prompt that
+	 * creates one (a headless session). */
+	if (g_error_matches(e, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_OBJECT)) {
+		g_set_error(err, G_IO_ERROR, G_IO_ERROR_HOST_UNREACHABLE,
+			    "The Secret Service has no default keyring, so the tokens cannot be "
+			    "%s. Create and unlock one (in a desktop session, or with "
+			    "`gnome-keyring-daemon --unlock`) or choose the file store with "
+			    "-o token_store=file / token_store=file in the config file.",
+			    what);
+		return -EHOSTUNREACH;
+	}
 	if (error_is_no_service(e)) {
 		g_set_error(err, G_IO_ERROR, G_IO_ERROR_HOST_UNREACHABLE,
-			    "No Secret Service is running (the desktop keyring): %s. Start one "
+			    "No Secret Service is running (the desktop keyring). Start one "
 			    "(gnome-keyring-daemon, KeePassXC) or choose the file store with "
-			    "-o token_store=file / token_store=file in the config file.",
+			    "-o token_store=file / token_store=file in the config file. (D-Bus "
+			    "said: %s)",
 			    e->message);
 		return -EHOSTUNREACH;
 	}
@@ -92,7 +106,7 @@ static int keyring_load(const char *account, char **json, GError **err)
 {
 	g_autoptr(GError) e = NULL;
 	char *secret =
-		secret_password_lookup_sync(&token_schema, NULL, &e, "account", account, NULL);
+	    secret_password_lookup_sync(&token_schema, NULL, &e, "account", account, NULL);
 	if (e)
 		return keyring_error("read", e, err);
 	if (!secret)
@@ -102,13 +116,12 @@ static int keyring_load(const char *account, char **json, GError **err)
 	return 0;
 }
 
-static int keyring_save(const char *account, const char *provider, const char *json,
-			GError **err)
+static int keyring_save(const char *account, const char *provider, const char *json, GError **err)
 {
 	g_autoptr(GError) e = NULL;
 	g_autofree char *label = g_strdup_printf("smarthomefs token for %s", account);
-	if (!secret_password_store_sync(&token_schema, SECRET_COLLECTION_DEFAULT, label, json,
-					NULL, &e, "provider", provider ? provider : "", "account",
+	if (!secret_password_store_sync(&token_schema, SECRET_COLLECTION_DEFAULT, label, json, NULL,
+					&e, "provider", provider ? provider : "", "account",
 					account, NULL))
 		return keyring_error("saved", e, err);
 	return 0;
@@ -118,7 +131,7 @@ static int keyring_delete(const char *account, GError **err)
 {
 	g_autoptr(GError) e = NULL;
 	gboolean removed =
-		secret_password_clear_sync(&token_schema, NULL, &e, "account", account, NULL);
+	    secret_password_clear_sync(&token_schema, NULL, &e, "account", account, NULL);
 	if (e)
 		return keyring_error("removed", e, err);
 	return removed ? 0 : -ENOENT;
@@ -127,8 +140,8 @@ static int keyring_delete(const char *account, GError **err)
 static int keyring_list(GPtrArray *accounts, GError **err)
 {
 	g_autoptr(GError) e = NULL;
-	GList *items = secret_password_search_sync(&token_schema, SECRET_SEARCH_ALL, NULL, &e,
-						   NULL);
+	GList *items =
+	    secret_password_search_sync(&token_schema, SECRET_SEARCH_ALL, NULL, &e, NULL);
 	if (e)
 		return keyring_error("listed", e, err);
 	for (GList *l = items; l; l = l->next) {
@@ -164,8 +177,7 @@ static int file_error(int r, const char *what, const char *path, GError **err)
 	return r;
 }
 
-static int file_load(const struct token_store *s, const char *account, char **json,
-		     GError **err)
+static int file_load(const struct token_store *s, const char *account, char **json, GError **err)
 {
 	g_autofree char *path = file_store_path(s, account);
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -301,8 +313,7 @@ static int file_list(const struct token_store *s, GPtrArray *accounts, GError **
 
 /* ---- The interface ---- */
 
-int token_store_load(const struct token_store *s, const char *account, char **json,
-		     GError **err)
+int token_store_load(const struct token_store *s, const char *account, char **json, GError **err)
 {
 	*json = NULL;
 	int r = account_check(account, err);

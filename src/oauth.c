@@ -106,11 +106,11 @@ int oauth_token_request(struct http_client *http, const char *token_url, const c
 	 * moment the server reads it, so a retry after a lost answer would be refused and
 	 * look like a revoked login. The caller tries again later instead. */
 	struct http_request req = {
-		.method = "POST",
-		.url = token_url,
-		.form = form,
-		.tries = 1,
-		.log_path = "token endpoint",
+	    .method = "POST",
+	    .url = token_url,
+	    .form = form,
+	    .tries = 1,
+	    .log_path = "token endpoint",
 	};
 	struct http_response resp;
 	int r = http_request(http, &req, &resp);
@@ -122,7 +122,8 @@ int oauth_token_request(struct http_client *http, const char *token_url, const c
 	http_response_clear(&resp);
 
 	if (status >= 200 && status < 300) {
-		const char *access = j ? json_string_value(json_object_get(j, "access_token")) : NULL;
+		const char *access =
+		    j ? json_string_value(json_object_get(j, "access_token")) : NULL;
 		if (!access || !*access) {
 			json_decref(j);
 			return -EIO;
@@ -171,9 +172,9 @@ int oauth_refresh(struct http_client *http, const struct provider *p, const char
 	}
 	g_autofree char *url = token_url_of(p, auth_url, p->token_path);
 	const char *client_id = ts->client_id ? ts->client_id : p->client_id;
-	g_auto(secret_str) form = http_form("grant_type", "refresh_token", "refresh_token",
-				      ts->refresh_token, "client_id", client_id, "client_secret",
-				      ts->client_secret, NULL);
+	g_auto(secret_str) form =
+	    http_form("grant_type", "refresh_token", "refresh_token", ts->refresh_token,
+		      "client_id", client_id, "client_secret", ts->client_secret, NULL);
 	return oauth_token_request(http, url, form, ts, error);
 }
 
@@ -204,11 +205,11 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 	g_autofree char *form = http_form("client_id", p->client_id, "scope", p->scope, NULL);
 
 	struct http_request req = {
-		.method = "POST",
-		.url = authorize_url,
-		.form = form,
-		.tries = 3,
-		.log_path = "device authorization endpoint",
+	    .method = "POST",
+	    .url = authorize_url,
+	    .form = form,
+	    .tries = 3,
+	    .log_path = "device authorization endpoint",
 	};
 	struct http_response resp;
 	int r = http_request(http, &req, &resp);
@@ -222,8 +223,8 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 	http_response_clear(&resp);
 	const char *device_code = j ? json_string_value(json_object_get(j, "device_code")) : NULL;
 	const char *user_code = j ? json_string_value(json_object_get(j, "user_code")) : NULL;
-	const char *uri = j ? json_string_value(json_object_get(j, "verification_uri_complete"))
-			    : NULL;
+	const char *uri =
+	    j ? json_string_value(json_object_get(j, "verification_uri_complete")) : NULL;
 	if (!uri && j)
 		uri = json_string_value(json_object_get(j, "verification_uri"));
 	if (status != 200 || !device_code || !user_code || !uri) {
@@ -248,8 +249,8 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 	json_decref(j);
 
 	g_auto(secret_str) poll_form =
-		http_form("client_id", p->client_id, "device_code", device,
-			  "grant_type", "urn:ietf:params:oauth:grant-type:device_code", NULL);
+	    http_form("client_id", p->client_id, "device_code", device, "grant_type",
+		      "urn:ietf:params:oauth:grant-type:device_code", NULL);
 	gint64 deadline = g_get_monotonic_time() + expires_s * G_USEC_PER_SEC;
 	struct token_set got = {0};
 	for (;;) {
@@ -286,7 +287,9 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 		}
 		/* A 429, a 5xx or a network hiccup while the user is still in the
 		 * browser: the code stays valid, so keep polling until it expires. */
-		log_warn("Waiting for the login: %s; trying again.", g_strerror(-r));
+		log_warn("Waiting for the login: %s; trying again.",
+			 r == -EAGAIN ? "the login server is busy or failing (HTTP 429 or 5xx)"
+				      : g_strerror(-r));
 	}
 	log_remove_secret(device);
 	if (r == -ETIMEDOUT)
@@ -451,13 +454,13 @@ static void send_page(int fd, int status, const char *reason, const char *title,
 	g_autofree char *t = g_markup_escape_text(title, -1);
 	g_autofree char *s = g_markup_escape_text(sentence, -1);
 	g_autofree char *body = g_strdup_printf(
-		"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s</title></head>"
-		"<body><p>%s</p></body></html>\n",
-		t, s);
+	    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s</title></head>"
+	    "<body><p>%s</p></body></html>\n",
+	    t, s);
 	g_autofree char *head = g_strdup_printf(
-		"HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\n"
-		"Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-		status, reason, strlen(body));
+	    "HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\n"
+	    "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+	    status, reason, strlen(body));
 	send_all(fd, head, strlen(head));
 	send_all(fd, body, strlen(body));
 }
@@ -470,9 +473,9 @@ static int listen_loopback(int port, int *bound_port)
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	struct sockaddr_in addr = {
-		.sin_family = AF_INET,
-		.sin_port = htons((uint16_t)port),
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	    .sin_family = AF_INET,
+	    .sin_port = htons((uint16_t)port),
+	    .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
 	};
 	socklen_t len = sizeof(addr);
 	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 8) < 0 ||
@@ -488,7 +491,7 @@ static int listen_loopback(int port, int *bound_port)
 /* What one request on the loopback listener turned out to be. */
 enum callback_outcome {
 	CALLBACK_IGNORED, /* not our callback (favicon, junk): keep waiting */
-	CALLBACK_DONE,    /* answered; *result says how the login ended */
+	CALLBACK_DONE,	  /* answered; *result says how the login ended */
 };
 
 struct pkce_state {
@@ -557,30 +560,28 @@ static enum callback_outcome handle_callback(const struct pkce_state *ps, int fd
 		return CALLBACK_DONE;
 	}
 	if (error) {
-		g_autofree char *msg = g_strdup_printf(
-			"%s refused the login: %s.", ps->p->title,
-			description ? description : error);
+		g_autofree char *msg = g_strdup_printf("%s refused the login: %s.", ps->p->title,
+						       description ? description : error);
 		send_page(fd, 403, "Forbidden", "Login failed", msg);
 		g_set_error_literal(ps->err, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED, msg);
 		*result = -EACCES;
 		return CALLBACK_DONE;
 	}
 
-	g_auto(secret_str) form = http_form(
-		"grant_type", "authorization_code", "code", code, "redirect_uri", ps->redirect_uri,
-		"client_id", ps->opts->client_id, "client_secret", ps->opts->client_secret,
-		"code_verifier", ps->verifier, NULL);
+	g_auto(secret_str) form =
+	    http_form("grant_type", "authorization_code", "code", code, "redirect_uri",
+		      ps->redirect_uri, "client_id", ps->opts->client_id, "client_secret",
+		      ps->opts->client_secret, "code_verifier", ps->verifier, NULL);
 	g_autofree char *oauth_error = NULL;
 	int r = oauth_token_request(ps->http, ps->token_url, form, ps->got, &oauth_error);
 	if (r < 0) {
 		exchange_failure(ps, r, oauth_error);
-		send_page(fd, 403, "Forbidden", "Login failed",
-			  (*ps->err)->message);
+		send_page(fd, 403, "Forbidden", "Login failed", (*ps->err)->message);
 		*result = r;
 		return CALLBACK_DONE;
 	}
-	g_autofree char *ok = g_strdup_printf("Logged in to %s. You can close this tab.",
-					      ps->p->title);
+	g_autofree char *ok =
+	    g_strdup_printf("Logged in to %s. You can close this tab.", ps->p->title);
 	send_page(fd, 200, "OK", "Logged in", ok);
 	*result = 0;
 	return CALLBACK_DONE;
@@ -595,7 +596,7 @@ static void open_browser(const char *url)
 	g_autoptr(GError) e = NULL;
 	if (!g_spawn_async(NULL, argv, NULL,
 			   G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL |
-				   G_SPAWN_STDERR_TO_DEV_NULL,
+			       G_SPAWN_STDERR_TO_DEV_NULL,
 			   NULL, NULL, NULL, &e))
 		log_warn("Could not open a browser (%s); open the link by hand.", e->message);
 }
@@ -654,9 +655,9 @@ static int serve_callback(const struct pkce_state *ps, int lfd, gint64 deadline)
 					continue;
 				}
 				conns[slot] = (struct callback_conn){
-					.fd = cfd,
-					.buf = g_string_new(NULL),
-					.idle_deadline = g_get_monotonic_time() + CALLBACK_CONN_IDLE_US,
+				    .fd = cfd,
+				    .buf = g_string_new(NULL),
+				    .idle_deadline = g_get_monotonic_time() + CALLBACK_CONN_IDLE_US,
 				};
 				continue;
 			}
@@ -720,13 +721,13 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	oauth_pkce_pair(&verifier, &challenge);
 	g_autofree char *state = random_token(16);
 	const char *scope = opts->scope ? opts->scope : p->scope;
-	g_autofree char *query = http_form(
-		"response_type", "code", "client_id", opts->client_id, "redirect_uri", redirect_uri,
-		"scope", scope, "state", state, "code_challenge", challenge,
-		"code_challenge_method", "S256", NULL);
+	g_autofree char *query =
+	    http_form("response_type", "code", "client_id", opts->client_id, "redirect_uri",
+		      redirect_uri, "scope", scope, "state", state, "code_challenge", challenge,
+		      "code_challenge_method", "S256", NULL);
 	g_autofree char *authorize = token_url_of(p, auth_url, p->authorize_path);
-	g_autofree char *url = g_strconcat(authorize, strchr(authorize, '?') ? "&" : "?", query,
-					   NULL);
+	g_autofree char *url =
+	    g_strconcat(authorize, strchr(authorize, '?') ? "&" : "?", query, NULL);
 	g_autofree char *token_url = token_url_of(p, auth_url, p->token_path);
 
 	printf("Open this link in a browser to log in:\n  %s\n", url);
@@ -737,18 +738,19 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	struct token_set got = {0};
 	g_autoptr(GError) e = NULL;
 	struct pkce_state ps = {
-		.http = http,
-		.p = p,
-		.token_url = token_url,
-		.redirect_uri = redirect_uri,
-		.opts = opts,
-		.state = state,
-		.verifier = verifier,
-		.got = &got,
-		.err = &e,
+	    .http = http,
+	    .p = p,
+	    .token_url = token_url,
+	    .redirect_uri = redirect_uri,
+	    .opts = opts,
+	    .state = state,
+	    .verifier = verifier,
+	    .got = &got,
+	    .err = &e,
 	};
 	int timeout_s = opts->timeout_s > 0 ? opts->timeout_s : 300;
-	int r = serve_callback(&ps, lfd, g_get_monotonic_time() + (gint64)timeout_s * G_USEC_PER_SEC);
+	int r =
+	    serve_callback(&ps, lfd, g_get_monotonic_time() + (gint64)timeout_s * G_USEC_PER_SEC);
 	close(lfd);
 
 	if (r < 0) {

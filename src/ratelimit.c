@@ -54,14 +54,14 @@ static bool ratelimit_set(struct ratelimit *out, const char *key, size_t key_len
 		const char *key;
 		size_t field;
 	} keys[] = {
-		{"q", offsetof(struct ratelimit, quota)},
-		{"limit", offsetof(struct ratelimit, quota)},
-		{"w", offsetof(struct ratelimit, window)},
-		{"window", offsetof(struct ratelimit, window)},
-		{"r", offsetof(struct ratelimit, remaining)},
-		{"remaining", offsetof(struct ratelimit, remaining)},
-		{"t", offsetof(struct ratelimit, reset_in)},
-		{"reset", offsetof(struct ratelimit, reset_in)},
+	    {"q", offsetof(struct ratelimit, quota)},
+	    {"limit", offsetof(struct ratelimit, quota)},
+	    {"w", offsetof(struct ratelimit, window)},
+	    {"window", offsetof(struct ratelimit, window)},
+	    {"r", offsetof(struct ratelimit, remaining)},
+	    {"remaining", offsetof(struct ratelimit, remaining)},
+	    {"t", offsetof(struct ratelimit, reset_in)},
+	    {"reset", offsetof(struct ratelimit, reset_in)},
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
 		if (strlen(keys[i].key) != key_len ||
@@ -133,7 +133,8 @@ int retry_after_parse(const char *value, time_t now, long *seconds)
 			all_digits = all_digits && g_ascii_isdigit(*c);
 		if (all_digits) {
 			/* Overflow still means "a very long time", not junk. */
-			*seconds = parse_count(s, end, &v) ? MIN(v, RETRY_AFTER_MAX) : RETRY_AFTER_MAX;
+			*seconds =
+			    parse_count(s, end, &v) ? MIN(v, RETRY_AFTER_MAX) : RETRY_AFTER_MAX;
 			return 0;
 		}
 		/* Falls through: an HTTP date never starts with a digit in IMF-fixdate, but
@@ -146,7 +147,8 @@ int retry_after_parse(const char *value, time_t now, long *seconds)
 	time_t when = curl_getdate(copy, NULL);
 	if (when == (time_t)-1)
 		return -EINVAL;
-	long delta = when > now ? (long)MIN((gint64)when - (gint64)now, (gint64)RETRY_AFTER_MAX) : 0;
+	long delta =
+	    when > now ? (long)MIN((gint64)when - (gint64)now, (gint64)RETRY_AFTER_MAX) : 0;
 	*seconds = delta;
 	return 0;
 }

@@ -98,8 +98,9 @@ static inline void fake_serve_one(struct fake_server *s, int cfd)
 	g_mutex_unlock(&s->lock);
 
 	GString *out = g_string_new(NULL);
-	g_string_append_printf(out, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
-			       status, body->len, headers->str);
+	g_string_append_printf(
+	    out, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n", status,
+	    body->len, headers->str);
 	g_string_append_len(out, body->str, (gssize)body->len);
 	size_t off = 0;
 	while (off < out->len) {
@@ -162,8 +163,8 @@ static inline int fake_server_requests(struct fake_server *s)
 static inline char *fake_server_body(struct fake_server *s, guint i)
 {
 	g_mutex_lock(&s->lock);
-	char *b = i < s->seen->len ? g_strdup(((struct fake_request *)s->seen->pdata[i])->body)
-				   : NULL;
+	char *b =
+	    i < s->seen->len ? g_strdup(((struct fake_request *)s->seen->pdata[i])->body) : NULL;
 	g_mutex_unlock(&s->lock);
 	return b;
 }
@@ -171,9 +172,8 @@ static inline char *fake_server_body(struct fake_server *s, guint i)
 static inline char *fake_server_headers(struct fake_server *s, guint i)
 {
 	g_mutex_lock(&s->lock);
-	char *b = i < s->seen->len
-			  ? g_strdup(((struct fake_request *)s->seen->pdata[i])->headers)
-			  : NULL;
+	char *b =
+	    i < s->seen->len ? g_strdup(((struct fake_request *)s->seen->pdata[i])->headers) : NULL;
 	g_mutex_unlock(&s->lock);
 	return b;
 }

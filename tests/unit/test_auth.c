@@ -21,13 +21,13 @@
 static void test_token_set_round_trips_through_json(void)
 {
 	struct token_set ts = {
-		.provider = g_strdup("tibber"),
-		.access_token = g_strdup("AT \"quoted\" ü"),
-		.expires_at = 1790000000,
-		.refresh_token = g_strdup("RT"),
-		.client_id = g_strdup("cid"),
-		.client_secret = g_strdup("sec"),
-		.scope = g_strdup("openid offline_access"),
+	    .provider = g_strdup("tibber"),
+	    .access_token = g_strdup("AT \"quoted\" ü"),
+	    .expires_at = 1790000000,
+	    .refresh_token = g_strdup("RT"),
+	    .client_id = g_strdup("cid"),
+	    .client_secret = g_strdup("sec"),
+	    .scope = g_strdup("openid offline_access"),
 	};
 	g_autofree char *json = token_set_to_json(&ts);
 	g_assert_nonnull(strstr(json, "\"expires_at\":1790000000"));
@@ -62,16 +62,22 @@ static void test_absent_fields_stay_absent(void)
 static void test_garbage_token_json_is_rejected(void)
 {
 	static const char *const junk[] = {
-		"", "null", "[]", "\"x\"", "{", "{}", "{\"provider\":\"tado\"}",
-		"{\"provider\":1,\"refresh_token\":\"r\"}",
-		"{\"provider\":\"tado\",\"refresh_token\":5}",
-		"{\"provider\":\"tado\",\"refresh_token\":\"r\",\"expires_at\":\"soon\"}",
-		"{\"provider\":\"tado\",\"refresh_token\":\"r\",\"expires_at\":-1}",
-		"{\"provider\":\"tado\",\"refresh_token\":\"r\",\"expires_at\":1.5}",
-		"{\"provider\":\"tado\",\"refresh_token\":\"r\\u0000x\"}",
-		"{\"provider\":\"tado\",\"refresh_token\":\"a\",\"refresh_token\":\"b\"}",
-		"{\"provider\":\"\",\"refresh_token\":\"r\"}",
-		"{\"provider\":\"tado\",\"refresh_token\":\"r\"} trailing",
+	    "",
+	    "null",
+	    "[]",
+	    "\"x\"",
+	    "{",
+	    "{}",
+	    "{\"provider\":\"tado\"}",
+	    "{\"provider\":1,\"refresh_token\":\"r\"}",
+	    "{\"provider\":\"tado\",\"refresh_token\":5}",
+	    "{\"provider\":\"tado\",\"refresh_token\":\"r\",\"expires_at\":\"soon\"}",
+	    "{\"provider\":\"tado\",\"refresh_token\":\"r\",\"expires_at\":-1}",
+	    "{\"provider\":\"tado\",\"refresh_token\":\"r\",\"expires_at\":1.5}",
+	    "{\"provider\":\"tado\",\"refresh_token\":\"r\\u0000x\"}",
+	    "{\"provider\":\"tado\",\"refresh_token\":\"a\",\"refresh_token\":\"b\"}",
+	    "{\"provider\":\"\",\"refresh_token\":\"r\"}",
+	    "{\"provider\":\"tado\",\"refresh_token\":\"r\"} trailing",
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(junk); i++) {
 		struct token_set ts = {0};
@@ -87,9 +93,9 @@ static void test_garbage_token_json_is_rejected(void)
 
 struct endpoint {
 	GMutex lock;
-	int generation;   /* the valid refresh token is RT-<generation> */
-	int status;       /* when set, every answer is this status with an empty body */
-	gulong delay_us;  /* how long each answer takes */
+	int generation;	 /* the valid refresh token is RT-<generation> */
+	int status;	 /* when set, every answer is this status with an empty body */
+	gulong delay_us; /* how long each answer takes */
 	int expires_in;
 };
 
@@ -110,25 +116,26 @@ static void endpoint_handler(const struct fake_request *req, int *status, GStrin
 	if (g_strcmp0(grant, "refresh_token") != 0 || g_strcmp0(rt, valid) != 0) {
 		*status = 400;
 		g_string_append(body, "{\"error\":\"invalid_grant\",\"error_description\":"
-				       "\"The refresh_token is invalid.\"}");
+				      "\"The refresh_token is invalid.\"}");
 	} else {
 		/* Rotation: the old one is revoked now. */
 		e->generation++;
 		g_string_append_printf(body,
 				       "{\"access_token\":\"AT-%d\",\"refresh_token\":\"RT-%d\","
 				       "\"expires_in\":%d,\"token_type\":\"Bearer\"}",
-				       e->generation, e->generation, e->expires_in ? e->expires_in : 600);
+				       e->generation, e->generation,
+				       e->expires_in ? e->expires_in : 600);
 	}
 	g_mutex_unlock(&e->lock);
 }
 
 static const struct provider test_provider = {
-	.name = "testcloud",
-	.title = "Testcloud",
-	.login = LOGIN_DEVICE_CODE,
-	.client_id = "public-client",
-	.scope = "offline_access",
-	.token_path = "/token",
+    .name = "testcloud",
+    .title = "Testcloud",
+    .login = LOGIN_DEVICE_CODE,
+    .client_id = "public-client",
+    .scope = "offline_access",
+    .token_path = "/token",
 };
 
 struct fixture {
@@ -238,8 +245,9 @@ static void test_token_near_expiry_is_refreshed_and_saved_first(void)
 	g_assert_cmpint(saved.expires_at, >=, now_s() + 590);
 	token_set_clear(&saved);
 	g_autofree char *body = fake_server_body(f.srv, 0);
-	g_assert_cmpstr(body, ==, "grant_type=refresh_token&refresh_token=RT-0&client_id="
-				  "public-client");
+	g_assert_cmpstr(body, ==,
+			"grant_type=refresh_token&refresh_token=RT-0&client_id="
+			"public-client");
 	fixture_teardown(&f);
 }
 
@@ -467,7 +475,8 @@ int main(int argc, char **argv)
 	g_test_add_func("/auth/token_set_round_trips_through_json",
 			test_token_set_round_trips_through_json);
 	g_test_add_func("/auth/absent_fields_stay_absent", test_absent_fields_stay_absent);
-	g_test_add_func("/auth/garbage_token_json_is_rejected", test_garbage_token_json_is_rejected);
+	g_test_add_func("/auth/garbage_token_json_is_rejected",
+			test_garbage_token_json_is_rejected);
 	g_test_add_func("/auth/load_without_login_names_the_login_command",
 			test_load_without_login_names_the_login_command);
 	g_test_add_func("/auth/valid_token_is_used_without_refresh",
@@ -480,7 +489,8 @@ int main(int argc, char **argv)
 			test_rejected_token_is_refreshed_but_an_older_one_is_ignored);
 	g_test_add_func("/auth/invalid_grant_is_eacces_and_never_deletes_tokens",
 			test_invalid_grant_is_eacces_and_never_deletes_tokens);
-	g_test_add_func("/auth/server_trouble_keeps_the_tokens", test_server_trouble_keeps_the_tokens);
+	g_test_add_func("/auth/server_trouble_keeps_the_tokens",
+			test_server_trouble_keeps_the_tokens);
 	g_test_add_func("/auth/failed_early_refresh_still_hands_out_the_valid_token",
 			test_failed_early_refresh_still_hands_out_the_valid_token);
 	g_test_add_func("/auth/tokens_refreshed_by_another_process_are_adopted",

@@ -12,10 +12,10 @@ static void test_status_errno_table(void)
 		long status;
 		int err;
 	} table[] = {
-		{200, 0}, {204, 0}, {401, -EACCES}, {403, -EACCES}, {404, -ENOENT},
-		{410, -ENOENT}, {429, -EAGAIN}, {408, -ETIMEDOUT}, {504, -ETIMEDOUT},
-		{400, -EIO}, {422, -EIO}, {500, -EIO}, {502, -EIO}, {503, -EIO}, {0, -EIO},
-		{302, -EIO},
+	    {200, 0},	       {204, 0},       {401, -EACCES}, {403, -EACCES},
+	    {404, -ENOENT},    {410, -ENOENT}, {429, -EAGAIN}, {408, -ETIMEDOUT},
+	    {504, -ETIMEDOUT}, {400, -EIO},    {422, -EIO},    {500, -EIO},
+	    {502, -EIO},       {503, -EIO},    {0, -EIO},      {302, -EIO},
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(table); i++)
 		g_assert_cmpint(http_status_errno(table[i].status), ==, table[i].err);
@@ -67,7 +67,7 @@ static void test_form_get_missing_or_broken_is_null(void)
 /* ---- the client against a loopback server ---- */
 
 struct script {
-	int fail_first;  /* answer this many requests with @fail_status */
+	int fail_first; /* answer this many requests with @fail_status */
 	int fail_status;
 	const char *fail_headers;
 	const char *ok_body;
@@ -193,8 +193,8 @@ static void test_404_is_never_retried(void)
 
 static void test_retry_after_beyond_the_deadline_returns_the_429_at_once(void)
 {
-	struct script sc = {.fail_first = 10, .fail_status = 429,
-			    .fail_headers = "Retry-After: 3600\r\n"};
+	struct script sc = {
+	    .fail_first = 10, .fail_status = 429, .fail_headers = "Retry-After: 3600\r\n"};
 	struct fake_server *srv = fake_server_start(script_handler, &sc);
 	struct http_client *c = http_client_new(NULL, 5, 1024, "t/1");
 	g_autofree char *url = fake_server_url(srv, "/x");
@@ -213,8 +213,8 @@ static void test_retry_after_beyond_the_deadline_returns_the_429_at_once(void)
 
 static void test_short_retry_after_is_honoured(void)
 {
-	struct script sc = {.fail_first = 1, .fail_status = 429,
-			    .fail_headers = "retry-after: 1\r\n"};
+	struct script sc = {
+	    .fail_first = 1, .fail_status = 429, .fail_headers = "retry-after: 1\r\n"};
 	struct fake_server *srv = fake_server_start(script_handler, &sc);
 	struct http_client *c = http_client_new(NULL, 10, 1024, "t/1");
 	g_autofree char *url = fake_server_url(srv, "/x");

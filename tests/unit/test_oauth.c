@@ -67,8 +67,15 @@ static void test_callback_with_error_is_reported(void)
 static void test_other_paths_are_not_callbacks(void)
 {
 	static const char *const targets[] = {
-		"/favicon.ico", "/", "", "/callbackx?code=1", "/Callback?code=1", "callback?code=1",
-		"/callback/../x?code=1", "//callback?code=1", "http://127.0.0.1/callback?code=1",
+	    "/favicon.ico",
+	    "/",
+	    "",
+	    "/callbackx?code=1",
+	    "/Callback?code=1",
+	    "callback?code=1",
+	    "/callback/../x?code=1",
+	    "//callback?code=1",
+	    "http://127.0.0.1/callback?code=1",
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(targets); i++) {
 		char *code = (char *)"untouched";
@@ -82,9 +89,9 @@ static void test_other_paths_are_not_callbacks(void)
 static void test_callback_with_a_repeated_parameter_is_refused(void)
 {
 	g_autofree char *code = NULL, *state = NULL;
-	g_assert_cmpint(oauth_parse_callback("/callback?code=1&state=a&state=b", &code, &state,
-					     NULL, NULL),
-			==, -EINVAL);
+	g_assert_cmpint(
+	    oauth_parse_callback("/callback?code=1&state=a&state=b", &code, &state, NULL, NULL), ==,
+	    -EINVAL);
 	g_assert_null(code);
 	g_assert_null(state);
 }
@@ -95,9 +102,18 @@ static void test_hostile_callbacks_never_crash(void)
 	for (int i = 0; i < 100000; i++)
 		g_string_append_c(big, 'A');
 	const char *targets[] = {
-		"/callback", "/callback?", "/callback?&&&=&==", "/callback?code", "/callback?code=%",
-		"/callback?code=%0", "/callback?code=%00&state=%zz", "/callback?state=%ff%fe",
-		"/callback#code=1", "/callback?=x", "/callback?code=1#state=2", big->str,
+	    "/callback",
+	    "/callback?",
+	    "/callback?&&&=&==",
+	    "/callback?code",
+	    "/callback?code=%",
+	    "/callback?code=%0",
+	    "/callback?code=%00&state=%zz",
+	    "/callback?state=%ff%fe",
+	    "/callback#code=1",
+	    "/callback?=x",
+	    "/callback?code=1#state=2",
+	    big->str,
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(targets); i++) {
 		char *code = NULL, *state = NULL, *error = NULL, *desc = NULL;
@@ -112,9 +128,8 @@ static void test_hostile_callbacks_never_crash(void)
 		g_free(desc);
 	}
 	char *code = NULL, *state = NULL;
-	g_assert_cmpint(oauth_parse_callback("/callback?code=%00&state=%zz", &code, &state, NULL,
-					     NULL),
-			==, 0);
+	g_assert_cmpint(
+	    oauth_parse_callback("/callback?code=%00&state=%zz", &code, &state, NULL, NULL), ==, 0);
 	g_assert_null(code);
 	g_assert_null(state);
 	g_assert_cmpint(oauth_parse_callback("/callback?code=1#state=2", &code, &state, NULL, NULL),
@@ -127,11 +142,11 @@ static void test_hostile_callbacks_never_crash(void)
 /* ---- the token endpoint ---- */
 
 struct token_script {
-	int pending;           /* authorization_pending answers before the outcome */
-	const char *outcome;   /* NULL: success; else an OAuth error code */
+	int pending;	     /* authorization_pending answers before the outcome */
+	const char *outcome; /* NULL: success; else an OAuth error code */
 	int outcome_status;
-	const char *success;   /* the success body */
-	const char *device;    /* the device authorization answer */
+	const char *success; /* the success body */
+	const char *device;  /* the device authorization answer */
 };
 
 static void token_handler(const struct fake_request *req, int *status, GString *headers,
@@ -151,29 +166,30 @@ static void token_handler(const struct fake_request *req, int *status, GString *
 	if (s->outcome) {
 		*status = s->outcome_status ? s->outcome_status : 400;
 		if (*s->outcome)
-			g_string_append_printf(body, "{\"error\":\"%s\",\"error_description\":\"x\"}",
-					       s->outcome);
+			g_string_append_printf(
+			    body, "{\"error\":\"%s\",\"error_description\":\"x\"}", s->outcome);
 		return;
 	}
 	g_string_append(body, s->success);
 }
 
 static const struct provider test_provider = {
-	.name = "testcloud",
-	.title = "Testcloud",
-	.login = LOGIN_DEVICE_CODE,
-	.client_id = "public-client",
-	.scope = "offline_access",
-	.device_authorize_path = "/device_authorize",
-	.authorize_path = "/authorize",
-	.token_path = "/token",
-	.verification_uri_needs_client_id = true,
+    .name = "testcloud",
+    .title = "Testcloud",
+    .login = LOGIN_DEVICE_CODE,
+    .client_id = "public-client",
+    .scope = "offline_access",
+    .device_authorize_path = "/device_authorize",
+    .authorize_path = "/authorize",
+    .token_path = "/token",
+    .verification_uri_needs_client_id = true,
 };
 
 static void test_token_answer_fills_the_set_and_keeps_an_absent_refresh_token(void)
 {
-	struct token_script sc = {.success = "{\"access_token\":\"AT-new-123456\",\"expires_in\":600,"
-					     "\"token_type\":\"Bearer\"}"};
+	struct token_script sc = {.success =
+				      "{\"access_token\":\"AT-new-123456\",\"expires_in\":600,"
+				      "\"token_type\":\"Bearer\"}"};
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	struct http_client *c = http_client_new(NULL, 5, 65536, "t/1");
 	g_autofree char *url = fake_server_url(srv, "/token");
@@ -247,22 +263,25 @@ static void test_refresh_sends_the_grant_the_client_and_the_secret(void)
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	struct http_client *c = http_client_new(NULL, 5, 65536, "t/1");
 	g_autofree char *base = fake_server_url(srv, "");
-	struct token_set ts = {.refresh_token = g_strdup("RT1"), .client_id = g_strdup("mine"),
+	struct token_set ts = {.refresh_token = g_strdup("RT1"),
+			       .client_id = g_strdup("mine"),
 			       .client_secret = g_strdup("s3cr3t")};
 	g_autofree char *error = NULL;
 	g_assert_cmpint(oauth_refresh(c, &test_provider, base, &ts, &error), ==, 0);
 	g_assert_cmpstr(ts.refresh_token, ==, "RT2");
 	g_autofree char *body = fake_server_body(srv, 0);
-	g_assert_cmpstr(body, ==, "grant_type=refresh_token&refresh_token=RT1&client_id=mine&"
-				  "client_secret=s3cr3t");
+	g_assert_cmpstr(body, ==,
+			"grant_type=refresh_token&refresh_token=RT1&client_id=mine&"
+			"client_secret=s3cr3t");
 	token_set_clear(&ts);
 
 	/* Without a client of its own, the provider's public client and no secret. */
 	struct token_set pub = {.refresh_token = g_strdup("RT2")};
 	g_assert_cmpint(oauth_refresh(c, &test_provider, base, &pub, &error), ==, 0);
 	g_autofree char *body2 = fake_server_body(srv, 1);
-	g_assert_cmpstr(body2, ==, "grant_type=refresh_token&refresh_token=RT2&client_id="
-				   "public-client");
+	g_assert_cmpstr(body2, ==,
+			"grant_type=refresh_token&refresh_token=RT2&client_id="
+			"public-client");
 	token_set_clear(&pub);
 	http_client_free(c);
 	fake_server_stop(srv);
@@ -304,16 +323,16 @@ static int device_run(void *p)
 }
 
 #define DEVICE_ANSWER(uri)                                                                         \
-	"{\"device_code\":\"DC-secret\",\"expires_in\":5,\"interval\":0,\"user_code\":\"7BQ5ZQ\","     \
-	"\"verification_uri\":\"https://login.example/device\",\"verification_uri_complete\":\"" uri  \
-	"\"}"
+	"{\"device_code\":\"DC-secret\",\"expires_in\":5,\"interval\":0,\"user_code\":\"7BQ5ZQ\"," \
+	"\"verification_uri\":\"https://login.example/"                                            \
+	"device\",\"verification_uri_complete\":\"" uri "\"}"
 
 static void test_device_login_polls_until_approved_and_shows_the_link(void)
 {
 	struct token_script sc = {
-		.pending = 2,
-		.device = DEVICE_ANSWER("https://login.example/device?user_code=7BQ5ZQ"),
-		.success = "{\"access_token\":\"AT\",\"refresh_token\":\"RT\",\"expires_in\":599}",
+	    .pending = 2,
+	    .device = DEVICE_ANSWER("https://login.example/device?user_code=7BQ5ZQ"),
+	    .success = "{\"access_token\":\"AT\",\"refresh_token\":\"RT\",\"expires_in\":599}",
 	};
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	g_autofree char *base = fake_server_url(srv, "");
@@ -322,17 +341,19 @@ static void test_device_login_polls_until_approved_and_shows_the_link(void)
 	g_autofree char *out = capture_stdout(device_run, &d, &r);
 	g_assert_no_error(d.err);
 	g_assert_cmpint(r, ==, 0);
-	g_assert_cmpstr(out, ==, "To log in, open this link in a browser:\n"
-				 "  https://login.example/device?user_code=7BQ5ZQ&client_id=public-client\n"
-				 "and check that it shows the code 7BQ5ZQ.\n");
+	g_assert_cmpstr(out, ==,
+			"To log in, open this link in a browser:\n"
+			"  https://login.example/device?user_code=7BQ5ZQ&client_id=public-client\n"
+			"and check that it shows the code 7BQ5ZQ.\n");
 	g_assert_cmpstr(d.ts.access_token, ==, "AT");
 	g_assert_cmpstr(d.ts.refresh_token, ==, "RT");
 	g_assert_cmpstr(d.ts.provider, ==, "testcloud");
 	g_assert_null(d.ts.client_id);
 	g_assert_cmpint(fake_server_requests(srv), ==, 1 + 3);
 	g_autofree char *poll = fake_server_body(srv, 1);
-	g_assert_cmpstr(poll, ==, "client_id=public-client&device_code=DC-secret&grant_type=urn%3Aietf"
-				  "%3Aparams%3Aoauth%3Agrant-type%3Adevice_code");
+	g_assert_cmpstr(poll, ==,
+			"client_id=public-client&device_code=DC-secret&grant_type=urn%3Aietf"
+			"%3Aparams%3Aoauth%3Agrant-type%3Adevice_code");
 	g_assert_null(strstr(out, "DC-secret"));
 	token_set_clear(&d.ts);
 	http_client_free(d.c);
@@ -342,8 +363,8 @@ static void test_device_login_polls_until_approved_and_shows_the_link(void)
 static void test_device_link_with_client_id_is_left_alone(void)
 {
 	struct token_script sc = {
-		.device = DEVICE_ANSWER("https://login.example/device?client_id=x&user_code=1"),
-		.success = "{\"access_token\":\"AT\",\"expires_in\":599}",
+	    .device = DEVICE_ANSWER("https://login.example/device?client_id=x&user_code=1"),
+	    .success = "{\"access_token\":\"AT\",\"expires_in\":599}",
 	};
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	g_autofree char *base = fake_server_url(srv, "");
@@ -360,8 +381,8 @@ static void test_device_link_with_client_id_is_left_alone(void)
 static void test_device_link_without_query_gets_a_question_mark(void)
 {
 	struct token_script sc = {
-		.device = DEVICE_ANSWER("https://login.example/device"),
-		.success = "{\"access_token\":\"AT\",\"expires_in\":599}",
+	    .device = DEVICE_ANSWER("https://login.example/device"),
+	    .success = "{\"access_token\":\"AT\",\"expires_in\":599}",
 	};
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	g_autofree char *base = fake_server_url(srv, "");
@@ -378,9 +399,9 @@ static void test_device_link_without_query_gets_a_question_mark(void)
 static void test_device_login_denied_is_eacces(void)
 {
 	struct token_script sc = {
-		.pending = 1,
-		.outcome = "access_denied",
-		.device = DEVICE_ANSWER("https://login.example/device?user_code=1"),
+	    .pending = 1,
+	    .outcome = "access_denied",
+	    .device = DEVICE_ANSWER("https://login.example/device?user_code=1"),
 	};
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	g_autofree char *base = fake_server_url(srv, "");
@@ -399,8 +420,8 @@ static void test_device_login_denied_is_eacces(void)
 static void test_device_code_expired_is_etimedout(void)
 {
 	struct token_script sc = {
-		.outcome = "expired_token",
-		.device = DEVICE_ANSWER("https://login.example/device?user_code=1"),
+	    .outcome = "expired_token",
+	    .device = DEVICE_ANSWER("https://login.example/device?user_code=1"),
 	};
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	g_autofree char *base = fake_server_url(srv, "");
@@ -430,8 +451,8 @@ struct pkce_run {
 static gpointer pkce_thread(gpointer p)
 {
 	struct pkce_run *run = p;
-	run->result = oauth_pkce_login(run->c, &test_provider, run->base, &run->opts, &run->ts,
-				       &run->err);
+	run->result =
+	    oauth_pkce_login(run->c, &test_provider, run->base, &run->opts, &run->ts, &run->err);
 	return NULL;
 }
 
@@ -482,10 +503,12 @@ static void test_pkce_login_exchanges_the_code_with_verifier_and_secret(void)
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	g_autofree char *base = fake_server_url(srv, "");
 	struct pkce_run run = {
-		.c = http_client_new(NULL, 5, 65536, "t/1"),
-		.base = base,
-		.opts = {.client_id = "my client", .client_secret = "sec", .scope = "openid x",
-			 .timeout_s = 10},
+	    .c = http_client_new(NULL, 5, 65536, "t/1"),
+	    .base = base,
+	    .opts = {.client_id = "my client",
+		     .client_secret = "sec",
+		     .scope = "openid x",
+		     .timeout_s = 10},
 	};
 	g_autofree char *url = NULL;
 	GThread *t = pkce_start(&run, &url);
@@ -552,9 +575,9 @@ static void test_pkce_state_mismatch_is_eproto(void)
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	g_autofree char *base = fake_server_url(srv, "");
 	struct pkce_run run = {
-		.c = http_client_new(NULL, 5, 65536, "t/1"),
-		.base = base,
-		.opts = {.client_id = "c", .timeout_s = 10},
+	    .c = http_client_new(NULL, 5, 65536, "t/1"),
+	    .base = base,
+	    .opts = {.client_id = "c", .timeout_s = 10},
 	};
 	g_autofree char *url = NULL;
 	GThread *t = pkce_start(&run, &url);
@@ -563,8 +586,9 @@ static void test_pkce_state_mismatch_is_eproto(void)
 	g_assert_cmpint(browser_get(run.c, cb, NULL), ==, 400);
 	g_thread_join(t);
 	g_assert_cmpint(run.result, ==, -EPROTO);
-	g_assert_cmpstr(run.err->message, ==, "The login answer did not match this login (state "
-					      "mismatch); run the command again.");
+	g_assert_cmpstr(run.err->message, ==,
+			"The login answer did not match this login (state "
+			"mismatch); run the command again.");
 	g_assert_cmpint(fake_server_requests(srv), ==, 0);
 	g_clear_error(&run.err);
 	http_client_free(run.c);
@@ -577,9 +601,9 @@ static void test_pkce_refused_secret_says_what_to_check(void)
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	g_autofree char *base = fake_server_url(srv, "");
 	struct pkce_run run = {
-		.c = http_client_new(NULL, 5, 65536, "t/1"),
-		.base = base,
-		.opts = {.client_id = "c", .client_secret = "wrong", .timeout_s = 10},
+	    .c = http_client_new(NULL, 5, 65536, "t/1"),
+	    .base = base,
+	    .opts = {.client_id = "c", .client_secret = "wrong", .timeout_s = 10},
 	};
 	g_autofree char *url = NULL;
 	GThread *t = pkce_start(&run, &url);
@@ -590,8 +614,9 @@ static void test_pkce_refused_secret_says_what_to_check(void)
 	g_assert_cmpint(browser_get(run.c, cb, &page), ==, 403);
 	g_thread_join(t);
 	g_assert_cmpint(run.result, ==, -EACCES);
-	g_assert_cmpstr(run.err->message, ==, "The client secret was refused; check it in "
-					      "Testcloud's client management and log in again.");
+	g_assert_cmpstr(run.err->message, ==,
+			"The client secret was refused; check it in "
+			"Testcloud's client management and log in again.");
 	g_assert_nonnull(strstr(page, "The client secret was refused"));
 	g_clear_error(&run.err);
 	http_client_free(run.c);
@@ -604,17 +629,17 @@ static void test_pkce_error_in_the_browser_is_eacces_with_its_description(void)
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
 	g_autofree char *base = fake_server_url(srv, "");
 	struct pkce_run run = {
-		.c = http_client_new(NULL, 5, 65536, "t/1"),
-		.base = base,
-		.opts = {.client_id = "c", .timeout_s = 10},
+	    .c = http_client_new(NULL, 5, 65536, "t/1"),
+	    .base = base,
+	    .opts = {.client_id = "c", .timeout_s = 10},
 	};
 	g_autofree char *url = NULL;
 	GThread *t = pkce_start(&run, &url);
 	g_autofree char *redirect = http_form_get(strchr(url, '?') + 1, "redirect_uri");
 	g_autofree char *state = http_form_get(strchr(url, '?') + 1, "state");
 	g_autofree char *cb = g_strdup_printf(
-		"%s?error=access_denied&error_description=%%3Cb%%3Enope%%3C%%2Fb%%3E&state=%s",
-		redirect, state);
+	    "%s?error=access_denied&error_description=%%3Cb%%3Enope%%3C%%2Fb%%3E&state=%s",
+	    redirect, state);
 	g_autofree char *page = NULL;
 	g_assert_cmpint(browser_get(run.c, cb, &page), ==, 403);
 	g_thread_join(t);
@@ -630,9 +655,9 @@ static void test_pkce_error_in_the_browser_is_eacces_with_its_description(void)
 static void test_pkce_login_nobody_completes_is_etimedout(void)
 {
 	struct pkce_run run = {
-		.c = http_client_new(NULL, 5, 65536, "t/1"),
-		.base = "http://127.0.0.1:9",
-		.opts = {.client_id = "c", .timeout_s = 1},
+	    .c = http_client_new(NULL, 5, 65536, "t/1"),
+	    .base = "http://127.0.0.1:9",
+	    .opts = {.client_id = "c", .timeout_s = 1},
 	};
 	g_autofree char *url = NULL;
 	GThread *t = pkce_start(&run, &url);

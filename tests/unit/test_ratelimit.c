@@ -8,8 +8,9 @@
 static void test_tado_pair_is_parsed(void)
 {
 	struct ratelimit rl;
-	g_assert_cmpint(ratelimit_parse("\"perday\";r=15211;t=43200", "\"perday\";q=20000;w=86400",
-					&rl), ==, 0);
+	g_assert_cmpint(
+	    ratelimit_parse("\"perday\";r=15211;t=43200", "\"perday\";q=20000;w=86400", &rl), ==,
+	    0);
 	g_assert_cmpint(rl.remaining, ==, 15211);
 	g_assert_cmpint(rl.reset_in, ==, 43200);
 	g_assert_cmpint(rl.quota, ==, 20000);
@@ -55,8 +56,8 @@ static void test_older_draft_keys_are_understood(void)
 static void test_first_policy_wins(void)
 {
 	struct ratelimit rl;
-	g_assert_cmpint(ratelimit_parse("\"perday\";r=5;t=10, \"perhour\";r=1;t=2", NULL, &rl),
-			==, 0);
+	g_assert_cmpint(ratelimit_parse("\"perday\";r=5;t=10, \"perhour\";r=1;t=2", NULL, &rl), ==,
+			0);
 	g_assert_cmpint(rl.remaining, ==, 5);
 	g_assert_cmpint(rl.reset_in, ==, 10);
 }
@@ -71,8 +72,21 @@ static void test_zero_remaining_is_a_value(void)
 static void test_garbage_is_rejected_without_harm(void)
 {
 	static const char *const junk[] = {
-		"", ";;;;", "=", "r=", "r=-5", "r=abc", "r=12x", "\"perday\"", "r=99999999999999999999999",
-		"q=1e5", "\xff\xfe=\x01", "r=1.5", ",,,r", "w", "t==3",
+	    "",
+	    ";;;;",
+	    "=",
+	    "r=",
+	    "r=-5",
+	    "r=abc",
+	    "r=12x",
+	    "\"perday\"",
+	    "r=99999999999999999999999",
+	    "q=1e5",
+	    "\xff\xfe=\x01",
+	    "r=1.5",
+	    ",,,r",
+	    "w",
+	    "t==3",
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(junk); i++) {
 		struct ratelimit rl = {1, 2, 3, 4};
@@ -115,11 +129,11 @@ static void test_retry_after_http_date(void)
 {
 	/* Sun, 06 Nov 1994 08:49:37 GMT is 784111777. */
 	long s = -1;
-	g_assert_cmpint(retry_after_parse("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 30, &s),
-			==, 0);
+	g_assert_cmpint(retry_after_parse("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 30, &s), ==,
+			0);
 	g_assert_cmpint(s, ==, 30);
-	g_assert_cmpint(retry_after_parse("Sunday, 06-Nov-94 08:49:37 GMT", 784111777 - 5, &s),
-			==, 0);
+	g_assert_cmpint(retry_after_parse("Sunday, 06-Nov-94 08:49:37 GMT", 784111777 - 5, &s), ==,
+			0);
 	g_assert_cmpint(s, ==, 5);
 	g_assert_cmpint(retry_after_parse("Sun Nov  6 08:49:37 1994", 784111777 - 1, &s), ==, 0);
 	g_assert_cmpint(s, ==, 1);
@@ -128,8 +142,8 @@ static void test_retry_after_http_date(void)
 static void test_retry_after_date_in_the_past_is_zero(void)
 {
 	long s = -1;
-	g_assert_cmpint(retry_after_parse("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 + 100, &s),
-			==, 0);
+	g_assert_cmpint(retry_after_parse("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 + 100, &s), ==,
+			0);
 	g_assert_cmpint(s, ==, 0);
 }
 
