@@ -1,0 +1,1663 @@
+#!/usr/bin/python3
+"""Emulated tado + Tibber clouds for smarthomefs tests.
+
+One HTTPS server (HTTP/1.1, keep-alive) serves, on the real paths:
+  /oauth2/...   tado login (device authorization grant, RFC 8628)
+  /api/v2/...   tado REST API (bearer auth, per-account daily quota)
+  /connect/...  Tibber OIDC login (authorization code + PKCE)
+  /v1/...       Tibber Data API
+  /_control/... test control interface (JSON, no auth)
+
+Python standard library only. See README.md for the options and control API.
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import html
+import http.server
+import json
+import math
+import os
+import re
+import secrets
+import select
+import signal
+import socket
+import ssl
+import string
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+
+TADO_CLIENT_ID = "1bb50063-6b0c-4d11-bd99-387f4a91cc46"
+TADO_USER_ID = "5d4c8a1e2f3b7a6c9e0d1f2a"
+TIBBER_USER_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+BASE_TIME = 1767258000  # 2026-01-01T09:00:00Z: fixed, so the dataset is deterministic
+CODE_TTL = 60  # Tibber authorization codes
+HUGE_SIZE = 100 * 1024 * 1024
+FAULT_KINDS = ("500", "502", "503", "429", "drop", "malformed", "truncated", "empty",
+               "stall", "huge", "nested", "badids")
+TIBBER_SCOPES = ("openid", "profile", "email", "offline_access", "data-api-user-read",
+                 "data-api-homes-read", "data-api-vehicles-read", "data-api-chargers-read",
+                 "data-api-thermostats-read", "data-api-energy-systems-read",
+                 "data-api-inverters-read", "data-api-meters-read")
+CATEGORY_SCOPE = {"vehicle": "data-api-vehicles-read", "charger": "data-api-chargers-read",
+                  "battery": "data-api-energy-systems-read",
+                  "thermostat": "data-api-thermostats-read"}
+TADO_JSON = "application/json;charset=UTF-8"
+TIBBER_JSON = "application/json; charset=utf-8"
+PROBLEM_JSON = "application/problem+json; charset=utf-8"
+HTML = "text/html; charset=utf-8"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def iso(ts):
+    """Unix time -> '2026-01-01T09:00:00.000Z'."""
+    ms = int(round(ts * 1000))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+
+
+def temp(celsius):
+    return {"celsius": celsius, "fahrenheit": round(celsius * 9 / 5 + 32, 2)}
+
+
+def as_int(text):
+    """Path segment -> int, or None unless it is plain ASCII digits."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_jwt(claims):
+    """A JWT-shaped opaque token (signature is random: nobody verifies it)."""
+    head = b64url(json.dumps({"alg": "RS256", "kid": "emulator", "typ": "JWT"}).encode())
+    body = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{head}.{body}.{b64url(secrets.token_bytes(256))}"
+
+
+def digits(*key, n=10):
+    """Deterministic decimal digits derived from key."""
+    h = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "big")
+    return str(h % 10 ** n).zfill(n)
+
+
+# ---------------------------------------------------------------- HTTP plumbing
+
+class Response:
+    """What a handler answers. Special fault shapes use the extra fields."""
+
+    def __init__(self, status, body=b"", ctype=None, headers=None):
+        self.status = status
+        self.body = body
+        self.headers = ([("Content-Type", ctype)] if ctype else []) + list(headers or [])
+        self.declared_length = None  # Content-Length to announce when != len(body)
+        self.stream = None           # iterable of bytes instead of body
+        self.after = None            # None | "close" | "stall"
+        self.drop = False            # close without answering
+
+
+def json_response(status, obj, ctype="application/json", headers=None):
+    return Response(status, json.dumps(obj, ensure_ascii=False).encode(), ctype, headers)
+
+
+def html_response(status, title, body_html):
+    page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title></head>\n<body>\n{body_html}\n</body></html>\n")
+    return Response(status, page.encode(), HTML)
+
+
+def redirect(location):
+    return Response(302, b"", None, [("Location", location), ("Cache-Control", "no-store")])
+
+
+def add_query(url, params):
+    return url + ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
+
+
+class Request:
+    def __init__(self, method, target, headers, body):
+        split = urllib.parse.urlsplit(target)
+        self.method = method
+        self.path = split.path or "/"
+        self.query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
+        self.headers = headers
+        self.body = body
+        ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        self.form = {}
+        if body and ctype in ("", "application/x-www-form-urlencoded"):
+            self.form = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"),
+                                                    keep_blank_values=True))
+        self.base = "https://" + (headers.get("Host") or "127.0.0.1")
+        self.user_agent = headers.get("User-Agent")
+        auth = headers.get("Authorization") or ""
+        self.bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+
+    def params(self):
+        """Query string and form body merged (the form wins)."""
+        return {**self.query, **self.form}
+
+    def json(self):
+        if not self.body:
+            return {}
+        obj = json.loads(self.body)
+        if not isinstance(obj, dict):
+            raise ValueError("JSON object expected")
+        return obj
+
+
+class Router:
+    """A small route table: ("GET", "/api/v2/homes/{home}", fn)."""
+
+    def __init__(self, routes):
+        self.routes = []
+        for method, pattern, fn in routes:
+            parts = []
+            for seg in pattern.split("/"):
+                m = re.fullmatch(r"\{(\w+)\}", seg)
+                parts.append(f"(?P<{m.group(1)}>[^/]+)" if m else re.escape(seg))
+            self.routes.append((method, re.compile("^" + "/".join(parts) + "$"), fn))
+
+    def match(self, method, path):
+        """-> (fn, params), (None, "method") if only the method is wrong, (None, None)."""
+        wrong_method = False
+        for m, rx, fn in self.routes:
+            hit = rx.match(path)
+            if hit:
+                if m == method:
+                    return fn, {k: urllib.parse.unquote(v) for k, v in hit.groupdict().items()}
+                wrong_method = True
+        return None, ("method" if wrong_method else None)
+
+
+# ---------------------------------------------------------------- shared state
+
+class Tokens:
+    """Access and refresh tokens of one cloud."""
+
+    def __init__(self):
+        self.access = {}    # token -> {"exp": unix time, "scope": [...]}
+        self.refresh = {}   # live token -> {"scope": [...]}
+        self.spent = []     # used in a rotation
+        self.revoked = []   # killed by /_control/revoke_refresh_tokens
+
+    def issue_access(self, ttl, scope, claims):
+        now = time.time()
+        token = make_jwt({**claims, "iat": int(now), "exp": int(now + ttl),
+                          "jti": secrets.token_hex(8)})
+        self.access[token] = {"exp": now + ttl, "scope": list(scope)}
+        return token
+
+    def check_access(self, token):
+        rec = self.access.get(token) if token else None
+        if rec is None or rec["exp"] <= time.time():
+            return None
+        return rec
+
+    def issue_refresh(self, scope):
+        token = secrets.token_urlsafe(48)
+        self.refresh[token] = {"scope": list(scope)}
+        return token
+
+    def take_refresh(self, token, rotate=True):
+        """The live record for token (spent at once when rotating), or None."""
+        rec = self.refresh.get(token) if token else None
+        if rec is not None and rotate:
+            del self.refresh[token]
+            self.spent.append(token)
+        return rec
+
+    def expire_all(self):
+        for rec in self.access.values():
+            rec["exp"] = min(rec["exp"], time.time() - 1)
+
+    def revoke_all_refresh(self):
+        self.revoked.extend(self.refresh)
+        self.refresh.clear()
+
+    def summary(self):
+        now = time.time()
+        return {"live_refresh_tokens": list(self.refresh), "spent_refresh_tokens": list(self.spent),
+                "revoked_refresh_tokens": list(self.revoked),
+                "live_access_tokens": sum(1 for r in self.access.values() if r["exp"] > now),
+                "access_tokens": list(self.access)}
+
+
+class Stats:
+    def __init__(self):
+        self.requests = {}
+        self.token_requests = {"device_authorize": 0, "device_code": 0, "refresh_token": 0,
+                               "authorization_code": 0}
+        self.token_requests_by_cloud = {"tado": {}, "tibber": {}}
+        self.refresh_reuse = 0
+        self.status_counts = {}
+        self.user_agents = []
+        self.requests_without_user_agent = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def request(self, req):
+        key = f"{req.method} {req.path}"
+        self.requests[key] = self.requests.get(key, 0) + 1
+        if req.user_agent is None:
+            self.requests_without_user_agent += 1
+        elif req.user_agent not in self.user_agents:
+            self.user_agents.append(req.user_agent)
+
+    def status(self, status):
+        self.status_counts[status] = self.status_counts.get(status, 0) + 1
+
+    def token(self, cloud, kind):
+        self.token_requests[kind] = self.token_requests.get(kind, 0) + 1
+        per = self.token_requests_by_cloud[cloud]
+        per[kind] = per.get(kind, 0) + 1
+
+    def as_json(self):
+        return {"requests": self.requests, "token_requests": self.token_requests,
+                "token_requests_by_cloud": self.token_requests_by_cloud,
+                "refresh_reuse": self.refresh_reuse, "status_counts": self.status_counts,
+                "user_agents": self.user_agents,
+                "requests_without_user_agent": self.requests_without_user_agent,
+                "in_flight": self.in_flight, "max_in_flight": self.max_in_flight}
+
+
+# ---------------------------------------------------------------- tado
+
+ZONE_NAMES = ["Living Room", "Bedroom", "Kitchen", "Bathroom", "Office", "Kids Room",
+              "Dining Room", "Guest Room", "Hallway", "Attic"]
+
+
+def tado_error(status, code, title, headers=None):
+    return json_response(status, {"errors": [{"code": code, "title": title}]}, TADO_JSON, headers)
+
+
+def oauth_error(status, error, description, ctype="application/json", **extra):
+    return json_response(status, {"error": error, "error_description": description, **extra},
+                         ctype)
+
+
+class Tado:
+    """tado: login.tado.com (/oauth2) and my.tado.com (/api/v2)."""
+
+    def __init__(self, world):
+        self.world = world
+        self.opts = world.opts
+        self.tokens = Tokens()
+        self.device_codes = {}   # device_code -> record
+        self.user_codes = {}     # user_code -> device_code
+        self.window_start = None
+        self.used = 0
+        self.build()
+        self.auth_router = Router([
+            ("POST", "/oauth2/device_authorize", self.device_authorize),
+            ("POST", "/oauth2/token", self.token),
+            ("GET", "/oauth2/device", self.device_page),
+            ("POST", "/oauth2/device", self.device_decision),
+        ])
+        self.api_router = Router([
+            ("GET", "/api/v2/me", self.api_me),
+            ("GET", "/api/v2/homes/{home}", self.api_home),
+            ("GET", "/api/v2/homes/{home}/state", self.api_state),
+            ("GET", "/api/v2/homes/{home}/weather", self.api_weather),
+            ("GET", "/api/v2/homes/{home}/zones", self.api_zones),
+            ("GET", "/api/v2/homes/{home}/zoneStates", self.api_zone_states),
+            ("GET", "/api/v2/homes/{home}/zones/{zone}/state", self.api_zone_state),
+            ("GET", "/api/v2/homes/{home}/devices", self.api_devices),
+            ("GET", "/api/v2/homes/{home}/deviceList", self.api_device_list),
+            ("GET", "/api/v2/homes/{home}/mobileDevices", self.api_mobile_devices),
+            ("GET", "/api/v2/devices/{serial}", self.api_device),
+        ])
+
+    # ---- dataset
+
+    def build(self):
+        o = self.opts
+        self.homes = {}      # id -> home record
+        self.devices = {}    # serialNo -> device object (as served)
+        for hi in range(o.tado_homes):
+            hid = 1001 + hi
+            self.homes[hid] = self.build_home(hid, hi, o.tado_zones, o.tado_devices)
+
+    def build_home(self, hid, hi, nzones, ndevices):
+        t0 = BASE_TIME
+        home = {
+            "id": hid, "name": f"Home {hi + 1}", "dateTimeZone": "Europe/Berlin",
+            "dateCreated": iso(t0 - 86400 * 400 - hi * 86400), "temperatureUnit": "CELSIUS",
+            "partner": None, "simpleSmartScheduleEnabled": True, "awayRadiusInMeters": 400.0,
+            "installationCompleted": True,
+            "incidentDetection": {"supported": True, "enabled": True},
+            "generation": "PRE_LINE_X", "zonesCount": nzones, "language": "de-DE",
+            "preventFromSubscribing": True, "skills": [], "christmasModeEnabled": True,
+            "showAutoAssistReminders": True,
+            "contactDetails": {"name": "Test User", "email": "test.user@example.com",
+                               "phone": "+49 30 1234567"},
+            "address": {"addressLine1": f"Musterstraße {hi + 1}", "addressLine2": None,
+                        "zipCode": "10115", "city": "Berlin", "state": None, "country": "DEU"},
+            "geolocation": {"latitude": round(52.52 + hi * 0.01, 4),
+                            "longitude": round(13.405 + hi * 0.01, 4)},
+            "consentGrantSkippable": True,
+            "enabledFeatures": ["EIQ_SETTINGS_AS_WEBVIEW", "HIDE_BOILER_REPAIR_SERVICE",
+                                "OWD_SETTINGS_AS_WEBVIEW"],
+            "isAirComfortEligible": False, "isBalanceAcEligible": False,
+            "isEnergyIqEligible": True, "isHeatSourceInstalled": False,
+            "isBalanceHpEligible": False,
+        }
+        state = {"presence": "HOME" if hi % 2 == 0 else "AWAY", "presenceLocked": hi % 2 == 0}
+        weather = {
+            "solarIntensity": {"type": "PERCENTAGE", "percentage": round(10 + hi * 7.5, 1),
+                               "timestamp": iso(t0)},
+            "outsideTemperature": {**temp(round(4.5 + hi * 1.25, 2)), "timestamp": iso(t0),
+                                   "type": "TEMPERATURE",
+                                   "precision": {"celsius": 0.01, "fahrenheit": 0.01}},
+            "weatherState": {"type": "WEATHER_STATE", "value": "CLOUDY_PARTLY",
+                             "timestamp": iso(t0)},
+        }
+        zones, zone_states = [], {}
+        for zi in range(nzones):
+            zid = zi + 1
+            hot = nzones >= 3 and zid == nzones
+            name = "Hot Water" if hot else (ZONE_NAMES[zi] if zi < len(ZONE_NAMES)
+                                            else f"Room {zid}")
+            zones.append({"id": zid, "name": name, "type": "HOT_WATER" if hot else "HEATING",
+                          "dateCreated": iso(t0 - 86400 * 390 + zid * 60), "devices": []})
+            zone_states[zid] = self.build_zone_state(hid, zid, hot)
+        # devices: bridge, thermostat in zone 1, valves round robin over heating zones
+        heating = [z for z in zones if z["type"] == "HEATING"]
+        device_serials = []
+        for di in range(ndevices):
+            dtype = "IB01" if di == 0 else ("RU02" if di == 1 else "VA02")
+            serial = dtype[:2] + digits("tado", hid, di)
+            dev = self.build_device(dtype, serial, hid, di)
+            self.devices[serial] = dev
+            device_serials.append(serial)
+            if di == 0 or not heating:
+                continue
+            zone = heating[0] if di == 1 else heating[(di - 2) % len(heating)]
+            if dtype == "RU02":
+                duties = ["ZONE_UI", "ZONE_LEADER"]
+            elif not zone["devices"]:
+                duties = ["ZONE_UI", "ZONE_DRIVER", "ZONE_LEADER"]
+            else:
+                duties = ["ZONE_DRIVER"]
+            zone["devices"].append((serial, duties))
+        mobile = [{
+            "name": f"Phone {hi + 1}", "id": 5001 + hi,
+            "settings": {"geoTrackingEnabled": hi % 2 == 0, "specialOffersEnabled": False,
+                         "onDemandLogRetrievalEnabled": False,
+                         "pushNotifications": {"lowBatteryReminder": True,
+                                               "awayModeReminder": True,
+                                               "homeModeReminder": True,
+                                               "openWindowReminder": True,
+                                               "energySavingsReportReminder": True,
+                                               "incidentDetection": True,
+                                               "energyIqReminder": False}},
+            "deviceMetadata": {"platform": "Android", "osVersion": "14", "model": "Pixel-7",
+                               "locale": "de"},
+        }]
+        return {"home": home, "state": state, "weather": weather, "zones": zones,
+                "zone_states": zone_states, "devices": device_serials, "mobile": mobile}
+
+    @staticmethod
+    def build_zone_state(hid, zid, hot):
+        ts = iso(BASE_TIME + zid)
+        if hot:
+            return {"tadoMode": "HOME", "geolocationOverride": False,
+                    "geolocationOverrideDisableTime": None, "preparation": None,
+                    "setting": {"type": "HOT_WATER", "power": "OFF", "temperature": None},
+                    "overlayType": None, "overlay": None, "openWindow": None,
+                    "nextScheduleChange": {"start": iso(BASE_TIME + 3 * 3600),
+                                           "setting": {"type": "HOT_WATER", "power": "ON",
+                                                       "temperature": None}},
+                    "nextTimeBlock": {"start": iso(BASE_TIME + 3 * 3600)},
+                    "link": {"state": "ONLINE"}, "runningOfflineSchedule": False,
+                    "activityDataPoints": {}, "sensorDataPoints": {}}
+        setpoint = 19.0 + (zid % 4) * 0.5
+        inside = round(19.5 + ((hid * 37 + zid * 53) % 400) / 100, 2)
+        humidity = round(40 + ((hid * 11 + zid * 17) % 250) / 10, 1)
+        power = float((hid + zid * 29) % 100)
+        return {
+            "tadoMode": "HOME", "geolocationOverride": False,
+            "geolocationOverrideDisableTime": None, "preparation": None,
+            "setting": {"type": "HEATING", "power": "ON", "temperature": temp(setpoint)},
+            "overlayType": None, "overlay": None, "openWindow": None,
+            "nextScheduleChange": {"start": iso(BASE_TIME + 6 * 3600),
+                                   "setting": {"type": "HEATING", "power": "ON",
+                                               "temperature": temp(18.0)}},
+            "nextTimeBlock": {"start": iso(BASE_TIME + 6 * 3600)},
+            "link": {"state": "ONLINE"}, "runningOfflineSchedule": False,
+            "activityDataPoints": {"heatingPower": {"type": "PERCENTAGE", "percentage": power,
+                                                    "timestamp": ts}},
+            "sensorDataPoints": {
+                "insideTemperature": {**temp(inside), "timestamp": ts, "type": "TEMPERATURE",
+                                      "precision": {"celsius": 0.1, "fahrenheit": 0.1}},
+                "humidity": {"type": "PERCENTAGE", "percentage": humidity, "timestamp": ts}},
+        }
+
+    @staticmethod
+    def build_device(dtype, serial, hid, di):
+        t = BASE_TIME - 86400 * 30 + di * 3600
+        dev = {"deviceType": dtype, "serialNo": serial, "shortSerialNo": serial,
+               "currentFwVersion": {"IB01": "118.1", "RU02": "95.1", "VA02": "57.4"}[dtype],
+               "connectionState": {"value": True, "timestamp": iso(t)}}
+        if dtype == "IB01":
+            dev["characteristics"] = {"capabilities": []}
+            dev["inPairingMode"] = False
+        elif dtype == "RU02":
+            dev["characteristics"] = {"capabilities": ["INSIDE_TEMPERATURE_MEASUREMENT",
+                                                       "IDENTIFY"]}
+            dev["batteryState"] = "NORMAL"
+        else:
+            dev["characteristics"] = {"capabilities": ["INSIDE_TEMPERATURE_MEASUREMENT",
+                                                       "IDENTIFY"]}
+            dev["mountingState"] = {"value": "CALIBRATED", "timestamp": iso(t + 60)}
+            dev["batteryState"] = "LOW" if (hid + di) % 5 == 0 else "NORMAL"
+            dev["childLockEnabled"] = False
+        return dev
+
+    # ---- served bodies (also used by /_control/data)
+
+    def body_me(self):
+        mobiles = [m for h in self.homes.values() for m in h["mobile"]]
+        return {"name": "Test User", "email": "test.user@example.com",
+                "username": "test.user@example.com", "id": TADO_USER_ID,
+                "homes": [{"id": hid, "name": h["home"]["name"]} for hid, h in self.homes.items()],
+                "locale": "de_DE", "mobileDevices": mobiles}
+
+    def body_zones(self, h):
+        out = []
+        for z in h["zones"]:
+            devs = [dict(self.devices[s], duties=list(d)) for s, d in z["devices"]]
+            zone = {"id": z["id"], "name": z["name"], "type": z["type"],
+                    "dateCreated": z["dateCreated"],
+                    "deviceTypes": sorted({d["deviceType"] for d in devs}), "devices": devs,
+                    "reportAvailable": False, "showScheduleSetup": False,
+                    "supportsDazzle": z["type"] == "HEATING",
+                    "dazzleEnabled": z["type"] == "HEATING",
+                    "dazzleMode": {"supported": z["type"] == "HEATING",
+                                   "enabled": z["type"] == "HEATING"},
+                    "openWindowDetection": {"supported": z["type"] == "HEATING",
+                                            "enabled": True, "timeoutInSeconds": 900}}
+            out.append(zone)
+        return out
+
+    def body_zone_states(self, h):
+        return {"zoneStates": {str(zid): st for zid, st in h["zone_states"].items()}}
+
+    def body_devices(self, h):
+        return [self.devices[s] for s in h["devices"]]
+
+    def body_device_list(self, h):
+        where = {s: (z["id"], d) for z in h["zones"] for s, d in z["devices"]}
+        entries = []
+        for s in h["devices"]:
+            dev = self.devices[s]
+            entry = {"type": dev["deviceType"], "device": dev}
+            if s in where:
+                entry["zone"] = {"discriminator": where[s][0], "duties": list(where[s][1])}
+            entries.append(entry)
+        return {"entries": entries}
+
+    def data(self):
+        homes = {}
+        for hid, h in self.homes.items():
+            homes[str(hid)] = {"home": h["home"], "state": h["state"], "weather": h["weather"],
+                               "zones": self.body_zones(h),
+                               "zoneStates": self.body_zone_states(h),
+                               "devices": self.body_devices(h),
+                               "deviceList": self.body_device_list(h),
+                               "mobileDevices": h["mobile"]}
+        return {"me": self.body_me(), "homes": homes}
+
+    # ---- auth (/oauth2)
+
+    def handle_auth(self, req):
+        fn, params = self.auth_router.match(req.method, req.path)
+        if fn is None:
+            return oauth_error(405 if params == "method" else 404, "not_found", "no such endpoint")
+        return fn(req, **params)
+
+    def device_authorize(self, req):
+        self.world.stats.token("tado", "device_authorize")
+        p = req.params()
+        if p.get("client_id") != TADO_CLIENT_ID:
+            return oauth_error(400, "invalid_client", "Invalid client_id")
+        cfg = self.world.config
+        now = time.time()
+        device_code = secrets.token_urlsafe(32)
+        alphabet = string.ascii_uppercase + string.digits
+        while True:
+            user_code = "".join(secrets.choice(alphabet) for _ in range(6))
+            if user_code not in self.user_codes:
+                break
+        self.device_codes[device_code] = {
+            "user_code": user_code, "scope": p.get("scope", ""),
+            "expires": now + cfg["device_expires_in"], "interval": cfg["device_interval"],
+            "last_poll": None,
+            "status": "approved" if cfg["auto_approve"] else "pending"}
+        self.user_codes[user_code] = device_code
+        uri = req.base + "/oauth2/device"
+        return json_response(200, {
+            "device_code": device_code, "expires_in": cfg["device_expires_in"],
+            "interval": cfg["device_interval"], "user_code": user_code,
+            "verification_uri": uri, "verification_uri_complete": f"{uri}?user_code={user_code}"})
+
+    def token(self, req):
+        p = req.params()
+        grant = p.get("grant_type")
+        if grant == DEVICE_GRANT:
+            self.world.stats.token("tado", "device_code")
+        elif grant == "refresh_token":
+            self.world.stats.token("tado", "refresh_token")
+        if p.get("client_id") != TADO_CLIENT_ID:
+            return oauth_error(400, "invalid_client", "Invalid client_id")
+        if grant == DEVICE_GRANT:
+            return self.grant_device_code(p)
+        if grant == "refresh_token":
+            return self.grant_refresh(p)
+        return oauth_error(400, "unsupported_grant_type", "Unsupported grant_type")
+
+    def grant_device_code(self, p):
+        rec = self.device_codes.get(p.get("device_code") or "")
+        if rec is None or rec["status"] == "redeemed":
+            return oauth_error(400, "invalid_grant", "The device_code is invalid.")
+        now = time.time()
+        if now >= rec["expires"]:
+            return oauth_error(400, "expired_token", "The device_code has expired.")
+        if rec["status"] == "denied":
+            return oauth_error(400, "access_denied", "The user denied the request.")
+        last, rec["last_poll"] = rec["last_poll"], now
+        if rec["status"] == "pending":
+            if last is not None and now - last < rec["interval"]:
+                rec["interval"] += 5
+                return oauth_error(400, "slow_down", "Polling too fast; slow down.",
+                                   interval=rec["interval"])
+            return oauth_error(400, "authorization_pending",
+                               "The user has not yet authorized this device.")
+        rec["status"] = "redeemed"
+        return json_response(200, self.issue(rec["scope"]))
+
+    def grant_refresh(self, p):
+        rec = self.tokens.take_refresh(p.get("refresh_token"))
+        if rec is None:
+            self.world.stats.refresh_reuse += 1
+            return oauth_error(400, "invalid_grant", "The refresh_token is invalid.",
+                               error_reason="refresh_token_not_found")
+        return json_response(200, self.issue(" ".join(rec["scope"])))
+
+    def issue(self, scope):
+        ttl = self.world.config["access_ttl"]
+        scopes = scope.split()
+        out = {"access_token": self.tokens.issue_access(
+            ttl, scopes, {"iss": "https://login.tado.com/oauth2", "sub": TADO_USER_ID,
+                          "aud": "tado", "client_id": TADO_CLIENT_ID, "scope": scope}),
+               "expires_in": ttl}
+        if "offline_access" in scopes:
+            out["refresh_token"] = self.tokens.issue_refresh(scopes)
+        out.update({"scope": scope, "token_type": "Bearer", "userId": TADO_USER_ID})
+        return out
+
+    def device_page(self, req):
+        if "client_id" not in req.query:
+            return Response(400, b"missing_client_id", "text/plain; charset=utf-8")
+        code = req.query.get("user_code", "")
+        esc = html.escape(code)
+        return html_response(200, "tado° – Connect device", (
+            f"<h1>Connect a device</h1>\n<p>Confirm the code <b id=\"user_code\">{esc}</b>.</p>\n"
+            "<form method=\"post\" action=\"/oauth2/device\">\n"
+            f"<input type=\"hidden\" name=\"user_code\" value=\"{esc}\">\n"
+            "<button id=\"allow\" name=\"decision\" value=\"allow\">Confirm</button>\n"
+            "<button id=\"deny\" name=\"decision\" value=\"deny\">Deny</button>\n</form>"))
+
+    def device_decision(self, req):
+        code = req.form.get("user_code", "")
+        allow = req.form.get("decision", "allow") == "allow"
+        done = self.decide(code, allow)
+        if not done:
+            return html_response(400, "tado° – Error", "<p>Unknown or expired code.</p>")
+        return html_response(200, "tado° – Done", "<p>Device connected.</p>" if allow
+                             else "<p>Request denied.</p>")
+
+    def pending(self):
+        now = time.time()
+        return [uc for uc, dc in self.user_codes.items()
+                if self.device_codes[dc]["status"] == "pending"
+                and self.device_codes[dc]["expires"] > now]
+
+    def decide(self, user_code, allow):
+        """Approve/deny one pending user code (or all when None). -> list of codes."""
+        codes = self.pending() if user_code is None else (
+            [user_code] if user_code in self.pending() else [])
+        for uc in codes:
+            self.device_codes[self.user_codes[uc]]["status"] = "approved" if allow else "denied"
+        return codes
+
+    # ---- quota
+
+    def roll_window(self, now):
+        window = self.world.config["quota_window"]
+        if self.window_start is not None and now >= self.window_start + window:
+            self.window_start, self.used = None, 0
+
+    def ratelimit_headers(self, now):
+        cfg = self.world.config
+        q, w = cfg["quota"], cfg["quota_window"]
+        self.roll_window(now)
+        remaining = max(0, q - self.used)
+        t = w if self.window_start is None else max(0, math.ceil(self.window_start + w - now))
+        names = ("RateLimit-Policy", "RateLimit")
+        if cfg["ratelimit_header_case"] == "lower":
+            names = tuple(n.lower() for n in names)
+        return [(names[0], f'"perday";q={q};w={w}'), (names[1], f'"perday";r={remaining};t={t}')]
+
+    # ---- API (/api/v2)
+
+    def handle_api(self, req):
+        now = time.time()
+        if self.tokens.check_access(req.bearer) is None:
+            return tado_error(401, "unauthorized",
+                              "Full authentication is required to access this resource",
+                              self.ratelimit_headers(now))
+        self.roll_window(now)
+        if self.used >= self.world.config["quota"]:
+            return Response(429, b"", None,
+                            self.ratelimit_headers(now) + self.world.retry_after_header())
+        if self.window_start is None:
+            self.window_start = now
+        self.used += 1
+        fn, params = self.api_router.match(req.method, req.path)
+        if fn is None:
+            if params == "method":
+                resp = tado_error(405, "methodNotAllowed", "method not allowed")
+            else:
+                resp = tado_error(404, "notFound", "resource not found")
+        else:
+            resp = fn(**params)
+        resp.headers += self.ratelimit_headers(now)
+        return resp
+
+    def home_or_404(self, home):
+        h = self.homes.get(as_int(home))
+        if h is None:
+            raise NotFound(tado_error(404, "notFound", f"home {home} not found"))
+        return h
+
+    def ok(self, obj):
+        return json_response(200, obj, TADO_JSON)
+
+    def api_me(self):
+        return self.ok(self.body_me())
+
+    def api_home(self, home):
+        return self.ok(self.home_or_404(home)["home"])
+
+    def api_state(self, home):
+        return self.ok(self.home_or_404(home)["state"])
+
+    def api_weather(self, home):
+        return self.ok(self.home_or_404(home)["weather"])
+
+    def api_zones(self, home):
+        return self.ok(self.body_zones(self.home_or_404(home)))
+
+    def api_zone_states(self, home):
+        return self.ok(self.body_zone_states(self.home_or_404(home)))
+
+    def api_zone_state(self, home, zone):
+        h = self.home_or_404(home)
+        st = h["zone_states"].get(as_int(zone))
+        if st is None:
+            return tado_error(404, "notFound", f"zone {zone} not found")
+        return self.ok(st)
+
+    def api_devices(self, home):
+        return self.ok(self.body_devices(self.home_or_404(home)))
+
+    def api_device_list(self, home):
+        return self.ok(self.body_device_list(self.home_or_404(home)))
+
+    def api_mobile_devices(self, home):
+        return self.ok(self.home_or_404(home)["mobile"])
+
+    def api_device(self, serial):
+        dev = self.devices.get(serial)
+        if dev is None:
+            return tado_error(404, "notFound", f"device {serial} not found")
+        return self.ok(dev)
+
+    # ---- control helpers
+
+    def set_zone_temperature(self, home, zone, celsius, humidity=None):
+        h = self.homes.get(int(home))
+        st = h and h["zone_states"].get(int(zone))
+        sensors = st and st["sensorDataPoints"]
+        if not sensors or "insideTemperature" not in sensors:
+            return False
+        ts = iso(time.time())
+        sensors["insideTemperature"].update(temp(float(celsius)), timestamp=ts)
+        if humidity is not None:
+            sensors["humidity"].update(percentage=float(humidity), timestamp=ts)
+        return True
+
+    def remove_zone(self, home, zone):
+        h = self.homes.get(int(home))
+        z = h and next((z for z in h["zones"] if z["id"] == int(zone)), None)
+        if not z:
+            return False
+        h["zones"].remove(z)
+        del h["zone_states"][z["id"]]
+        for serial, _ in z["devices"]:  # the zone's devices go with it
+            h["devices"].remove(serial)
+            del self.devices[serial]
+        h["home"]["zonesCount"] = len(h["zones"])
+        return True
+
+
+class NotFound(Exception):
+    """Raised by lookups; carries the ready 404 response."""
+
+    def __init__(self, response):
+        super().__init__("not found")
+        self.response = response
+
+
+# ---------------------------------------------------------------- Tibber
+
+def problem(status, title, detail, headers=None):
+    return json_response(status, {"type": f"https://httpstatuses.io/{status}", "title": title,
+                                   "status": status, "detail": detail}, PROBLEM_JSON, headers)
+
+
+def device_id(text):
+    return b64url(text.encode())
+
+
+class Tibber:
+    """Tibber: thewall.tibber.com (/connect) and data-api.tibber.com (/v1)."""
+
+    KINDS = ("charger", "battery", "thermostat", "vehicle")
+
+    def __init__(self, world):
+        self.world = world
+        self.opts = world.opts
+        self.tokens = Tokens()
+        self.consents = {}  # request id -> authorize parameters
+        self.codes = {}     # authorization code -> record
+        self.build()
+        self.auth_router = Router([
+            ("GET", "/connect/authorize", self.authorize),
+            ("POST", "/connect/authorize/decision", self.decision),
+            ("POST", "/connect/token", self.token),
+        ])
+        self.api_router = Router([
+            ("GET", "/v1/homes", self.api_homes),
+            ("GET", "/v1/homes/{home}/devices", self.api_devices),
+            ("GET", "/v1/homes/{home}/devices/{device}", self.api_device),
+        ])
+
+    # ---- dataset
+
+    def build(self):
+        o = self.opts
+        self.homes = []          # home objects, as served
+        self.home_devices = {}   # home id -> [device ids]
+        self.details = {}        # device id -> detail object
+        self.kind = {}           # device id -> category
+        for hi in range(o.tibber_homes):
+            hid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulator.invalid/tibber/home/{hi + 1}"))
+            self.homes.append({
+                "id": hid, "timeZone": "Europe/Berlin",
+                "info": {"name": f"Home {hi + 1}", "type": "HOUSE" if hi % 2 == 0 else "APARTMENT",
+                         "size": 140 - hi * 30, "numberOfResidents": 3, "mainFuseSize": 25},
+                "address": {"address1": f"Beispielweg {hi + 1}", "address2": None,
+                            "postalCode": "20095", "city": "Hamburg", "country": "DE"}})
+            ids = []
+            for di in range(o.tibber_devices):
+                did = self.add_device(self.KINDS[di % len(self.KINDS)], 100 + hi * 10 + di, hi, di)
+                ids.append(did)
+            self.home_devices[hid] = ids
+        # one vehicle under the first two homes (the doc's example id)
+        if self.homes:
+            shared = self.add_device("vehicle", 123, 0, 99, shared=True)
+            for home in self.homes[:2]:
+                self.home_devices[home["id"]].append(shared)
+
+    def add_device(self, kind, n, hi, di, shared=False):
+        seen = iso(BASE_TIME - 300 + n)
+        if kind == "vehicle" and shared:  # the tibber.md example vehicle
+            did, ext = device_id("volkswagen enode vehicle:123"), "WVWZZZE1ZMP000001"
+            info = ("ID.7", "Volkswagen", "ID.7")
+        elif kind == "vehicle":
+            did = device_id(f"tesla enode vehicle:{n}")
+            ext = f"tesla:5YJ3E1EA7KF{digits('vin', n, n=6)}"
+            info = (f"Model 3 ({n})", "Tesla", "Model 3")
+        elif kind == "charger":
+            did, ext = device_id(f"easee enode charger:{n}"), f"EH{digits('charger', n, n=6)}"
+            info = ("Garage charger", "Easee", "Home")
+        elif kind == "battery":
+            did, ext = device_id(f"sonnen enode battery:{n}"), f"sonnen:{digits('battery', n, n=8)}"
+            info = ("sonnenBatterie", "sonnen", "eco 10")
+        else:
+            did = device_id(f"netatmo enode thermostat:{n}")
+            ext = f"NA{digits('thermostat', n, n=8)}"
+            info = ("Living room thermostat", "Netatmo", "Smart Thermostat")
+        info = dict(zip(("name", "brand", "model"), info))
+        odd = (n + di) % 2 == 1
+        detail = {"id": did, "externalId": ext, "info": info,
+                  "supportedHistory": {"resolutions": [] if kind == "vehicle" else ["hour", "day"]},
+                  "status": {"lastSeen": seen}}
+        if kind == "vehicle":
+            detail["attributes"] = [{"id": "vinNumber", "value": ext.split(":")[-1]},
+                                    {"id": "isOnline", "value": True}]
+            detail["capabilities"] = [
+                {"id": "storage.stateOfCharge", "description": "state of charge",
+                 "value": 74 if shared else 40 + n % 50, "unit": "%"},
+                {"id": "storage.targetStateOfCharge", "description": "target state of charge",
+                 "value": None if odd else 80, "unit": "%"},
+                {"id": "range.remaining", "description": "estimated remaining driving range",
+                 "value": 356000 if shared else 200000 + n * 100, "unit": "m"},
+                {"id": "connector.status", "description": "vehicle plug status",
+                 "value": "disconnected",
+                 "availableValues": ["connected", "disconnected", "unknown"]},
+                {"id": "charging.status", "description": "vehicle charging status",
+                 "value": "idle", "availableValues": ["charging", "idle", "unknown"]}]
+        elif kind == "charger":
+            detail["attributes"] = [{"id": "isOnline", "value": True},
+                                    {"id": "connectivity", "status": "online", "since": seen}]
+            detail["capabilities"] = [
+                {"id": "charging.status", "description": "charger status", "value": "idle",
+                 "availableValues": ["charging", "idle", "disconnected", "unknown"]},
+                {"id": "grid.phaseCount", "description": "number of phases", "value": 3,
+                 "unit": ""},
+                {"id": "charging.current.max", "description": "maximum charging current",
+                 "value": 16, "unit": "A"},
+                {"id": "charging.current.offlineFallback",
+                 "description": "offline fallback current",
+                 "value": None if odd else 6, "unit": "A"},
+                {"id": "cable.locked", "description": "cable lock engaged", "value": False}]
+            detail["firmware"] = {"version": "4.12.1", "updateAvailable": False}
+        elif kind == "battery":
+            detail["attributes"] = [{"id": "isOnline", "value": not odd},
+                                    {"id": "connectivity", "status": "offline" if odd else "online",
+                                     "reason": "timeout" if odd else None}]
+            detail["capabilities"] = [
+                {"id": "storage.stateOfCharge", "description": "state of charge",
+                 "value": 55.5, "unit": "%"},
+                {"id": "storage.power", "description": "charge (+) or discharge (-) power",
+                 "value": None, "unit": "W"},
+                {"id": "storage.mode", "description": "operating mode",
+                 "value": "selfConsumption", "unit": ""}]
+        else:
+            detail["attributes"] = [{"id": "isOnline", "value": True}]
+            detail["capabilities"] = [
+                {"id": "temperature.ambient", "description": "measured room temperature",
+                 "value": 21.3, "unit": "°C"},
+                {"id": "temperature.setpoint", "description": "target temperature",
+                 "value": 20.5, "unit": "°C"},
+                {"id": "heating.active", "description": "heating demand", "value": True},
+                {"id": "mode", "description": "thermostat mode", "value": "comfort",
+                 "availableValues": ["comfort", "eco", "away", "off"]}]
+            detail["firmware"] = {"version": "262", "updateAvailable": True}
+        self.details[did] = detail
+        self.kind[did] = kind
+        return did
+
+    @staticmethod
+    def list_entry(detail):
+        return {k: detail[k] for k in ("id", "externalId", "info", "supportedHistory")}
+
+    def data(self):
+        return {"homes": self.homes,
+                "devices": {h: [self.list_entry(self.details[d]) for d in ids]
+                            for h, ids in self.home_devices.items()},
+                "details": self.details}
+
+    # ---- auth (/connect)
+
+    def handle_auth(self, req):
+        fn, params = self.auth_router.match(req.method, req.path)
+        if fn is None:
+            return html_response(405 if params == "method" else 404, "Error", "<p>Not found.</p>")
+        return fn(req, **params)
+
+    def redirect_ok(self, uri):
+        if self.opts.tibber_redirect_uri:
+            return uri in self.opts.tibber_redirect_uri
+        return bool(re.fullmatch(r"http://(127\.0\.0\.1|localhost):\d{1,5}/callback", uri or ""))
+
+    def authorize(self, req):
+        q = req.query
+        if q.get("client_id") != self.opts.tibber_client_id:
+            return html_response(400, "Error",
+                                 "<h1>Error</h1><p>invalid_client: unknown client</p>")
+        redirect_uri = q.get("redirect_uri", "")
+        if not self.redirect_ok(redirect_uri):
+            return html_response(400, "Error",
+                                 "<h1>Error</h1><p>invalid_request: invalid redirect_uri</p>")
+        state = {"state": q["state"]} if "state" in q else {}
+
+        def fail(error, desc):
+            return redirect(add_query(redirect_uri, {"error": error, "error_description": desc,
+                                                     **state}))
+        if q.get("response_type") != "code":
+            return fail("unsupported_response_type", "response_type must be code")
+        scopes = q.get("scope", "").split()
+        if not scopes or any(s not in TIBBER_SCOPES for s in scopes):
+            return fail("invalid_scope", "unknown or missing scope")
+        challenge = q.get("code_challenge")
+        if challenge and q.get("code_challenge_method") != "S256":
+            return fail("invalid_request", "code_challenge_method must be S256")
+        params = {"redirect_uri": redirect_uri, "scopes": scopes, "challenge": challenge,
+                  "state": q.get("state"), "nonce": q.get("nonce"),
+                  "expires": time.time() + 600}
+        if self.world.config["auto_approve"]:
+            return self.grant_code(params)
+        rid = secrets.token_urlsafe(16)
+        self.consents[rid] = params
+        items = "\n".join(f"<li>{html.escape(s)}</li>" for s in scopes)
+        return html_response(200, "Tibber – Authorize", (
+            "<h1>Authorize access</h1>\n"
+            f"<p>The application <b>{html.escape(self.opts.tibber_client_id)}</b> asks for:</p>\n"
+            f"<ul id=\"scopes\">\n{items}\n</ul>\n"
+            "<form method=\"post\" action=\"/connect/authorize/decision\">\n"
+            f"<input type=\"hidden\" name=\"request_id\" value=\"{rid}\">\n"
+            '<button id="allow" name="decision" value="allow" type="submit">Allow</button>\n'
+            '<button id="deny" name="decision" value="deny" type="submit">Deny</button>\n'
+            "</form>"))
+
+    def grant_code(self, params):
+        code = secrets.token_urlsafe(32)
+        self.codes[code] = {**params, "expires": time.time() + CODE_TTL, "used": False}
+        out = {"code": code}
+        if params["state"] is not None:
+            out["state"] = params["state"]
+        return redirect(add_query(params["redirect_uri"], out))
+
+    def decision(self, req):
+        params = self.consents.pop(req.form.get("request_id", ""), None)
+        if params is None or params["expires"] < time.time():
+            return html_response(400, "Error", "<h1>Error</h1><p>Unknown or expired request.</p>")
+        if req.form.get("decision") == "allow":
+            return self.grant_code(params)
+        out = {"error": "access_denied", "error_description": "The user denied the request."}
+        if params["state"] is not None:
+            out["state"] = params["state"]
+        return redirect(add_query(params["redirect_uri"], out))
+
+    def client_ok(self, req):
+        cid, secret = req.form.get("client_id"), req.form.get("client_secret")
+        auth = req.headers.get("Authorization") or ""
+        if auth[:6].lower() == "basic ":
+            try:
+                user, _, pw = base64.b64decode(auth[6:].strip()).decode().partition(":")
+                cid, secret = urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(pw)
+            except (ValueError, UnicodeDecodeError):
+                return False
+        return (cid == self.opts.tibber_client_id and secret is not None
+                and hmac.compare_digest(secret.encode(), self.opts.tibber_client_secret.encode()))
+
+    def token(self, req):
+        grant = req.form.get("grant_type")
+        if grant in ("authorization_code", "refresh_token"):
+            self.world.stats.token("tibber", grant)
+        if not self.client_ok(req):
+            return json_response(401, {"error": "invalid_client"})
+        if grant == "authorization_code":
+            return self.grant_authorization_code(req.form)
+        if grant == "refresh_token":
+            return self.grant_refresh(req.form)
+        return json_response(400, {"error": "unsupported_grant_type"})
+
+    def grant_authorization_code(self, f):
+        rec = self.codes.get(f.get("code") or "")
+        bad = lambda d: json_response(400, {"error": "invalid_grant", "error_description": d})
+        if rec is None or rec["used"]:
+            return bad("invalid authorization code")
+        rec["used"] = True  # single use, even when the exchange fails below
+        if rec["expires"] < time.time():
+            return bad("authorization code expired")
+        if f.get("redirect_uri") != rec["redirect_uri"]:
+            return bad("redirect_uri does not match")
+        if rec["challenge"]:
+            verifier = f.get("code_verifier")
+            if not verifier:
+                return bad("code_verifier missing")
+            if b64url(hashlib.sha256(verifier.encode()).digest()) != rec["challenge"]:
+                return bad("code_verifier does not match the code_challenge")
+        return json_response(200, self.issue(rec["scopes"], rec.get("nonce"), True))
+
+    def grant_refresh(self, f):
+        rotate = self.world.config["tibber_refresh_returns_new_token"]
+        rec = self.tokens.take_refresh(f.get("refresh_token"), rotate=rotate)
+        if rec is None:
+            self.world.stats.refresh_reuse += 1
+            return json_response(400, {"error": "invalid_grant",
+                                       "error_description": "invalid refresh token"})
+        return json_response(200, self.issue(rec["scope"], None, rotate))
+
+    def issue(self, scopes, nonce, with_refresh):
+        ttl = self.world.config["tibber_access_ttl"]
+        iss = "https://thewall.tibber.com"
+        out = {"access_token": self.tokens.issue_access(ttl, scopes, {
+            "iss": iss, "sub": TIBBER_USER_ID, "aud": "data-api",
+            "client_id": self.opts.tibber_client_id, "scope": scopes}),
+            "expires_in": ttl, "token_type": "Bearer", "scope": " ".join(scopes)}
+        if "openid" in scopes:
+            now = int(time.time())
+            claims = {"iss": iss, "sub": TIBBER_USER_ID, "aud": self.opts.tibber_client_id,
+                      "iat": now, "exp": now + 300, "email": "test.user@example.com"}
+            if nonce:
+                claims["nonce"] = nonce
+            out["id_token"] = make_jwt(claims)
+        if with_refresh and "offline_access" in scopes:
+            out["refresh_token"] = self.tokens.issue_refresh(scopes)
+        return out
+
+    # ---- API (/v1)
+
+    def handle_api(self, req):
+        if not req.user_agent:
+            return problem(400, "Bad Request", "A User-Agent header is required.")
+        tok = self.tokens.check_access(req.bearer)
+        if tok is None:
+            return problem(401, "Unauthorized", "Missing, invalid or expired access token.",
+                           [("WWW-Authenticate", 'Bearer error="invalid_token"')])
+        fn, params = self.api_router.match(req.method, req.path)
+        if fn is None:
+            if params == "method":
+                return problem(405, "Method Not Allowed", f"{req.method} is not supported here.")
+            return problem(404, "Not Found", "No such resource.")
+        return fn(tok["scope"], **params)
+
+    def visible(self, home, scopes):
+        if home not in self.home_devices:
+            raise NotFound(problem(404, "Not Found", "Home not found."))
+        return [d for d in self.home_devices[home] if CATEGORY_SCOPE[self.kind[d]] in scopes]
+
+    def api_homes(self, scopes):
+        return json_response(200, {"homes": self.homes}, TIBBER_JSON)
+
+    def api_devices(self, scopes, home):
+        ids = self.visible(home, scopes)
+        return json_response(200, {"devices": [self.list_entry(self.details[d]) for d in ids]},
+                             TIBBER_JSON)
+
+    def api_device(self, scopes, home, device):
+        if device not in self.visible(home, scopes):
+            return problem(404, "Not Found", "Device not found.")
+        return json_response(200, self.details[device], TIBBER_JSON)
+
+    # ---- control helpers
+
+    def set_capability(self, device, capability, value):
+        detail = self.details.get(device)
+        cap = detail and next((c for c in detail["capabilities"] if c["id"] == capability), None)
+        if not cap:
+            return False
+        cap["value"] = value
+        detail["status"]["lastSeen"] = iso(time.time())
+        return True
+
+    def remove_device(self, device):
+        if device not in self.details:
+            return False
+        del self.details[device], self.kind[device]
+        for ids in self.home_devices.values():
+            if device in ids:
+                ids.remove(device)
+        return True
+
+
+# ---------------------------------------------------------------- faults
+
+BAD_UTF8 = "\ue000BADUTF8\ue000"  # replaced by invalid UTF-8 bytes after encoding
+
+
+def hostile_ids():
+    return ["..", ".", "a/b", "", "x" * 300, "dup", "dup", BAD_UTF8, "nul\u0000byte",
+            "new\nline", "-rf"]
+
+
+def encode_hostile(text):
+    return text.encode("utf-8").replace(BAD_UTF8.encode("utf-8"), b"bad\xff\xfe\xc3(utf8")
+
+
+def badids_body(path):
+    """200 bodies with the right shape for path but hostile ids."""
+    ids = hostile_ids()
+    dumps = lambda o: json.dumps(o, ensure_ascii=False)
+    if path == "/api/v2/me":
+        homes = [{"id": i, "name": i} for i in ids] + [
+            {"id": 1001, "name": "dup"}, {"id": 1001, "name": "dup"}, {"id": -1, "name": "neg"},
+            {"id": 2 ** 64, "name": "huge"}, {"id": 1.5, "name": "float"}]
+        text = dumps({"name": "x", "email": "x@example.com", "username": "x", "id": "..",
+                      "homes": homes, "mobileDevices": []})
+    elif re.fullmatch(r"/api/v2/homes/[^/]+/zones", path):
+        text = dumps([{"id": i, "name": i, "type": "HEATING", "devices": []} for i in ids]
+                     + [{"id": 1, "name": "dup"}, {"id": 1, "name": "dup"},
+                        {"id": -7, "name": "neg"}])
+    elif re.fullmatch(r"/api/v2/homes/[^/]+/zoneStates", path):
+        st = dumps({"tadoMode": "HOME", "setting": {"type": "HEATING", "power": "ON",
+                                                    "temperature": temp(20.0)},
+                    "sensorDataPoints": {}, "activityDataPoints": {}})
+        text = '{"zoneStates":{' + ",".join(f"{dumps(i)}:{st}" for i in ids + ["1", "1"]) + "}}"
+    elif re.fullmatch(r"/api/v2/homes/[^/]+/devices", path):
+        text = dumps([{"deviceType": "VA02", "serialNo": i, "shortSerialNo": i} for i in ids])
+    elif re.fullmatch(r"/api/v2/homes/[^/]+/deviceList", path):
+        text = dumps({"entries": [{"type": "VA02", "device": {"deviceType": "VA02", "serialNo": i},
+                                   "zone": {"discriminator": i}} for i in ids]})
+    elif re.fullmatch(r"/api/v2/homes/[^/]+/mobileDevices", path):
+        text = dumps([{"id": i, "name": i} for i in ids])
+    elif path == "/v1/homes":
+        text = dumps({"homes": [{"id": i, "info": {"name": i}} for i in ids]})
+    elif re.fullmatch(r"/v1/homes/[^/]+/devices", path):
+        text = dumps({"devices": [{"id": i, "externalId": i,
+                                   "info": {"name": i, "brand": i, "model": i},
+                                   "supportedHistory": {"resolutions": []}} for i in ids]})
+    elif re.fullmatch(r"/v1/homes/[^/]+/devices/[^/]+", path):
+        text = dumps({"id": "..", "externalId": "a/b",
+                      "info": {"name": "..", "brand": "", "model": BAD_UTF8},
+                      "attributes": [{"id": i, "value": i} for i in ids],
+                      "capabilities": [{"id": i, "value": i, "unit": i} for i in ids]})
+    else:
+        text = dumps({"id": "..", "name": "a/b", "items": [{"id": i} for i in ids]})
+    return encode_hostile(text)
+
+
+class Faults:
+    """Rules from /_control/fail. The newest matching rule wins."""
+
+    def __init__(self):
+        self.rules = []
+
+    def add(self, kind, count, path):
+        if count == 0:
+            self.rules.clear()
+            return
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        self.rules.insert(0, {"kind": kind, "count": count, "path": path})
+
+    def take(self, req):
+        for rule in self.rules:
+            if rule["path"] is None or rule["path"] in req.path:
+                if rule["count"] > 0:
+                    rule["count"] -= 1
+                    if rule["count"] == 0:
+                        self.rules.remove(rule)
+                return rule["kind"]
+        return None
+
+
+def fault_response(kind, req, world):
+    if kind in ("500", "502", "503", "429"):
+        status = int(kind)
+        headers = world.retry_after_header() if status in (429, 503) else []
+        if status == 429:
+            if req.path.startswith("/api/v2/"):
+                headers = world.tado.ratelimit_headers(time.time()) + headers
+            return Response(429, b"", None, headers)
+        if status == 500:
+            return json_response(500, {"error": "internal_error"}, headers=headers)
+        reason = "Bad Gateway" if status == 502 else "Service Unavailable"
+        page = f"<html><body><h1>{status} {reason}</h1></body></html>"
+        return Response(status, page.encode(), "text/html", headers)
+    if kind == "drop":
+        resp = Response(0)
+        resp.drop = True
+        return resp
+    if kind == "malformed":
+        return Response(200, b'{"not json', "application/json")
+    if kind == "empty":
+        return Response(200, b"", "application/json")
+    if kind == "truncated":
+        resp = Response(200, b'{"truncated":"' + b"y" * 200, "application/json")
+        resp.declared_length = len(resp.body) + 1000
+        resp.after = "close"
+        return resp
+    if kind == "stall":
+        full = b'{"stall":"' + b"z" * 4000 + b'"}'
+        resp = Response(200, full[:len(full) // 2], "application/json")
+        resp.declared_length = len(full)
+        resp.after = "stall"
+        return resp
+    if kind == "huge":
+        resp = Response(200, b"", "application/json")
+        resp.declared_length = HUGE_SIZE
+        resp.stream = huge_stream()
+        return resp
+    if kind == "nested":
+        return Response(200, b"[" * 100000 + b"]" * 100000, "application/json")
+    if kind == "badids":
+        return Response(200, badids_body(req.path), "application/json")
+    raise ValueError(kind)
+
+
+def huge_stream():
+    head, tail = b'{"homes":[{"id":"huge","name":"', b'"}]}'
+    left = HUGE_SIZE - len(head) - len(tail)
+    chunk = b"x" * (1 << 20)
+    yield head
+    while left > 0:
+        n = min(left, len(chunk))
+        yield chunk[:n]
+        left -= n
+    yield tail
+
+
+# ---------------------------------------------------------------- control interface
+
+class Control:
+    def __init__(self, world):
+        self.world = world
+        self.router = Router([
+            ("GET", "/_control/stats", lambda b: world.stats.as_json()),
+            ("POST", "/_control/reset_stats", self.reset_stats),
+            ("GET", "/_control/tokens", self.tokens),
+            ("GET", "/_control/pending", lambda b: world.tado.pending()),
+            ("POST", "/_control/approve", lambda b: self.decide(b, True)),
+            ("POST", "/_control/deny", lambda b: self.decide(b, False)),
+            ("GET", "/_control/config", lambda b: world.config),
+            ("POST", "/_control/config", self.config),
+            ("POST", "/_control/latency", self.latency),
+            ("GET", "/_control/fail", lambda b: {"rules": world.faults.rules}),
+            ("POST", "/_control/fail", self.fail),
+            ("POST", "/_control/expire_tokens", self.expire_tokens),
+            ("POST", "/_control/revoke_refresh_tokens", self.revoke_refresh_tokens),
+            ("POST", "/_control/reset_quota", self.reset_quota),
+            ("POST", "/_control/tado/zone_temperature", self.zone_temperature),
+            ("POST", "/_control/tado/remove_zone", self.remove_zone),
+            ("POST", "/_control/tibber/capability", self.capability),
+            ("POST", "/_control/tibber/remove_device", self.remove_device),
+            ("GET", "/_control/data", lambda b: world.data()),
+            ("POST", "/_control/reset", self.reset),
+        ])
+
+    def handle(self, req):
+        fn, _ = self.router.match(req.method, req.path)
+        if fn is None:
+            return json_response(404, {"error": "no such control endpoint"})
+        try:
+            body = req.json()
+            with self.world.lock:
+                out = fn(body)
+        except (ValueError, KeyError, TypeError) as e:
+            return json_response(400, {"error": f"{type(e).__name__}: {e}"})
+        except NotFound as e:
+            return e.response
+        return json_response(200, out if out is not None else {"ok": True})
+
+    def reset_stats(self, body):
+        old, self.world.stats = self.world.stats, Stats()
+        self.world.stats.in_flight = old.in_flight
+
+    def tokens(self, body):
+        tado, tibber = self.world.tado.tokens.summary(), self.world.tibber.tokens.summary()
+        merged = {k: tado[k] + tibber[k] for k in tado}
+        return {**merged, "tado": tado, "tibber": tibber}
+
+    def decide(self, body, allow):
+        code = body.get("user_code")
+        done = self.world.tado.decide(code, allow)
+        if code is not None and not done:
+            raise NotFound(json_response(404, {"error": "no pending user_code " + str(code)}))
+        return {"approved" if allow else "denied": done}
+
+    def config(self, body):
+        cfg = self.world.config
+        for key, value in body.items():
+            if key not in cfg:
+                raise KeyError(f"unknown config key {key}")
+            if key == "ratelimit_header_case" and value not in ("canonical", "lower"):
+                raise ValueError("ratelimit_header_case: canonical or lower")
+            if key == "retry_after" and value is not None:
+                value = str(value)
+            elif key in ("auto_approve", "tibber_refresh_returns_new_token"):
+                value = bool(value)
+            elif key not in ("ratelimit_header_case",):
+                value = int(value)
+                if value < 0:
+                    raise ValueError(f"{key} must be >= 0")
+            cfg[key] = value
+        if "quota" in body or "quota_window" in body:
+            self.reset_quota(body)
+        return cfg
+
+    def latency(self, body):
+        self.world.latency_ms = max(0, int(body.get("ms", 0)))
+        return {"ms": self.world.latency_ms}
+
+    def fail(self, body):
+        count = int(body.get("count", 1))
+        self.world.faults.add(str(body.get("kind", "500")), count, body.get("path"))
+        return {"rules": self.world.faults.rules}
+
+    def expire_tokens(self, body):
+        self.world.tado.tokens.expire_all()
+        self.world.tibber.tokens.expire_all()
+
+    def revoke_refresh_tokens(self, body):
+        clouds = [body["cloud"]] if body.get("cloud") else ["tado", "tibber"]
+        for c in clouds:
+            getattr(self.world, c).tokens.revoke_all_refresh()
+
+    def reset_quota(self, body):
+        self.world.tado.window_start, self.world.tado.used = None, 0
+
+    def zone_temperature(self, body):
+        if not self.world.tado.set_zone_temperature(body["home"], body["zone"], body["celsius"],
+                                                    body.get("humidity")):
+            raise NotFound(json_response(404, {"error": "no such heating zone"}))
+
+    def remove_zone(self, body):
+        if not self.world.tado.remove_zone(body["home"], body["zone"]):
+            raise NotFound(json_response(404, {"error": "no such zone"}))
+
+    def capability(self, body):
+        if not self.world.tibber.set_capability(body["device"], body["capability"], body["value"]):
+            raise NotFound(json_response(404, {"error": "no such device or capability"}))
+
+    def remove_device(self, body):
+        if not self.world.tibber.remove_device(body["device"]):
+            raise NotFound(json_response(404, {"error": "no such device"}))
+
+    def reset(self, body):
+        self.world.reset()
+
+
+# ---------------------------------------------------------------- the world
+
+def area_of(path):
+    for prefix, area in (("/oauth2/", "tado_auth"), ("/api/v2/", "tado_api"),
+                         ("/connect/", "tibber_auth"), ("/v1/", "tibber_api"),
+                         ("/_control/", "control")):
+        if path.startswith(prefix):
+            return area
+    return "other"
+
+
+class World:
+    """Everything the server knows; one lock guards it all."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.lock = threading.RLock()
+        self.stopping = threading.Event()
+        self.control = Control(self)
+        self.reset()
+
+    def reset(self):
+        o = self.opts
+        self.config = {"device_interval": o.device_interval,
+                       "device_expires_in": o.device_expires_in,
+                       "access_ttl": o.access_ttl, "tibber_access_ttl": o.tibber_access_ttl,
+                       "quota": o.quota, "quota_window": o.quota_window,
+                       "auto_approve": o.auto_approve, "tibber_refresh_returns_new_token": True,
+                       "retry_after": None, "ratelimit_header_case": "canonical"}
+        self.stats = Stats()
+        self.faults = Faults()
+        self.latency_ms = 0
+        self.tado = Tado(self)
+        self.tibber = Tibber(self)
+
+    def retry_after_header(self):
+        ra = self.config["retry_after"]
+        return [("Retry-After", ra)] if ra is not None else []
+
+    def data(self):
+        return {"tado": self.tado.data(), "tibber": self.tibber.data()}
+
+    def begin(self):
+        with self.lock:
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+
+    def end(self, status, counted):
+        with self.lock:
+            self.stats.in_flight -= 1
+            if counted:
+                self.stats.status(status)
+
+    def handle(self, req):
+        area = area_of(req.path)
+        if area == "control":
+            return self.control.handle(req)
+        with self.lock:
+            self.stats.request(req)
+            kind = self.faults.take(req)
+            try:
+                if kind is not None:
+                    resp = fault_response(kind, req, self)
+                elif area == "tado_auth":
+                    resp = self.tado.handle_auth(req)
+                elif area == "tado_api":
+                    resp = self.tado.handle_api(req)
+                elif area == "tibber_auth":
+                    resp = self.tibber.handle_auth(req)
+                elif area == "tibber_api":
+                    resp = self.tibber.handle_api(req)
+                else:
+                    resp = json_response(404, {"error": "not_found"})
+            except NotFound as e:
+                resp = e.response
+            latency = self.latency_ms
+        if latency:
+            time.sleep(latency / 1000)
+        return resp
+
+
+# ---------------------------------------------------------------- server
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "smarthomefs-cloud-emulator/1"
+    sys_version = ""
+    timeout = 300  # idle keep-alive connections
+
+    def version_string(self):
+        return self.server_version
+
+    def do_GET(self):
+        self.dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+
+    def read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+                if len(body) > 1 << 20:
+                    raise ValueError("body too large")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0 or length > 1 << 20:
+            raise ValueError("bad Content-Length")
+        return self.rfile.read(length) if length else b""
+
+    def dispatch(self):
+        world = self.server.world
+        path = urllib.parse.urlsplit(self.path).path
+        try:
+            body = self.read_body()
+        except ValueError:
+            self.close_connection = True
+            self.send(Response(400, b"bad request body", "text/plain"))
+            log(f"{self.command} {path} 400")
+            return
+        req = Request(self.command, self.path, self.headers, body)
+        counted = area_of(req.path) != "control"
+        world.begin()
+        status = "error"
+        try:
+            try:
+                resp = world.handle(req)
+            except Exception as e:  # an emulator bug: answer 500, keep serving
+                log(f"internal error: {type(e).__name__}: {e}")
+                resp = json_response(500, {"error": "emulator_error"})
+            status = "drop" if resp.drop else str(resp.status)
+            self.send(resp)
+        finally:
+            world.end(status, counted)
+            log(f"{self.command} {req.path} {status}")
+
+    def send(self, resp):
+        if resp.drop:
+            self.close_connection = True
+            return
+        self.send_response(resp.status)
+        for k, v in resp.headers:
+            self.send_header(k, v)
+        length = resp.declared_length if resp.declared_length is not None else len(resp.body)
+        self.send_header("Content-Length", str(length))
+        # headers and body in one write: one TLS record, no Nagle/delayed-ACK stalls
+        self._headers_buffer.append(b"\r\n")
+        head = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        try:
+            if resp.stream is not None:
+                self.wfile.write(head)
+                for chunk in resp.stream:
+                    self.wfile.write(chunk)
+            else:
+                self.wfile.write(head + resp.body)
+            self.wfile.flush()
+            if resp.after == "stall":
+                self.stall()
+        except OSError:  # the client went away (includes ssl.SSLError)
+            self.close_connection = True
+        if resp.after:
+            self.close_connection = True
+
+    def stall(self):
+        """Hang until the client closes the connection, 60 s pass or we stop."""
+        deadline = time.monotonic() + 60
+        sock = self.connection
+        sock.settimeout(0.5)
+        while time.monotonic() < deadline and not self.server.world.stopping.is_set():
+            ready, _, _ = select.select([sock], [], [], 0.2)
+            if ready:
+                try:
+                    if not sock.recv(4096):
+                        return
+                except (ssl.SSLWantReadError, socket.timeout):
+                    continue
+                except OSError:
+                    return
+
+    def log_request(self, code="-", size="-"):
+        pass  # dispatch() logs one sanitized line per request
+
+    def log_error(self, format, *args):
+        # never the args: they may quote the request line (query strings carry codes)
+        code = f" {args[0]}" if args and isinstance(args[0], int) else ""
+        log(f"request error: {format.split('%')[0].strip()}{code}")
+
+
+class TLSServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, address, context, world):
+        self.context = context
+        self.world = world
+        super().__init__(address, Handler)
+
+    def finish_request(self, request, client_address):
+        # TLS handshake in the worker thread, so a slow client cannot block accept().
+        request.settimeout(10)
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log(f"tls handshake failed: {getattr(e, 'reason', None) or type(e).__name__}")
+            return
+        try:
+            tls.settimeout(Handler.timeout)
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            tls.close()
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            log(f"connection error: {type(exc).__name__}")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Emulated tado + Tibber clouds (tests only).")
+    p.add_argument("--cert", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--port-file")
+    p.add_argument("--tado-homes", type=int, default=1)
+    p.add_argument("--tado-zones", type=int, default=3)
+    p.add_argument("--tado-devices", type=int, default=4)
+    p.add_argument("--tibber-homes", type=int, default=2)
+    p.add_argument("--tibber-devices", type=int, default=4)
+    p.add_argument("--access-ttl", type=int, default=600)
+    p.add_argument("--tibber-access-ttl", type=int, default=3600)
+    p.add_argument("--quota", type=int, default=100)
+    p.add_argument("--quota-window", type=int, default=86400)
+    p.add_argument("--device-interval", type=int, default=5)
+    p.add_argument("--device-expires-in", type=int, default=300)
+    p.add_argument("--auto-approve", action="store_true")
+    p.add_argument("--tibber-client-id", default="smarthomefs-test-client")
+    p.add_argument("--tibber-client-secret", default="smarthomefs-test-secret")
+    p.add_argument("--tibber-redirect-uri", action="append", default=[],
+                   help="exact redirect URI to accept (repeatable); default: any "
+                        "http://127.0.0.1:<port>/callback or http://localhost:<port>/callback")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    opts = parse_args(argv)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(opts.cert, opts.key)
+    world = World(opts)
+    server = TLSServer((opts.host, opts.port), context, world)
+    port = server.server_address[1]
+
+    def stop(signum, frame):
+        world.stopping.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if opts.port_file:
+        tmp = f"{opts.port_file}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{port}\n")
+        os.replace(tmp, opts.port_file)
+    print(f"listening on https://{opts.host}:{port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        world.stopping.set()
+        server.server_close()
+        if opts.port_file:
+            try:
+                os.unlink(opts.port_file)
+            except OSError:
+                pass
+    log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

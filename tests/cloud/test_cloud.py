@@ -1,0 +1,642 @@
+"""Tests of the emulated cloud itself (run: /usr/bin/python3 -m pytest -q tests/cloud)."""
+
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from control import (DEVICE_GRANT, TADO_CLIENT_ID, TIBBER_CLIENT_ID, TIBBER_CLIENT_SECRET,
+                     pkce_pair, start_cloud)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+UA = {"User-Agent": "smarthomefs-tests/1.0"}
+REDIRECT = "http://127.0.0.1:8765/callback"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = start_cloud(tmp_path_factory.mktemp("cloud"))
+    yield srv
+    assert srv.stop() == 0
+
+
+@pytest.fixture
+def cloud(server):
+    """The shared instance, reset to its start state before each test."""
+    server.control.reset()
+    return server
+
+
+def api(cloud, path, token, headers=None):
+    h = {"Authorization": f"Bearer {token}", **UA, **(headers or {})}
+    return cloud.control.request("GET", path, headers=h)
+
+
+def tado_token(cloud):
+    return cloud.control.tado_login()["access_token"]
+
+
+def form(cloud, path, fields, headers=None):
+    return cloud.control.request("POST", path, fields, headers=headers)
+
+
+def device_authorize(cloud):
+    r = form(cloud, "/oauth2/device_authorize", {"client_id": TADO_CLIENT_ID,
+                                                 "scope": "offline_access"})
+    assert r.status == 200
+    return r.json()
+
+
+def poll(cloud, device_code):
+    return form(cloud, "/oauth2/token", {"client_id": TADO_CLIENT_ID, "device_code": device_code,
+                                         "grant_type": DEVICE_GRANT})
+
+
+def authorize_url(cloud, **extra):
+    q = {"response_type": "code", "client_id": TIBBER_CLIENT_ID, "redirect_uri": REDIRECT,
+         "scope": "openid offline_access data-api-user-read data-api-homes-read "
+                  "data-api-vehicles-read", "state": "xyz", **extra}
+    return "/connect/authorize?" + urllib.parse.urlencode(q)
+
+
+def query_of(location):
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+
+
+# ------------------------------------------------------------------ certificates and server
+
+def test_make_certs_is_idempotent_and_cert_has_ip_san(tmp_path):
+    script = os.path.join(HERE, "make_certs.sh")
+    out = subprocess.run(["sh", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert out.stdout == "" and out.stderr == ""
+    names = ["ca.pem", "ca.key", "server.pem", "server.key", "wrong-ca.pem", "wrong.pem", "wrong.key"]
+    mtimes = {n: os.stat(tmp_path / n).st_mtime_ns for n in names}
+    subprocess.run(["sh", script, str(tmp_path)], check=True)
+    assert {n: os.stat(tmp_path / n).st_mtime_ns for n in names} == mtimes
+    text = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "server.pem"), "-noout",
+                           "-text"], capture_output=True, text=True, check=True).stdout
+    assert "IP Address:127.0.0.1" in text and "DNS:localhost" in text
+    for cert, ca in (("server.pem", "ca.pem"), ("wrong.pem", "wrong-ca.pem")):
+        subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / ca), str(tmp_path / cert)],
+                       capture_output=True, check=True)
+
+
+def test_start_writes_port_file_and_prints_listening_line(server):
+    with open(server.port_file) as f:
+        assert int(f.read()) == server.port
+    assert f"listening on https://127.0.0.1:{server.port}" in server.log()
+
+
+def test_client_trusting_wrong_ca_is_rejected(server):
+    ctx = ssl.create_default_context(cafile=os.path.join(server.certdir, "wrong-ca.pem"))
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=ctx, timeout=5)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        conn.request("GET", "/_control/stats")
+    conn.close()
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(cloud):
+    ctx = ssl.create_default_context(cafile=cloud.cafile)
+    conn = http.client.HTTPSConnection("127.0.0.1", cloud.port, context=ctx, timeout=5)
+    conn.request("GET", "/_control/stats")
+    r = conn.getresponse()
+    assert r.getheader("Content-Length") and r.read()
+    sock = conn.sock
+    conn.request("GET", "/v1/homes", headers=UA)
+    r = conn.getresponse()
+    assert r.status == 401 and r.getheader("Content-Length") == str(len(r.read()))
+    assert conn.sock is sock
+    conn.close()
+
+
+def test_sigterm_exits_cleanly_and_removes_port_file(tmp_path):
+    srv = start_cloud(tmp_path, tado_homes=2, tibber_homes=1)
+    data = srv.control.data()
+    assert list(data["tado"]["homes"]) == ["1001", "1002"]
+    assert len(data["tibber"]["homes"]) == 1
+    assert srv.stop() == 0
+    assert not os.path.exists(srv.port_file)
+
+
+# ------------------------------------------------------------------ tado login
+
+def test_tado_device_authorize_accepts_query_or_form_and_checks_client(cloud):
+    q = urllib.parse.urlencode({"client_id": TADO_CLIENT_ID, "scope": "offline_access"})
+    r = cloud.control.request("POST", "/oauth2/device_authorize?" + q)
+    body = r.json()
+    assert r.status == 200
+    assert set(body) == {"device_code", "expires_in", "interval", "user_code",
+                         "verification_uri", "verification_uri_complete"}
+    assert re.fullmatch(r"[A-Z0-9]{6}", body["user_code"])
+    assert body["expires_in"] == 300 and body["interval"] == 5
+    assert body["verification_uri"] == cloud.url + "/oauth2/device"
+    assert body["verification_uri_complete"] == (cloud.url + "/oauth2/device?user_code="
+                                                 + body["user_code"])
+    assert device_authorize(cloud)["user_code"] != body["user_code"]
+    bad = form(cloud, "/oauth2/device_authorize", {"client_id": "nope"})
+    assert bad.status == 400 and bad.json()["error"] == "invalid_client"
+    assert cloud.control.stats()["token_requests"]["device_authorize"] == 3
+
+
+def test_tado_token_is_pending_until_approved_then_single_use(cloud):
+    cloud.control.config(device_interval=0)
+    dev = device_authorize(cloud)
+    r = poll(cloud, dev["device_code"])
+    assert r.status == 400 and r.json()["error"] == "authorization_pending"
+    assert cloud.control.pending() == [dev["user_code"]]
+    cloud.control.approve(dev["user_code"])
+    r = poll(cloud, dev["device_code"])
+    tok = r.json()
+    assert r.status == 200
+    assert set(tok) == {"access_token", "expires_in", "refresh_token", "scope", "token_type",
+                        "userId"}
+    assert tok["expires_in"] == 600 and tok["scope"] == "offline_access"
+    assert tok["token_type"] == "Bearer"
+    again = poll(cloud, dev["device_code"])
+    assert again.status == 400 and again.json()["error"] == "invalid_grant"
+    assert cloud.control.stats()["token_requests"]["device_code"] == 3
+
+
+def test_tado_polling_faster_than_interval_gets_slow_down(cloud):
+    cloud.control.config(device_interval=1)
+    dev = device_authorize(cloud)
+    assert poll(cloud, dev["device_code"]).json()["error"] == "authorization_pending"
+    r = poll(cloud, dev["device_code"])
+    assert r.status == 400 and r.json()["error"] == "slow_down" and r.json()["interval"] == 6
+
+
+def test_tado_device_code_expires_and_can_be_denied(cloud):
+    cloud.control.config(device_expires_in=0)
+    dev = device_authorize(cloud)
+    assert poll(cloud, dev["device_code"]).json()["error"] == "expired_token"
+    assert cloud.control.pending() == []
+    cloud.control.config(device_expires_in=300, device_interval=0)
+    dev = device_authorize(cloud)
+    assert cloud.control.deny() == {"denied": [dev["user_code"]]}
+    r = poll(cloud, dev["device_code"])
+    assert r.status == 400 and r.json()["error"] == "access_denied"
+
+
+def test_tado_auto_approve_issues_tokens_on_first_poll(cloud):
+    cloud.control.config(auto_approve=True)
+    dev = device_authorize(cloud)
+    assert cloud.control.pending() == []
+    assert poll(cloud, dev["device_code"]).status == 200
+
+
+def test_tado_verification_page_needs_client_id_and_can_approve(cloud):
+    dev = device_authorize(cloud)
+    path = urllib.parse.urlsplit(dev["verification_uri_complete"])
+    r = cloud.control.request("GET", path.path + "?" + path.query)
+    assert r.status == 400 and b"missing_client_id" in r.body
+    r = cloud.control.request("GET", f"{path.path}?{path.query}&client_id={TADO_CLIENT_ID}")
+    assert r.status == 200 and dev["user_code"].encode() in r.body
+    assert r.headers["Content-Type"].startswith("text/html")
+    r = form(cloud, "/oauth2/device", {"user_code": dev["user_code"], "decision": "allow"})
+    assert r.status == 200 and cloud.control.pending() == []
+    assert poll(cloud, dev["device_code"]).status == 200
+
+
+def test_tado_refresh_rotates_and_reuse_is_invalid_grant(cloud):
+    first = cloud.control.tado_login()
+    params = {"client_id": TADO_CLIENT_ID, "grant_type": "refresh_token"}
+    r = form(cloud, "/oauth2/token", {**params, "refresh_token": first["refresh_token"]})
+    second = r.json()
+    assert r.status == 200 and second["refresh_token"] != first["refresh_token"]
+    assert second["access_token"] != first["access_token"]
+    r = form(cloud, "/oauth2/token", {**params, "refresh_token": first["refresh_token"]})
+    assert r.status == 400
+    assert r.json() == {"error": "invalid_grant",
+                        "error_description": "The refresh_token is invalid.",
+                        "error_reason": "refresh_token_not_found"}
+    toks = cloud.control.tokens()
+    assert toks["live_refresh_tokens"] == [second["refresh_token"]]
+    assert toks["spent_refresh_tokens"] == [first["refresh_token"]]
+    assert toks["live_access_tokens"] == 2
+    stats = cloud.control.stats()
+    assert stats["refresh_reuse"] == 1 and stats["token_requests"]["refresh_token"] == 2
+    # the seed sends the refresh as query parameters: accepted too
+    q = urllib.parse.urlencode({**params, "refresh_token": second["refresh_token"]})
+    assert cloud.control.request("POST", "/oauth2/token?" + q).status == 200
+
+
+def test_tado_revoked_refresh_tokens_are_rejected(cloud):
+    tok = cloud.control.tado_login()
+    cloud.control.revoke_refresh_tokens()
+    r = form(cloud, "/oauth2/token", {"client_id": TADO_CLIENT_ID, "grant_type": "refresh_token",
+                                      "refresh_token": tok["refresh_token"]})
+    assert r.status == 400 and r.json()["error"] == "invalid_grant"
+    assert cloud.control.tokens()["live_refresh_tokens"] == []
+
+
+# ------------------------------------------------------------------ tado API
+
+def test_tado_api_needs_a_valid_unexpired_bearer_token(cloud):
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        r = cloud.control.request("GET", "/api/v2/me", headers=headers)
+        assert r.status == 401 and r.json()["errors"][0]["code"] == "unauthorized"
+    token = tado_token(cloud)
+    assert api(cloud, "/api/v2/me", token).status == 200
+    cloud.control.expire_tokens()
+    assert api(cloud, "/api/v2/me", token).status == 401
+    assert cloud.control.tokens()["live_access_tokens"] == 0
+    cloud.control.config(access_ttl=1)
+    tok = cloud.control.tado_login()
+    assert tok["expires_in"] == 1
+    time.sleep(1.05)
+    assert api(cloud, "/api/v2/me", tok["access_token"]).status == 401
+
+
+def test_tado_endpoints_serve_the_control_dataset(cloud):
+    token = tado_token(cloud)
+    data = cloud.control.data()["tado"]
+    assert api(cloud, "/api/v2/me", token).json() == data["me"]
+    assert data["me"]["homes"] == [{"id": 1001, "name": "Home 1"}]
+    h = data["homes"]["1001"]
+    for suffix, key in (("", "home"), ("/state", "state"), ("/weather", "weather"),
+                        ("/zones", "zones"), ("/zoneStates", "zoneStates"),
+                        ("/devices", "devices"), ("/deviceList", "deviceList"),
+                        ("/mobileDevices", "mobileDevices")):
+        r = api(cloud, "/api/v2/homes/1001" + suffix, token)
+        assert r.status == 200 and r.json() == h[key], suffix
+    assert [z["type"] for z in h["zones"]] == ["HEATING", "HEATING", "HOT_WATER"]
+    assert h["home"]["zonesCount"] == 3 and h["home"]["dateTimeZone"] == "Europe/Berlin"
+    assert h["zoneStates"]["zoneStates"]["3"]["sensorDataPoints"] == {}
+    state = api(cloud, "/api/v2/homes/1001/zones/1/state", token).json()
+    assert state == h["zoneStates"]["zoneStates"]["1"]
+    inside = state["sensorDataPoints"]["insideTemperature"]
+    assert set(inside) == {"celsius", "fahrenheit", "timestamp", "type", "precision"}
+    assert state["link"] == {"state": "ONLINE"} and state["overlay"] is None
+    serials = [d["serialNo"] for d in h["devices"]]
+    assert [s[:2] for s in serials] == ["IB", "RU", "VA", "VA"]
+    assert all(re.fullmatch(r"[A-Z]{2}\d{10}", s) for s in serials)
+    assert api(cloud, "/api/v2/devices/" + serials[2], token).json() == h["devices"][2]
+    zoned = [d for z in h["zones"] for d in z["devices"]]
+    assert all("duties" in d for d in zoned) and len(zoned) == 3
+    assert "zone" not in h["deviceList"]["entries"][0]
+
+
+def test_tado_data_is_deterministic_across_instances(tmp_path, cloud):
+    other = start_cloud(tmp_path)
+    try:
+        assert other.control.data()["tado"] == cloud.control.data()["tado"]
+        assert other.control.data()["tibber"] == cloud.control.data()["tibber"]
+    finally:
+        other.stop()
+
+
+def test_tado_unknown_home_zone_device_or_path_is_404(cloud):
+    token = tado_token(cloud)
+    for path in ("/api/v2/homes/9999", "/api/v2/homes/abc/zones", "/api/v2/homes/1001/zones/9/state",
+                 "/api/v2/devices/VA0000000000", "/api/v2/nothing/here"):
+        r = api(cloud, path, token)
+        assert r.status == 404, path
+        assert r.json()["errors"][0]["code"] == "notFound"
+
+
+def test_tado_ratelimit_headers_and_empty_429_when_quota_is_used_up(cloud):
+    cloud.control.config(quota=3, retry_after="7")
+    token = tado_token(cloud)
+    seen = []
+    for _ in range(3):
+        r = api(cloud, "/api/v2/me", token)
+        assert r.status == 200
+        assert r.headers["RateLimit-Policy"] == '"perday";q=3;w=86400'
+        seen.append(r.headers["RateLimit"])
+    assert [re.search(r"r=(\d+)", s).group(1) for s in seen] == ["2", "1", "0"]
+    assert re.fullmatch(r'"perday";r=0;t=\d+', seen[-1])
+    for _ in range(2):
+        r = api(cloud, "/api/v2/homes/1001/zoneStates", token)
+        assert r.status == 429 and r.body == b"" and r.headers["Content-Length"] == "0"
+        assert r.headers["RateLimit"].startswith('"perday";r=0;')
+        assert r.headers["Retry-After"] == "7"
+    assert cloud.control.stats()["status_counts"]["429"] == 2
+
+
+def test_tado_quota_window_refills(cloud):
+    cloud.control.config(quota=1, quota_window=1)
+    token = tado_token(cloud)
+    assert api(cloud, "/api/v2/me", token).status == 200
+    assert api(cloud, "/api/v2/me", token).status == 429
+    time.sleep(1.05)
+    r = api(cloud, "/api/v2/me", token)
+    assert r.status == 200 and r.headers["RateLimit"].startswith('"perday";r=0;')
+
+
+def test_tado_zone_temperature_and_remove_zone_change_the_api(cloud):
+    token = tado_token(cloud)
+    cloud.control.tado_zone_temperature(1001, 1, 22.5)
+    inside = api(cloud, "/api/v2/homes/1001/zoneStates", token).json()[
+        "zoneStates"]["1"]["sensorDataPoints"]["insideTemperature"]
+    assert inside["celsius"] == 22.5 and inside["fahrenheit"] == 72.5
+    assert inside["timestamp"].startswith(time.strftime("%Y-%m-%dT", time.gmtime()))
+    cloud.control.tado_remove_zone(1001, 2)
+    zones = api(cloud, "/api/v2/homes/1001/zones", token).json()
+    assert [z["id"] for z in zones] == [1, 3]
+    assert api(cloud, "/api/v2/homes/1001", token).json()["zonesCount"] == 2
+    assert api(cloud, "/api/v2/homes/1001/zones/2/state", token).status == 404
+    assert "2" not in api(cloud, "/api/v2/homes/1001/zoneStates", token).json()["zoneStates"]
+
+
+# ------------------------------------------------------------------ Tibber login
+
+def test_tibber_authorize_rejects_unknown_client_or_redirect_without_redirecting(cloud):
+    for extra in ({"client_id": "someone-else"}, {"redirect_uri": REDIRECT + "/"},
+                  {"redirect_uri": "https://evil.example/callback"}):
+        r = cloud.control.request("GET", authorize_url(cloud, **extra), headers=UA)
+        assert r.status == 400 and "Location" not in r.headers
+        assert r.headers["Content-Type"].startswith("text/html")
+
+
+def test_tibber_consent_allow_then_pkce_code_exchange(cloud):
+    verifier, challenge = pkce_pair()
+    url = authorize_url(cloud, code_challenge=challenge, code_challenge_method="S256")
+    page = cloud.control.request("GET", url, headers=UA)
+    assert page.status == 200
+    text = page.body.decode()
+    assert '<button id="allow" name="decision" value="allow"' in text
+    assert '<button id="deny" name="decision" value="deny"' in text
+    assert "data-api-vehicles-read" in text and 'action="/connect/authorize/decision"' in text
+    location = cloud.control.tibber_consent(cloud.url + url)
+    assert location.startswith(REDIRECT + "?")
+    q = query_of(location)
+    assert q["state"] == "xyz" and q["code"]
+    fields = {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT,
+              "client_id": TIBBER_CLIENT_ID, "client_secret": TIBBER_CLIENT_SECRET}
+    r = form(cloud, "/connect/token", {**fields, "code_verifier": verifier})
+    tok = r.json()
+    assert r.status == 200
+    assert {"access_token", "refresh_token", "expires_in", "token_type", "scope",
+            "id_token"} <= set(tok)
+    assert tok["expires_in"] == 3600 and tok["token_type"] == "Bearer"
+    r = form(cloud, "/connect/token", {**fields, "code_verifier": verifier})
+    assert r.status == 400 and r.json()["error"] == "invalid_grant"  # codes are single use
+    # wrong or missing verifier, wrong redirect_uri
+    for change in ({"code_verifier": "wrong"}, {}, {"redirect_uri": REDIRECT + "x",
+                                                    "code_verifier": verifier}):
+        q = query_of(cloud.control.tibber_consent(cloud.url + url))
+        r = form(cloud, "/connect/token", {**fields, "code": q["code"], **change})
+        assert r.status == 400 and r.json()["error"] == "invalid_grant", change
+    assert cloud.control.stats()["token_requests"]["authorization_code"] == 5
+
+
+def test_tibber_consent_deny_redirects_with_access_denied(cloud):
+    q = query_of(cloud.control.tibber_consent(cloud.url + authorize_url(cloud), "deny"))
+    assert q["error"] == "access_denied" and q["state"] == "xyz" and "code" not in q
+
+
+def test_tibber_auto_approve_redirects_at_once_and_custom_redirect_list(tmp_path):
+    uri = "http://localhost:9/cb/"
+    srv = start_cloud(tmp_path, auto_approve=True, tibber_redirect_uri=[uri],
+                      tibber_client_id="cid", tibber_client_secret="sec")
+    try:
+        q = {"response_type": "code", "client_id": "cid", "redirect_uri": uri,
+             "scope": "openid data-api-user-read"}
+        r = srv.control.request("GET", "/connect/authorize?" + urllib.parse.urlencode(q))
+        assert r.status == 302 and r.headers["Location"].startswith(uri + "?code=")
+        q["redirect_uri"] = REDIRECT  # the default pattern no longer applies
+        r = srv.control.request("GET", "/connect/authorize?" + urllib.parse.urlencode(q))
+        assert r.status == 400
+    finally:
+        srv.stop()
+
+
+def test_tibber_token_endpoint_requires_client_secret(cloud):
+    q = query_of(cloud.control.tibber_consent(cloud.url + authorize_url(cloud)))
+    fields = {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT,
+              "client_id": TIBBER_CLIENT_ID}
+    for secret in ({}, {"client_secret": "wrong"}):
+        r = form(cloud, "/connect/token", {**fields, **secret})
+        assert r.status == 401 and r.json() == {"error": "invalid_client"}
+    r = form(cloud, "/connect/token", fields, headers={
+        "Authorization": "Basic " + __import__("base64").b64encode(
+            f"{TIBBER_CLIENT_ID}:{TIBBER_CLIENT_SECRET}".encode()).decode()})
+    assert r.status == 200
+
+
+def test_tibber_refresh_rotates_or_keeps_the_old_token_when_switched_off(cloud):
+    tok = cloud.control.tibber_login()
+    base = {"grant_type": "refresh_token", "client_id": TIBBER_CLIENT_ID,
+            "client_secret": TIBBER_CLIENT_SECRET}
+    r = form(cloud, "/connect/token", {**base, "refresh_token": tok["refresh_token"]})
+    new = r.json()
+    assert r.status == 200 and new["refresh_token"] != tok["refresh_token"]
+    r = form(cloud, "/connect/token", {**base, "refresh_token": tok["refresh_token"]})
+    assert r.status == 400 and r.json()["error"] == "invalid_grant"
+    assert cloud.control.stats()["refresh_reuse"] == 1
+    r = form(cloud, "/connect/token", {"grant_type": "refresh_token",
+                                       "refresh_token": new["refresh_token"]})
+    assert r.status == 401  # client credentials are required for refresh too
+    cloud.control.config(tibber_refresh_returns_new_token=False)
+    for _ in range(2):
+        r = form(cloud, "/connect/token", {**base, "refresh_token": new["refresh_token"]})
+        assert r.status == 200 and "refresh_token" not in r.json()
+    assert cloud.control.tokens()["tibber"]["live_refresh_tokens"] == [new["refresh_token"]]
+
+
+# ------------------------------------------------------------------ Tibber API
+
+def test_tibber_api_serves_homes_devices_and_details_with_shared_vehicle(cloud):
+    token = cloud.control.tibber_login()["access_token"]
+    data = cloud.control.data()["tibber"]
+    homes = api(cloud, "/v1/homes", token).json()
+    assert homes == {"homes": data["homes"]} and len(data["homes"]) == 2
+    h1, h2 = (h["id"] for h in data["homes"])
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", h1)
+    devices = {h: api(cloud, f"/v1/homes/{h}/devices", token).json()["devices"] for h in (h1, h2)}
+    assert devices == {h: data["devices"][h] for h in (h1, h2)}
+    assert all(len(d) == 5 for d in devices.values())
+    shared = set(d["id"] for d in devices[h1]) & set(d["id"] for d in devices[h2])
+    assert shared == {"dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw"}
+    for d in devices[h1]:
+        assert set(d) == {"id", "externalId", "info", "supportedHistory"}
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", d["id"])
+        r = api(cloud, f"/v1/homes/{h1}/devices/{d['id']}", token)
+        assert r.status == 200 and r.json() == data["details"][d["id"]]
+    details = data["details"].values()
+    caps = [c for d in details for c in d["capabilities"]]
+    assert {type(c["value"]) for c in caps} >= {int, float, str, bool, type(None)}
+    assert any(c.get("unit") == "" for c in caps) and any("unit" not in c for c in caps)
+    assert any("°C" == c.get("unit") for c in caps)
+    assert any("firmware" in d for d in details)
+    assert any("status" in a for d in details for a in d["attributes"])
+
+
+def test_tibber_api_errors_401_404_and_no_single_home_endpoint(cloud):
+    r = cloud.control.request("GET", "/v1/homes", headers={**UA, "Authorization": "Bearer x"})
+    assert r.status == 401 and r.json()["status"] == 401
+    token = cloud.control.tibber_login()["access_token"]
+    home = cloud.control.data()["tibber"]["homes"][0]["id"]
+    for path in (f"/v1/homes/{home}", "/v1/homes/nope/devices", f"/v1/homes/{home}/devices/nope"):
+        r = api(cloud, path, token)
+        assert r.status == 404, path
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+        assert set(r.json()) == {"type", "title", "status", "detail"}
+    cloud.control.expire_tokens()
+    assert api(cloud, "/v1/homes", token).status == 401
+
+
+def test_tibber_api_requires_user_agent_and_records_it(cloud):
+    token = cloud.control.tibber_login()["access_token"]
+    r = cloud.control.request("GET", "/v1/homes", headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 400 and r.headers["Content-Type"].startswith("application/problem+json")
+    api(cloud, "/v1/homes", token, {"User-Agent": "smarthomefs/0.1.0 (test)"})
+    stats = cloud.control.stats()
+    assert "smarthomefs/0.1.0 (test)" in stats["user_agents"]
+    assert stats["requests_without_user_agent"] >= 1
+
+
+def test_tibber_devices_of_ungranted_categories_are_hidden(cloud):
+    token = cloud.control.tibber_login(scope="openid offline_access data-api-user-read "
+                                             "data-api-chargers-read")["access_token"]
+    data = cloud.control.data()["tibber"]
+    home = data["homes"][0]["id"]
+    listed = api(cloud, f"/v1/homes/{home}/devices", token).json()["devices"]
+    assert [d["info"]["brand"] for d in listed] == ["Easee"]
+    vehicle = "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw"
+    assert api(cloud, f"/v1/homes/{home}/devices/{vehicle}", token).status == 404
+
+
+def test_tibber_capability_change_and_device_removal(cloud):
+    token = cloud.control.tibber_login()["access_token"]
+    home = cloud.control.data()["tibber"]["homes"][0]["id"]
+    vehicle = "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw"
+    before = api(cloud, f"/v1/homes/{home}/devices/{vehicle}", token).json()
+    cloud.control.tibber_capability(vehicle, "storage.stateOfCharge", 80)
+    after = api(cloud, f"/v1/homes/{home}/devices/{vehicle}", token).json()
+    soc = next(c for c in after["capabilities"] if c["id"] == "storage.stateOfCharge")
+    assert soc["value"] == 80 and after["status"]["lastSeen"] != before["status"]["lastSeen"]
+    cloud.control.tibber_remove_device(vehicle)
+    for h in cloud.control.data()["tibber"]["homes"]:
+        ids = [d["id"] for d in api(cloud, f"/v1/homes/{h['id']}/devices", token).json()["devices"]]
+        assert vehicle not in ids
+    assert api(cloud, f"/v1/homes/{home}/devices/{vehicle}", token).status == 404
+    with pytest.raises(urllib.error.HTTPError) as e:
+        cloud.control.tibber_remove_device(vehicle)
+    assert e.value.code == 404
+
+
+# ------------------------------------------------------------------ faults, latency, stats
+
+def test_fault_status_codes_count_down_and_match_path(cloud):
+    token = tado_token(cloud)
+    cloud.control.config(retry_after="5")
+    cloud.control.fail(kind="503", count=2, path="/zoneStates")
+    assert api(cloud, "/api/v2/me", token).status == 200
+    for _ in range(2):
+        r = api(cloud, "/api/v2/homes/1001/zoneStates", token)
+        assert r.status == 503 and r.headers["Retry-After"] == "5"
+    assert api(cloud, "/api/v2/homes/1001/zoneStates", token).status == 200
+    for kind in ("500", "502"):
+        cloud.control.fail(kind=kind)
+        assert api(cloud, "/api/v2/me", token).status == int(kind)
+    cloud.control.fail(kind="429")
+    r = cloud.control.request("GET", "/v1/homes", headers=UA)
+    assert r.status == 429 and r.body == b"" and r.headers["Retry-After"] == "5"
+    cloud.control.fail(kind="500", count=-1, path="/oauth2/token")
+    for _ in range(3):
+        assert poll(cloud, "x").status == 500
+    cloud.control.clear_faults()
+    assert poll(cloud, "x").status == 400
+    assert cloud.control.faults() == []
+
+
+def test_fault_drop_malformed_truncated_and_empty(cloud):
+    token = tado_token(cloud)
+    cloud.control.fail(kind="drop")
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        api(cloud, "/api/v2/me", token)
+    cloud.control.fail(kind="malformed")
+    r = api(cloud, "/api/v2/me", token)
+    assert r.status == 200 and r.body == b'{"not json'
+    cloud.control.fail(kind="empty")
+    r = api(cloud, "/api/v2/me", token)
+    assert r.status == 200 and r.body == b"" and r.headers["Content-Length"] == "0"
+    cloud.control.fail(kind="truncated")
+    with pytest.raises(http.client.IncompleteRead):
+        api(cloud, "/api/v2/me", token)
+    assert cloud.control.stats()["status_counts"]["drop"] == 1
+
+
+def test_fault_stall_hangs_until_the_client_gives_up(cloud):
+    cloud.control.fail(kind="stall")
+    t0 = time.monotonic()
+    with pytest.raises((TimeoutError, socket.timeout)):
+        cloud.control.request("GET", "/v1/homes", headers=UA, timeout=0.5)
+    assert 0.4 < time.monotonic() - t0 < 3
+
+
+def test_fault_huge_streams_100_mib_of_json(cloud):
+    cloud.control.fail(kind="huge")
+    ctx = ssl.create_default_context(cafile=cloud.cafile)
+    conn = http.client.HTTPSConnection("127.0.0.1", cloud.port, context=ctx, timeout=5)
+    conn.request("GET", "/v1/homes", headers=UA)
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("Content-Length") == str(100 * 1024 * 1024)
+    assert r.read(1 << 20).startswith(b'{"homes":[{"id":"huge","name":"xxx')
+    conn.close()
+    assert cloud.control.stats()["status_counts"]["200"] >= 1  # server still alive
+
+
+def test_fault_nested_and_hostile_ids(cloud):
+    token = tado_token(cloud)
+    cloud.control.fail(kind="nested")
+    body = api(cloud, "/api/v2/homes/1001/zones", token).body
+    assert body.startswith(b"[" * 100000) and len(body) == 200000
+    cloud.control.fail(kind="badids", count=-1)
+    me = api(cloud, "/api/v2/me", token).body
+    assert b"\xff" in me
+    homes = json.loads(me.decode("utf-8", "replace"))["homes"]
+    ids = [h["id"] for h in homes]
+    assert {"..", "a/b", "", "x" * 300} <= set(ids) and ids.count(1001) == 2
+    zones = json.loads(api(cloud, "/api/v2/homes/1001/zones", token).body.decode("utf-8", "replace"))
+    assert isinstance(zones, list) and {"..", "a/b"} <= {z["id"] for z in zones}
+    states = api(cloud, "/api/v2/homes/1001/zoneStates", token).body
+    assert states.count(b'"1":') == 2  # duplicate keys
+    devs = json.loads(cloud.control.request("GET", "/v1/homes/x/devices", headers=UA)
+                      .body.decode("utf-8", "replace"))["devices"]
+    assert {"..", "a/b", ""} <= {d["id"] for d in devs}
+
+
+def test_latency_is_added_to_api_answers(cloud):
+    cloud.control.latency(300)
+    t0 = time.monotonic()
+    cloud.control.request("GET", "/v1/homes", headers=UA)
+    assert time.monotonic() - t0 >= 0.3
+    cloud.control.latency(0)
+
+
+def test_stats_count_requests_by_method_and_path_and_reset(cloud):
+    token = tado_token(cloud)
+    api(cloud, "/api/v2/homes/1001/zoneStates?foo=bar", token)
+    api(cloud, "/api/v2/homes/1001/zoneStates", token)
+    stats = cloud.control.stats()
+    assert stats["requests"]["GET /api/v2/homes/1001/zoneStates"] == 2
+    assert stats["requests"]["POST /oauth2/token"] == 1
+    assert not any(k.split()[1].startswith("/_control") for k in stats["requests"])
+    assert stats["status_counts"]["200"] >= 3 and UA["User-Agent"] in stats["user_agents"]
+    cloud.control.reset_stats()
+    assert cloud.control.stats()["requests"] == {}
+
+
+def test_log_has_one_line_per_request_and_no_secrets(server):
+    tado = server.control.tado_login()
+    tibber = server.control.tibber_login()
+    secrets_seen = [tado["access_token"], tado["refresh_token"], tibber["access_token"],
+                    tibber["refresh_token"], TIBBER_CLIENT_SECRET, "code="]
+    server.control.request("GET", "/api/v2/me?secret=shh",
+                           headers={"Authorization": "Bearer " + tado["access_token"]})
+    time.sleep(0.05)
+    log = server.log()
+    assert "GET /api/v2/me 200" in log and "shh" not in log
+    for s in secrets_seen:
+        assert s not in log
