@@ -409,9 +409,12 @@ int http_request(struct http_client *c, const struct http_request *req, struct h
 		long status = 0;
 		r = http_attempt(c, curl, req, deadline - now, &t, &status);
 		gint64 done = g_get_monotonic_time();
-		log_debug("%s %s -> %ld%s%s in %.3f s (attempt %d)", method, log_path, status,
-			  r < 0 ? ", " : "", r < 0 ? g_strerror(-r) : "",
-			  (double)(done - now) / G_USEC_PER_SEC, attempt);
+		if (r == 0)
+			log_debug("%s %s -> %ld in %.3f s (attempt %d)", method, log_path, status,
+				  (double)(done - now) / G_USEC_PER_SEC, attempt);
+		else
+			log_debug("%s %s -> %s in %.3f s (attempt %d)", method, log_path,
+				  g_strerror(-r), (double)(done - now) / G_USEC_PER_SEC, attempt);
 
 		if (r == 0) {
 			transfer_to_response(&t, status, resp);

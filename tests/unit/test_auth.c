@@ -2,6 +2,8 @@
  * that rotates refresh tokens the way tado does (single use), with the file store in a
  * temporary directory (no keyring). */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -435,6 +437,54 @@ static void test_failed_save_keeps_new_tokens_and_saves_them_later(void)
 	fixture_teardown(&f);
 }
 
+struct bearer_run {
+	struct auth *auth;
+	char *token;
+	int result;
+};
+
+static gpointer bearer_thread(gpointer p)
+{
+	struct bearer_run *b = p;
+	b->result = auth_bearer(b->auth, &b->token);
+	return NULL;
+}
+
+static void test_refresh_waits_for_another_process_and_adopts_its_tokens(void)
+{
+	struct fixture f = {0};
+	fixture_setup(&f, now_s() - 10);
+	/* "Another process" holds the account's lock: an flock on its own open file. */
+	g_assert_cmpint(g_mkdir_with_parents(f.lock_dir, 0700), ==, 0);
+	g_autofree char *lock = g_build_filename(f.lock_dir, ACCOUNT ".lock", NULL);
+	int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	g_assert_cmpint(fd, >=, 0);
+	g_assert_cmpint(flock(fd, LOCK_EX), ==, 0);
+
+	struct bearer_run b = {.auth = f.auth};
+	GThread *t = g_thread_new("bearer", bearer_thread, &b);
+	g_usleep(200 * 1000);
+	g_assert_cmpint(fake_server_requests(f.srv), ==, 0); /* still waiting for the lock */
+
+	/* The other process refreshes (spending RT-0), saves, and lets go. */
+	f.ep.generation = 1;
+	struct token_set other = {.provider = g_strdup("testcloud"),
+				  .access_token = g_strdup("AT-1"),
+				  .refresh_token = g_strdup("RT-1"),
+				  .expires_at = now_s() + 600};
+	g_autofree char *json = token_set_to_json(&other);
+	token_set_clear(&other);
+	g_assert_cmpint(token_store_save(&f.store, ACCOUNT, "testcloud", json, NULL), ==, 0);
+	close(fd);
+
+	g_thread_join(t);
+	g_assert_cmpint(b.result, ==, 0);
+	g_assert_cmpstr(b.token, ==, "AT-1");
+	g_assert_cmpint(fake_server_requests(f.srv), ==, 0);
+	g_free(b.token);
+	fixture_teardown(&f);
+}
+
 static void test_refresh_now_refreshes_a_valid_token(void)
 {
 	struct fixture f = {0};
@@ -499,6 +549,8 @@ int main(int argc, char **argv)
 			test_adopted_but_expired_tokens_are_refreshed_with_their_refresh_token);
 	g_test_add_func("/auth/failed_save_keeps_new_tokens_and_saves_them_later",
 			test_failed_save_keeps_new_tokens_and_saves_them_later);
+	g_test_add_func("/auth/refresh_waits_for_another_process_and_adopts_its_tokens",
+			test_refresh_waits_for_another_process_and_adopts_its_tokens);
 	g_test_add_func("/auth/refresh_now_refreshes_a_valid_token",
 			test_refresh_now_refreshes_a_valid_token);
 	g_test_add_func("/auth/store_file_is_private", test_store_file_is_private);

@@ -3,7 +3,11 @@
 #include <string.h>
 #include <glib.h>
 
+#include <stdio.h>
+#include <unistd.h>
+
 #include "http.h"
+#include "log.h"
 #include "fake_http.h"
 
 static void test_status_errno_table(void)
@@ -259,6 +263,40 @@ static void test_refused_connection_is_econnrefused(void)
 	http_client_free(c);
 }
 
+static void test_debug_line_shows_no_query_and_no_token(void)
+{
+	struct script sc = {0};
+	struct fake_server *srv = fake_server_start(script_handler, &sc);
+	struct http_client *c = http_client_new(NULL, 5, 1024, "t/1");
+	g_autofree char *url = fake_server_url(srv, "/homes/1?code=SECRETCODE");
+	g_autofree char *path = NULL;
+	int fd = g_file_open_tmp("http-log-XXXXXX", &path, NULL);
+	fflush(stderr);
+	int saved = dup(STDERR_FILENO);
+	dup2(fd, STDERR_FILENO);
+	log_setup("test", false, true);
+	struct http_request req = {.method = "GET", .url = url, .bearer = "BEARERTOKEN123"};
+	struct http_response resp;
+	int r = http_request(c, &req, &resp);
+	log_setup("test", false, false);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(fd);
+	g_assert_cmpint(r, ==, 0);
+	g_autofree char *logged = NULL;
+	g_assert_true(g_file_get_contents(path, &logged, NULL, NULL));
+	unlink(path);
+	g_assert_nonnull(strstr(logged, "GET "));
+	g_assert_nonnull(strstr(logged, "/homes/1"));
+	g_assert_nonnull(strstr(logged, "200"));
+	g_assert_null(strstr(logged, "SECRETCODE"));
+	g_assert_null(strstr(logged, "BEARERTOKEN123"));
+	http_response_clear(&resp);
+	http_client_free(c);
+	fake_server_stop(srv);
+}
+
 struct parallel {
 	struct http_client *c;
 	const char *url;
@@ -318,6 +356,8 @@ int main(int argc, char **argv)
 	g_test_add_func("/http/body_over_the_cap_is_efbig", test_body_over_the_cap_is_efbig);
 	g_test_add_func("/http/refused_connection_is_econnrefused",
 			test_refused_connection_is_econnrefused);
+	g_test_add_func("/http/debug_line_shows_no_query_and_no_token",
+			test_debug_line_shows_no_query_and_no_token);
 	g_test_add_func("/http/threads_share_one_client", test_threads_share_one_client);
 	return g_test_run();
 }
