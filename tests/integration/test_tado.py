@@ -35,7 +35,9 @@ def test_login_prints_the_link_with_client_id_and_stores_tokens_in_the_keyring(r
     assert stored["refresh_token"] in rig.cloud.control.tokens()["live_refresh_tokens"]
 
 
-def test_login_waits_for_approval_then_succeeds(rig):
+def login_answered_by(rig, answer):
+    """Runs `smarthomefs login tado` while the user answers in the "browser" (@answer,
+    called once the CLI is polling). Returns (exit code, stderr)."""
     rig.cloud.control.config(auto_approve=False, device_interval=0)
     cmd = [str(BIN), "login", "tado", "-o", ",".join(rig.options())]
     proc = subprocess.Popen(cmd, env=rig.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -44,29 +46,24 @@ def test_login_waits_for_approval_then_succeeds(rig):
         wait_until(lambda: rig.cloud.control.stats()["token_requests"].get("device_code"), 20,
                    "a first poll of the pending code")
         assert proc.poll() is None, "login must keep polling while the code is pending"
-        rig.cloud.control.approve()
+        answer()
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     rig.outputs += [out, err]
-    assert proc.returncode == 0, err
+    return proc.returncode, err
+
+
+def test_login_waits_for_approval_then_succeeds(rig):
+    code, err = login_answered_by(rig, rig.cloud.control.approve)
+    assert code == 0, err
     assert rig.cloud.control.stats()["token_requests"]["device_code"] >= 2
     assert stored_tokens(rig)["refresh_token"]
 
 
 def test_denied_login_says_so_and_stores_nothing(rig):
-    rig.cloud.control.config(auto_approve=False, device_interval=0)
-    cmd = [str(BIN), "login", "tado", "-o", ",".join(rig.options())]
-    proc = subprocess.Popen(cmd, env=rig.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        wait_until(lambda: rig.cloud.control.pending(), 20, "a pending device code")
-        rig.cloud.control.deny()
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    rig.outputs += [out, err]
-    assert proc.returncode == 1
+    code, err = login_answered_by(rig, rig.cloud.control.deny)
+    assert code == 1
     assert "denied" in err
     assert rig.keyring.lookup("tado") is None
 
