@@ -54,9 +54,13 @@ class Keyring:
         address = self.dbus.stdout.readline().strip()
         assert address, "dbus-daemon gave no address"
         self.env["DBUS_SESSION_BUS_ADDRESS"] = address
-        subprocess.run(["gnome-keyring-daemon", "--unlock", "--components=secrets"],
-                       input="test-password", env=self.env, check=True, text=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        # In the foreground, so that stop() ends this daemon and no other run's.
+        self.daemon = subprocess.Popen(
+            ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self.env)
+        self.daemon.stdin.write(b"test-password")
+        self.daemon.stdin.close()
         wait_until(self._answers, 20, "the keyring to answer")
 
     def _answers(self):
@@ -78,13 +82,12 @@ class Keyring:
                            capture_output=True, timeout=10)
 
     def stop(self):
-        subprocess.run(["pkill", "-f", "gnome-keyring-daemon.*--components=secrets"],
-                       env=self.env, capture_output=True)
-        self.dbus.terminate()
-        try:
-            self.dbus.wait(10)
-        except subprocess.TimeoutExpired:
-            self.dbus.kill()
+        for proc in (self.daemon, self.dbus):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 class Mount:
