@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "log.h"
 
 #define DISK_MAGIC "smarthomefs-cache 1\n"
 #define USEC	   G_USEC_PER_SEC
@@ -264,6 +265,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 		c->stats.hits++;
 		hit_fill(hit, e, false);
 		g_mutex_unlock(&c->lock);
+		log_debug("cache hit %s", key);
 		return 0;
 	}
 	if (offline) {
@@ -274,17 +276,20 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 			r = 0;
 		}
 		g_mutex_unlock(&c->lock);
+		log_debug("cache %s %s (offline)", r == 0 ? "stale" : "miss", key);
 		return r;
 	}
 	if (e->fetching) {
 		r = wait_for_fetch(c, e, hit);
 		g_mutex_unlock(&c->lock);
+		log_debug("cache miss %s: joined the fetch in flight", key);
 		return r;
 	}
 
 	e->fetching = true;
 	c->stats.fetches++;
 	g_mutex_unlock(&c->lock);
+	log_debug("cache miss %s: fetching", key);
 	r = fetch(ctx, path, &body);
 	if (r == 0 && !body)
 		r = -EIO;

@@ -102,7 +102,8 @@ static const char *const mount_only_opts[] = {
 	"noauto", "auto", "user", "users", "nouser", "owner", "group", "_netdev", "nofail",
 	"defaults", "rw", "ro", "loud", "silent", "nofail", NULL,
 };
-static const char *const mount_only_prefixes[] = {"x-", "comment=", "helper=", NULL};
+/* user=NAME: what mount(8) turns `user` into when a user mounts. */
+static const char *const mount_only_prefixes[] = {"x-", "comment=", "helper=", "user=", NULL};
 
 /* libfuse's own options, passed on. */
 static const char *const fuse_flag_opts[] = {
