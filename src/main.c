@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,15 @@ static int parse_args(const char *usage, const char *summary, GOptionEntry *entr
 {
 	g_autoptr(GOptionContext) ctx = g_option_context_new(usage);
 	g_autoptr(GError) err = NULL;
+	g_autofree char *base = g_path_get_basename((*argv)[0]);
 
+	/* --help says "smarthomefs status", not "status" (a command's argv[0]). */
+	if (!strchr((*argv)[0], '/') && strcmp(base, prog) != 0) {
+		g_autofree char *name = g_strdup_printf("%s %s", prog, base);
+		g_set_prgname(name);
+	} else {
+		g_set_prgname(base);
+	}
 	g_option_context_set_summary(ctx, summary);
 	g_option_context_set_description(
 		ctx, "Exit status: 0 success, 1 failure (the message says why), 2 usage error.\n"
@@ -685,6 +694,9 @@ int main(int argc, char **argv)
 	g_autofree char *base = g_path_get_basename(argv[0]);
 	int r;
 
+	/* The terminal's character set for --help (GLib writes "…" as "?" in the C locale);
+	 * only LC_CTYPE, so that numbers in logs and files keep their decimal point. */
+	setlocale(LC_CTYPE, "");
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	log_setup(prog, false, false);
 	if (g_str_has_prefix(base, "mount.")) {

@@ -1,0 +1,413 @@
+"""smarthomefs as a Linux tool: what `meson install` lays out, the man pages, the systemd
+user unit, mount(8) with an fstab line and with the fuse.smarthomefs type, the debug log,
+errors in the config file and options, status, and --help/--version on every command.
+
+mount(8) runs helpers from /sbin only. So that the machine's own /usr is never touched,
+the tests that need the installed files run in a private mount namespace in which the
+installed tree is laid over /usr/bin and /usr/sbin (an overlay): inside it the machine
+looks as if `meson install` had run, outside nothing changed."""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rig import BIN, ROOT, wait_until
+
+HOME = "1001"
+PREFIX = "usr"
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=kw.pop("timeout", 300),
+                          **kw)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """`meson install --destdir` of a build configured with --prefix=/usr; the destdir."""
+    tmp = tmp_path_factory.mktemp("install")
+    build, dest = tmp / "build", tmp / "dest"
+    r = run(["meson", "setup", str(build), "--prefix=/usr", "-Dman=enabled"], cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run(["meson", "install", "-C", str(build), "--destdir", str(dest)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    return dest
+
+
+class InstalledNamespace:
+    """A private mount namespace where the installed tree covers /usr/bin and /usr/sbin.
+    A holder process keeps it alive; commands enter it with nsenter."""
+
+    def __init__(self, dest: Path):
+        overlays = "; ".join(
+            f"mount -t overlay overlay -o lowerdir={dest}/usr/{d}:/usr/{d} /usr/{d}"
+            for d in ("bin", "sbin"))
+        self.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+             f"{overlays}; echo ready; exec cat >/dev/null"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = self.holder.stdout.readline()
+        assert ready == "ready\n", "could not lay the installed tree over /usr in a namespace"
+        self.ns = os.readlink(f"/proc/{self.holder.pid}/ns/mnt")
+        self.mountpoints = []
+
+    def run(self, *cmd, env=None, timeout=60):
+        return run(["nsenter", "-t", str(self.holder.pid), "-m", "--", *cmd], env=env,
+                   timeout=timeout)
+
+    def is_mount(self, path):
+        return self.run("mountpoint", "-q", str(path)).returncode == 0
+
+    def daemons(self):
+        """Processes in the namespace other than its holder (a mount's daemon)."""
+        pids = []
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit() or int(p.name) == self.holder.pid:
+                continue
+            try:
+                if os.readlink(p / "ns/mnt") == self.ns:
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+        return pids
+
+    def stop(self):
+        for mp in self.mountpoints:
+            if self.is_mount(mp):
+                if self.run("fusermount3", "-u", str(mp)).returncode != 0:
+                    self.run("fusermount3", "-uz", str(mp))
+        self.holder.stdin.close()
+        self.holder.wait(10)
+
+
+@pytest.fixture
+def system(installed):
+    ns = InstalledNamespace(installed)
+    try:
+        yield ns
+    finally:
+        ns.stop()
+
+
+def unmount_if_mounted(path):
+    if Path(path).is_mount():
+        if run(["fusermount3", "-u", str(path)]).returncode != 0:
+            run(["fusermount3", "-uz", str(path)])
+
+
+# --- install -------------------------------------------------------------------------
+
+
+def test_meson_install_lays_out_binary_mount_helper_man_pages_unit_and_completion(installed):
+    usr = installed / PREFIX
+    assert os.access(usr / "bin/smarthomefs", os.X_OK)
+    helper = usr / "sbin/mount.smarthomefs"
+    assert helper.is_symlink() and os.readlink(helper) == "/usr/bin/smarthomefs"
+    assert (usr / "share/man/man1/smarthomefs.1").read_text().startswith(".\\\" Generated")
+    assert (usr / "share/man/man8/mount.smarthomefs.8").is_file()
+    unit = (usr / "lib/systemd/user/smarthomefs@.service").read_text()
+    assert "ExecStart=/usr/bin/smarthomefs mount %I %h/home-data/%I" in unit
+    completion = usr / "share/bash-completion/completions/smarthomefs"
+    assert "complete -F _smarthomefs smarthomefs mount.smarthomefs" in completion.read_text()
+    assert os.readlink(usr / "share/bash-completion/completions/mount.smarthomefs") == \
+        "smarthomefs"
+
+
+@pytest.mark.parametrize("page", ["man1/smarthomefs.1", "man8/mount.smarthomefs.8"])
+def test_man_renders_the_page_without_warnings(installed, page):
+    env = dict(os.environ, MANWIDTH="80", LANG="C.UTF-8")
+    r = run(["man", "--warnings", "-l", str(installed / PREFIX / "share/man" / page)],
+            env=env)
+    assert r.returncode == 0
+    assert r.stderr == ""
+    assert "SYNOPSIS" in r.stdout and "EXIT STATUS" in r.stdout
+
+
+def test_man_page_documents_every_option_of_the_options_table(installed):
+    table = (ROOT / "src/config.c").read_text()
+    keys = re.findall(r'^\s*OPT\("(\w+)"', table, re.M)
+    assert "ttl" in keys and "token_store" in keys
+    r = run(["man", "-l", str(installed / PREFIX / "share/man/man1/smarthomefs.1")],
+            env=dict(os.environ, MANWIDTH="100"))
+    text = r.stdout
+    undocumented = [k for k in keys if not re.search(rf"^\s+{k}\b", text, re.M)]
+    assert undocumented == []
+    assert "SMARTHOMEFS_CONFIG" in text and "$XDG_CONFIG_HOME/smarthomefs/config" in text
+
+
+def test_bash_completion_completes_commands_and_options(installed):
+    script = installed / PREFIX / "share/bash-completion/completions/smarthomefs"
+    probe = f"""
+        _init_completion() {{ cur=${{COMP_WORDS[COMP_CWORD]}}; prev=${{COMP_WORDS[COMP_CWORD-1]}};
+                             words=("${{COMP_WORDS[@]}}"); cword=$COMP_CWORD; }}
+        source {script}
+        COMP_WORDS=(smarthomefs st); COMP_CWORD=1; _smarthomefs; echo "${{COMPREPLY[@]}}"
+        COMP_WORDS=(smarthomefs mount -o ttl=5,of); COMP_CWORD=3; _smarthomefs
+        echo "${{COMPREPLY[@]}}"
+    """
+    r = run(["bash", "-c", probe])
+    assert r.stdout.splitlines() == ["status", "ttl=5,offline"], r.stderr
+
+
+# --- systemd -------------------------------------------------------------------------
+
+
+def test_systemd_user_unit_passes_systemd_analyze_verify(installed, system, tmp_path):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    unit = installed / PREFIX / "lib/systemd/user/smarthomefs@.service"
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime),
+               MANPATH=str(installed / PREFIX / "share/man"))
+    # The instance is the account; verify checks the commands exist, the man pages of
+    # Documentation= and every directive. Warnings go to stderr with exit status 0.
+    r = system.run("systemd-analyze", "verify", "--user",
+                   str(unit.with_name("smarthomefs@tado.service")), env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+
+
+def test_user_unit_commands_mount_at_home_data_account_and_unmount(rig, installed, system):
+    """What systemd runs for smarthomefs@tado: ExecStartPre, ExecStart (foreground), then
+    ExecStop, with %h and %I filled in the way systemd does."""
+    rig.login_tado()
+    config = rig.home / ".config/smarthomefs/config"
+    config.parent.mkdir(parents=True)
+    config.write_text("[tado]\n" + "".join(f"{o.replace('=', ' = ', 1)}\n"
+                                          for o in rig.options()))
+    unit = (installed / PREFIX / "lib/systemd/user/smarthomefs@.service").read_text()
+    lines = {}
+    for line in unit.splitlines():
+        key, _, value = line.partition("=")
+        if key.startswith("Exec"):
+            value = value.replace("%h", str(rig.home)).replace("%I", "tado")
+            lines.setdefault(key, []).append(value.lstrip("-").split())
+    mnt = rig.home / "home-data/tado"
+    system.mountpoints.append(mnt)
+    for cmd in lines["ExecStartPre"]:
+        system.run(*cmd, env=rig.env)
+    log = open(rig.tmp / "unit.log", "wb")
+    rig.logs.append(rig.tmp / "unit.log")
+    service = subprocess.Popen(["nsenter", "-t", str(system.holder.pid), "-m", "--",
+                                *lines["ExecStart"][0]], env=rig.env, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: system.is_mount(mnt) or service.poll() is not None, 20,
+                   "the unit's mount")
+        r = system.run("cat", str(mnt / f"homes/{HOME}/zones/1/values/inside_temperature"))
+        assert re.fullmatch(r"-?\d+(\.\d+)?\n", r.stdout)
+        for cmd in lines["ExecStop"]:
+            assert system.run(*cmd, env=rig.env).returncode == 0
+        assert service.wait(15) == 0
+        assert not system.is_mount(mnt)
+    finally:
+        service.kill()
+        log.close()
+
+
+# --- mount(8) ------------------------------------------------------------------------
+
+
+def test_fstab_line_with_type_smarthomefs_mounts_through_mount_helper(rig, system):
+    rig.login_tado()
+    mnt = rig.tmp / "home-data"
+    mnt.mkdir()
+    system.mountpoints.append(mnt)
+    fstab = rig.tmp / "fstab"
+    fstab.write_text(f"tado  {mnt}  smarthomefs  "
+                     f"noauto,user,_netdev,ttl=120,{','.join(rig.options())}  0 0\n")
+
+    r = system.run("mount", "-T", str(fstab), str(mnt), env=rig.env)
+    rig.outputs += [r.stdout, r.stderr]
+    assert r.returncode == 0, r.stderr
+    r = system.run("findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", str(mnt))
+    source, fstype, options = r.stdout.split()
+    assert (source, fstype) == ("tado", "fuse.smarthomefs")
+    assert options.startswith("ro,")
+    home = json.loads(system.run("cat", str(mnt / f"homes/{HOME}/home.json")).stdout)
+    assert str(home["id"]) == HOME
+
+    r = system.run("umount", str(mnt), env=rig.env)
+    assert r.returncode == 0, r.stderr
+    assert not system.is_mount(mnt)
+    wait_until(lambda: not system.daemons(), 15, "the daemon to exit after umount")
+
+
+def test_mount_helper_fails_visibly_without_a_login(rig, system):
+    mnt = rig.tmp / "home-data"
+    mnt.mkdir()
+    system.mountpoints.append(mnt)
+    r = system.run("mount", "-t", "smarthomefs", "-o", ",".join(rig.options()), "tado",
+                   str(mnt), env=rig.env)
+    rig.outputs += [r.stdout, r.stderr]
+    assert r.returncode != 0
+    assert "smarthomefs login tado" in r.stderr
+    assert not system.is_mount(mnt)
+
+
+def test_type_fuse_smarthomefs_mounts_through_mount_fuse3(rig, system):
+    rig.login_tado()
+    mnt = rig.tmp / "home-data"
+    mnt.mkdir()
+    system.mountpoints.append(mnt)
+
+    r = system.run("mount", "-t", "fuse.smarthomefs", "-o",
+                   ",".join(["_netdev", "nofail", *rig.options()]), "tado", str(mnt),
+                   env=rig.env)
+    rig.outputs += [r.stdout, r.stderr]
+    assert r.returncode == 0, r.stderr
+    r = system.run("cat", str(mnt / f"homes/{HOME}/zones/1/values/inside_temperature"))
+    assert re.fullmatch(r"-?\d+(\.\d+)?\n", r.stdout)
+    assert system.run("fusermount3", "-u", str(mnt)).returncode == 0
+    wait_until(lambda: not system.daemons(), 15, "the daemon to exit after unmount")
+
+
+def test_options_of_mount_and_systemd_are_ignored(rig):
+    rig.login_tado()
+    m = rig.mount(extra=["noauto", "user", "_netdev", "nofail", "x-systemd.automount",
+                         "x-systemd.idle-timeout=60", "user=alice", "defaults"])
+    assert (m / f"homes/{HOME}/home.json").read_bytes().startswith(b"{")
+
+
+# --- logs ----------------------------------------------------------------------------
+
+
+def test_debug_logs_request_lines_and_cache_lookups_and_never_a_token(rig):
+    rig.login_tado()
+    m = rig.mount(extra=["debug"])
+    state = m / f"homes/{HOME}/zones/1/state.json"
+    first = state.read_bytes()
+    assert state.read_bytes() == first
+    m.stop()
+    log = m.log_path.read_text()
+
+    # method, path, status, duration
+    assert re.search(rf"GET /homes/{HOME}/zoneStates -> 200 in \d+\.\d+ s", log), log
+    assert re.search(rf"cache miss /homes/{HOME}/zoneStates", log), log
+    assert re.search(rf"cache hit /homes/{HOME}/zoneStates", log), log
+    assert "Bearer" not in log and "access_token" not in log
+    for secret in rig.secrets_seen():
+        assert secret not in log
+
+
+def test_without_debug_there_are_no_request_lines(rig):
+    rig.login_tado()
+    m = rig.mount()
+    (m / f"homes/{HOME}/zones/1/state.json").read_bytes()
+    m.stop()
+    log = m.log_path.read_text()
+    assert "GET /" not in log and "cache hit" not in log
+    assert "mounted tado on" in log
+
+
+# --- config file and options ---------------------------------------------------------
+
+
+def mount_expecting_failure(rig, *args, env=None):
+    mnt = rig.tmp / "home-data"
+    mnt.mkdir(exist_ok=True)
+    try:
+        return rig.run("mount", "tado", str(mnt), *args, check=False, env=env)
+    finally:
+        unmount_if_mounted(mnt)
+
+
+def test_unknown_config_key_is_an_error_naming_file_line_and_key(rig):
+    rig.login_tado()
+    config = rig.home / ".config/smarthomefs/config"
+    config.parent.mkdir(parents=True)
+    config.write_text("[tado]\nttl = 120\n\n# a typo\ntll = 5\n")
+    r = mount_expecting_failure(rig)
+    assert r.returncode == 2
+    assert f"{config}:5: unknown key 'tll' in [tado]" in r.stderr
+
+
+def test_bad_config_value_is_an_error_naming_file_line_and_key(rig):
+    rig.login_tado()
+    config = rig.tmp / "elsewhere.conf"
+    config.write_text("[tibber]\nttl = 1\n[tado]\ntimeout = 5\nttl = soon\n")
+    env = dict(rig.env, SMARTHOMEFS_CONFIG=str(config))
+    r = mount_expecting_failure(rig, env=env)
+    assert r.returncode == 2
+    assert f"{config}:5: key 'ttl'" in r.stderr and "whole number" in r.stderr
+
+
+def test_missing_config_named_by_smarthomefs_config_is_an_error(rig):
+    env = dict(rig.env, SMARTHOMEFS_CONFIG=str(rig.tmp / "nope.conf"))
+    r = rig.run("status", check=False, env=env)
+    assert r.returncode == 2 and "nope.conf" in r.stderr
+
+
+def test_unknown_mount_option_is_an_error_naming_it(rig):
+    rig.login_tado()
+    r = mount_expecting_failure(rig, "-o", "ttl=5,colour=blue")
+    assert r.returncode == 2
+    assert "unknown option -o colour=blue" in r.stderr
+
+
+# --- status --------------------------------------------------------------------------
+
+
+def test_status_shows_provider_store_expiry_mount_and_calls_left(rig):
+    rig.login_tado()
+    m = rig.mount()
+    (m / f"homes/{HOME}/zones/1/state.json").read_bytes()
+
+    text = rig.run("status").stdout
+    assert text.startswith("tado\n")
+    assert re.search(r"provider:\s+tado\n", text)
+    assert re.search(r"store:\s+keyring\n", text)
+    assert re.search(r"token expires:\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n", text)
+    assert re.search(rf"mounted at:\s+{re.escape(str(m.path))} \(API calls left: \d+\)", text)
+
+    [acct] = json.loads(rig.run("status", "--json").stdout)
+    assert acct["provider"] == "tado" and acct["store"] == "keyring"
+    # Other mounts of a "tado" on this machine are listed too; this one is among them.
+    [mount] = [x for x in acct["mounts"] if x["mountpoint"] == str(m.path)]
+    calls = sum(n for k, n in rig.cloud.control.stats()["requests"].items()
+                if k.startswith("GET /api/v2/"))
+    assert mount["rate_limit"]["remaining"] == 100 - calls  # the emulator's default quota
+
+
+# --- --help and --version ------------------------------------------------------------
+
+COMMANDS = [[], ["login"], ["logout"], ["status"], ["mount"]]
+
+
+@pytest.fixture
+def helper(tmp_path):
+    link = tmp_path / "mount.smarthomefs"
+    link.symlink_to(BIN)
+    return link
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: c[0] if c else "smarthomefs")
+def test_help_on_every_command_prints_usage_and_exits_0(cmd):
+    r = run([str(BIN), *cmd, "--help"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Usage:")
+    assert "smarthomefs " + (cmd[0] if cmd else "") in r.stdout
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: c[0] if c else "smarthomefs")
+def test_version_on_every_command_exits_0(cmd):
+    r = run([str(BIN), *cmd, "--version"])
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"smarthomefs \d+\.\d+\.\d+\n", r.stdout)
+
+
+def test_mount_helper_answers_help_and_version(helper):
+    r = run([str(helper), "--help"])
+    assert r.returncode == 0 and r.stdout.startswith("Usage:")
+    assert "mount.smarthomefs" in r.stdout and "--sloppy" in r.stdout
+    r = run([str(helper), "--version"])
+    assert r.returncode == 0 and re.fullmatch(r"smarthomefs \d+\.\d+\.\d+\n", r.stdout)
+
+
+def test_usage_errors_exit_2(helper):
+    assert run([str(BIN)]).returncode == 2
+    assert run([str(BIN), "frobnicate"]).returncode == 2
+    assert run([str(BIN), "status", "--no-such-flag"]).returncode == 2
+    assert run([str(helper)]).returncode == 2
