@@ -202,6 +202,91 @@ int provider_render_scalar(json_t *value, GString *out)
 	return 0;
 }
 
+/* The length of the valid UTF-8 sequence at @s (of @n bytes), or 0. */
+static size_t utf8_sequence(const unsigned char *s, size_t n)
+{
+	size_t len = s[0] < 0x80		    ? 1
+		     : s[0] >= 0xc2 && s[0] <= 0xdf ? 2
+		     : (s[0] & 0xf0) == 0xe0	    ? 3
+		     : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+						    : 0;
+
+	if (len == 0 || len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0) ||
+	    (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90))
+		return 0; /* overlong, surrogate, or beyond U+10FFFF */
+	return len;
+}
+
+/* Whether the integer token at @s (@n bytes of '-' and digits) fits a json_int_t. */
+static bool integer_fits(const char *s, size_t n)
+{
+	size_t digits = n - (s[0] == '-');
+
+	if (digits < 19)
+		return true;
+	if (digits > 19)
+		return false;
+	return strncmp(s + (s[0] == '-'),
+		       s[0] == '-' ? "9223372036854775808" : "9223372036854775807", 19) <= 0;
+}
+
+json_t *provider_json_parse(const char *data, size_t len, json_error_t *err)
+{
+	const unsigned char *p = (const unsigned char *)data;
+	g_autoptr(GString) fixed = NULL;
+	size_t done = 0; /* bytes of @data already in @fixed */
+	bool in_string = false;
+
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_sequence(p + i, len - i);
+		const char *note = NULL;
+		size_t take = 0;
+
+		if (in_string && n == 0) {
+			note = "\\u00"; /* the Latin-1 character of this byte */
+			take = 1;
+		} else if (in_string) {
+			if (p[i] == '\\' && i + 1 < len)
+				n = 2;
+			else if (p[i] == '"')
+				in_string = false;
+		} else if (p[i] == '"') {
+			in_string = true;
+		} else if ((p[i] == '-' || g_ascii_isdigit(p[i])) &&
+			   (i == 0 || !strchr(".eE+", p[i - 1]))) {
+			/* An integer beyond 64 bits is still a number: read it as a real. */
+			size_t e = i + 1;
+			while (e < len && g_ascii_isdigit(p[e]))
+				e++;
+			n = e - i;
+			if ((e == len || !strchr(".eE", p[e])) && !integer_fits(data + i, n))
+				note = ".0", take = 0;
+		}
+		if (note) {
+			if (!fixed)
+				fixed = g_string_sized_new(len + 16);
+			size_t upto = take ? i : i + n;
+			g_string_append_len(fixed, data + done, (gssize)(upto - done));
+			if (take)
+				g_string_append_printf(fixed, "%s%02x", note, p[i]);
+			else
+				g_string_append(fixed, note);
+			done = upto + take;
+			n = take ? take : n;
+		}
+		i += n ? n : 1;
+	}
+	if (!fixed)
+		return json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, err);
+	g_string_append_len(fixed, data + done, (gssize)(len - done));
+	return json_loadb(fixed->str, fixed->len, JSON_DECODE_ANY | JSON_ALLOW_NUL, err);
+}
+
 char *provider_json_id(json_t *obj, const char *key)
 {
 	json_t *id = json_is_object(obj) ? json_object_get(obj, key) : NULL;

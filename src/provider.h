@@ -76,6 +76,12 @@ void provider_entry_free(void *entry);
 /* A GPtrArray that frees its provider_entry elements. */
 GPtrArray *provider_entries_new(void);
 
+/* Parses an API body (new reference, or NULL with @err filled). Clouds send ids that are
+ * not valid JSON text: a byte that is not UTF-8 inside a string reads as the Latin-1
+ * character of that byte, and \u0000 is allowed (the C id ends there), so one bad id
+ * costs its own entry instead of the whole listing. Depth is bounded by jansson. */
+json_t *provider_json_parse(const char *data, size_t len, json_error_t *err);
+
 /* Helpers shared by the providers' mappings. */
 /* Appends @json pretty-printed (2-space indent, sorted as given) and a newline. */
 int provider_render_json(json_t *json, GString *out);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include "auth.h"
@@ -119,7 +120,7 @@ json_t *resource_json(const struct resource *r)
 	const char *data = r->bytes ? g_bytes_get_data(r->bytes, &len) : NULL;
 
 	/* Depth and size are bounded by jansson's own limit and MAX_BODY. */
-	return data ? json_loadb(data, len, JSON_DECODE_ANY, NULL) : NULL;
+	return data ? provider_json_parse(data, len, NULL) : NULL;
 }
 
 static void session_note_error(struct session *s, const char *path, const char *fmt, ...)
@@ -235,7 +236,7 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 			gsize len = 0;
 			const char *data = g_bytes_get_data(resp.body, &len);
 			json_error_t jerr;
-			json_t *probe = json_loadb(data, len, JSON_DECODE_ANY, &jerr);
+			json_t *probe = provider_json_parse(data, len, &jerr);
 			if (!probe && resp.status != 204) {
 				session_note_error(s, path, "malformed answer: %s", jerr.text);
 				http_response_clear(&resp);
@@ -388,6 +389,8 @@ void session_render_status(struct session *s, GString *out)
 					  snap.last_error_path, "at", json_time(snap.last_error_at))
 			      : json_null();
 	json_object_set_new(root, "last_error", err);
+	/* main.c turns core dumps off: show that it holds in the process with the tokens. */
+	json_object_set_new(root, "dumpable", json_boolean(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) > 0));
 	provider_render_json(root, out);
 	json_decref(root);
 	session_snapshot_clear(&snap);

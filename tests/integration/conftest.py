@@ -41,6 +41,7 @@ def rig(tmp_path, keyring, cloud):
         r.stop()
         # Every test also proves that no token reached an output, a log or the mount.
         r.assert_no_secret_leaked()
+        r.assert_no_sanitizer_report()
     finally:
         r.stop()
         keyring.clear()

@@ -93,18 +93,19 @@ class Keyring:
 class Mount:
     """smarthomefs mounted in the foreground, unmounted on stop whatever happened."""
 
-    def __init__(self, rig, account, mountpoint, options, log_path):
+    def __init__(self, rig, account, mountpoint, options, log_path, wrapper=()):
         self.rig = rig
         self.path = Path(mountpoint)
         self.path.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        args = [str(BIN), "mount", account, str(self.path), "-f"]
+        args = [*wrapper, str(BIN), "mount", account, str(self.path), "-f"]
         if options:
             args += ["-o", ",".join(options)]
         self.proc = subprocess.Popen(args, env=rig.env, stdout=self.log, stderr=self.log,
                                      stdin=subprocess.DEVNULL)
-        wait_until(lambda: self.path.is_mount() or self.proc.poll() is not None, 20,
+        wait_until(lambda: self.path.is_mount() or self.proc.poll() is not None,
+                   60 if wrapper else 20,
                    f"{self.path} to be mounted")
         if not self.path.is_mount():
             self.log.close()
@@ -113,13 +114,13 @@ class Mount:
     def __truediv__(self, rel):
         return self.path / rel
 
-    def stop(self):
+    def stop(self, timeout=15):
         if self.path.is_mount():
             r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
             if r.returncode != 0:
                 subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True)
         try:
-            self.proc.wait(15)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
@@ -173,11 +174,11 @@ class Rig:
             args += ["--account", account.split(":")[1]]
         return self.run(*args, options=list(extra))
 
-    def mount(self, account="tado", provider=None, extra=(), name="home-data"):
+    def mount(self, account="tado", provider=None, extra=(), name="home-data", wrapper=()):
         provider = provider or account.split(":")[0]
         log = self.tmp / f"mount-{len(self.mounts)}.log"
         self.logs.append(log)
-        m = Mount(self, account, self.tmp / name, self.options(provider, extra), log)
+        m = Mount(self, account, self.tmp / name, self.options(provider, extra), log, wrapper)
         self.mounts.append(m)
         return m
 
@@ -195,6 +196,13 @@ class Rig:
         for secret in self.secrets_seen():
             for t in texts:
                 assert secret not in t, "a token appeared in an output or log"
+
+    def assert_no_sanitizer_report(self):
+        """A sanitizer build reports to the daemon's stderr, which is the mount log."""
+        for p in self.logs:
+            text = p.read_text(errors="replace") if p.exists() else ""
+            for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                assert mark not in text, f"{p.name}: {text[max(0, text.index(mark) - 200):][:3000]}"
 
     def stop(self):
         for m in reversed(self.mounts):
