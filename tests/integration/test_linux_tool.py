@@ -42,10 +42,16 @@ class InstalledNamespace:
     """A private mount namespace where the installed tree covers /usr/bin and /usr/sbin.
     A holder process keeps it alive; commands enter it with nsenter."""
 
-    def __init__(self, dest: Path):
+    def __init__(self, dest: Path, dev_upper: Path = None):
         overlays = "; ".join(
             f"mount -t overlay overlay -o lowerdir={dest}/usr/{d}:/usr/{d} /usr/{d}"
             for d in ("bin", "sbin"))
+        if dev_upper:
+            # A writable /dev of its own, so that a syslog socket can be made at /dev/log.
+            (dev_upper / "upper").mkdir()
+            (dev_upper / "work").mkdir()
+            overlays += (f"; mount -t overlay overlay -o lowerdir=/dev,upperdir={dev_upper}/upper,"
+                         f"workdir={dev_upper}/work /dev")
         self.holder = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
              f"{overlays}; echo ready; exec cat >/dev/null"],
@@ -245,6 +251,53 @@ def test_mount_helper_fails_visibly_without_a_login(rig, system):
     assert r.returncode != 0
     assert "smarthomefs login tado" in r.stderr
     assert not system.is_mount(mnt)
+
+
+SYSLOG_LISTENER = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("/dev/log")
+print("ready", flush=True)
+with open(sys.argv[1], "ab", buffering=0) as out:
+    while True:
+        out.write(s.recv(65536).rstrip(b"\\n") + b"\\n")
+"""
+
+
+def test_daemonized_mount_logs_to_syslog_with_request_lines_and_no_token(rig, installed,
+                                                                         tmp_path):
+    """Without -f the daemon has no terminal: its log goes to syslog (the journal)."""
+    (tmp_path / "dev").mkdir()
+    system = InstalledNamespace(installed, dev_upper=tmp_path / "dev")
+    syslog = rig.tmp / "syslog"
+    rig.logs.append(syslog)
+    listener = subprocess.Popen(
+        ["nsenter", "-t", str(system.holder.pid), "-m", "--", "/usr/bin/python3", "-c",
+         SYSLOG_LISTENER, str(syslog)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline() == "ready\n"
+        rig.login_tado()
+        mnt = rig.tmp / "home-data"
+        mnt.mkdir()
+        system.mountpoints.append(mnt)
+        r = system.run("mount", "-t", "smarthomefs", "-o", ",".join(["debug", *rig.options()]),
+                       "tado", str(mnt), env=rig.env)
+        rig.outputs += [r.stdout, r.stderr]
+        assert r.returncode == 0, r.stderr
+        assert r.stderr == ""  # once mounted, nothing more on the terminal
+        system.run("cat", str(mnt / f"homes/{HOME}/zones/1/state.json"))
+        assert system.run("fusermount3", "-u", str(mnt)).returncode == 0
+        wait_until(lambda: "unmounted" in syslog.read_text(), 15, "the unmount in syslog")
+    finally:
+        system.stop()
+        listener.kill()
+        listener.wait()
+    log = syslog.read_text()
+    assert re.search(rf"mount\.smarthomefs\[\d+\]: mounted tado on {re.escape(str(mnt))}", log)
+    assert re.search(rf"GET /homes/{HOME}/zoneStates -> 200 in \d+\.\d+ s", log), log
+    assert f"cache miss /homes/{HOME}/zoneStates" in log
+    for secret in rig.secrets_seen():
+        assert secret not in log
 
 
 def test_type_fuse_smarthomefs_mounts_through_mount_fuse3(rig, system):
