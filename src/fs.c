@@ -553,8 +553,11 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	/* Our own reference: once the kernel has the reply, a release may free @of in
+	 * another thread while fuse_reply_buf (and ASan's writev check) still reads. */
+	g_autoptr(GBytes) bytes = g_bytes_ref(of->data);
 	gsize len = 0;
-	const char *data = g_bytes_get_data(of->data, &len);
+	const char *data = g_bytes_get_data(bytes, &len);
 
 	if (off < 0 || (size_t)off >= len) {
 		fuse_reply_buf(req, NULL, 0);
