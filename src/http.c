@@ -313,6 +313,8 @@ static int http_attempt(struct http_client *c, CURL *curl, const struct http_req
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(curl, CURLOPT_HEADERDATA, t);
+	char errbuf[CURL_ERROR_SIZE] = "";
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
 
 	const char *method = req->method ? req->method : "GET";
 	if (strcmp(method, "GET") == 0) {
@@ -353,6 +355,16 @@ static int http_attempt(struct http_client *c, CURL *curl, const struct http_req
 	}
 	/* Nothing may point at freed memory once we return. */
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
+	/* A certificate problem is the user's to fix (cafile=, the system store, a proxy):
+	 * say which, as curl knows it. Verification itself is never turned off. */
+	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR ||
+	    rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM ||
+	    rc == CURLE_SSL_ISSUER_ERROR) {
+		g_autofree char *where = url_for_log(req->url);
+		log_warn("TLS with %s failed: %s", where,
+			 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	}
 
 	*status = 0;
 	if (rc == CURLE_OK)
