@@ -646,7 +646,8 @@ static int cmd_mount(int argc, char **argv, bool helper)
 		{"sloppy", 's', 0, G_OPTION_ARG_NONE, &sloppy, "Ignored (mount(8) convention)",
 		 NULL},
 		{"fake", 'f', 0, G_OPTION_ARG_NONE, &fake,
-		 "Check everything but do not mount (mount(8) convention)", NULL},
+		 "Check the options and the config file, do not mount (mount(8) convention)",
+		 NULL},
 		{"no-mtab", 'n', 0, G_OPTION_ARG_NONE, &no_mtab, "Ignored", NULL},
 		{"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Log request lines", NULL},
 		G_OPTION_ENTRY_NULL,
@@ -669,8 +670,14 @@ static int cmd_mount(int argc, char **argv, bool helper)
 		g_strfreev(opt_o);
 		opt_o = o;
 	}
-	if (fake)
-		return EXIT_OK;
+	if (fake) {
+		/* mount -f: check the options and the config file, but do not mount. */
+		struct options opts;
+		options_init(&opts);
+		r = load_options(argc == 3 ? argv[1] : "", &opts);
+		options_clear(&opts);
+		return r;
+	}
 	return run_mount(argc == 3 ? argv[1] : NULL, argv[argc - 1], foreground);
 }
 

@@ -459,6 +459,16 @@ def test_mount_helper_answers_help_and_version(helper):
     assert r.returncode == 0 and re.fullmatch(r"smarthomefs \d+\.\d+\.\d+\n", r.stdout)
 
 
+def test_mount_helper_fake_mode_checks_options_without_mounting(rig, helper):
+    mnt = rig.tmp / "home-data"
+    mnt.mkdir()
+    r = run([str(helper), "tado", str(mnt), "-sfnv", "-o", "noauto,ttl=5"], env=rig.env)
+    assert r.returncode == 0, r.stderr
+    assert not mnt.is_mount()
+    r = run([str(helper), "tado", str(mnt), "-f", "-o", "ttl=5,colour=blue"], env=rig.env)
+    assert r.returncode == 2 and "colour=blue" in r.stderr
+
+
 def test_usage_errors_exit_2(helper):
     assert run([str(BIN)]).returncode == 2
     assert run([str(BIN), "frobnicate"]).returncode == 2
