@@ -8,7 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +94,64 @@ class Keyring:
                 proc.kill()
 
 
+TIBBER_CLIENT_ID = control.TIBBER_CLIENT_ID
+TIBBER_CLIENT_SECRET = control.TIBBER_CLIENT_SECRET
+
+
+class TibberLogin:
+    """`smarthomefs login tibber --no-browser` running in the background, the client
+    secret given on stdin. Once started, .url is the authorize link it printed; the
+    test then plays the browser and calls finish()."""
+
+    def __init__(self, rig, args, secret):
+        self.rig = rig
+        cmd = [str(BIN), "login", "tibber", *args, "-o", ",".join(rig.options("tibber"))]
+        self.proc = subprocess.Popen(cmd, env=rig.env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc.stdin.write((secret or "") + "\n")
+        self.proc.stdin.close()
+        self.out, self.err = [], []
+        self.readers = [threading.Thread(target=self._drain, args=(f, acc), daemon=True)
+                        for f, acc in ((self.proc.stdout, self.out),
+                                       (self.proc.stderr, self.err))]
+        for t in self.readers:
+            t.start()
+        self.url = wait_until(lambda: self._link() or self.proc.poll() is not None, 20,
+                              "the authorize link on stdout")
+        if self.url is True:
+            self.finish()
+            raise AssertionError(f"login ended before printing a link: {''.join(self.err)}")
+
+    @staticmethod
+    def _drain(stream, acc):
+        for line in stream:
+            acc.append(line)
+
+    def _link(self):
+        for line in list(self.out):
+            if line.strip().startswith("https://") and "/connect/authorize?" in line:
+                return line.strip()
+        return None
+
+    def query(self):
+        """The authorize link's query parameters."""
+        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.url).query))
+
+    def finish(self, timeout=30):
+        """Waits for the CLI to exit; -> (exit code, stdout, stderr)."""
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(5)
+        for t in self.readers:
+            t.join(5)
+        out, err = "".join(self.out), "".join(self.err)
+        self.rig.outputs += [out, err]
+        return self.proc.returncode, out, err
+
+
 class Mount:
     """smarthomefs mounted in the foreground, unmounted on stop whatever happened."""
 
@@ -126,6 +188,16 @@ class Mount:
             self.proc.wait(5)
         self.log.close()
         return self.proc.returncode
+
+
+def follow_redirect(location, timeout=10):
+    """GETs @location (our plain-HTTP loopback listener) like a browser following the
+    consent's redirect; -> (status, body text)."""
+    try:
+        with urllib.request.urlopen(location, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
 
 
 class Rig:
@@ -173,6 +245,23 @@ class Rig:
         if ":" in account:
             args += ["--account", account.split(":")[1]]
         return self.run(*args, options=list(extra))
+
+    def start_login_tibber(self, *args, secret=TIBBER_CLIENT_SECRET,
+                           client_id=TIBBER_CLIENT_ID):
+        """Starts `smarthomefs login tibber --no-browser`; -> a TibberLogin whose .url
+        the test opens as the browser would."""
+        return TibberLogin(self, ["--client-id", client_id, "--no-browser", *args], secret)
+
+    def login_tibber(self, *args, **kw):
+        """Logs in to Tibber, the consent allowed by a stand-in browser (control's
+        tibber_consent) and the redirect followed to our listener."""
+        login = self.start_login_tibber(*args, **kw)
+        location = self.cloud.control.tibber_consent(login.url, "allow")
+        follow_redirect(location)
+        code, out, err = login.finish()
+        if code != 0:
+            raise AssertionError(f"tibber login exited {code}: {err}")
+        return out
 
     def mount(self, account="tado", provider=None, extra=(), name="home-data", wrapper=()):
         provider = provider or account.split(":")[0]
