@@ -4,6 +4,8 @@ API (homes, devices, values), its call counts and token refresh."""
 
 import json
 import os
+import select
+import socket
 import subprocess
 import urllib.parse
 
@@ -316,3 +318,75 @@ def test_a_refresh_answer_without_refresh_token_keeps_the_old_one(rig, mounted):
     assert after["access_token"] != before["access_token"]
     assert after["refresh_token"] == before["refresh_token"]
     assert after["refresh_token"] in rig.cloud.control.tokens()["live_refresh_tokens"]
+
+
+# ---- the login's other ways in: a fixed port, a busy port, a prompted secret
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TestClientRegisteredWithAFixedPort:
+    @pytest.fixture
+    def port(self):
+        return free_port()
+
+    @pytest.fixture
+    def cloud_options(self, port):
+        return {"tibber_redirect_uri": [f"http://127.0.0.1:{port}/callback"]}
+
+    def test_login_on_that_port_succeeds(self, rig, port):
+        rig.login_tibber("--port", str(port))
+        assert stored(rig)["refresh_token"] in rig.cloud.control.tokens()["live_refresh_tokens"]
+
+
+def test_a_busy_port_is_named_in_the_message(rig):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = rig.run("login", "tibber", "--client-id", TIBBER_CLIENT_ID, "--no-browser",
+                    "--port", str(port), input=TIBBER_CLIENT_SECRET + "\n", provider="tibber",
+                    check=False)
+    assert r.returncode == 1
+    assert f"Could not listen on 127.0.0.1:{port}" in r.stderr
+    assert "in use" in r.stderr
+
+
+def test_secret_typed_at_a_terminal_is_not_echoed_and_is_stored(rig):
+    master, slave = os.openpty()
+    cmd = [str(BIN), "login", "tibber", "--client-id", TIBBER_CLIENT_ID, "--no-browser",
+           "-o", ",".join(rig.options("tibber"))]
+    proc = subprocess.Popen(cmd, env=rig.env, stdin=slave, stdout=subprocess.PIPE,
+                            stderr=slave, text=True)
+    os.close(slave)
+    tty = bytearray()
+
+    def tty_has(text):
+        while select.select([master], [], [], 0)[0]:
+            try:
+                tty.extend(os.read(master, 4096))
+            except OSError:  # the child closed the terminal
+                break
+        return text.encode() in tty
+
+    try:
+        wait_until(lambda: tty_has("Client secret"), 20, "the secret prompt")
+        os.write(master, (TIBBER_CLIENT_SECRET + "\n").encode())
+        proc.stdout.readline()  # "Open this link in a browser to log in:"
+        url = proc.stdout.readline().strip()
+        follow_redirect(rig.cloud.control.tibber_consent(url, "allow"))
+        out, _ = proc.communicate(timeout=30)
+        tty_has("")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        os.close(master)
+    rig.outputs += [out, tty.decode(errors="replace")]
+
+    assert proc.returncode == 0, tty.decode(errors="replace")
+    assert TIBBER_CLIENT_SECRET.encode() not in tty, "the secret was echoed"
+    assert stored(rig)["client_secret"] == TIBBER_CLIENT_SECRET
