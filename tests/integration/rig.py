@@ -277,6 +277,7 @@ class Rig:
         found = set(tokens.get("live_refresh_tokens", []))
         found |= set(tokens.get("spent_refresh_tokens", []))
         found |= set(tokens.get("access_tokens", []))
+        found.add(TIBBER_CLIENT_SECRET)
         return {t for t in found if t}
 
     def assert_no_secret_leaked(self):

@@ -11,6 +11,7 @@ import urllib.parse
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -76,7 +77,11 @@ def browser(tmp_path, cloud):
 
 
 def page_text(driver):
-    return driver.find_element(By.TAG_NAME, "body").text
+    """The text of the page shown; "" while the browser is between two pages."""
+    try:
+        return driver.find_element(By.TAG_NAME, "body").text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
 
 
 def click(driver, element_id):
@@ -176,6 +181,18 @@ def test_login_nobody_completes_times_out_clearly(rig):
     assert rig.keyring.lookup("tibber") is None
 
 
+def test_scope_option_replaces_the_default_and_limits_the_devices(rig):
+    scope = "openid offline_access data-api-user-read data-api-homes-read data-api-chargers-read"
+    login = rig.start_login_tibber("--scope", scope)
+    assert login.query()["scope"] == scope
+    follow_redirect(rig.cloud.control.tibber_consent(login.url, "allow"))
+    code, out, err = login.finish()
+    assert code == 0, err
+    m = rig.mount("tibber")
+
+    assert os.listdir(m / "homes" / HOME1 / "devices") == [CHARGER]
+
+
 def test_login_without_client_id_names_the_option(rig):
     r = rig.run("login", "tibber", input="", provider="tibber", check=False)
     assert r.returncode != 0
@@ -188,7 +205,8 @@ def test_login_without_client_id_names_the_option(rig):
 @pytest.fixture
 def mounted(rig):
     rig.login_tibber()
-    m = rig.mount("tibber")
+    # Debug logging on, so that the rig's leak check also covers the most verbose log.
+    m = rig.mount("tibber", extra=["debug"])
     rig.cloud.control.reset_stats()
     return m
 
