@@ -759,7 +759,11 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 			g_propagate_error(err, g_steal_pointer(&e));
 		else if (r == -ETIMEDOUT)
 			g_set_error(err, G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
-				    "Nobody completed the login in %d seconds.", timeout_s);
+				    "Nobody completed the login in %d seconds; run the command "
+				    "again. If the browser showed an error instead of asking for "
+				    "consent, check the client id and that %s is registered as "
+				    "its redirect URI (use --port for a fixed one).",
+				    timeout_s, redirect_uri);
 		else
 			g_set_error(err, G_IO_ERROR, g_io_error_from_errno(-r),
 				    "The login failed: %s.", g_strerror(-r));

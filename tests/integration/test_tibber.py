@@ -178,6 +178,7 @@ def test_login_nobody_completes_times_out_clearly(rig):
 
     assert code == 1
     assert "Nobody completed the login in 2 seconds" in err
+    assert login.query()["redirect_uri"] in err, "names the redirect URI to register"
     assert rig.keyring.lookup("tibber") is None
 
 
