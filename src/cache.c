@@ -208,6 +208,7 @@ static void hit_fill(struct cache_hit *hit, struct cache_entry *e, bool stale)
 	hit->gen = e->gen;
 	hit->changed_at = e->changed_at;
 	hit->stale = stale;
+	hit->fetched_at = e->fetched_at;
 }
 
 /* The answer of a finished fetch with result @r, for the fetcher and its waiters. */

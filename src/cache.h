@@ -27,6 +27,7 @@ struct cache_hit {
 	uint64_t gen;      /* never 0 */
 	gint64 changed_at; /* unix seconds */
 	bool stale;        /* served after a failed refresh (or offline) */
+	gint64 fetched_at; /* monotonic µs (g_get_monotonic_time) of the body's fetch */
 };
 
 struct cache_stats {

@@ -1,6 +1,15 @@
 /* fs: the libfuse low-level operations, one fs_<op> a request, each replying exactly
  * once on every path. A node's bytes come from its provider's rendering of one cached
- * resource; an open file keeps the bytes it saw (a snapshot). */
+ * resource; an open file keeps the bytes it saw (a snapshot).
+ *
+ * Kernel caching: entries and attributes are valid for as long as the resource behind
+ * them stays fresh; an open of unchanged bytes keeps the page cache, and a change seen
+ * by a refresh drops the kernel's copy (keep_cache off at the next open, and an
+ * inode invalidation sent by the notifier thread, never from inside a request).
+ *
+ * Prefetch: when a listing is fetched anew, the resources its entries are made of are
+ * fetched in parallel (at most options.prefetch at once), because ls -l, find and tar
+ * stat every entry next. Never for a provider whose quota is scarce. */
 #include "fs.h"
 
 #include <errno.h>
@@ -25,10 +34,23 @@ struct fs {
 	uid_t uid;
 	gid_t gid;
 	gint64 mounted_at;
+
+	GMutex lock;             /* guards pages_stale and prefetched */
+	GHashTable *pages_stale; /* inode numbers whose page cache may hold older bytes */
+	GHashTable *prefetched;  /* directory inode -> listing generation prefetched for */
+	GAsyncQueue *inval;      /* uint64_t * inode numbers for the notifier, or &stop_mark */
+	GThread *notifier;       /* started in fs_init: after libfuse's fork */
+	GThreadPool *prefetch;   /* struct resource_ref *; NULL when prefetch is off */
 };
 
+/* Tells the notifier thread to end. */
+static uint64_t stop_mark;
+
 struct open_file {
-	GBytes *data;
+	GMutex lock;
+	GBytes *data;        /* (lock) the bytes this handle serves; NULL until the first read */
+	struct node *node;
+	struct resource res; /* the body seen at open, rendered at the first read */
 };
 
 struct open_dir {
@@ -44,15 +66,87 @@ struct fs *fs_new(struct session *session)
 	fs->uid = getuid();
 	fs->gid = getgid();
 	fs->mounted_at = g_get_real_time() / G_USEC_PER_SEC;
+	g_mutex_init(&fs->lock);
+	fs->pages_stale = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	fs->prefetched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	fs->inval = g_async_queue_new_full(g_free);
 	return fs;
+}
+
+/* Ends the threads; called at unmount (destroy) and again, harmlessly, at fs_free. */
+static void fs_stop_threads(struct fs *fs)
+{
+	if (fs->prefetch) {
+		/* Queued prefetches are dropped; running ones end within the HTTP timeout. */
+		g_thread_pool_free(fs->prefetch, TRUE, TRUE);
+		fs->prefetch = NULL;
+	}
+	if (fs->notifier) {
+		g_async_queue_push_front(fs->inval, &stop_mark);
+		g_thread_join(fs->notifier);
+		fs->notifier = NULL;
+	}
 }
 
 void fs_free(struct fs *fs)
 {
 	if (!fs)
 		return;
+	fs_stop_threads(fs);
+	g_async_queue_unref(fs->inval);
+	g_hash_table_destroy(fs->pages_stale);
+	g_hash_table_destroy(fs->prefetched);
+	g_mutex_clear(&fs->lock);
 	tree_free(fs->tree);
 	g_free(fs);
+}
+
+/* Drops the kernel's attributes and pages of the inodes it is given. A notice for an
+ * inode must not be sent from inside a request on that inode (the kernel may hold the
+ * inode's lock while it waits for our reply), hence this thread. Idle, it sleeps in
+ * g_async_queue_pop. */
+static gpointer fs_notifier(gpointer data)
+{
+	struct fs *fs = data;
+
+	for (;;) {
+		uint64_t *ino = g_async_queue_pop(fs->inval);
+		if (ino == &stop_mark)
+			return NULL;
+		/* -ENOENT: the kernel has forgotten the inode, nothing to drop. */
+		int r = fuse_lowlevel_notify_inval_inode(fs->se, *ino, 0, 0);
+		if (r < 0 && r != -ENOENT)
+			log_debug("cannot invalidate inode %" G_GUINT64_FORMAT ": %s", *ino,
+				  g_strerror(-r));
+		g_free(ino);
+	}
+}
+
+/* Called when @node's bytes changed: the kernel's copy goes, now for its attributes and
+ * pages, and at the next open for certain (keep_cache off). */
+static void fs_forget_pages(struct fs *fs, struct node *node)
+{
+	uint64_t *key = g_new(uint64_t, 1);
+
+	*key = node->ino;
+	g_mutex_lock(&fs->lock);
+	g_hash_table_add(fs->pages_stale, key);
+	g_mutex_unlock(&fs->lock);
+	if (fs->notifier && fs->se)
+		g_async_queue_push(fs->inval, g_memdup2(key, sizeof(*key)));
+}
+
+/* Whether the kernel may hold older bytes of @node than it is about to be given; the
+ * mark is cleared, as the caller drops them. */
+static bool fs_take_pages_stale(struct fs *fs, struct node *node)
+{
+	uint64_t ino = node->ino;
+	bool stale;
+
+	g_mutex_lock(&fs->lock);
+	stale = g_hash_table_remove(fs->pages_stale, &ino);
+	g_mutex_unlock(&fs->lock);
+	return stale;
 }
 
 void fs_set_fuse_session(struct fs *fs, struct fuse_session *se)
@@ -118,6 +212,118 @@ static int node_source(struct fs *fs, struct node *node, struct resource_ref *re
 static bool node_is_internal(struct node *node)
 {
 	return node->internal;
+}
+
+/* A prefetch job: warms the cache with one resource. Runs in the pool. */
+static void fs_prefetch_one(gpointer data, gpointer user_data)
+{
+	struct resource_ref *ref = data;
+	struct resource res = {0};
+
+	/* A fresh copy is a cache hit; a cold one is fetched once, however many readers
+	 * join (single-flight). Errors are the reader's to see, later. */
+	session_get(((struct fs *)user_data)->session, ref, &res);
+	resource_clear(&res);
+	resource_ref_clear(ref);
+	g_free(ref);
+}
+
+/* Queues @ref unless a resource of the same key is queued already (@seen) or is the
+ * listing's own (@own). Takes over @ref's strings. */
+static void fs_prefetch_ref(struct fs *fs, struct resource_ref *ref, const char *own,
+			    GHashTable *seen)
+{
+	const char *key = ref->key ? ref->key : ref->path;
+
+	if (!ref->path || g_strcmp0(key, own) == 0 || g_hash_table_contains(seen, key)) {
+		resource_ref_clear(ref);
+		return;
+	}
+	g_hash_table_add(seen, g_strdup(key));
+	g_thread_pool_push(fs->prefetch, g_memdup2(ref, sizeof(*ref)), NULL);
+	*ref = (struct resource_ref){0};
+}
+
+/* After @dir's listing (made from resource @own_key) changed: prefetches the resources
+ * its files, and the files of its static subdirectories, are made of: what a stat of
+ * every entry (ls -l) or a walk (find, tar) reads next. Directory listings are not
+ * prefetched, so listing homes/ does not fetch every home's devices. The provider says
+ * which resources through source() and list(); nothing here knows a cloud. */
+static void fs_prefetch_children(struct fs *fs, struct node *dir, const char *own_key)
+{
+	const struct provider *p = session_provider(fs->session);
+	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	GArray *children = tree_list(fs->tree, dir);
+
+	for (guint i = 0; i < children->len; i++) {
+		struct tree_dirent *d = &g_array_index(children, struct tree_dirent, i);
+		struct node *child = tree_get(fs->tree, d->ino);
+		struct resource_ref ref = {0};
+		struct node_path cp = {0};
+
+		if (!child || node_source(fs, child, &ref, &cp) < 0) {
+			node_path_clear(&cp);
+			continue;
+		}
+		if (child->is_dir && ref.path) {
+			resource_ref_clear(&ref);
+		} else if (child->is_dir) {
+			/* A static directory costs no call to list: look one level further. */
+			g_autoptr(GPtrArray) entries = provider_entries_new();
+			if (p->list(&cp.pp, NULL, entries) == 0) {
+				const char **comp = g_new0(const char *, cp.pp.n + 2);
+				for (size_t k = 0; k < cp.pp.n; k++)
+					comp[k] = cp.comp[k];
+				for (guint k = 0; k < entries->len; k++) {
+					struct provider_entry *pe = entries->pdata[k];
+					struct provider_path gp = {comp, cp.pp.n + 1};
+					struct resource_ref gref = {0};
+					comp[cp.pp.n] = pe->name;
+					if (pe->type == ENTRY_FILE && p->source(&gp, &gref) == 0)
+						fs_prefetch_ref(fs, &gref, own_key, seen);
+					else
+						resource_ref_clear(&gref);
+				}
+				g_free(comp);
+			}
+		} else {
+			fs_prefetch_ref(fs, &ref, own_key, seen);
+		}
+		resource_ref_clear(&ref);
+		node_path_clear(&cp);
+	}
+	tree_dirents_free(children);
+}
+
+/* Prefetches for @dir's listing once per generation of it: a lookup syncs a directory
+ * too, but only a listing says that all entries are about to be read. */
+static void fs_prefetch_listing(struct fs *fs, struct node *dir)
+{
+	struct resource_ref ref = {0};
+	struct node_path np = {0};
+	uint64_t gen;
+	bool todo;
+
+	if (!fs->prefetch || node_is_internal(dir) || node_source(fs, dir, &ref, &np) < 0 ||
+	    !ref.path)
+		goto out;
+	tree_lock(fs->tree);
+	gen = dir->listed_gen;
+	tree_unlock(fs->tree);
+	uint64_t *key = g_new(uint64_t, 1);
+	*key = dir->ino;
+	g_mutex_lock(&fs->lock);
+	todo = GPOINTER_TO_SIZE(g_hash_table_lookup(fs->prefetched, key)) != (gsize)gen;
+	if (todo)
+		g_hash_table_replace(fs->prefetched, key, GSIZE_TO_POINTER((gsize)gen));
+	else
+		g_free(key);
+	g_mutex_unlock(&fs->lock);
+	if (todo)
+		fs_prefetch_children(fs, dir, ref.key ? ref.key : ref.path);
+out:
+	resource_ref_clear(&ref);
+	node_path_clear(&np);
 }
 
 /* Brings @dir's children up to date with its resource. */
@@ -189,54 +395,50 @@ out:
 	return r;
 }
 
-/* Renders file @node now. *gen is the resource generation (0 for internal files). */
-static int fs_render(struct fs *fs, struct node *node, GBytes **data, uint64_t *gen,
-		     gint64 *changed_at)
+/* The resource file @node is made from, fetched through the cache. */
+static int fs_node_resource(struct fs *fs, struct node *node, struct resource *res)
 {
-	const struct provider *p = session_provider(fs->session);
 	struct resource_ref ref = {0};
 	struct node_path np = {0};
-	struct resource res = {0};
-	GString *out = g_string_new(NULL);
-	int r;
+	int r = node_source(fs, node, &ref, &np);
 
-	*gen = 0;
-	*changed_at = g_get_real_time() / G_USEC_PER_SEC;
-	if (node_is_internal(node)) {
-		if (strcmp(node->name, STATUS_FILE) == 0)
-			session_render_status(fs->session, out);
-		else
-			session_render_metrics(fs->session, out);
-		r = 0;
-		goto out;
-	}
-	r = node_source(fs, node, &ref, &np);
-	if (r < 0)
-		goto out;
-	if (!ref.path) {
-		r = -EIO;
-		goto out;
-	}
-	r = session_get(fs->session, &ref, &res);
-	if (r < 0)
-		goto out;
-	json_t *body = resource_json(&res);
-	r = body ? p->render(&np.pp, body, out) : -EIO;
-	json_decref(body);
-	*gen = res.gen;
-	*changed_at = res.changed_at;
-out:
 	if (r == 0)
-		*data = g_string_free_to_bytes(out);
-	else
-		g_string_free(out, TRUE);
-	resource_clear(&res);
+		r = ref.path ? session_get(fs->session, &ref, res) : -EIO;
 	resource_ref_clear(&ref);
 	node_path_clear(&np);
 	return r;
 }
 
-/* Records what @node's bytes are now; true when they differ from what was seen before. */
+/* Renders file @node: an internal file now, a provider's file from @res. */
+static int fs_render_from(struct fs *fs, struct node *node, const struct resource *res,
+			  GBytes **data)
+{
+	GString *out = g_string_new(NULL);
+	int r = 0;
+
+	if (node_is_internal(node)) {
+		if (strcmp(node->name, STATUS_FILE) == 0)
+			session_render_status(fs->session, out);
+		else
+			session_render_metrics(fs->session, out);
+	} else {
+		struct node_path np = {0};
+		json_t *body = resource_json(res);
+
+		node_path_init(fs, node, &np);
+		r = body ? session_provider(fs->session)->render(&np.pp, body, out) : -EIO;
+		json_decref(body);
+		node_path_clear(&np);
+	}
+	if (r == 0)
+		*data = g_string_free_to_bytes(out);
+	else
+		g_string_free(out, TRUE);
+	return r;
+}
+
+/* Records what @node's bytes are now; true when they differ from what was seen before
+ * (and then the kernel's copy is on its way out). */
 static bool fs_note_content(struct fs *fs, struct node *node, GBytes *data, uint64_t gen,
 			    gint64 changed_at)
 {
@@ -251,10 +453,13 @@ static bool fs_note_content(struct fs *fs, struct node *node, GBytes *data, uint
 	node->content_hash = hash;
 	node->size = g_bytes_get_size(data);
 	tree_unlock(fs->tree);
+	if (changed && !node_is_internal(node))
+		fs_forget_pages(fs, node);
 	return changed;
 }
 
-static double fs_timeout(struct fs *fs, struct node *node)
+/* How long the kernel may keep a directory's entry and attributes. */
+static double fs_dir_timeout(struct fs *fs, struct node *node)
 {
 	if (node_is_internal(node))
 		return 0;
@@ -263,8 +468,9 @@ static double fs_timeout(struct fs *fs, struct node *node)
 	return ttl;
 }
 
-/* Fills @st for @node, rendering a file when its resource changed since the last time. */
-static int fs_stat_node(struct fs *fs, struct node *node, struct stat *st)
+/* Fills @st for @node, rendering a file when its resource changed since the last time.
+ * *timeout: how long the kernel may keep it (a file: while its resource is fresh). */
+static int fs_stat_node(struct fs *fs, struct node *node, struct stat *st, double *timeout)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = node->ino;
@@ -279,39 +485,35 @@ static int fs_stat_node(struct fs *fs, struct node *node, struct stat *st)
 		st->st_mtime = node->mtime ? node->mtime : fs->mounted_at;
 		tree_unlock(fs->tree);
 		st->st_ctime = st->st_atime = st->st_mtime;
+		*timeout = fs_dir_timeout(fs, node);
 		return 0;
 	}
 
+	struct resource res = {0};
 	bool fresh_memo = false;
+	int r = 0;
+	*timeout = 0;
 	if (!node_is_internal(node)) {
-		struct resource_ref ref = {0};
-		struct node_path np = {0};
-		int r = node_source(fs, node, &ref, &np);
-		if (r == 0 && ref.path) {
-			struct resource res = {0};
-			r = session_get(fs->session, &ref, &res);
-			if (r == 0) {
-				tree_lock(fs->tree);
-				fresh_memo = node->content_gen == res.gen;
-				tree_unlock(fs->tree);
-			}
-			resource_clear(&res);
-		}
-		resource_ref_clear(&ref);
-		node_path_clear(&np);
+		r = fs_node_resource(fs, node, &res);
 		if (r < 0)
 			return r;
+		tree_lock(fs->tree);
+		fresh_memo = node->content_gen == res.gen;
+		tree_unlock(fs->tree);
+		*timeout = res.fresh_for;
 	}
 	if (!fresh_memo) {
 		GBytes *data = NULL;
-		uint64_t gen;
-		gint64 changed_at;
-		int r = fs_render(fs, node, &data, &gen, &changed_at);
-		if (r < 0)
-			return r;
-		fs_note_content(fs, node, data, gen, changed_at);
-		g_bytes_unref(data);
+		r = fs_render_from(fs, node, &res, &data);
+		if (r == 0) {
+			fs_note_content(fs, node, data, res.gen,
+					res.gen ? res.changed_at : g_get_real_time() / G_USEC_PER_SEC);
+			g_bytes_unref(data);
+		}
 	}
+	resource_clear(&res);
+	if (r < 0)
+		return r;
 	st->st_mode = S_IFREG | 0444;
 	st->st_nlink = 1;
 	tree_lock(fs->tree);
@@ -325,22 +527,43 @@ static int fs_stat_node(struct fs *fs, struct node *node, struct stat *st)
 
 static int fs_fill_entry(struct fs *fs, struct node *node, struct fuse_entry_param *e)
 {
+	double timeout;
+
 	memset(e, 0, sizeof(*e));
-	int r = fs_stat_node(fs, node, &e->attr);
+	int r = fs_stat_node(fs, node, &e->attr, &timeout);
 	if (r < 0)
 		return r;
 	e->ino = node->ino;
 	e->generation = 1;
-	e->attr_timeout = fs_timeout(fs, node);
-	e->entry_timeout = fs_timeout(fs, node);
+	e->attr_timeout = timeout;
+	e->entry_timeout = timeout;
 	return 0;
 }
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
 {
+	struct fs *fs = userdata;
+	const struct options *o = session_options(fs->session);
+
 	/* Page-cache data is dropped when a getattr shows a new mtime or size. */
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+	/* Always readdirplus, not the kernel's guess (READDIRPLUS_AUTO): whoever lists a
+	 * directory here stats its entries next (ls -l, find, tar), and one listing then
+	 * answers all of it. */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+
+	/* Threads start here, in the daemon after libfuse's fork. */
+	fs->notifier = g_thread_new("inval", fs_notifier, fs);
+	if (o->prefetch > 0 && !session_provider(fs->session)->quota_is_scarce)
+		fs->prefetch = g_thread_pool_new(fs_prefetch_one, fs, o->prefetch, FALSE, NULL);
+}
+
+static void fs_destroy(void *userdata)
+{
+	fs_stop_threads(userdata);
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -369,7 +592,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (gone) {
 		/* A negative entry the kernel may keep as long as a listing is fresh. */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = node_is_internal(dir) ? 0 : fs_timeout(fs, dir);
+		e.entry_timeout = fs_dir_timeout(fs, dir);
 		fuse_reply_entry(req, &e);
 		return;
 	}
@@ -396,17 +619,18 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs *fs = fuse_req_userdata(req);
 	struct node *node = tree_get(fs->tree, ino);
 	struct stat st;
+	double timeout;
 	int r;
 
 	if (!node) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	r = fs_stat_node(fs, node, &st);
+	r = fs_stat_node(fs, node, &st, &timeout);
 	if (r < 0)
 		fuse_reply_err(req, fs_errno(r));
 	else
-		fuse_reply_attr(req, &st, fs_timeout(fs, node));
+		fuse_reply_attr(req, &st, timeout);
 }
 
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -424,6 +648,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, fs_errno(r));
 		return;
 	}
+	fs_prefetch_listing(fs, dir);
 	struct open_dir *od = g_new0(struct open_dir, 1);
 	od->entries = tree_list(fs->tree, dir);
 	fi->fh = (uint64_t)(uintptr_t)od;
@@ -504,13 +729,19 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
+static void open_file_free(struct open_file *of)
+{
+	g_clear_pointer(&of->data, g_bytes_unref);
+	resource_clear(&of->res);
+	g_mutex_clear(&of->lock);
+	g_free(of);
+}
+
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct node *node = tree_get(fs->tree, ino);
-	GBytes *data = NULL;
-	uint64_t gen;
-	gint64 changed_at;
+	struct open_file *of;
 	int r;
 
 	if (!node) {
@@ -525,40 +756,76 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	r = fs_render(fs, node, &data, &gen, &changed_at);
-	if (r < 0) {
-		fuse_reply_err(req, fs_errno(r));
-		return;
-	}
+	of = g_new0(struct open_file, 1);
+	g_mutex_init(&of->lock);
+	of->node = node;
 	if (node_is_internal(node)) {
+		r = fs_render_from(fs, node, NULL, &of->data);
 		/* Counters change between stat and read: let the reader see all bytes. */
 		fi->direct_io = 1;
 	} else {
-		bool changed = fs_note_content(fs, node, data, gen, changed_at);
-		/* The page cache holds these very bytes unless they changed since. */
-		fi->keep_cache = !changed;
-		if (changed)
-			fi->direct_io = 1;
+		r = fs_node_resource(fs, node, &of->res);
 	}
-	struct open_file *of = g_new0(struct open_file, 1);
-	of->data = data;
+	if (r < 0) {
+		open_file_free(of);
+		fuse_reply_err(req, fs_errno(r));
+		return;
+	}
+	if (!node_is_internal(node)) {
+		bool memo_fresh;
+		tree_lock(fs->tree);
+		memo_fresh = node->content_gen == of->res.gen;
+		tree_unlock(fs->tree);
+		/* Same generation, same bytes: the rendering waits for a read, which a warm
+		 * page cache never sends. Otherwise render now, to know whether they changed. */
+		if (!memo_fresh) {
+			r = fs_render_from(fs, node, &of->res, &of->data);
+			if (r < 0) {
+				open_file_free(of);
+				fuse_reply_err(req, fs_errno(r));
+				return;
+			}
+			fs_note_content(fs, node, of->data, of->res.gen, of->res.changed_at);
+		}
+		/* The page cache holds these very bytes unless a change was seen since it
+		 * was filled. */
+		fi->keep_cache = !fs_take_pages_stale(fs, node);
+	}
 	fi->fh = (uint64_t)(uintptr_t)of;
-	if (fuse_reply_open(req, fi) != 0) {
-		g_bytes_unref(of->data);
-		g_free(of);
-	}
+	if (fuse_reply_open(req, fi) != 0)
+		open_file_free(of);
+}
+
+/* The bytes @of serves (a new reference), rendered from its resource at the first read. */
+static int open_file_bytes(struct fs *fs, struct open_file *of, GBytes **bytes)
+{
+	int r = 0;
+
+	g_mutex_lock(&of->lock);
+	if (!of->data)
+		r = fs_render_from(fs, of->node, &of->res, &of->data);
+	if (r == 0)
+		*bytes = g_bytes_ref(of->data);
+	g_mutex_unlock(&of->lock);
+	return r;
 }
 
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	struct fs *fs = fuse_req_userdata(req);
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	/* Our own reference: once the kernel has the reply, a release may free @of in
 	 * another thread while fuse_reply_buf (and ASan's writev check) still reads. */
-	g_autoptr(GBytes) bytes = g_bytes_ref(of->data);
+	g_autoptr(GBytes) bytes = NULL;
 	gsize len = 0;
-	const char *data = g_bytes_get_data(bytes, &len);
+	int r = open_file_bytes(fs, of, &bytes);
 
+	if (r < 0) {
+		fuse_reply_err(req, fs_errno(r));
+		return;
+	}
+	const char *data = g_bytes_get_data(bytes, &len);
 	if (off < 0 || (size_t)off >= len) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -568,10 +835,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-
-	g_bytes_unref(of->data);
-	g_free(of);
+	open_file_free((struct open_file *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -588,6 +852,7 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static const struct fuse_lowlevel_ops fs_ops = {
 	.init = fs_init,
+	.destroy = fs_destroy,
 	.lookup = fs_lookup,
 	.forget = fs_forget,
 	.forget_multi = fs_forget_multi,

@@ -290,8 +290,8 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 {
 	const char *key = ref->key ? ref->key : ref->path;
 	struct cache_hit hit = {0};
-	int r = cache_get(s->cache, key, ref->path, session_ttl(s, ref), s->opts.offline,
-			  session_fetch, s, &hit);
+	int ttl = session_ttl(s, ref);
+	int r = cache_get(s->cache, key, ref->path, ttl, s->opts.offline, session_fetch, s, &hit);
 
 	memset(out, 0, sizeof(*out));
 	if (r < 0)
@@ -300,6 +300,12 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	out->gen = hit.gen;
 	out->changed_at = hit.changed_at;
 	out->stale = hit.stale;
+	if (hit.stale) {
+		out->fresh_for = 1;
+	} else {
+		double age = (double)(g_get_monotonic_time() - hit.fetched_at) / G_USEC_PER_SEC;
+		out->fresh_for = MAX(ttl - age, 0);
+	}
 	cache_hit_clear(&hit);
 	return 0;
 }

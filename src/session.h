@@ -28,6 +28,8 @@ struct resource {
 	uint64_t gen;
 	gint64 changed_at; /* unix seconds */
 	bool stale;
+	double fresh_for;  /* seconds the body stays fresh from now: how long the kernel may
+			    * cache what is made of it (a stale copy: 1 s) */
 };
 
 void resource_clear(struct resource *r);

@@ -244,6 +244,8 @@ class Stats:
         self.requests_without_user_agent = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections = 0  # TLS connections that carried a cloud request
+        self.tls_resumed = 0  # of which resumed an earlier TLS session
 
     def request(self, req):
         key = f"{req.method} {req.path}"
@@ -267,7 +269,8 @@ class Stats:
                 "refresh_reuse": self.refresh_reuse, "status_counts": self.status_counts,
                 "user_agents": self.user_agents,
                 "requests_without_user_agent": self.requests_without_user_agent,
-                "in_flight": self.in_flight, "max_in_flight": self.max_in_flight}
+                "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
+                "connections": self.connections, "tls_resumed": self.tls_resumed}
 
 
 # ---------------------------------------------------------------- tado
@@ -1500,6 +1503,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         req = Request(self.command, self.path, self.headers, body)
         counted = area_of(req.path) != "control"
+        if counted and not getattr(self, "connection_counted", False):
+            # Counted at its first cloud request, so control calls never count.
+            self.connection_counted = True
+            with world.lock:
+                world.stats.connections += 1
+                world.stats.tls_resumed += int(self.connection.session_reused)
         world.begin()
         status = "error"
         try:
