@@ -20,6 +20,10 @@
 /* Connecting never needs long; a dead host should not eat the whole deadline. */
 #define CONNECT_TIMEOUT_MS 10000
 #define DEFAULT_TIMEOUT_S  30
+/* Connections the shared pool keeps. curl's default (5) is below the number of threads
+ * that fetch at once (FUSE workers and prefetch), and past it every request closes the
+ * oldest idle connection: a walk would open a new TLS connection for most requests. */
+#define POOL_CONNECTIONS 64
 
 /* One thread's easy handle; listed in its client so http_client_free can release the
  * handles of threads that are still alive. */
@@ -295,6 +299,7 @@ static int http_attempt(struct http_client *c, CURL *curl, const struct http_req
 	long timeout_ms = (long)MAX(remaining_us / 1000, 1);
 	curl_easy_setopt(curl, CURLOPT_URL, req->url);
 	curl_easy_setopt(curl, CURLOPT_SHARE, c->share);
+	curl_easy_setopt(curl, CURLOPT_MAXCONNECTS, (long)POOL_CONNECTIONS);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, MIN(timeout_ms, CONNECT_TIMEOUT_MS));
