@@ -20,6 +20,9 @@
 
 #define DISK_MAGIC "smarthomefs-cache 1\n"
 #define USEC	   G_USEC_PER_SEC
+/* A failed fetch is the answer for this long: readers the kernel queued behind it (one
+ * lookup of a name at a time) get its error at once instead of each waiting a timeout. */
+#define FAILURE_MEMORY_US (2 * USEC)
 
 struct cache_entry {
 	char *key;
@@ -29,8 +32,10 @@ struct cache_entry {
 	gint64 changed_at; /* unix s */
 	bool disk_checked; /* the disk copy was looked for once */
 	bool fetching;
+	gint64 fetch_started; /* monotonic µs */
 	uint64_t flights; /* fetches finished, so a waiter knows its fetch ended */
 	int result;	  /* of the last finished fetch */
+	gint64 failed_at; /* monotonic µs when that fetch failed, 0 if it did not */
 	GCond done;
 };
 
@@ -202,12 +207,13 @@ static bool entry_fresh(struct cache_entry *e, int ttl_s)
 	       g_get_monotonic_time() - e->fetched_at < (gint64)ttl_s * USEC;
 }
 
-static void hit_fill(struct cache_hit *hit, struct cache_entry *e, bool stale)
+static void hit_fill(struct cache_hit *hit, struct cache_entry *e, int error)
 {
 	hit->body = g_bytes_ref(e->body);
 	hit->gen = e->gen;
 	hit->changed_at = e->changed_at;
-	hit->stale = stale;
+	hit->stale = error < 0;
+	hit->error = error;
 	hit->fetched_at = e->fetched_at;
 }
 
@@ -215,13 +221,13 @@ static void hit_fill(struct cache_hit *hit, struct cache_entry *e, bool stale)
 static int answer(struct cache *c, struct cache_entry *e, int r, struct cache_hit *hit)
 {
 	if (r == 0 && e->body) {
-		hit_fill(hit, e, false);
+		hit_fill(hit, e, 0);
 		return 0;
 	}
-	if (r == -ENOENT || !e->body)
+	if (r == -ENOENT || r == -EACCES || !e->body)
 		return r < 0 ? r : -EIO;
 	c->stats.stale_served++;
-	hit_fill(hit, e, true);
+	hit_fill(hit, e, r);
 	return 0;
 }
 
@@ -229,7 +235,9 @@ static int answer(struct cache *c, struct cache_entry *e, int r, struct cache_hi
 static int wait_for_fetch(struct cache *c, struct cache_entry *e, struct cache_hit *hit)
 {
 	uint64_t flight = e->flights;
-	gint64 deadline = g_get_monotonic_time() + (gint64)c->timeout_s * USEC;
+	/* The fetch itself ends within the timeout (the HTTP client's deadline); the second
+	 * more lets it answer its waiters itself when it ends right at that deadline. */
+	gint64 deadline = e->fetch_started + (gint64)c->timeout_s * USEC + USEC;
 
 	while (e->fetching && e->flights == flight) {
 		if (!g_cond_wait_until(&e->done, &c->lock, deadline)) {
@@ -238,7 +246,7 @@ static int wait_for_fetch(struct cache *c, struct cache_entry *e, struct cache_h
 			/* The fetch hangs: an old copy beats no answer. */
 			if (e->body) {
 				c->stats.stale_served++;
-				hit_fill(hit, e, true);
+				hit_fill(hit, e, -ETIMEDOUT);
 				return 0;
 			}
 			return -ETIMEDOUT;
@@ -264,7 +272,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	e = entry_get(c, key);
 	if (entry_fresh(e, ttl_s)) {
 		c->stats.hits++;
-		hit_fill(hit, e, false);
+		hit_fill(hit, e, 0);
 		g_mutex_unlock(&c->lock);
 		log_debug("cache hit %s", key);
 		return 0;
@@ -273,11 +281,20 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 		r = -ENETDOWN;
 		if (e->body) {
 			c->stats.stale_served++;
-			hit_fill(hit, e, true);
+			hit_fill(hit, e, -ENETDOWN);
 			r = 0;
 		}
 		g_mutex_unlock(&c->lock);
 		log_debug("cache %s %s (offline)", r == 0 ? "stale" : "miss", key);
+		return r;
+	}
+	if (!e->fetching && e->failed_at &&
+	    g_get_monotonic_time() - e->failed_at < FAILURE_MEMORY_US) {
+		int failed = e->result;
+
+		r = answer(c, e, failed, hit);
+		g_mutex_unlock(&c->lock);
+		log_debug("cache %s: its fetch failed a moment ago (%s)", key, g_strerror(-failed));
 		return r;
 	}
 	if (e->fetching) {
@@ -288,6 +305,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	}
 
 	e->fetching = true;
+	e->fetch_started = g_get_monotonic_time();
 	c->stats.fetches++;
 	g_mutex_unlock(&c->lock);
 	log_debug("cache miss %s: fetching", key);
@@ -319,6 +337,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	e->fetching = false;
 	flight = ++e->flights;
 	e->result = r;
+	e->failed_at = r < 0 ? g_get_monotonic_time() : 0;
 	g_cond_broadcast(&e->done);
 	r = answer(c, e, r, hit);
 	g_mutex_unlock(&c->lock);

@@ -18,8 +18,9 @@
 struct cache;
 
 /* Fetches @path. Returns 0 and a new reference in *body, or a negative errno:
- * -ENOENT (the resource is gone: the entry is dropped), anything else (the last good
- * copy, if any, is served as stale). Called without locks held. */
+ * -ENOENT (the resource is gone: the entry is dropped), -EACCES (the login is no longer
+ * valid: no copy is served, the user must act), anything else (the last good copy, if
+ * any, is served as stale). Called without locks held. */
 typedef int (*cache_fetch_fn)(void *ctx, const char *path, GBytes **body);
 
 struct cache_hit {
@@ -27,6 +28,7 @@ struct cache_hit {
 	uint64_t gen;      /* never 0 */
 	gint64 changed_at; /* unix seconds */
 	bool stale;        /* served after a failed refresh (or offline) */
+	int error;         /* when stale: why (the fetch's negative errno) */
 	gint64 fetched_at; /* monotonic µs (g_get_monotonic_time) of the body's fetch */
 };
 

@@ -15,6 +15,10 @@
 
 /* A body larger than this is refused (-EFBIG): no home is that big, a hostile one might be. */
 #define MAX_BODY (16 * 1024 * 1024)
+/* After the API could not be reached (no answer, timeout), other requests fail at once
+ * for this long: a lookup that needs several expired resources then costs one `timeout`,
+ * not one each. */
+#define UNREACHABLE_MEMORY_US (2 * G_USEC_PER_SEC)
 /* With no refill time announced, a 429 blocks calls this long. */
 #define DEFAULT_BLOCK_SECONDS 60
 
@@ -36,9 +40,15 @@ struct session {
 	struct ratelimit budget; /* the last one announced */
 	gint64 budget_at;        /* unix seconds when it was announced */
 	gint64 blocked_until;    /* unix seconds: no calls before this (429 or budget spent) */
+	long in_flight;          /* API requests sent and not answered yet */
+	gint64 unreachable_until; /* monotonic µs: the API gave no answer just now */
+	int unreachable_error;
 	char *last_error;        /* a sentence */
 	char *last_error_path;
 	gint64 last_error_at;
+	char *last_stale_path;   /* the last stale copy served: which, when, why */
+	gint64 last_stale_at;
+	int last_stale_error;
 };
 
 struct session *session_new(const struct account *account, struct options *opts)
@@ -79,6 +89,7 @@ void session_free(struct session *s)
 	g_free(s->store.state_dir);
 	g_free(s->last_error);
 	g_free(s->last_error_path);
+	g_free(s->last_stale_path);
 	options_clear(&s->opts);
 	account_clear(&s->account);
 	g_mutex_clear(&s->mutex);
@@ -158,6 +169,7 @@ static void session_account_call(struct session *s, const struct http_response *
 
 	g_mutex_lock(&s->mutex);
 	s->api_calls++;
+	s->in_flight--;
 	if (known) {
 		/* A policy header alone keeps what the last RateLimit said about the rest. */
 		if (rl.quota >= 0)
@@ -179,19 +191,41 @@ static void session_account_call(struct session *s, const struct http_response *
 		if (wait < 0)
 			wait = DEFAULT_BLOCK_SECONDS;
 		s->blocked_until = now + wait;
+		/* Spent until then, whatever the headers said. */
 		s->budget.remaining = 0;
+		s->budget.reset_in = wait;
+		s->budget_at = now;
 	} else if (known && rl.remaining == 0 && rl.reset_in > 0) {
 		s->blocked_until = now + rl.reset_in;
 	}
 	g_mutex_unlock(&s->mutex);
 }
 
-static bool session_blocked(struct session *s, gint64 *until)
+/* Whether a call may be sent now; if so, it counts as in flight until
+ * session_account_call or session_call_failed. Calls already in flight spend the
+ * announced budget too, so concurrent readers cannot overdraw it into a 429. */
+static bool session_call_begin(struct session *s, gint64 *until)
 {
+	gint64 now = now_s();
+	bool ok;
+
 	g_mutex_lock(&s->mutex);
 	*until = s->blocked_until;
+	if (s->budget.remaining >= 0 && s->budget.reset_in >= 0 &&
+	    s->budget.remaining <= s->in_flight && s->budget_at + s->budget.reset_in > now)
+		*until = MAX(*until, s->budget_at + s->budget.reset_in);
+	ok = *until <= now;
+	if (ok)
+		s->in_flight++;
 	g_mutex_unlock(&s->mutex);
-	return *until > now_s();
+	return ok;
+}
+
+static void session_call_failed(struct session *s)
+{
+	g_mutex_lock(&s->mutex);
+	s->in_flight--;
+	g_mutex_unlock(&s->mutex);
 }
 
 /* The cache's fetch function: one authorized GET, retried once after a refresh on 401. */
@@ -202,11 +236,13 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 	gint64 until;
 	int r;
 
-	if (session_blocked(s, &until)) {
-		log_debug("GET %s not sent: the rate limit blocks calls for %" G_GINT64_FORMAT
-			  " s more",
-			  path, until - now_s());
-		return -EAGAIN;
+	g_mutex_lock(&s->mutex);
+	r = g_get_monotonic_time() < s->unreachable_until ? s->unreachable_error : 0;
+	g_mutex_unlock(&s->mutex);
+	if (r < 0) {
+		log_debug("GET %s not sent: the API did not answer a moment ago (%s)", path,
+			  g_strerror(-r));
+		return r;
 	}
 	for (int attempt = 0; attempt < 2; attempt++) {
 		g_autofree char *token = NULL;
@@ -221,8 +257,21 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 		struct http_request req = {
 			.method = "GET", .url = url, .bearer = token, .tries = 3, .log_path = path,
 		};
+		if (!session_call_begin(s, &until)) {
+			log_debug("GET %s not sent: the rate limit blocks calls for %" G_GINT64_FORMAT
+				  " s more",
+				  path, until - now_s());
+			return -EAGAIN;
+		}
 		r = http_request(s->http, &req, &resp);
 		if (r < 0) {
+			session_call_failed(s);
+			if (r != -EFBIG) {
+				g_mutex_lock(&s->mutex);
+				s->unreachable_until = g_get_monotonic_time() + UNREACHABLE_MEMORY_US;
+				s->unreachable_error = r;
+				g_mutex_unlock(&s->mutex);
+			}
 			session_note_error(s, path, "request failed: %s", g_strerror(-r));
 			return r == -EFBIG ? -EIO : r;
 		}
@@ -266,8 +315,11 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 
 int session_ttl(struct session *s, const struct resource_ref *ref)
 {
-	int account_ttl = s->opts.ttl >= 0 ? s->opts.ttl : s->provider->default_ttl;
-	int ttl = MAX(account_ttl, ref->ttl);
+	/* A ttl the user set is meant for every file; otherwise each resource has its own,
+	 * after how often it changes (docs/reliability.md). */
+	int ttl = s->opts.ttl >= 0 ? s->opts.ttl
+		  : ref->ttl > 0   ? ref->ttl
+				   : s->provider->default_ttl;
 	struct cache_stats cs;
 
 	/* Spread what is left of the budget over the time until it refills: N resources read
@@ -284,6 +336,25 @@ int session_ttl(struct session *s, const struct resource_ref *ref)
 	long usable = MAX(remaining - 2, 1);
 	long stretched = (long)((double)n * (double)refill / (double)usable);
 	return (int)MIN(MAX((long)ttl, stretched), (long)G_MAXINT);
+}
+
+/* Says that a stale copy of @path was served: in status.json always, in the log once a
+ * minute per path at most (a reader polling through an outage must not flood it). */
+static void session_note_stale(struct session *s, const char *path, int error)
+{
+	gint64 now = now_s();
+	bool say;
+
+	g_mutex_lock(&s->mutex);
+	say = g_strcmp0(s->last_stale_path, path) != 0 || now - s->last_stale_at >= 60;
+	g_free(s->last_stale_path);
+	s->last_stale_path = g_strdup(path);
+	s->last_stale_at = now;
+	s->last_stale_error = error;
+	g_mutex_unlock(&s->mutex);
+	if (say)
+		log_warn("%s%s: serving the last good copy (a stale copy) because %s", s->api_url,
+			 path, error == -EAGAIN ? "the rate limit blocks calls" : g_strerror(-error));
 }
 
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out)
@@ -306,6 +377,8 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 		double age = (double)(g_get_monotonic_time() - hit.fetched_at) / G_USEC_PER_SEC;
 		out->fresh_for = MAX(ttl - age, 0);
 	}
+	if (hit.stale && !s->opts.offline)
+		session_note_stale(s, ref->path, hit.error);
 	cache_hit_clear(&hit);
 	return 0;
 }
@@ -344,6 +417,9 @@ struct session_snapshot {
 	gint64 last_error_at;
 	gint64 token_expires_at;
 	unsigned refreshes;
+	char *last_stale_path;
+	gint64 last_stale_at;
+	int last_stale_error;
 };
 
 static void session_snapshot(struct session *s, struct session_snapshot *snap)
@@ -359,6 +435,9 @@ static void session_snapshot(struct session *s, struct session_snapshot *snap)
 	snap->last_error = g_strdup(s->last_error);
 	snap->last_error_path = g_strdup(s->last_error_path);
 	snap->last_error_at = s->last_error_at;
+	snap->last_stale_path = g_strdup(s->last_stale_path);
+	snap->last_stale_at = s->last_stale_at;
+	snap->last_stale_error = s->last_stale_error;
 	g_mutex_unlock(&s->mutex);
 	snap->token_expires_at = s->auth ? auth_expires_at(s->auth) : 0;
 	snap->refreshes = s->auth ? auth_refresh_count(s->auth) : 0;
@@ -368,6 +447,7 @@ static void session_snapshot_clear(struct session_snapshot *snap)
 {
 	g_free(snap->last_error);
 	g_free(snap->last_error_path);
+	g_free(snap->last_stale_path);
 }
 
 void session_render_status(struct session *s, GString *out)
@@ -395,6 +475,12 @@ void session_render_status(struct session *s, GString *out)
 					  snap.last_error_path, "at", json_time(snap.last_error_at))
 			      : json_null();
 	json_object_set_new(root, "last_error", err);
+	json_t *stale = snap.last_stale_path
+				? json_pack("{s:s, s:o, s:s}", "path", snap.last_stale_path, "at",
+					    json_time(snap.last_stale_at), "reason",
+					    g_strerror(-snap.last_stale_error))
+				: json_null();
+	json_object_set_new(root, "last_stale", stale);
 	/* main.c turns core dumps off: show that it holds in the process with the tokens. */
 	json_object_set_new(root, "dumpable", json_boolean(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) > 0));
 	provider_render_json(root, out);
