@@ -1,0 +1,193 @@
+"""Performance behaviour that correctness depends on (issue 5): the kernel's caches never
+serve old bytes once a refresh saw a change, a listing prefetches each resource once,
+concurrent readers share one request, a walk reuses connections, and bench/run works.
+The timing targets themselves live in bench/ (bench/run), never here."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from rig import BIN, ROOT, wait_until
+
+TIBBER_HOME = "92b82b1f-0196-56ab-bd6e-3588c700d94b"
+CHARGER = "ZWFzZWUgZW5vZGUgY2hhcmdlcjoxMDA"
+TADO_HOME = "1001"
+
+
+@pytest.fixture
+def cloud_options():
+    # A tado quota that does not stretch ttl=1 (session_ttl spreads a small daily one).
+    return {"tibber_devices": 12, "quota": 10000, "quota_window": 60}
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def detail_requests(rig, device=None):
+    return {k: n for k, n in rig.cloud.control.stats()["requests"].items()
+            if k.startswith("GET /v1/homes/") and "/devices/" in k
+            and (device is None or k.endswith("/" + device))}
+
+
+def tibber_mount(rig, *extra):
+    rig.login_tibber()
+    m = rig.mount("tibber", extra=list(extra))
+    rig.cloud.control.reset_stats()
+    return m
+
+
+def watch_until_new(path, old, new, what):
+    """Reads @path (and stats it) until it shows @new; every read before is @old, every
+    stat agrees with the bytes read, and once @new was seen it stays."""
+    seen = []
+
+    def shows_new():
+        data = read(path)
+        size = os.stat(path).st_size
+        assert data in (old, new), f"{what}: neither old nor new bytes: {data!r}"
+        assert size == len(data) or data == old, f"{what}: stat says {size}, read {len(data)}"
+        seen.append(data)
+        return data == new
+
+    wait_until(shows_new, 15, f"{what} to show the new value")
+    for _ in range(20):
+        assert read(path) == new, f"{what}: old bytes came back after new ones"
+        assert os.stat(path).st_size == len(new)
+    return seen
+
+
+@pytest.mark.parametrize("value,expect", [(42, b"42\n"), ("OVER", b"OVER\n")],
+                         ids=["new-size", "same-size"])
+def test_a_changed_value_shows_after_the_ttl_and_old_bytes_never_return(rig, value, expect):
+    m = tibber_mount(rig, "ttl=1")
+    value_file = m / "homes" / TIBBER_HOME / "devices" / CHARGER / "values" / "charging.status"
+    device_json = m / "homes" / TIBBER_HOME / "devices" / CHARGER / "device.json"
+    old = read(value_file)
+    assert old == b"idle\n"
+    old_json = read(device_json)
+    for _ in range(3):  # warm: the page cache holds both files now
+        assert read(value_file) == old
+
+    rig.cloud.control.tibber_capability(CHARGER, "charging.status", value)
+
+    watch_until_new(value_file, old, expect, "values/charging.status")
+    new_json = read(device_json)
+    assert new_json != old_json
+    status = [c for c in json.loads(new_json)["capabilities"] if c["id"] == "charging.status"]
+    assert status[0]["value"] == value
+    assert os.stat(device_json).st_size == len(new_json)
+
+
+def test_a_tado_zone_temperature_change_shows_in_state_and_size(rig):
+    rig.login_tado()
+    m = rig.mount("tado", extra=["ttl=1"])
+    state = m / "homes" / TADO_HOME / "zones" / "1" / "state.json"
+    temp = m / "homes" / TADO_HOME / "zones" / "1" / "values" / "inside_temperature"
+    old = read(temp)
+    old_state = read(state)
+    read(state)
+
+    rig.cloud.control.tado_zone_temperature(TADO_HOME, 1, 23.456)
+
+    watch_until_new(temp, old, b"23.456\n", "values/inside_temperature")
+    new_state = read(state)
+    assert new_state != old_state and b"23.456" in new_state
+    assert os.stat(state).st_size == len(new_state)
+
+
+def test_listing_devices_prefetches_every_detail_once(rig):
+    m = tibber_mount(rig)
+    devices = m / "homes" / TIBBER_HOME / "devices"
+    names = os.listdir(devices)
+
+    # Prefetch runs beside the reader: wait for it, then walk as ls -lR would.
+    wait_until(lambda: len(detail_requests(rig)) == len(names), 15, "every detail prefetched")
+    for name in names:
+        read(devices / name / "device.json")
+        for value in os.listdir(devices / name / "values"):
+            read(devices / name / "values" / value)
+    calls = detail_requests(rig)
+    assert len(calls) == len(names)
+    assert set(calls.values()) == {1}, "a resource was fetched twice"
+
+
+def test_a_walk_makes_one_request_per_resource_over_few_connections(rig):
+    m = tibber_mount(rig)
+    data = rig.cloud.control.data()["tibber"]
+    homes = data["homes"]["homes"] if isinstance(data["homes"], dict) else data["homes"]
+    resources = {"GET /v1/homes"} | {f"GET /v1/homes/{h['id']}/devices" for h in homes}
+    seen = set()
+    for h in homes:
+        for d in data["devices"][h["id"]]:
+            if d["id"] not in seen:
+                seen.add(d["id"])
+                resources.add(f"GET /v1/homes/{h['id']}/devices/{d['id']}")
+
+    r = subprocess.run(f"find '{m.path}/homes' -type f -exec cat {{}} +", shell=True,
+                       capture_output=True)
+    assert r.returncode == 0, r.stderr
+
+    stats = rig.cloud.control.stats()
+    requests = {k: n for k, n in stats["requests"].items() if k.startswith("GET /v1/")}
+    assert requests == {k: 1 for k in resources}
+    # Each connection carries many requests: at most one per thread that fetches at once
+    # (8 prefetch threads and the FUSE workers), far fewer than requests.
+    assert 1 <= stats["connections"] <= len(resources) // 2, stats["connections"]
+
+
+def test_64_concurrent_readers_of_a_cold_file_make_one_request(rig):
+    m = tibber_mount(rig, "prefetch=0")
+    target = m / "homes" / TIBBER_HOME / "devices" / CHARGER / "device.json"
+    rig.cloud.control.latency(300)
+    barrier = threading.Barrier(64)
+    results = []
+
+    def reader():
+        barrier.wait()
+        results.append(read(target))
+
+    threads = [threading.Thread(target=reader) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rig.cloud.control.latency(0)
+
+    assert len(results) == 64 and len(set(results)) == 1
+    assert json.loads(results[0])["id"] == CHARGER
+    assert sum(detail_requests(rig, CHARGER).values()) == 1
+
+
+def test_tado_listings_never_prefetch(rig):
+    rig.login_tado()
+    m = rig.mount("tado")
+    rig.cloud.control.reset_stats()
+
+    zones = os.listdir(m / "homes" / TADO_HOME / "zones")
+    for z in zones:
+        os.stat(m / "homes" / TADO_HOME / "zones" / z)
+
+    requests = rig.cloud.control.stats()["requests"]
+    assert {k: n for k, n in requests.items() if "/homes/" in k} == {
+        f"GET /api/v2/homes/{TADO_HOME}/zones": 1}
+
+
+def test_bench_quick_run_counts_right_and_stays_idle(tmp_path):
+    out = tmp_path / "rows.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "run"), "--quick", "--bin",
+                        str(BIN), "--json", str(out)], capture_output=True, text=True,
+                       timeout=120)
+    assert out.exists(), r.stdout + r.stderr
+    rows = {row["figure"]: row for row in json.loads(out.read_text())}
+    # Timing figures are bench/'s business; the counting ones must hold in any run.
+    counted = [f for f in rows if f.startswith(("API requests", "requests while idle"))]
+    assert len(counted) == 3, rows.keys()
+    for figure in counted:
+        assert rows[figure]["met"], f"{figure}: {rows[figure]}"
+    assert "warm stat" in r.stdout and "cold walk" in r.stdout
