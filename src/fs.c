@@ -566,22 +566,34 @@ static void fs_destroy(void *userdata)
 	fs_stop_threads(userdata);
 }
 
-static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* The directory @ino with its children brought up to date, or NULL after replying
+ * the error to @req. */
+static struct node *fs_synced_dir(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
 {
-	struct fs *fs = fuse_req_userdata(req);
-	struct node *dir = tree_get(fs->tree, parent);
-	struct fuse_entry_param e;
+	struct node *dir = tree_get(fs->tree, ino);
 	int r;
 
 	if (!dir || !dir->is_dir) {
 		fuse_reply_err(req, dir ? ENOTDIR : ENOENT);
-		return;
+		return NULL;
 	}
 	r = fs_sync_dir(fs, dir);
 	if (r < 0) {
 		fuse_reply_err(req, fs_errno(r));
-		return;
+		return NULL;
 	}
+	return dir;
+}
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct node *dir = fs_synced_dir(req, fs, parent);
+	struct fuse_entry_param e;
+	int r;
+
+	if (!dir)
+		return;
 	struct node *node = tree_child(fs->tree, dir, name);
 	bool gone = true;
 	if (node) {
@@ -636,18 +648,10 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	struct node *dir = tree_get(fs->tree, ino);
-	int r;
+	struct node *dir = fs_synced_dir(req, fs, ino);
 
-	if (!dir || !dir->is_dir) {
-		fuse_reply_err(req, dir ? ENOTDIR : ENOENT);
+	if (!dir)
 		return;
-	}
-	r = fs_sync_dir(fs, dir);
-	if (r < 0) {
-		fuse_reply_err(req, fs_errno(r));
-		return;
-	}
 	fs_prefetch_listing(fs, dir);
 	struct open_dir *od = g_new0(struct open_dir, 1);
 	od->entries = tree_list(fs->tree, dir);
