@@ -1,6 +1,5 @@
 """Fixtures of the integration suite: see rig.py."""
 
-import os
 import sys
 from pathlib import Path
 

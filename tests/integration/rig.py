@@ -4,8 +4,6 @@ token ever appears in it."""
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +34,29 @@ def wait_until(predicate, timeout=10.0, what="condition"):
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def read(path):
+    """The whole content of @path, in one open/read/close, as a user's `cat` does."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_error(path):
+    """The errno of reading @path and how long it took to get it (the read must fail)."""
+    start = time.monotonic()
+    try:
+        read(path)
+    except OSError as e:
+        return e.errno, time.monotonic() - start
+    raise AssertionError(f"reading {path} succeeded; it was expected to fail")
+
+
+def stored_tokens(rig, account="tado"):
+    """The token set the keyring holds for @account (parsed; never print it)."""
+    secret = rig.keyring.lookup(account)
+    assert secret, f"no secret stored for {account}"
+    return json.loads(secret)
 
 
 class Keyring:

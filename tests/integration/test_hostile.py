@@ -12,12 +12,11 @@ import re
 import shutil
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from rig import BIN, ROOT, wait_until
+from rig import BIN, ROOT, wait_until, read, read_error
 
 HOME = "1001"
 TIMEOUT = 2  # the mount's `timeout` in these tests (seconds)
@@ -34,25 +33,12 @@ UNCACHED_ERRNO = {
 }
 
 
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def try_read(path):
     """The bytes of @path, or None when the read fails."""
     try:
         return read(path)
     except OSError:
         return None
-
-
-def read_error(path):
-    """The errno of reading @path and how long it took to get it."""
-    start = time.monotonic()
-    with pytest.raises(OSError) as e:
-        read(path)
-    return e.value.errno, time.monotonic() - start
 
 
 def proc_status(pid):

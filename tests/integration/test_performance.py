@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from rig import BIN, ROOT, wait_until
+from rig import BIN, ROOT, wait_until, read
 
 TIBBER_HOME = "92b82b1f-0196-56ab-bd6e-3588c700d94b"
 CHARGER = "ZWFzZWUgZW5vZGUgY2hhcmdlcjoxMDA"
@@ -22,11 +22,6 @@ TADO_HOME = "1001"
 def cloud_options():
     # A tado quota that does not stretch ttl=1 (session_ttl spreads a small daily one).
     return {"tibber_devices": 12, "quota": 10000, "quota_window": 60}
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def detail_requests(rig, device=None):

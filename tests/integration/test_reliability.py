@@ -13,22 +13,11 @@ import time
 
 import pytest
 
-from rig import wait_until
+from rig import wait_until, read, read_error, stored_tokens
 
 HOME = "1001"
 TIMEOUT = 3  # the mount's `timeout` in these tests (seconds)
 SLACK = 1.5  # what a FUSE round trip and the test's own threads may add
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def stored_tokens(rig, account="tado"):
-    secret = rig.keyring.lookup(account)
-    assert secret, f"no secret stored for {account}"
-    return json.loads(secret)
 
 
 def status(m):
@@ -46,14 +35,6 @@ def snapshot(root):
         for name in filenames:
             files[os.path.join(rel, name)] = read(os.path.join(dirpath, name))
     return files, dirs
-
-
-def read_error(path):
-    """The errno of reading @path and how long it took to get it."""
-    start = time.monotonic()
-    with pytest.raises(OSError) as e:
-        read(path)
-    return e.value.errno, time.monotonic() - start
 
 
 def readable_as(path, expected):

@@ -9,20 +9,9 @@ import threading
 
 import pytest
 
-from rig import BIN, wait_until
+from rig import BIN, wait_until, read, stored_tokens
 
 HOME = "1001"
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def stored_tokens(rig, account="tado"):
-    secret = rig.keyring.lookup(account)
-    assert secret, f"no secret stored for {account}"
-    return json.loads(secret)
 
 
 def test_login_prints_the_link_with_client_id_and_stores_tokens_in_the_keyring(rig):
@@ -309,7 +298,7 @@ def test_daemonized_mount_runs_in_the_background_until_unmounted(rig, tmp_path):
     rig.login_tado()
     target = tmp_path / "bg"
     target.mkdir()
-    r = rig.run("mount", "tado", str(target))
+    rig.run("mount", "tado", str(target))
     try:
         assert target.is_mount()
         assert json.loads(read(target / f"homes/{HOME}/home.json"))["id"] == int(HOME)

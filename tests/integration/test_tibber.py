@@ -15,7 +15,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from rig import BIN, TIBBER_CLIENT_ID, TIBBER_CLIENT_SECRET, follow_redirect, wait_until
+from rig import BIN, TIBBER_CLIENT_ID, TIBBER_CLIENT_SECRET, follow_redirect, wait_until, read, stored_tokens
 
 HOME1 = "92b82b1f-0196-56ab-bd6e-3588c700d94b"
 HOME2 = "3a67085e-c93a-508e-a265-aa2ac38615cd"
@@ -29,15 +29,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def stored(rig, account="tibber"):
-    secret = rig.keyring.lookup(account)
-    assert secret, f"no secret stored for {account}"
-    return json.loads(secret)
+    return stored_tokens(rig, account)
 
 
 def version():
