@@ -84,6 +84,15 @@ static void append_real(GString *out, double v)
 		if (strtod(buf, NULL) == v)
 			break;
 	}
+	/* The shortest %g of 30.0 is "3e+01": people and jq expect "30.0" for numbers of
+	 * ordinary size, so those are written with the fewest decimals that round-trip. */
+	if (strpbrk(buf, "eE") && fabs(v) >= 1e-4 && fabs(v) < 1e16) {
+		for (int decimals = 0; decimals <= 20; decimals++) {
+			snprintf(buf, sizeof(buf), "%.*f", decimals, v);
+			if (strtod(buf, NULL) == v)
+				break;
+		}
+	}
 	g_string_append(out, buf);
 	if (!strpbrk(buf, ".eEn"))
 		g_string_append(out, ".0");
