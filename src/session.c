@@ -21,6 +21,16 @@
 #define UNREACHABLE_MEMORY_US (2 * G_USEC_PER_SEC)
 /* With no refill time announced, a 429 blocks calls this long. */
 #define DEFAULT_BLOCK_SECONDS 60
+/* Parsed bodies kept for resource_json: a walk reads every file of a resource (a device's
+ * device.json and each of its values) one after the other, so a few suffice; a bound in
+ * count and size keeps them from weighing on the memory a big cache takes. */
+#define JSON_MEMO_SIZE	   32
+#define JSON_MEMO_MAX_BODY (64 * 1024)
+
+struct json_memo {
+	uint64_t gen; /* the cache's generation: names one body of one resource */
+	json_t *json; /* NULL: an empty slot */
+};
 
 struct session {
 	struct account account;
@@ -49,6 +59,9 @@ struct session {
 	char *last_stale_path;   /* the last stale copy served: which, when, why */
 	gint64 last_stale_at;
 	int last_stale_error;
+
+	GMutex json_lock;       /* guards json_memo */
+	struct json_memo json_memo[JSON_MEMO_SIZE]; /* the most recently used first */
 };
 
 struct session *session_new(const struct account *account, struct options *opts)
@@ -72,6 +85,7 @@ struct session *session_new(const struct account *account, struct options *opts)
 	s->cache = cache_new(cache_dir, s->opts.timeout);
 	s->started_at = g_get_real_time() / G_USEC_PER_SEC;
 	g_mutex_init(&s->mutex);
+	g_mutex_init(&s->json_lock);
 	s->budget = (struct ratelimit){-1, -1, -1, -1};
 	return s;
 }
@@ -93,6 +107,9 @@ void session_free(struct session *s)
 	options_clear(&s->opts);
 	account_clear(&s->account);
 	g_mutex_clear(&s->mutex);
+	for (size_t i = 0; i < JSON_MEMO_SIZE; i++)
+		json_decref(s->json_memo[i].json);
+	g_mutex_clear(&s->json_lock);
 	g_free(s);
 }
 
@@ -125,13 +142,57 @@ void resource_clear(struct resource *r)
 	g_clear_pointer(&r->bytes, g_bytes_unref);
 }
 
+/* The memo's tree of generation @gen (a new reference) moved to the front, or NULL.
+ * Called with json_lock held. */
+static json_t *json_memo_take(struct session *s, uint64_t gen)
+{
+	for (size_t i = 0; i < JSON_MEMO_SIZE && s->json_memo[i].json; i++) {
+		if (s->json_memo[i].gen != gen)
+			continue;
+		struct json_memo hit = s->json_memo[i];
+		memmove(&s->json_memo[1], &s->json_memo[0], i * sizeof(hit));
+		s->json_memo[0] = hit;
+		return json_incref(hit.json);
+	}
+	return NULL;
+}
+
 json_t *resource_json(const struct resource *r)
 {
 	gsize len = 0;
 	const char *data = r->bytes ? g_bytes_get_data(r->bytes, &len) : NULL;
+	struct session *s = r->session;
+	json_t *json, *known, *evicted = NULL;
 
+	if (!data)
+		return NULL;
 	/* Depth and size are bounded by jansson's own limit and MAX_BODY. */
-	return data ? provider_json_parse(data, len, NULL) : NULL;
+	if (!s || !r->gen || len > JSON_MEMO_MAX_BODY)
+		return provider_json_parse(data, len, NULL);
+	g_mutex_lock(&s->json_lock);
+	json = json_memo_take(s, r->gen);
+	g_mutex_unlock(&s->json_lock);
+	if (json)
+		return json;
+	/* Parsed without the lock; another thread may have done the same meanwhile. */
+	json = provider_json_parse(data, len, NULL);
+	if (!json)
+		return NULL;
+	g_mutex_lock(&s->json_lock);
+	known = json_memo_take(s, r->gen);
+	if (!known) {
+		evicted = s->json_memo[JSON_MEMO_SIZE - 1].json;
+		memmove(&s->json_memo[1], &s->json_memo[0],
+			(JSON_MEMO_SIZE - 1) * sizeof(s->json_memo[0]));
+		s->json_memo[0] = (struct json_memo){r->gen, json_incref(json)};
+	}
+	g_mutex_unlock(&s->json_lock);
+	json_decref(evicted);
+	if (known) {
+		json_decref(json);
+		json = known;
+	}
+	return json;
 }
 
 static void session_note_error(struct session *s, const char *path, const char *fmt, ...)
@@ -371,6 +432,7 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	out->gen = hit.gen;
 	out->changed_at = hit.changed_at;
 	out->stale = hit.stale;
+	out->session = s;
 	if (hit.stale) {
 		out->fresh_for = 1;
 	} else {

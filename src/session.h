@@ -30,10 +30,13 @@ struct resource {
 	bool stale;
 	double fresh_for;  /* seconds the body stays fresh from now: how long the kernel may
 			    * cache what is made of it (a stale copy: 1 s) */
+	struct session *session; /* whose parsed bodies resource_json shares; NULL: none */
 };
 
 void resource_clear(struct resource *r);
-/* The body parsed (a new reference), or NULL when it is not JSON. */
+/* The body parsed (a new reference), or NULL when it is not JSON. The tree may be
+ * shared with other threads (the session keeps the recently used ones, by generation):
+ * read it, never change it. */
 json_t *resource_json(const struct resource *r);
 
 /* The body of @ref, through the cache. Returns 0 or a negative errno from the
