@@ -16,6 +16,7 @@
 #include <gio/gio.h>
 #include <jansson.h>
 
+#include "http.h"
 #include "log.h"
 #include "oauth.h"
 #include "provider.h"
@@ -281,7 +282,7 @@ static int auth_lock_file(struct auth *a)
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
-	gint64 give_up = g_get_monotonic_time() + LOCK_WAIT_US;
+	gint64 give_up = g_get_monotonic_time() + MIN(LOCK_WAIT_US, http_client_timeout_us(a->http));
 	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno != EWOULDBLOCK && errno != EINTR) {
 			int r = -errno;
@@ -321,6 +322,13 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 	*refreshed = false;
 	*saved = !save_pending;
 	int lock_fd = auth_lock_file(a);
+	if (lock_fd == -ETIMEDOUT) {
+		/* Another process is refreshing this account right now: refreshing beside it
+		 * would spend the same single-use refresh token. */
+		log_warn("Another process holds the refresh lock of %s; trying again later.",
+			 a->account);
+		return -EAGAIN;
+	}
 	if (lock_fd < 0) {
 		log_warn("Could not take the refresh lock of %s in %s: %s; refreshing without it.",
 			 a->account, a->lock_dir, g_strerror(-lock_fd));
@@ -416,8 +424,17 @@ static int auth_get(struct auth *a, bool force, char **token)
 		}
 		if (a->refreshing) {
 			guint64 gen = a->generation;
-			while (a->refreshing)
-				g_cond_wait(&a->refreshed, &a->mu);
+			/* A FUSE worker must never wait longer than a read may take: a
+			 * refresh stuck on the keyring or the network would otherwise
+			 * stall every worker of the mount. */
+			gint64 give_up = g_get_monotonic_time() + http_client_timeout_us(a->http);
+			bool timed_out = false;
+			while (a->refreshing && !timed_out)
+				timed_out = !g_cond_wait_until(&a->refreshed, &a->mu, give_up);
+			if (a->refreshing) {
+				r = -ETIMEDOUT;
+				break;
+			}
 			if (a->generation == gen)
 				continue;
 			/* That refresh was made for us too: share its outcome rather

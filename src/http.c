@@ -143,6 +143,11 @@ void http_client_free(struct http_client *c)
 	g_free(c);
 }
 
+gint64 http_client_timeout_us(const struct http_client *c)
+{
+	return c->timeout_us;
+}
+
 static CURL *http_thread_easy(struct http_client *c)
 {
 	struct http_easy *e = pthread_getspecific(c->easy_key);

@@ -38,6 +38,8 @@ struct http_response {
 struct http_client *http_client_new(const char *cafile, int timeout_s, size_t max_body,
 				    const char *user_agent);
 void http_client_free(struct http_client *c);
+/* The bound of one request, retries included, in microseconds. */
+gint64 http_client_timeout_us(const struct http_client *c);
 
 /* Performs @req. Returns 0 when an HTTP answer came (any status: check resp->status),
  * else -ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET, -EPROTO (TLS or protocol
