@@ -31,7 +31,11 @@ int account_parse(const char *s, struct account *out, GError **err)
 			    s, known->str);
 		return -EINVAL;
 	}
-	if (colon && (colon[1] == '\0' || strpbrk(colon + 1, "/:\n\t ") || strlen(colon + 1) > 64)) {
+	/* The label goes into fsname= of the mount options and into metric labels: only
+	 * characters that mean nothing in either. */
+	if (colon && (colon[1] == '\0' || strlen(colon + 1) > 64 ||
+		      strspn(colon + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+					"0123456789-_.") != strlen(colon + 1))) {
 		g_set_error(err, CONFIG_ERROR, EINVAL,
 			    "bad account label in '%s': use up to 64 letters, digits, '-', '_' or '.'",
 			    s);

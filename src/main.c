@@ -133,7 +133,14 @@ static char *read_client_secret(void)
 	if (tty) {
 		fprintf(stderr, "Client secret (input hidden, empty for none): ");
 		fflush(stderr);
-		tcgetattr(STDIN_FILENO, &old);
+		if (tcgetattr(STDIN_FILENO, &old) != 0) {
+			/* Without it the secret would be echoed, and echo could not be
+			 * restored afterwards. */
+			fail("cannot turn off echo on this terminal (%s); give the secret on "
+			     "stdin instead",
+			     g_strerror(errno));
+			exit(EXIT_FAIL);
+		}
 		quiet = old;
 		quiet.c_lflag &= ~(tcflag_t)ECHO;
 		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
@@ -516,9 +523,6 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 		status_fd = pipefd[1];
 		setsid();
 	}
-	/* Tokens live in this process's memory: no core dumps, no ptrace by others. */
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-
 	struct options opts;
 	options_init(&opts);
 	g_autoptr(GError) err = NULL;
@@ -704,6 +708,9 @@ int main(int argc, char **argv)
 	/* The terminal's character set for --help (GLib writes "…" as "?" in the C locale);
 	 * only LC_CTYPE, so that numbers in logs and files keep their decimal point. */
 	setlocale(LC_CTYPE, "");
+	/* Every command holds a token, a client secret or an authorization code at some
+	 * point: no core dumps, no ptrace by other users' processes. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	log_setup(prog, false, false);
 	if (g_str_has_prefix(base, "mount.")) {
