@@ -215,6 +215,12 @@ static bool node_is_internal(struct node *node)
 }
 
 /* A prefetch job: warms the cache with one resource. Runs in the pool. */
+static void prefetch_job_free(gpointer data)
+{
+	resource_ref_clear(data);
+	g_free(data);
+}
+
 static void fs_prefetch_one(gpointer data, gpointer user_data)
 {
 	struct resource_ref *ref = data;
@@ -224,8 +230,7 @@ static void fs_prefetch_one(gpointer data, gpointer user_data)
 	 * join (single-flight). Errors are the reader's to see, later. */
 	session_get(((struct fs *)user_data)->session, ref, &res);
 	resource_clear(&res);
-	resource_ref_clear(ref);
-	g_free(ref);
+	prefetch_job_free(ref);
 }
 
 /* Queues @ref unless a resource of the same key is queued already (@seen) or is the
@@ -343,10 +348,9 @@ static int fs_sync_dir(struct fs *fs, struct node *dir)
 
 	if (node_is_internal(dir)) {
 		if (!listed) {
-			struct node *n = tree_add_child(fs->tree, dir, STATUS_FILE, false);
-			n->internal = true;
-			n = tree_add_child(fs->tree, dir, METRICS_FILE, false);
-			n->internal = true;
+			/* tree marks whatever lies below .smarthomefs internal. */
+			tree_add_child(fs->tree, dir, STATUS_FILE, false);
+			tree_add_child(fs->tree, dir, METRICS_FILE, false);
 			tree_lock(fs->tree);
 			dir->listed_gen = 1;
 			tree_unlock(fs->tree);
@@ -365,8 +369,7 @@ static int fs_sync_dir(struct fs *fs, struct node *dir)
 			goto out;
 		tree_set_children(fs->tree, dir, entries, 1);
 		if (np.pp.n == 0) {
-			struct node *internal = tree_add_child(fs->tree, dir, INTERNAL_DIR, true);
-			internal->internal = true;
+			tree_add_child(fs->tree, dir, INTERNAL_DIR, true);
 		}
 		goto out;
 	}
@@ -446,6 +449,11 @@ static bool fs_note_content(struct fs *fs, struct node *node, GBytes *data, uint
 	bool changed;
 
 	tree_lock(fs->tree);
+	if (gen && node->content_gen > gen) {
+		/* Another thread already noted a newer rendering: keep its size and mtime. */
+		tree_unlock(fs->tree);
+		return false;
+	}
 	changed = node->content_gen && node->content_hash != hash;
 	if (!node->content_gen || changed)
 		node->mtime = changed_at;
@@ -558,7 +566,8 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	/* Threads start here, in the daemon after libfuse's fork. */
 	fs->notifier = g_thread_new("inval", fs_notifier, fs);
 	if (o->prefetch > 0 && !session_provider(fs->session)->quota_is_scarce)
-		fs->prefetch = g_thread_pool_new(fs_prefetch_one, fs, o->prefetch, FALSE, NULL);
+		fs->prefetch = g_thread_pool_new_full(fs_prefetch_one, fs, prefetch_job_free,
+							o->prefetch, FALSE, NULL);
 }
 
 static void fs_destroy(void *userdata)
