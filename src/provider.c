@@ -266,14 +266,18 @@ json_t *provider_json_parse(const char *data, size_t len, json_error_t *err)
 				in_string = false;
 		} else if (p[i] == '"') {
 			in_string = true;
-		} else if ((p[i] == '-' || g_ascii_isdigit(p[i])) &&
-			   (i == 0 || !strchr(".eE+", p[i - 1]))) {
-			/* An integer beyond 64 bits is still a number: read it as a real. */
+		} else if (p[i] == '-' || g_ascii_isdigit(p[i])) {
+			/* The whole number token at once, so a fraction's or an exponent's
+			 * digits are never taken for an integer of their own. An integer
+			 * beyond 64 bits is still a number: read it as a real. */
 			size_t e = i + 1;
-			while (e < len && g_ascii_isdigit(p[e]))
+			bool integer = true;
+			while (e < len && p[e] && (g_ascii_isdigit(p[e]) || strchr(".eE+-", p[e]))) {
+				integer = integer && g_ascii_isdigit(p[e]);
 				e++;
+			}
 			n = e - i;
-			if ((e == len || !strchr(".eE", p[e])) && !integer_fits(data + i, n))
+			if (integer && !integer_fits(data + i, n))
 				note = ".0", take = 0;
 		}
 		if (note) {

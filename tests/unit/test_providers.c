@@ -556,6 +556,31 @@ static void test_tibber_wrong_shapes_are_io_errors(void)
 	json_decref(arr);
 }
 
+static void test_lenient_parse_reads_numbers_as_jansson_does(void)
+{
+	/* A long fraction and a long exponent: their digits are no integers of their own. */
+	static const char *const bodies[] = {
+	    "{\"f\":0.123456789012345678901}",
+	    "[1.5e-000000000000000000000001, -0.00000000000000000000001]",
+	    "{\"n\":-12345678901234567890.5}",
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(bodies); i++) {
+		json_t *lenient = provider_json_parse(bodies[i], strlen(bodies[i]), NULL);
+		json_t *strict = json_loads(bodies[i], JSON_DECODE_ANY, NULL);
+		g_assert_nonnull(strict);
+		g_assert_nonnull(lenient);
+		g_assert_true(json_equal(lenient, strict));
+		json_decref(lenient);
+		json_decref(strict);
+	}
+	/* An integer beyond 64 bits is still a number, read as a real. */
+	const char *big = "{\"id\":123456789012345678901234}";
+	json_t *j = provider_json_parse(big, strlen(big), NULL);
+	g_assert_nonnull(j);
+	g_assert_true(json_is_real(json_object_get(j, "id")));
+	json_decref(j);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -564,6 +589,8 @@ int main(int argc, char **argv)
 	g_test_add_func("/provider/login_parameters_match_the_clouds",
 			test_login_parameters_match_the_clouds);
 	g_test_add_func("/provider/scalars_render_as_one_line", test_scalars_render_as_one_line);
+	g_test_add_func("/provider/lenient_parse_reads_numbers_as_jansson_does",
+			test_lenient_parse_reads_numbers_as_jansson_does);
 	g_test_add_func("/provider/objects_are_no_scalars", test_objects_are_no_scalars);
 	g_test_add_func("/provider/json_is_pretty_in_api_order_and_round_trips",
 			test_json_is_pretty_in_api_order_and_round_trips);
