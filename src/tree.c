@@ -10,21 +10,30 @@
 
 struct tree {
 	GRecMutex lock;	    /* recursive: fs.c may hold it around calls that take it again */
-	GHashTable *by_ino; /* uint64_t * (the node's ino) -> struct node * */
+	GHashTable *by_ino;  /* set of struct node *, keyed by ino */
+	GHashTable *by_name; /* set of struct node * but the root, keyed by (parent, name) */
 	struct node *root;
 };
 
+/* One allocation: the node, its escaped name, and its raw name only when it differs
+ * (most ids need no escaping, so most nodes hold one copy). */
 static struct node *node_new(const char *name, const char *raw, bool is_dir)
 {
-	struct node *n = g_new0(struct node, 1);
+	size_t name_size = strlen(name) + 1;
+	bool same = strcmp(name, raw) == 0;
+	size_t raw_size = same ? 0 : strlen(raw) + 1;
+	struct node *n = g_malloc0(sizeof(*n) + name_size + raw_size);
 
-	n->name = g_strdup(name);
-	n->raw = g_strdup(raw);
-	n->is_dir = is_dir;
-	if (is_dir) {
-		n->children = g_hash_table_new(g_str_hash, g_str_equal);
-		n->order = g_ptr_array_new();
+	memcpy(n->names, name, name_size);
+	n->name = n->names;
+	if (same) {
+		n->raw = n->name;
+	} else {
+		memcpy(n->names + name_size, raw, raw_size);
+		n->raw = n->names + name_size;
 	}
+	n->is_dir = is_dir;
+	n->has_children = is_dir;
 	return n;
 }
 
@@ -32,13 +41,34 @@ static void node_free(void *data)
 {
 	struct node *n = data;
 
-	if (n->children)
-		g_hash_table_destroy(n->children);
-	if (n->order)
-		g_ptr_array_free(n->order, TRUE);
-	g_free(n->name);
-	g_free(n->raw);
+	g_free(n->order);
 	g_free(n);
+}
+
+static guint ino_hash(const void *key)
+{
+	uint64_t ino = ((const struct node *)key)->ino;
+
+	return (guint)(ino ^ (ino >> 32));
+}
+
+static gboolean ino_equal(const void *a, const void *b)
+{
+	return ((const struct node *)a)->ino == ((const struct node *)b)->ino;
+}
+
+static guint name_hash(const void *key)
+{
+	const struct node *n = key;
+
+	return g_str_hash(n->name) ^ ino_hash(n->parent);
+}
+
+static gboolean name_equal(const void *a, const void *b)
+{
+	const struct node *x = a, *y = b;
+
+	return x->parent == y->parent && strcmp(x->name, y->name) == 0;
 }
 
 struct tree *tree_new(void)
@@ -46,10 +76,12 @@ struct tree *tree_new(void)
 	struct tree *t = g_new0(struct tree, 1);
 
 	g_rec_mutex_init(&t->lock);
-	t->by_ino = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, node_free);
+	/* Sets (key == value): GLib then keeps no separate array of values. */
+	t->by_ino = g_hash_table_new_full(ino_hash, ino_equal, node_free, NULL);
+	t->by_name = g_hash_table_new(name_hash, name_equal);
 	t->root = node_new("", "", true);
 	t->root->ino = ROOT_INO;
-	g_hash_table_insert(t->by_ino, &t->root->ino, t->root);
+	g_hash_table_add(t->by_ino, t->root);
 	return t;
 }
 
@@ -57,6 +89,7 @@ void tree_free(struct tree *t)
 {
 	if (!t)
 		return;
+	g_hash_table_destroy(t->by_name);
 	g_hash_table_destroy(t->by_ino);
 	g_rec_mutex_clear(&t->lock);
 	g_free(t);
@@ -79,12 +112,21 @@ struct node *tree_root(struct tree *t)
 
 struct node *tree_get(struct tree *t, uint64_t ino)
 {
+	struct node probe = {.ino = ino};
 	struct node *n;
 
 	tree_lock(t);
-	n = g_hash_table_lookup(t->by_ino, &ino);
+	n = g_hash_table_lookup(t->by_ino, &probe);
 	tree_unlock(t);
 	return n;
+}
+
+/* The child of @dir named @name (escaped), or NULL; caller holds the lock. */
+static struct node *child_find(struct tree *t, struct node *dir, const char *name)
+{
+	struct node probe = {.parent = dir, .name = name};
+
+	return g_hash_table_lookup(t->by_name, &probe);
 }
 
 struct node *tree_child(struct tree *t, struct node *dir, const char *name)
@@ -92,8 +134,8 @@ struct node *tree_child(struct tree *t, struct node *dir, const char *name)
 	struct node *n = NULL;
 
 	tree_lock(t);
-	if (dir && dir->children)
-		n = g_hash_table_lookup(dir->children, name);
+	if (dir && dir->has_children)
+		n = child_find(t, dir, name);
 	tree_unlock(t);
 	return n;
 }
@@ -139,35 +181,39 @@ static struct node *child_create(struct tree *t, struct node *dir, const char *n
 	path_append(path, n);
 	n->ino = tree_path_ino(path->str);
 	/* A collision takes the next free number, so that no two nodes share an inode. */
-	while (n->ino <= ROOT_INO || g_hash_table_contains(t->by_ino, &n->ino))
+	while (n->ino <= ROOT_INO || g_hash_table_contains(t->by_ino, n))
 		n->ino++;
-	g_hash_table_insert(t->by_ino, &n->ino, n);
-	g_hash_table_insert(dir->children, n->name, n);
+	g_hash_table_add(t->by_ino, n);
+	g_hash_table_add(t->by_name, n);
 	return n;
 }
 
 /* Makes @n the kind @is_dir (a resource may turn a file into a directory). */
 static void node_set_kind(struct node *n, bool is_dir)
 {
-	if (is_dir && !n->children) {
-		n->children = g_hash_table_new(g_str_hash, g_str_equal);
-		n->order = g_ptr_array_new();
-	}
+	n->has_children = n->has_children || is_dir;
 	n->is_dir = is_dir;
 	n->content_gen = 0;
+}
+
+/* Appends @n to the listing order of @dir; caller holds the lock. */
+static void order_append(struct node *dir, struct node *n)
+{
+	dir->order = g_renew(struct node *, dir->order, dir->n_order + 1);
+	dir->order[dir->n_order++] = n;
 }
 
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen)
 {
 	g_autoptr(GHashTable) seen = g_hash_table_new(g_direct_hash, g_direct_equal);
-	GPtrArray *order;
+	g_autoptr(GPtrArray) order = NULL;
 
 	tree_lock(t);
-	if (!dir->children) {
+	if (!dir->has_children) {
 		tree_unlock(t);
 		return;
 	}
-	order = g_ptr_array_sized_new(entries ? entries->len : 0);
+	order = g_ptr_array_sized_new((entries ? entries->len : 0) + dir->n_order);
 	for (guint i = 0; entries && i < entries->len; i++) {
 		struct provider_entry *e = g_ptr_array_index(entries, i);
 		g_autofree char *name = NULL;
@@ -178,7 +224,7 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 			continue;
 		is_dir = e->type == ENTRY_DIR;
 		name = tree_escape_name(e->name, strlen(e->name));
-		n = g_hash_table_lookup(dir->children, name);
+		n = child_find(t, dir, name);
 		/* The session's own nodes are not the provider's to replace; and a second
 		 * entry with the same name loses to the first. */
 		if (n && (n->internal || g_hash_table_contains(seen, n)))
@@ -191,16 +237,18 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 		g_hash_table_add(seen, n);
 		g_ptr_array_add(order, n);
 	}
-	for (guint i = 0; i < dir->order->len; i++) {
-		struct node *n = g_ptr_array_index(dir->order, i);
+	for (guint i = 0; i < dir->n_order; i++) {
+		struct node *n = dir->order[i];
 
 		if (n->internal)
 			g_ptr_array_add(order, n);
 		else if (!g_hash_table_contains(seen, n))
 			n->gone = true;
 	}
-	g_ptr_array_free(dir->order, TRUE);
-	dir->order = order;
+	/* Exactly as long as the listing: a directory keeps no spare slots. */
+	g_free(dir->order);
+	dir->n_order = order->len;
+	dir->order = (struct node **)g_memdup2(order->pdata, order->len * sizeof(*dir->order));
 	dir->listed_gen = gen;
 	tree_unlock(t);
 }
@@ -211,19 +259,19 @@ struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, b
 	struct node *n;
 
 	tree_lock(t);
-	if (!dir->children) {
+	if (!dir->has_children) {
 		tree_unlock(t);
 		return NULL;
 	}
-	n = g_hash_table_lookup(dir->children, name);
+	n = child_find(t, dir, name);
 	if (!n) {
 		n = child_create(t, dir, name, raw, is_dir);
-		g_ptr_array_add(dir->order, n);
+		order_append(dir, n);
 	} else if (n->gone) {
 		n->gone = false;
 		if (n->is_dir != is_dir)
 			node_set_kind(n, is_dir);
-		g_ptr_array_add(dir->order, n);
+		order_append(dir, n);
 	}
 	tree_unlock(t);
 	return n;
@@ -234,8 +282,8 @@ GArray *tree_list(struct tree *t, struct node *dir)
 	GArray *list = g_array_new(FALSE, TRUE, sizeof(struct tree_dirent));
 
 	tree_lock(t);
-	for (guint i = 0; dir->order && i < dir->order->len; i++) {
-		struct node *n = g_ptr_array_index(dir->order, i);
+	for (guint i = 0; i < dir->n_order; i++) {
+		struct node *n = dir->order[i];
 		struct tree_dirent d = {.ino = n->ino, .is_dir = n->is_dir};
 
 		if (n->gone)

@@ -20,6 +20,10 @@
  * tree_set_children on the root never marks them gone nor lets a provider entry of
  * the same name replace them; they stay listed after the provider's entries.
  *
+ * Memory (a mount may hold 100 000 nodes): a node is one allocation with its names
+ * inline, and the tree finds nodes through two tree-wide indexes, by inode number and
+ * by (parent, escaped name); a directory keeps only its listing order as an array.
+ *
  * Thread safety: all functions take the tree's lock; the fields marked (lock) may only
  * be read with tree_lock held, or through the accessor functions. */
 #pragma once
@@ -35,13 +39,14 @@ struct tree;
 struct node {
 	uint64_t ino;
 	struct node *parent;
-	char *name;      /* escaped: what the user sees */
-	char *raw;       /* the provider's name */
+	const char *name;     /* escaped: what the user sees; lives in names[] */
+	const char *raw;      /* the provider's name: the same storage as name when equal */
+	struct node **order;  /* (lock) children in listing order (n_order of them) */
+	uint32_t n_order;     /* (lock) */
 	bool is_dir;
 	bool internal;   /* under .smarthomefs: served by the session, not the provider */
 	bool gone;       /* (lock) the resource no longer lists it */
-	GHashTable *children; /* (lock) escaped name -> struct node *, dirs only */
-	GPtrArray *order;     /* (lock) children in listing order, dirs only */
+	bool has_children; /* (lock) has been a directory: may hold children */
 	uint64_t listed_gen;  /* (lock) resource generation of the last listing */
 
 	/* (lock) memo of the last rendered content, to answer getattr without rendering */
@@ -49,6 +54,7 @@ struct node {
 	uint64_t content_hash;
 	size_t size;
 	gint64 mtime;          /* unix seconds: when this node's bytes last changed */
+	char names[];          /* name, then raw when it differs; one allocation */
 };
 
 struct tree *tree_new(void);

@@ -331,6 +331,67 @@ static void test_a_file_can_become_a_directory(void)
 	tree_free(t);
 }
 
+static void test_the_same_name_in_two_directories_is_two_nodes(void)
+{
+	static const char *const homes[] = {"a", "b", NULL};
+	static const char *const values[] = {"x", "y", NULL};
+	struct tree *t = tree_new();
+	struct node *dir = tree_add_child(t, tree_root(t), "homes", true);
+	struct node *a, *b, *ax, *bx;
+
+	set_children(t, dir, homes, 1);
+	a = tree_child(t, dir, "a");
+	b = tree_child(t, dir, "b");
+	set_children(t, a, values, 1);
+	g_assert_null(tree_child(t, b, "x"));
+	set_children(t, b, values + 1, 1);
+	g_assert_null(tree_child(t, b, "x"));
+	set_children(t, b, values, 2);
+	ax = tree_child(t, a, "x");
+	bx = tree_child(t, b, "x");
+	g_assert_nonnull(ax);
+	g_assert_nonnull(bx);
+	g_assert_true(ax != bx);
+	g_assert_true(ax->parent == a && bx->parent == b);
+	g_assert_true(tree_get(t, bx->ino) == bx);
+	g_assert_null(tree_child(t, dir, "x"));
+	g_assert_null(tree_child(t, tree_root(t), "a"));
+	tree_free(t);
+}
+
+static void test_a_file_has_no_children(void)
+{
+	struct tree *t = tree_new();
+	struct node *dir = tree_add_child(t, tree_root(t), "homes", true);
+	struct node *file = tree_add_child(t, dir, "status.json", false);
+	g_autoptr(GPtrArray) entries = entries_of((const char *const[]){"x", NULL});
+	g_autofree char *list = NULL;
+
+	g_assert_null(tree_add_child(t, file, "x", false));
+	tree_set_children(t, file, entries, 1);
+	g_assert_null(tree_child(t, file, "x"));
+	list = listing(t, file);
+	g_assert_cmpstr(list, ==, "");
+	tree_free(t);
+}
+
+/* Memory: most ids need no escaping, and their node keeps one copy of the name. */
+static void test_raw_shares_the_name_when_they_are_equal(void)
+{
+	static const char *const names[] = {"1001", "a/b", NULL};
+	struct tree *t = tree_new();
+	struct node *dir = tree_add_child(t, tree_root(t), "homes", true);
+	struct node *plain, *escaped;
+
+	set_children(t, dir, names, 1);
+	plain = tree_child(t, dir, "1001");
+	escaped = tree_child(t, dir, "a%2Fb");
+	g_assert_true(plain->raw == plain->name);
+	g_assert_cmpstr(escaped->name, ==, "a%2Fb");
+	g_assert_cmpstr(escaped->raw, ==, "a/b");
+	tree_free(t);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -358,5 +419,10 @@ int main(int argc, char **argv)
 			test_long_names_are_cut_between_characters);
 	g_test_add_func("/tree/lookup_finds_escaped_names", test_lookup_finds_escaped_names);
 	g_test_add_func("/tree/a_file_can_become_a_directory", test_a_file_can_become_a_directory);
+	g_test_add_func("/tree/the_same_name_in_two_directories_is_two_nodes",
+			test_the_same_name_in_two_directories_is_two_nodes);
+	g_test_add_func("/tree/a_file_has_no_children", test_a_file_has_no_children);
+	g_test_add_func("/tree/raw_shares_the_name_when_they_are_equal",
+			test_raw_shares_the_name_when_they_are_equal);
 	return g_test_run();
 }
