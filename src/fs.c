@@ -300,6 +300,50 @@ static void fs_prefetch_children(struct fs *fs, struct node *dir, const char *ow
 	tree_dirents_free(children);
 }
 
+/* After @dir (at @np, made from resource @own_key) was listed for the first time in its
+ * generation: when its entries are directories, a walk is under way (find, tar, ls -R),
+ * and it will list the directories of the same name beside @dir's parent next (a
+ * Tibber home's devices/ beside the other homes'). Their listings are prefetched — one
+ * resource each, never their files — so the walk finds each ready when it gets there. */
+static void fs_prefetch_cousins(struct fs *fs, struct node *dir, const struct node_path *np,
+				const char *own_key)
+{
+	const struct provider *p = session_provider(fs->session);
+	struct node *parent = dir->parent;
+	size_t n = np->pp.n;
+	bool branches = false;
+
+	if (!parent || !parent->parent || n < 2)
+		return;
+	GArray *children = tree_list(fs->tree, dir);
+	for (guint i = 0; i < children->len && !branches; i++)
+		branches = g_array_index(children, struct tree_dirent, i).is_dir;
+	tree_dirents_free(children);
+	if (!branches)
+		return;
+
+	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	GArray *uncles = tree_list(fs->tree, parent->parent);
+	const char **comp = g_new(const char *, n);
+	for (size_t k = 0; k < n; k++)
+		comp[k] = np->comp[k];
+	for (guint i = 0; i < uncles->len; i++) {
+		struct tree_dirent *d = &g_array_index(uncles, struct tree_dirent, i);
+		struct provider_path cp = {comp, n};
+		struct resource_ref ref = {0};
+
+		if (!d->is_dir || d->ino == parent->ino)
+			continue;
+		comp[n - 2] = d->name;
+		if (p->source(&cp, &ref) == 0)
+			fs_prefetch_ref(fs, &ref, own_key, seen);
+		else
+			resource_ref_clear(&ref);
+	}
+	g_free(comp);
+	tree_dirents_free(uncles);
+}
+
 /* Prefetches for @dir's listing once per generation of it: a lookup syncs a directory
  * too, but only a listing says that all entries are about to be read. */
 static void fs_prefetch_listing(struct fs *fs, struct node *dir)
@@ -324,8 +368,10 @@ static void fs_prefetch_listing(struct fs *fs, struct node *dir)
 	else
 		g_free(key);
 	g_mutex_unlock(&fs->lock);
-	if (todo)
+	if (todo) {
 		fs_prefetch_children(fs, dir, ref.key ? ref.key : ref.path);
+		fs_prefetch_cousins(fs, dir, &np, ref.key ? ref.key : ref.path);
+	}
 out:
 	resource_ref_clear(&ref);
 	node_path_clear(&np);
