@@ -112,6 +112,27 @@ def test_listing_devices_prefetches_every_detail_once(rig):
     assert set(calls.values()) == {1}, "a resource was fetched twice"
 
 
+def test_a_listing_of_devices_prefetches_the_other_homes_lists_but_not_their_details(rig):
+    m = tibber_mount(rig)
+    data = rig.cloud.control.data()["tibber"]
+    homes = data["homes"]["homes"] if isinstance(data["homes"], dict) else data["homes"]
+    others = [h["id"] for h in homes if h["id"] != TIBBER_HOME]
+    assert others, "the emulator serves a single home"
+
+    names = os.listdir(m / "homes" / TIBBER_HOME / "devices")
+
+    def lists():
+        requests = rig.cloud.control.stats()["requests"]
+        return {h: requests.get(f"GET /v1/homes/{h}/devices", 0) for h in others}
+    wait_until(lambda: set(lists().values()) == {1}, 15, "the other homes' lists prefetched")
+    wait_until(lambda: len(detail_requests(rig)) == len(names), 15, "every detail prefetched")
+    assert all(f"/v1/homes/{TIBBER_HOME}/devices/" in k for k in detail_requests(rig))
+    # Walking there later fetches nothing again.
+    for h in others:
+        os.listdir(m / "homes" / h / "devices")
+    assert set(lists().values()) == {1}
+
+
 def test_a_walk_makes_one_request_per_resource_over_few_connections(rig):
     m = tibber_mount(rig)
     data = rig.cloud.control.data()["tibber"]
