@@ -7,22 +7,49 @@
 #define NAME_MAX_LEN  255 /* NAME_MAX of Linux */
 #define CUT_AT	      200 /* bytes of escaped name kept before "%~<hash>" */
 #define INTERNAL_NAME ".smarthomefs"
+#define SLAB_SIZE     (64 * 1024) /* nodes are carved from blocks of this size */
 
 struct tree {
 	GRecMutex lock;	    /* recursive: fs.c may hold it around calls that take it again */
 	GHashTable *by_ino;  /* set of struct node *, keyed by ino */
 	GHashTable *by_name; /* set of struct node * but the root, keyed by (parent, name) */
 	struct node *root;
+	/* Nodes live until tree_free, so they are carved from slabs: no malloc header
+	 * and rounding per node. */
+	GSList *slabs;
+	size_t slab_used;
 };
 
-/* One allocation: the node, its escaped name, and its raw name only when it differs
+/* @size bytes, zeroed, aligned for a struct node, freed by tree_free; caller holds
+ * the lock (or owns the tree alone). */
+static void *slab_alloc(struct tree *t, size_t size)
+{
+	void *p;
+
+	size = (size + _Alignof(struct node) - 1) & ~(_Alignof(struct node) - 1);
+	if (size > SLAB_SIZE / 4) {
+		/* A rare long id: a block of its own, and the next node starts a slab. */
+		t->slabs = g_slist_prepend(t->slabs, g_malloc0(size));
+		t->slab_used = SLAB_SIZE;
+		return t->slabs->data;
+	}
+	if (!t->slabs || t->slab_used + size > SLAB_SIZE) {
+		t->slabs = g_slist_prepend(t->slabs, g_malloc0(SLAB_SIZE));
+		t->slab_used = 0;
+	}
+	p = (char *)t->slabs->data + t->slab_used;
+	t->slab_used += size;
+	return p;
+}
+
+/* One piece of a slab: the node, its escaped name, and its raw name only when it differs
  * (most ids need no escaping, so most nodes hold one copy). */
-static struct node *node_new(const char *name, const char *raw, bool is_dir)
+static struct node *node_new(struct tree *t, const char *name, const char *raw, bool is_dir)
 {
 	size_t name_size = strlen(name) + 1;
 	bool same = strcmp(name, raw) == 0;
 	size_t raw_size = same ? 0 : strlen(raw) + 1;
-	struct node *n = g_malloc0(sizeof(*n) + name_size + raw_size);
+	struct node *n = slab_alloc(t, sizeof(*n) + name_size + raw_size);
 
 	memcpy(n->names, name, name_size);
 	n->name = n->names;
@@ -42,7 +69,6 @@ static void node_free(void *data)
 	struct node *n = data;
 
 	g_free(n->order);
-	g_free(n);
 }
 
 static guint ino_hash(const void *key)
@@ -79,7 +105,7 @@ struct tree *tree_new(void)
 	/* Sets (key == value): GLib then keeps no separate array of values. */
 	t->by_ino = g_hash_table_new_full(ino_hash, ino_equal, node_free, NULL);
 	t->by_name = g_hash_table_new(name_hash, name_equal);
-	t->root = node_new("", "", true);
+	t->root = node_new(t, "", "", true);
 	t->root->ino = ROOT_INO;
 	g_hash_table_add(t->by_ino, t->root);
 	return t;
@@ -91,6 +117,7 @@ void tree_free(struct tree *t)
 		return;
 	g_hash_table_destroy(t->by_name);
 	g_hash_table_destroy(t->by_ino);
+	g_slist_free_full(t->slabs, g_free);
 	g_rec_mutex_clear(&t->lock);
 	g_free(t);
 }
@@ -173,7 +200,7 @@ static void path_append(GString *path, struct node *n)
 static struct node *child_create(struct tree *t, struct node *dir, const char *name,
 				 const char *raw, bool is_dir)
 {
-	struct node *n = node_new(name, raw, is_dir);
+	struct node *n = node_new(t, name, raw, is_dir);
 	g_autoptr(GString) path = g_string_new(NULL);
 
 	n->parent = dir;

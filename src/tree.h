@@ -20,9 +20,10 @@
  * tree_set_children on the root never marks them gone nor lets a provider entry of
  * the same name replace them; they stay listed after the provider's entries.
  *
- * Memory (a mount may hold 100 000 nodes): a node is one allocation with its names
- * inline, and the tree finds nodes through two tree-wide indexes, by inode number and
- * by (parent, escaped name); a directory keeps only its listing order as an array.
+ * Memory (a mount may hold 100 000 nodes): nodes are carved from slabs with their
+ * names inline (freed only by tree_free); the tree finds them through two tree-wide
+ * indexes, by inode number and by (parent, escaped name); a directory keeps only its
+ * listing order, as an array.
  *
  * Thread safety: all functions take the tree's lock; the fields marked (lock) may only
  * be read with tree_lock held, or through the accessor functions. */

@@ -392,6 +392,40 @@ static void test_raw_shares_the_name_when_they_are_equal(void)
 	tree_free(t);
 }
 
+/* An id far longer than a name: the node keeps all of it for the provider, and the
+ * nodes made before and after it keep theirs. */
+static void test_a_very_long_id_is_kept_whole(void)
+{
+	struct tree *t = tree_new();
+	struct node *dir = tree_add_child(t, tree_root(t), "homes", true);
+	g_autofree char *id = g_strnfill(100000, '/');
+	g_autoptr(GPtrArray) entries = provider_entries_new();
+	struct node *before, *cut, *after;
+	g_auto(GStrv) path = NULL;
+	GArray *list;
+	size_t n;
+
+	g_ptr_array_add(entries, provider_entry_new("before", ENTRY_FILE));
+	g_ptr_array_add(entries, provider_entry_new(id, ENTRY_FILE));
+	g_ptr_array_add(entries, provider_entry_new("after", ENTRY_FILE));
+	tree_set_children(t, dir, entries, 1);
+	before = tree_child(t, dir, "before");
+	after = tree_child(t, dir, "after");
+	list = tree_list(t, dir);
+	g_assert_cmpuint(list->len, ==, 3);
+	cut = tree_get(t, g_array_index(list, struct tree_dirent, 1).ino);
+	tree_dirents_free(list);
+	g_assert_cmpuint(strlen(cut->name), <=, 255);
+	g_assert_cmpstr(cut->raw, ==, id);
+	path = tree_raw_path(t, cut, &n);
+	g_assert_cmpuint(n, ==, 2);
+	g_assert_cmpstr(path[1], ==, id);
+	g_assert_cmpstr(before->name, ==, "before");
+	g_assert_cmpstr(after->name, ==, "after");
+	g_assert_true(after->parent == dir && before->parent == dir);
+	tree_free(t);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -424,5 +458,6 @@ int main(int argc, char **argv)
 	g_test_add_func("/tree/a_file_has_no_children", test_a_file_has_no_children);
 	g_test_add_func("/tree/raw_shares_the_name_when_they_are_equal",
 			test_raw_shares_the_name_when_they_are_equal);
+	g_test_add_func("/tree/a_very_long_id_is_kept_whole", test_a_very_long_id_is_kept_whole);
 	return g_test_run();
 }
