@@ -394,10 +394,16 @@ static gint64 backoff_us(int attempt)
 
 static void transfer_to_response(struct http_transfer *t, long status, struct http_response *resp)
 {
+	guint len;
+	guint8 *data;
+
 	http_response_clear(resp);
 	resp->status = status;
-	resp->body = g_byte_array_free_to_bytes(t->body);
-	t->body = NULL;
+	/* The array grew by doubling: give back the spare room, as the cache keeps the
+	 * body (glibc shrinks in place). */
+	len = t->body->len;
+	data = g_byte_array_free(g_steal_pointer(&t->body), FALSE);
+	resp->body = g_bytes_new_take(g_realloc(data, len ? len : 1), len);
 	resp->retry_after = g_steal_pointer(&t->retry_after);
 	resp->ratelimit = g_steal_pointer(&t->ratelimit);
 	resp->ratelimit_policy = g_steal_pointer(&t->ratelimit_policy);
