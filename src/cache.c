@@ -37,11 +37,12 @@ struct cache_entry {
 	int result;	  /* of the last finished fetch */
 	gint64 failed_at; /* monotonic µs when that fetch failed, 0 if it did not */
 	GCond done;
+	GMutex disk_lock; /* orders this key's disk writes after the lock is dropped; one per
+			   * key, so that fetches of other keys write (and fsync) at once */
 };
 
 struct cache {
 	GMutex lock;
-	GMutex disk_lock;    /* orders the disk writes of one key after the lock is dropped */
 	GHashTable *entries; /* key -> struct cache_entry * */
 	char *disk_dir;
 	int timeout_s;
@@ -57,6 +58,7 @@ static void entry_free(void *data)
 	if (e->body)
 		g_bytes_unref(e->body);
 	g_cond_clear(&e->done);
+	g_mutex_clear(&e->disk_lock);
 	g_free(e);
 }
 
@@ -65,7 +67,6 @@ struct cache *cache_new(const char *disk_dir, int timeout_s)
 	struct cache *c = g_new0(struct cache, 1);
 
 	g_mutex_init(&c->lock);
-	g_mutex_init(&c->disk_lock);
 	c->entries = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, entry_free);
 	c->timeout_s = timeout_s > 0 ? timeout_s : 1;
 	c->next_gen = 1;
@@ -82,7 +83,6 @@ void cache_free(struct cache *c)
 		return;
 	g_hash_table_destroy(c->entries);
 	g_mutex_clear(&c->lock);
-	g_mutex_clear(&c->disk_lock);
 	g_free(c->disk_dir);
 	g_free(c);
 }
@@ -192,6 +192,7 @@ static struct cache_entry *entry_get(struct cache *c, const char *key)
 		e = g_new0(struct cache_entry, 1);
 		e->key = g_strdup(key);
 		g_cond_init(&e->done);
+		g_mutex_init(&e->disk_lock);
 		g_hash_table_insert(c->entries, e->key, e);
 	}
 	if (!e->body && !e->disk_checked) {
@@ -345,7 +346,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	/* The disk is written outside the lock, also when the bytes are the same, so that
 	 * the copy's fetch time stays true for a remount. Only the newest fetch of the key
 	 * writes: one that finished later has written or will write itself. */
-	g_mutex_lock(&c->disk_lock);
+	g_mutex_lock(&e->disk_lock);
 	g_mutex_lock(&c->lock);
 	newest = e->flights == flight;
 	g_mutex_unlock(&c->lock);
@@ -353,7 +354,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 		disk_store(c, key, body, changed_at, fetched_wall);
 	else if (newest && r == -ENOENT)
 		disk_drop(c, key);
-	g_mutex_unlock(&c->disk_lock);
+	g_mutex_unlock(&e->disk_lock);
 	if (body)
 		g_bytes_unref(body);
 	return r;
