@@ -59,6 +59,16 @@ def stored_tokens(rig, account="tado"):
     return json.loads(secret)
 
 
+def run_together(target, args_list):
+    """Runs target(*args) for every args of @args_list in threads at once; returns when
+    all have ended."""
+    threads = [threading.Thread(target=target, args=tuple(args)) for args in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 class Keyring:
     """A private D-Bus session bus with an unlocked gnome-keyring on it."""
 

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from rig import BIN, ROOT, wait_until, read
+from rig import run_together, BIN, ROOT, wait_until, read
 
 TIBBER_HOME = "92b82b1f-0196-56ab-bd6e-3588c700d94b"
 CHARGER = "ZWFzZWUgZW5vZGUgY2hhcmdlcjoxMDA"
@@ -168,11 +168,7 @@ def test_64_concurrent_readers_of_a_cold_file_make_one_request(rig):
         barrier.wait()
         results.append(read(target))
 
-    threads = [threading.Thread(target=reader) for _ in range(64)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(reader, [() for _ in range(64)])
     rig.cloud.control.latency(0)
 
     assert len(results) == 64 and len(set(results)) == 1

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from rig import wait_until, read, read_error, stored_tokens
+from rig import run_together, wait_until, read, read_error, stored_tokens
 
 HOME = "1001"
 TIMEOUT = 3  # the mount's `timeout` in these tests (seconds)
@@ -72,11 +72,7 @@ def test_64_concurrent_readers_of_a_cold_file_make_one_request(rig):
         except OSError as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=reader) for _ in range(64)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(reader, [() for _ in range(64)])
     assert errors == []
     assert len(results) == 64 and len(set(results)) == 1
     assert json.loads(results[0]) == rig.cloud.control.data()["tado"]["homes"][HOME]["weather"]
@@ -129,11 +125,7 @@ def test_stalled_cloud_never_holds_a_reader_beyond_timeout_even_with_a_refresh(r
             assert e.errno in (errno.EIO, errno.ETIMEDOUT)
         took.append(time.monotonic() - start)
 
-    threads = [threading.Thread(target=reader) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(reader, [() for _ in range(8)])
     assert len(took) == 8 and max(took) < TIMEOUT + SLACK
 
 
@@ -335,11 +327,7 @@ def test_tokens_expiring_every_two_seconds_under_32_readers_fail_no_read(rig):
             n += 1
         reads.append(n)
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(reader, [(i,) for i in range(32)])
     assert errors == []
     stats = rig.cloud.control.stats()
     assert stats["refresh_reuse"] == 0
@@ -365,12 +353,8 @@ def test_two_mounts_of_one_account_never_spend_the_same_refresh_token(rig):
             except OSError as e:
                 errors.append(e)
 
-    threads = [threading.Thread(target=reader, args=(m, f"homes/{HOME}/{f}"))
-               for m in (a, b) for f in ("state.json", "weather.json", "home.json")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(reader, [(m, f"homes/{HOME}/{f}") for m in (a, b)
+                          for f in ("state.json", "weather.json", "home.json")])
     assert errors == []
     stats = rig.cloud.control.stats()
     assert stats["refresh_reuse"] == 0

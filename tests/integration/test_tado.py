@@ -5,11 +5,10 @@ import errno
 import json
 import os
 import subprocess
-import threading
 
 import pytest
 
-from rig import BIN, wait_until, read, stored_tokens
+from rig import run_together, BIN, wait_until, read, stored_tokens
 
 HOME = "1001"
 
@@ -231,11 +230,7 @@ def test_parallel_readers_after_expiry_share_one_refresh(rig):
         except OSError as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(reader, [(i,) for i in range(16)])
     assert errors == []
     stats = rig.cloud.control.stats()
     assert stats["token_requests"].get("refresh_token") == 1
