@@ -360,10 +360,12 @@ static void test_device_login_polls_until_approved_and_shows_the_link(void)
 	fake_server_stop(srv);
 }
 
-static void test_device_link_with_client_id_is_left_alone(void)
+/* Runs a device login whose server answers @device_answer and checks that the link
+ * shown to the user is the line @shown. */
+static void assert_device_link_shown(const char *device_answer, const char *shown)
 {
 	struct token_script sc = {
-	    .device = DEVICE_ANSWER("https://login.example/device?client_id=x&user_code=1"),
+	    .device = device_answer,
 	    .success = "{\"access_token\":\"AT\",\"expires_in\":599}",
 	};
 	struct fake_server *srv = fake_server_start(token_handler, &sc);
@@ -372,28 +374,23 @@ static void test_device_link_with_client_id_is_left_alone(void)
 	int r;
 	g_autofree char *out = capture_stdout(device_run, &d, &r);
 	g_assert_cmpint(r, ==, 0);
-	g_assert_nonnull(strstr(out, "  https://login.example/device?client_id=x&user_code=1\n"));
+	g_assert_nonnull(strstr(out, shown));
 	token_set_clear(&d.ts);
 	http_client_free(d.c);
 	fake_server_stop(srv);
 }
 
+static void test_device_link_with_client_id_is_left_alone(void)
+{
+	assert_device_link_shown(
+	    DEVICE_ANSWER("https://login.example/device?client_id=x&user_code=1"),
+	    "  https://login.example/device?client_id=x&user_code=1\n");
+}
+
 static void test_device_link_without_query_gets_a_question_mark(void)
 {
-	struct token_script sc = {
-	    .device = DEVICE_ANSWER("https://login.example/device"),
-	    .success = "{\"access_token\":\"AT\",\"expires_in\":599}",
-	};
-	struct fake_server *srv = fake_server_start(token_handler, &sc);
-	g_autofree char *base = fake_server_url(srv, "");
-	struct device_run d = {.c = http_client_new(NULL, 5, 65536, "t/1"), .base = base};
-	int r;
-	g_autofree char *out = capture_stdout(device_run, &d, &r);
-	g_assert_cmpint(r, ==, 0);
-	g_assert_nonnull(strstr(out, "  https://login.example/device?client_id=public-client\n"));
-	token_set_clear(&d.ts);
-	http_client_free(d.c);
-	fake_server_stop(srv);
+	assert_device_link_shown(DEVICE_ANSWER("https://login.example/device"),
+				 "  https://login.example/device?client_id=public-client\n");
 }
 
 static void test_device_login_denied_is_eacces(void)
