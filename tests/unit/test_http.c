@@ -145,54 +145,49 @@ static void test_post_sends_the_form(void)
 	fake_server_stop(srv);
 }
 
+/* One GET of at most @tries attempts against a server playing @sc. Fills @resp (the
+ * caller clears it) and returns how many requests the server saw. */
+static int scripted_get(struct script *sc, int tries, struct http_response *resp)
+{
+	struct fake_server *srv = fake_server_start(script_handler, sc);
+	struct http_client *c = http_client_new(NULL, 10, 1024, "t/1");
+	g_autofree char *url = fake_server_url(srv, "/x");
+	struct http_request req = {.method = "GET", .url = url, .tries = tries};
+	g_assert_cmpint(http_request(c, &req, resp), ==, 0);
+	http_client_free(c);
+	int requests = fake_server_requests(srv);
+	fake_server_stop(srv);
+	return requests;
+}
+
 static void test_503_is_retried_until_it_works(void)
 {
 	struct script sc = {.fail_first = 2, .fail_status = 503};
-	struct fake_server *srv = fake_server_start(script_handler, &sc);
-	struct http_client *c = http_client_new(NULL, 10, 1024, "t/1");
-	g_autofree char *url = fake_server_url(srv, "/x");
-	struct http_request req = {.method = "GET", .url = url, .tries = 5};
 	struct http_response resp;
-	g_assert_cmpint(http_request(c, &req, &resp), ==, 0);
+	g_assert_cmpint(scripted_get(&sc, 5, &resp), ==, 3);
 	g_assert_cmpint(resp.status, ==, 200);
 	g_assert_cmpint(resp.attempts, ==, 3);
-	g_assert_cmpint(fake_server_requests(srv), ==, 3);
 	http_response_clear(&resp);
-	http_client_free(c);
-	fake_server_stop(srv);
 }
 
 static void test_last_retryable_answer_is_returned_when_tries_run_out(void)
 {
 	struct script sc = {.fail_first = 10, .fail_status = 502};
-	struct fake_server *srv = fake_server_start(script_handler, &sc);
-	struct http_client *c = http_client_new(NULL, 10, 1024, "t/1");
-	g_autofree char *url = fake_server_url(srv, "/x");
-	struct http_request req = {.method = "GET", .url = url, .tries = 2};
 	struct http_response resp;
-	g_assert_cmpint(http_request(c, &req, &resp), ==, 0);
+	g_assert_cmpint(scripted_get(&sc, 2, &resp), ==, 2);
 	g_assert_cmpint(resp.status, ==, 502);
 	g_assert_cmpint(resp.attempts, ==, 2);
 	g_assert_nonnull(resp.body);
 	http_response_clear(&resp);
-	http_client_free(c);
-	fake_server_stop(srv);
 }
 
 static void test_404_is_never_retried(void)
 {
 	struct script sc = {.fail_first = 10, .fail_status = 404};
-	struct fake_server *srv = fake_server_start(script_handler, &sc);
-	struct http_client *c = http_client_new(NULL, 10, 1024, "t/1");
-	g_autofree char *url = fake_server_url(srv, "/x");
-	struct http_request req = {.method = "GET", .url = url, .tries = 5};
 	struct http_response resp;
-	g_assert_cmpint(http_request(c, &req, &resp), ==, 0);
+	g_assert_cmpint(scripted_get(&sc, 5, &resp), ==, 1);
 	g_assert_cmpint(resp.status, ==, 404);
-	g_assert_cmpint(fake_server_requests(srv), ==, 1);
 	http_response_clear(&resp);
-	http_client_free(c);
-	fake_server_stop(srv);
 }
 
 static void test_retry_after_beyond_the_deadline_returns_the_429_at_once(void)
