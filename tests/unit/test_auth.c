@@ -156,6 +156,19 @@ static gint64 now_s(void)
 	return g_get_real_time() / G_USEC_PER_SEC;
 }
 
+/* Puts generation @n of the token set (AT-n / RT-n, expiring at @expires_at) in the
+ * store, as a login or another process's refresh would. */
+static void store_token_set(struct fixture *f, int n, gint64 expires_at)
+{
+	struct token_set ts = {.provider = g_strdup("testcloud"),
+			       .access_token = g_strdup_printf("AT-%d", n),
+			       .refresh_token = g_strdup_printf("RT-%d", n),
+			       .expires_at = expires_at};
+	g_autofree char *json = token_set_to_json(&ts);
+	token_set_clear(&ts);
+	g_assert_cmpint(token_store_save(&f->store, ACCOUNT, "testcloud", json, NULL), ==, 0);
+}
+
 /* Stores RT-0 / AT-0 expiring at @expires_at and loads them. */
 static void fixture_setup(struct fixture *f, gint64 expires_at)
 {
@@ -167,13 +180,7 @@ static void fixture_setup(struct fixture *f, gint64 expires_at)
 	f->srv = fake_server_start(endpoint_handler, &f->ep);
 	f->base = fake_server_url(f->srv, "");
 	f->http = http_client_new(NULL, 5, 65536, "t/1");
-	struct token_set ts = {.provider = g_strdup("testcloud"),
-			       .access_token = g_strdup("AT-0"),
-			       .refresh_token = g_strdup("RT-0"),
-			       .expires_at = expires_at};
-	g_autofree char *json = token_set_to_json(&ts);
-	token_set_clear(&ts);
-	g_assert_cmpint(token_store_save(&f->store, ACCOUNT, "testcloud", json, NULL), ==, 0);
+	store_token_set(f, 0, expires_at);
 	f->auth = auth_new(ACCOUNT, &test_provider, f->http, f->base, &f->store, f->lock_dir);
 	GError *err = NULL;
 	g_assert_cmpint(auth_load(f->auth, &err), ==, 0);
@@ -374,13 +381,7 @@ static void test_tokens_refreshed_by_another_process_are_adopted(void)
 	fixture_setup(&f, now_s() - 10);
 	/* Another process refreshed: RT-0 is spent, the store holds the new set. */
 	f.ep.generation = 1;
-	struct token_set other = {.provider = g_strdup("testcloud"),
-				  .access_token = g_strdup("AT-1"),
-				  .refresh_token = g_strdup("RT-1"),
-				  .expires_at = now_s() + 600};
-	g_autofree char *json = token_set_to_json(&other);
-	token_set_clear(&other);
-	g_assert_cmpint(token_store_save(&f.store, ACCOUNT, "testcloud", json, NULL), ==, 0);
+	store_token_set(&f, 1, now_s() + 600);
 
 	g_autofree char *token = NULL;
 	g_assert_cmpint(auth_bearer(f.auth, &token), ==, 0);
@@ -395,13 +396,7 @@ static void test_adopted_but_expired_tokens_are_refreshed_with_their_refresh_tok
 	struct fixture f = {0};
 	fixture_setup(&f, now_s() - 10);
 	f.ep.generation = 1;
-	struct token_set other = {.provider = g_strdup("testcloud"),
-				  .access_token = g_strdup("AT-1"),
-				  .refresh_token = g_strdup("RT-1"),
-				  .expires_at = now_s() - 5};
-	g_autofree char *json = token_set_to_json(&other);
-	token_set_clear(&other);
-	g_assert_cmpint(token_store_save(&f.store, ACCOUNT, "testcloud", json, NULL), ==, 0);
+	store_token_set(&f, 1, now_s() - 5);
 
 	g_autofree char *token = NULL;
 	g_assert_cmpint(auth_bearer(f.auth, &token), ==, 0);
@@ -468,13 +463,7 @@ static void test_refresh_waits_for_another_process_and_adopts_its_tokens(void)
 
 	/* The other process refreshes (spending RT-0), saves, and lets go. */
 	f.ep.generation = 1;
-	struct token_set other = {.provider = g_strdup("testcloud"),
-				  .access_token = g_strdup("AT-1"),
-				  .refresh_token = g_strdup("RT-1"),
-				  .expires_at = now_s() + 600};
-	g_autofree char *json = token_set_to_json(&other);
-	token_set_clear(&other);
-	g_assert_cmpint(token_store_save(&f.store, ACCOUNT, "testcloud", json, NULL), ==, 0);
+	store_token_set(&f, 1, now_s() + 600);
 	close(fd);
 
 	g_thread_join(t);
