@@ -1,4 +1,5 @@
 /* The node tree: inode numbers, names, listings. */
+#include <malloc.h>
 #include <string.h>
 #include <glib.h>
 
@@ -426,6 +427,81 @@ static void test_a_very_long_id_is_kept_whole(void)
 	tree_free(t);
 }
 
+/* Bytes the heap holds, small blocks and mmapped ones alike. */
+static size_t heap_bytes(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	return mi.uordblks + mi.hblkhd;
+}
+
+/* Memory: the tree of 10 000 cached Tibber devices (10 homes of 1 000, each device a
+ * directory with device.json, values/ and 4 values), built as the filesystem builds it.
+ * Prints the heap bytes a node costs (`test_tree --verbose`); asserts only that the
+ * tree holds them all, as malloc differs between builds (a sanitizer's is not glibc's). */
+static void test_memory_per_node_of_10000_devices(void)
+{
+	static const char *const values[] = {"storage.stateOfCharge", "range.remaining",
+					     "connector.status", "charging.status", NULL};
+	size_t before = heap_bytes();
+	struct tree *t = tree_new();
+	struct node *homes = tree_add_child(t, tree_root(t), "homes", true);
+	g_autoptr(GPtrArray) home_ids = provider_entries_new();
+	size_t nodes = 2; /* the root and homes */
+	struct node *last = NULL;
+	size_t bytes;
+
+	for (int h = 0; h < 10; h++) {
+		g_autofree char *id = g_strdup_printf("6b2a4c1e-5f3d-5e8a-9b7c-%012d", h);
+
+		g_ptr_array_add(home_ids, provider_entry_new(id, ENTRY_DIR));
+	}
+	tree_set_children(t, homes, home_ids, 1);
+	nodes += home_ids->len;
+	for (guint h = 0; h < home_ids->len; h++) {
+		const char *home_id = ((struct provider_entry *)home_ids->pdata[h])->name;
+		struct node *home = tree_child(t, homes, home_id);
+		struct node *devices;
+		g_autoptr(GPtrArray) device_ids = provider_entries_new();
+
+		set_children(t, home, (const char *const[]){"home.json", "devices", NULL}, 1);
+		devices = tree_child(t, home, "devices");
+		for (int d = 0; d < 1000; d++) {
+			g_autofree char *raw =
+			    g_strdup_printf("tesla enode vehicle:%d", h * 1000 + d);
+			g_autofree char *id = g_base64_encode((const guchar *)raw, strlen(raw));
+
+			g_ptr_array_add(device_ids, provider_entry_new(id, ENTRY_DIR));
+		}
+		tree_set_children(t, devices, device_ids, 1);
+		nodes += 2 + device_ids->len;
+		for (guint d = 0; d < device_ids->len; d++) {
+			const char *device_id =
+			    ((struct provider_entry *)device_ids->pdata[d])->name;
+			struct node *device = tree_child(t, devices, device_id);
+			g_autoptr(GPtrArray) device_files = provider_entries_new();
+
+			g_ptr_array_add(device_files,
+					provider_entry_new("device.json", ENTRY_FILE));
+			g_ptr_array_add(device_files, provider_entry_new("values", ENTRY_DIR));
+			tree_set_children(t, device, device_files, 1);
+			last = tree_child(t, device, "values");
+			set_children(t, last, values, 1);
+			nodes += 2 + 4;
+		}
+	}
+	bytes = heap_bytes() - before;
+	g_test_message("%zu nodes, %zu bytes of heap, %.1f bytes a node", nodes, bytes,
+		       (double)bytes / (double)nodes);
+	last = tree_child(t, last, "charging.status");
+	g_assert_nonnull(last);
+	g_assert_true(tree_get(t, last->ino) == last);
+	g_assert_cmpuint(last->ino, ==,
+			 tree_path_ino("/homes/6b2a4c1e-5f3d-5e8a-9b7c-000000000009/devices/"
+				       "dGVzbGEgZW5vZGUgdmVoaWNsZTo5OTk5/values/charging.status"));
+	tree_free(t);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -459,5 +535,7 @@ int main(int argc, char **argv)
 	g_test_add_func("/tree/raw_shares_the_name_when_they_are_equal",
 			test_raw_shares_the_name_when_they_are_equal);
 	g_test_add_func("/tree/a_very_long_id_is_kept_whole", test_a_very_long_id_is_kept_whole);
+	g_test_add_func("/tree/memory_per_node_of_10000_devices",
+			test_memory_per_node_of_10000_devices);
 	return g_test_run();
 }
