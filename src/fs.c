@@ -1,11 +1,23 @@
 /* fs: the libfuse low-level operations, one fs_<op> a request, each replying exactly
  * once on every path. A node's bytes come from its provider's rendering of one cached
- * resource; an open file keeps the bytes it saw (a snapshot).
+ * resource.
  *
- * Kernel caching: entries and attributes are valid for as long as the resource behind
- * them stays fresh; an open of unchanged bytes keeps the page cache, and a change seen
- * by a refresh drops the kernel's copy (keep_cache off at the next open, and an
- * inode invalidation sent by the notifier thread, never from inside a request).
+ * Kernel caching: there is no userspace open (FUSE_CAP_NO_OPEN_SUPPORT): open and
+ * close of a file cost no request, and a warm read is served by the page cache alone.
+ * Entries and attributes are valid for as long as the resource behind them stays
+ * fresh; after that the kernel asks again (AUTO_INVAL_DATA: a getattr before a read),
+ * and a new size or mtime drops its pages. Every change of a file's bytes changes its
+ * mtime (the sub-second part is a fingerprint of the bytes, see fs_stat_node), so the
+ * kernel sees even a same-size change within one second; a change noticed through
+ * another file of the same resource is also sent as an inode invalidation by the
+ * notifier thread (never from inside a request).
+ *
+ * A read renders the file from the resource as it is now, so each read() of a file
+ * (every file here fits one read request) sees one version of it, with the size stat
+ * gave. The files of .smarthomefs/ change with every request the mount makes: they are
+ * rendered at a lookup (their entries never stay valid, so every open by path looks
+ * up), and a getattr or read serves that rendering: an open file of them is a
+ * snapshot, with its size.
  *
  * Prefetch: when a listing is fetched anew, the resources its entries are made of are
  * fetched in parallel (at most options.prefetch at once), because ls -l, find and tar
@@ -35,8 +47,10 @@ struct fs {
 	gid_t gid;
 	gint64 mounted_at;
 
-	GMutex lock;             /* guards pages_stale and prefetched */
-	GHashTable *pages_stale; /* inode numbers whose page cache may hold older bytes */
+	bool no_open;            /* the kernel sends no open/release for files */
+
+	GMutex lock;             /* guards internal and prefetched */
+	GHashTable *internal;    /* internal file inode -> GBytes: its last rendering */
 	GHashTable *prefetched;  /* directory inode -> listing generation prefetched for */
 	GAsyncQueue *inval;      /* uint64_t * inode numbers for the notifier, or &stop_mark */
 	GThread *notifier;       /* started in fs_init: after libfuse's fork */
@@ -45,13 +59,6 @@ struct fs {
 
 /* Tells the notifier thread to end. */
 static uint64_t stop_mark;
-
-struct open_file {
-	GMutex lock;
-	GBytes *data;        /* (lock) the bytes this handle serves; NULL until the first read */
-	struct node *node;
-	struct resource res; /* the body seen at open, rendered at the first read */
-};
 
 struct open_dir {
 	GArray *entries; /* struct tree_dirent */
@@ -67,7 +74,8 @@ struct fs *fs_new(struct session *session)
 	fs->gid = getgid();
 	fs->mounted_at = g_get_real_time() / G_USEC_PER_SEC;
 	g_mutex_init(&fs->lock);
-	fs->pages_stale = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	fs->internal = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
+					     (GDestroyNotify)g_bytes_unref);
 	fs->prefetched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	fs->inval = g_async_queue_new_full(g_free);
 	return fs;
@@ -94,7 +102,7 @@ void fs_free(struct fs *fs)
 		return;
 	fs_stop_threads(fs);
 	g_async_queue_unref(fs->inval);
-	g_hash_table_destroy(fs->pages_stale);
+	g_hash_table_destroy(fs->internal);
 	g_hash_table_destroy(fs->prefetched);
 	g_mutex_clear(&fs->lock);
 	tree_free(fs->tree);
@@ -122,31 +130,32 @@ static gpointer fs_notifier(gpointer data)
 	}
 }
 
-/* Called when @node's bytes changed: the kernel's copy goes, now for its attributes and
- * pages, and at the next open for certain (keep_cache off). */
+/* Called when @node's bytes changed: the kernel's attributes and pages of it go. */
 static void fs_forget_pages(struct fs *fs, struct node *node)
 {
-	uint64_t *key = g_new(uint64_t, 1);
-
-	*key = node->ino;
-	g_mutex_lock(&fs->lock);
-	g_hash_table_add(fs->pages_stale, key);
-	g_mutex_unlock(&fs->lock);
 	if (fs->notifier && fs->se)
-		g_async_queue_push(fs->inval, g_memdup2(key, sizeof(*key)));
+		g_async_queue_push(fs->inval, g_memdup2(&node->ino, sizeof(node->ino)));
 }
 
-/* Whether the kernel may hold older bytes of @node than it is about to be given; the
- * mark is cleared, as the caller drops them. */
-static bool fs_take_pages_stale(struct fs *fs, struct node *node)
+/* The last rendering of internal file @node (a new reference), or NULL. */
+static GBytes *fs_internal_bytes(struct fs *fs, struct node *node)
 {
-	uint64_t ino = node->ino;
-	bool stale;
+	GBytes *data;
 
 	g_mutex_lock(&fs->lock);
-	stale = g_hash_table_remove(fs->pages_stale, &ino);
+	data = g_hash_table_lookup(fs->internal, &node->ino);
+	if (data)
+		g_bytes_ref(data);
 	g_mutex_unlock(&fs->lock);
-	return stale;
+	return data;
+}
+
+static void fs_set_internal_bytes(struct fs *fs, struct node *node, GBytes *data)
+{
+	g_mutex_lock(&fs->lock);
+	g_hash_table_replace(fs->internal, g_memdup2(&node->ino, sizeof(node->ino)),
+			     g_bytes_ref(data));
+	g_mutex_unlock(&fs->lock);
 }
 
 void fs_set_fuse_session(struct fs *fs, struct fuse_session *se)
@@ -523,8 +532,10 @@ static double fs_dir_timeout(struct fs *fs, struct node *node)
 }
 
 /* Fills @st for @node, rendering a file when its resource changed since the last time.
+ * An internal file is rendered anew unless @keep_internal and it was rendered before.
  * *timeout: how long the kernel may keep it (a file: while its resource is fresh). */
-static int fs_stat_node(struct fs *fs, struct node *node, struct stat *st, double *timeout)
+static int fs_stat_node(struct fs *fs, struct node *node, bool keep_internal, struct stat *st,
+			double *timeout)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = node->ino;
@@ -555,11 +566,16 @@ static int fs_stat_node(struct fs *fs, struct node *node, struct stat *st, doubl
 		fresh_memo = node->content_gen == res.gen;
 		tree_unlock(fs->tree);
 		*timeout = res.fresh_for;
+	} else if (keep_internal) {
+		g_autoptr(GBytes) kept = fs_internal_bytes(fs, node);
+		fresh_memo = kept != NULL;
 	}
 	if (!fresh_memo) {
 		GBytes *data = NULL;
 		r = fs_render_from(fs, node, &res, &data);
 		if (r == 0) {
+			if (node_is_internal(node))
+				fs_set_internal_bytes(fs, node, data);
 			fs_note_content(fs, node, data, res.gen,
 					res.gen ? res.changed_at : g_get_real_time() / G_USEC_PER_SEC);
 			g_bytes_unref(data);
@@ -572,10 +588,15 @@ static int fs_stat_node(struct fs *fs, struct node *node, struct stat *st, doubl
 	st->st_nlink = 1;
 	tree_lock(fs->tree);
 	st->st_size = (off_t)node->size;
-	st->st_mtime = node->mtime;
+	st->st_mtim.tv_sec = node->mtime;
+	/* The API's times have whole seconds; the sub-second part is a fingerprint of the
+	 * bytes, so that bytes that changed twice in one second still show a new mtime
+	 * and the kernel drops its pages (AUTO_INVAL_DATA). Same bytes, same mtime, also
+	 * across remounts. */
+	st->st_mtim.tv_nsec = (long)(node->content_hash % 1000000000u);
 	tree_unlock(fs->tree);
 	st->st_blocks = (st->st_size + 511) / 512;
-	st->st_ctime = st->st_atime = st->st_mtime;
+	st->st_ctim = st->st_atim = st->st_mtim;
 	return 0;
 }
 
@@ -584,7 +605,7 @@ static int fs_fill_entry(struct fs *fs, struct node *node, struct fuse_entry_par
 	double timeout;
 
 	memset(e, 0, sizeof(*e));
-	int r = fs_stat_node(fs, node, &e->attr, &timeout);
+	int r = fs_stat_node(fs, node, false, &e->attr, &timeout);
 	if (r < 0)
 		return r;
 	e->ino = node->ino;
@@ -602,6 +623,12 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	/* Page-cache data is dropped when a getattr shows a new mtime or size. */
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+	/* No open or release round trip per file: fs_open answers ENOSYS once, and the
+	 * kernel stops asking and keeps the page cache (see the top of this file). */
+	if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) {
+		conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
+		fs->no_open = true;
+	}
 	/* Always readdirplus, not the kernel's guess (READDIRPLUS_AUTO): whoever lists a
 	 * directory here stats its entries next (ls -l, find, tar), and one listing then
 	 * answers all of it. */
@@ -693,7 +720,10 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	r = fs_stat_node(fs, node, &st, &timeout);
+	/* An internal file keeps the rendering of its last lookup: a getattr is the kernel
+	 * checking before a read, or an fstat, of a file open since then (or a stat within
+	 * the same jiffy as a lookup). */
+	r = fs_stat_node(fs, node, true, &st, &timeout);
 	if (r < 0)
 		fuse_reply_err(req, fs_errno(r));
 	else
@@ -788,20 +818,10 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
-static void open_file_free(struct open_file *of)
-{
-	g_clear_pointer(&of->data, g_bytes_unref);
-	resource_clear(&of->res);
-	g_mutex_clear(&of->lock);
-	g_free(of);
-}
-
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct node *node = tree_get(fs->tree, ino);
-	struct open_file *of;
-	int r;
 
 	if (!node) {
 		fuse_reply_err(req, ENOENT);
@@ -815,57 +835,40 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	of = g_new0(struct open_file, 1);
-	g_mutex_init(&of->lock);
-	of->node = node;
-	if (node_is_internal(node)) {
-		r = fs_render_from(fs, node, NULL, &of->data);
-		/* Counters change between stat and read: let the reader see all bytes. */
-		fi->direct_io = 1;
-	} else {
-		r = fs_node_resource(fs, node, &of->res);
-	}
-	if (r < 0) {
-		open_file_free(of);
-		fuse_reply_err(req, fs_errno(r));
+	if (fs->no_open) {
+		fuse_reply_err(req, ENOSYS);
 		return;
 	}
-	if (!node_is_internal(node)) {
-		bool memo_fresh;
-		tree_lock(fs->tree);
-		memo_fresh = node->content_gen == of->res.gen;
-		tree_unlock(fs->tree);
-		/* Same generation, same bytes: the rendering waits for a read, which a warm
-		 * page cache never sends. Otherwise render now, to know whether they changed. */
-		if (!memo_fresh) {
-			r = fs_render_from(fs, node, &of->res, &of->data);
-			if (r < 0) {
-				open_file_free(of);
-				fuse_reply_err(req, fs_errno(r));
-				return;
-			}
-			fs_note_content(fs, node, of->data, of->res.gen, of->res.changed_at);
-		}
-		/* The page cache holds these very bytes unless a change was seen since it
-		 * was filled. */
-		fi->keep_cache = !fs_take_pages_stale(fs, node);
-	}
-	fi->fh = (uint64_t)(uintptr_t)of;
-	if (fuse_reply_open(req, fi) != 0)
-		open_file_free(of);
+	/* A kernel that must open: no page cache kept across opens, so a change is seen
+	 * at the next open; the internal files' bytes change between stat and read. */
+	fi->keep_cache = 0;
+	fi->direct_io = node_is_internal(node);
+	fuse_reply_open(req, fi);
 }
 
-/* The bytes @of serves (a new reference), rendered from its resource at the first read. */
-static int open_file_bytes(struct fs *fs, struct open_file *of, GBytes **bytes)
+/* The bytes of file @node as they are now: a provider's file rendered from its
+ * resource (whose size and mtime are noted, so a change is seen), an internal file's
+ * last rendering. */
+static int fs_file_bytes(struct fs *fs, struct node *node, GBytes **data)
 {
-	int r = 0;
+	struct resource res = {0};
+	int r;
 
-	g_mutex_lock(&of->lock);
-	if (!of->data)
-		r = fs_render_from(fs, of->node, &of->res, &of->data);
+	if (node_is_internal(node)) {
+		*data = fs_internal_bytes(fs, node);
+		if (*data)
+			return 0;
+		r = fs_render_from(fs, node, NULL, data);
+		if (r == 0)
+			fs_set_internal_bytes(fs, node, *data);
+		return r;
+	}
+	r = fs_node_resource(fs, node, &res);
 	if (r == 0)
-		*bytes = g_bytes_ref(of->data);
-	g_mutex_unlock(&of->lock);
+		r = fs_render_from(fs, node, &res, data);
+	if (r == 0)
+		fs_note_content(fs, node, *data, res.gen, res.changed_at);
+	resource_clear(&res);
 	return r;
 }
 
@@ -873,12 +876,10 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-	/* Our own reference: once the kernel has the reply, a release may free @of in
-	 * another thread while fuse_reply_buf (and ASan's writev check) still reads. */
+	struct node *node = tree_get(fs->tree, ino);
 	g_autoptr(GBytes) bytes = NULL;
 	gsize len = 0;
-	int r = open_file_bytes(fs, of, &bytes);
+	int r = node ? fs_file_bytes(fs, node, &bytes) : -ENOENT;
 
 	if (r < 0) {
 		fuse_reply_err(req, fs_errno(r));
@@ -890,12 +891,6 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	fuse_reply_buf(req, data + off, MIN(size, len - (size_t)off));
-}
-
-static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	open_file_free((struct open_file *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
 }
 
 static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -922,7 +917,6 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.releasedir = fs_releasedir,
 	.open = fs_open,
 	.read = fs_read,
-	.release = fs_release,
 	.statfs = fs_statfs,
 };
 

@@ -96,6 +96,48 @@ def test_a_tado_zone_temperature_change_shows_in_state_and_size(rig):
     assert os.stat(state).st_size == len(new_state)
 
 
+def cache_hits(m):
+    return json.loads(read(m / ".smarthomefs" / "status.json"))["cache"]["hits"]
+
+
+def test_warm_opens_and_reads_are_served_by_the_kernel_without_asking_the_daemon(rig):
+    m = tibber_mount(rig)
+    device_json = m / "homes" / TIBBER_HOME / "devices" / CHARGER / "device.json"
+    value_file = m / "homes" / TIBBER_HOME / "devices" / CHARGER / "values" / "charging.status"
+    first = (read(device_json), read(value_file))
+    hits = cache_hits(m)
+
+    for _ in range(50):
+        assert (read(device_json), read(value_file)) == first
+        with open(device_json, "rb") as f:
+            assert f.read(7) == first[0][:7]
+            assert os.fstat(f.fileno()).st_size == len(first[0])
+
+    # A read that reached the daemon would have been a cache hit: none did.
+    assert cache_hits(m) == hits
+
+
+def test_an_open_status_json_keeps_its_bytes_and_a_new_open_shows_new_counts(rig):
+    rig.login_tado()
+    m = rig.mount("tado")
+    status = m / ".smarthomefs" / "status.json"
+    with open(status, "rb") as f:
+        before = f.read()
+        assert os.fstat(f.fileno()).st_size == len(before)
+
+        read(m / "homes" / TADO_HOME / "zones" / "1" / "state.json")  # one more API call
+
+        assert os.pread(f.fileno(), 1 << 16, 0) == before
+        assert os.fstat(f.fileno()).st_size == len(before)
+    # A new open looks the file up and renders it anew (once the kernel's entry, valid
+    # for less than a clock tick, has gone).
+    wait_until(lambda: json.loads(read(status))["api_calls"] > json.loads(before)["api_calls"],
+               5, "a new open of status.json to show the new call")
+    with open(status, "rb") as f:
+        after = f.read()
+        assert os.fstat(f.fileno()).st_size == len(after)
+
+
 def test_listing_devices_prefetches_every_detail_once(rig):
     m = tibber_mount(rig)
     devices = m / "homes" / TIBBER_HOME / "devices"
