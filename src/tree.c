@@ -1,4 +1,5 @@
 /* tree: nodes, inode numbers and name escaping. See tree.h for the rules. */
+#include <stddef.h>
 #include <string.h>
 
 #include "tree.h"
@@ -8,11 +9,19 @@
 #define CUT_AT	      200 /* bytes of escaped name kept before "%~<hash>" */
 #define INTERNAL_NAME ".smarthomefs"
 #define SLAB_SIZE     (64 * 1024) /* nodes are carved from blocks of this size */
+#define INDEX_SHIFT   6		  /* the index starts with 1 << INDEX_SHIFT slots */
+#define FNV_OFFSET    0xcbf29ce484222325ULL
+#define FNV_PRIME     0x100000001b3ULL
 
 struct tree {
-	GRecMutex lock;	    /* recursive: fs.c may hold it around calls that take it again */
-	GHashTable *by_ino;  /* set of struct node *, keyed by ino */
-	GHashTable *by_name; /* set of struct node * but the root, keyed by (parent, name) */
+	GRecMutex lock; /* recursive: fs.c may hold it around calls that take it again */
+	/* Every node, by inode number: open addressing with linear probing, at most 3/4
+	 * full. A pointer a slot, where a GHashTable kept a hash and a key besides, and a
+	 * second table by (parent, name). */
+	struct node **index;
+	unsigned index_shift; /* 1 << index_shift slots */
+	size_t n_nodes;
+	uint64_t hash_mask; /* the bits of a path hash an inode number keeps */
 	struct node *root;
 	/* Nodes live until tree_free, so they are carved from slabs: no malloc header
 	 * and rounding per node. */
@@ -49,74 +58,100 @@ static struct node *node_new(struct tree *t, const char *name, const char *raw, 
 	size_t name_size = strlen(name) + 1;
 	bool same = strcmp(name, raw) == 0;
 	size_t raw_size = same ? 0 : strlen(raw) + 1;
-	struct node *n = slab_alloc(t, sizeof(*n) + name_size + raw_size);
+	struct node *n = slab_alloc(t, offsetof(struct node, name) + name_size + raw_size);
 
-	memcpy(n->names, name, name_size);
-	n->name = n->names;
-	if (same) {
-		n->raw = n->name;
-	} else {
-		memcpy(n->names + name_size, raw, raw_size);
-		n->raw = n->names + name_size;
+	memcpy(n->name, name, name_size);
+	if (!same) {
+		memcpy(n->name + name_size, raw, raw_size);
+		n->raw_follows = true;
 	}
 	n->is_dir = is_dir;
 	n->has_children = is_dir;
 	return n;
 }
 
-static void node_free(void *data)
+const char *tree_node_raw(const struct node *node)
 {
-	struct node *n = data;
-
-	g_free(n->order);
+	return node->raw_follows ? node->name + strlen(node->name) + 1 : node->name;
 }
 
-static guint ino_hash(const void *key)
+/* The index slot where the search for @ino starts: the top bits of a multiplicative
+ * hash, so that the neighbouring numbers a collision gives land apart. */
+static size_t index_start(const struct tree *t, uint64_t ino)
 {
-	uint64_t ino = ((const struct node *)key)->ino;
-
-	return (guint)(ino ^ (ino >> 32));
+	return (size_t)((ino * 0x9e3779b97f4a7c15ULL) >> (64 - t->index_shift));
 }
 
-static gboolean ino_equal(const void *a, const void *b)
+/* The node with inode @ino, or NULL; caller holds the lock. */
+static struct node *index_find(const struct tree *t, uint64_t ino)
 {
-	return ((const struct node *)a)->ino == ((const struct node *)b)->ino;
+	size_t mask = ((size_t)1 << t->index_shift) - 1;
+
+	for (size_t i = index_start(t, ino);; i = (i + 1) & mask) {
+		struct node *n = t->index[i];
+
+		if (!n || n->ino == ino)
+			return n;
+	}
 }
 
-static guint name_hash(const void *key)
+/* Puts @n in the first free slot from where its search starts. */
+static void index_place(struct node **index, unsigned shift, struct node *n)
 {
-	const struct node *n = key;
+	size_t mask = ((size_t)1 << shift) - 1;
+	size_t i = (size_t)((n->ino * 0x9e3779b97f4a7c15ULL) >> (64 - shift));
 
-	return g_str_hash(n->name) ^ ino_hash(n->parent);
+	while (index[i])
+		i = (i + 1) & mask;
+	index[i] = n;
 }
 
-static gboolean name_equal(const void *a, const void *b)
+/* Adds @n (whose inode number no other node has); caller holds the lock. */
+static void index_add(struct tree *t, struct node *n)
 {
-	const struct node *x = a, *y = b;
+	size_t slots = (size_t)1 << t->index_shift;
 
-	return x->parent == y->parent && strcmp(x->name, y->name) == 0;
+	if ((t->n_nodes + 1) * 4 > slots * 3) {
+		struct node **bigger = g_new0(struct node *, slots * 2);
+
+		for (size_t i = 0; i < slots; i++)
+			if (t->index[i])
+				index_place(bigger, t->index_shift + 1, t->index[i]);
+		g_free(t->index);
+		t->index = bigger;
+		t->index_shift++;
+	}
+	index_place(t->index, t->index_shift, n);
+	t->n_nodes++;
 }
 
-struct tree *tree_new(void)
+struct tree *tree_new_hash_bits(unsigned bits)
 {
 	struct tree *t = g_new0(struct tree, 1);
 
 	g_rec_mutex_init(&t->lock);
-	/* Sets (key == value): GLib then keeps no separate array of values. */
-	t->by_ino = g_hash_table_new_full(ino_hash, ino_equal, node_free, NULL);
-	t->by_name = g_hash_table_new(name_hash, name_equal);
+	t->hash_mask = bits >= 64 ? UINT64_MAX : ((uint64_t)1 << bits) - 1;
+	t->index_shift = INDEX_SHIFT;
+	t->index = g_new0(struct node *, (size_t)1 << INDEX_SHIFT);
 	t->root = node_new(t, "", "", true);
 	t->root->ino = ROOT_INO;
-	g_hash_table_add(t->by_ino, t->root);
+	index_add(t, t->root);
 	return t;
+}
+
+struct tree *tree_new(void)
+{
+	return tree_new_hash_bits(64);
 }
 
 void tree_free(struct tree *t)
 {
 	if (!t)
 		return;
-	g_hash_table_destroy(t->by_name);
-	g_hash_table_destroy(t->by_ino);
+	for (size_t i = 0; i < (size_t)1 << t->index_shift; i++)
+		if (t->index[i])
+			g_free(t->index[i]->order);
+	g_free(t->index);
 	g_slist_free_full(t->slabs, g_free);
 	g_rec_mutex_clear(&t->lock);
 	g_free(t);
@@ -139,21 +174,76 @@ struct node *tree_root(struct tree *t)
 
 struct node *tree_get(struct tree *t, uint64_t ino)
 {
-	struct node probe = {.ino = ino};
 	struct node *n;
 
 	tree_lock(t);
-	n = g_hash_table_lookup(t->by_ino, &probe);
+	n = index_find(t, ino);
 	tree_unlock(t);
 	return n;
 }
 
-/* The child of @dir named @name (escaped), or NULL; caller holds the lock. */
-static struct node *child_find(struct tree *t, struct node *dir, const char *name)
+/* 64-bit FNV-1a of @len bytes of @s, continuing from @h. */
+static uint64_t fnv1a(uint64_t h, const char *s, size_t len)
 {
-	struct node probe = {.parent = dir, .name = name};
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= FNV_PRIME;
+	}
+	return h;
+}
 
-	return g_hash_table_lookup(t->by_name, &probe);
+/* 0 is no inode and 1 the root: fold both onto other numbers. */
+static uint64_t ino_of_hash(uint64_t h)
+{
+	return h <= ROOT_INO ? h + 2 : h;
+}
+
+/* The number after @ino that a collision tries next. */
+static uint64_t ino_next(uint64_t ino)
+{
+	do
+		ino++;
+	while (ino <= ROOT_INO);
+	return ino;
+}
+
+uint64_t tree_path_ino(const char *path)
+{
+	return ino_of_hash(fnv1a(FNV_OFFSET, path, strlen(path)));
+}
+
+/* The FNV-1a state after @n's path ("" for the root, "/homes/1001" ...): a child's path
+ * hash continues from it. */
+static uint64_t path_hash(const struct node *n)
+{
+	uint64_t h;
+
+	if (!n->parent)
+		return FNV_OFFSET;
+	h = fnv1a(path_hash(n->parent), "/", 1);
+	return fnv1a(h, n->name, strlen(n->name));
+}
+
+/* The child of @dir named @name (escaped), or NULL; @dir_hash is path_hash(@dir).
+ * A child has the number its path hashes to, or the first free one after it when it was
+ * made; nodes are never freed, so the numbers it skipped are still taken, and the
+ * search for it ends at the first free number, in *free_ino. Caller holds the lock. */
+static struct node *child_find(struct tree *t, struct node *dir, uint64_t dir_hash,
+			       const char *name, uint64_t *free_ino)
+{
+	uint64_t h = fnv1a(fnv1a(dir_hash, "/", 1), name, strlen(name));
+
+	for (uint64_t ino = ino_of_hash(h & t->hash_mask);; ino = ino_next(ino)) {
+		struct node *n = index_find(t, ino);
+
+		if (!n) {
+			if (free_ino)
+				*free_ino = ino;
+			return NULL;
+		}
+		if (n->parent == dir && strcmp(n->name, name) == 0)
+			return n;
+	}
 }
 
 struct node *tree_child(struct tree *t, struct node *dir, const char *name)
@@ -162,56 +252,22 @@ struct node *tree_child(struct tree *t, struct node *dir, const char *name)
 
 	tree_lock(t);
 	if (dir && dir->has_children)
-		n = child_find(t, dir, name);
+		n = child_find(t, dir, path_hash(dir), name, NULL);
 	tree_unlock(t);
 	return n;
 }
 
-/* 64-bit FNV-1a. */
-static uint64_t fnv1a(const char *s, size_t len)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
-
-uint64_t tree_path_ino(const char *path)
-{
-	uint64_t h = fnv1a(path, strlen(path));
-
-	/* 0 is no inode and 1 the root: fold both onto other numbers. */
-	return h <= ROOT_INO ? h + 2 : h;
-}
-
-static void path_append(GString *path, struct node *n)
-{
-	if (n->parent) {
-		path_append(path, n->parent);
-		g_string_append_c(path, '/');
-		g_string_append(path, n->name);
-	}
-}
-
-/* Creates child @raw of @dir and indexes it; caller holds the lock. */
-static struct node *child_create(struct tree *t, struct node *dir, const char *name,
+/* Creates child @raw of @dir with inode @ino (free, from child_find) and indexes it;
+ * caller holds the lock. */
+static struct node *child_create(struct tree *t, struct node *dir, uint64_t ino, const char *name,
 				 const char *raw, bool is_dir)
 {
 	struct node *n = node_new(t, name, raw, is_dir);
-	g_autoptr(GString) path = g_string_new(NULL);
 
 	n->parent = dir;
 	n->internal = dir->internal || (dir == t->root && strcmp(raw, INTERNAL_NAME) == 0);
-	path_append(path, n);
-	n->ino = tree_path_ino(path->str);
-	/* A collision takes the next free number, so that no two nodes share an inode. */
-	while (n->ino <= ROOT_INO || g_hash_table_contains(t->by_ino, n))
-		n->ino++;
-	g_hash_table_add(t->by_ino, n);
-	g_hash_table_add(t->by_name, n);
+	n->ino = ino;
+	index_add(t, n);
 	return n;
 }
 
@@ -234,16 +290,19 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 {
 	g_autoptr(GHashTable) seen = g_hash_table_new(g_direct_hash, g_direct_equal);
 	g_autoptr(GPtrArray) order = NULL;
+	uint64_t dir_hash;
 
 	tree_lock(t);
 	if (!dir->has_children) {
 		tree_unlock(t);
 		return;
 	}
+	dir_hash = path_hash(dir);
 	order = g_ptr_array_sized_new((entries ? entries->len : 0) + dir->n_order);
 	for (guint i = 0; entries && i < entries->len; i++) {
 		struct provider_entry *e = g_ptr_array_index(entries, i);
 		g_autofree char *name = NULL;
+		uint64_t free_ino;
 		struct node *n;
 		bool is_dir;
 
@@ -251,13 +310,13 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 			continue;
 		is_dir = e->type == ENTRY_DIR;
 		name = tree_escape_name(e->name, strlen(e->name));
-		n = child_find(t, dir, name);
+		n = child_find(t, dir, dir_hash, name, &free_ino);
 		/* The session's own nodes are not the provider's to replace; and a second
 		 * entry with the same name loses to the first. */
 		if (n && (n->internal || g_hash_table_contains(seen, n)))
 			continue;
 		if (!n)
-			n = child_create(t, dir, name, e->name, is_dir);
+			n = child_create(t, dir, free_ino, name, e->name, is_dir);
 		else if (n->is_dir != is_dir)
 			node_set_kind(n, is_dir);
 		n->gone = false;
@@ -283,6 +342,7 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir)
 {
 	g_autofree char *name = tree_escape_name(raw, strlen(raw));
+	uint64_t free_ino;
 	struct node *n;
 
 	tree_lock(t);
@@ -290,9 +350,9 @@ struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, b
 		tree_unlock(t);
 		return NULL;
 	}
-	n = child_find(t, dir, name);
+	n = child_find(t, dir, path_hash(dir), name, &free_ino);
 	if (!n) {
-		n = child_create(t, dir, name, raw, is_dir);
+		n = child_create(t, dir, free_ino, name, raw, is_dir);
 		order_append(dir, n);
 	} else if (n->gone) {
 		n->gone = false;
@@ -341,7 +401,7 @@ char **tree_raw_path(struct tree *t, struct node *node, size_t *n)
 		depth++;
 	path = g_new0(char *, depth + 1);
 	for (struct node *p = node; p && p->parent; p = p->parent)
-		path[--depth] = g_strdup(p->raw);
+		path[--depth] = g_strdup(tree_node_raw(p));
 	tree_unlock(t);
 	if (n)
 		*n = g_strv_length(path);

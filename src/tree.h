@@ -21,9 +21,10 @@
  * the same name replace them; they stay listed after the provider's entries.
  *
  * Memory (a mount may hold 100 000 nodes): nodes are carved from slabs with their
- * names inline (freed only by tree_free); the tree finds them through two tree-wide
- * indexes, by inode number and by (parent, escaped name); a directory keeps only its
- * listing order, as an array.
+ * names inline (freed only by tree_free); the tree finds them through one tree-wide
+ * index by inode number, and a child of a directory by the inode number its path
+ * hashes to (then the next ones, as a collision did when it was made); a directory
+ * keeps only its listing order, as an array.
  *
  * Thread safety: all functions take the tree's lock; the fields marked (lock) may only
  * be read with tree_lock held, or through the accessor functions. */
@@ -40,25 +41,28 @@ struct tree;
 struct node {
 	uint64_t ino;
 	struct node *parent;
-	const char *name;     /* escaped: what the user sees; lives in names[] */
-	const char *raw;      /* the provider's name: the same storage as name when equal */
-	struct node **order;  /* (lock) children in listing order (n_order of them) */
-	uint32_t n_order;     /* (lock) */
-	bool is_dir;
-	bool internal;   /* under .smarthomefs: served by the session, not the provider */
-	bool gone;       /* (lock) the resource no longer lists it */
-	bool has_children; /* (lock) has been a directory: may hold children */
-	uint64_t listed_gen;  /* (lock) resource generation of the last listing */
+	struct node **order; /* (lock) children in listing order (n_order of them) */
+	uint64_t listed_gen; /* (lock) resource generation of the last listing */
 
 	/* (lock) memo of the last rendered content, to answer getattr without rendering */
-	uint64_t content_gen;  /* resource generation it was rendered from; 0: none */
+	uint64_t content_gen; /* resource generation it was rendered from; 0: none */
 	uint64_t content_hash;
 	size_t size;
-	gint64 mtime;          /* unix seconds: when this node's bytes last changed */
-	char names[];          /* name, then raw when it differs; one allocation */
+	gint64 mtime; /* unix seconds: when this node's bytes last changed */
+
+	uint32_t n_order; /* (lock) */
+	bool is_dir;
+	bool internal;	   /* under .smarthomefs: served by the session, not the provider */
+	bool gone;	   /* (lock) the resource no longer lists it */
+	bool has_children; /* (lock) has been a directory: may hold children */
+	bool raw_follows;  /* the raw name differs from name and follows it in name[] */
+	char name[];	   /* escaped, what the user sees; then the raw name if raw_follows */
 };
 
 struct tree *tree_new(void);
+/* For tests: a tree whose inode numbers come from only the low @bits bits of the path
+ * hash, so that paths collide. tree_new() is tree_new_hash_bits(64). */
+struct tree *tree_new_hash_bits(unsigned bits);
 void tree_free(struct tree *t);
 struct node *tree_root(struct tree *t);
 /* The node with inode @ino, or NULL. */
@@ -79,6 +83,9 @@ struct tree_dirent {
 	char *name; /* g_free via tree_dirents_free */
 };
 void tree_dirents_free(GArray *entries);
+
+/* The provider's name of @node (its raw id): name itself unless it had to be escaped. */
+const char *tree_node_raw(const struct node *node);
 
 /* The raw path of @node below the root, for the provider; free with g_strfreev.
  * *n receives the number of components. */

@@ -303,8 +303,8 @@ static void test_lookup_finds_escaped_names(void)
 	set_children(t, dir, names, 1);
 	list = listing(t, dir);
 	g_assert_cmpstr(list, ==, "a%2Fb %");
-	g_assert_cmpstr(tree_child(t, dir, "a%2Fb")->raw, ==, "a/b");
-	g_assert_cmpstr(tree_child(t, dir, "%")->raw, ==, "");
+	g_assert_cmpstr(tree_node_raw(tree_child(t, dir, "a%2Fb")), ==, "a/b");
+	g_assert_cmpstr(tree_node_raw(tree_child(t, dir, "%")), ==, "");
 	g_assert_null(tree_child(t, dir, "a/b"));
 	tree_free(t);
 }
@@ -387,9 +387,9 @@ static void test_raw_shares_the_name_when_they_are_equal(void)
 	set_children(t, dir, names, 1);
 	plain = tree_child(t, dir, "1001");
 	escaped = tree_child(t, dir, "a%2Fb");
-	g_assert_true(plain->raw == plain->name);
+	g_assert_true(tree_node_raw(plain) == plain->name);
 	g_assert_cmpstr(escaped->name, ==, "a%2Fb");
-	g_assert_cmpstr(escaped->raw, ==, "a/b");
+	g_assert_cmpstr(tree_node_raw(escaped), ==, "a/b");
 	tree_free(t);
 }
 
@@ -417,13 +417,131 @@ static void test_a_very_long_id_is_kept_whole(void)
 	cut = tree_get(t, g_array_index(list, struct tree_dirent, 1).ino);
 	tree_dirents_free(list);
 	g_assert_cmpuint(strlen(cut->name), <=, 255);
-	g_assert_cmpstr(cut->raw, ==, id);
+	g_assert_cmpstr(tree_node_raw(cut), ==, id);
 	path = tree_raw_path(t, cut, &n);
 	g_assert_cmpuint(n, ==, 2);
 	g_assert_cmpstr(path[1], ==, id);
 	g_assert_cmpstr(before->name, ==, "before");
 	g_assert_cmpstr(after->name, ==, "after");
 	g_assert_true(after->parent == dir && before->parent == dir);
+	tree_free(t);
+}
+
+static GPtrArray *numbered_entries(int from, int to, enum entry_type type)
+{
+	GPtrArray *entries = provider_entries_new();
+
+	for (int i = from; i < to; i++) {
+		g_autofree char *name = g_strdup_printf("%d", i);
+
+		g_ptr_array_add(entries, provider_entry_new(name, type));
+	}
+	return entries;
+}
+
+/* With 4 bits of hash, 200 names share 16 numbers: each collision takes the next free
+ * number, every node keeps its own, and lookups still find each one. */
+static void test_colliding_paths_get_distinct_inodes_and_are_found(void)
+{
+	struct tree *t = tree_new_hash_bits(4);
+	struct node *dir = tree_add_child(t, tree_root(t), "homes", true);
+	g_autoptr(GPtrArray) entries = numbered_entries(0, 200, ENTRY_FILE);
+	g_autoptr(GHashTable) seen = g_hash_table_new(g_int64_hash, g_int64_equal);
+
+	g_assert_cmpuint(dir->ino, <, 16 + 2);
+	tree_set_children(t, dir, entries, 1);
+	for (int i = 0; i < 200; i++) {
+		g_autofree char *name = g_strdup_printf("%d", i);
+		struct node *n = tree_child(t, dir, name);
+
+		g_assert_nonnull(n);
+		g_assert_cmpstr(n->name, ==, name);
+		g_assert_cmpuint(n->ino, >, 1);
+		g_assert_false(g_hash_table_contains(seen, &n->ino));
+		g_hash_table_add(seen, &n->ino);
+		g_assert_true(tree_get(t, n->ino) == n);
+	}
+	g_assert_null(tree_child(t, dir, "200"));
+	g_assert_null(tree_child(t, tree_root(t), "7"));
+	tree_free(t);
+}
+
+/* Under collisions too: a gone node keeps its number, comes back with it, and a new name
+ * made meanwhile takes another; the same listings in the same order give the same
+ * numbers in another tree (a remount). */
+static void test_colliding_paths_keep_their_inodes_when_gone_and_back(void)
+{
+	struct tree *a = tree_new_hash_bits(4);
+	struct tree *b = tree_new_hash_bits(4);
+	struct node *da = tree_add_child(a, tree_root(a), "zones", true);
+	struct node *db = tree_add_child(b, tree_root(b), "zones", true);
+	g_autoptr(GPtrArray) all = numbered_entries(0, 50, ENTRY_DIR);
+	g_autoptr(GPtrArray) half = numbered_entries(25, 50, ENTRY_DIR);
+	g_autoptr(GPtrArray) more = numbered_entries(0, 80, ENTRY_DIR);
+	uint64_t ino[80];
+	g_autofree char *list = NULL;
+
+	tree_set_children(a, da, all, 1);
+	tree_set_children(b, db, all, 1);
+	for (int i = 0; i < 50; i++) {
+		g_autofree char *name = g_strdup_printf("%d", i);
+
+		ino[i] = tree_child(a, da, name)->ino;
+		g_assert_cmpuint(tree_child(b, db, name)->ino, ==, ino[i]);
+	}
+	tree_set_children(a, da, half, 2);
+	g_assert_true(tree_child(a, da, "3")->gone);
+	tree_set_children(a, da, more, 3);
+	tree_set_children(b, db, more, 3);
+	for (int i = 0; i < 80; i++) {
+		g_autofree char *name = g_strdup_printf("%d", i);
+		struct node *n = tree_child(a, da, name);
+
+		g_assert_false(n->gone);
+		if (i < 50)
+			g_assert_cmpuint(n->ino, ==, ino[i]);
+		for (int j = 0; j < 50 && i >= 50; j++)
+			g_assert_cmpuint(n->ino, !=, ino[j]);
+		g_assert_cmpuint(tree_child(b, db, name)->ino, ==, n->ino);
+	}
+	list = listing(a, da);
+	g_assert_true(g_str_has_prefix(list, "0 1 2 3 4 "));
+	g_assert_true(g_str_has_suffix(list, " 78 79"));
+	tree_free(a);
+	tree_free(b);
+}
+
+/* Under collisions, a name in one directory is never found in another, and a child
+ * keeps its own internal mark. */
+static void test_colliding_paths_in_two_directories_stay_apart(void)
+{
+	struct tree *t = tree_new_hash_bits(3);
+	struct node *root = tree_root(t);
+	struct node *homes = tree_add_child(t, root, "homes", true);
+	struct node *internal = tree_add_child(t, root, ".smarthomefs", true);
+	g_autoptr(GPtrArray) entries = numbered_entries(0, 20, ENTRY_FILE);
+
+	tree_set_children(t, homes, entries, 1);
+	for (int i = 0; i < 20; i += 2) {
+		g_autofree char *name = g_strdup_printf("%d", i);
+
+		tree_add_child(t, internal, name, false);
+	}
+	for (int i = 0; i < 20; i++) {
+		g_autofree char *name = g_strdup_printf("%d", i);
+		struct node *h = tree_child(t, homes, name);
+		struct node *s = tree_child(t, internal, name);
+
+		g_assert_true(h->parent == homes);
+		g_assert_false(h->internal);
+		if (i % 2) {
+			g_assert_null(s);
+			continue;
+		}
+		g_assert_true(s->parent == internal);
+		g_assert_true(s->internal);
+		g_assert_cmpuint(s->ino, !=, h->ino);
+	}
 	tree_free(t);
 }
 
@@ -535,6 +653,12 @@ int main(int argc, char **argv)
 	g_test_add_func("/tree/raw_shares_the_name_when_they_are_equal",
 			test_raw_shares_the_name_when_they_are_equal);
 	g_test_add_func("/tree/a_very_long_id_is_kept_whole", test_a_very_long_id_is_kept_whole);
+	g_test_add_func("/tree/colliding_paths_get_distinct_inodes_and_are_found",
+			test_colliding_paths_get_distinct_inodes_and_are_found);
+	g_test_add_func("/tree/colliding_paths_keep_their_inodes_when_gone_and_back",
+			test_colliding_paths_keep_their_inodes_when_gone_and_back);
+	g_test_add_func("/tree/colliding_paths_in_two_directories_stay_apart",
+			test_colliding_paths_in_two_directories_stay_apart);
 	g_test_add_func("/tree/memory_per_node_of_10000_devices",
 			test_memory_per_node_of_10000_devices);
 	return g_test_run();
