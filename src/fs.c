@@ -504,8 +504,10 @@ static bool fs_note_content(struct fs *fs, struct node *node, GBytes *data, uint
 	bool changed;
 
 	tree_lock(fs->tree);
-	if (gen && node->content_gen > gen) {
-		/* Another thread already noted a newer rendering: keep its size and mtime. */
+	if (node->is_dir || (gen && node->content_gen > gen)) {
+		/* A listing made it a directory meanwhile (whose fields share the memo's
+		 * place in the node), or another thread already noted a newer rendering:
+		 * keep its size and mtime. */
 		tree_unlock(fs->tree);
 		return false;
 	}
