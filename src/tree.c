@@ -66,7 +66,6 @@ static struct node *node_new(struct tree *t, const char *name, const char *raw, 
 		n->raw_follows = true;
 	}
 	n->is_dir = is_dir;
-	n->has_children = is_dir;
 	return n;
 }
 
@@ -149,7 +148,7 @@ void tree_free(struct tree *t)
 	if (!t)
 		return;
 	for (size_t i = 0; i < (size_t)1 << t->index_shift; i++)
-		if (t->index[i])
+		if (t->index[i] && t->index[i]->is_dir)
 			g_free(t->index[i]->order);
 	g_free(t->index);
 	g_slist_free_full(t->slabs, g_free);
@@ -251,7 +250,7 @@ struct node *tree_child(struct tree *t, struct node *dir, const char *name)
 	struct node *n = NULL;
 
 	tree_lock(t);
-	if (dir && dir->has_children)
+	if (dir && dir->is_dir)
 		n = child_find(t, dir, path_hash(dir), name, NULL);
 	tree_unlock(t);
 	return n;
@@ -271,12 +270,26 @@ static struct node *child_create(struct tree *t, struct node *dir, uint64_t ino,
 	return n;
 }
 
-/* Makes @n the kind @is_dir (a resource may turn a file into a directory). */
+/* Makes @n the kind @is_dir (a resource may turn a file into a directory), with nothing
+ * listed or rendered yet: a former directory's children are gone (still indexed, to
+ * come back with their numbers); caller holds the lock. */
 static void node_set_kind(struct node *n, bool is_dir)
 {
-	n->has_children = n->has_children || is_dir;
+	if (n->is_dir) {
+		for (uint32_t i = 0; i < n->n_order; i++)
+			n->order[i]->gone = true;
+		g_free(n->order);
+	}
 	n->is_dir = is_dir;
-	n->content_gen = 0;
+	if (is_dir) {
+		n->listed_gen = 0;
+		n->order = NULL;
+		n->n_order = 0;
+	} else {
+		n->content_gen = 0;
+		n->content_hash = 0;
+		n->size = 0;
+	}
 }
 
 /* Appends @n to the listing order of @dir; caller holds the lock. */
@@ -293,7 +306,7 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 	uint64_t dir_hash;
 
 	tree_lock(t);
-	if (!dir->has_children) {
+	if (!dir->is_dir) {
 		tree_unlock(t);
 		return;
 	}
@@ -346,7 +359,7 @@ struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, b
 	struct node *n;
 
 	tree_lock(t);
-	if (!dir->has_children) {
+	if (!dir->is_dir) {
 		tree_unlock(t);
 		return NULL;
 	}
@@ -369,7 +382,7 @@ GArray *tree_list(struct tree *t, struct node *dir)
 	GArray *list = g_array_new(FALSE, TRUE, sizeof(struct tree_dirent));
 
 	tree_lock(t);
-	for (guint i = 0; i < dir->n_order; i++) {
+	for (guint i = 0; dir->is_dir && i < dir->n_order; i++) {
 		struct node *n = dir->order[i];
 		struct tree_dirent d = {.ino = n->ino, .is_dir = n->is_dir};
 

@@ -24,7 +24,7 @@
  * names inline (freed only by tree_free); the tree finds them through one tree-wide
  * index by inode number, and a child of a directory by the inode number its path
  * hashes to (then the next ones, as a collision did when it was made); a directory
- * keeps only its listing order, as an array.
+ * keeps only its listing order, as an array, where a file keeps its memo.
  *
  * Thread safety: all functions take the tree's lock; the fields marked (lock) may only
  * be read with tree_lock held, or through the accessor functions. */
@@ -41,22 +41,29 @@ struct tree;
 struct node {
 	uint64_t ino;
 	struct node *parent;
-	struct node **order; /* (lock) children in listing order (n_order of them) */
-	uint64_t listed_gen; /* (lock) resource generation of the last listing */
-
-	/* (lock) memo of the last rendered content, to answer getattr without rendering */
-	uint64_t content_gen; /* resource generation it was rendered from; 0: none */
-	uint64_t content_hash;
-	size_t size;
-	gint64 mtime; /* unix seconds: when this node's bytes last changed */
-
-	uint32_t n_order; /* (lock) */
-	bool is_dir;
-	bool internal;	   /* under .smarthomefs: served by the session, not the provider */
-	bool gone;	   /* (lock) the resource no longer lists it */
-	bool has_children; /* (lock) has been a directory: may hold children */
-	bool raw_follows;  /* the raw name differs from name and follows it in name[] */
-	char name[];	   /* escaped, what the user sees; then the raw name if raw_follows */
+	gint64 mtime; /* (lock) unix seconds: when this node's bytes (or listing) last changed */
+	/* (lock) what a file or a directory keeps, never both: is_dir says which, so check
+	 * it with the lock held before touching these. A node that changes kind starts
+	 * over (the children of a former directory are gone). */
+	union {
+		/* memo of the last rendered content, to answer getattr without rendering */
+		struct {
+			uint64_t
+			    content_gen; /* resource generation it was rendered from; 0: none */
+			uint64_t content_hash;
+			size_t size;
+		};
+		struct {
+			uint64_t listed_gen; /* resource generation of the last listing */
+			struct node **order; /* children in listing order (n_order of them) */
+			uint32_t n_order;
+		};
+	};
+	bool is_dir;	  /* (lock) to change it; a file's kind may change on a listing */
+	bool internal;	  /* under .smarthomefs: served by the session, not the provider */
+	bool gone;	  /* (lock) the resource no longer lists it */
+	bool raw_follows; /* the raw name differs from name and follows it in name[] */
+	char name[];	  /* escaped, what the user sees; then the raw name if raw_follows */
 };
 
 struct tree *tree_new(void);

@@ -332,6 +332,53 @@ static void test_a_file_can_become_a_directory(void)
 	tree_free(t);
 }
 
+/* A directory that becomes a file lists nothing and its children are gone; when it is a
+ * directory again, they come back with their inode numbers. Each time, the node starts
+ * with nothing listed or rendered. */
+static void test_a_directory_turned_file_and_back_keeps_its_childrens_inodes(void)
+{
+	struct tree *t = tree_new();
+	struct node *values = tree_add_child(t, tree_root(t), "values", true);
+	g_autoptr(GPtrArray) as_dir = provider_entries_new();
+	g_autoptr(GPtrArray) as_file = provider_entries_new();
+	struct node *x, *y;
+	uint64_t y_ino;
+	g_autofree char *l1 = NULL;
+	g_autofree char *l2 = NULL;
+
+	g_ptr_array_add(as_dir, provider_entry_new("x", ENTRY_DIR));
+	g_ptr_array_add(as_file, provider_entry_new("x", ENTRY_FILE));
+	tree_set_children(t, values, as_dir, 1);
+	x = tree_child(t, values, "x");
+	y = tree_add_child(t, x, "y", false);
+	y_ino = y->ino;
+	set_children(t, x, (const char *const[]){"y", NULL}, 5);
+	g_assert_cmpuint(x->listed_gen, ==, 5);
+
+	tree_set_children(t, values, as_file, 2);
+	g_assert_true(tree_child(t, values, "x") == x);
+	g_assert_false(x->is_dir);
+	g_assert_cmpuint(x->content_gen, ==, 0);
+	g_assert_true(y->gone);
+	g_assert_null(tree_child(t, x, "y"));
+	g_assert_null(tree_add_child(t, x, "z", false));
+	l1 = listing(t, x);
+	g_assert_cmpstr(l1, ==, "");
+	x->content_gen = 9; /* as fs.c's memo does */
+	x->size = 1234;
+
+	tree_set_children(t, values, as_dir, 3);
+	g_assert_true(x->is_dir);
+	g_assert_cmpuint(x->listed_gen, ==, 0);
+	g_assert_true(tree_child(t, x, "y") == y);
+	set_children(t, x, (const char *const[]){"y", NULL}, 6);
+	l2 = listing(t, x);
+	g_assert_cmpstr(l2, ==, "y");
+	g_assert_false(y->gone);
+	g_assert_cmpuint(y->ino, ==, y_ino);
+	tree_free(t);
+}
+
 static void test_the_same_name_in_two_directories_is_two_nodes(void)
 {
 	static const char *const homes[] = {"a", "b", NULL};
@@ -647,6 +694,8 @@ int main(int argc, char **argv)
 			test_long_names_are_cut_between_characters);
 	g_test_add_func("/tree/lookup_finds_escaped_names", test_lookup_finds_escaped_names);
 	g_test_add_func("/tree/a_file_can_become_a_directory", test_a_file_can_become_a_directory);
+	g_test_add_func("/tree/a_directory_turned_file_and_back_keeps_its_childrens_inodes",
+			test_a_directory_turned_file_and_back_keeps_its_childrens_inodes);
 	g_test_add_func("/tree/the_same_name_in_two_directories_is_two_nodes",
 			test_the_same_name_in_two_directories_is_two_nodes);
 	g_test_add_func("/tree/a_file_has_no_children", test_a_file_has_no_children);
