@@ -21,11 +21,13 @@
  *
  * Prefetch: when a listing is fetched anew, the resources its entries are made of are
  * fetched in parallel (at most options.prefetch at once), because ls -l, find and tar
- * stat every entry next. Never for a provider whose quota is scarce. */
+ * stat every entry next; during a walk, the next directory's too, behind the current
+ * one's (fs_prefetch_cousins). Never for a provider whose quota is scarce. */
 #include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -54,7 +56,8 @@ struct fs {
 	GHashTable *prefetched;  /* directory inode -> listing generation prefetched for */
 	GAsyncQueue *inval;      /* uint64_t * inode numbers for the notifier, or &stop_mark */
 	GThread *notifier;       /* started in fs_init: after libfuse's fork */
-	GThreadPool *prefetch;   /* struct resource_ref *; NULL when prefetch is off */
+	GThreadPool *prefetch;   /* struct prefetch_job *; NULL when prefetch is off */
+	atomic_uint_fast64_t prefetch_seq; /* the order of queueing, for prefetch_job_cmp */
 };
 
 /* Tells the notifier thread to end. */
@@ -223,104 +226,157 @@ static bool node_is_internal(struct node *node)
 	return node->internal;
 }
 
-/* A prefetch job: warms the cache with one resource. Runs in the pool. */
+/* A prefetch job: warms the cache with one resource; with @comp, the resource is the
+ * listing of directory @comp, and its entries' resources are queued next, at the same
+ * priority. The pool runs lower @prio first, and among equals the older @seq. */
+struct prefetch_job {
+	struct resource_ref ref;
+	int prio;
+	uint64_t seq;
+	char **comp; /* the raw path of the listed directory, or NULL */
+	size_t n;
+};
+
+/* What a walk needs now (a directory it has listed) runs before what it will need
+ * next (the directory after it). */
+enum { PREFETCH_NOW, PREFETCH_NEXT };
+
 static void prefetch_job_free(gpointer data)
 {
-	resource_ref_clear(data);
-	g_free(data);
+	struct prefetch_job *job = data;
+
+	resource_ref_clear(&job->ref);
+	g_strfreev(job->comp);
+	g_free(job);
 }
 
-static void fs_prefetch_one(gpointer data, gpointer user_data)
+static gint prefetch_job_cmp(gconstpointer a, gconstpointer b, gpointer unused)
 {
-	struct resource_ref *ref = data;
-	struct resource res = {0};
+	const struct prefetch_job *x = a, *y = b;
 
-	/* A fresh copy is a cache hit; a cold one is fetched once, however many readers
-	 * join (single-flight). Errors are the reader's to see, later. */
-	session_get(((struct fs *)user_data)->session, ref, &res);
-	resource_clear(&res);
-	prefetch_job_free(ref);
+	if (x->prio != y->prio)
+		return x->prio < y->prio ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Queues @ref unless a resource of the same key is queued already (@seen) or is the
- * listing's own (@own). Takes over @ref's strings. */
-static void fs_prefetch_ref(struct fs *fs, struct resource_ref *ref, const char *own,
-			    GHashTable *seen)
+/* Queues @ref (taking over its strings, and @comp's) unless a resource of the same key
+ * is queued already (@seen) or is the listing's own (@own). */
+static void fs_prefetch_push(struct fs *fs, struct resource_ref *ref, int prio, char **comp,
+			     size_t n, const char *own, GHashTable *seen)
 {
 	const char *key = ref->key ? ref->key : ref->path;
 
 	if (!ref->path || g_strcmp0(key, own) == 0 || g_hash_table_contains(seen, key)) {
 		resource_ref_clear(ref);
+		g_strfreev(comp);
 		return;
 	}
 	g_hash_table_add(seen, g_strdup(key));
-	g_thread_pool_push(fs->prefetch, g_memdup2(ref, sizeof(*ref)), NULL);
+	struct prefetch_job *job = g_new0(struct prefetch_job, 1);
+	job->ref = *ref;
+	job->prio = prio;
+	job->seq = atomic_fetch_add(&fs->prefetch_seq, 1);
+	job->comp = comp;
+	job->n = n;
+	g_thread_pool_push(fs->prefetch, job, NULL);
 	*ref = (struct resource_ref){0};
 }
 
-/* After @dir's listing (made from resource @own_key) changed: prefetches the resources
- * its files, and the files of its static subdirectories, are made of: what a stat of
- * every entry (ls -l) or a walk (find, tar) reads next. Directory listings are not
- * prefetched, so listing homes/ does not fetch every home's devices. The provider says
- * which resources through source() and list(); nothing here knows a cloud. */
-static void fs_prefetch_children(struct fs *fs, struct node *dir, const char *own_key)
+/* Queues the resources that the files among @entries (of directory @comp, @n deep,
+ * listed from resource @own), and the files of its static subdirectories, are made
+ * of: what a stat of every entry (ls -l) or a walk (find, tar) reads next. Directory
+ * listings are not queued, so listing homes/ does not fetch every home's devices. The
+ * provider says which resources through source() and list(); nothing here knows a
+ * cloud. */
+static void fs_prefetch_entries(struct fs *fs, const char *const *comp, size_t n,
+				GPtrArray *entries, const char *own, int prio)
 {
 	const struct provider *p = session_provider(fs->session);
 	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-	GArray *children = tree_list(fs->tree, dir);
+	const char **cc = g_new0(const char *, n + 2);
 
-	for (guint i = 0; i < children->len; i++) {
-		struct tree_dirent *d = &g_array_index(children, struct tree_dirent, i);
-		struct node *child = tree_get(fs->tree, d->ino);
+	for (size_t k = 0; k < n; k++)
+		cc[k] = comp[k];
+	for (guint i = 0; i < entries->len; i++) {
+		struct provider_entry *e = entries->pdata[i];
+		struct provider_path cp = {cc, n + 1};
 		struct resource_ref ref = {0};
-		struct node_path cp = {0};
 
-		if (!child || node_source(fs, child, &ref, &cp) < 0) {
-			node_path_clear(&cp);
+		cc[n] = e->name;
+		if (p->source(&cp, &ref) < 0) {
+			resource_ref_clear(&ref);
 			continue;
 		}
-		if (child->is_dir && ref.path) {
-			resource_ref_clear(&ref);
-		} else if (child->is_dir) {
+		if (e->type == ENTRY_FILE) {
+			fs_prefetch_push(fs, &ref, prio, NULL, 0, own, seen);
+			continue;
+		}
+		if (!ref.path) {
 			/* A static directory costs no call to list: look one level further. */
-			g_autoptr(GPtrArray) entries = provider_entries_new();
-			if (p->list(&cp.pp, NULL, entries) == 0) {
-				const char **comp = g_new0(const char *, cp.pp.n + 2);
-				for (size_t k = 0; k < cp.pp.n; k++)
-					comp[k] = cp.comp[k];
-				for (guint k = 0; k < entries->len; k++) {
-					struct provider_entry *pe = entries->pdata[k];
-					struct provider_path gp = {comp, cp.pp.n + 1};
+			g_autoptr(GPtrArray) files = provider_entries_new();
+			if (p->list(&cp, NULL, files) == 0) {
+				for (guint k = 0; k < files->len; k++) {
+					struct provider_entry *f = files->pdata[k];
+					struct provider_path gp = {cc, n + 2};
 					struct resource_ref gref = {0};
-					comp[cp.pp.n] = pe->name;
-					if (pe->type == ENTRY_FILE && p->source(&gp, &gref) == 0)
-						fs_prefetch_ref(fs, &gref, own_key, seen);
+					cc[n + 1] = f->name;
+					if (f->type == ENTRY_FILE && p->source(&gp, &gref) == 0)
+						fs_prefetch_push(fs, &gref, prio, NULL, 0, own, seen);
 					else
 						resource_ref_clear(&gref);
 				}
-				g_free(comp);
 			}
-		} else {
-			fs_prefetch_ref(fs, &ref, own_key, seen);
 		}
 		resource_ref_clear(&ref);
-		node_path_clear(&cp);
 	}
-	tree_dirents_free(children);
+	g_free(cc);
 }
 
-/* After @dir (at @np, made from resource @own_key) was listed for the first time in its
- * generation: when its entries are directories, a walk is under way (find, tar, ls -R),
- * and it will list the directories of the same name beside @dir's parent next (a
- * Tibber home's devices/ beside the other homes'). Their listings are prefetched — one
- * resource each, never their files — so the walk finds each ready when it gets there. */
+/* Queues the resources of the entries of directory @comp (@n deep) listed from @res. */
+static void fs_prefetch_listed(struct fs *fs, const char *const *comp, size_t n,
+			       const struct resource_ref *ref, const struct resource *res, int prio)
+{
+	g_autoptr(GPtrArray) entries = provider_entries_new();
+	struct provider_path pp = {comp, n};
+	json_t *body = resource_json(res);
+
+	if (body && session_provider(fs->session)->list(&pp, body, entries) == 0)
+		fs_prefetch_entries(fs, comp, n, entries, ref->key ? ref->key : ref->path, prio);
+	json_decref(body);
+}
+
+/* Runs in the pool. A fresh copy is a cache hit; a cold one is fetched once, however
+ * many readers join (single-flight). Errors are the reader's to see, later. */
+static void fs_prefetch_one(gpointer data, gpointer user_data)
+{
+	struct prefetch_job *job = data;
+	struct fs *fs = user_data;
+	struct resource res = {0};
+
+	if (session_get(fs->session, &job->ref, &res) == 0 && job->comp)
+		fs_prefetch_listed(fs, (const char *const *)job->comp, job->n, &job->ref, &res,
+				   job->prio);
+	resource_clear(&res);
+	prefetch_job_free(job);
+}
+
+/* After @dir (at @np, made from resource @own) was listed for the first time in its
+ * generation, and its entries are directories: a walk may be under way (find, tar,
+ * ls -R), and it will list the directories of the same name beside @dir's parent next
+ * (a Tibber home's devices/ beside the other homes'). Their listings are prefetched,
+ * one resource each, so the walk finds each ready when it gets there. Once a second of
+ * them has been listed, a walk is certain: the entries of the one after @dir's parent
+ * are prefetched as well, after everything of @dir's own, so that the prefetch
+ * threads never wait for the walk to get there. */
 static void fs_prefetch_cousins(struct fs *fs, struct node *dir, const struct node_path *np,
-				const char *own_key)
+				const char *own)
 {
 	const struct provider *p = session_provider(fs->session);
 	struct node *parent = dir->parent;
 	size_t n = np->pp.n;
-	bool branches = false;
+	bool branches = false, walking = false;
+	struct node *next = NULL;
+	char **next_comp = NULL;
 
 	if (!parent || !parent->parent || n < 2)
 		return;
@@ -333,24 +389,56 @@ static void fs_prefetch_cousins(struct fs *fs, struct node *dir, const struct no
 
 	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	GArray *uncles = tree_list(fs->tree, parent->parent);
-	const char **comp = g_new(const char *, n);
-	for (size_t k = 0; k < n; k++)
-		comp[k] = np->comp[k];
+	bool after_parent = false;
 	for (guint i = 0; i < uncles->len; i++) {
 		struct tree_dirent *d = &g_array_index(uncles, struct tree_dirent, i);
-		struct provider_path cp = {comp, n};
+		struct node *uncle = tree_get(fs->tree, d->ino);
 		struct resource_ref ref = {0};
 
-		if (!d->is_dir || d->ino == parent->ino)
+		if (!d->is_dir || !uncle)
 			continue;
-		comp[n - 2] = d->name;
+		if (uncle == parent) {
+			after_parent = true;
+			continue;
+		}
+		if (after_parent && !next)
+			next = uncle;
+		struct node *cousin = tree_child(fs->tree, uncle, dir->name);
+		if (cousin) {
+			g_mutex_lock(&fs->lock);
+			walking |= g_hash_table_contains(fs->prefetched, &cousin->ino);
+			g_mutex_unlock(&fs->lock);
+		}
+		size_t k = 0;
+		char **up = tree_raw_path(fs->tree, uncle, &k);
+		char **comp = g_strdupv(np->comp);
+		g_free(comp[n - 2]);
+		comp[n - 2] = g_strdup(up[k - 1]); /* the uncle's raw name */
+		g_strfreev(up);
+		struct provider_path cp = {(const char *const *)comp, n};
 		if (p->source(&cp, &ref) == 0)
-			fs_prefetch_ref(fs, &ref, own_key, seen);
+			fs_prefetch_push(fs, &ref, PREFETCH_NOW, NULL, 0, own, seen);
 		else
 			resource_ref_clear(&ref);
+		if (uncle == next)
+			next_comp = g_steal_pointer(&comp);
+		g_strfreev(comp);
 	}
-	g_free(comp);
 	tree_dirents_free(uncles);
+
+	if (walking && next_comp) {
+		struct provider_path cp = {(const char *const *)next_comp, n};
+		struct resource_ref ref = {0};
+		g_autoptr(GHashTable) once =
+			g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+		if (p->source(&cp, &ref) == 0) {
+			fs_prefetch_push(fs, &ref, PREFETCH_NEXT, g_steal_pointer(&next_comp), n,
+					 own, once);
+		} else {
+			resource_ref_clear(&ref);
+		}
+	}
+	g_strfreev(next_comp);
 }
 
 /* Prefetches for @dir's listing once per generation of it: a lookup syncs a directory
@@ -359,6 +447,7 @@ static void fs_prefetch_listing(struct fs *fs, struct node *dir)
 {
 	struct resource_ref ref = {0};
 	struct node_path np = {0};
+	struct resource res = {0};
 	uint64_t gen;
 	bool todo;
 
@@ -377,11 +466,13 @@ static void fs_prefetch_listing(struct fs *fs, struct node *dir)
 	else
 		g_free(key);
 	g_mutex_unlock(&fs->lock);
-	if (todo) {
-		fs_prefetch_children(fs, dir, ref.key ? ref.key : ref.path);
+	/* The listing was just synced: its resource is a cache hit. */
+	if (todo && session_get(fs->session, &ref, &res) == 0) {
+		fs_prefetch_listed(fs, np.pp.comp, np.pp.n, &ref, &res, PREFETCH_NOW);
 		fs_prefetch_cousins(fs, dir, &np, ref.key ? ref.key : ref.path);
 	}
 out:
+	resource_clear(&res);
 	resource_ref_clear(&ref);
 	node_path_clear(&np);
 }
@@ -640,9 +731,11 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 
 	/* Threads start here, in the daemon after libfuse's fork. */
 	fs->notifier = g_thread_new("inval", fs_notifier, fs);
-	if (o->prefetch > 0 && !session_provider(fs->session)->quota_is_scarce)
+	if (o->prefetch > 0 && !session_provider(fs->session)->quota_is_scarce) {
 		fs->prefetch = g_thread_pool_new_full(fs_prefetch_one, fs, prefetch_job_free,
-							o->prefetch, FALSE, NULL);
+						      o->prefetch, FALSE, NULL);
+		g_thread_pool_set_sort_function(fs->prefetch, prefetch_job_cmp, NULL);
+	}
 }
 
 static void fs_destroy(void *userdata)

@@ -175,6 +175,28 @@ def test_a_listing_of_devices_prefetches_the_other_homes_lists_but_not_their_det
     assert set(lists().values()) == {1}
 
 
+@pytest.mark.parametrize("cloud_options", [{"tibber_homes": 4, "tibber_devices": 6}])
+def test_once_a_walk_lists_a_second_home_the_next_homes_details_are_prefetched(rig):
+    m = tibber_mount(rig)
+    data = rig.cloud.control.data()["tibber"]
+    homes = [h["id"] for h in (data["homes"]["homes"] if isinstance(data["homes"], dict)
+                               else data["homes"])]
+    in_home = {h: {d["id"] for d in data["devices"][h]} for h in homes}
+
+    def fetched():
+        return {k.rsplit("/", 1)[1] for k in detail_requests(rig)}
+
+    os.listdir(m / "homes" / homes[0] / "devices")
+    wait_until(lambda: fetched() >= in_home[homes[0]], 15, "the first home's details")
+    assert fetched() == in_home[homes[0]], "one listing prefetched more than its own"
+
+    os.listdir(m / "homes" / homes[1] / "devices")  # a walk: the third home comes next
+    wanted = in_home[homes[0]] | in_home[homes[1]] | in_home[homes[2]]
+    wait_until(lambda: fetched() >= wanted, 15, "the third home's details")
+    assert not fetched() & (in_home[homes[3]] - wanted), "it ran two homes ahead"
+    assert set(detail_requests(rig).values()) == {1}
+
+
 def test_a_walk_makes_one_request_per_resource_over_few_connections(rig):
     m = tibber_mount(rig)
     data = rig.cloud.control.data()["tibber"]
