@@ -3,7 +3,9 @@
  * temporary directory (no keyring). */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -456,10 +458,18 @@ static void test_refresh_waits_for_another_process_and_adopts_its_tokens(void)
 	g_assert_cmpint(fd, >=, 0);
 	g_assert_cmpint(flock(fd, LOCK_EX), ==, 0);
 
+	/* The bearer opens the lock file once it has found the token expired: from then
+	 * on it waits for the lock, which is what this test is about. */
+	int watch = inotify_init1(IN_CLOEXEC);
+	g_assert_cmpint(watch, >=, 0);
+	g_assert_cmpint(inotify_add_watch(watch, lock, IN_OPEN), >=, 0);
+
 	struct bearer_run b = {.auth = f.auth};
 	GThread *t = g_thread_new("bearer", bearer_thread, &b);
-	g_usleep(200 * 1000);
-	g_assert_cmpint(fake_server_requests(f.srv), ==, 0); /* still waiting for the lock */
+	struct pollfd pfd = {.fd = watch, .events = POLLIN};
+	g_assert_cmpint(poll(&pfd, 1, 10 * 1000), ==, 1);
+	close(watch);
+	g_assert_cmpint(fake_server_requests(f.srv), ==, 0); /* waiting for the lock */
 
 	/* The other process refreshes (spending RT-0), saves, and lets go. */
 	f.ep.generation = 1;
