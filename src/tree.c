@@ -148,7 +148,7 @@ void tree_free(struct tree *t)
 	if (!t)
 		return;
 	for (size_t i = 0; i < (size_t)1 << t->index_shift; i++)
-		if (t->index[i] && t->index[i]->is_dir)
+		if (t->index[i] && t->index[i]->is_dir && !t->index[i]->order_in_slab)
 			g_free(t->index[i]->order);
 	g_free(t->index);
 	g_slist_free_full(t->slabs, g_free);
@@ -278,13 +278,15 @@ static void node_set_kind(struct node *n, bool is_dir)
 	if (n->is_dir) {
 		for (uint32_t i = 0; i < n->n_order; i++)
 			n->order[i]->gone = true;
-		g_free(n->order);
+		if (!n->order_in_slab)
+			g_free(n->order);
 	}
 	n->is_dir = is_dir;
 	if (is_dir) {
 		n->listed_gen = 0;
 		n->order = NULL;
 		n->n_order = 0;
+		n->order_in_slab = false;
 	} else {
 		n->content_gen = 0;
 		n->content_hash = 0;
@@ -295,8 +297,34 @@ static void node_set_kind(struct node *n, bool is_dir)
 /* Appends @n to the listing order of @dir; caller holds the lock. */
 static void order_append(struct node *dir, struct node *n)
 {
-	dir->order = g_renew(struct node *, dir->order, dir->n_order + 1);
+	if (dir->order_in_slab) {
+		dir->order = g_memdup2(dir->order, (dir->n_order + 1) * sizeof(*dir->order));
+		dir->order_in_slab = false;
+	} else {
+		dir->order = g_renew(struct node *, dir->order, dir->n_order + 1);
+	}
 	dir->order[dir->n_order++] = n;
+}
+
+/* Makes @nodes (@len of them) the listing order of @dir, exactly as long: the same listing
+ * again keeps the array; a first one goes to a slab (most directories are listed the
+ * same way for ever), a later change to the heap. Caller holds the lock. */
+static void order_set(struct tree *t, struct node *dir, struct node **nodes, uint32_t len)
+{
+	size_t bytes = len * sizeof(*nodes);
+
+	if (len == dir->n_order && (!len || memcmp(dir->order, nodes, bytes) == 0))
+		return;
+	if (!dir->order && len) {
+		dir->order = memcpy(slab_alloc(t, bytes), nodes, bytes);
+		dir->order_in_slab = true;
+	} else {
+		if (!dir->order_in_slab)
+			g_free(dir->order);
+		dir->order = len ? g_memdup2(nodes, bytes) : NULL;
+		dir->order_in_slab = false;
+	}
+	dir->n_order = len;
 }
 
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen)
@@ -344,10 +372,7 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 		else if (!g_hash_table_contains(seen, n))
 			n->gone = true;
 	}
-	/* Exactly as long as the listing: a directory keeps no spare slots. */
-	g_free(dir->order);
-	dir->n_order = order->len;
-	dir->order = (struct node **)g_memdup2(order->pdata, order->len * sizeof(*dir->order));
+	order_set(t, dir, (struct node **)order->pdata, order->len);
 	dir->listed_gen = gen;
 	tree_unlock(t);
 }

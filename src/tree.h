@@ -57,6 +57,7 @@ struct node {
 			uint64_t listed_gen; /* resource generation of the last listing */
 			struct node **order; /* children in listing order (n_order of them) */
 			uint32_t n_order;
+			bool order_in_slab; /* order is the first listing's, in a slab */
 		};
 	};
 	bool is_dir;	  /* (lock) to change it; a file's kind may change on a listing */
