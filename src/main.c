@@ -617,7 +617,9 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	fuse_loop_cfg_set_max_threads(cfg, (unsigned)max_threads);
-	fuse_loop_cfg_set_idle_threads(cfg, 8);
+	/* Workers beyond two end when a burst is over: each idle one keeps its stack, its
+	 * request buffer and its curl handle, and a new one costs a thread start only. */
+	fuse_loop_cfg_set_idle_threads(cfg, 2);
 	int loop = fuse_session_loop_mt(se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	fuse_session_unmount(se);
