@@ -319,6 +319,9 @@ static int http_attempt(struct http_client *c, CURL *curl, const struct http_req
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
 #endif
 	curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
+	/* The smallest curl allows: we send a request line and a small form, and every
+	 * thread's handle would otherwise keep 64 KiB for it. */
+	curl_easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
