@@ -21,7 +21,8 @@
 #include "oauth.h"
 #include "provider.h"
 
-/* Refresh this long before the expiry, so a token never dies in flight. */
+/* Refresh at most this long before the expiry, so a token never dies in flight; see
+ * refresh_margin_us(). */
 #define EXPIRY_MARGIN_S 60
 /* After a failed refresh, readers get the error at once for a while instead of each
  * one hitting the token endpoint again. */
@@ -70,6 +71,7 @@ void token_set_clear(struct token_set *ts)
 	g_clear_pointer(&ts->client_secret, wipe_free);
 	g_clear_pointer(&ts->scope, g_free);
 	ts->expires_at = 0;
+	ts->issued_at = 0;
 }
 
 static void token_set_copy(struct token_set *dst, const struct token_set *src)
@@ -77,6 +79,7 @@ static void token_set_copy(struct token_set *dst, const struct token_set *src)
 	dst->provider = g_strdup(src->provider);
 	dst->access_token = g_strdup(src->access_token);
 	dst->expires_at = src->expires_at;
+	dst->issued_at = src->issued_at;
 	dst->refresh_token = g_strdup(src->refresh_token);
 	dst->client_id = g_strdup(src->client_id);
 	dst->client_secret = g_strdup(src->client_secret);
@@ -106,6 +109,8 @@ char *token_set_to_json(const struct token_set *ts)
 			json_object_set_new(o, token_fields[i].key, json_string(v));
 	}
 	json_object_set_new(o, "expires_at", json_integer(ts->expires_at));
+	if (ts->issued_at)
+		json_object_set_new(o, "issued_at", json_integer(ts->issued_at));
 	char *dumped = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(o);
 	if (!dumped)
@@ -137,10 +142,16 @@ int token_set_from_json(const char *json, struct token_set *ts)
 		else
 			TOKEN_FIELD(&parsed, i) = g_strdup(s);
 	}
-	json_t *exp = json_object_get(o, "expires_at");
-	if (exp && !json_is_null(exp)) {
-		if (json_is_integer(exp) && json_integer_value(exp) >= 0)
-			parsed.expires_at = json_integer_value(exp);
+	struct {
+		const char *key;
+		gint64 *field;
+	} times[] = {{"expires_at", &parsed.expires_at}, {"issued_at", &parsed.issued_at}};
+	for (size_t i = 0; i < G_N_ELEMENTS(times); i++) {
+		json_t *t = json_object_get(o, times[i].key);
+		if (!t || json_is_null(t))
+			continue;
+		if (json_is_integer(t) && json_integer_value(t) >= 0)
+			*times[i].field = json_integer_value(t);
 		else
 			r = -EINVAL;
 	}
@@ -260,13 +271,37 @@ int auth_load(struct auth *a, GError **err)
 	return 0;
 }
 
-static bool token_usable_locked(const struct auth *a, gint64 margin)
+/* How long before its expiry @ts is refreshed, in microseconds. The margin only has
+ * to cover a request in flight: the expiry is counted on our own clock from the token
+ * answer, so clock skew does not enter it, and a token that dies in flight anyway
+ * costs a 401, one refresh and one retry. 60 s is plenty for tado's 10 min and
+ * Tibber's 1 h tokens, but for a token issued for a few seconds (a test cloud, some
+ * clouds) it would mean a refresh before every request. So the margin is a tenth of
+ * the lifetime as issued, at most 60 s: a token is used for 90 % of its life. Half
+ * would double the refreshes, and every refresh spends a single-use refresh token,
+ * whose lost answer logs the user out. A set saved without its issue time keeps the
+ * full 60 s. */
+static gint64 refresh_margin_us(const struct token_set *ts)
+{
+	if (ts->issued_at <= 0 || ts->expires_at <= ts->issued_at)
+		return EXPIRY_MARGIN_S * G_USEC_PER_SEC;
+	gint64 lifetime_us = (ts->expires_at - ts->issued_at) * G_USEC_PER_SEC;
+	return MIN(EXPIRY_MARGIN_S * G_USEC_PER_SEC, lifetime_us / 10);
+}
+
+/* Whether @ts's access token is still good for @margin_us more microseconds. */
+static bool token_fresh(const struct token_set *ts, gint64 margin_us)
+{
+	if (ts->expires_at == 0) /* unknown: trust it until the API says 401 */
+		return true;
+	return g_get_real_time() < ts->expires_at * G_USEC_PER_SEC - margin_us;
+}
+
+static bool token_usable_locked(const struct auth *a, gint64 margin_us)
 {
 	if (!a->ts.access_token || a->rejected)
 		return false;
-	if (a->ts.expires_at == 0) /* unknown: trust it until the API says 401 */
-		return true;
-	return g_get_real_time() / G_USEC_PER_SEC < a->ts.expires_at - margin;
+	return token_fresh(&a->ts, margin_us);
 }
 
 /* Takes the account's lock file, shared with every other smarthomefs process. Bounded:
@@ -372,10 +407,9 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 	if (!adopted)
 		token_set_copy(&work, snap);
 
-	gint64 now = g_get_real_time() / G_USEC_PER_SEC;
 	bool adopted_fresh = adopted && work.access_token &&
 			     g_strcmp0(work.access_token, snap->access_token) != 0 &&
-			     (work.expires_at == 0 || now < work.expires_at - EXPIRY_MARGIN_S);
+			     token_fresh(&work, refresh_margin_us(&work));
 	int r = 0;
 	if (!adopted_fresh || force) {
 		g_autofree char *error = NULL;
@@ -418,7 +452,7 @@ static int auth_get(struct auth *a, bool force, char **token)
 			r = -EACCES;
 			break;
 		}
-		if (!force && token_usable_locked(a, EXPIRY_MARGIN_S)) {
+		if (!force && token_usable_locked(a, refresh_margin_us(&a->ts))) {
 			r = 0;
 			break;
 		}

@@ -20,6 +20,7 @@ struct token_set {
 	char *provider;
 	char *access_token;
 	gint64 expires_at; /* unix seconds */
+	gint64 issued_at;  /* unix seconds the access token was received; 0: unknown */
 	char *refresh_token;
 	char *client_id;     /* a user-registered client (Tibber); NULL: the provider's own */
 	char *client_secret;

@@ -131,9 +131,10 @@ int oauth_token_request(struct http_client *http, const char *token_url, const c
 		const char *refresh = json_string_value(json_object_get(j, "refresh_token"));
 		const char *scope = json_string_value(json_object_get(j, "scope"));
 		gint64 expires_in;
+		gint64 now = g_get_real_time() / G_USEC_PER_SEC;
 		gint64 expires_at = 0;
 		if (json_seconds(json_object_get(j, "expires_in"), &expires_in))
-			expires_at = g_get_real_time() / G_USEC_PER_SEC + expires_in;
+			expires_at = now + expires_in;
 		/* Registered before they are stored anywhere a log line could reach. */
 		log_add_secret(access);
 		log_add_secret(refresh);
@@ -145,6 +146,7 @@ int oauth_token_request(struct http_client *http, const char *token_url, const c
 			ts->scope = g_strdup(scope);
 		}
 		ts->expires_at = expires_at;
+		ts->issued_at = expires_at ? now : 0;
 		json_decref(j);
 		return 0;
 	}

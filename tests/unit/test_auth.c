@@ -28,6 +28,7 @@ static void test_token_set_round_trips_through_json(void)
 	    .provider = g_strdup("tibber"),
 	    .access_token = g_strdup("AT \"quoted\" ü"),
 	    .expires_at = 1790000000,
+	    .issued_at = 1789996400,
 	    .refresh_token = g_strdup("RT"),
 	    .client_id = g_strdup("cid"),
 	    .client_secret = g_strdup("sec"),
@@ -40,6 +41,7 @@ static void test_token_set_round_trips_through_json(void)
 	g_assert_cmpstr(back.provider, ==, ts.provider);
 	g_assert_cmpstr(back.access_token, ==, ts.access_token);
 	g_assert_cmpint(back.expires_at, ==, ts.expires_at);
+	g_assert_cmpint(back.issued_at, ==, ts.issued_at);
 	g_assert_cmpstr(back.refresh_token, ==, ts.refresh_token);
 	g_assert_cmpstr(back.client_id, ==, ts.client_id);
 	g_assert_cmpstr(back.client_secret, ==, ts.client_secret);
@@ -59,6 +61,8 @@ static void test_absent_fields_stay_absent(void)
 	g_assert_null(back.access_token);
 	g_assert_null(back.client_id);
 	g_assert_cmpint(back.expires_at, ==, 0);
+	g_assert_cmpint(back.issued_at, ==, 0);
+	g_assert_null(strstr(json, "issued_at"));
 	token_set_clear(&ts);
 	token_set_clear(&back);
 }
@@ -78,6 +82,8 @@ static void test_garbage_token_json_is_rejected(void)
 	    "{\"provider\":\"tado\",\"refresh_token\":\"r\",\"expires_at\":\"soon\"}",
 	    "{\"provider\":\"tado\",\"refresh_token\":\"r\",\"expires_at\":-1}",
 	    "{\"provider\":\"tado\",\"refresh_token\":\"r\",\"expires_at\":1.5}",
+	    "{\"provider\":\"tado\",\"refresh_token\":\"r\",\"issued_at\":-1}",
+	    "{\"provider\":\"tado\",\"refresh_token\":\"r\",\"issued_at\":\"now\"}",
 	    "{\"provider\":\"tado\",\"refresh_token\":\"r\\u0000x\"}",
 	    "{\"provider\":\"tado\",\"refresh_token\":\"a\",\"refresh_token\":\"b\"}",
 	    "{\"provider\":\"\",\"refresh_token\":\"r\"}",
@@ -158,21 +164,29 @@ static gint64 now_s(void)
 	return g_get_real_time() / G_USEC_PER_SEC;
 }
 
-/* Puts generation @n of the token set (AT-n / RT-n, expiring at @expires_at) in the
- * store, as a login or another process's refresh would. */
-static void store_token_set(struct fixture *f, int n, gint64 expires_at)
+/* Puts generation @n of the token set (AT-n / RT-n, issued at @issued_at, 0 for
+ * unknown, and expiring at @expires_at) in the store, as a login or another process's
+ * refresh would. */
+static void store_issued_token_set(struct fixture *f, int n, gint64 issued_at, gint64 expires_at)
 {
 	struct token_set ts = {.provider = g_strdup("testcloud"),
 			       .access_token = g_strdup_printf("AT-%d", n),
 			       .refresh_token = g_strdup_printf("RT-%d", n),
+			       .issued_at = issued_at,
 			       .expires_at = expires_at};
 	g_autofree char *json = token_set_to_json(&ts);
 	token_set_clear(&ts);
 	g_assert_cmpint(token_store_save(&f->store, ACCOUNT, "testcloud", json, NULL), ==, 0);
 }
 
-/* Stores RT-0 / AT-0 expiring at @expires_at and loads them. */
-static void fixture_setup(struct fixture *f, gint64 expires_at)
+static void store_token_set(struct fixture *f, int n, gint64 expires_at)
+{
+	store_issued_token_set(f, n, 0, expires_at);
+}
+
+/* Stores RT-0 / AT-0, issued at @issued_at (0: unknown) and expiring at @expires_at,
+ * and loads them. */
+static void fixture_setup_issued(struct fixture *f, gint64 issued_at, gint64 expires_at)
 {
 	f->dir = g_dir_make_tmp("auth-test-XXXXXX", NULL);
 	f->store = (struct token_store){.kind = TOKEN_STORE_FILE,
@@ -182,11 +196,16 @@ static void fixture_setup(struct fixture *f, gint64 expires_at)
 	f->srv = fake_server_start(endpoint_handler, &f->ep);
 	f->base = fake_server_url(f->srv, "");
 	f->http = http_client_new(NULL, 5, 65536, "t/1");
-	store_token_set(f, 0, expires_at);
+	store_issued_token_set(f, 0, issued_at, expires_at);
 	f->auth = auth_new(ACCOUNT, &test_provider, f->http, f->base, &f->store, f->lock_dir);
 	GError *err = NULL;
 	g_assert_cmpint(auth_load(f->auth, &err), ==, 0);
 	g_assert_no_error(err);
+}
+
+static void fixture_setup(struct fixture *f, gint64 expires_at)
+{
+	fixture_setup_issued(f, 0, expires_at);
 }
 
 static void fixture_teardown(struct fixture *f)
@@ -260,6 +279,69 @@ static void test_token_near_expiry_is_refreshed_and_saved_first(void)
 			"grant_type=refresh_token&refresh_token=RT-0&client_id="
 			"public-client");
 	fixture_teardown(&f);
+}
+
+static void test_short_lived_token_is_not_refreshed_at_once(void)
+{
+	struct fixture f = {0};
+	fixture_setup(&f, now_s() - 10);
+	f.ep.expires_in = 20; /* shorter than the 60 s margin long-lived tokens get */
+	g_autofree char *first = NULL;
+	g_assert_cmpint(auth_bearer(f.auth, &first), ==, 0);
+	g_assert_cmpstr(first, ==, "AT-1");
+
+	g_autofree char *second = NULL;
+	g_assert_cmpint(auth_bearer(f.auth, &second), ==, 0);
+	g_assert_cmpstr(second, ==, "AT-1");
+	g_assert_cmpint(fake_server_requests(f.srv), ==, 1);
+	g_assert_cmpuint(auth_refresh_count(f.auth), ==, 1);
+	struct token_set saved = stored_tokens(&f);
+	g_assert_cmpint(saved.expires_at - saved.issued_at, ==, 20);
+	token_set_clear(&saved);
+	fixture_teardown(&f);
+}
+
+static void test_short_lived_token_is_used_until_its_last_tenth(void)
+{
+	/* Issued for 20 s, half of it gone: still used. */
+	struct fixture f = {0};
+	fixture_setup_issued(&f, now_s() - 10, now_s() + 10);
+	g_autofree char *token = NULL;
+	g_assert_cmpint(auth_bearer(f.auth, &token), ==, 0);
+	g_assert_cmpstr(token, ==, "AT-0");
+	g_assert_cmpint(fake_server_requests(f.srv), ==, 0);
+	fixture_teardown(&f);
+}
+
+static void test_short_lived_token_is_refreshed_before_it_expires(void)
+{
+	/* Issued for 20 s, 2 s left: inside its last tenth, still valid, refreshed. */
+	struct fixture f = {0};
+	fixture_setup_issued(&f, now_s() - 18, now_s() + 2);
+	g_autofree char *token = NULL;
+	g_assert_cmpint(auth_bearer(f.auth, &token), ==, 0);
+	g_assert_cmpstr(token, ==, "AT-1");
+	g_assert_cmpuint(auth_refresh_count(f.auth), ==, 1);
+	fixture_teardown(&f);
+}
+
+static void test_long_lived_token_keeps_the_60_s_margin(void)
+{
+	/* Issued for an hour (Tibber), 59 s left: a tenth would be 6 min, 60 s is the most. */
+	struct fixture f = {0};
+	fixture_setup_issued(&f, now_s() - 3541, now_s() + 59);
+	g_autofree char *token = NULL;
+	g_assert_cmpint(auth_bearer(f.auth, &token), ==, 0);
+	g_assert_cmpstr(token, ==, "AT-1");
+	fixture_teardown(&f);
+
+	/* ...and 2 min left is not due yet. */
+	struct fixture g = {0};
+	fixture_setup_issued(&g, now_s() - 3480, now_s() + 120);
+	g_autofree char *kept = NULL;
+	g_assert_cmpint(auth_bearer(g.auth, &kept), ==, 0);
+	g_assert_cmpstr(kept, ==, "AT-0");
+	fixture_teardown(&g);
 }
 
 struct crowd {
@@ -532,6 +614,14 @@ int main(int argc, char **argv)
 			test_valid_token_is_used_without_refresh);
 	g_test_add_func("/auth/token_near_expiry_is_refreshed_and_saved_first",
 			test_token_near_expiry_is_refreshed_and_saved_first);
+	g_test_add_func("/auth/short_lived_token_is_not_refreshed_at_once",
+			test_short_lived_token_is_not_refreshed_at_once);
+	g_test_add_func("/auth/short_lived_token_is_used_until_its_last_tenth",
+			test_short_lived_token_is_used_until_its_last_tenth);
+	g_test_add_func("/auth/short_lived_token_is_refreshed_before_it_expires",
+			test_short_lived_token_is_refreshed_before_it_expires);
+	g_test_add_func("/auth/long_lived_token_keeps_the_60_s_margin",
+			test_long_lived_token_keeps_the_60_s_margin);
 	g_test_add_func("/auth/expired_token_is_refreshed_once_for_many_threads",
 			test_expired_token_is_refreshed_once_for_many_threads);
 	g_test_add_func("/auth/rejected_token_is_refreshed_but_an_older_one_is_ignored",
