@@ -23,13 +23,17 @@
 #define DEFAULT_BLOCK_SECONDS 60
 /* Parsed bodies kept for resource_json: a walk reads every file of a resource (a device's
  * device.json and each of its values) one after the other, so a few suffice; a bound in
- * count and size keeps them from weighing on the memory a big cache takes. */
+ * count and in bytes of text keeps them from weighing on the memory a big cache takes. A
+ * jansson tree weighs some ten times its text, so 32 bodies of 64 KiB would hold 20 MiB;
+ * 256 KiB of text, a few big bodies or many small ones, holds under 3 MiB. */
 #define JSON_MEMO_SIZE	   32
 #define JSON_MEMO_MAX_BODY (64 * 1024)
+#define JSON_MEMO_BYTES	   (256 * 1024)
 
 struct json_memo {
 	uint64_t gen; /* the cache's generation: names one body of one resource */
 	json_t *json; /* NULL: an empty slot */
+	size_t len;   /* the body's length, counted against JSON_MEMO_BYTES */
 };
 
 struct session {
@@ -60,8 +64,9 @@ struct session {
 	gint64 last_stale_at;
 	int last_stale_error;
 
-	GMutex json_lock;       /* guards json_memo */
+	GMutex json_lock;       /* guards json_memo and json_memo_bytes */
 	struct json_memo json_memo[JSON_MEMO_SIZE]; /* the most recently used first */
+	size_t json_memo_bytes; /* the sum of the slots' len */
 };
 
 struct session *session_new(const struct account *account, struct options *opts)
@@ -157,12 +162,35 @@ static json_t *json_memo_take(struct session *s, uint64_t gen)
 	return NULL;
 }
 
+/* Puts @json (body of @len bytes, generation @gen) first, after making room in count and
+ * bytes by taking out the least recently used; their trees go to @evicted, for the caller
+ * to release outside the lock. Returns how many. Called with json_lock held. */
+static size_t json_memo_put(struct session *s, uint64_t gen, json_t *json, size_t len,
+			    json_t *evicted[JSON_MEMO_SIZE])
+{
+	size_t used = 0, n = 0;
+
+	while (used < JSON_MEMO_SIZE && s->json_memo[used].json)
+		used++;
+	while (used > 0 && (used == JSON_MEMO_SIZE || s->json_memo_bytes + len > JSON_MEMO_BYTES)) {
+		used--;
+		s->json_memo_bytes -= s->json_memo[used].len;
+		evicted[n++] = s->json_memo[used].json;
+		s->json_memo[used] = (struct json_memo){0};
+	}
+	memmove(&s->json_memo[1], &s->json_memo[0], used * sizeof(s->json_memo[0]));
+	s->json_memo[0] = (struct json_memo){gen, json_incref(json), len};
+	s->json_memo_bytes += len;
+	return n;
+}
+
 json_t *resource_json(const struct resource *r)
 {
 	gsize len = 0;
 	const char *data = r->bytes ? g_bytes_get_data(r->bytes, &len) : NULL;
 	struct session *s = r->session;
-	json_t *json, *known, *evicted = NULL;
+	json_t *json, *known, *evicted[JSON_MEMO_SIZE];
+	size_t n_evicted = 0;
 
 	if (!data)
 		return NULL;
@@ -180,14 +208,11 @@ json_t *resource_json(const struct resource *r)
 		return NULL;
 	g_mutex_lock(&s->json_lock);
 	known = json_memo_take(s, r->gen);
-	if (!known) {
-		evicted = s->json_memo[JSON_MEMO_SIZE - 1].json;
-		memmove(&s->json_memo[1], &s->json_memo[0],
-			(JSON_MEMO_SIZE - 1) * sizeof(s->json_memo[0]));
-		s->json_memo[0] = (struct json_memo){r->gen, json_incref(json)};
-	}
+	if (!known)
+		n_evicted = json_memo_put(s, r->gen, json, len, evicted);
 	g_mutex_unlock(&s->json_lock);
-	json_decref(evicted);
+	for (size_t i = 0; i < n_evicted; i++)
+		json_decref(evicted[i]);
 	if (known) {
 		json_decref(json);
 		json = known;
