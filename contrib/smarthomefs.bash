@@ -47,7 +47,7 @@ _smarthomefs()
 	case ${words[1]} in
 	login)
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--account --client-id --port --no-browser --scope
+			COMPREPLY=($(compgen -W "--account --client-id --port --redirect-uri --no-browser --scope
 				--timeout -o --help --version" -- "$cur"))
 		elif ((cword == 2)); then
 			COMPREPLY=($(compgen -W "tado tibber" -- "$cur"))

@@ -161,7 +161,7 @@ static char *read_client_secret(void)
 
 static int cmd_login(int argc, char **argv)
 {
-	g_autofree char *label = NULL, *client_id = NULL, *scope = NULL;
+	g_autofree char *label = NULL, *client_id = NULL, *scope = NULL, *redirect_uri = NULL;
 	int port = 0, timeout = 300;
 	gboolean no_browser = FALSE;
 	GOptionEntry entries[] = {
@@ -172,7 +172,13 @@ static int cmd_login(int argc, char **argv)
 		 "or prompted",
 		 "ID"},
 		{"port", 'p', 0, G_OPTION_ARG_INT, &port,
-		 "Loopback port for the redirect (for clients registered with a fixed one)", "N"},
+		 "Loopback port for the redirect http://127.0.0.1:N/callback (for clients "
+		 "registered with a fixed one)",
+		 "N"},
+		{"redirect-uri", 0, 0, G_OPTION_ARG_STRING, &redirect_uri,
+		 "The client's registered redirect URI, copied exactly: http://localhost:PORT/PATH, "
+		 "http://127.0.0.1:PORT/PATH or http://[::1]:PORT/PATH",
+		 "URI"},
 		{"no-browser", 0, 0, G_OPTION_ARG_NONE, &no_browser,
 		 "Do not open a browser; only print the link", NULL},
 		{"scope", 0, 0, G_OPTION_ARG_STRING, &scope, "Scopes to ask for (space-separated)",
@@ -189,6 +195,21 @@ static int cmd_login(int argc, char **argv)
 	if (argc != 2) {
 		fail("login takes one PROVIDER (try --help)");
 		return EXIT_USAGE;
+	}
+	if (redirect_uri) {
+		if (port) {
+			fail("--port and --redirect-uri both name the port; give only "
+			     "--redirect-uri");
+			return EXIT_USAGE;
+		}
+		/* Checked before the secret is asked for or a browser opens. */
+		struct loopback_redirect where;
+		g_autoptr(GError) e = NULL;
+		if (oauth_redirect_parse(redirect_uri, &where, &e) < 0) {
+			fail("%s", e->message);
+			return EXIT_USAGE;
+		}
+		oauth_redirect_clear(&where);
 	}
 
 	g_autofree char *id = label ? g_strdup_printf("%s:%s", argv[1], label) : g_strdup(argv[1]);
@@ -236,6 +257,7 @@ static int cmd_login(int argc, char **argv)
 			.client_id = client_id,
 			.client_secret = secret,
 			.scope = scope ? scope : p->scope,
+			.redirect_uri = redirect_uri,
 			.port = port,
 			.open_browser = !no_browser,
 			.timeout_s = timeout,

@@ -370,18 +370,18 @@ void oauth_pkce_pair(char **verifier, char **challenge)
 	*challenge = oauth_pkce_challenge(*verifier);
 }
 
-int oauth_parse_callback(const char *target, char **code, char **state, char **error,
-			 char **error_description)
+int oauth_parse_callback(const char *target, const char *path, char **code, char **state,
+			 char **error, char **error_description)
 {
 	char **outs[] = {code, state, error, error_description};
 	static const char *const keys[] = {"code", "state", "error", "error_description"};
 	for (size_t i = 0; i < G_N_ELEMENTS(outs); i++)
 		if (outs[i])
 			*outs[i] = NULL;
-	if (!target)
+	if (!target || !path)
 		return -EINVAL;
 	size_t path_len = strcspn(target, "?#");
-	if (path_len != strlen("/callback") || memcmp(target, "/callback", path_len) != 0)
+	if (path_len != strlen(path) || memcmp(target, path, path_len) != 0)
 		return -EINVAL;
 	if (target[path_len] != '?')
 		return 0;
@@ -417,6 +417,65 @@ int oauth_parse_callback(const char *target, char **code, char **state, char **e
 			if (outs[i])
 				g_clear_pointer(outs[i], wipe_free);
 	return r;
+}
+
+static int redirect_refused(GError **err, const char *uri, const char *why)
+{
+	g_set_error(err, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "The redirect URI %s %s.", uri,
+		    why);
+	return -EINVAL;
+}
+
+int oauth_redirect_parse(const char *uri, struct loopback_redirect *out, GError **err)
+{
+	static const char *const hosts[] = {"127.0.0.1", "[::1]", "localhost"};
+	*out = (struct loopback_redirect){0};
+	if (!uri)
+		return -EINVAL;
+	for (const char *c = uri; *c; c++)
+		if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f || *c == '\\')
+			return redirect_refused(err, uri,
+						"is not a URI (a space or another "
+						"character that must be %-encoded)");
+	/* Plain http: the browser comes back to this machine, where no certificate
+	 * could make https trusted. RFC 8252 section 8.3 allows it for loopback only. */
+	if (g_ascii_strncasecmp(uri, "http://", strlen("http://")) != 0)
+		return redirect_refused(err, uri, "must start with http://");
+	const char *host = uri + strlen("http://");
+	size_t host_len = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/?#");
+	if (host_len > strlen(host))
+		host_len = strlen(host);
+	size_t h = 0;
+	while (h < G_N_ELEMENTS(hosts) &&
+	       (strlen(hosts[h]) != host_len || g_ascii_strncasecmp(host, hosts[h], host_len) != 0))
+		h++;
+	/* Anything else could resolve to, or be, another machine: the code would leave
+	 * this one. */
+	if (h == G_N_ELEMENTS(hosts))
+		return redirect_refused(err, uri,
+					"must name this machine's loopback address: localhost, "
+					"127.0.0.1 or [::1]");
+	const char *port = host + host_len;
+	size_t digits = port[0] == ':' ? strspn(port + 1, "0123456789") : 0;
+	long n = digits > 0 && digits <= 5 ? strtol(port + 1, NULL, 10) : 0;
+	const char *path = port + 1 + digits;
+	if (n < 1 || n > 65535 || (*path && *path != '/'))
+		return redirect_refused(err, uri,
+					"must name its port, as registered: http://localhost:8123/"
+					"callback");
+	if (strpbrk(path, "?#"))
+		return redirect_refused(err, uri, "must not have a query or a fragment");
+	out->host = g_strdup(hosts[h]);
+	out->port = (int)n;
+	out->path = g_strdup(*path ? path : "/");
+	return 0;
+}
+
+void oauth_redirect_clear(struct loopback_redirect *r)
+{
+	g_clear_pointer(&r->host, g_free);
+	g_clear_pointer(&r->path, g_free);
+	r->port = 0;
 }
 
 struct callback_conn {
@@ -467,27 +526,88 @@ static void send_page(int fd, int status, const char *reason, const char *title,
 	send_all(fd, body, strlen(body));
 }
 
-static int listen_loopback(int port, int *bound_port)
+/* The sockets the browser may come back to: 127.0.0.1, ::1, or both for "localhost",
+ * which a browser may resolve to either. Bound to loopback addresses only. */
+#define LISTENERS_MAX 2
+struct listeners {
+	int fd[LISTENERS_MAX];
+	size_t n;
+	int port;
+};
+
+static void listeners_close(struct listeners *l)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	for (size_t i = 0; i < l->n; i++)
+		close(l->fd[i]);
+	l->n = 0;
+}
+
+/* Listens on the loopback address of @family at @port (0: any free one). Returns the fd
+ * or -errno, and the port bound in *bound_port. */
+static int listen_loopback(int family, int port, int *bound_port)
+{
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	struct sockaddr_in addr = {
-	    .sin_family = AF_INET,
-	    .sin_port = htons((uint16_t)port),
-	    .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-	};
-	socklen_t len = sizeof(addr);
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 8) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&addr, &len) < 0) {
+	struct sockaddr_storage ss = {0};
+	socklen_t len;
+	if (family == AF_INET6) {
+		/* ::1 only, never 127.0.0.1 through a mapped address. */
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		a6->sin6_addr = in6addr_loopback;
+		len = sizeof(*a6);
+	} else {
+		struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)port);
+		a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		len = sizeof(*a4);
+	}
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 8) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
 		int r = -errno;
 		close(fd);
 		return r;
 	}
-	*bound_port = ntohs(addr.sin_port);
+	*bound_port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+					       : ((struct sockaddr_in *)&ss)->sin_port);
 	return fd;
+}
+
+static int listeners_open(struct listeners *l, const char *host, int port, GError **err)
+{
+	*l = (struct listeners){.port = port};
+	bool v4 = strcmp(host, "[::1]") != 0;
+	bool v6 = strcmp(host, "127.0.0.1") != 0;
+	int families[] = {AF_INET, AF_INET6};
+	bool wanted[] = {v4, v6};
+	for (size_t i = 0; i < G_N_ELEMENTS(families); i++) {
+		if (!wanted[i])
+			continue;
+		int fd = listen_loopback(families[i], l->port, &l->port);
+		/* No IPv6 loopback on this machine: no browser can come back that way
+		 * either, so for "localhost" 127.0.0.1 alone is enough. */
+		if (fd < 0 && v4 && families[i] == AF_INET6 &&
+		    (fd == -EADDRNOTAVAIL || fd == -EAFNOSUPPORT))
+			continue;
+		/* Anything else — ::1's port taken by another program — must stop the
+		 * login: a browser sent there would hand it the code. */
+		if (fd < 0) {
+			g_set_error(err, G_IO_ERROR, g_io_error_from_errno(-fd),
+				    "Could not listen on %s:%d for the browser: %s.",
+				    families[i] == AF_INET6 ? "[::1]" : "127.0.0.1", l->port,
+				    g_strerror(-fd));
+			listeners_close(l);
+			return fd;
+		}
+		l->fd[l->n++] = fd;
+	}
+	return 0;
 }
 
 /* What one request on the loopback listener turned out to be. */
@@ -501,6 +621,7 @@ struct pkce_state {
 	const struct provider *p;
 	const char *token_url;
 	const char *redirect_uri;
+	const char *callback_path;
 	const struct pkce_login *opts;
 	const char *state;
 	const char *verifier;
@@ -545,7 +666,8 @@ static enum callback_outcome handle_callback(const struct pkce_state *ps, int fd
 	g_autofree char *state = NULL;
 	g_autofree char *error = NULL;
 	g_autofree char *description = NULL;
-	if (oauth_parse_callback(target, &code, &state, &error, &description) < 0) {
+	if (oauth_parse_callback(target, ps->callback_path, &code, &state, &error, &description) <
+	    0) {
 		send_page(fd, 404, "Not Found", "smarthomefs", "Not a login answer.");
 		return CALLBACK_IGNORED;
 	}
@@ -604,7 +726,7 @@ static void open_browser(const char *url)
 }
 
 /* Serves the loopback listener until the login ends or the time is up. */
-static int serve_callback(const struct pkce_state *ps, int lfd, gint64 deadline)
+static int serve_callback(const struct pkce_state *ps, const struct listeners *l, gint64 deadline)
 {
 	struct callback_conn conns[CALLBACK_CONNS_MAX];
 	for (size_t i = 0; i < G_N_ELEMENTS(conns); i++)
@@ -616,11 +738,14 @@ static int serve_callback(const struct pkce_state *ps, int lfd, gint64 deadline)
 		gint64 now = g_get_monotonic_time();
 		if (now >= deadline)
 			break;
-		struct pollfd pfds[CALLBACK_CONNS_MAX + 1];
-		size_t map[CALLBACK_CONNS_MAX + 1];
+		/* The listeners first, then the connections (map: their slot). */
+		struct pollfd pfds[LISTENERS_MAX + CALLBACK_CONNS_MAX];
+		size_t map[LISTENERS_MAX + CALLBACK_CONNS_MAX];
 		nfds_t n = 0;
-		pfds[n] = (struct pollfd){.fd = lfd, .events = POLLIN};
-		map[n++] = SIZE_MAX;
+		for (size_t i = 0; i < l->n; i++) {
+			pfds[n] = (struct pollfd){.fd = l->fd[i], .events = POLLIN};
+			map[n++] = SIZE_MAX;
+		}
 		gint64 wake = deadline;
 		for (size_t i = 0; i < G_N_ELEMENTS(conns); i++) {
 			if (conns[i].fd < 0)
@@ -645,7 +770,8 @@ static int serve_callback(const struct pkce_state *ps, int lfd, gint64 deadline)
 			if (!pfds[k].revents)
 				continue;
 			if (map[k] == SIZE_MAX) {
-				int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+				int cfd =
+				    accept4(pfds[k].fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 				if (cfd < 0)
 					continue;
 				size_t slot = SIZE_MAX;
@@ -708,16 +834,24 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 			    p->title);
 		return -EINVAL;
 	}
-	int port = 0;
-	int lfd = listen_loopback(opts->port, &port);
-	if (lfd < 0) {
-		g_set_error(err, G_IO_ERROR, g_io_error_from_errno(-lfd),
-			    "Could not listen on 127.0.0.1:%d for the browser: %s.", opts->port,
-			    g_strerror(-lfd));
-		return lfd;
+	/* The default is RFC 8252's recommended loopback IP literal; a client registered
+	 * with another URI (Tibber matches it exactly, "localhost" included) gives its. */
+	struct loopback_redirect where = {0};
+	int r = opts->redirect_uri ? oauth_redirect_parse(opts->redirect_uri, &where, err) : 0;
+	if (r < 0)
+		return r;
+	struct listeners l;
+	r = listeners_open(&l, where.host ? where.host : "127.0.0.1",
+			   where.host ? where.port : opts->port, err);
+	if (r < 0) {
+		oauth_redirect_clear(&where);
+		return r;
 	}
-
-	g_autofree char *redirect_uri = g_strdup_printf("http://127.0.0.1:%d/callback", port);
+	g_autofree char *redirect_uri =
+	    opts->redirect_uri ? g_strdup(opts->redirect_uri)
+			       : g_strdup_printf("http://127.0.0.1:%d/callback", l.port);
+	g_autofree char *callback_path = g_strdup(where.path ? where.path : "/callback");
+	oauth_redirect_clear(&where);
 	g_auto(secret_str) verifier = NULL;
 	g_autofree char *challenge = NULL;
 	oauth_pkce_pair(&verifier, &challenge);
@@ -744,6 +878,7 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	    .p = p,
 	    .token_url = token_url,
 	    .redirect_uri = redirect_uri,
+	    .callback_path = callback_path,
 	    .opts = opts,
 	    .state = state,
 	    .verifier = verifier,
@@ -751,9 +886,8 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	    .err = &e,
 	};
 	int timeout_s = opts->timeout_s > 0 ? opts->timeout_s : 300;
-	int r =
-	    serve_callback(&ps, lfd, g_get_monotonic_time() + (gint64)timeout_s * G_USEC_PER_SEC);
-	close(lfd);
+	r = serve_callback(&ps, &l, g_get_monotonic_time() + (gint64)timeout_s * G_USEC_PER_SEC);
+	listeners_close(&l);
 
 	if (r < 0) {
 		token_set_clear(&got);
@@ -764,7 +898,7 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 				    "Nobody completed the login in %d seconds; run the command "
 				    "again. If the browser showed an error instead of asking for "
 				    "consent, check the client id and that %s is registered as "
-				    "its redirect URI (use --port for a fixed one).",
+				    "its redirect URI (--port or --redirect-uri for another one).",
 				    timeout_s, redirect_uri);
 		else
 			g_set_error(err, G_IO_ERROR, g_io_error_from_errno(-r),

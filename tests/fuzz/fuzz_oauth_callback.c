@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	g_autofree char *target = g_strndup((const char *)data, size);
 	char *code = NULL, *state = NULL, *error = NULL, *desc = NULL;
-	int r = oauth_parse_callback(target, &code, &state, &error, &desc);
+	int r = oauth_parse_callback(target, "/callback", &code, &state, &error, &desc);
 
 	assert(r == 0 || r == -EINVAL);
 	char *outs[] = {code, state, error, desc};

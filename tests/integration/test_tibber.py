@@ -363,6 +363,76 @@ class TestClientRegisteredWithAFixedPort:
         assert stored(rig)["refresh_token"] in rig.cloud.control.tokens()["live_refresh_tokens"]
 
 
+def listening_addresses(port):
+    """The local addresses of every TCP socket listening on @port, from /proc/net."""
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, hexport = local.split(":")
+                if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                    found.append(addr)
+    return sorted(found)
+
+
+class TestClientRegisteredWithLocalhost:
+    """Tibber matches the redirect URI exactly: a client registered with localhost, or
+    with another path, logs in with --redirect-uri copied from its registration."""
+
+    @pytest.fixture(params=["/callback", "/"])
+    def uri(self, request):
+        return f"http://localhost:{free_port()}{request.param}"
+
+    @pytest.fixture
+    def cloud_options(self, uri):
+        return {"tibber_redirect_uri": [uri]}
+
+    def test_login_with_that_redirect_uri_succeeds(self, rig, uri):
+        login = rig.start_login_tibber("--redirect-uri", uri)
+        assert login.query()["redirect_uri"] == uri
+        follow_redirect(rig.cloud.control.tibber_consent(login.url, "allow"))
+        code, out, err = login.finish()
+
+        assert code == 0, err
+        assert "Logged in to Tibber" in out
+        assert stored(rig)["refresh_token"] in rig.cloud.control.tokens()["live_refresh_tokens"]
+
+    def test_the_listener_is_on_the_loopback_addresses_only(self, rig, uri):
+        port = urllib.parse.urlsplit(uri).port
+        login = rig.start_login_tibber("--redirect-uri", uri, "--timeout", "20")
+        try:
+            addresses = listening_addresses(port)
+        finally:
+            follow_redirect(rig.cloud.control.tibber_consent(login.url, "allow"))
+            code, out, err = login.finish()
+
+        loopback = ["0100007F", "00000000000000000000000001000000"]  # 127.0.0.1, ::1
+        assert "0100007F" in addresses and set(addresses) <= set(loopback), addresses
+        assert code == 0, err
+
+
+@pytest.mark.parametrize("uri, reason", [
+    ("http://192.0.2.1:8123/callback", "must name this machine's loopback address"),
+    ("https://localhost:8123/callback", "must start with http://"),
+    ("http://localhost/callback", "must name its port"),
+])
+def test_a_redirect_uri_off_this_machine_is_refused_with_the_reason(rig, uri, reason):
+    r = rig.run("login", "tibber", "--client-id", TIBBER_CLIENT_ID, "--no-browser",
+                "--redirect-uri", uri, input="", provider="tibber", check=False)
+    assert r.returncode == 2
+    assert reason in r.stderr and uri in r.stderr
+    assert rig.keyring.lookup("tibber") is None
+
+
+def test_port_and_redirect_uri_together_are_refused(rig):
+    r = rig.run("login", "tibber", "--client-id", TIBBER_CLIENT_ID, "--port", "8123",
+                "--redirect-uri", "http://localhost:8123/callback", input="",
+                provider="tibber", check=False)
+    assert r.returncode == 2
+    assert "give only --redirect-uri" in r.stderr
+
+
 def test_a_busy_port_is_named_in_the_message(rig):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <glib.h>
 
 #include "auth.h"
@@ -42,8 +45,8 @@ static void test_pkce_pair_is_fresh_and_well_formed(void)
 static void test_callback_with_code_and_state_is_parsed(void)
 {
 	g_autofree char *code = NULL, *state = NULL, *error = NULL, *desc = NULL;
-	g_assert_cmpint(oauth_parse_callback("/callback?code=ab%2Fc&state=xyz&iss=x", &code, &state,
-					     &error, &desc),
+	g_assert_cmpint(oauth_parse_callback("/callback?code=ab%2Fc&state=xyz&iss=x", "/callback",
+					     &code, &state, &error, &desc),
 			==, 0);
 	g_assert_cmpstr(code, ==, "ab/c");
 	g_assert_cmpstr(state, ==, "xyz");
@@ -56,7 +59,7 @@ static void test_callback_with_error_is_reported(void)
 	g_autofree char *code = NULL, *state = NULL, *error = NULL, *desc = NULL;
 	g_assert_cmpint(oauth_parse_callback("/callback?error=access_denied&error_description="
 					     "The+user+said+no%21&state=s1",
-					     &code, &state, &error, &desc),
+					     "/callback", &code, &state, &error, &desc),
 			==, 0);
 	g_assert_null(code);
 	g_assert_cmpstr(state, ==, "s1");
@@ -79,19 +82,34 @@ static void test_other_paths_are_not_callbacks(void)
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(targets); i++) {
 		char *code = (char *)"untouched";
-		g_assert_cmpint(oauth_parse_callback(targets[i], &code, NULL, NULL, NULL), ==,
-				-EINVAL);
+		g_assert_cmpint(
+		    oauth_parse_callback(targets[i], "/callback", &code, NULL, NULL, NULL), ==,
+		    -EINVAL);
 		g_assert_null(code);
 	}
-	g_assert_cmpint(oauth_parse_callback(NULL, NULL, NULL, NULL, NULL), ==, -EINVAL);
+	g_assert_cmpint(oauth_parse_callback(NULL, "/callback", NULL, NULL, NULL, NULL), ==,
+			-EINVAL);
+}
+
+static void test_callback_on_a_registered_path_is_parsed(void)
+{
+	g_autofree char *code = NULL, *state = NULL;
+	g_assert_cmpint(oauth_parse_callback("/?code=1&state=s", "/", &code, &state, NULL, NULL),
+			==, 0);
+	g_assert_cmpstr(code, ==, "1");
+	g_assert_cmpstr(state, ==, "s");
+	g_assert_cmpint(oauth_parse_callback("/callback?code=1", "/", &code, NULL, NULL, NULL), ==,
+			-EINVAL);
+	g_assert_cmpint(oauth_parse_callback("/?code=1", "/callback", &code, NULL, NULL, NULL), ==,
+			-EINVAL);
 }
 
 static void test_callback_with_a_repeated_parameter_is_refused(void)
 {
 	g_autofree char *code = NULL, *state = NULL;
-	g_assert_cmpint(
-	    oauth_parse_callback("/callback?code=1&state=a&state=b", &code, &state, NULL, NULL), ==,
-	    -EINVAL);
+	g_assert_cmpint(oauth_parse_callback("/callback?code=1&state=a&state=b", "/callback", &code,
+					     &state, NULL, NULL),
+			==, -EINVAL);
 	g_assert_null(code);
 	g_assert_null(state);
 }
@@ -117,7 +135,7 @@ static void test_hostile_callbacks_never_crash(void)
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(targets); i++) {
 		char *code = NULL, *state = NULL, *error = NULL, *desc = NULL;
-		int r = oauth_parse_callback(targets[i], &code, &state, &error, &desc);
+		int r = oauth_parse_callback(targets[i], "/callback", &code, &state, &error, &desc);
 		g_assert_true(r == 0 || r == -EINVAL);
 		/* Empty or undecodable values are not handed out. */
 		g_assert_true(!code || *code);
@@ -128,11 +146,13 @@ static void test_hostile_callbacks_never_crash(void)
 		g_free(desc);
 	}
 	char *code = NULL, *state = NULL;
-	g_assert_cmpint(
-	    oauth_parse_callback("/callback?code=%00&state=%zz", &code, &state, NULL, NULL), ==, 0);
+	g_assert_cmpint(oauth_parse_callback("/callback?code=%00&state=%zz", "/callback", &code,
+					     &state, NULL, NULL),
+			==, 0);
 	g_assert_null(code);
 	g_assert_null(state);
-	g_assert_cmpint(oauth_parse_callback("/callback?code=1#state=2", &code, &state, NULL, NULL),
+	g_assert_cmpint(oauth_parse_callback("/callback?code=1#state=2", "/callback", &code, &state,
+					     NULL, NULL),
 			==, 0);
 	g_assert_cmpstr(code, ==, "1");
 	g_assert_null(state);
@@ -433,6 +453,70 @@ static void test_device_code_expired_is_etimedout(void)
 	fake_server_stop(srv);
 }
 
+/* ---- the loopback redirect URI ---- */
+
+static void test_registered_loopback_redirect_uris_are_taken_apart(void)
+{
+	static const struct {
+		const char *uri, *host;
+		int port;
+		const char *path;
+	} ok[] = {
+	    {"http://localhost:8123/callback", "localhost", 8123, "/callback"},
+	    {"http://127.0.0.1:1/", "127.0.0.1", 1, "/"},
+	    {"http://[::1]:65535", "[::1]", 65535, "/"},
+	    {"HTTP://LocalHost:8123/auth/tibber/", "localhost", 8123, "/auth/tibber/"},
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(ok); i++) {
+		struct loopback_redirect r;
+		GError *err = NULL;
+		g_assert_cmpint(oauth_redirect_parse(ok[i].uri, &r, &err), ==, 0);
+		g_assert_no_error(err);
+		g_assert_cmpstr(r.host, ==, ok[i].host);
+		g_assert_cmpint(r.port, ==, ok[i].port);
+		g_assert_cmpstr(r.path, ==, ok[i].path);
+		oauth_redirect_clear(&r);
+	}
+}
+
+static void test_other_redirect_uris_are_refused_with_the_reason(void)
+{
+	static const struct {
+		const char *uri, *reason;
+	} bad[] = {
+	    {"https://localhost:8123/callback", "must start with http://"},
+	    {"localhost:8123/callback", "must start with http://"},
+	    {"", "must start with http://"},
+	    {"http://example.com:8123/callback", "loopback address"},
+	    {"http://localhost.example.com:8123/", "loopback address"},
+	    {"http://127.0.0.2:8123/", "loopback address"},
+	    {"http://me@localhost:8123/", "loopback address"},
+	    {"http://[::1:8123/", "loopback address"},
+	    {"http://0.0.0.0:8123/", "loopback address"},
+	    {"http://localhost/callback", "must name its port"},
+	    {"http://localhost:/callback", "must name its port"},
+	    {"http://localhost:0/callback", "must name its port"},
+	    {"http://localhost:65536/callback", "must name its port"},
+	    {"http://localhost:123456/callback", "must name its port"},
+	    {"http://localhost:8123x/callback", "must name its port"},
+	    {"http://localhost:8123/callback?x=1", "query or a fragment"},
+	    {"http://localhost:8123/callback#x", "query or a fragment"},
+	    {"http://localhost:8123/call back", "is not a URI"},
+	    {"http://localhost:8123/caf\xc3\xa9", "is not a URI"},
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+		struct loopback_redirect r;
+		GError *err = NULL;
+		g_assert_cmpint(oauth_redirect_parse(bad[i].uri, &r, &err), ==, -EINVAL);
+		g_assert_nonnull(err);
+		if (!strstr(err->message, bad[i].reason))
+			g_error("%s: %s", bad[i].uri, err->message);
+		g_assert_nonnull(strstr(err->message, bad[i].uri));
+		g_assert_null(r.host);
+		g_clear_error(&err);
+	}
+}
+
 /* ---- authorization code + PKCE ---- */
 
 struct pkce_run {
@@ -566,6 +650,80 @@ static void test_pkce_login_exchanges_the_code_with_verifier_and_secret(void)
 	fake_server_stop(srv);
 }
 
+/* A port nothing listens on now, on 127.0.0.1 and on ::1. */
+static int free_loopback_port(void)
+{
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT};
+	socklen_t len = sizeof(a);
+	g_assert_cmpint(bind(fd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+	g_assert_cmpint(getsockname(fd, (struct sockaddr *)&a, &len), ==, 0);
+	close(fd);
+	return ntohs(a.sin6_port);
+}
+
+static bool have_ipv6_loopback(void)
+{
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static void test_pkce_login_with_a_localhost_redirect_uri_listens_on_both_loopbacks(void)
+{
+	struct token_script sc = {.success = "{\"access_token\":\"AT\"}"};
+	struct fake_server *srv = fake_server_start(token_handler, &sc);
+	g_autofree char *base = fake_server_url(srv, "");
+	int port = free_loopback_port();
+	g_autofree char *registered = g_strdup_printf("http://localhost:%d/auth/done", port);
+	struct pkce_run run = {
+	    .c = http_client_new(NULL, 5, 65536, "t/1"),
+	    .base = base,
+	    .opts = {.client_id = "c", .redirect_uri = registered, .timeout_s = 10},
+	};
+	g_autofree char *url = NULL;
+	GThread *t = pkce_start(&run, &url);
+	g_autofree char *redirect = http_form_get(strchr(url, '?') + 1, "redirect_uri");
+	g_autofree char *state = http_form_get(strchr(url, '?') + 1, "state");
+	g_assert_cmpstr(redirect, ==, registered);
+
+	/* A browser may resolve localhost to either address: both are ours. */
+	if (have_ipv6_loopback()) {
+		g_autofree char *v6 = g_strdup_printf("http://[::1]:%d/favicon.ico", port);
+		g_assert_cmpint(browser_get(run.c, v6, NULL), ==, 404);
+	}
+	g_autofree char *wrong_path =
+	    g_strdup_printf("http://127.0.0.1:%d/callback?code=c&state=%s", port, state);
+	g_assert_cmpint(browser_get(run.c, wrong_path, NULL), ==, 404);
+	g_autofree char *cb =
+	    g_strdup_printf("http://127.0.0.1:%d/auth/done?code=c&state=%s", port, state);
+	g_assert_cmpint(browser_get(run.c, cb, NULL), ==, 200);
+	g_thread_join(t);
+	g_assert_cmpint(run.result, ==, 0);
+	g_autofree char *body = fake_server_body(srv, 0);
+	g_autofree char *sent_redirect = http_form_get(body, "redirect_uri");
+	g_assert_cmpstr(sent_redirect, ==, registered);
+	token_set_clear(&run.ts);
+	http_client_free(run.c);
+	fake_server_stop(srv);
+}
+
+static void test_pkce_login_refuses_a_redirect_uri_off_this_machine(void)
+{
+	struct pkce_login opts = {.client_id = "c",
+				  .redirect_uri = "http://attacker.example:8123/callback"};
+	struct token_set ts = {0};
+	GError *err = NULL;
+	g_assert_cmpint(
+	    oauth_pkce_login(NULL, &test_provider, "http://127.0.0.1:9", &opts, &ts, &err), ==,
+	    -EINVAL);
+	g_assert_nonnull(strstr(err->message, "loopback address"));
+	g_clear_error(&err);
+}
+
 static void test_pkce_state_mismatch_is_eproto(void)
 {
 	struct token_script sc = {.success = "{\"access_token\":\"AT\"}"};
@@ -660,7 +818,8 @@ static void test_pkce_login_nobody_completes_is_etimedout(void)
 	GThread *t = pkce_start(&run, &url);
 	g_thread_join(t);
 	g_assert_cmpint(run.result, ==, -ETIMEDOUT);
-	g_assert_true(g_str_has_prefix(run.err->message, "Nobody completed the login in 1 seconds;"));
+	g_assert_true(
+	    g_str_has_prefix(run.err->message, "Nobody completed the login in 1 seconds;"));
 	g_clear_error(&run.err);
 	http_client_free(run.c);
 }
@@ -679,6 +838,8 @@ int main(int argc, char **argv)
 	g_test_add_func("/oauth/callback_with_error_is_reported",
 			test_callback_with_error_is_reported);
 	g_test_add_func("/oauth/other_paths_are_not_callbacks", test_other_paths_are_not_callbacks);
+	g_test_add_func("/oauth/callback_on_a_registered_path_is_parsed",
+			test_callback_on_a_registered_path_is_parsed);
 	g_test_add_func("/oauth/callback_with_a_repeated_parameter_is_refused",
 			test_callback_with_a_repeated_parameter_is_refused);
 	g_test_add_func("/oauth/hostile_callbacks_never_crash", test_hostile_callbacks_never_crash);
@@ -702,6 +863,14 @@ int main(int argc, char **argv)
 			test_device_code_expired_is_etimedout);
 	g_test_add_func("/oauth/pkce_login_exchanges_the_code_with_verifier_and_secret",
 			test_pkce_login_exchanges_the_code_with_verifier_and_secret);
+	g_test_add_func("/oauth/registered_loopback_redirect_uris_are_taken_apart",
+			test_registered_loopback_redirect_uris_are_taken_apart);
+	g_test_add_func("/oauth/other_redirect_uris_are_refused_with_the_reason",
+			test_other_redirect_uris_are_refused_with_the_reason);
+	g_test_add_func("/oauth/pkce_login_with_a_localhost_redirect_uri_listens_on_both_loopbacks",
+			test_pkce_login_with_a_localhost_redirect_uri_listens_on_both_loopbacks);
+	g_test_add_func("/oauth/pkce_login_refuses_a_redirect_uri_off_this_machine",
+			test_pkce_login_refuses_a_redirect_uri_off_this_machine);
 	g_test_add_func("/oauth/pkce_state_mismatch_is_eproto", test_pkce_state_mismatch_is_eproto);
 	g_test_add_func("/oauth/pkce_refused_secret_says_what_to_check",
 			test_pkce_refused_secret_says_what_to_check);
