@@ -2,7 +2,13 @@
  *
  * An entry stays in the table once created (the tree bounds the keys); an entry with no
  * body is "no copy". The mutex guards every field of the cache and its entries; each
- * entry's cond wakes the threads waiting for its fetch.
+ * entry's cond wakes the threads waiting for its disk load or its fetch.
+ *
+ * Disk load: the first reader of a key reads its disk copy without the mutex, so a slow
+ * disk (a cold page cache, an NFS home) delays the readers of that key only. They wait
+ * for the load, not load or fetch themselves, at most the timeout; a load still running
+ * after that is taken for hung and no longer waited for. A load that a fetch of the key
+ * finished during (its body, or -ENOENT) is thrown away: the fetch knows better.
  *
  * Disk copy: <disk_dir>/<hex SHA-256 of key>, written atomically after every successful
  * fetch (so its fetch time is true after a remount), a short text header then the body:
@@ -28,14 +34,16 @@ struct cache_entry {
 	char *key;
 	GBytes *body; /* NULL: no copy */
 	uint64_t gen;
-	gint64 fetched_at; /* monotonic µs */
-	gint64 changed_at; /* unix s */
-	bool disk_checked; /* the disk copy was looked for once */
+	gint64 fetched_at;   /* monotonic µs */
+	gint64 changed_at;   /* unix s */
+	bool disk_checked;   /* the disk copy was looked for, or is being looked for */
+	bool loading;	     /* a reader reads the disk copy, without the lock */
+	gint64 load_started; /* monotonic µs */
 	bool fetching;
 	gint64 fetch_started; /* monotonic µs */
-	uint64_t flights; /* fetches finished, so a waiter knows its fetch ended */
-	int result;	  /* of the last finished fetch */
-	gint64 failed_at; /* monotonic µs when that fetch failed, 0 if it did not */
+	uint64_t flights;     /* fetches finished, so a waiter knows its fetch ended */
+	int result;	      /* of the last finished fetch */
+	gint64 failed_at;     /* monotonic µs when that fetch failed, 0 if it did not */
 	GCond done;
 	GMutex disk_lock; /* orders this key's disk writes after the lock is dropped; one per
 			   * key, so that fetches of other keys write (and fsync) at once */
@@ -150,38 +158,94 @@ static void disk_drop(struct cache *c, const char *key)
 		unlink(file);
 }
 
-/* Reads the disk copy of @key into @e (body, changed_at, fetched_at). */
-static bool disk_load(struct cache *c, struct cache_entry *e)
+/* Reads the disk copy of @key: its body (a new reference), changed_at and fetched_at
+ * (unix s). Touches no entry, so it runs without the lock. False when there is none. */
+static bool disk_read(struct cache *c, const char *key, GBytes **body, gint64 *changed_at,
+		      gint64 *fetched_wall)
 {
-	g_autofree char *file = disk_file(c, e->key);
+	g_autofree char *file = disk_file(c, key);
 	g_autofree char *data = NULL;
 	g_autofree char *want = NULL;
 	gsize len;
 	const char *p, *end;
-	gint64 changed_at = 0, fetched_wall = 0, age;
 
 	if (!file || !g_file_get_contents(file, &data, &len, NULL))
 		return false;
 	end = data + len;
-	want = g_strdup_printf(DISK_MAGIC "key=%s\n", e->key);
+	want = g_strdup_printf(DISK_MAGIC "key=%s\n", key);
 	if (len < strlen(want) || memcmp(data, want, strlen(want)) != 0)
 		return false; /* another version's file, or another key of the same hash */
 	p = data + strlen(want);
 	if (sscanf(p, "changed_at=%" G_GINT64_FORMAT "\nfetched_at=%" G_GINT64_FORMAT "\n",
-		   &changed_at, &fetched_wall) != 2)
+		   changed_at, fetched_wall) != 2)
 		return false;
 	p = g_strstr_len(p, end - p, "\n\n");
 	if (!p)
 		return false;
 	p += 2;
-	e->body = g_bytes_new(p, (gsize)(end - p));
-	e->changed_at = changed_at;
-	/* Carry the copy's age over to the monotonic clock: a remount within the TTL
-	 * must not spend an API call. A clock that went back counts as age 0. */
-	age = MAX(0, g_get_real_time() / USEC - fetched_wall);
-	e->fetched_at = g_get_monotonic_time() - age * USEC;
-	e->gen = c->next_gen++;
+	*body = g_bytes_new(p, (gsize)(end - p));
 	return true;
+}
+
+/* Loads @e's disk copy, dropping the lock around the read; caller holds the lock. */
+static void disk_load(struct cache *c, struct cache_entry *e)
+{
+	uint64_t flights = e->flights;
+	GBytes *body = NULL;
+	gint64 changed_at = 0, fetched_wall = 0, age;
+	bool found;
+
+	e->disk_checked = true;
+	if (!c->disk_dir)
+		return;
+	e->loading = true;
+	e->load_started = g_get_monotonic_time();
+	g_mutex_unlock(&c->lock);
+	found = disk_read(c, e->key, &body, &changed_at, &fetched_wall);
+	g_mutex_lock(&c->lock);
+	e->loading = false;
+	if (g_get_monotonic_time() - e->load_started >= (gint64)c->timeout_s * USEC)
+		log_warn(
+		    "reading the disk copy of %s took over %d s: is %s on a slow or hung disk?",
+		    e->key, c->timeout_s, c->disk_dir);
+	/* A fetch finished meanwhile (a reader stopped waiting for a hung load): its body
+	 * is newer, or its -ENOENT dropped the resource; the copy read is older than both. */
+	if (found && e->flights == flights) {
+		e->body = g_steal_pointer(&body);
+		e->changed_at = changed_at;
+		/* Carry the copy's age over to the monotonic clock: a remount within the TTL
+		 * must not spend an API call. A clock that went back counts as age 0. */
+		age = MAX(0, g_get_real_time() / USEC - fetched_wall);
+		e->fetched_at = g_get_monotonic_time() - age * USEC;
+		e->gen = c->next_gen++;
+	}
+	g_cond_broadcast(&e->done);
+	if (body)
+		g_bytes_unref(body);
+}
+
+/* Makes sure @e's disk copy was looked for before @e is used: the first reader of a key
+ * without a body loads it, the others wait for that load until the timeout. A load
+ * running longer than that is hung: readers arriving later go on without it.
+ * Caller holds the lock. Returns 0, or -ETIMEDOUT for a reader that waited in vain. */
+static int disk_copy_settle(struct cache *c, struct cache_entry *e)
+{
+	while (!e->body) {
+		gint64 deadline;
+
+		if (!e->disk_checked) {
+			disk_load(c, e);
+			continue;
+		}
+		if (!e->loading)
+			return 0;
+		deadline = e->load_started + (gint64)c->timeout_s * USEC;
+		if (g_get_monotonic_time() >= deadline)
+			return 0;
+		if (!g_cond_wait_until(&e->done, &c->lock, deadline) && e->loading && !e->body)
+			return -ETIMEDOUT;
+	}
+	return 0;
 }
 
 static struct cache_entry *entry_get(struct cache *c, const char *key)
@@ -194,10 +258,6 @@ static struct cache_entry *entry_get(struct cache *c, const char *key)
 		g_cond_init(&e->done);
 		g_mutex_init(&e->disk_lock);
 		g_hash_table_insert(c->entries, e->key, e);
-	}
-	if (!e->body && !e->disk_checked) {
-		e->disk_checked = true;
-		disk_load(c, e);
 	}
 	return e;
 }
@@ -271,6 +331,11 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 		key = path;
 	g_mutex_lock(&c->lock);
 	e = entry_get(c, key);
+	r = disk_copy_settle(c, e);
+	if (r < 0) {
+		g_mutex_unlock(&c->lock);
+		return r;
+	}
 	if (entry_fresh(e, ttl_s)) {
 		c->stats.hits++;
 		hit_fill(hit, e, 0);

@@ -3,7 +3,11 @@
  *
  * Single-flight: however many threads ask for a cold or expired resource at once,
  * one of them calls the fetch function (without holding any lock) and the others
- * wait for its answer, at most the cache's timeout.
+ * wait for its answer, at most the cache's timeout. The same holds for a key's disk copy:
+ * its first reader reads it without any lock, the key's other readers wait for that read
+ * (at most the timeout; a read running longer is hung and later readers fetch), and the
+ * readers of other keys do not wait at all. A copy read after a fetch of the key ended
+ * is dropped: it is older.
  *
  * Every entry carries a generation that changes exactly when its bytes change, and the
  * (wall clock) time when they last changed: that is the mtime of the files made from it.

@@ -1,6 +1,9 @@
 /* The cache: single flight, stale-if-error, generations, the disk copy. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 
@@ -381,6 +384,174 @@ static void test_a_waiter_gives_up_when_the_fetch_hangs(void)
 	fake_clear(&f);
 }
 
+/* The file that holds @key's disk copy in @dir (cache.c's layout). */
+static char *disk_path(const char *dir, const char *key)
+{
+	g_autofree char *hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256, key, -1);
+
+	return g_build_filename(dir, hash, NULL);
+}
+
+/* A disk copy of @key holding @body, fetched just now. */
+static char *disk_copy(const char *key, const char *body)
+{
+	gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+
+	return g_strdup_printf("smarthomefs-cache 1\nkey=%s\nchanged_at=%" G_GINT64_FORMAT
+			       "\nfetched_at=%" G_GINT64_FORMAT "\n\n%s",
+			       key, now - 100, now, body);
+}
+
+/* Makes @key's disk copy a FIFO: whoever loads it blocks until a writer comes. */
+static char *block_disk_copy(const char *dir, const char *key)
+{
+	char *fifo = disk_path(dir, key);
+
+	g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+	return fifo;
+}
+
+/* Opens the FIFO for writing: returns once the loader has opened it, so it is inside
+ * its disk load (and blocked there until the returned fd is written and closed). */
+static int wait_for_loader(const char *fifo)
+{
+	int fd = open(fifo, O_WRONLY | O_CLOEXEC);
+
+	g_assert_cmpint(fd, >=, 0);
+	return fd;
+}
+
+static void finish_load(int fd, const char *key, const char *body)
+{
+	g_autofree char *text = disk_copy(key, body);
+
+	g_assert_cmpint(write(fd, text, strlen(text)), ==, (gssize)strlen(text));
+	g_assert_cmpint(close(fd), ==, 0);
+}
+
+struct keyed_reader {
+	struct cache *c;
+	struct fake *f;
+	const char *key;
+	GAsyncQueue *done; /* gets the reader when its get returned; may be NULL */
+	int r;
+	struct cache_hit hit;
+};
+
+static void *keyed_reader_run(void *data)
+{
+	struct keyed_reader *rd = data;
+
+	rd->r = get(rd->c, rd->key, 3600, false, rd->f, &rd->hit);
+	if (rd->done)
+		g_async_queue_push(rd->done, rd);
+	return NULL;
+}
+
+static void test_a_slow_disk_load_of_one_key_does_not_delay_another_key(void)
+{
+	g_autofree char *dir = temp_dir();
+	g_autofree char *fifo = block_disk_copy(dir, "/a");
+	g_autofree char *b_file = disk_path(dir, "/b");
+	g_autofree char *b_copy = disk_copy("/b", "b from disk");
+	struct cache *c = cache_new(dir, 5);
+	struct fake fa, fb;
+	struct keyed_reader a, b;
+	GAsyncQueue *done = g_async_queue_new();
+	GThread *ta, *tb;
+	void *b_done;
+	int fd;
+
+	fake_init(&fa, "a fetched");
+	fake_init(&fb, "b fetched");
+	g_assert_true(g_file_set_contents(b_file, b_copy, -1, NULL));
+	a = (struct keyed_reader){.c = c, .f = &fa, .key = "/a"};
+	b = (struct keyed_reader){.c = c, .f = &fb, .key = "/b", .done = done};
+	ta = g_thread_new("reader-a", keyed_reader_run, &a);
+	fd = wait_for_loader(fifo);
+
+	/* A's load is stuck in read(); B's reader, also loading from disk, answers anyway.
+	 * The bound only turns a regression into a failure instead of a hang. */
+	tb = g_thread_new("reader-b", keyed_reader_run, &b);
+	b_done = g_async_queue_timeout_pop(done, 10 * G_USEC_PER_SEC);
+
+	finish_load(fd, "/a", "a from disk");
+	g_thread_join(ta);
+	g_thread_join(tb);
+	g_assert_true(b_done == &b);
+	g_assert_cmpint(b.r, ==, 0);
+	assert_body(&b.hit, "b from disk");
+	g_assert_cmpint(a.r, ==, 0);
+	assert_body(&a.hit, "a from disk");
+	g_assert_false(a.hit.stale);
+	g_assert_cmpint(fa.calls + fb.calls, ==, 0);
+	cache_hit_clear(&a.hit);
+	cache_hit_clear(&b.hit);
+	g_async_queue_unref(done);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&fa);
+	fake_clear(&fb);
+}
+
+static void test_a_body_fetched_while_the_disk_load_hangs_wins_over_the_loaded_copy(void)
+{
+	g_autofree char *dir = temp_dir();
+	g_autofree char *fifo = block_disk_copy(dir, "/a");
+	struct cache *c = cache_new(dir, 1);
+	struct fake f;
+	struct keyed_reader loader;
+	struct cache_hit hit;
+	GThread *thread;
+	gint64 start;
+	uint64_t gen;
+	int fd;
+
+	fake_init(&f, "fetched");
+	loader = (struct keyed_reader){.c = c, .f = &f, .key = "/a"};
+	thread = g_thread_new("loader", keyed_reader_run, &loader);
+	fd = wait_for_loader(fifo);
+
+	/* A reader of the key waits for the load, neither loading nor fetching itself, and
+	 * gives up at the timeout. */
+	start = g_get_monotonic_time();
+	g_assert_cmpint(get(c, "/a", 3600, false, &f, &hit), ==, -ETIMEDOUT);
+	g_assert_cmpint(g_get_monotonic_time() - start, >=, G_USEC_PER_SEC * 9 / 10);
+	g_assert_null(hit.body);
+	g_assert_cmpint(f.calls, ==, 0);
+
+	/* The load is hung now: the next reader fetches instead of waiting again. */
+	g_assert_cmpint(get(c, "/a", 3600, false, &f, &hit), ==, 0);
+	assert_body(&hit, "fetched");
+	g_assert_cmpint(f.calls, ==, 1);
+	gen = hit.gen;
+	cache_hit_clear(&hit);
+
+	/* The load ends with the older copy: the fetched body stays, and so does its gen. */
+	finish_load(fd, "/a", "from disk");
+	g_thread_join(thread);
+	g_assert_cmpint(loader.r, ==, 0);
+	assert_body(&loader.hit, "fetched");
+	g_assert_cmpuint(loader.hit.gen, ==, gen);
+	cache_hit_clear(&loader.hit);
+	g_assert_cmpint(get(c, "/a", 3600, false, &f, &hit), ==, 0);
+	assert_body(&hit, "fetched");
+	g_assert_cmpuint(hit.gen, ==, gen);
+	g_assert_cmpuint(cache_peek_gen(c, "/a"), ==, gen);
+	cache_hit_clear(&hit);
+	g_assert_cmpint(f.calls, ==, 1);
+	cache_free(c);
+
+	/* The disk holds the fetched body too, for the next mount. */
+	c = cache_new(dir, 1);
+	g_assert_cmpint(get(c, "/a", 3600, true, &f, &hit), ==, 0);
+	assert_body(&hit, "fetched");
+	cache_hit_clear(&hit);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&f);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -401,5 +572,9 @@ int main(int argc, char **argv)
 			test_offline_serves_the_disk_copy_and_never_fetches);
 	g_test_add_func("/cache/a_waiter_gives_up_when_the_fetch_hangs",
 			test_a_waiter_gives_up_when_the_fetch_hangs);
+	g_test_add_func("/cache/a_slow_disk_load_of_one_key_does_not_delay_another_key",
+			test_a_slow_disk_load_of_one_key_does_not_delay_another_key);
+	g_test_add_func("/cache/a_body_fetched_while_the_disk_load_hangs_wins_over_the_loaded_copy",
+			test_a_body_fetched_while_the_disk_load_hangs_wins_over_the_loaded_copy);
 	return g_test_run();
 }
