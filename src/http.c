@@ -53,6 +53,7 @@ struct http_transfer {
 	char *ratelimit;
 	char *ratelimit_policy;
 	char *content_type;
+	long http_version; /* CURL_HTTP_VERSION_*: what the server and curl agreed on */
 };
 
 static pthread_once_t curl_init_once = PTHREAD_ONCE_INIT;
@@ -296,6 +297,23 @@ static char *url_for_log(const char *url)
 	return g_strndup(url, strcspn(url, "?#"));
 }
 
+/* For the debug line: whether ALPN gave us HTTP/2 shows only here. */
+static const char *http_version_name(long version)
+{
+	switch (version) {
+	case CURL_HTTP_VERSION_1_0:
+		return "HTTP/1.0";
+	case CURL_HTTP_VERSION_1_1:
+		return "HTTP/1.1";
+	case CURL_HTTP_VERSION_2_0:
+		return "HTTP/2";
+	case CURL_HTTP_VERSION_3:
+		return "HTTP/3";
+	default:
+		return "HTTP/?";
+	}
+}
+
 static int http_attempt(struct http_client *c, CURL *curl, const struct http_request *req,
 			gint64 remaining_us, struct http_transfer *t, long *status)
 {
@@ -380,8 +398,10 @@ static int http_attempt(struct http_client *c, CURL *curl, const struct http_req
 	}
 
 	*status = 0;
-	if (rc == CURLE_OK)
+	if (rc == CURLE_OK) {
 		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+		curl_easy_getinfo(curl, CURLINFO_HTTP_VERSION, &t->http_version);
+	}
 	return curl_errno(rc, t->too_big);
 }
 
@@ -441,8 +461,9 @@ int http_request(struct http_client *c, const struct http_request *req, struct h
 		r = http_attempt(c, curl, req, deadline - now, &t, &status);
 		gint64 done = g_get_monotonic_time();
 		if (r == 0)
-			log_debug("%s %s -> %ld in %.3f s (attempt %d)", method, log_path, status,
-				  (double)(done - now) / G_USEC_PER_SEC, attempt);
+			log_debug("%s %s -> %ld in %.3f s over %s (attempt %d)", method, log_path,
+				  status, (double)(done - now) / G_USEC_PER_SEC,
+				  http_version_name(t.http_version), attempt);
 		else
 			log_debug("%s %s -> %s in %.3f s (attempt %d)", method, log_path,
 				  g_strerror(-r), (double)(done - now) / G_USEC_PER_SEC, attempt);
