@@ -335,7 +335,25 @@ static int cmd_logout(int argc, char **argv)
 	return r;
 }
 
-/* The mount points of @account, from /proc/self/mountinfo (fsname is the account). */
+/* Whether the mount options @opts (from /proc/self/mounts) carry user_id=@uid: FUSE
+ * records there who mounted. */
+static bool mounted_by(const char *opts, uid_t uid)
+{
+	g_auto(GStrv) o = g_strsplit(opts, ",", -1);
+	for (char **i = o; *i; i++) {
+		guint64 v;
+		if (g_str_has_prefix(*i, "user_id=") &&
+		    g_ascii_string_to_unsigned(*i + strlen("user_id="), 10, 0, G_MAXUINT32, &v,
+					       NULL))
+			return v == uid;
+	}
+	return false;
+}
+
+/* The mount points of @account made by the calling user, from /proc/self/mounts
+ * (fsname is the account). Another user's mount of an account with the same name is
+ * their login, from their keyring, not ours: it is left out, for root too (`findmnt
+ * -t fuse.smarthomefs` lists every mount). */
 static GPtrArray *mounts_of(const char *account)
 {
 	GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
@@ -345,10 +363,10 @@ static GPtrArray *mounts_of(const char *account)
 		return out;
 	g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
 	for (char **l = lines; *l; l++) {
-		g_auto(GStrv) f = g_strsplit(*l, " ", 4);
-		if (g_strv_length(f) < 3 || strcmp(f[2], "fuse.smarthomefs") != 0)
+		g_auto(GStrv) f = g_strsplit(*l, " ", 5);
+		if (g_strv_length(f) < 4 || strcmp(f[2], "fuse.smarthomefs") != 0)
 			continue;
-		if (strcmp(f[0], account) == 0)
+		if (strcmp(f[0], account) == 0 && mounted_by(f[3], getuid()))
 			g_ptr_array_add(out, g_strcompress(f[1]));
 	}
 	return out;
@@ -407,7 +425,7 @@ static int cmd_status(int argc, char **argv)
 	};
 	int r = parse_args("[ACCOUNT] - show accounts, token expiry, mounts, quota",
 			   "Shows each logged-in account: provider, token store, token expiry, "
-			   "the mounts using it and their API budget. Never shows a token.",
+			   "your mounts of it and their API budget. Never shows a token.",
 			   entries, &argc, &argv);
 	if (r != EXIT_OK)
 		return r;

@@ -417,11 +417,34 @@ def test_status_shows_provider_store_expiry_mount_and_calls_left(rig):
 
     [acct] = json.loads(rig.run("status", "--json").stdout)
     assert acct["provider"] == "tado" and acct["store"] == "keyring"
-    # Other mounts of a "tado" on this machine are listed too; this one is among them.
+    # The caller's other mounts of a "tado" are listed too; this one is among them.
     [mount] = [x for x in acct["mounts"] if x["mountpoint"] == str(m.path)]
     calls = sum(n for k, n in rig.cloud.control.stats()["requests"].items()
                 if k.startswith("GET /api/v2/"))
     assert mount["rate_limit"]["remaining"] == 100 - calls  # the emulator's default quota
+
+
+def test_status_lists_only_the_mounts_of_the_calling_user(rig, tmp_path):
+    rig.login_tado()
+    m = rig.mount()
+    other = tmp_path / "someone-elses"
+    other.mkdir()
+    # Another user's mount of an account also named "tado": a FUSE mount whose options
+    # say user_id=4242, made in a private mount namespace (the machine never sees it)
+    # and left without a daemon (its connection ends with the fd).
+    script = ("mount -i -t fuse.smarthomefs -o fd=3,rootmode=40000,user_id=4242,group_id=4242"
+              f" tado '{other}' 3<>/dev/fuse\n"
+              f"grep -q ' {other} fuse.smarthomefs .*user_id=4242' /proc/self/mounts\n"
+              'exec "$@"')
+    r = run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script, "sh",
+             str(BIN), "status", "--json", "-o", ",".join(rig.options())], env=rig.env)
+    rig.outputs += [r.stdout, r.stderr]
+
+    assert r.returncode == 0, r.stderr
+    [acct] = json.loads(r.stdout)
+    mountpoints = [x["mountpoint"] for x in acct["mounts"]]
+    assert str(m.path) in mountpoints
+    assert str(other) not in mountpoints
 
 
 # --- --help and --version ------------------------------------------------------------
