@@ -426,6 +426,7 @@ static void test_device_login_denied_is_eacces(void)
 	int r;
 	g_autofree char *out = capture_stdout(device_run, &d, &r);
 	g_assert_cmpint(r, ==, -EACCES);
+	g_assert_nonnull(strstr(out, "https://login.example/device?user_code=1")); /* shown */
 	g_assert_nonnull(d.err);
 	g_assert_cmpstr(d.err->message, ==, "The login was denied in the browser.");
 	g_assert_null(d.ts.access_token);
@@ -446,6 +447,7 @@ static void test_device_code_expired_is_etimedout(void)
 	int r;
 	g_autofree char *out = capture_stdout(device_run, &d, &r);
 	g_assert_cmpint(r, ==, -ETIMEDOUT);
+	g_assert_nonnull(strstr(out, "https://login.example/device?user_code=1")); /* shown */
 	g_assert_cmpstr(d.err->message, ==,
 			"The code expired before the login was approved; run the command again.");
 	g_clear_error(&d.err);
