@@ -12,7 +12,8 @@
  *
  * Disk copy: <disk_dir>/<hex SHA-256 of key>, written atomically after every successful
  * fetch (so its fetch time is true after a remount), a short text header then the body:
- *   smarthomefs-cache 1\n key=<key>\n changed_at=<unix s>\n fetched_at=<unix s>\n \n <body> */
+ *   smarthomefs-cache 1\n key=<key>\n changed_at=<unix s>.<µs>\n fetched_at=<unix s>\n \n <body>
+ * (copies written before the microseconds were kept have "changed_at=<unix s>"). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -35,7 +36,7 @@ struct cache_entry {
 	GBytes *body; /* NULL: no copy */
 	uint64_t gen;
 	gint64 fetched_at;   /* monotonic µs */
-	gint64 changed_at;   /* unix s */
+	gint64 changed_at;   /* unix µs */
 	bool disk_checked;   /* the disk copy was looked for, or is being looked for */
 	bool loading;	     /* a reader reads the disk copy, without the lock */
 	gint64 load_started; /* monotonic µs */
@@ -127,9 +128,10 @@ static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 ch
 	if (!file || strchr(key, '\n'))
 		return;
 	data = g_string_new(DISK_MAGIC);
-	g_string_append_printf(
-	    data, "key=%s\nchanged_at=%" G_GINT64_FORMAT "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
-	    key, changed_at, fetched_wall);
+	g_string_append_printf(data,
+			       "key=%s\nchanged_at=%" G_GINT64_FORMAT ".%06" G_GINT64_FORMAT
+			       "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
+			       key, changed_at / USEC, changed_at % USEC, fetched_wall);
 	g_string_append_len(data, bytes, (gssize)len);
 	tmp = g_strconcat(file, ".XXXXXX", NULL);
 	fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0600);
@@ -158,8 +160,9 @@ static void disk_drop(struct cache *c, const char *key)
 		unlink(file);
 }
 
-/* Reads the disk copy of @key: its body (a new reference), changed_at and fetched_at
- * (unix s). Touches no entry, so it runs without the lock. False when there is none. */
+/* Reads the disk copy of @key: its body (a new reference), changed_at (unix µs) and
+ * fetched_at (unix s). Touches no entry, so it runs without the lock. False when there
+ * is none. */
 static bool disk_read(struct cache *c, const char *key, GBytes **body, gint64 *changed_at,
 		      gint64 *fetched_wall)
 {
@@ -176,8 +179,20 @@ static bool disk_read(struct cache *c, const char *key, GBytes **body, gint64 *c
 	if (len < strlen(want) || memcmp(data, want, strlen(want)) != 0)
 		return false; /* another version's file, or another key of the same hash */
 	p = data + strlen(want);
-	if (sscanf(p, "changed_at=%" G_GINT64_FORMAT "\nfetched_at=%" G_GINT64_FORMAT "\n",
-		   changed_at, fetched_wall) != 2)
+	gint64 s, us = 0;
+	int n = 0;
+	if (sscanf(p, "changed_at=%" G_GINT64_FORMAT "%n", &s, &n) != 1 || s < 0)
+		return false;
+	p += n;
+	if (*p == '.') {
+		char *after;
+		us = g_ascii_strtoll(p + 1, &after, 10);
+		if (after != p + 7 || us < 0)
+			return false;
+		p = after;
+	}
+	*changed_at = s * USEC + us;
+	if (sscanf(p, "\nfetched_at=%" G_GINT64_FORMAT "\n", fetched_wall) != 1)
 		return false;
 	p = g_strstr_len(p, end - p, "\n\n");
 	if (!p)
@@ -388,7 +403,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 				g_bytes_unref(e->body);
 			e->body = g_bytes_ref(body);
 			e->gen = c->next_gen++;
-			e->changed_at = g_get_real_time() / USEC;
+			e->changed_at = g_get_real_time();
 		}
 		e->fetched_at = g_get_monotonic_time();
 	} else {

@@ -30,7 +30,7 @@ typedef int (*cache_fetch_fn)(void *ctx, const char *path, GBytes **body);
 struct cache_hit {
 	GBytes *body;      /* a reference of the caller's (cache_hit_clear) */
 	uint64_t gen;      /* never 0 */
-	gint64 changed_at; /* unix seconds */
+	gint64 changed_at; /* unix µs */
 	bool stale;        /* served after a failed refresh (or offline) */
 	int error;         /* when stale: why (the fetch's negative errno) */
 	gint64 fetched_at; /* monotonic µs (g_get_monotonic_time) of the body's fetch */

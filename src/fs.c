@@ -5,19 +5,21 @@
  * Kernel caching: there is no userspace open (FUSE_CAP_NO_OPEN_SUPPORT): open and
  * close of a file cost no request, and a warm read is served by the page cache alone.
  * Entries and attributes are valid for as long as the resource behind them stays
- * fresh; after that the kernel asks again (AUTO_INVAL_DATA: a getattr before a read),
- * and a new size or mtime drops its pages. Every change of a file's bytes changes its
- * mtime (the sub-second part is a fingerprint of the bytes, see fs_stat_node), so the
- * kernel sees even a same-size change within one second; a change noticed through
- * another file of the same resource is also sent as an inode invalidation by the
- * notifier thread (never from inside a request).
+ * fresh. After that, an open by path looks the file up again, which fetches and
+ * renders it: a new size or mtime (microseconds of when the bytes changed) drops the
+ * kernel's pages (AUTO_INVAL_DATA). A change noticed through another file of the same
+ * resource is sent as an inode invalidation by the notifier thread (never from inside
+ * a request).
  *
- * A read renders the file from the resource as it is now, so each read() of a file
- * (every file here fits one read request) sees one version of it, with the size stat
- * gave. The files of .smarthomefs/ change with every request the mount makes: they are
- * rendered at a lookup (their entries never stay valid, so every open by path looks
- * up), and a getattr or read serves that rendering: an open file of them is a
- * snapshot, with its size.
+ * Snapshots without an open: once a file's attributes expire, the kernel checks them
+ * before each read through a file already open (a getattr with a file handle), and it
+ * is told what it was told at the lookup (STAT_AS_TOLD), so the pages it filled stay
+ * and the reads through that open file see the bytes they started with. A read that
+ * the page cache cannot answer renders the resource as it is now (O_DIRECT, pages
+ * evicted under memory pressure): one read() is always one version.
+ * The files of .smarthomefs/ change with every request the mount makes: they are
+ * rendered at every lookup (their entries never stay valid, so every open by path
+ * looks up) and kept with their size and mtime for the stats and reads that follow.
  *
  * Prefetch: when a listing is fetched anew, the resources its entries are made of are
  * fetched in parallel (at most options.prefetch at once), because ls -l, find and tar
@@ -47,18 +49,40 @@ struct fs {
 	struct fuse_session *se;
 	uid_t uid;
 	gid_t gid;
-	gint64 mounted_at;
+	gint64 mounted_at;       /* unix µs */
 
 	bool no_open;            /* the kernel sends no open/release for files */
 
 	GMutex lock;             /* guards internal and prefetched */
-	GHashTable *internal;    /* internal file inode -> GBytes: its last rendering */
-	GHashTable *prefetched;  /* directory inode -> listing generation prefetched for */
+	GHashTable *internal;    /* internal file inode -> struct internal_file */
+	GHashTable *prefetched;  /* directory inode -> struct listed: prefetched for */
 	GAsyncQueue *inval;      /* uint64_t * inode numbers for the notifier, or &stop_mark */
 	GThread *notifier;       /* started in fs_init: after libfuse's fork */
-	GThreadPool *prefetch;   /* struct prefetch_job *; NULL when prefetch is off */
+
+	GMutex prefetch_lock;    /* guards pushing to prefetch against its end */
+	GThreadPool *prefetch;   /* struct prefetch_job *; NULL when prefetch is off or ended */
 	atomic_uint_fast64_t prefetch_seq; /* the order of queueing, for prefetch_job_cmp */
 };
+
+/* The last rendering of an internal file, with what stat shows of it. */
+struct internal_file {
+	GBytes *bytes;
+	uint64_t hash;
+	gint64 mtime; /* unix µs: when its bytes last changed */
+};
+
+/* A directory whose listing was prefetched for: which generation of it, and when. */
+struct listed {
+	uint64_t gen;
+	gint64 at; /* monotonic µs */
+};
+
+/* A directory listed this long after the one before it in its parent (a Tibber home's
+ * devices/ after the previous home's) is taken for the next step of one walk. */
+#define WALK_STEP_US (60 * G_USEC_PER_SEC)
+
+/* How much sooner than the cache the kernel stops trusting a file's attributes. */
+#define KERNEL_MARGIN_S 0.05
 
 /* Tells the notifier thread to end. */
 static uint64_t stop_mark;
@@ -66,6 +90,14 @@ static uint64_t stop_mark;
 struct open_dir {
 	GArray *entries; /* struct tree_dirent */
 };
+
+static void internal_file_free(gpointer data)
+{
+	struct internal_file *f = data;
+
+	g_bytes_unref(f->bytes);
+	g_free(f);
+}
 
 struct fs *fs_new(struct session *session)
 {
@@ -75,11 +107,12 @@ struct fs *fs_new(struct session *session)
 	fs->tree = tree_new();
 	fs->uid = getuid();
 	fs->gid = getgid();
-	fs->mounted_at = g_get_real_time() / G_USEC_PER_SEC;
+	fs->mounted_at = g_get_real_time();
 	g_mutex_init(&fs->lock);
+	g_mutex_init(&fs->prefetch_lock);
 	fs->internal = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
-					     (GDestroyNotify)g_bytes_unref);
-	fs->prefetched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+					     internal_file_free);
+	fs->prefetched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	fs->inval = g_async_queue_new_full(g_free);
 	return fs;
 }
@@ -87,10 +120,13 @@ struct fs *fs_new(struct session *session)
 /* Ends the threads; called at unmount (destroy) and again, harmlessly, at fs_free. */
 static void fs_stop_threads(struct fs *fs)
 {
-	if (fs->prefetch) {
-		/* Queued prefetches are dropped; running ones end within the HTTP timeout. */
-		g_thread_pool_free(fs->prefetch, TRUE, TRUE);
-		fs->prefetch = NULL;
+	g_mutex_lock(&fs->prefetch_lock);
+	GThreadPool *pool = g_steal_pointer(&fs->prefetch);
+	g_mutex_unlock(&fs->prefetch_lock);
+	if (pool) {
+		/* Queued prefetches are dropped; running ones end within the HTTP timeout,
+		 * and queue nothing more (fs_prefetch_push sees no pool). */
+		g_thread_pool_free(pool, TRUE, TRUE);
 	}
 	if (fs->notifier) {
 		g_async_queue_push_front(fs->inval, &stop_mark);
@@ -108,6 +144,7 @@ void fs_free(struct fs *fs)
 	g_hash_table_destroy(fs->internal);
 	g_hash_table_destroy(fs->prefetched);
 	g_mutex_clear(&fs->lock);
+	g_mutex_clear(&fs->prefetch_lock);
 	tree_free(fs->tree);
 	g_free(fs);
 }
@@ -140,26 +177,11 @@ static void fs_forget_pages(struct fs *fs, struct node *node)
 		g_async_queue_push(fs->inval, g_memdup2(&node->ino, sizeof(node->ino)));
 }
 
-/* The last rendering of internal file @node (a new reference), or NULL. */
-static GBytes *fs_internal_bytes(struct fs *fs, struct node *node)
-{
-	GBytes *data;
-
-	g_mutex_lock(&fs->lock);
-	data = g_hash_table_lookup(fs->internal, &node->ino);
-	if (data)
-		g_bytes_ref(data);
-	g_mutex_unlock(&fs->lock);
-	return data;
-}
-
-static void fs_set_internal_bytes(struct fs *fs, struct node *node, GBytes *data)
-{
-	g_mutex_lock(&fs->lock);
-	g_hash_table_replace(fs->internal, g_memdup2(&node->ino, sizeof(node->ino)),
-			     g_bytes_ref(data));
-	g_mutex_unlock(&fs->lock);
-}
+/* Internal file @node's rendering in *out (bytes: a new reference): rendered now when
+ * @anew or never before, else the last one. The bytes and what stat shows of them are
+ * kept together, so a size always goes with its bytes. */
+static void fs_internal_get(struct fs *fs, struct node *node, bool anew,
+			    struct internal_file *out);
 
 void fs_set_fuse_session(struct fs *fs, struct fuse_session *se)
 {
@@ -278,8 +300,13 @@ static void fs_prefetch_push(struct fs *fs, struct resource_ref *ref, int prio, 
 	job->seq = atomic_fetch_add(&fs->prefetch_seq, 1);
 	job->comp = comp;
 	job->n = n;
-	g_thread_pool_push(fs->prefetch, job, NULL);
 	*ref = (struct resource_ref){0};
+	g_mutex_lock(&fs->prefetch_lock);
+	/* No pool: the mount is ending, and a running job queues nothing more. */
+	bool queued = fs->prefetch && g_thread_pool_push(fs->prefetch, job, NULL);
+	g_mutex_unlock(&fs->prefetch_lock);
+	if (!queued)
+		prefetch_job_free(job);
 }
 
 /* Queues the resources that the files among @entries (of directory @comp, @n deep,
@@ -360,14 +387,30 @@ static void fs_prefetch_one(gpointer data, gpointer user_data)
 	prefetch_job_free(job);
 }
 
+/* Whether directory @dir was listed (for prefetch) less than WALK_STEP_US ago. */
+static bool fs_listed_lately(struct fs *fs, struct node *dir)
+{
+	struct listed *l = NULL;
+	gint64 at = 0;
+
+	if (!dir)
+		return false;
+	g_mutex_lock(&fs->lock);
+	l = g_hash_table_lookup(fs->prefetched, &dir->ino);
+	if (l)
+		at = l->at;
+	g_mutex_unlock(&fs->lock);
+	return l && g_get_monotonic_time() - at < WALK_STEP_US;
+}
+
 /* After @dir (at @np, made from resource @own) was listed for the first time in its
  * generation, and its entries are directories: a walk may be under way (find, tar,
  * ls -R), and it will list the directories of the same name beside @dir's parent next
  * (a Tibber home's devices/ beside the other homes'). Their listings are prefetched,
- * one resource each, so the walk finds each ready when it gets there. Once a second of
- * them has been listed, a walk is certain: the entries of the one after @dir's parent
- * are prefetched as well, after everything of @dir's own, so that the prefetch
- * threads never wait for the walk to get there. */
+ * one resource each, so the walk finds each ready when it gets there. When the one
+ * before @dir (in its grandparent's order) was listed lately, a walk is certain: the
+ * entries of the one after are prefetched as well, after everything of @dir's own, so
+ * that the prefetch threads never wait for the walk to get there. */
 static void fs_prefetch_cousins(struct fs *fs, struct node *dir, const struct node_path *np,
 				const char *own)
 {
@@ -375,7 +418,7 @@ static void fs_prefetch_cousins(struct fs *fs, struct node *dir, const struct no
 	struct node *parent = dir->parent;
 	size_t n = np->pp.n;
 	bool branches = false, walking = false;
-	struct node *next = NULL;
+	struct node *before = NULL, *next = NULL;
 	char **next_comp = NULL;
 
 	if (!parent || !parent->parent || n < 2)
@@ -399,16 +442,14 @@ static void fs_prefetch_cousins(struct fs *fs, struct node *dir, const struct no
 			continue;
 		if (uncle == parent) {
 			after_parent = true;
+			walking = before && fs_listed_lately(fs, tree_child(fs->tree, before,
+									      dir->name));
 			continue;
 		}
 		if (after_parent && !next)
 			next = uncle;
-		struct node *cousin = tree_child(fs->tree, uncle, dir->name);
-		if (cousin) {
-			g_mutex_lock(&fs->lock);
-			walking |= g_hash_table_contains(fs->prefetched, &cousin->ino);
-			g_mutex_unlock(&fs->lock);
-		}
+		if (!after_parent)
+			before = uncle;
 		size_t k = 0;
 		char **up = tree_raw_path(fs->tree, uncle, &k);
 		char **comp = g_strdupv(np->comp);
@@ -441,44 +482,38 @@ static void fs_prefetch_cousins(struct fs *fs, struct node *dir, const struct no
 	g_strfreev(next_comp);
 }
 
-/* Prefetches for @dir's listing once per generation of it: a lookup syncs a directory
- * too, but only a listing says that all entries are about to be read. */
-static void fs_prefetch_listing(struct fs *fs, struct node *dir)
+/* Prefetches for @dir's listing (resource @res) once per generation of it: a lookup
+ * syncs a directory too, but only a listing says that all entries are about to be
+ * read. */
+static void fs_prefetch_listing(struct fs *fs, struct node *dir, const struct resource *res)
 {
 	struct resource_ref ref = {0};
 	struct node_path np = {0};
-	struct resource res = {0};
-	uint64_t gen;
 	bool todo;
 
-	if (!fs->prefetch || node_is_internal(dir) || node_source(fs, dir, &ref, &np) < 0 ||
-	    !ref.path)
+	if (!fs->prefetch || !res->gen || node_is_internal(dir) ||
+	    node_source(fs, dir, &ref, &np) < 0 || !ref.path)
 		goto out;
-	tree_lock(fs->tree);
-	gen = dir->listed_gen;
-	tree_unlock(fs->tree);
-	uint64_t *key = g_new(uint64_t, 1);
-	*key = dir->ino;
+	struct listed *l = g_new(struct listed, 1);
+	l->gen = res->gen;
+	l->at = g_get_monotonic_time();
 	g_mutex_lock(&fs->lock);
-	todo = GPOINTER_TO_SIZE(g_hash_table_lookup(fs->prefetched, key)) != (gsize)gen;
-	if (todo)
-		g_hash_table_replace(fs->prefetched, key, GSIZE_TO_POINTER((gsize)gen));
-	else
-		g_free(key);
+	struct listed *was = g_hash_table_lookup(fs->prefetched, &dir->ino);
+	todo = !was || was->gen != l->gen;
+	g_hash_table_replace(fs->prefetched, g_memdup2(&dir->ino, sizeof(dir->ino)), l);
 	g_mutex_unlock(&fs->lock);
-	/* The listing was just synced: its resource is a cache hit. */
-	if (todo && session_get(fs->session, &ref, &res) == 0) {
-		fs_prefetch_listed(fs, np.pp.comp, np.pp.n, &ref, &res, PREFETCH_NOW);
+	if (todo) {
+		fs_prefetch_listed(fs, np.pp.comp, np.pp.n, &ref, res, PREFETCH_NOW);
 		fs_prefetch_cousins(fs, dir, &np, ref.key ? ref.key : ref.path);
 	}
 out:
-	resource_clear(&res);
 	resource_ref_clear(&ref);
 	node_path_clear(&np);
 }
 
-/* Brings @dir's children up to date with its resource. */
-static int fs_sync_dir(struct fs *fs, struct node *dir)
+/* Brings @dir's children up to date with its resource, which goes to @listing when it
+ * is not NULL (gen 0: a static directory). */
+static int fs_sync_dir(struct fs *fs, struct node *dir, struct resource *listing)
 {
 	const struct provider *p = session_provider(fs->session);
 	struct resource_ref ref = {0};
@@ -538,7 +573,10 @@ static int fs_sync_dir(struct fs *fs, struct node *dir)
 		}
 	}
 out:
-	resource_clear(&res);
+	if (listing && r == 0)
+		*listing = res;
+	else
+		resource_clear(&res);
 	resource_ref_clear(&ref);
 	node_path_clear(&np);
 	return r;
@@ -586,6 +624,38 @@ static int fs_render_from(struct fs *fs, struct node *node, const struct resourc
 	return r;
 }
 
+static void fs_internal_get(struct fs *fs, struct node *node, bool anew,
+			    struct internal_file *out)
+{
+	GBytes *data = NULL;
+
+	if (!anew) {
+		g_mutex_lock(&fs->lock);
+		struct internal_file *f = g_hash_table_lookup(fs->internal, &node->ino);
+		if (f) {
+			*out = *f;
+			g_bytes_ref(out->bytes);
+		}
+		g_mutex_unlock(&fs->lock);
+		if (f)
+			return;
+	}
+	/* status.json and metrics always render. */
+	fs_render_from(fs, node, NULL, &data);
+	struct internal_file *f = g_new0(struct internal_file, 1);
+	f->bytes = data;
+	f->hash = content_hash(data);
+	f->mtime = g_get_real_time();
+	g_mutex_lock(&fs->lock);
+	struct internal_file *old = g_hash_table_lookup(fs->internal, &node->ino);
+	if (old && old->hash == f->hash)
+		f->mtime = old->mtime;
+	g_hash_table_replace(fs->internal, g_memdup2(&node->ino, sizeof(node->ino)), f);
+	*out = *f;
+	g_bytes_ref(out->bytes);
+	g_mutex_unlock(&fs->lock);
+}
+
 /* Records what @node's bytes are now; true when they differ from what was seen before
  * (and then the kernel's copy is on its way out). */
 static bool fs_note_content(struct fs *fs, struct node *node, GBytes *data, uint64_t gen,
@@ -609,7 +679,7 @@ static bool fs_note_content(struct fs *fs, struct node *node, GBytes *data, uint
 	node->content_hash = hash;
 	node->size = g_bytes_get_size(data);
 	tree_unlock(fs->tree);
-	if (changed && !node_is_internal(node))
+	if (changed)
 		fs_forget_pages(fs, node);
 	return changed;
 }
@@ -624,10 +694,29 @@ static double fs_dir_timeout(struct fs *fs, struct node *node)
 	return ttl;
 }
 
-/* Fills @st for @node, rendering a file when its resource changed since the last time.
- * An internal file is rendered anew unless @keep_internal and it was rendered before.
- * *timeout: how long the kernel may keep it (a file: while its resource is fresh). */
-static int fs_stat_node(struct fs *fs, struct node *node, bool keep_internal, struct stat *st,
+static void fs_fill_time(struct stat *st, gint64 us)
+{
+	st->st_mtim.tv_sec = us / G_USEC_PER_SEC;
+	st->st_mtim.tv_nsec = (long)(us % G_USEC_PER_SEC) * 1000;
+	st->st_ctim = st->st_atim = st->st_mtim;
+}
+
+/* What a stat reports of a file. */
+enum stat_how {
+	/* A lookup or a listing: the file as it is now (its resource fetched when stale,
+	 * rendered when it changed; an internal file rendered). */
+	STAT_LOOKUP,
+	/* A stat or fstat: the same, but an internal file as it was at its lookup. */
+	STAT_NOW,
+	/* The kernel checking a file open since its last lookup, before a read (a
+	 * getattr with a file handle): what it was told then, so that its pages stay and
+	 * every read through that open file sees the same bytes. */
+	STAT_AS_TOLD,
+};
+
+/* Fills @st for @node. *timeout: how long the kernel may keep it (a file: while its
+ * resource is fresh; an internal file, or one checked as told: not at all). */
+static int fs_stat_node(struct fs *fs, struct node *node, enum stat_how how, struct stat *st,
 			double *timeout)
 {
 	memset(st, 0, sizeof(*st));
@@ -635,61 +724,61 @@ static int fs_stat_node(struct fs *fs, struct node *node, bool keep_internal, st
 	st->st_uid = fs->uid;
 	st->st_gid = fs->gid;
 	st->st_blksize = 4096;
+	*timeout = 0;
 
 	if (node->is_dir) {
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
 		tree_lock(fs->tree);
-		st->st_mtime = node->mtime ? node->mtime : fs->mounted_at;
+		fs_fill_time(st, node->mtime ? node->mtime : fs->mounted_at);
 		tree_unlock(fs->tree);
-		st->st_ctime = st->st_atime = st->st_mtime;
 		*timeout = fs_dir_timeout(fs, node);
 		return 0;
 	}
-
-	struct resource res = {0};
-	bool fresh_memo = false;
-	int r = 0;
-	*timeout = 0;
-	if (!node_is_internal(node)) {
-		r = fs_node_resource(fs, node, &res);
-		if (r < 0)
-			return r;
-		tree_lock(fs->tree);
-		fresh_memo = node->content_gen == res.gen;
-		tree_unlock(fs->tree);
-		*timeout = res.fresh_for;
-	} else if (keep_internal) {
-		g_autoptr(GBytes) kept = fs_internal_bytes(fs, node);
-		fresh_memo = kept != NULL;
-	}
-	if (!fresh_memo) {
-		GBytes *data = NULL;
-		r = fs_render_from(fs, node, &res, &data);
-		if (r == 0) {
-			if (node_is_internal(node))
-				fs_set_internal_bytes(fs, node, data);
-			fs_note_content(fs, node, data, res.gen,
-					res.gen ? res.changed_at : g_get_real_time() / G_USEC_PER_SEC);
-			g_bytes_unref(data);
-		}
-	}
-	resource_clear(&res);
-	if (r < 0)
-		return r;
 	st->st_mode = S_IFREG | 0444;
 	st->st_nlink = 1;
-	tree_lock(fs->tree);
-	st->st_size = (off_t)node->size;
-	st->st_mtim.tv_sec = node->mtime;
-	/* The API's times have whole seconds; the sub-second part is a fingerprint of the
-	 * bytes, so that bytes that changed twice in one second still show a new mtime
-	 * and the kernel drops its pages (AUTO_INVAL_DATA). Same bytes, same mtime, also
-	 * across remounts. */
-	st->st_mtim.tv_nsec = (long)(node->content_hash % 1000000000u);
-	tree_unlock(fs->tree);
+
+	if (node_is_internal(node)) {
+		struct internal_file f;
+		fs_internal_get(fs, node, how == STAT_LOOKUP, &f);
+		st->st_size = (off_t)g_bytes_get_size(f.bytes);
+		fs_fill_time(st, f.mtime);
+		g_bytes_unref(f.bytes);
+	} else {
+		bool told;
+		tree_lock(fs->tree);
+		told = how == STAT_AS_TOLD && !node->is_dir && node->content_gen;
+		tree_unlock(fs->tree);
+		if (!told) {
+			struct resource res = {0};
+			bool fresh_memo;
+			int r = fs_node_resource(fs, node, &res);
+			if (r < 0)
+				return r;
+			tree_lock(fs->tree);
+			fresh_memo = node->content_gen == res.gen;
+			tree_unlock(fs->tree);
+			if (!fresh_memo) {
+				GBytes *data = NULL;
+				r = fs_render_from(fs, node, &res, &data);
+				if (r == 0) {
+					fs_note_content(fs, node, data, res.gen, res.changed_at);
+					g_bytes_unref(data);
+				}
+			}
+			/* The kernel counts from when it gets the reply, in whole jiffies:
+			 * let it ask again a little before the cache would fetch anew. */
+			*timeout = MAX(res.fresh_for - KERNEL_MARGIN_S, 0);
+			resource_clear(&res);
+			if (r < 0)
+				return r;
+		}
+		tree_lock(fs->tree);
+		st->st_size = node->is_dir ? 0 : (off_t)node->size;
+		fs_fill_time(st, node->mtime);
+		tree_unlock(fs->tree);
+	}
 	st->st_blocks = (st->st_size + 511) / 512;
-	st->st_ctim = st->st_atim = st->st_mtim;
 	return 0;
 }
 
@@ -698,7 +787,7 @@ static int fs_fill_entry(struct fs *fs, struct node *node, struct fuse_entry_par
 	double timeout;
 
 	memset(e, 0, sizeof(*e));
-	int r = fs_stat_node(fs, node, false, &e->attr, &timeout);
+	int r = fs_stat_node(fs, node, STAT_LOOKUP, &e->attr, &timeout);
 	if (r < 0)
 		return r;
 	e->ino = node->ino;
@@ -744,8 +833,9 @@ static void fs_destroy(void *userdata)
 }
 
 /* The directory @ino with its children brought up to date, or NULL after replying
- * the error to @req. */
-static struct node *fs_synced_dir(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
+ * the error to @req. @listing: as for fs_sync_dir. */
+static struct node *fs_synced_dir(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
+				  struct resource *listing)
 {
 	struct node *dir = tree_get(fs->tree, ino);
 	int r;
@@ -754,7 +844,7 @@ static struct node *fs_synced_dir(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
 		fuse_reply_err(req, dir ? ENOTDIR : ENOENT);
 		return NULL;
 	}
-	r = fs_sync_dir(fs, dir);
+	r = fs_sync_dir(fs, dir, listing);
 	if (r < 0) {
 		fuse_reply_err(req, fs_errno(r));
 		return NULL;
@@ -765,7 +855,7 @@ static struct node *fs_synced_dir(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	struct node *dir = fs_synced_dir(req, fs, parent);
+	struct node *dir = fs_synced_dir(req, fs, parent, NULL);
 	struct fuse_entry_param e;
 	int r;
 
@@ -815,10 +905,9 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	/* An internal file keeps the rendering of its last lookup: a getattr is the kernel
-	 * checking before a read, or an fstat, of a file open since then (or a stat within
-	 * the same jiffy as a lookup). */
-	r = fs_stat_node(fs, node, true, &st, &timeout);
+	/* With @fi: the kernel checks a file open since its last lookup before a read
+	 * (stat and fstat come without). */
+	r = fs_stat_node(fs, node, fi ? STAT_AS_TOLD : STAT_NOW, &st, &timeout);
 	if (r < 0)
 		fuse_reply_err(req, fs_errno(r));
 	else
@@ -828,11 +917,13 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	struct node *dir = fs_synced_dir(req, fs, ino);
+	struct resource listing = {0};
+	struct node *dir = fs_synced_dir(req, fs, ino, &listing);
 
 	if (!dir)
 		return;
-	fs_prefetch_listing(fs, dir);
+	fs_prefetch_listing(fs, dir, &listing);
+	resource_clear(&listing);
 	struct open_dir *od = g_new0(struct open_dir, 1);
 	od->entries = tree_list(fs->tree, dir);
 	fi->fh = (uint64_t)(uintptr_t)od;
@@ -950,13 +1041,10 @@ static int fs_file_bytes(struct fs *fs, struct node *node, GBytes **data)
 	int r;
 
 	if (node_is_internal(node)) {
-		*data = fs_internal_bytes(fs, node);
-		if (*data)
-			return 0;
-		r = fs_render_from(fs, node, NULL, data);
-		if (r == 0)
-			fs_set_internal_bytes(fs, node, *data);
-		return r;
+		struct internal_file f;
+		fs_internal_get(fs, node, false, &f);
+		*data = f.bytes;
+		return 0;
 	}
 	r = fs_node_resource(fs, node, &res);
 	if (r == 0)

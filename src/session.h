@@ -26,7 +26,7 @@ const struct options *session_options(struct session *s);
 struct resource {
 	GBytes *bytes;     /* the body as the API sent it; a reference (resource_clear) */
 	uint64_t gen;
-	gint64 changed_at; /* unix seconds */
+	gint64 changed_at; /* unix µs */
 	bool stale;
 	double fresh_for;  /* seconds the body stays fresh from now: how long the kernel may
 			    * cache what is made of it (a stale copy: 1 s) */

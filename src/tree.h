@@ -41,7 +41,7 @@ struct tree;
 struct node {
 	uint64_t ino;
 	struct node *parent;
-	gint64 mtime; /* (lock) unix seconds: when this node's bytes (or listing) last changed */
+	gint64 mtime; /* (lock) unix µs: when this node's bytes (or listing) last changed */
 	/* (lock) what a file or a directory keeps, never both: is_dir says which, so check
 	 * it with the lock held before touching these. A node that changes kind starts
 	 * over (the children of a former directory are gone). */

@@ -117,6 +117,33 @@ def test_warm_opens_and_reads_are_served_by_the_kernel_without_asking_the_daemon
     assert cache_hits(m) == hits
 
 
+def test_an_open_file_keeps_its_bytes_after_a_refresh_changed_them(rig):
+    m = tibber_mount(rig, "ttl=1")
+    device = m / "homes" / TIBBER_HOME / "devices" / CHARGER
+    fd = os.open(device / "device.json", os.O_RDONLY)
+    try:
+        head = os.read(fd, 100)
+        old_value = read(device / "values" / "charging.status")
+
+        rig.cloud.control.tibber_capability(CHARGER, "charging.status", "charging-longer")
+        # Another file of the same resource shows the refresh has happened.
+        wait_until(lambda: read(device / "values" / "charging.status") != old_value, 15,
+                   "the refresh to show in values/charging.status")
+
+        rest = b"".join(iter(lambda: os.read(fd, 64), b""))
+    finally:
+        os.close(fd)
+    old = json.loads(head + rest)  # one version, whole: not the old head on a new tail
+    status = [c for c in old["capabilities"] if c["id"] == "charging.status"]
+    assert status[0]["value"] == old_value.decode().strip()
+    # A new open shows the new bytes (once the kernel's attributes, valid to within a
+    # jiffy of the cache's freshness, have expired).
+    wait_until(lambda: b"charging-longer" in read(device / "device.json"), 5,
+               "a new open to show the new bytes")
+    new = read(device / "device.json")
+    assert os.stat(device / "device.json").st_size == len(new)
+
+
 def test_an_open_status_json_keeps_its_bytes_and_a_new_open_shows_new_counts(rig):
     rig.login_tado()
     m = rig.mount("tado")
@@ -195,6 +222,41 @@ def test_once_a_walk_lists_a_second_home_the_next_homes_details_are_prefetched(r
     wait_until(lambda: fetched() >= wanted, 15, "the third home's details")
     assert not fetched() & (in_home[homes[3]] - wanted), "it ran two homes ahead"
     assert set(detail_requests(rig).values()) == {1}
+
+
+@pytest.mark.parametrize("cloud_options", [{"tibber_homes": 4, "tibber_devices": 6}])
+def test_listing_two_homes_that_are_not_neighbours_prefetches_no_third(rig):
+    m = tibber_mount(rig)
+    data = rig.cloud.control.data()["tibber"]
+    homes = [h["id"] for h in (data["homes"]["homes"] if isinstance(data["homes"], dict)
+                               else data["homes"])]
+    in_home = {h: {d["id"] for d in data["devices"][h]} for h in homes}
+
+    def fetched():
+        return {k.rsplit("/", 1)[1] for k in detail_requests(rig)}
+
+    os.listdir(m / "homes" / homes[0] / "devices")
+    os.listdir(m / "homes" / homes[2] / "devices")  # not the step after homes[0]
+    wanted = in_home[homes[0]] | in_home[homes[2]]
+    wait_until(lambda: fetched() >= wanted, 15, "both homes' details")
+    assert not fetched() & (in_home[homes[3]] - wanted)
+
+
+@pytest.mark.parametrize("cloud_options", [{"tibber_homes": 4, "tibber_devices": 6}])
+def test_unmounting_while_the_walk_prefetch_runs_ends_cleanly(rig):
+    m = tibber_mount(rig, "prefetch=32")
+    data = rig.cloud.control.data()["tibber"]
+    homes = [h["id"] for h in (data["homes"]["homes"] if isinstance(data["homes"], dict)
+                               else data["homes"])]
+    os.listdir(m / "homes" / homes[0] / "devices")
+    rig.cloud.control.latency(500)
+    os.listdir(m / "homes" / homes[1] / "devices")  # queues the third home's listing
+    wait_until(lambda: rig.cloud.control.stats()["requests"].get(
+        f"GET /v1/homes/{homes[2]}/devices", 0) >= 1 or any(
+        homes[2] in k for k in detail_requests(rig)), 15, "the look-ahead to start")
+
+    assert m.stop() == 0
+    rig.assert_no_sanitizer_report()
 
 
 def test_a_walk_makes_one_request_per_resource_over_few_connections(rig):
