@@ -448,6 +448,31 @@ static void *keyed_reader_run(void *data)
 	return NULL;
 }
 
+static void test_a_disk_copy_of_whole_seconds_still_loads(void)
+{
+	/* Written before changed_at kept microseconds. */
+	g_autofree char *dir = temp_dir();
+	g_autofree char *file = disk_path(dir, "/old");
+	g_autofree char *text = g_strdup_printf("smarthomefs-cache 1\nkey=/old\nchanged_at=1700000000"
+						"\nfetched_at=1700000001\n\nold body");
+	struct cache *c;
+	struct fake f;
+	struct cache_hit hit;
+
+	g_assert_cmpint(g_mkdir_with_parents(dir, 0700), ==, 0);
+	g_assert_true(g_file_set_contents(file, text, -1, NULL));
+	fake_init(&f, "unused");
+	c = cache_new(dir, 5);
+	g_assert_cmpint(get(c, "/old", 3600, true, &f, &hit), ==, 0);
+	assert_body(&hit, "old body");
+	g_assert_cmpint(hit.changed_at, ==, G_GINT64_CONSTANT(1700000000) * G_USEC_PER_SEC);
+	g_assert_cmpint(f.calls, ==, 0);
+	cache_hit_clear(&hit);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&f);
+}
+
 static void test_a_slow_disk_load_of_one_key_does_not_delay_another_key(void)
 {
 	g_autofree char *dir = temp_dir();
@@ -572,6 +597,8 @@ int main(int argc, char **argv)
 			test_offline_serves_the_disk_copy_and_never_fetches);
 	g_test_add_func("/cache/a_waiter_gives_up_when_the_fetch_hangs",
 			test_a_waiter_gives_up_when_the_fetch_hangs);
+	g_test_add_func("/cache/a_disk_copy_of_whole_seconds_still_loads",
+			test_a_disk_copy_of_whole_seconds_still_loads);
 	g_test_add_func("/cache/a_slow_disk_load_of_one_key_does_not_delay_another_key",
 			test_a_slow_disk_load_of_one_key_does_not_delay_another_key);
 	g_test_add_func("/cache/a_body_fetched_while_the_disk_load_hangs_wins_over_the_loaded_copy",
