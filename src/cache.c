@@ -453,6 +453,22 @@ uint64_t cache_peek_gen(struct cache *c, const char *key)
 	return gen;
 }
 
+int cache_peek(struct cache *c, const char *key, struct cache_hit *hit)
+{
+	struct cache_entry *e;
+	int r = -ENOENT;
+
+	memset(hit, 0, sizeof(*hit));
+	g_mutex_lock(&c->lock);
+	e = g_hash_table_lookup(c->entries, key);
+	if (e && e->body) {
+		hit_fill(hit, e, 0);
+		r = 0;
+	}
+	g_mutex_unlock(&c->lock);
+	return r;
+}
+
 void cache_get_stats(struct cache *c, struct cache_stats *out)
 {
 	GHashTableIter it;

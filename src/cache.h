@@ -60,4 +60,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 void cache_hit_clear(struct cache_hit *hit);
 /* The generation of @key if it is cached (0 if not), without fetching. */
 uint64_t cache_peek_gen(struct cache *c, const char *key);
+/* The copy of @key held in memory, fresh or not, without fetching, loading or counting
+ * anything. Returns 0, or -ENOENT when there is none. */
+int cache_peek(struct cache *c, const char *key, struct cache_hit *hit);
 void cache_get_stats(struct cache *c, struct cache_stats *out);

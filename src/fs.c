@@ -56,7 +56,9 @@ struct fs {
 	GMutex lock;             /* guards internal and prefetched */
 	GHashTable *internal;    /* internal file inode -> struct internal_file */
 	GHashTable *prefetched;  /* directory inode -> struct listed: prefetched for */
-	GAsyncQueue *inval;      /* uint64_t * inode numbers for the notifier, or &stop_mark */
+	GHashTable *filled;      /* directory inode -> listing generation its files were put
+				  * in the page cache for */
+	GAsyncQueue *notices;    /* struct notice * for the notifier, or &stop_mark */
 	GThread *notifier;       /* started in fs_init: after libfuse's fork */
 
 	GMutex prefetch_lock;    /* guards pushing to prefetch against its end */
@@ -81,11 +83,21 @@ struct listed {
  * devices/ after the previous home's) is taken for the next step of one walk. */
 #define WALK_STEP_US (60 * G_USEC_PER_SEC)
 
+/* How many directories after the one being read have their files put in the page
+ * cache ahead of the reader (fs_fill_around). */
+#define FILL_AHEAD 8
+
 /* How much sooner than the cache the kernel stops trusting a file's attributes. */
 #define KERNEL_MARGIN_S 0.05
 
+/* What the notifier thread tells the kernel about a file. */
+struct notice {
+	uint64_t ino;
+	bool fill; /* put its bytes in the page cache; else drop its pages and attributes */
+};
+
 /* Tells the notifier thread to end. */
-static uint64_t stop_mark;
+static struct notice stop_mark;
 
 struct open_dir {
 	GArray *entries; /* struct tree_dirent */
@@ -113,7 +125,8 @@ struct fs *fs_new(struct session *session)
 	fs->internal = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
 					     internal_file_free);
 	fs->prefetched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
-	fs->inval = g_async_queue_new_full(g_free);
+	fs->filled = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	fs->notices = g_async_queue_new_full(g_free);
 	return fs;
 }
 
@@ -129,7 +142,7 @@ static void fs_stop_threads(struct fs *fs)
 		g_thread_pool_free(pool, TRUE, TRUE);
 	}
 	if (fs->notifier) {
-		g_async_queue_push_front(fs->inval, &stop_mark);
+		g_async_queue_push_front(fs->notices, &stop_mark);
 		g_thread_join(fs->notifier);
 		fs->notifier = NULL;
 	}
@@ -140,7 +153,8 @@ void fs_free(struct fs *fs)
 	if (!fs)
 		return;
 	fs_stop_threads(fs);
-	g_async_queue_unref(fs->inval);
+	g_async_queue_unref(fs->notices);
+	g_hash_table_destroy(fs->filled);
 	g_hash_table_destroy(fs->internal);
 	g_hash_table_destroy(fs->prefetched);
 	g_mutex_clear(&fs->lock);
@@ -149,32 +163,48 @@ void fs_free(struct fs *fs)
 	g_free(fs);
 }
 
-/* Drops the kernel's attributes and pages of the inodes it is given. A notice for an
- * inode must not be sent from inside a request on that inode (the kernel may hold the
- * inode's lock while it waits for our reply), hence this thread. Idle, it sleeps in
- * g_async_queue_pop. */
+static void fs_fill_pages(struct fs *fs, uint64_t ino);
+
+/* Drops the kernel's attributes and pages of the files it is told of, or fills their
+ * pages. A notice for an inode must not be sent from inside a request on that inode
+ * (the kernel may hold the inode's lock while it waits for our reply), hence this
+ * thread; one thread, so that notices about one file keep their order. Idle, it sleeps
+ * in g_async_queue_pop. */
 static gpointer fs_notifier(gpointer data)
 {
 	struct fs *fs = data;
 
 	for (;;) {
-		uint64_t *ino = g_async_queue_pop(fs->inval);
-		if (ino == &stop_mark)
+		struct notice *n = g_async_queue_pop(fs->notices);
+		if (n == &stop_mark)
 			return NULL;
-		/* -ENOENT: the kernel has forgotten the inode, nothing to drop. */
-		int r = fuse_lowlevel_notify_inval_inode(fs->se, *ino, 0, 0);
-		if (r < 0 && r != -ENOENT)
-			log_debug("cannot invalidate inode %" G_GUINT64_FORMAT ": %s", *ino,
-				  g_strerror(-r));
-		g_free(ino);
+		if (n->fill) {
+			fs_fill_pages(fs, n->ino);
+		} else {
+			/* -ENOENT: the kernel has forgotten the inode, nothing to drop. */
+			int r = fuse_lowlevel_notify_inval_inode(fs->se, n->ino, 0, 0);
+			if (r < 0 && r != -ENOENT)
+				log_debug("cannot invalidate inode %" G_GUINT64_FORMAT ": %s",
+					  n->ino, g_strerror(-r));
+		}
+		g_free(n);
 	}
+}
+
+static void fs_notice(struct fs *fs, uint64_t ino, bool fill)
+{
+	struct notice *n = g_new(struct notice, 1);
+
+	n->ino = ino;
+	n->fill = fill;
+	g_async_queue_push(fs->notices, n);
 }
 
 /* Called when @node's bytes changed: the kernel's attributes and pages of it go. */
 static void fs_forget_pages(struct fs *fs, struct node *node)
 {
 	if (fs->notifier && fs->se)
-		g_async_queue_push(fs->inval, g_memdup2(&node->ino, sizeof(node->ino)));
+		fs_notice(fs, node->ino, false);
 }
 
 /* Internal file @node's rendering in *out (bytes: a new reference): rendered now when
@@ -1055,6 +1085,108 @@ static int fs_file_bytes(struct fs *fs, struct node *node, GBytes **data)
 	return r;
 }
 
+/* Puts file @ino's bytes in the kernel's page cache, when the cache holds the very
+ * generation the kernel was last told of (its size and mtime): a read then needs no
+ * request. Never fetches. */
+static void fs_fill_pages(struct fs *fs, uint64_t ino)
+{
+	struct node *node = tree_get(fs->tree, ino);
+	struct resource_ref ref = {0};
+	struct node_path np = {0};
+	struct resource res = {0};
+	g_autoptr(GBytes) data = NULL;
+	bool told = false;
+
+	if (!node || node_is_internal(node) || node_source(fs, node, &ref, &np) < 0 ||
+	    !ref.path || session_peek(fs->session, &ref, &res) < 0)
+		goto out;
+	tree_lock(fs->tree);
+	told = !node->is_dir && node->content_gen == res.gen;
+	tree_unlock(fs->tree);
+	if (told && fs_render_from(fs, node, &res, &data) == 0) {
+		uint64_t hash = content_hash(data);
+		tree_lock(fs->tree);
+		told = !node->is_dir && node->content_gen == res.gen && node->content_hash == hash;
+		tree_unlock(fs->tree);
+		if (told) {
+			gsize len = 0;
+			struct fuse_bufvec buf = FUSE_BUFVEC_INIT(0);
+			buf.buf[0].mem = (void *)g_bytes_get_data(data, &len);
+			buf.buf[0].size = len;
+			/* -ENOENT: the kernel has forgotten the inode. */
+			int r = len ? fuse_lowlevel_notify_store(fs->se, ino, 0, &buf, 0) : 0;
+			if (r < 0 && r != -ENOENT)
+				log_debug("cannot fill the pages of inode %" G_GUINT64_FORMAT ": %s",
+					  ino, g_strerror(-r));
+		}
+	}
+out:
+	resource_clear(&res);
+	resource_ref_clear(&ref);
+	node_path_clear(&np);
+}
+
+/* Has the notifier put the files of @dir, and those of its subdirectories (a device's
+ * values/ beside its device.json), in the page cache, but for @except; once per listing
+ * generation of @dir. */
+static void fs_fill_dir(struct fs *fs, struct node *dir, uint64_t except)
+{
+	uint64_t gen;
+	bool todo;
+
+	if (node_is_internal(dir))
+		return;
+	tree_lock(fs->tree);
+	gen = dir->is_dir ? dir->listed_gen : 0;
+	tree_unlock(fs->tree);
+	if (!gen)
+		return;
+	g_mutex_lock(&fs->lock);
+	todo = GPOINTER_TO_SIZE(g_hash_table_lookup(fs->filled, &dir->ino)) != (gsize)gen;
+	if (todo)
+		g_hash_table_replace(fs->filled, g_memdup2(&dir->ino, sizeof(dir->ino)),
+				     GSIZE_TO_POINTER((gsize)gen));
+	g_mutex_unlock(&fs->lock);
+	if (!todo)
+		return;
+	GArray *files = tree_list(fs->tree, dir);
+	for (guint i = 0; i < files->len; i++) {
+		struct tree_dirent *d = &g_array_index(files, struct tree_dirent, i);
+		struct node *sub = d->is_dir ? tree_get(fs->tree, d->ino) : NULL;
+		if (!d->is_dir && d->ino != except)
+			fs_notice(fs, d->ino, true);
+		if (!sub)
+			continue;
+		GArray *more = tree_list(fs->tree, sub);
+		for (guint k = 0; k < more->len; k++) {
+			struct tree_dirent *f = &g_array_index(more, struct tree_dirent, k);
+			if (!f->is_dir)
+				fs_notice(fs, f->ino, true);
+		}
+		tree_dirents_free(more);
+	}
+	tree_dirents_free(files);
+}
+
+/* After file @node was read from its start (its pages were not in the kernel's cache):
+ * whoever reads a file of a directory reads the others next (cat of a whole directory,
+ * find -exec cat, tar, backups), and then those of the next directories. So the files
+ * beside it, and those of the FILL_AHEAD directories after its own, are put in the page
+ * cache from what the cache holds: a readahead across files. Only files the kernel has
+ * been told of (looked up or listed) are filled, and nothing is fetched for it. */
+static void fs_fill_around(struct fs *fs, struct node *node)
+{
+	struct node *next[FILL_AHEAD];
+	struct node *dir = node->parent;
+
+	if (!dir || !fs->notifier || !fs->se || node_is_internal(node))
+		return;
+	fs_fill_dir(fs, dir, node->ino);
+	size_t n = dir->parent ? tree_next_siblings(fs->tree, dir, next, FILL_AHEAD) : 0;
+	for (size_t i = 0; i < n; i++)
+		fs_fill_dir(fs, next[i], 0); /* nothing for a file */
+}
+
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -1074,6 +1206,8 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	fuse_reply_buf(req, data + off, MIN(size, len - (size_t)off));
+	if (off == 0)
+		fs_fill_around(fs, node);
 }
 
 static void fs_statfs(fuse_req_t req, fuse_ino_t ino)

@@ -470,9 +470,20 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	return 0;
 }
 
-uint64_t session_peek_gen(struct session *s, const struct resource_ref *ref)
+int session_peek(struct session *s, const struct resource_ref *ref, struct resource *out)
 {
-	return cache_peek_gen(s->cache, ref->key ? ref->key : ref->path);
+	struct cache_hit hit;
+	int r = cache_peek(s->cache, ref->key ? ref->key : ref->path, &hit);
+
+	memset(out, 0, sizeof(*out));
+	if (r < 0)
+		return r;
+	out->bytes = g_bytes_ref(hit.body);
+	out->gen = hit.gen;
+	out->changed_at = hit.changed_at;
+	out->session = s;
+	cache_hit_clear(&hit);
+	return 0;
 }
 
 static char *iso_time(gint64 unix_s)

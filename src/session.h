@@ -42,8 +42,8 @@ json_t *resource_json(const struct resource *r);
 /* The body of @ref, through the cache. Returns 0 or a negative errno from the
  * table in design.md (-ENOENT, -EACCES, -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN). */
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out);
-/* The generation of @ref's cached body without fetching (0: not cached). */
-uint64_t session_peek_gen(struct session *s, const struct resource_ref *ref);
+/* The body of @ref held in memory, as it is, without fetching (-ENOENT: none). */
+int session_peek(struct session *s, const struct resource_ref *ref, struct resource *out);
 /* The effective TTL for @ref now (stretched when the quota runs low). */
 int session_ttl(struct session *s, const struct resource_ref *ref);
 

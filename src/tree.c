@@ -402,6 +402,24 @@ struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, b
 	return n;
 }
 
+size_t tree_next_siblings(struct tree *t, struct node *node, struct node **out, size_t max)
+{
+	struct node *dir = node->parent;
+	size_t n = 0;
+	guint i = 0;
+
+	tree_lock(t);
+	if (dir && dir->is_dir) {
+		while (i < dir->n_order && dir->order[i] != node)
+			i++;
+		for (i++; i < dir->n_order && n < max; i++)
+			if (!dir->order[i]->gone)
+				out[n++] = dir->order[i];
+	}
+	tree_unlock(t);
+	return n;
+}
+
 GArray *tree_list(struct tree *t, struct node *dir)
 {
 	GArray *list = g_array_new(FALSE, TRUE, sizeof(struct tree_dirent));

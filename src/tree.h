@@ -82,6 +82,9 @@ struct node *tree_child(struct tree *t, struct node *dir, const char *name);
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen);
 /* Adds one child (raw name) if not there; returns it. */
 struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir);
+/* Puts in @out the live nodes after @node in its parent's listing order, at most @max;
+ * returns how many. */
+size_t tree_next_siblings(struct tree *t, struct node *node, struct node **out, size_t max);
 /* Copies the names of the live children of @dir, in order, as struct tree_dirent. */
 GArray *tree_list(struct tree *t, struct node *dir);
 

@@ -144,6 +144,39 @@ def test_an_open_file_keeps_its_bytes_after_a_refresh_changed_them(rig):
     assert os.stat(device / "device.json").st_size == len(new)
 
 
+def resident(path):
+    """Bytes of @path in the kernel's page cache (fincore: mincore on a mapping)."""
+    r = subprocess.run(["fincore", "--noheadings", "--bytes", "--output", "RES", str(path)],
+                       capture_output=True, text=True, check=True)
+    return int(r.stdout.strip())
+
+
+def test_reading_one_file_puts_the_files_beside_and_ahead_in_the_page_cache(rig):
+    m = tibber_mount(rig)
+    devices = m / "homes" / TIBBER_HOME / "devices"
+    names = os.listdir(devices)
+    here, ahead = devices / names[0], devices / names[1]
+    files = [ahead / "device.json"]
+    for d in (here, ahead):
+        files += [d / "values" / v for v in os.listdir(d / "values")]
+    for f in files:
+        os.stat(f)  # the kernel knows them; nobody has read them
+    assert not any(resident(f) for f in files)
+
+    read(here / "device.json")
+    wait_until(lambda: all(resident(f) for f in files), 15,
+               "the values beside and the next device's files in the page cache")
+
+    hits = cache_hits(m)
+    filled = {f: read(f) for f in files}
+    assert cache_hits(m) == hits, "a read of a filled file reached the daemon"
+    for f, data in filled.items():  # the same bytes as a read through the daemon gives
+        with open(f, "rb") as fh:
+            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        assert read(f) == data and os.stat(f).st_size == len(data)
+    assert cache_hits(m) > hits
+
+
 def test_an_open_status_json_keeps_its_bytes_and_a_new_open_shows_new_counts(rig):
     rig.login_tado()
     m = rig.mount("tado")
