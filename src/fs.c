@@ -21,6 +21,10 @@
  * rendered at every lookup (their entries never stay valid, so every open by path
  * looks up) and kept with their size and mtime for the stats and reads that follow.
  *
+ * Readahead across files: a read from a file's start has the notifier put the files
+ * beside it, and those of the next directories, in the page cache (fs_fill_around),
+ * from what the cache holds, so that cat, tar and backups read them without a request.
+ *
  * Prefetch: when a listing is fetched anew, the resources its entries are made of are
  * fetched in parallel (at most options.prefetch at once), because ls -l, find and tar
  * stat every entry next; during a walk, the next directory's too, behind the current

@@ -685,6 +685,27 @@ static void test_memory_per_node_of_10000_devices(void) {
   tree_free(t);
 }
 
+/* The nodes after one in its directory's order, live ones only, at most max. */
+static void test_next_siblings_follow_the_listing_and_skip_gone_ones(void) {
+  struct tree *t = tree_new();
+  struct node *dir = tree_add_child(t, tree_root(t), "devices", true);
+  struct node *out[3];
+
+  set_children(t, dir, (const char *const[]){"a", "b", "c", "d", "e", NULL}, 1);
+  struct node *a = tree_child(t, dir, "a");
+  g_assert_cmpuint(tree_next_siblings(t, a, out, 3), ==, 3);
+  g_assert_cmpstr(out[0]->name, ==, "b");
+  g_assert_cmpstr(out[2]->name, ==, "d");
+
+  set_children(t, dir, (const char *const[]){"a", "c", "e", NULL}, 2);
+  g_assert_cmpuint(tree_next_siblings(t, a, out, 3), ==, 2);
+  g_assert_cmpstr(out[0]->name, ==, "c");
+  g_assert_cmpstr(out[1]->name, ==, "e");
+  g_assert_cmpuint(tree_next_siblings(t, tree_child(t, dir, "e"), out, 3), ==, 0);
+  g_assert_cmpuint(tree_next_siblings(t, tree_root(t), out, 3), ==, 0);
+  tree_free(t);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/tree/root_is_inode_one_and_unnamed",
@@ -735,6 +756,8 @@ int main(int argc, char **argv) {
                   test_colliding_paths_keep_their_inodes_when_gone_and_back);
   g_test_add_func("/tree/colliding_paths_in_two_directories_stay_apart",
                   test_colliding_paths_in_two_directories_stay_apart);
+  g_test_add_func("/tree/next_siblings_follow_the_listing_and_skip_gone_ones",
+                  test_next_siblings_follow_the_listing_and_skip_gone_ones);
   g_test_add_func("/tree/memory_per_node_of_10000_devices",
                   test_memory_per_node_of_10000_devices);
   return g_test_run();
