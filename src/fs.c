@@ -17,9 +17,10 @@
  * and the reads through that open file see the bytes they started with. A read that
  * the page cache cannot answer renders the resource as it is now (O_DIRECT, pages
  * evicted under memory pressure): one read() is always one version.
- * The files of .smarthomefs/ change with every request the mount makes: they are
- * rendered at every lookup (their entries never stay valid, so every open by path
- * looks up) and kept with their size and mtime for the stats and reads that follow.
+ * The files of .smarthomefs/ change with every request the mount makes: every lookup
+ * renders them (their entries never stay valid, so every open by path looks up), and
+ * bytes that differ from the last rendering become a FUSE node of their own (struct
+ * rendering), which a file open since keeps: true snapshots, with exact sizes.
  *
  * Readahead across files: a read from a file's start has the notifier put the files
  * beside it, and those of the next directories, in the page cache (fs_fill_around),
@@ -57,8 +58,9 @@ struct fs {
 
 	bool no_open;            /* the kernel sends no open/release for files */
 
-	GMutex lock;             /* guards internal and prefetched */
-	GHashTable *internal;    /* internal file inode -> struct internal_file */
+	GMutex lock;             /* guards renderings, their counts, prefetched, filled */
+	GHashTable *renderings;  /* FUSE node id -> struct rendering, the kernel's */
+	GHashTable *latest;      /* internal file inode -> its latest struct rendering */
 	GHashTable *prefetched;  /* directory inode -> struct listed: prefetched for */
 	GHashTable *filled;      /* directory inode -> listing generation its files were put
 				  * in the page cache for */
@@ -70,11 +72,17 @@ struct fs {
 	atomic_uint_fast64_t prefetch_seq; /* the order of queueing, for prefetch_job_cmp */
 };
 
-/* The last rendering of an internal file, with what stat shows of it. */
-struct internal_file {
+/* One rendering of an internal file (status.json, metrics), a FUSE node of its own: a
+ * lookup that renders other bytes than the latest rendering makes a new one, so that a
+ * file open since keeps its bytes and its size (an open file is a snapshot) while the
+ * next open sees the new ones. Its node id is its address; st_ino stays the path's. It
+ * lives until the kernel forgets it (nlookup back to 0) or the mount ends. */
+struct rendering {
+	struct node *node;
 	GBytes *bytes;
 	uint64_t hash;
-	gint64 mtime; /* unix µs: when its bytes last changed */
+	gint64 mtime;     /* unix µs: when the file's bytes last changed */
+	uint64_t nlookup; /* (fs->lock) the lookups the kernel has not forgotten */
 };
 
 /* A directory whose listing was prefetched for: which generation of it, and when. */
@@ -107,12 +115,12 @@ struct open_dir {
 	GArray *entries; /* struct tree_dirent */
 };
 
-static void internal_file_free(gpointer data)
+static void rendering_free(gpointer data)
 {
-	struct internal_file *f = data;
+	struct rendering *r = data;
 
-	g_bytes_unref(f->bytes);
-	g_free(f);
+	g_bytes_unref(r->bytes);
+	g_free(r);
 }
 
 struct fs *fs_new(struct session *session)
@@ -126,8 +134,9 @@ struct fs *fs_new(struct session *session)
 	fs->mounted_at = g_get_real_time();
 	g_mutex_init(&fs->lock);
 	g_mutex_init(&fs->prefetch_lock);
-	fs->internal = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
-					     internal_file_free);
+	fs->renderings = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
+					       rendering_free);
+	fs->latest = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	fs->prefetched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	fs->filled = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	fs->notices = g_async_queue_new_full(g_free);
@@ -159,7 +168,8 @@ void fs_free(struct fs *fs)
 	fs_stop_threads(fs);
 	g_async_queue_unref(fs->notices);
 	g_hash_table_destroy(fs->filled);
-	g_hash_table_destroy(fs->internal);
+	g_hash_table_destroy(fs->latest);
+	g_hash_table_destroy(fs->renderings);
 	g_hash_table_destroy(fs->prefetched);
 	g_mutex_clear(&fs->lock);
 	g_mutex_clear(&fs->prefetch_lock);
@@ -210,12 +220,6 @@ static void fs_forget_pages(struct fs *fs, struct node *node)
 	if (fs->notifier && fs->se)
 		fs_notice(fs, node->ino, false);
 }
-
-/* Internal file @node's rendering in *out (bytes: a new reference): rendered now when
- * @anew or never before, else the last one. The bytes and what stat shows of them are
- * kept together, so a size always goes with its bytes. */
-static void fs_internal_get(struct fs *fs, struct node *node, bool anew,
-			    struct internal_file *out);
 
 void fs_set_fuse_session(struct fs *fs, struct fuse_session *se)
 {
@@ -658,36 +662,76 @@ static int fs_render_from(struct fs *fs, struct node *node, const struct resourc
 	return r;
 }
 
-static void fs_internal_get(struct fs *fs, struct node *node, bool anew,
-			    struct internal_file *out)
+static void fs_fill_time(struct stat *st, gint64 us)
 {
-	GBytes *data = NULL;
+	st->st_mtim.tv_sec = us / G_USEC_PER_SEC;
+	st->st_mtim.tv_nsec = (long)(us % G_USEC_PER_SEC) * 1000;
+	st->st_ctim = st->st_atim = st->st_mtim;
+}
 
-	if (!anew) {
-		g_mutex_lock(&fs->lock);
-		struct internal_file *f = g_hash_table_lookup(fs->internal, &node->ino);
-		if (f) {
-			*out = *f;
-			g_bytes_ref(out->bytes);
-		}
-		g_mutex_unlock(&fs->lock);
-		if (f)
-			return;
-	}
+/* Renders internal file @node for a lookup: its rendering (a new one unless the bytes
+ * are those of the latest), with one more lookup counted. */
+static struct rendering *fs_render_internal(struct fs *fs, struct node *node)
+{
+	struct rendering *r = g_new0(struct rendering, 1);
+
 	/* status.json and metrics always render. */
-	fs_render_from(fs, node, NULL, &data);
-	struct internal_file *f = g_new0(struct internal_file, 1);
-	f->bytes = data;
-	f->hash = content_hash(data);
-	f->mtime = g_get_real_time();
+	fs_render_from(fs, node, NULL, &r->bytes);
+	r->node = node;
+	r->hash = content_hash(r->bytes);
+	r->mtime = g_get_real_time();
 	g_mutex_lock(&fs->lock);
-	struct internal_file *old = g_hash_table_lookup(fs->internal, &node->ino);
-	if (old && old->hash == f->hash)
-		f->mtime = old->mtime;
-	g_hash_table_replace(fs->internal, g_memdup2(&node->ino, sizeof(node->ino)), f);
-	*out = *f;
-	g_bytes_ref(out->bytes);
+	struct rendering *latest = g_hash_table_lookup(fs->latest, &node->ino);
+	if (latest && latest->hash == r->hash) {
+		rendering_free(r);
+		r = latest;
+	} else {
+		g_hash_table_insert(fs->renderings, r, r);
+		g_hash_table_replace(fs->latest, g_memdup2(&node->ino, sizeof(node->ino)), r);
+	}
+	r->nlookup++;
 	g_mutex_unlock(&fs->lock);
+	return r;
+}
+
+/* The rendering whose node id is @ino, or NULL; the kernel holds it until it forgets. */
+static struct rendering *fs_rendering(struct fs *fs, fuse_ino_t ino)
+{
+	struct rendering *r;
+
+	g_mutex_lock(&fs->lock);
+	r = g_hash_table_lookup(fs->renderings, GSIZE_TO_POINTER((gsize)ino));
+	g_mutex_unlock(&fs->lock);
+	return r;
+}
+
+/* The kernel forgot @n lookups of @ino: a rendering it no longer holds goes. */
+static void fs_forget_one(struct fs *fs, fuse_ino_t ino, uint64_t n)
+{
+	struct rendering *r;
+
+	g_mutex_lock(&fs->lock);
+	r = g_hash_table_lookup(fs->renderings, GSIZE_TO_POINTER((gsize)ino));
+	if (r && (r->nlookup -= MIN(n, r->nlookup)) == 0) {
+		if (g_hash_table_lookup(fs->latest, &r->node->ino) == r)
+			g_hash_table_remove(fs->latest, &r->node->ino);
+		g_hash_table_remove(fs->renderings, r);
+	}
+	g_mutex_unlock(&fs->lock);
+}
+
+static void fs_rendering_stat(struct fs *fs, const struct rendering *r, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = r->node->ino;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_blksize = 4096;
+	st->st_mode = S_IFREG | 0444;
+	st->st_nlink = 1;
+	st->st_size = (off_t)g_bytes_get_size(r->bytes);
+	st->st_blocks = (st->st_size + 511) / 512;
+	fs_fill_time(st, r->mtime);
 }
 
 /* Records what @node's bytes are now; true when they differ from what was seen before
@@ -728,19 +772,10 @@ static double fs_dir_timeout(struct fs *fs, struct node *node)
 	return ttl;
 }
 
-static void fs_fill_time(struct stat *st, gint64 us)
-{
-	st->st_mtim.tv_sec = us / G_USEC_PER_SEC;
-	st->st_mtim.tv_nsec = (long)(us % G_USEC_PER_SEC) * 1000;
-	st->st_ctim = st->st_atim = st->st_mtim;
-}
-
 /* What a stat reports of a file. */
 enum stat_how {
-	/* A lookup or a listing: the file as it is now (its resource fetched when stale,
-	 * rendered when it changed; an internal file rendered). */
-	STAT_LOOKUP,
-	/* A stat or fstat: the same, but an internal file as it was at its lookup. */
+	/* A lookup, a listing, a stat or fstat: the file as it is now (its resource
+	 * fetched when stale, rendered when it changed). */
 	STAT_NOW,
 	/* The kernel checking a file open since its last lookup, before a read (a
 	 * getattr with a file handle): what it was told then, so that its pages stay and
@@ -748,8 +783,9 @@ enum stat_how {
 	STAT_AS_TOLD,
 };
 
-/* Fills @st for @node. *timeout: how long the kernel may keep it (a file: while its
- * resource is fresh; an internal file, or one checked as told: not at all). */
+/* Fills @st for @node, a directory or a provider's file (internal files are renderings).
+ * *timeout: how long the kernel may keep it (a file: while its resource is fresh; one
+ * checked as told: not at all). */
 static int fs_stat_node(struct fs *fs, struct node *node, enum stat_how how, struct stat *st,
 			double *timeout)
 {
@@ -772,13 +808,7 @@ static int fs_stat_node(struct fs *fs, struct node *node, enum stat_how how, str
 	st->st_mode = S_IFREG | 0444;
 	st->st_nlink = 1;
 
-	if (node_is_internal(node)) {
-		struct internal_file f;
-		fs_internal_get(fs, node, how == STAT_LOOKUP, &f);
-		st->st_size = (off_t)g_bytes_get_size(f.bytes);
-		fs_fill_time(st, f.mtime);
-		g_bytes_unref(f.bytes);
-	} else {
+	{
 		bool told;
 		tree_lock(fs->tree);
 		told = how == STAT_AS_TOLD && !node->is_dir && node->content_gen;
@@ -821,7 +851,7 @@ static int fs_fill_entry(struct fs *fs, struct node *node, struct fuse_entry_par
 	double timeout;
 
 	memset(e, 0, sizeof(*e));
-	int r = fs_stat_node(fs, node, STAT_LOOKUP, &e->attr, &timeout);
+	int r = fs_stat_node(fs, node, STAT_NOW, &e->attr, &timeout);
 	if (r < 0)
 		return r;
 	e->ino = node->ino;
@@ -909,6 +939,17 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &e);
 		return;
 	}
+	if (node_is_internal(node) && !node->is_dir) {
+		/* Never kept: every open by path looks it up and gets the bytes of now. */
+		struct rendering *rd = fs_render_internal(fs, node);
+		memset(&e, 0, sizeof(e));
+		e.ino = (fuse_ino_t)(uintptr_t)rd;
+		e.generation = 1;
+		fs_rendering_stat(fs, rd, &e.attr);
+		if (fuse_reply_entry(req, &e) != 0)
+			fs_forget_one(fs, e.ino, 1);
+		return;
+	}
 	r = fs_fill_entry(fs, node, &e);
 	if (r < 0)
 		fuse_reply_err(req, fs_errno(r));
@@ -916,14 +957,18 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &e);
 }
 
+/* Tree nodes live until unmount, so an inode number never changes its meaning; only
+ * renderings of internal files go when forgotten. */
 static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	/* Nodes live until unmount, so an inode number never changes its meaning. */
+	fs_forget_one(fuse_req_userdata(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
+	for (size_t i = 0; i < count; i++)
+		fs_forget_one(fuse_req_userdata(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -931,10 +976,16 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct node *node = tree_get(fs->tree, ino);
+	struct rendering *rd = node ? NULL : fs_rendering(fs, ino);
 	struct stat st;
 	double timeout;
 	int r;
 
+	if (rd) {
+		fs_rendering_stat(fs, rd, &st);
+		fuse_reply_attr(req, &st, 0);
+		return;
+	}
 	if (!node) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -997,7 +1048,10 @@ static void fs_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t
 			e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
 			struct node *child = plus ? tree_get(fs->tree, d->ino) : NULL;
 			/* ino 0 tells the kernel to look the entry up itself when its
-			 * attributes cannot be had now. */
+			 * attributes cannot be had now, or, for an internal file, should be
+			 * had at the open. */
+			if (child && !d->is_dir && node_is_internal(child))
+				child = NULL;
 			if (child && fs_fill_entry(fs, child, &e) < 0) {
 				memset(&e, 0, sizeof(e));
 				e.attr.st_ino = d->ino;
@@ -1043,11 +1097,11 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs *fs = fuse_req_userdata(req);
 	struct node *node = tree_get(fs->tree, ino);
 
-	if (!node) {
+	if (!node && !fs_rendering(fs, ino)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	if (node->is_dir) {
+	if (node && node->is_dir) {
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
@@ -1060,26 +1114,20 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	/* A kernel that must open: no page cache kept across opens, so a change is seen
-	 * at the next open; the internal files' bytes change between stat and read. */
-	fi->keep_cache = 0;
-	fi->direct_io = node_is_internal(node);
+	 * at the next open (a rendering never changes). */
+	fi->keep_cache = !node;
 	fuse_reply_open(req, fi);
 }
 
-/* The bytes of file @node as they are now: a provider's file rendered from its
- * resource (whose size and mtime are noted, so a change is seen), an internal file's
- * last rendering. */
+/* The bytes of provider file @node as they are now, rendered from its resource (whose
+ * size and mtime are noted, so a change is seen). */
 static int fs_file_bytes(struct fs *fs, struct node *node, GBytes **data)
 {
 	struct resource res = {0};
 	int r;
 
-	if (node_is_internal(node)) {
-		struct internal_file f;
-		fs_internal_get(fs, node, false, &f);
-		*data = f.bytes;
-		return 0;
-	}
+	if (node_is_internal(node))
+		return -EIO; /* internal files are read through their renderings */
 	r = fs_node_resource(fs, node, &res);
 	if (r == 0)
 		r = fs_render_from(fs, node, &res, data);
@@ -1196,9 +1244,10 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct node *node = tree_get(fs->tree, ino);
-	g_autoptr(GBytes) bytes = NULL;
+	struct rendering *rd = node ? NULL : fs_rendering(fs, ino);
+	g_autoptr(GBytes) bytes = rd ? g_bytes_ref(rd->bytes) : NULL;
 	gsize len = 0;
-	int r = node ? fs_file_bytes(fs, node, &bytes) : -ENOENT;
+	int r = rd ? 0 : node ? fs_file_bytes(fs, node, &bytes) : -ENOENT;
 
 	if (r < 0) {
 		fuse_reply_err(req, fs_errno(r));
@@ -1210,7 +1259,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	fuse_reply_buf(req, data + off, MIN(size, len - (size_t)off));
-	if (off == 0)
+	if (off == 0 && node)
 		fs_fill_around(fs, node);
 }
 
