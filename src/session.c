@@ -443,6 +443,18 @@ static void session_note_stale(struct session *s, const char *path, int error)
 			 path, error == -EAGAIN ? "the rate limit blocks calls" : g_strerror(-error));
 }
 
+/* @out made from cache answer @hit (which keeps its own reference). */
+static void resource_from_hit(struct session *s, const struct cache_hit *hit,
+			      struct resource *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->bytes = g_bytes_ref(hit->body);
+	out->gen = hit->gen;
+	out->changed_at = hit->changed_at;
+	out->stale = hit->stale;
+	out->session = s;
+}
+
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out)
 {
 	const char *key = ref->key ? ref->key : ref->path;
@@ -453,11 +465,7 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	memset(out, 0, sizeof(*out));
 	if (r < 0)
 		return r;
-	out->bytes = g_bytes_ref(hit.body);
-	out->gen = hit.gen;
-	out->changed_at = hit.changed_at;
-	out->stale = hit.stale;
-	out->session = s;
+	resource_from_hit(s, &hit, out);
 	if (hit.stale) {
 		out->fresh_for = 1;
 	} else {
@@ -478,10 +486,7 @@ int session_peek(struct session *s, const struct resource_ref *ref, struct resou
 	memset(out, 0, sizeof(*out));
 	if (r < 0)
 		return r;
-	out->bytes = g_bytes_ref(hit.body);
-	out->gen = hit.gen;
-	out->changed_at = hit.changed_at;
-	out->session = s;
+	resource_from_hit(s, &hit, out);
 	cache_hit_clear(&hit);
 	return 0;
 }

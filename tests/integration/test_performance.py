@@ -37,6 +37,14 @@ def tibber_mount(rig, *extra):
     return m
 
 
+def tibber_homes(rig):
+    """The emulator's Tibber home ids in listing order, and each home's device ids."""
+    data = rig.cloud.control.data()["tibber"]
+    homes = [h["id"] for h in (data["homes"]["homes"] if isinstance(data["homes"], dict)
+                               else data["homes"])]
+    return homes, {h: {d["id"] for d in data["devices"][h]} for h in homes}
+
+
 def watch_until_new(path, old, new, what):
     """Reads @path (and stats it) until it shows @new; every read before is @old, every
     stat agrees with the bytes read, and once @new was seen it stays."""
@@ -241,10 +249,7 @@ def test_a_listing_of_devices_prefetches_the_other_homes_lists_but_not_their_det
 @pytest.mark.parametrize("cloud_options", [{"tibber_homes": 4, "tibber_devices": 6}])
 def test_once_a_walk_lists_a_second_home_the_next_homes_details_are_prefetched(rig):
     m = tibber_mount(rig)
-    data = rig.cloud.control.data()["tibber"]
-    homes = [h["id"] for h in (data["homes"]["homes"] if isinstance(data["homes"], dict)
-                               else data["homes"])]
-    in_home = {h: {d["id"] for d in data["devices"][h]} for h in homes}
+    homes, in_home = tibber_homes(rig)
 
     def fetched():
         return {k.rsplit("/", 1)[1] for k in detail_requests(rig)}
@@ -263,10 +268,7 @@ def test_once_a_walk_lists_a_second_home_the_next_homes_details_are_prefetched(r
 @pytest.mark.parametrize("cloud_options", [{"tibber_homes": 4, "tibber_devices": 6}])
 def test_listing_two_homes_that_are_not_neighbours_prefetches_no_third(rig):
     m = tibber_mount(rig)
-    data = rig.cloud.control.data()["tibber"]
-    homes = [h["id"] for h in (data["homes"]["homes"] if isinstance(data["homes"], dict)
-                               else data["homes"])]
-    in_home = {h: {d["id"] for d in data["devices"][h]} for h in homes}
+    homes, in_home = tibber_homes(rig)
 
     def fetched():
         return {k.rsplit("/", 1)[1] for k in detail_requests(rig)}
@@ -281,9 +283,7 @@ def test_listing_two_homes_that_are_not_neighbours_prefetches_no_third(rig):
 @pytest.mark.parametrize("cloud_options", [{"tibber_homes": 4, "tibber_devices": 6}])
 def test_unmounting_while_the_walk_prefetch_runs_ends_cleanly(rig):
     m = tibber_mount(rig, "prefetch=32")
-    data = rig.cloud.control.data()["tibber"]
-    homes = [h["id"] for h in (data["homes"]["homes"] if isinstance(data["homes"], dict)
-                               else data["homes"])]
+    homes, _ = tibber_homes(rig)
     os.listdir(m / "homes" / homes[0] / "devices")
     rig.cloud.control.latency(500)
     os.listdir(m / "homes" / homes[1] / "devices")  # queues the third home's listing

@@ -301,47 +301,34 @@ static void test_short_lived_token_is_not_refreshed_at_once(void)
 	fixture_teardown(&f);
 }
 
-static void test_short_lived_token_is_used_until_its_last_tenth(void)
+/* A token issued @issued_ago seconds ago that expires in @left seconds: the token the
+ * next request gets (AT-0 kept, AT-1 refreshed). */
+static void assert_margin(gint64 issued_ago, gint64 left, const char *expect)
 {
-	/* Issued for 20 s, half of it gone: still used. */
 	struct fixture f = {0};
-	fixture_setup_issued(&f, now_s() - 10, now_s() + 10);
+	fixture_setup_issued(&f, now_s() - issued_ago, now_s() + left);
 	g_autofree char *token = NULL;
 	g_assert_cmpint(auth_bearer(f.auth, &token), ==, 0);
-	g_assert_cmpstr(token, ==, "AT-0");
-	g_assert_cmpint(fake_server_requests(f.srv), ==, 0);
+	g_assert_cmpstr(token, ==, expect);
+	g_assert_cmpuint(auth_refresh_count(f.auth), ==, strcmp(expect, "AT-0") != 0);
 	fixture_teardown(&f);
+}
+
+static void test_short_lived_token_is_used_until_its_last_tenth(void)
+{
+	assert_margin(10, 10, "AT-0"); /* issued for 20 s, half of it gone: still used */
 }
 
 static void test_short_lived_token_is_refreshed_before_it_expires(void)
 {
-	/* Issued for 20 s, 2 s left: inside its last tenth, still valid, refreshed. */
-	struct fixture f = {0};
-	fixture_setup_issued(&f, now_s() - 18, now_s() + 2);
-	g_autofree char *token = NULL;
-	g_assert_cmpint(auth_bearer(f.auth, &token), ==, 0);
-	g_assert_cmpstr(token, ==, "AT-1");
-	g_assert_cmpuint(auth_refresh_count(f.auth), ==, 1);
-	fixture_teardown(&f);
+	assert_margin(18, 2, "AT-1"); /* 2 s left: inside its last tenth, refreshed */
 }
 
 static void test_long_lived_token_keeps_the_60_s_margin(void)
 {
-	/* Issued for an hour (Tibber), 59 s left: a tenth would be 6 min, 60 s is the most. */
-	struct fixture f = {0};
-	fixture_setup_issued(&f, now_s() - 3541, now_s() + 59);
-	g_autofree char *token = NULL;
-	g_assert_cmpint(auth_bearer(f.auth, &token), ==, 0);
-	g_assert_cmpstr(token, ==, "AT-1");
-	fixture_teardown(&f);
-
-	/* ...and 2 min left is not due yet. */
-	struct fixture g = {0};
-	fixture_setup_issued(&g, now_s() - 3480, now_s() + 120);
-	g_autofree char *kept = NULL;
-	g_assert_cmpint(auth_bearer(g.auth, &kept), ==, 0);
-	g_assert_cmpstr(kept, ==, "AT-0");
-	fixture_teardown(&g);
+	/* Issued for an hour (Tibber): a tenth would be 6 min, 60 s is the most. */
+	assert_margin(3541, 59, "AT-1");
+	assert_margin(3480, 120, "AT-0");
 }
 
 struct crowd {
