@@ -13,10 +13,12 @@
  *
  * Snapshots without an open: once a file's attributes expire, the kernel checks them
  * before each read through a file already open (a getattr with a file handle), and it
- * is told what it was told at the lookup (STAT_AS_TOLD), so the pages it filled stay
- * and the reads through that open file see the bytes they started with. A read that
- * the page cache cannot answer renders the resource as it is now (O_DIRECT, pages
- * evicted under memory pressure): one read() is always one version.
+ * is told the size and mtime last told (STAT_AS_TOLD), so the pages it filled stay
+ * and the reads through that open file see the bytes they started with, until a lookup
+ * or stat by path (anyone's) shows the kernel a newer version: the page cache is the
+ * inode's, not the open file's. A read that the page cache cannot answer renders the
+ * resource as it is now (O_DIRECT, pages evicted under memory pressure): one read() is
+ * always one version.
  * The files of .smarthomefs/ change with every request the mount makes: every lookup
  * renders them (their entries never stay valid, so every open by path looks up), and
  * bytes that differ from the last rendering become a FUSE node of their own (struct
@@ -61,6 +63,7 @@ struct fs {
 	GMutex lock;             /* guards renderings, their counts, prefetched, filled */
 	GHashTable *renderings;  /* FUSE node id -> struct rendering, the kernel's */
 	GHashTable *latest;      /* internal file inode -> its latest struct rendering */
+	uint64_t renderings_made; /* (lock) */
 	GHashTable *prefetched;  /* directory inode -> struct listed: prefetched for */
 	GHashTable *filled;      /* directory inode -> listing generation its files were put
 				  * in the page cache for */
@@ -83,6 +86,7 @@ struct rendering {
 	uint64_t hash;
 	gint64 mtime;     /* unix µs: when the file's bytes last changed */
 	uint64_t nlookup; /* (fs->lock) the lookups the kernel has not forgotten */
+	uint64_t generation;
 };
 
 /* A directory whose listing was prefetched for: which generation of it, and when. */
@@ -102,7 +106,8 @@ struct listed {
 /* How much sooner than the cache the kernel stops trusting a file's attributes. */
 #define KERNEL_MARGIN_S 0.05
 
-/* What the notifier thread tells the kernel about a file. */
+/* What the notifier thread tells the kernel about a file. Invalidations go to the front
+ * of the queue (fs_notice), fills to the back. */
 struct notice {
 	uint64_t ino;
 	bool fill; /* put its bytes in the page cache; else drop its pages and attributes */
@@ -211,7 +216,12 @@ static void fs_notice(struct fs *fs, uint64_t ino, bool fill)
 
 	n->ino = ino;
 	n->fill = fill;
-	g_async_queue_push(fs->notices, n);
+	/* Dropping old bytes goes before filling: a fill checks again what the kernel was
+	 * told when it runs, so it may safely come after an invalidation queued later. */
+	if (fill)
+		g_async_queue_push(fs->notices, n);
+	else
+		g_async_queue_push_front(fs->notices, n);
 }
 
 /* Called when @node's bytes changed: the kernel's attributes and pages of it go. */
@@ -686,6 +696,7 @@ static struct rendering *fs_render_internal(struct fs *fs, struct node *node)
 		rendering_free(r);
 		r = latest;
 	} else {
+		r->generation = ++fs->renderings_made;
 		g_hash_table_insert(fs->renderings, r, r);
 		g_hash_table_replace(fs->latest, g_memdup2(&node->ino, sizeof(node->ino)), r);
 	}
@@ -694,7 +705,9 @@ static struct rendering *fs_render_internal(struct fs *fs, struct node *node)
 	return r;
 }
 
-/* The rendering whose node id is @ino, or NULL; the kernel holds it until it forgets. */
+/* The rendering whose node id is @ino, or NULL. It stays valid for the request that
+ * names it: the kernel sends no FORGET for a node while a request on it waits for our
+ * reply (the caller holds the inode; eviction waits for locked pages first). */
 static struct rendering *fs_rendering(struct fs *fs, fuse_ino_t ino)
 {
 	struct rendering *r;
@@ -944,7 +957,9 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		struct rendering *rd = fs_render_internal(fs, node);
 		memset(&e, 0, sizeof(e));
 		e.ino = (fuse_ino_t)(uintptr_t)rd;
-		e.generation = 1;
+		/* An address can come back for a later rendering: the generation tells
+		 * the kernel it is another node. */
+		e.generation = rd->generation;
 		fs_rendering_stat(fs, rd, &e.attr);
 		if (fuse_reply_entry(req, &e) != 0)
 			fs_forget_one(fs, e.ino, 1);
@@ -1170,6 +1185,13 @@ static void fs_fill_pages(struct fs *fs, uint64_t ino)
 			if (r < 0 && r != -ENOENT)
 				log_debug("cannot fill the pages of inode %" G_GUINT64_FORMAT ": %s",
 					  ino, g_strerror(-r));
+			/* A newer version noted meanwhile (its invalidation may have run
+			 * before this store): drop what was just stored. */
+			tree_lock(fs->tree);
+			told = !node->is_dir && node->content_gen == res.gen;
+			tree_unlock(fs->tree);
+			if (r == 0 && !told)
+				fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
 		}
 	}
 out:
@@ -1178,28 +1200,35 @@ out:
 	node_path_clear(&np);
 }
 
-/* Has the notifier put the files of @dir, and those of its subdirectories (a device's
- * values/ beside its device.json), in the page cache, but for @except; once per listing
- * generation of @dir. */
-static void fs_fill_dir(struct fs *fs, struct node *dir, uint64_t except)
+/* Marks @dir's files as put in the page cache for its current listing; false when they
+ * were already (or @dir is no listed directory). */
+static bool fs_fill_mark(struct fs *fs, struct node *dir)
 {
 	uint64_t gen;
 	bool todo;
 
 	if (node_is_internal(dir))
-		return;
+		return false;
 	tree_lock(fs->tree);
 	gen = dir->is_dir ? dir->listed_gen : 0;
 	tree_unlock(fs->tree);
 	if (!gen)
-		return;
+		return false;
 	g_mutex_lock(&fs->lock);
 	todo = GPOINTER_TO_SIZE(g_hash_table_lookup(fs->filled, &dir->ino)) != (gsize)gen;
 	if (todo)
 		g_hash_table_replace(fs->filled, g_memdup2(&dir->ino, sizeof(dir->ino)),
 				     GSIZE_TO_POINTER((gsize)gen));
 	g_mutex_unlock(&fs->lock);
-	if (!todo)
+	return todo;
+}
+
+/* Has the notifier put the files of @dir, and those of its subdirectories (a device's
+ * values/ beside its device.json), in the page cache, but for @except; once per listing
+ * generation of each. */
+static void fs_fill_dir(struct fs *fs, struct node *dir, uint64_t except)
+{
+	if (!fs_fill_mark(fs, dir))
 		return;
 	GArray *files = tree_list(fs->tree, dir);
 	for (guint i = 0; i < files->len; i++) {
@@ -1207,7 +1236,7 @@ static void fs_fill_dir(struct fs *fs, struct node *dir, uint64_t except)
 		struct node *sub = d->is_dir ? tree_get(fs->tree, d->ino) : NULL;
 		if (!d->is_dir && d->ino != except)
 			fs_notice(fs, d->ino, true);
-		if (!sub)
+		if (!sub || !fs_fill_mark(fs, sub))
 			continue;
 		GArray *more = tree_list(fs->tree, sub);
 		for (guint k = 0; k < more->len; k++) {
