@@ -498,12 +498,9 @@ static void fs_prefetch_cousins(struct fs *fs, struct node *dir, const struct no
 			next = uncle;
 		if (!after_parent)
 			before = uncle;
-		size_t k = 0;
-		char **up = tree_raw_path(fs->tree, uncle, &k);
 		char **comp = g_strdupv(np->comp);
 		g_free(comp[n - 2]);
-		comp[n - 2] = g_strdup(up[k - 1]); /* the uncle's raw name */
-		g_strfreev(up);
+		comp[n - 2] = g_strdup(tree_node_raw(uncle));
 		struct provider_path cp = {(const char *const *)comp, n};
 		if (p->source(&cp, &ref) == 0)
 			fs_prefetch_push(fs, &ref, PREFETCH_NOW, NULL, 0, own, seen);
@@ -733,18 +730,25 @@ static void fs_forget_one(struct fs *fs, fuse_ino_t ino, uint64_t n)
 	g_mutex_unlock(&fs->lock);
 }
 
-static void fs_rendering_stat(struct fs *fs, const struct rendering *r, struct stat *st)
+/* Fills @st for a file of inode @ino, @size bytes, changed at @mtime (unix µs). */
+static void fs_file_stat(struct fs *fs, uint64_t ino, size_t size, gint64 mtime,
+			 struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_ino = r->node->ino;
+	st->st_ino = ino;
 	st->st_uid = fs->uid;
 	st->st_gid = fs->gid;
 	st->st_blksize = 4096;
 	st->st_mode = S_IFREG | 0444;
 	st->st_nlink = 1;
-	st->st_size = (off_t)g_bytes_get_size(r->bytes);
+	st->st_size = (off_t)size;
 	st->st_blocks = (st->st_size + 511) / 512;
-	fs_fill_time(st, r->mtime);
+	fs_fill_time(st, mtime);
+}
+
+static void fs_rendering_stat(struct fs *fs, const struct rendering *r, struct stat *st)
+{
+	fs_file_stat(fs, r->node->ino, g_bytes_get_size(r->bytes), r->mtime, st);
 }
 
 /* Records what @node's bytes are now; true when they differ from what was seen before
@@ -802,14 +806,15 @@ enum stat_how {
 static int fs_stat_node(struct fs *fs, struct node *node, enum stat_how how, struct stat *st,
 			double *timeout)
 {
-	memset(st, 0, sizeof(*st));
-	st->st_ino = node->ino;
-	st->st_uid = fs->uid;
-	st->st_gid = fs->gid;
-	st->st_blksize = 4096;
-	*timeout = 0;
+	bool told;
 
+	*timeout = 0;
 	if (node->is_dir) {
+		memset(st, 0, sizeof(*st));
+		st->st_ino = node->ino;
+		st->st_uid = fs->uid;
+		st->st_gid = fs->gid;
+		st->st_blksize = 4096;
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
 		tree_lock(fs->tree);
@@ -818,44 +823,39 @@ static int fs_stat_node(struct fs *fs, struct node *node, enum stat_how how, str
 		*timeout = fs_dir_timeout(fs, node);
 		return 0;
 	}
-	st->st_mode = S_IFREG | 0444;
-	st->st_nlink = 1;
 
-	{
-		bool told;
+	tree_lock(fs->tree);
+	told = how == STAT_AS_TOLD && !node->is_dir && node->content_gen;
+	tree_unlock(fs->tree);
+	if (!told) {
+		struct resource res = {0};
+		bool fresh_memo;
+		int r = fs_node_resource(fs, node, &res);
+		if (r < 0)
+			return r;
 		tree_lock(fs->tree);
-		told = how == STAT_AS_TOLD && !node->is_dir && node->content_gen;
+		fresh_memo = node->content_gen == res.gen;
 		tree_unlock(fs->tree);
-		if (!told) {
-			struct resource res = {0};
-			bool fresh_memo;
-			int r = fs_node_resource(fs, node, &res);
-			if (r < 0)
-				return r;
-			tree_lock(fs->tree);
-			fresh_memo = node->content_gen == res.gen;
-			tree_unlock(fs->tree);
-			if (!fresh_memo) {
-				GBytes *data = NULL;
-				r = fs_render_from(fs, node, &res, &data);
-				if (r == 0) {
-					fs_note_content(fs, node, data, res.gen, res.changed_at);
-					g_bytes_unref(data);
-				}
+		if (!fresh_memo) {
+			GBytes *data = NULL;
+			r = fs_render_from(fs, node, &res, &data);
+			if (r == 0) {
+				fs_note_content(fs, node, data, res.gen, res.changed_at);
+				g_bytes_unref(data);
 			}
-			/* The kernel counts from when it gets the reply, in whole jiffies:
-			 * let it ask again a little before the cache would fetch anew. */
-			*timeout = MAX(res.fresh_for - KERNEL_MARGIN_S, 0);
-			resource_clear(&res);
-			if (r < 0)
-				return r;
 		}
-		tree_lock(fs->tree);
-		st->st_size = node->is_dir ? 0 : (off_t)node->size;
-		fs_fill_time(st, node->mtime);
-		tree_unlock(fs->tree);
+		/* The kernel counts from when it gets the reply, in whole jiffies: let it ask
+		 * again a little before the cache would fetch anew. */
+		*timeout = MAX(res.fresh_for - KERNEL_MARGIN_S, 0);
+		resource_clear(&res);
+		if (r < 0)
+			return r;
 	}
-	st->st_blocks = (st->st_size + 511) / 512;
+	tree_lock(fs->tree);
+	size_t size = node->is_dir ? 0 : node->size;
+	gint64 mtime = node->mtime;
+	tree_unlock(fs->tree);
+	fs_file_stat(fs, node->ino, size, mtime, st);
 	return 0;
 }
 
@@ -1223,30 +1223,23 @@ static bool fs_fill_mark(struct fs *fs, struct node *dir)
 	return todo;
 }
 
-/* Has the notifier put the files of @dir, and those of its subdirectories (a device's
- * values/ beside its device.json), in the page cache, but for @except; once per listing
- * generation of each. */
-static void fs_fill_dir(struct fs *fs, struct node *dir, uint64_t except)
+/* Has the notifier put the files of @dir in the page cache, but for @except, and those
+ * of its subdirectories @depth levels down (a device's values/ beside its device.json);
+ * once per listing generation of each directory. */
+static void fs_fill_dir(struct fs *fs, struct node *dir, uint64_t except, int depth)
 {
 	if (!fs_fill_mark(fs, dir))
 		return;
-	GArray *files = tree_list(fs->tree, dir);
-	for (guint i = 0; i < files->len; i++) {
-		struct tree_dirent *d = &g_array_index(files, struct tree_dirent, i);
-		struct node *sub = d->is_dir ? tree_get(fs->tree, d->ino) : NULL;
+	GArray *entries = tree_list(fs->tree, dir);
+	for (guint i = 0; i < entries->len; i++) {
+		struct tree_dirent *d = &g_array_index(entries, struct tree_dirent, i);
+		struct node *sub = d->is_dir && depth > 0 ? tree_get(fs->tree, d->ino) : NULL;
 		if (!d->is_dir && d->ino != except)
 			fs_notice(fs, d->ino, true);
-		if (!sub || !fs_fill_mark(fs, sub))
-			continue;
-		GArray *more = tree_list(fs->tree, sub);
-		for (guint k = 0; k < more->len; k++) {
-			struct tree_dirent *f = &g_array_index(more, struct tree_dirent, k);
-			if (!f->is_dir)
-				fs_notice(fs, f->ino, true);
-		}
-		tree_dirents_free(more);
+		else if (sub)
+			fs_fill_dir(fs, sub, 0, depth - 1);
 	}
-	tree_dirents_free(files);
+	tree_dirents_free(entries);
 }
 
 /* After file @node was read from its start (its pages were not in the kernel's cache):
@@ -1262,10 +1255,10 @@ static void fs_fill_around(struct fs *fs, struct node *node)
 
 	if (!dir || !fs->notifier || !fs->se || node_is_internal(node))
 		return;
-	fs_fill_dir(fs, dir, node->ino);
+	fs_fill_dir(fs, dir, node->ino, 1);
 	size_t n = dir->parent ? tree_next_siblings(fs->tree, dir, next, FILL_AHEAD) : 0;
 	for (size_t i = 0; i < n; i++)
-		fs_fill_dir(fs, next[i], 0); /* nothing for a file */
+		fs_fill_dir(fs, next[i], 0, 1); /* nothing for a file */
 }
 
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
