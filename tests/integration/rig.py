@@ -302,6 +302,14 @@ class Rig:
         self.mounts.append(m)
         return m
 
+    def mount_tibber(self, *extra):
+        """Logs in to Tibber and mounts it with @extra options; the cloud's request
+        counts start at zero after the mount."""
+        self.login_tibber()
+        m = self.mount("tibber", extra=list(extra))
+        self.cloud.control.reset_stats()
+        return m
+
     def secrets_seen(self):
         """Every token and secret the cloud ever issued or knows."""
         tokens = self.cloud.control.tokens()

@@ -30,13 +30,6 @@ def detail_requests(rig, device=None):
             and (device is None or k.endswith("/" + device))}
 
 
-def tibber_mount(rig, *extra):
-    rig.login_tibber()
-    m = rig.mount("tibber", extra=list(extra))
-    rig.cloud.control.reset_stats()
-    return m
-
-
 def tibber_homes(rig):
     """The emulator's Tibber home ids in listing order, and each home's device ids."""
     data = rig.cloud.control.data()["tibber"]
@@ -68,7 +61,7 @@ def watch_until_new(path, old, new, what):
 @pytest.mark.parametrize("value,expect", [(42, b"42\n"), ("OVER", b"OVER\n")],
                          ids=["new-size", "same-size"])
 def test_a_changed_value_shows_after_the_ttl_and_old_bytes_never_return(rig, value, expect):
-    m = tibber_mount(rig, "ttl=1")
+    m = rig.mount_tibber("ttl=1")
     value_file = m / "homes" / TIBBER_HOME / "devices" / CHARGER / "values" / "charging.status"
     device_json = m / "homes" / TIBBER_HOME / "devices" / CHARGER / "device.json"
     old = read(value_file)
@@ -109,7 +102,7 @@ def cache_hits(m):
 
 
 def test_warm_opens_and_reads_are_served_by_the_kernel_without_asking_the_daemon(rig):
-    m = tibber_mount(rig)
+    m = rig.mount_tibber()
     device_json = m / "homes" / TIBBER_HOME / "devices" / CHARGER / "device.json"
     value_file = m / "homes" / TIBBER_HOME / "devices" / CHARGER / "values" / "charging.status"
     first = (read(device_json), read(value_file))
@@ -126,7 +119,7 @@ def test_warm_opens_and_reads_are_served_by_the_kernel_without_asking_the_daemon
 
 
 def test_an_open_file_keeps_its_bytes_after_a_refresh_changed_them(rig):
-    m = tibber_mount(rig, "ttl=1")
+    m = rig.mount_tibber("ttl=1")
     device = m / "homes" / TIBBER_HOME / "devices" / CHARGER
     fd = os.open(device / "device.json", os.O_RDONLY)
     try:
@@ -160,7 +153,7 @@ def resident(path):
 
 
 def test_reading_one_file_puts_the_files_beside_and_ahead_in_the_page_cache(rig):
-    m = tibber_mount(rig)
+    m = rig.mount_tibber()
     devices = m / "homes" / TIBBER_HOME / "devices"
     names = os.listdir(devices)
     here, ahead = devices / names[0], devices / names[1]
@@ -210,7 +203,7 @@ def test_an_open_status_json_keeps_its_bytes_while_new_opens_show_new_counts(rig
 
 
 def test_listing_devices_prefetches_every_detail_once(rig):
-    m = tibber_mount(rig)
+    m = rig.mount_tibber()
     devices = m / "homes" / TIBBER_HOME / "devices"
     names = os.listdir(devices)
 
@@ -226,7 +219,7 @@ def test_listing_devices_prefetches_every_detail_once(rig):
 
 
 def test_a_listing_of_devices_prefetches_the_other_homes_lists_but_not_their_details(rig):
-    m = tibber_mount(rig)
+    m = rig.mount_tibber()
     data = rig.cloud.control.data()["tibber"]
     homes = data["homes"]["homes"] if isinstance(data["homes"], dict) else data["homes"]
     others = [h["id"] for h in homes if h["id"] != TIBBER_HOME]
@@ -248,7 +241,7 @@ def test_a_listing_of_devices_prefetches_the_other_homes_lists_but_not_their_det
 
 @pytest.mark.parametrize("cloud_options", [{"tibber_homes": 4, "tibber_devices": 6}])
 def test_once_a_walk_lists_a_second_home_the_next_homes_details_are_prefetched(rig):
-    m = tibber_mount(rig)
+    m = rig.mount_tibber()
     homes, in_home = tibber_homes(rig)
 
     def fetched():
@@ -267,7 +260,7 @@ def test_once_a_walk_lists_a_second_home_the_next_homes_details_are_prefetched(r
 
 @pytest.mark.parametrize("cloud_options", [{"tibber_homes": 4, "tibber_devices": 6}])
 def test_listing_two_homes_that_are_not_neighbours_prefetches_no_third(rig):
-    m = tibber_mount(rig)
+    m = rig.mount_tibber()
     homes, in_home = tibber_homes(rig)
 
     def fetched():
@@ -282,7 +275,7 @@ def test_listing_two_homes_that_are_not_neighbours_prefetches_no_third(rig):
 
 @pytest.mark.parametrize("cloud_options", [{"tibber_homes": 4, "tibber_devices": 6}])
 def test_unmounting_while_the_walk_prefetch_runs_ends_cleanly(rig):
-    m = tibber_mount(rig, "prefetch=32")
+    m = rig.mount_tibber("prefetch=32")
     homes, _ = tibber_homes(rig)
     os.listdir(m / "homes" / homes[0] / "devices")
     rig.cloud.control.latency(500)
@@ -296,7 +289,7 @@ def test_unmounting_while_the_walk_prefetch_runs_ends_cleanly(rig):
 
 
 def test_a_walk_makes_one_request_per_resource_over_few_connections(rig):
-    m = tibber_mount(rig)
+    m = rig.mount_tibber()
     data = rig.cloud.control.data()["tibber"]
     homes = data["homes"]["homes"] if isinstance(data["homes"], dict) else data["homes"]
     resources = {"GET /v1/homes"} | {f"GET /v1/homes/{h['id']}/devices" for h in homes}
@@ -320,7 +313,7 @@ def test_a_walk_makes_one_request_per_resource_over_few_connections(rig):
 
 
 def test_64_concurrent_readers_of_a_cold_file_make_one_request(rig):
-    m = tibber_mount(rig, "prefetch=0")
+    m = rig.mount_tibber("prefetch=0")
     target = m / "homes" / TIBBER_HOME / "devices" / CHARGER / "device.json"
     rig.cloud.control.latency(300)
     barrier = threading.Barrier(64)

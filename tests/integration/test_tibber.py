@@ -198,11 +198,8 @@ def test_login_without_client_id_names_the_option(rig):
 
 @pytest.fixture
 def mounted(rig):
-    rig.login_tibber()
     # Debug logging on, so that the rig's leak check also covers the most verbose log.
-    m = rig.mount("tibber", extra=["debug"])
-    rig.cloud.control.reset_stats()
-    return m
+    return rig.mount_tibber("debug")
 
 
 def detail_calls(stats, device=None):
@@ -224,10 +221,7 @@ def test_homes_are_the_entries_of_the_homes_list(rig, mounted):
 
 @pytest.fixture
 def mounted_without_prefetch(rig):
-    rig.login_tibber()
-    m = rig.mount("tibber", extra=["prefetch=0"])
-    rig.cloud.control.reset_stats()
-    return m
+    return rig.mount_tibber("prefetch=0")
 
 
 def test_listing_devices_costs_one_call_not_one_per_device(rig, mounted_without_prefetch):
