@@ -610,7 +610,7 @@ static int fs_sync_dir(struct fs *fs, struct node *dir, struct resource *listing
 		if (r == 0) {
 			tree_set_children(fs->tree, dir, entries, res.gen);
 			tree_lock(fs->tree);
-			dir->mtime = res.changed_at;
+			dir->mtime = res.changed_at_us;
 			tree_unlock(fs->tree);
 		} else {
 			log_warn("cannot list %s from %s: %s", np.pp.n ? np.comp[np.pp.n - 1] : "/",
@@ -840,13 +840,13 @@ static int fs_stat_node(struct fs *fs, struct node *node, enum stat_how how, str
 			GBytes *data = NULL;
 			r = fs_render_from(fs, node, &res, &data);
 			if (r == 0) {
-				fs_note_content(fs, node, data, res.gen, res.changed_at);
+				fs_note_content(fs, node, data, res.gen, res.changed_at_us);
 				g_bytes_unref(data);
 			}
 		}
 		/* The kernel counts from when it gets the reply, in whole jiffies: let it ask
 		 * again a little before the cache would fetch anew. */
-		*timeout = MAX(res.fresh_for - KERNEL_MARGIN_S, 0);
+		*timeout = MAX(res.fresh_for_s - KERNEL_MARGIN_S, 0);
 		resource_clear(&res);
 		if (r < 0)
 			return r;
@@ -1147,7 +1147,7 @@ static int fs_file_bytes(struct fs *fs, struct node *node, GBytes **data)
 	if (r == 0)
 		r = fs_render_from(fs, node, &res, data);
 	if (r == 0)
-		fs_note_content(fs, node, *data, res.gen, res.changed_at);
+		fs_note_content(fs, node, *data, res.gen, res.changed_at_us);
 	resource_clear(&res);
 	return r;
 }
