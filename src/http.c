@@ -283,9 +283,11 @@ static bool errno_is_retryable(int r)
 	return r == -ECONNREFUSED || r == -ECONNRESET || r == -EHOSTUNREACH || r == -ETIMEDOUT;
 }
 
+/* Never 429: a quota (tado's is per day) does not refill within one request, and
+ * hammering a limit has preceded lockouts; the caller blocks calls until the refill. */
 static bool status_is_retryable(long status)
 {
-	return status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
+	return status == 500 || status == 502 || status == 503 || status == 504;
 }
 
 /* The URL without query and fragment, for a log line when the caller gave no log_path:
@@ -485,7 +487,7 @@ int http_request(struct http_client *c, const struct http_request *req, struct h
 		    retry_after_parse(resp->retry_after, time(NULL), &retry_after) == 0)
 			wait = (gint64)retry_after * G_USEC_PER_SEC;
 		/* A wait that ends after the deadline helps nobody: the caller gets the
-		 * answer now (a 429 with its Retry-After, for the status file). */
+		 * answer now (a 503 with its Retry-After, for the status file). */
 		if (g_get_monotonic_time() + wait >= deadline)
 			break;
 		if (r == 0)
