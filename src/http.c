@@ -60,6 +60,10 @@ static pthread_once_t curl_init_once = PTHREAD_ONCE_INIT;
 
 static void curl_init(void)
 {
+	/* libcurl's TLS backends write every session's secrets to the file this names,
+	 * enough to decrypt captured bearer traffic: no process of ours honours it. It is
+	 * read when curl starts, so it goes first. */
+	g_unsetenv("SSLKEYLOGFILE");
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
@@ -89,10 +93,15 @@ static void easy_destroy(void *p)
 	g_free(e);
 }
 
+void http_global_init(void)
+{
+	pthread_once(&curl_init_once, curl_init);
+}
+
 struct http_client *http_client_new(const char *cafile, int timeout_s, size_t max_body,
 				    const char *user_agent)
 {
-	pthread_once(&curl_init_once, curl_init);
+	http_global_init();
 
 	struct http_client *c = g_new0(struct http_client, 1);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)

@@ -14,6 +14,10 @@
 
 struct http_client;
 
+/* Starts libcurl, once per process, before any thread: call it first in main. It
+ * clears SSLKEYLOGFILE first, so that no TLS secret is ever written out. */
+void http_global_init(void);
+
 struct http_request {
 	const char *method; /* "GET" or "POST" */
 	const char *url;

@@ -372,3 +372,15 @@ def test_two_mounts_of_one_account_never_spend_the_same_refresh_token(rig):
     assert stats["refresh_reuse"] == 0
     assert stats["token_requests"].get("refresh_token", 0) >= 2
     assert stored_tokens(rig)["refresh_token"] in rig.cloud.control.tokens()["live_refresh_tokens"]
+
+
+def test_sslkeylogfile_is_not_honoured_by_login_or_mount(rig):
+    """With SSLKEYLOGFILE set, libcurl would write every TLS session's secrets to it
+    (0644), enough to decrypt captured bearer traffic (issue 17 #11)."""
+    keylog = rig.tmp / "keys.log"
+    rig.env["SSLKEYLOGFILE"] = str(keylog)
+    rig.login_tado()
+    m = rig.mount(extra=["ttl=0"])
+    assert json.loads(read(m / f"homes/{HOME}/home.json"))
+    assert api_requests(rig) > 0  # TLS sessions to the cloud happened
+    assert not keylog.exists()
