@@ -84,6 +84,8 @@ struct session *session_new(const struct account *account, struct options *opts)
 	s->http = http_client_new(s->opts.cafile, s->opts.timeout, MAX_BODY, NULL);
 	g_autofree char *cache_dir = options_cache_dir(&s->opts, s->account.id);
 	s->cache = cache_new(cache_dir, s->opts.timeout);
+	cache_set_bounds(s->cache, (uint64_t)MAX(s->opts.cache_memory_mib, 0) << 20,
+			 (uint64_t)MAX(s->opts.cache_disk_mib, 0) << 20);
 	s->wall_clock_us = g_get_real_time;
 	s->started_at_s = g_get_real_time() / G_USEC_PER_SEC;
 	g_mutex_init(&s->mutex);
@@ -503,6 +505,11 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	return 0;
 }
 
+void session_forget(struct session *s, const struct resource_ref *ref)
+{
+	cache_forget(s->cache, ref->key ? ref->key : ref->path);
+}
+
 int session_peek(struct session *s, const struct resource_ref *ref, struct resource *out)
 {
 	struct cache_hit hit;
@@ -601,6 +608,9 @@ void session_render_status(struct session *s, GString *out)
 			  ? json_pack("{s:s, s:s?, s:o}", "message", snap.last_error, "path",
 				      snap.last_error_path, "at", json_time(snap.last_error_at_s))
 			  : json_null();
+	json_t *cache = json_object_get(root, "cache");
+	json_object_set_new(cache, "evictions", json_integer((json_int_t)snap.cache.evictions));
+	json_object_set_new(cache, "disk_bytes", json_integer((json_int_t)snap.cache.disk_bytes));
 	json_object_set_new(root, "last_error", err);
 	json_t *stale = snap.last_stale_path
 			    ? json_pack("{s:s, s:o, s:s}", "path", snap.last_stale_path, "at",
