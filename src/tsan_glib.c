@@ -122,8 +122,7 @@ void __wrap_g_async_queue_push_front(GAsyncQueue *q, gpointer item)
 	__real_g_async_queue_push_front(q, item);
 }
 
-void __wrap_g_async_queue_push_sorted(GAsyncQueue *q, gpointer item, GCompareDataFunc f,
-				      gpointer d)
+void __wrap_g_async_queue_push_sorted(GAsyncQueue *q, gpointer item, GCompareDataFunc f, gpointer d)
 {
 	__tsan_release(item);
 	__real_g_async_queue_push_sorted(q, item, f, d);
@@ -202,9 +201,8 @@ GThreadPool *__wrap_g_thread_pool_new_full(GFunc func, gpointer data, GDestroyNo
 		g_assert(!freeing_calls);
 		freeing_calls = calls;
 	}
-	GThreadPool *pool = __real_g_thread_pool_new_full(pool_run, calls,
-							  item_free ? pool_item_free : NULL, max,
-							  excl, error);
+	GThreadPool *pool = __real_g_thread_pool_new_full(
+	    pool_run, calls, item_free ? pool_item_free : NULL, max, excl, error);
 	if (!pool) {
 		if (freeing_calls == calls)
 			freeing_calls = NULL;
@@ -271,5 +269,5 @@ static void slice_is_malloc(int argc, char **argv, char **envp)
 {
 	setenv("G_SLICE", "always-malloc", 1);
 }
-__attribute__((section(".preinit_array"), used)) static void (*const preinit_slice)(
-	int, char **, char **) = slice_is_malloc;
+__attribute__((section(".preinit_array"),
+	       used)) static void (*const preinit_slice)(int, char **, char **) = slice_is_malloc;
