@@ -118,10 +118,18 @@ def installed_rig(rig, installed, monkeypatch):
 # --- the package ---------------------------------------------------------------------
 
 
-def test_changelog_version_is_the_meson_version():
+def test_changelog_and_copyright_agree_with_meson_build_and_license():
     r = run(["dpkg-parsechangelog", "-l", str(ROOT / "debian/changelog"), "-S", "Version"])
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == meson_version()
+    # debian/copyright's license paragraph is LICENSE's text, its holder LICENSE's.
+    copyright = (ROOT / "debian/copyright").read_text()
+    license = (ROOT / "LICENSE").read_text()
+    holder = re.search(r"^Copyright \(c\) (.+)$", license, re.M).group(1)
+    assert f"\nCopyright: {holder}\n" in copyright
+    paragraph = copyright.split("\nLicense: Expat\n")[-1]
+    text = "".join("" if l.strip() == "." else l[1:] for l in paragraph.splitlines(keepends=True))
+    assert text.split() == license[license.index("Permission"):].split()
 
 
 def test_package_is_lintian_clean_with_the_files_and_depends_it_promises(package):
