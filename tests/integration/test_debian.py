@@ -71,6 +71,7 @@ def package(tmp_path_factory):
     env = dict(os.environ, DEB_BUILD_OPTIONS="nocheck parallel=2")
     r = run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, env=env)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-6000:]
+    shutil.rmtree(src)  # the objects; the packages are beside it
     return out
 
 
@@ -80,19 +81,22 @@ def deb(package_dir):
 
 
 @pytest.fixture(scope="module")
-def installed(package_dir_or_none):
+def installed(request):
     """The package installed with apt from the built .deb, as the README says, and purged
     afterwards whatever happened; inside the autopkgtest, the package as installed."""
     if INSIDE_AUTOPKGTEST:
         assert package_state() == "ii", "the autopkgtest runs with the package installed"
         yield
         return
+    if os.geteuid() != 0:
+        pytest.skip("installing a package on this machine needs root (CI runs as root)")
     before = package_state()
     if before not in ("", "un", "pn"):
         pytest.skip(f"{PACKAGE} is installed from elsewhere (dpkg state {before}); "
                     "these tests install their own build only on a machine without it")
+    built = deb(request.getfixturevalue("package"))
     try:
-        r = run([*APT, "install", "--no-install-recommends", str(deb(package_dir_or_none))])
+        r = run([*APT, "install", "--no-install-recommends", str(built)])
         assert r.returncode == 0, r.stdout + r.stderr
         assert package_state() == "ii"
         yield
@@ -101,11 +105,6 @@ def installed(package_dir_or_none):
             r = run([*APT, "purge", PACKAGE])
             assert r.returncode == 0, r.stdout + r.stderr
         assert package_state() in ("", "un", "pn"), f"{PACKAGE} is still installed"
-
-
-@pytest.fixture(scope="module")
-def package_dir_or_none(request):
-    return None if INSIDE_AUTOPKGTEST else request.getfixturevalue("package")
 
 
 @pytest.fixture
