@@ -662,6 +662,7 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 	fuse_loop_cfg_set_idle_threads(cfg, 2);
 	int loop = fuse_session_loop_mt(se, cfg);
 	fuse_loop_cfg_destroy(cfg);
+	fs_stop(fs);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	log_info("unmounted %s", mountpoint);
