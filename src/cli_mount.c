@@ -227,6 +227,7 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 	log_info("mounted %s on %s", account.id, mountpoint);
 
 	r = serve(se, max_threads) == 0 ? EXIT_OK : EXIT_FAIL;
+	fs_stop(fs);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	log_info("unmounted %s", mountpoint);
