@@ -16,8 +16,7 @@
 
 static struct http_client *login_http_client(const struct options *opts)
 {
-	g_autofree char *ua = g_strdup_printf("smarthomefs/%s", SMARTHOMEFS_VERSION);
-	return http_client_new(opts->cafile, opts->timeout, 1024 * 1024, ua);
+	return http_client_new(opts->cafile, opts->timeout, 1024 * 1024, NULL);
 }
 
 /* Reads the client secret: from stdin when it is not a terminal, else prompted without
