@@ -7,7 +7,7 @@
 
 #include "cli.h"
 #include "config.h"
-#include "fs.h"
+#include "internal_files.h"
 #include "keyring.h"
 #include "provider.h"
 #include "token.h"
@@ -98,7 +98,7 @@ static json_t *account_status(const struct token_store *store, const char *id)
 		const char *mp = mounts->pdata[i];
 		json_t *m = json_pack("{s:s}", "mountpoint", mp);
 		g_autofree char *status_path =
-		    g_build_filename(mp, FS_INTERNAL_DIR, FS_STATUS_FILE, NULL);
+		    g_build_filename(mp, INTERNAL_DIR, INTERNAL_STATUS, NULL);
 		json_t *st = json_load_file(status_path, 0, NULL);
 		json_t *rl = st ? json_object_get(st, "rate_limit") : NULL;
 		if (rl)
