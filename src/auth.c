@@ -19,6 +19,7 @@
 #include "log.h"
 #include "provider.h"
 #include "token.h"
+#include "trust.h"
 
 /* Refresh at most this long before the expiry, so a token never dies in flight; see
  * refresh_margin_us(). */
@@ -171,21 +172,23 @@ static bool token_usable_locked(const struct auth *a, gint64 margin_us)
 
 /* Takes the account's lock file, shared with every other smarthomefs process. Bounded:
  * a wedged process must not hang a FUSE worker for ever. Returns the fd or -errno. */
-static int auth_lock_file(struct auth *a)
+static int auth_lock_file(struct auth *a, GError **err)
 {
-	if (g_mkdir_with_parents(a->lock_dir, 0700) < 0)
-		return -errno;
+	/* Another user's directory or lock file would let them hold the lock for ever. */
+	int r = trust_private_dir(a->lock_dir, err);
+	if (r < 0)
+		return r;
 	g_autofree char *name = g_strconcat(a->account, ".lock", NULL);
 	if (strchr(name, '/') || name[0] == '.')
 		return -EINVAL;
 	g_autofree char *path = g_build_filename(a->lock_dir, name, NULL);
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	int fd = trust_open_private(path, O_RDWR | O_CREAT, 0600, err);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	gint64 give_up = g_get_monotonic_time() + MIN(LOCK_WAIT_US, http_client_timeout_us(a->http));
 	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno != EWOULDBLOCK && errno != EINTR) {
-			int r = -errno;
+			r = -errno;
 			close(fd);
 			return r;
 		}
@@ -226,7 +229,8 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 			    struct refresh_outcome *out)
 {
 	*out = (struct refresh_outcome){.saved = !save_pending, .refused = refused};
-	int lock_fd = auth_lock_file(a);
+	g_autoptr(GError) lock_err = NULL;
+	int lock_fd = auth_lock_file(a, &lock_err);
 	if (lock_fd == -ETIMEDOUT) {
 		/* Another process is refreshing this account right now: refreshing beside it
 		 * would spend the same single-use refresh token. */
@@ -236,7 +240,8 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 	}
 	if (lock_fd < 0) {
 		log_warn("Could not take the refresh lock of %s in %s: %s; refreshing without it.",
-			 a->account, a->lock_dir, g_strerror(-lock_fd));
+			 a->account, a->lock_dir,
+			 lock_err ? lock_err->message : g_strerror(-lock_fd));
 	}
 
 	struct token_set work = {0};

@@ -321,3 +321,104 @@ def test_a_mount_walk_unmount_cycle_under_valgrind_has_no_error_and_no_leak(rig)
     assert "ERROR SUMMARY: 0 errors" in text, text[-4000:]
     assert "definitely lost" not in text or "definitely lost: 0 bytes" in text, text[-4000:]
     assert code == 0, text[-4000:]
+
+
+# ---------------------------------------------------------------- local trust (issue 17)
+
+NOBODY = 65534  # another local user
+
+
+def mount_refused(rig, extra=(), env=None):
+    """`smarthomefs mount tado` that must refuse to start; -> its stderr. A mount that
+    starts anyway is unmounted before the test fails."""
+    mnt = rig.tmp / "refused-mnt"
+    mnt.mkdir(exist_ok=True)
+    r = rig.run("mount", "tado", str(mnt), options=list(extra), env=env, check=False)
+    if r.returncode == 0:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+    assert r.returncode == 1, f"the mount started: {r.stderr}"
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    return r.stderr
+
+
+def planted_dir(path, mode=0o777):
+    """A directory another user made, as they would in a place all may write."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, NOBODY, NOBODY)
+    os.chmod(path, mode)
+    return path
+
+
+@pytest.mark.parametrize("runtime_mode", [0o777, 0o1777])
+def test_a_runtime_directory_others_control_is_refused_before_they_can_stop_refreshes(
+        rig, runtime_mode):
+    rig.login_tado()
+    # XDG_RUNTIME_DIR that all may write (or a sticky /tmp-like one); another user made
+    # smarthomefs/ in it, and holds the lock of the account.
+    runtime = rig.tmp / "shared-runtime"
+    runtime.mkdir()
+    os.chmod(runtime, runtime_mode)
+    ours = planted_dir(runtime / "smarthomefs")
+    lock = ours / "tado.lock"
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o666)
+    os.fchown(fd, NOBODY, NOBODY)
+    import fcntl
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        env = {**rig.env, "XDG_RUNTIME_DIR": str(runtime)}
+        err = mount_refused(rig, env=env)
+        named = str(runtime) if runtime_mode == 0o777 else str(ours)
+        assert named in err and ("another user" in err or "written by" in err), err
+    finally:
+        os.close(fd)
+
+
+def test_a_cache_directory_another_user_made_is_refused_and_its_copy_never_served(rig):
+    rig.login_tado()
+    cache = planted_dir(rig.tmp / "planted-cache", 0o755)
+    (cache / "forged").write_text("{}")
+    err = mount_refused(rig, [f"cache_dir={cache}"])
+    assert str(cache) in err and "another user" in err, err
+    # A cache directory of ours that others may write is refused as well.
+    os.chown(cache, 0, 0)
+    os.chmod(cache, 0o777)
+    err = mount_refused(rig, [f"cache_dir={cache}"])
+    assert str(cache) in err and "written by other users" in err, err
+
+
+def test_a_planted_token_file_is_never_sent(rig):
+    rig.login_tado(extra=["token_store=file"])
+    token = rig.home / ".local/state/smarthomefs/tokens/tado.json"
+    assert token.is_file()
+    # Another user's file in its place (the directory was theirs a moment ago).
+    os.chown(token, NOBODY, NOBODY)
+    rig.cloud.control.reset_stats()
+    err = mount_refused(rig, ["token_store=file"])
+    assert str(token) in err and "another user" in err, err
+    # A link to a file elsewhere, which the user cannot vouch for.
+    elsewhere = rig.tmp / "elsewhere.json"
+    os.chown(token, 0, 0)
+    token.rename(elsewhere)
+    token.symlink_to(elsewhere)
+    err = mount_refused(rig, ["token_store=file"])
+    assert str(token) in err and "link" in err, err
+    # Nothing went to the cloud with what the file held.
+    assert not rig.cloud.control.stats()["requests"]
+
+
+def test_cafile_must_be_a_regular_file_nobody_else_can_change(rig):
+    rig.login_tado()
+    opts = [o for o in rig.options() if not o.startswith("cafile=")]
+    mnt = rig.tmp / "refused-mnt"
+    for cafile, says in (("/dev/zero", "not a regular file"),
+                         (str(rig.tmp / "their-ca.pem"), "another user")):
+        if cafile != "/dev/zero":
+            shutil.copy(rig.cloud.cafile, cafile)
+            os.chown(cafile, NOBODY, NOBODY)
+        cmd = [str(BIN), "mount", "tado", str(mnt), "-o", ",".join(opts + [f"cafile={cafile}"])]
+        mnt.mkdir(exist_ok=True)
+        r = subprocess.run(cmd, env=rig.env, capture_output=True, text=True, timeout=60)
+        rig.outputs += [r.stdout, r.stderr]
+        if r.returncode == 0:
+            subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        assert r.returncode == 1 and cafile in r.stderr and says in r.stderr, r.stderr
