@@ -239,6 +239,18 @@ json_t *token_answer_json(const struct http_response *resp)
 	return j;
 }
 
+/* An OAuth error code as RFC 6749 section 5.2 allows it (printable ASCII but '"' and
+ * '\\'), short: a server's "error" goes into messages, and must not carry a terminal
+ * escape, a forged log line or a page of text. */
+static char *error_code_of(const char *code)
+{
+	size_t n = strlen(code);
+	bool ok = n > 0 && n <= 64;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = code[i] >= 0x20 && code[i] <= 0x7e && code[i] != '"' && code[i] != '\\';
+	return g_strdup(ok ? code : "an error code that is not one");
+}
+
 int token_request(struct http_client *http, const char *token_url, const char *form,
 		  struct token_set *ts, char **error)
 {
@@ -297,7 +309,7 @@ int token_request(struct http_client *http, const char *token_url, const char *f
 
 	const char *code = j ? json_string_value(json_object_get(j, "error")) : NULL;
 	if (error && code)
-		*error = g_strdup(code);
+		*error = error_code_of(code);
 	json_decref(j);
 	if (status == 429 || status >= 500)
 		return -EAGAIN;
