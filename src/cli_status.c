@@ -9,6 +9,7 @@
 #include "config.h"
 #include "internal_files.h"
 #include "keyring.h"
+#include "log.h"
 #include "provider.h"
 #include "token.h"
 
@@ -54,8 +55,7 @@ static GPtrArray *mounts_of(const char *account)
 
 static json_t *iso_time(gint64 unix_s)
 {
-	g_autoptr(GDateTime) dt = g_date_time_new_from_unix_utc(unix_s);
-	g_autofree char *when = dt ? g_date_time_format(dt, "%Y-%m-%dT%H:%M:%SZ") : NULL;
+	g_autofree char *when = iso_time_utc(unix_s);
 	return when ? json_string(when) : json_null();
 }
 
@@ -107,7 +107,9 @@ static json_t *account_status(const struct token_store *store, const char *id)
 			json_object_set(m, "api_calls", json_object_get(st, "api_calls"));
 		/* The mount's refresh was refused: the login is over, whatever its age. */
 		json_t *token = st ? json_object_get(st, "token") : NULL;
-		if (json_is_true(json_object_get(token, "login_expired")))
+		json_t *login = st ? json_object_get(st, "login") : NULL;
+		if (json_is_true(json_object_get(token, "login_expired")) ||
+		    json_is_true(json_object_get(login, "expired")))
 			json_object_set_new(o, "login_expired", json_true());
 		json_decref(st);
 		json_array_append_new(ma, m);
