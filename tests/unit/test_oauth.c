@@ -529,6 +529,8 @@ static void test_other_redirect_uris_are_refused_with_the_reason(void)
 struct pkce_run {
 	struct http_client *c;
 	const char *base;
+	char *owned_base; /* pkce_start_plain's */
+	GThread *thread;  /* pkce_start_plain's */
 	struct pkce_login opts;
 	struct token_set ts;
 	GError *err;
@@ -731,19 +733,31 @@ static void test_pkce_login_refuses_a_redirect_uri_off_this_machine(void)
 	g_clear_error(&err);
 }
 
+/* Starts a login of client "c" against a fake token endpoint answering @sc: the run
+ * (its thread in run->thread), the link it printed, and its redirect URI. */
+static struct fake_server *pkce_start_plain(struct token_script *sc, struct pkce_run *run,
+					    char **url, char **redirect)
+{
+	struct fake_server *srv = fake_server_start(token_handler, sc);
+	char *base = fake_server_url(srv, "");
+	*run = (struct pkce_run){
+	    .c = http_client_new(NULL, 5, 65536, "t/1"),
+	    .base = base,
+	    .owned_base = base,
+	    .opts = {.client_id = "c", .timeout_s = 10},
+	};
+	run->thread = pkce_start(run, url);
+	*redirect = http_form_get(strchr(*url, '?') + 1, "redirect_uri");
+	return srv;
+}
+
 static void test_pkce_answer_with_another_state_is_answered_and_ignored(void)
 {
 	struct token_script sc = {.success = "{\"access_token\":\"AT\"}"};
-	struct fake_server *srv = fake_server_start(token_handler, &sc);
-	g_autofree char *base = fake_server_url(srv, "");
-	struct pkce_run run = {
-	    .c = http_client_new(NULL, 5, 65536, "t/1"),
-	    .base = base,
-	    .opts = {.client_id = "c", .timeout_s = 10},
-	};
-	g_autofree char *url = NULL;
-	GThread *t = pkce_start(&run, &url);
-	g_autofree char *redirect = http_form_get(strchr(url, '?') + 1, "redirect_uri");
+	struct pkce_run run;
+	g_autofree char *url = NULL, *redirect = NULL;
+	struct fake_server *srv = pkce_start_plain(&sc, &run, &url, &redirect);
+	GThread *t = run.thread;
 	g_autofree char *state = http_form_get(strchr(url, '?') + 1, "state");
 	/* Someone else's link (their code, or an error): answered, never redeemed, and
 	 * the login goes on waiting for its own answer. */
@@ -767,22 +781,17 @@ static void test_pkce_answer_with_another_state_is_answered_and_ignored(void)
 	g_assert_cmpstr(code, ==, "ours");
 	token_set_clear(&run.ts);
 	http_client_free(run.c);
+	g_free(run.owned_base);
 	fake_server_stop(srv);
 }
 
 static void test_pkce_start_page_sends_the_browser_on_to_the_authorize_link(void)
 {
 	struct token_script sc = {.success = "{\"access_token\":\"AT\"}"};
-	struct fake_server *srv = fake_server_start(token_handler, &sc);
-	g_autofree char *base = fake_server_url(srv, "");
-	struct pkce_run run = {
-	    .c = http_client_new(NULL, 5, 65536, "t/1"),
-	    .base = base,
-	    .opts = {.client_id = "c", .timeout_s = 10},
-	};
-	g_autofree char *url = NULL;
-	GThread *t = pkce_start(&run, &url);
-	g_autofree char *redirect = http_form_get(strchr(url, '?') + 1, "redirect_uri");
+	struct pkce_run run;
+	g_autofree char *url = NULL, *redirect = NULL;
+	struct fake_server *srv = pkce_start_plain(&sc, &run, &url, &redirect);
+	GThread *t = run.thread;
 	g_autofree char *root = g_strndup(redirect, strlen(redirect) - strlen("/callback"));
 	g_autofree char *start = g_strconcat(root, "/smarthomefs-login", NULL);
 	/* By hand: the HTTP client follows no redirect, and says nothing of Location. */
@@ -810,6 +819,7 @@ static void test_pkce_start_page_sends_the_browser_on_to_the_authorize_link(void
 	g_assert_cmpint(run.result, ==, 0);
 	token_set_clear(&run.ts);
 	http_client_free(run.c);
+	g_free(run.owned_base);
 	fake_server_stop(srv);
 }
 
