@@ -823,6 +823,35 @@ static void test_pkce_start_page_sends_the_browser_on_to_the_authorize_link(void
 	fake_server_stop(srv);
 }
 
+static void test_pkce_idle_connections_cannot_keep_the_callback_out(void)
+{
+	struct token_script sc = {.success = "{\"access_token\":\"AT\"}"};
+	struct pkce_run run;
+	g_autofree char *url = NULL, *redirect = NULL;
+	struct fake_server *srv = pkce_start_plain(&sc, &run, &url, &redirect);
+	/* More idle connections than the listener has slots, held open. */
+	int port = atoi(strrchr(redirect, ':') + 1);
+	int idle[12];
+	for (size_t i = 0; i < G_N_ELEMENTS(idle); i++) {
+		idle[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_port = htons((uint16_t)port),
+					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		g_assert_cmpint(connect(idle[i], (struct sockaddr *)&a, sizeof(a)), ==, 0);
+	}
+	g_autofree char *state = http_form_get(strchr(url, '?') + 1, "state");
+	g_autofree char *cb = g_strdup_printf("%s?code=c1&state=%s", redirect, state);
+	g_assert_cmpint(browser_get(run.c, cb, NULL), ==, 200);
+	g_thread_join(run.thread);
+	g_assert_cmpint(run.result, ==, 0);
+	for (size_t i = 0; i < G_N_ELEMENTS(idle); i++)
+		close(idle[i]);
+	token_set_clear(&run.ts);
+	http_client_free(run.c);
+	g_free(run.owned_base);
+	fake_server_stop(srv);
+}
+
 static void test_loopback_peer_uid_is_the_connecting_socket_owner(void)
 {
 	g_autoptr(GError) err = NULL;
@@ -1011,6 +1040,8 @@ int main(int argc, char **argv)
 			test_pkce_answer_with_another_state_is_answered_and_ignored);
 	g_test_add_func("/oauth/pkce_start_page_sends_the_browser_on_to_the_authorize_link",
 			test_pkce_start_page_sends_the_browser_on_to_the_authorize_link);
+	g_test_add_func("/oauth/pkce_idle_connections_cannot_keep_the_callback_out",
+			test_pkce_idle_connections_cannot_keep_the_callback_out);
 	g_test_add_func("/oauth/loopback_peer_uid_is_the_connecting_socket_owner",
 			test_loopback_peer_uid_is_the_connecting_socket_owner);
 	g_test_add_func("/oauth/terminal_text_keeps_words_and_drops_what_drives_a_terminal",
