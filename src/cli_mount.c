@@ -206,6 +206,10 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 	if (r != EXIT_OK)
 		goto out;
 	r = EXIT_FAIL;
+	if (options_check_trust(&opts, account.id, &err) < 0) {
+		cli_fail("%s", err->message);
+		goto out;
+	}
 	mount_fuse_args(&account, &opts, &args);
 	/* The session takes the options over. */
 	int max_threads = opts.max_threads;
