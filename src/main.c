@@ -119,8 +119,7 @@ static int load_options(const char *account, struct options *opts)
 
 static struct http_client *new_http_client(const struct options *opts)
 {
-	g_autofree char *ua = g_strdup_printf("smarthomefs/%s", SMARTHOMEFS_VERSION);
-	return http_client_new(opts->cafile, opts->timeout, 1024 * 1024, ua);
+	return http_client_new(opts->cafile, opts->timeout, 1024 * 1024, NULL);
 }
 
 /* Reads the client secret: from stdin when it is not a terminal, else prompted without
