@@ -113,10 +113,16 @@ class Keyring:
         wait_until(self._answers, 20, "the keyring to answer")
 
     def _answers(self):
-        r = subprocess.run([*self.prefix, "secret-tool", "search", "--all", "rig", "probe"],
-                           env=self.env,
-                           capture_output=True, timeout=10)
-        return r.returncode in (0, 1) and b"Cannot" not in r.stderr
+        """Whether a secret can be stored: the daemon answers, and its login collection
+        (which --unlock makes a moment after the daemon answers) exists, unlocked."""
+        r = subprocess.run([*self.prefix, "secret-tool", "store", "--label=rig probe", "rig",
+                            "probe"], input=b"probe", env=self.env, capture_output=True,
+                           timeout=10)
+        if r.returncode != 0:
+            return False
+        subprocess.run([*self.prefix, "secret-tool", "clear", "rig", "probe"], env=self.env,
+                       capture_output=True, timeout=10)
+        return True
 
     def lookup(self, account, provider=None):
         """The secret stored for @account, or None."""
