@@ -113,8 +113,17 @@ class Keyring:
         wait_until(self._answers, 20, "the keyring to answer")
 
     def _answers(self):
-        """Whether a secret can be stored: the daemon answers, and its login collection
-        (which --unlock makes a moment after the daemon answers) exists, unlocked."""
+        """Whether a secret can be stored: our daemon owns the Secret Service's name (asked
+        without a call to the service, which would make the bus start a second daemon of
+        its own, without our password, that could win the name), and its login
+        collection (which --unlock makes a moment later) exists, unlocked."""
+        r = subprocess.run([*self.prefix, "dbus-send", "--session", "--print-reply",
+                            "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
+                            "org.freedesktop.DBus.NameHasOwner",
+                            "string:org.freedesktop.secrets"], env=self.env,
+                           capture_output=True, text=True, timeout=10)
+        if "boolean true" not in r.stdout:
+            return False
         r = subprocess.run([*self.prefix, "secret-tool", "store", "--label=rig probe", "rig",
                             "probe"], input=b"probe", env=self.env, capture_output=True,
                            timeout=10)
