@@ -126,3 +126,58 @@ def test_prometheus_recipe_feeds_node_exporters_textfile_collector(desk, debian_
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+VALUE = f"homes/{HOME_ID}/zones/1/values/inside_temperature"
+
+
+@pytest.fixture
+def quick(user_rig):
+    """The user logged in, mounted with ttl=1 and a quota the test cannot dent (else the
+    TTL is stretched to spread tado's 100 calls a day)."""
+    user_rig.cloud.control.config(quota=1_000_000)
+    user_rig.login_tado()
+    user_rig.write_config(extra=["ttl=1"])
+    user_rig.sh("mkdir -p ~/home-data && smarthomefs mount tado ~/home-data")
+    return user_rig
+
+
+def test_a_value_file_gives_no_inotify_event_for_a_cloud_change_but_a_read_sees_it(quick,
+                                                                                   tmp_path):
+    """What the README says of tail -f and inotify: the kernel has no event for a change
+    in the cloud; reading the file again (the README's loop) shows it."""
+    path = quick.home / "home-data" / VALUE
+    before = quick.read(path)
+    out, err = tmp_path / "inotify.out", tmp_path / "inotify.err"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        watcher = subprocess.Popen([*quick.prefix, "inotifywait", "-m", "-e", "modify",
+                                    "-e", "attrib", "-e", "close_write", str(path)],
+                                   env=quick.env, stdout=o, stderr=e)
+    try:
+        wait_until(lambda: "Watches established" in err.read_text(), 15,
+                   "inotifywait's watch")
+        assert quick.cloud.control.tado_zone_temperature(HOME_ID, 1, 26.5)
+        wait_until(lambda: quick.read(path) == "26.5\n", 15, "the new value in the mount")
+    finally:
+        watcher.terminate()
+        watcher.wait(5)
+    assert before != "26.5\n"
+    assert out.read_text() == ""
+    loop = readme_block_after("while sleep")
+    assert "cat ~/home-data/" in loop
+
+
+def test_offline_read_of_something_never_cached_fails_with_eio(user_rig):
+    """The man page's promise for -o offline without a disk copy."""
+    user_rig.login_tado()
+    user_rig.write_config()
+    r = user_rig.sh("mkdir -p ~/home-data && smarthomefs mount tado ~/home-data -o offline",
+                    check=False)
+    assert r.returncode == 0, r.stderr
+    r = user_rig.sh(f"cat ~/home-data/{VALUE}", check=False)
+    assert r.returncode != 0
+    assert "Input/output error" in r.stderr
+    page = (ROOT / "docs/smarthomefs.1.scd").read_text()
+    assert re.search(r"never fetched fail with \*EIO\*", page)
+    assert user_rig.cloud.control.stats()["requests"].get(f"GET /api/v2/homes/{HOME_ID}/"
+                                                          "zoneStates", 0) == 0
