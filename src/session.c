@@ -81,8 +81,7 @@ struct session *session_new(const struct account *account, struct options *opts)
 	memset(opts, 0, sizeof(*opts));
 	s->api_url = g_strdup(s->opts.api_url ? s->opts.api_url : p->api_url);
 	s->auth_url = g_strdup(s->opts.auth_url ? s->opts.auth_url : p->auth_url);
-	s->store.kind = s->opts.token_store;
-	s->store.state_dir = options_state_dir(&s->opts);
+	options_token_store(&s->opts, &s->store);
 	s->http = http_client_new(s->opts.cafile, s->opts.timeout, MAX_BODY, NULL);
 	g_autofree char *cache_dir = options_cache_dir(&s->opts, s->account.id);
 	s->cache = cache_new(cache_dir, s->opts.timeout);
@@ -104,7 +103,7 @@ void session_free(struct session *s)
 	http_client_free(s->http);
 	g_free(s->api_url);
 	g_free(s->auth_url);
-	g_free(s->store.state_dir);
+	token_store_clear(&s->store);
 	g_free(s->last_error);
 	g_free(s->last_error_path);
 	g_free(s->last_stale_path);
@@ -580,7 +579,7 @@ static void session_snapshot(struct session *s, struct session_snapshot *snap)
 	snap->last_stale_at_s = s->last_stale_at_s;
 	snap->last_stale_error = s->last_stale_error;
 	g_mutex_unlock(&s->mutex);
-	snap->token_expires_at = s->auth ? auth_expires_at(s->auth) : 0;
+	snap->token_expires_at = s->auth ? auth_expires_at_s(s->auth) : 0;
 	snap->refreshes = s->auth ? auth_refresh_count(s->auth) : 0;
 }
 

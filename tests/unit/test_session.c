@@ -228,7 +228,7 @@ static void road_set_up(struct road *f, gconstpointer data)
 	struct token_set ts = {.provider = g_strdup("testcloud"),
 			       .access_token = g_strdup("AT-0"),
 			       .refresh_token = g_strdup("RT-0"),
-			       .expires_at = g_get_real_time() / G_USEC_PER_SEC + 3600};
+			       .expires_at_s = g_get_real_time() / G_USEC_PER_SEC + 3600};
 	g_autofree char *json = token_set_to_json(&ts);
 	token_set_clear(&ts);
 	g_assert_cmpint(token_store_save(&store, ACCOUNT, "testcloud", json, NULL), ==, 0);
