@@ -61,3 +61,63 @@ def test_mount_helper_is_not_on_a_users_path_but_runs_by_its_path(desk):
     assert re.fullmatch(r"-?\d+(\.\d+)?\n", desk.sh(f"cat ~/home-data/{VALUE}").stdout)
     desk.sh("fusermount3 -u ~/home-data")
     wait_until(lambda: daemon_gone(desk), 15, "the daemon to exit")
+
+
+def mounts_at(desk, path):
+    """How many mounts are stacked on @path, from the user's mount table."""
+    table = desk.sh("cat /proc/self/mountinfo").stdout
+    return sum(1 for line in table.splitlines() if line.split()[4] == str(path))
+
+
+def test_a_second_mount_on_a_mounted_point_says_already_mounted_and_stacks_nothing(desk):
+    desk.sh("smarthomefs mount tado ~/home-data")
+    r = desk.sh("smarthomefs mount tado ~/home-data", check=False)
+    assert r.returncode == 1
+    assert f"{desk.home}/home-data is already mounted (fuse.smarthomefs tado)" in r.stderr
+    assert "Permission denied" not in r.stderr and "empty directory" not in r.stderr
+    assert mounts_at(desk, desk.home / "home-data") == 1
+    r = desk.sh("/sbin/mount.smarthomefs tado ~/home-data", check=False)
+    assert r.returncode == 1 and "already mounted" in r.stderr
+    assert mounts_at(desk, desk.home / "home-data") == 1
+
+
+def test_allow_other_refused_says_what_fuse_conf_needs_and_nothing_else(desk, tmp_path):
+    """Debian's /etc/fuse.conf as shipped: user_allow_other commented out."""
+    conf = tmp_path / "fuse.conf"
+    conf.write_text("# mount_max = 1000\n#user_allow_other\n")
+    ns = desk.system.ns
+    assert ns.run("mount", "--bind", str(conf), "/etc/fuse.conf").returncode == 0
+    try:
+        r = desk.sh("smarthomefs mount tado ~/home-data -o allow_other", check=False)
+    finally:
+        ns.run("umount", "/etc/fuse.conf")
+    assert r.returncode == 1
+    assert "user_allow_other" in r.stderr and "/etc/fuse.conf" in r.stderr
+    assert "directory you may" not in r.stderr
+    assert mounts_at(desk, desk.home / "home-data") == 0
+
+
+def test_the_account_is_checked_before_the_directory(desk):
+    r = desk.sh("smarthomefs mount tado:nobody ~/no-such-dir", check=False)
+    assert r.returncode == 1
+    assert "tado:nobody" in r.stderr and "smarthomefs login" in r.stderr, r.stderr
+    assert "no-such-dir" not in r.stderr
+
+
+def test_a_failed_mount_of_an_account_not_logged_in_leaves_no_cache_directory(desk):
+    assert not (desk.home / ".cache").exists()
+    r = desk.sh("smarthomefs mount tado:nobody ~/home-data", check=False)
+    assert r.returncode == 1 and "smarthomefs login" in r.stderr
+    assert not (desk.home / ".cache").exists()
+    r = desk.sh("smarthomefs mount tado:nobody ~/home-data -f", check=False)
+    assert r.returncode == 1
+    assert not (desk.home / ".cache").exists()
+
+
+def test_a_cache_that_cannot_be_used_is_said_and_the_mount_still_works(desk):
+    """/var/cache is root's: the disk copy cannot be kept, and the user is told so."""
+    desk.write_config(extra=["cache_dir=/var/cache/smarthomefs-of-a-user"])
+    r = desk.sh("smarthomefs mount tado ~/home-data")
+    assert "no disk cache: cannot use /var/cache/smarthomefs-of-a-user (Permission denied)" \
+        in r.stderr
+    assert re.fullmatch(r"-?\d+(\.\d+)?\n", desk.sh(f"cat ~/home-data/{VALUE}").stdout)
