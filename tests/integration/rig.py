@@ -8,6 +8,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -590,6 +591,8 @@ class UserSystem:
     """One run's desktop: the user, its keyring, the namespace where it works."""
 
     def __init__(self, base: Path):
+        for tool in ("/usr/bin/fusermount3", "/usr/bin/mount", "/usr/bin/umount"):
+            assert os.stat(tool).st_mode & stat.S_ISUID, f"{tool} is not setuid, as on Debian"
         self.changes = MachineChanges()
         self.changes.acquire()
         try:
@@ -736,12 +739,24 @@ class UserRig(Rig):
         self.system.ns.unmount_all(under=self.home)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def user_system(tmp_path_factory):
-    """The desktop user of this run; /dev/fuse and the user restored when it ends."""
+    """The desktop user of this run; /dev/fuse and the user restored when it ends. A
+    SIGTERM becomes an interrupt, so that the finalizers still run; after a SIGKILL the
+    next run restores them (MachineChanges)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     system = UserSystem(tmp_path_factory.mktemp("desktop"))
-    yield system
-    system.stop()
+    try:
+        yield system
+    finally:
+        system.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture
