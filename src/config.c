@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "provider.h"
+#include "trust.h"
 
 static GQuark config_error_quark(void)
 {
@@ -348,6 +349,20 @@ char *options_state_dir(const struct options *o)
 	if (o->state_dir)
 		return g_strdup(o->state_dir);
 	return xdg_dir("XDG_STATE_HOME", ".local/state", "/var/lib/smarthomefs");
+}
+
+int options_check_trust(const struct options *o, const char *account, GError **err)
+{
+	g_autofree char *cache = account ? options_cache_dir(o, account) : NULL;
+	g_autofree char *state = options_state_dir(o);
+	g_autofree char *locks = options_lock_dir(o);
+	const char *dirs[] = {state, locks, cache};
+	for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++) {
+		int r = dirs[i] ? trust_check_dir(dirs[i], err) : 0;
+		if (r < 0)
+			return r;
+	}
+	return o->cafile ? trust_check_readable(o->cafile, err) : 0;
 }
 
 void options_token_store(const struct options *o, struct token_store *out)
