@@ -161,9 +161,18 @@ int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *re
 	return session_provider(c->session)->source(&np->pp, ref);
 }
 
+/* The resource of @ref through the cache; without @may_fetch, -EINPROGRESS when that
+ * needs a fetch. */
+static int core_get(struct fs_core *c, const struct resource_ref *ref, struct resource *res,
+		    bool may_fetch)
+{
+	return may_fetch ? session_get(c->session, ref, res)
+			 : session_get_cached(c->session, ref, res);
+}
+
 /* Brings @dir's children up to date with its resource, which goes to @listing when it
  * is not NULL (gen 0: a static directory). */
-static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listing)
+static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listing, bool may_fetch)
 {
 	const struct provider *p = session_provider(c->session);
 	struct resource_ref ref = {0};
@@ -194,7 +203,7 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		goto out;
 	}
 
-	r = session_get(c->session, &ref, &res);
+	r = core_get(c, &ref, &res, may_fetch);
 	if (r < 0)
 		goto out;
 	if (res.gen != listed) {
@@ -221,7 +230,8 @@ out:
 	return r;
 }
 
-int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, struct node **ret_dir)
+int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, bool may_fetch,
+		struct node **ret_dir)
 {
 	struct node *dir = tree_get(c->tree, ino);
 	int r;
@@ -231,21 +241,21 @@ int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, struc
 		return -ENOENT;
 	if (!tree_node_is_dir(c->tree, dir))
 		return -ENOTDIR;
-	r = sync_dir(c, dir, listing);
+	r = sync_dir(c, dir, listing, may_fetch);
 	if (r == 0)
 		*ret_dir = dir;
 	return r;
 }
 
 /* The resource file @node is made from, fetched through the cache. */
-static int node_resource(struct fs_core *c, struct node *node, struct resource *res)
+static int node_resource(struct fs_core *c, struct node *node, struct resource *res, bool may_fetch)
 {
 	struct resource_ref ref = {0};
 	struct node_path np = {0};
 	int r = fs_core_source(c, node, &ref, &np);
 
 	if (r == 0)
-		r = ref.path ? session_get(c->session, &ref, res) : -EIO;
+		r = ref.path ? core_get(c, &ref, res, may_fetch) : -EIO;
 	resource_ref_clear(&ref);
 	node_path_clear(&np);
 	return r;
@@ -338,8 +348,8 @@ double fs_core_dir_timeout_s(struct fs_core *c, struct node *dir)
 	return ttl;
 }
 
-int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct stat *st,
-		 double *ret_timeout_s)
+int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, bool may_fetch,
+		 struct stat *st, double *ret_timeout_s)
 {
 	bool is_dir, told;
 	gint64 mtime_wall_us;
@@ -366,7 +376,7 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct
 	if (!told) {
 		struct resource res = {0};
 		bool fresh_memo;
-		int r = node_resource(c, node, &res);
+		int r = node_resource(c, node, &res, may_fetch);
 		if (r < 0)
 			return r;
 		tree_lock(c->tree);
@@ -395,7 +405,7 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct
 	return 0;
 }
 
-int fs_core_read(struct fs_core *c, struct node *node, GBytes **ret_bytes)
+int fs_core_read(struct fs_core *c, struct node *node, bool may_fetch, GBytes **ret_bytes)
 {
 	struct resource res = {0};
 	int r;
@@ -403,7 +413,7 @@ int fs_core_read(struct fs_core *c, struct node *node, GBytes **ret_bytes)
 	*ret_bytes = NULL;
 	if (node->internal)
 		return -EIO; /* internal files are read through their renderings */
-	r = node_resource(c, node, &res);
+	r = node_resource(c, node, &res, may_fetch);
 	if (r == 0)
 		r = render_from(c, node, &res, ret_bytes);
 	if (r == 0)

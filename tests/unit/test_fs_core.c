@@ -113,7 +113,7 @@ static struct node *walk(struct fixture *f, const char *path)
 
 	for (char **p = parts; *p; p++) {
 		struct node *dir = NULL;
-		g_assert_cmpint(fs_core_dir(f->core, node->ino, NULL, &dir), ==, 0);
+		g_assert_cmpint(fs_core_dir(f->core, node->ino, NULL, true, &dir), ==, 0);
 		node = tree_child(t, dir, *p);
 		g_assert_nonnull(node);
 	}
@@ -125,7 +125,7 @@ static char *read_all(struct fixture *f, struct node *node)
 	GBytes *bytes = NULL;
 	gsize len = 0;
 
-	g_assert_cmpint(fs_core_read(f->core, node, &bytes), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, node, true, &bytes), ==, 0);
 	const char *data = g_bytes_get_data(bytes, &len);
 	char *s = g_strndup(data, len);
 	g_bytes_unref(bytes);
@@ -145,7 +145,7 @@ static void test_stat_size_is_what_a_read_returns(struct fixture *f, gconstpoint
 	struct stat st;
 	double timeout_s;
 
-	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, &st, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, true, &st, &timeout_s), ==, 0);
 	g_autofree char *text = read_all(f, soc);
 	g_assert_cmpstr(text, ==, "74\n");
 	g_assert_true(S_ISREG(st.st_mode));
@@ -161,8 +161,8 @@ static void test_changed_bytes_are_a_new_mtime_and_a_notice(struct fixture *f, g
 	struct stat before, same, after;
 	double timeout_s;
 
-	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, &before, &timeout_s), ==, 0);
-	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, &same, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, true, &before, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, true, &same, &timeout_s), ==, 0);
 	g_assert_cmpint(same.st_mtim.tv_sec, ==, before.st_mtim.tv_sec);
 	g_assert_cmpint(same.st_mtim.tv_nsec, ==, before.st_mtim.tv_nsec);
 	g_assert_cmpuint(f->changed->len, ==, 0);
@@ -171,7 +171,7 @@ static void test_changed_bytes_are_a_new_mtime_and_a_notice(struct fixture *f, g
 	/* Read through the other file of the same resource: soc's memo is now old. */
 	g_autofree char *text = read_all(f, json);
 	g_assert_nonnull(strstr(text, "100"));
-	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, &after, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, true, &after, &timeout_s), ==, 0);
 	g_assert_cmpint(after.st_size, ==, 4);
 	g_assert_true(after.st_mtim.tv_sec > before.st_mtim.tv_sec ||
 		      (after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
@@ -186,10 +186,11 @@ static void test_stat_as_told_asks_no_cloud(struct fixture *f, gconstpointer dat
 	struct stat told, as_told;
 	double timeout_s;
 
-	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, &told, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, true, &told, &timeout_s), ==, 0);
 	int requests = fake_server_requests(f->server);
 	set_soc(f, 5);
-	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_AS_TOLD, &as_told, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_AS_TOLD, true, &as_told, &timeout_s), ==,
+			0);
 	g_assert_cmpint(fake_server_requests(f->server), ==, requests);
 	g_assert_cmpint(as_told.st_size, ==, told.st_size);
 	g_assert_cmpfloat(timeout_s, ==, 0);
@@ -206,7 +207,7 @@ static void test_told_bytes_are_the_generation_the_kernel_knows(struct fixture *
 
 	/* Nothing told yet: nothing to fill. */
 	g_assert_cmpint(fs_core_told_bytes(f->core, soc, &bytes, &gen), ==, -ESTALE);
-	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, &st, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, true, &st, &timeout_s), ==, 0);
 	int requests = fake_server_requests(f->server);
 	g_assert_cmpint(fs_core_told_bytes(f->core, soc, &bytes, &gen), ==, 0);
 	g_assert_cmpuint(g_bytes_get_size(bytes), ==, (gsize)st.st_size);
@@ -224,14 +225,14 @@ static void test_a_version_is_rendered_once(struct fixture *f, gconstpointer dat
 	double timeout_s;
 	GBytes *first = NULL, *chunk = NULL, *later = NULL;
 
-	g_assert_cmpint(fs_core_stat(f->core, json, STAT_NOW, &st, &timeout_s), ==, 0);
-	g_assert_cmpint(fs_core_read(f->core, json, &first), ==, 0);
-	g_assert_cmpint(fs_core_read(f->core, json, &chunk), ==, 0);
+	g_assert_cmpint(fs_core_stat(f->core, json, STAT_NOW, true, &st, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, json, true, &first), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, json, true, &chunk), ==, 0);
 	g_assert_true(g_bytes_get_data(chunk, NULL) == g_bytes_get_data(first, NULL));
 	g_assert_cmpuint(g_bytes_get_size(first), ==, (gsize)st.st_size);
 
 	set_soc(f, 12); /* ttl 60: still the cached version */
-	g_assert_cmpint(fs_core_read(f->core, json, &later), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, json, true, &later), ==, 0);
 	g_assert_true(g_bytes_get_data(later, NULL) == g_bytes_get_data(first, NULL));
 	g_bytes_unref(first);
 	g_bytes_unref(chunk);
@@ -243,13 +244,47 @@ static void test_a_new_version_is_rendered_anew(struct fixture *f, gconstpointer
 	struct node *soc = walk(f, "homes/h1/devices/d1/values/soc");
 	GBytes *first = NULL, *later = NULL;
 
-	g_assert_cmpint(fs_core_read(f->core, soc, &first), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, soc, true, &first), ==, 0);
 	set_soc(f, 9); /* ttl 0: the next read fetches the new version */
-	g_assert_cmpint(fs_core_read(f->core, soc, &later), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, soc, true, &later), ==, 0);
 	g_assert_cmpmem(g_bytes_get_data(later, NULL), g_bytes_get_size(later), "9\n", 2);
 	g_assert_cmpmem(g_bytes_get_data(first, NULL), g_bytes_get_size(first), "74\n", 3);
 	g_bytes_unref(first);
 	g_bytes_unref(later);
+}
+
+/* A FUSE worker asks without fetching: what the cache holds is answered, the rest is
+ * -EINPROGRESS at once (for the fetch pool), with no request made. */
+static void test_without_fetching_only_the_cache_answers(struct fixture *f, gconstpointer data)
+{
+	struct tree *t = fs_core_tree(f->core);
+	struct node *homes = walk(f, "homes");
+	struct node *devices = NULL, *dir = NULL;
+	int requests = fake_server_requests(f->server);
+
+	g_assert_cmpint(fs_core_dir(f->core, homes->ino, NULL, false, &dir), ==, -EINPROGRESS);
+	g_assert_cmpint(fake_server_requests(f->server), ==, requests);
+	walk(f, "homes/h1"); /* fetches the homes */
+	struct stat st;
+	double timeout_s;
+	GBytes *bytes = NULL;
+
+	g_assert_cmpint(fs_core_dir(f->core, homes->ino, NULL, false, &dir), ==, 0);
+	struct node *h1 = tree_child(t, dir, "h1");
+	g_assert_cmpint(fs_core_dir(f->core, h1->ino, NULL, false, &dir), ==, 0);
+	devices = tree_child(t, dir, "devices");
+	requests = fake_server_requests(f->server);
+	g_assert_cmpint(fs_core_dir(f->core, devices->ino, NULL, false, &dir), ==, -EINPROGRESS);
+	g_assert_null(dir);
+	g_assert_cmpint(fake_server_requests(f->server), ==, requests);
+
+	struct node *soc = walk(f, "homes/h1/devices/d1/values/soc"); /* fetches */
+	struct node *json = walk(f, "homes/h1/devices/d1/device.json");
+	requests = fake_server_requests(f->server);
+	g_assert_cmpint(fs_core_stat(f->core, soc, STAT_NOW, false, &st, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, json, false, &bytes), ==, 0);
+	g_assert_cmpint(fake_server_requests(f->server), ==, requests);
+	g_bytes_unref(bytes);
 }
 
 static void test_directories_and_errors(struct fixture *f, gconstpointer data)
@@ -260,10 +295,10 @@ static void test_directories_and_errors(struct fixture *f, gconstpointer data)
 	struct stat st;
 	double timeout_s;
 
-	g_assert_cmpint(fs_core_dir(f->core, file->ino, NULL, &dir), ==, -ENOTDIR);
+	g_assert_cmpint(fs_core_dir(f->core, file->ino, NULL, true, &dir), ==, -ENOTDIR);
 	g_assert_null(dir);
-	g_assert_cmpint(fs_core_dir(f->core, 12345, NULL, &dir), ==, -ENOENT);
-	g_assert_cmpint(fs_core_dir(f->core, tree_root(t)->ino, NULL, &dir), ==, 0);
+	g_assert_cmpint(fs_core_dir(f->core, 12345, NULL, true, &dir), ==, -ENOENT);
+	g_assert_cmpint(fs_core_dir(f->core, tree_root(t)->ino, NULL, true, &dir), ==, 0);
 	/* The internal directory is listed after the provider's entries. */
 	GArray *names = tree_list(t, dir);
 	g_assert_cmpuint(names->len, ==, 2);
@@ -271,13 +306,13 @@ static void test_directories_and_errors(struct fixture *f, gconstpointer data)
 	g_assert_cmpstr(g_array_index(names, struct tree_dirent, 1).name, ==, INTERNAL_DIR);
 	tree_dirents_free(names);
 	struct node *internal = tree_child(t, dir, INTERNAL_DIR);
-	g_assert_cmpint(fs_core_dir(f->core, internal->ino, NULL, &dir), ==, 0);
+	g_assert_cmpint(fs_core_dir(f->core, internal->ino, NULL, true, &dir), ==, 0);
 	g_assert_nonnull(tree_child(t, dir, INTERNAL_STATUS));
 	g_assert_nonnull(tree_child(t, dir, INTERNAL_METRICS));
 	GBytes *bytes = NULL;
-	g_assert_cmpint(fs_core_read(f->core, tree_child(t, dir, INTERNAL_STATUS), &bytes), ==,
-			-EIO);
-	g_assert_cmpint(fs_core_stat(f->core, internal, STAT_NOW, &st, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, tree_child(t, dir, INTERNAL_STATUS), true, &bytes),
+			==, -EIO);
+	g_assert_cmpint(fs_core_stat(f->core, internal, STAT_NOW, true, &st, &timeout_s), ==, 0);
 	g_assert_true(S_ISDIR(st.st_mode));
 	g_assert_cmpfloat(timeout_s, ==, 0);
 	/* A path no provider knows. */
@@ -299,6 +334,8 @@ int main(int argc, char **argv)
 	    test_told_bytes_are_the_generation_the_kernel_knows, 60);
 	ADD("a_version_is_rendered_once", test_a_version_is_rendered_once, 60);
 	ADD("a_new_version_is_rendered_anew", test_a_new_version_is_rendered_anew, 0);
+	ADD("without_fetching_only_the_cache_answers", test_without_fetching_only_the_cache_answers,
+	    60);
 	ADD("directories_and_errors", test_directories_and_errors, 60);
 	return g_test_run();
 }
