@@ -74,10 +74,6 @@ struct deferred {
 	gint64 queued_mono_us;
 };
 
-struct open_dir {
-	GArray *entries; /* struct tree_dirent */
-};
-
 /* fs_core's changed function: the kernel's attributes and pages of @ino go. */
 static void fs_content_changed(void *data, uint64_t ino)
 {
@@ -337,69 +333,84 @@ static int op_opendir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse
 		return r == -EINPROGRESS ? r : 0;
 	prefetch_listing(fs->prefetch, dir, &listing);
 	resource_clear(&listing);
-	struct open_dir *od = g_new0(struct open_dir, 1);
-	od->entries = tree_list(fs->tree, dir);
-	fi->fh = (uint64_t)(uintptr_t)od;
+	fi->fh = 0; /* readdir reads the listing as it is (op_readdir) */
 	fi->cache_readdir = 0;
-	if (fuse_reply_open(req, fi) != 0) {
-		tree_dirents_free(od->entries);
-		g_free(od);
-	}
+	fuse_reply_open(req, fi);
 	return 0;
 }
 
-/* Fills one readdir(plus) answer from the snapshot taken at opendir. Offsets: 1 ".",
- * 2 "..", 3.. the entries. */
+/* The fewest bytes one entry takes in a readdir answer (its header and a name of up to 8
+ * bytes): how many entries an answer of some size can hold at most. */
+#define DIRENT_MIN_BYTES 32
+
+/* Fills one readdir(plus) answer from the directory's listing as it is now, a window of
+ * it at a time: an open directory holds no copy of its names. Offsets: 1 ".", 2 "..",
+ * then 3 + the position in the listing order (tree_list_window) of the entry before. */
 static int op_readdir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		      struct fuse_file_info *fi, bool plus, bool may_fetch)
+		      bool plus, bool may_fetch)
 {
-	struct open_dir *od = (struct open_dir *)(uintptr_t)fi->fh;
 	struct node *dir = tree_get(fs->tree, ino);
 	g_autofree char *buf = g_malloc(size);
-	size_t used = 0;
-	off_t total = (off_t)od->entries->len + 2;
+	size_t used = 0, n = 0;
+	size_t max = size / DIRENT_MIN_BYTES + 1;
+	g_autofree struct tree_dirent *window = g_new0(struct tree_dirent, max);
+	int r = 0;
 
-	for (off_t i = off; i < total; i++) {
+	if (!dir) {
+		fuse_reply_err(req, ENOENT);
+		return 0;
+	}
+	for (off_t i = off; i < 2; i++) {
+		struct fuse_entry_param e = {.attr.st_mode = S_IFDIR};
+		e.attr.st_ino = i == 0 || !dir->parent ? dir->ino : dir->parent->ino;
+		const char *name = i == 0 ? "." : "..";
+		size_t need =
+		    plus ? fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1)
+			 : fuse_add_direntry(req, buf + used, size - used, name, &e.attr, i + 1);
+		if (need > size - used)
+			goto reply;
+		used += need;
+	}
+	n = tree_list_window(fs->tree, dir, off > 2 ? (size_t)off - 2 : 0, max, window);
+	for (size_t k = 0; k < n; k++) {
+		struct tree_dirent *d = &window[k];
 		struct fuse_entry_param e;
-		const char *name;
+		off_t next_off = (off_t)d->pos + 3;
 		size_t need;
 
 		memset(&e, 0, sizeof(e));
-		if (i < 2) {
-			name = i == 0 ? "." : "..";
-			e.attr.st_ino = i == 0 || !dir->parent ? dir->ino : dir->parent->ino;
-			e.attr.st_mode = S_IFDIR;
-		} else {
-			struct tree_dirent *d =
-			    &g_array_index(od->entries, struct tree_dirent, i - 2);
-			name = d->name;
-			e.attr.st_ino = d->ino;
-			e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
-			struct node *child = plus ? tree_get(fs->tree, d->ino) : NULL;
+		e.attr.st_ino = d->ino;
+		e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
+		if (plus) {
+			struct node *child = tree_get(fs->tree, d->ino);
 			/* ino 0 tells the kernel to look the entry up itself when its
 			 * attributes cannot be had now, or, for an internal file, should be
 			 * had at the open. */
 			if (child && !d->is_dir && child->internal)
 				child = NULL;
-			int r = child ? fs_fill_entry(fs, child, may_fetch, &e) : 0;
+			r = child ? fs_fill_entry(fs, child, may_fetch, &e) : 0;
 			if (r == -EINPROGRESS)
-				return r; /* the fetch pool answers all of it */
+				break; /* the fetch pool answers all of it */
 			if (r < 0) {
 				memset(&e, 0, sizeof(e));
 				e.attr.st_ino = d->ino;
 				e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
 			}
+			r = 0;
 		}
-		if (plus)
-			need =
-			    fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1);
-		else
-			need =
-			    fuse_add_direntry(req, buf + used, size - used, name, &e.attr, i + 1);
+		need = plus ? fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e,
+						     next_off)
+			    : fuse_add_direntry(req, buf + used, size - used, d->name, &e.attr,
+						next_off);
 		if (need > size - used)
 			break;
 		used += need;
 	}
+	for (size_t k = 0; k < n; k++)
+		g_free(window[k].name);
+	if (r == -EINPROGRESS)
+		return r;
+reply:
 	fuse_reply_buf(req, buf, used);
 	return 0;
 }
@@ -444,8 +455,8 @@ static int fs_run(struct fs *fs, struct deferred *d, bool may_fetch)
 		return op_opendir(fs, d->req, d->ino, &d->fi, may_fetch);
 	case OP_READDIR:
 	case OP_READDIRPLUS:
-		return op_readdir(fs, d->req, d->ino, d->size, d->off, &d->fi,
-				  d->op == OP_READDIRPLUS, may_fetch);
+		return op_readdir(fs, d->req, d->ino, d->size, d->off, d->op == OP_READDIRPLUS,
+				  may_fetch);
 	case OP_READ:
 		return op_read(fs, d->req, d->ino, d->size, d->off, may_fetch);
 	}
@@ -563,15 +574,6 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 					 .has_fi = true});
 }
 
-static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct open_dir *od = (struct open_dir *)(uintptr_t)fi->fh;
-
-	tree_dirents_free(od->entries);
-	g_free(od);
-	fuse_reply_err(req, 0);
-}
-
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
@@ -626,7 +628,6 @@ static const struct fuse_lowlevel_ops fs_ops = {
     .opendir = fs_opendir,
     .readdir = fs_readdir,
     .readdirplus = fs_readdirplus,
-    .releasedir = fs_releasedir,
     .open = fs_open,
     .read = fs_read,
     .statfs = fs_statfs,

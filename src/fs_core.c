@@ -210,6 +210,13 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		json_t *body = resource_json(&res);
 		r = body ? p->list(&np.pp, body, entries) : -EIO;
 		json_decref(body);
+		guint max = (guint)session_options(c->session)->max_entries;
+		if (r == 0 && entries->len > max) {
+			/* A bound on what one listing may cost in names and nodes. */
+			log_warn("%s lists %u entries; showing the first %u (max_entries)",
+				 ref.path, entries->len, max);
+			g_ptr_array_set_size(entries, max);
+		}
 		if (r == 0) {
 			tree_set_children(c->tree, dir, entries, res.gen);
 			tree_lock(c->tree);

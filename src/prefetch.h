@@ -28,3 +28,6 @@ void prefetch_stop(struct prefetch *pf);
  * lookup syncs a directory too, but only a listing says that all entries are about to
  * be read. */
 void prefetch_listing(struct prefetch *pf, struct node *dir, const struct resource *res);
+/* How many resources were queued since the start. One listing queues at most
+ * options.prefetch_max, and never more than half the calls the quota has left. */
+uint64_t prefetch_queued(struct prefetch *pf);

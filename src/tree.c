@@ -446,7 +446,7 @@ GArray *tree_list(struct tree *t, struct node *dir)
 	tree_lock(t);
 	for (guint i = 0; dir->is_dir && i < dir->n_order; i++) {
 		struct node *n = dir->order[i];
-		struct tree_dirent d = {.ino = n->ino, .is_dir = n->is_dir};
+		struct tree_dirent d = {.ino = n->ino, .is_dir = n->is_dir, .pos = i};
 
 		if (n->gone)
 			continue;
@@ -455,6 +455,26 @@ GArray *tree_list(struct tree *t, struct node *dir)
 	}
 	tree_unlock(t);
 	return list;
+}
+
+size_t tree_list_window(struct tree *t, struct node *dir, size_t from, size_t max,
+			struct tree_dirent *out)
+{
+	size_t n = 0, i = from;
+
+	tree_lock(t);
+	for (; dir->is_dir && i < dir->n_order && n < max; i++) {
+		struct node *c = dir->order[i];
+
+		if (c->gone)
+			continue;
+		out[n++] = (struct tree_dirent){.ino = c->ino,
+						.is_dir = c->is_dir,
+						.pos = (uint32_t)i,
+						.name = g_strdup(c->name)};
+	}
+	tree_unlock(t);
+	return n;
 }
 
 void tree_dirents_free(GArray *entries)

@@ -470,3 +470,32 @@ def test_a_cached_file_and_status_answer_within_timeout_while_1000_readers_wait(
         for t in threads:
             t.join(120)
     assert not any(t.is_alive() for t in threads)
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("cloud_options", [{"tibber_homes": 1, "tibber_devices": 10000,
+                                            "quota": 100000}])
+def test_open_directories_hold_no_copy_of_their_names(rig):
+    """300 open handles of a 10 000-entry directory cost the daemon no copy of its names
+    each (issue 17 #1: 3 000 of them reached 1.67 GB), and each still lists it all."""
+    m = rig.mount_tibber("prefetch=0")
+    home = os.listdir(m / "homes")[0]
+    devices = m / "homes" / home / "devices"
+    names = sorted(os.listdir(devices))
+    assert len(names) > 10000 - 1
+    before = rss_bytes(m.proc.pid)
+    fds = [os.open(devices, os.O_RDONLY | os.O_DIRECTORY) for _ in range(300)]
+    try:
+        grown = rss_bytes(m.proc.pid) - before
+        assert grown < 32 << 20, f"300 open directories took {grown >> 20} MiB"
+        assert sorted(os.listdir(fds[-1])) == names
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -10,12 +10,25 @@
 #include "fake_http.h"
 #include "fs_core.h"
 #include "internal_files.h"
+#include "prefetch.h"
 #include "session.h"
+
+/* What a test sets: the ttl in seconds (0: every stat or read fetches anew), and when not
+ * 0, options.prefetch_max and options.max_entries. */
+struct params {
+	int ttl;
+	int prefetch_max;
+	int max_entries;
+};
 
 struct cloud {
 	GMutex lock;
-	int soc; /* (lock) the device's state of charge, as the API tells it */
+	int soc;       /* (lock) the devices' state of charge, as the API tells it */
+	int remaining; /* (lock) the calls its RateLimit header says are left; -1: no header */
 };
+
+/* The devices of home h1: d1 .. d10. */
+#define DEVICES 10
 
 struct fixture {
 	char *dir;
@@ -33,16 +46,24 @@ static void cloud_answer(const struct fake_request *req, int *status, GString *h
 
 	*status = 200;
 	g_string_append(headers, "Content-Type: application/json\r\n");
+	g_mutex_lock(&c->lock);
+	if (c->remaining >= 0)
+		g_string_append_printf(headers, "RateLimit: \"perday\";r=%d;t=3600\r\n",
+				       c->remaining);
+	g_mutex_unlock(&c->lock);
 	if (strcmp(req->target, "/homes") == 0) {
 		g_string_append(body, "{\"homes\": [{\"id\": \"h1\", \"name\": \"Home\"}]}");
 	} else if (strcmp(req->target, "/homes/h1/devices") == 0) {
-		g_string_append(body, "{\"devices\": [{\"id\": \"d1\"}]}");
-	} else if (strcmp(req->target, "/homes/h1/devices/d1") == 0) {
+		g_string_append(body, "{\"devices\": [");
+		for (int i = 1; i <= DEVICES; i++)
+			g_string_append_printf(body, "%s{\"id\": \"d%d\"}", i > 1 ? ", " : "", i);
+		g_string_append(body, "]}");
+	} else if (g_str_has_prefix(req->target, "/homes/h1/devices/d")) {
 		g_mutex_lock(&c->lock);
 		g_string_append_printf(body,
-				       "{\"id\": \"d1\", \"capabilities\": [{\"id\": \"soc\", "
+				       "{\"id\": \"%s\", \"capabilities\": [{\"id\": \"soc\", "
 				       "\"value\": %d}]}",
-				       c->soc);
+				       req->target + strlen("/homes/h1/devices/"), c->soc);
 		g_mutex_unlock(&c->lock);
 	} else {
 		*status = 404;
@@ -57,9 +78,10 @@ static void note_changed(void *data, uint64_t ino)
 	g_array_append_val(f->changed, ino);
 }
 
-/* @data: the ttl in seconds (0: every stat or read fetches anew). */
+/* @data: the struct params of the test. */
 static void fixture_set_up(struct fixture *f, gconstpointer data)
 {
+	const struct params *params = data;
 	struct account account = {0};
 	struct options opts;
 	struct token_set ts = {.provider = g_strdup("tibber"),
@@ -73,10 +95,16 @@ static void fixture_set_up(struct fixture *f, gconstpointer data)
 	g_assert_nonnull(f->dir);
 	g_mutex_init(&f->cloud.lock);
 	f->cloud.soc = 74;
+	f->cloud.remaining = -1;
 	f->server = fake_server_start(cloud_answer, &f->cloud);
 	g_assert_cmpint(account_parse("tibber", &account, NULL), ==, 0);
 	options_init(&opts);
-	opts.ttl = GPOINTER_TO_INT(data);
+	opts.ttl = params->ttl;
+	opts.prefetch = 1;
+	if (params->prefetch_max)
+		opts.prefetch_max = params->prefetch_max;
+	if (params->max_entries)
+		opts.max_entries = params->max_entries;
 	opts.api_url = fake_server_url(f->server, "");
 	opts.cache_dir = g_build_filename(f->dir, "cache", NULL);
 	opts.state_dir = g_build_filename(f->dir, "state", NULL);
@@ -287,6 +315,67 @@ static void test_without_fetching_only_the_cache_answers(struct fixture *f, gcon
 	g_bytes_unref(bytes);
 }
 
+/* The names of directory @path, synced, as "a b c"; its listing resource in @listing. */
+static char *names_of(struct fixture *f, const char *path, struct resource *listing,
+		      struct node **ret_dir)
+{
+	struct node *dir = NULL;
+	GString *out = g_string_new(NULL);
+
+	g_assert_cmpint(fs_core_dir(f->core, walk(f, path)->ino, listing, true, &dir), ==, 0);
+	GArray *names = tree_list(fs_core_tree(f->core), dir);
+	for (guint i = 0; i < names->len; i++)
+		g_string_append_printf(out, "%s%s", i ? " " : "",
+				       g_array_index(names, struct tree_dirent, i).name);
+	tree_dirents_free(names);
+	*ret_dir = dir;
+	return g_string_free(out, FALSE);
+}
+
+static void test_a_listing_shows_at_most_max_entries(struct fixture *f, gconstpointer data)
+{
+	struct resource listing = {0};
+	struct node *dir = NULL;
+	g_autofree char *names = names_of(f, "homes/h1/devices", &listing, &dir);
+
+	g_assert_cmpstr(names, ==, "d1 d2 d3");
+	resource_clear(&listing);
+}
+
+/* Prefetch queues at most prefetch_max resources for one listing. */
+static void test_a_listing_prefetches_at_most_prefetch_max(struct fixture *f, gconstpointer data)
+{
+	struct resource listing = {0};
+	struct node *dir = NULL;
+	struct prefetch *pf = prefetch_new(f->core);
+	g_autofree char *names = names_of(f, "homes/h1/devices", &listing, &dir);
+
+	prefetch_start(pf);
+	prefetch_listing(pf, dir, &listing);
+	g_assert_cmpuint(prefetch_queued(pf), ==, 4);
+	prefetch_free(pf);
+	resource_clear(&listing);
+}
+
+/* And never past what the quota affords: half of the calls it has left. */
+static void test_a_listing_prefetches_no_more_than_the_quota_affords(struct fixture *f,
+								     gconstpointer data)
+{
+	struct resource listing = {0};
+	struct node *dir = NULL;
+	struct prefetch *pf = prefetch_new(f->core);
+
+	g_mutex_lock(&f->cloud.lock);
+	f->cloud.remaining = 6;
+	g_mutex_unlock(&f->cloud.lock);
+	g_autofree char *names = names_of(f, "homes/h1/devices", &listing, &dir);
+	prefetch_start(pf);
+	prefetch_listing(pf, dir, &listing);
+	g_assert_cmpuint(prefetch_queued(pf), ==, 3);
+	prefetch_free(pf);
+	resource_clear(&listing);
+}
+
 static void test_directories_and_errors(struct fixture *f, gconstpointer data)
 {
 	struct tree *t = fs_core_tree(f->core);
@@ -323,9 +412,12 @@ static void test_directories_and_errors(struct fixture *f, gconstpointer data)
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
-#define ADD(name, fn, ttl)                                                                         \
-	g_test_add("/fs_core/" name, struct fixture, GINT_TO_POINTER(ttl), fixture_set_up, fn,     \
-		   fixture_tear_down)
+#define ADD(name, fn, ttl_s, ...)                                                                  \
+	do {                                                                                       \
+		static const struct params params = {.ttl = ttl_s, __VA_ARGS__};                   \
+		g_test_add("/fs_core/" name, struct fixture, &params, fixture_set_up, fn,          \
+			   fixture_tear_down);                                                     \
+	} while (0)
 	ADD("stat_size_is_what_a_read_returns", test_stat_size_is_what_a_read_returns, 60);
 	ADD("changed_bytes_are_a_new_mtime_and_a_notice",
 	    test_changed_bytes_are_a_new_mtime_and_a_notice, 0);
@@ -337,5 +429,11 @@ int main(int argc, char **argv)
 	ADD("without_fetching_only_the_cache_answers", test_without_fetching_only_the_cache_answers,
 	    60);
 	ADD("directories_and_errors", test_directories_and_errors, 60);
+	ADD("a_listing_shows_at_most_max_entries", test_a_listing_shows_at_most_max_entries, 60,
+	    .max_entries = 3);
+	ADD("a_listing_prefetches_at_most_prefetch_max",
+	    test_a_listing_prefetches_at_most_prefetch_max, 60, .prefetch_max = 4);
+	ADD("a_listing_prefetches_no_more_than_the_quota_affords",
+	    test_a_listing_prefetches_no_more_than_the_quota_affords, 60);
 	return g_test_run();
 }
