@@ -52,6 +52,8 @@ int session_get_cached(struct session *s, const struct resource_ref *ref, struct
 /* The calls the cloud's rate limit still allows in its window, as last told; -1 when
  * unknown (no RateLimit header seen). */
 long session_budget_remaining(struct session *s);
+/* @ref is gone (it left its list): its copies in memory and on disk are dropped. */
+void session_forget(struct session *s, const struct resource_ref *ref);
 /* The body of @ref held in memory, as it is, without fetching (-ENOENT: none). */
 int session_peek(struct session *s, const struct resource_ref *ref, struct resource *out);
 /* The effective TTL for @ref now (stretched when the quota runs low). */
