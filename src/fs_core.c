@@ -170,6 +170,53 @@ static int core_get(struct fs_core *c, const struct resource_ref *ref, struct re
 			 : session_get_cached(c->session, ref, res);
 }
 
+/* Drops the cached copy of @ref (memory and disk) when it is @node's own: a resource
+ * whose API path names @node's id. Others (a home's zoneStates, made into the state.json
+ * of every zone) are shared with the nodes still listed. */
+static void forget_if_own(struct fs_core *c, struct node *node, struct resource_ref *ref)
+{
+	g_autofree char *segment = provider_path_segment(tree_node_raw(node));
+	g_autofree char *inner = segment ? g_strconcat("/", segment, "/", NULL) : NULL;
+	g_autofree char *last = segment ? g_strconcat("/", segment, NULL) : NULL;
+
+	if (ref->path && segment && (strstr(ref->path, inner) || g_str_has_suffix(ref->path, last)))
+		session_forget(c->session, ref);
+	resource_ref_clear(ref);
+}
+
+/* @node left its directory's listing: the copies of the resources that were its own go
+ * (its disk copy must not outlive it). Looks at its own resource, and for a directory at
+ * those of its static children's files (a device's device.json), as prefetch does. */
+static void forget_gone(struct fs_core *c, struct node *node)
+{
+	const struct provider *p = session_provider(c->session);
+	struct resource_ref ref = {0};
+	struct node_path np = {0};
+
+	if (fs_core_source(c, node, &ref, &np) == 0 && ref.path) {
+		forget_if_own(c, node, &ref);
+	} else if (!ref.path && tree_node_is_dir(c->tree, node)) {
+		g_autoptr(GPtrArray) files = provider_entries_new();
+		const char **cc = g_new0(const char *, np.pp.n + 2);
+		memcpy(cc, np.pp.comp, np.pp.n * sizeof(*cc));
+		if (p->list(&np.pp, NULL, files) == 0) {
+			for (guint k = 0; k < files->len; k++) {
+				struct provider_entry *f = files->pdata[k];
+				struct provider_path fp = {cc, np.pp.n + 1};
+				struct resource_ref fref = {0};
+				cc[np.pp.n] = f->name;
+				if (p->source(&fp, &fref) == 0)
+					forget_if_own(c, node, &fref);
+				else
+					resource_ref_clear(&fref);
+			}
+		}
+		g_free(cc);
+	}
+	resource_ref_clear(&ref);
+	node_path_clear(&np);
+}
+
 /* Brings @dir's children up to date with its resource, which goes to @listing when it
  * is not NULL (gen 0: a static directory). */
 static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listing, bool may_fetch)
@@ -218,7 +265,10 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 			g_ptr_array_set_size(entries, max);
 		}
 		if (r == 0) {
-			tree_set_children(c->tree, dir, entries, res.gen);
+			g_autoptr(GPtrArray) gone = g_ptr_array_new();
+			tree_set_children_gone(c->tree, dir, entries, res.gen, gone);
+			for (guint i = 0; i < gone->len; i++)
+				forget_gone(c, gone->pdata[i]);
 			tree_lock(c->tree);
 			dir->mtime_wall_us = res.changed_at_us;
 			tree_unlock(c->tree);

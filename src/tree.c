@@ -315,6 +315,12 @@ static void order_set(struct tree *t, struct node *dir, struct node **nodes, uin
 
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen)
 {
+	tree_set_children_gone(t, dir, entries, gen, NULL);
+}
+
+void tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen,
+			    GPtrArray *ret_gone)
+{
 	g_autoptr(GHashTable) seen = g_hash_table_new(g_direct_hash, g_direct_equal);
 	g_autoptr(GPtrArray) order = NULL;
 	uint64_t dir_hash;
@@ -353,10 +359,13 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 	for (guint i = 0; i < dir->n_order; i++) {
 		struct node *n = dir->order[i];
 
-		if (n->internal)
+		if (n->internal) {
 			g_ptr_array_add(order, n);
-		else if (!g_hash_table_contains(seen, n))
+		} else if (!g_hash_table_contains(seen, n)) {
 			n->gone = true;
+			if (ret_gone)
+				g_ptr_array_add(ret_gone, n);
+		}
 	}
 	order_set(t, dir, (struct node **)order->pdata, order->len);
 	dir->listed_gen = gen;

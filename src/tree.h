@@ -93,6 +93,9 @@ struct node *tree_child(struct tree *t, struct node *dir, const char *name);
 /* Makes the children of @dir exactly @entries (raw names) in that order: new ones are
  * created, missing ones marked gone, present ones revived. Records @gen. */
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen);
+/* tree_set_children, and the children it marked gone now are appended to @ret_gone. */
+void tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen,
+			    GPtrArray *ret_gone);
 /* Adds one child (raw name) if not there (a gone one comes back); returns it, or NULL
  * when @dir is no directory. */
 struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir);

@@ -25,6 +25,7 @@ struct cloud {
 	GMutex lock;
 	int soc;       /* (lock) the devices' state of charge, as the API tells it */
 	int remaining; /* (lock) the calls its RateLimit header says are left; -1: no header */
+	int dropped;   /* (lock) a device its listing leaves out now; 0: none */
 };
 
 /* The devices of home h1: d1 .. d10. */
@@ -55,8 +56,12 @@ static void cloud_answer(const struct fake_request *req, int *status, GString *h
 		g_string_append(body, "{\"homes\": [{\"id\": \"h1\", \"name\": \"Home\"}]}");
 	} else if (strcmp(req->target, "/homes/h1/devices") == 0) {
 		g_string_append(body, "{\"devices\": [");
+		g_mutex_lock(&c->lock);
 		for (int i = 1; i <= DEVICES; i++)
-			g_string_append_printf(body, "%s{\"id\": \"d%d\"}", i > 1 ? ", " : "", i);
+			if (i != c->dropped)
+				g_string_append_printf(body, "%s{\"id\": \"d%d\"}",
+						       i > 1 ? ", " : "", i);
+		g_mutex_unlock(&c->lock);
 		g_string_append(body, "]}");
 	} else if (g_str_has_prefix(req->target, "/homes/h1/devices/d")) {
 		g_mutex_lock(&c->lock);
@@ -376,6 +381,30 @@ static void test_a_listing_prefetches_no_more_than_the_quota_affords(struct fixt
 	resource_clear(&listing);
 }
 
+/* A device that leaves its list takes its cached copy with it (issue 17 #9: session_forget
+ * drops the disk copy as well);
+ * the list itself, and the other devices, stay. */
+static void test_a_gone_entry_takes_its_cached_copy(struct fixture *f, gconstpointer data)
+{
+	struct resource_ref d2 = {.path = "/homes/h1/devices/d2", .key = "device:d2"};
+	struct resource_ref d3 = {.path = "/homes/h1/devices/d3", .key = "device:d3"};
+	struct resource res = {0};
+	struct node *dir = NULL;
+
+	g_free(read_all(f, walk(f, "homes/h1/devices/d2/device.json")));
+	g_free(read_all(f, walk(f, "homes/h1/devices/d3/device.json")));
+	g_assert_cmpint(session_peek(f->session, &d2, &res), ==, 0);
+	resource_clear(&res);
+
+	g_mutex_lock(&f->cloud.lock);
+	f->cloud.dropped = 2;
+	g_mutex_unlock(&f->cloud.lock);
+	g_free(names_of(f, "homes/h1/devices", NULL, &dir)); /* ttl 0: listed anew */
+	g_assert_cmpint(session_peek(f->session, &d2, &res), ==, -ENOENT);
+	g_assert_cmpint(session_peek(f->session, &d3, &res), ==, 0);
+	resource_clear(&res);
+}
+
 static void test_directories_and_errors(struct fixture *f, gconstpointer data)
 {
 	struct tree *t = fs_core_tree(f->core);
@@ -429,6 +458,7 @@ int main(int argc, char **argv)
 	ADD("without_fetching_only_the_cache_answers", test_without_fetching_only_the_cache_answers,
 	    60);
 	ADD("directories_and_errors", test_directories_and_errors, 60);
+	ADD("a_gone_entry_takes_its_cached_copy", test_a_gone_entry_takes_its_cached_copy, 0);
 	ADD("a_listing_shows_at_most_max_entries", test_a_listing_shows_at_most_max_entries, 60,
 	    .max_entries = 3);
 	ADD("a_listing_prefetches_at_most_prefetch_max",
