@@ -6,8 +6,10 @@
  * reader to see, later. The provider says which resources, through source() and list();
  * nothing here knows a cloud.
  *
- * Thread-safe. Lock order: the prefetch lock is a leaf (taken around its table and the
- * pool pointer only; fetches run with no lock held). */
+ * Thread-safe. Lock order: the prefetch lock is taken around its table and the pool
+ * pointer only, with nothing under it but GThreadPool's own lock (g_thread_pool_push);
+ * session_options and session_budget_remaining (the session lock) are called without it,
+ * and fetches run with no lock held. */
 #pragma once
 
 #include "fs_core.h"
