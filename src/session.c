@@ -505,6 +505,31 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	return 0;
 }
 
+int session_get_cached(struct session *s, const struct resource_ref *ref, struct resource *out)
+{
+	struct cache_hit hit;
+	bool fresh;
+
+	memset(out, 0, sizeof(*out));
+	if (s->opts.offline)
+		return session_get(s, ref, out); /* never fetches */
+	if (cache_peek(s->cache, ref->key ? ref->key : ref->path, &hit) < 0)
+		return -EINPROGRESS;
+	int ttl_s = session_ttl(s, ref);
+	fresh = !hit.stale && ttl_s > 0 &&
+		g_get_monotonic_time() - hit.fetched_at_us < (gint64)ttl_s * G_USEC_PER_SEC;
+	cache_hit_clear(&hit);
+	return fresh ? session_get(s, ref, out) : -EINPROGRESS;
+}
+
+long session_budget_remaining(struct session *s)
+{
+	g_mutex_lock(&s->mutex);
+	long remaining = s->budget.last.remaining;
+	g_mutex_unlock(&s->mutex);
+	return remaining;
+}
+
 void session_forget(struct session *s, const struct resource_ref *ref)
 {
 	cache_forget(s->cache, ref->key ? ref->key : ref->path);
