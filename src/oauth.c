@@ -1,19 +1,13 @@
-/* oauth: the login flows. Codes, verifiers, secrets and tokens
- * pass through here; none of them is ever printed or logged, and the strings that held
- * them are wiped before they are freed. */
+/* oauth: the login flows. Codes, verifiers, secrets and tokens pass through here; none
+ * of them is ever printed or logged (each is registered with the scrubber before anything
+ * is said), and the strings that held them are wiped before they are freed. */
 #include "oauth.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <gio/gio.h>
 #include <jansson.h>
 
