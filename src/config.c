@@ -61,6 +61,8 @@ void options_init(struct options *o)
 	o->token_store = TOKEN_STORE_KEYRING;
 	o->max_threads = 64;
 	o->prefetch = 8;
+	o->cache_memory_mib = 64;
+	o->cache_disk_mib = 512;
 	o->fuse_opts = g_ptr_array_new_with_free_func(g_free);
 }
 
@@ -100,6 +102,8 @@ static const struct opt_desc opt_table[] = {
 	OPT("allow_other", OPT_BOOL, allow_other, 0, 0),
 	OPT("max_threads", OPT_INT, max_threads, 2, 1024),
 	OPT("prefetch", OPT_INT, prefetch, 0, 64),
+	OPT("cache_memory_mib", OPT_INT, cache_memory_mib, 1, 1024 * 1024),
+	OPT("cache_disk_mib", OPT_INT, cache_disk_mib, 1, 1024 * 1024),
 };
 
 /* mount(8) and systemd put these in the option string; they mean nothing to us. */

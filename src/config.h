@@ -34,6 +34,8 @@ struct options {
 	bool allow_other;
 	int max_threads;    /* libfuse worker threads */
 	int prefetch;       /* parallel fetches when listing, 0 disables */
+	int cache_memory_mib; /* bodies kept in memory, least recently used evicted */
+	int cache_disk_mib;   /* bodies kept on disk (cache_dir), least recently used dropped */
 	GPtrArray *fuse_opts; /* libfuse's own options, passed on as they are */
 };
 
