@@ -643,12 +643,9 @@ void session_render_status(struct session *s, GString *out)
 					g_strerror(-snap.last_stale_error))
 			    : json_null();
 	json_object_set_new(root, "last_stale", stale);
-	/* When the login ends, and whether it has: `smarthomefs status` reads these. */
-	json_t *token = json_object_get(root, "token");
-	json_object_set_new(token, "login_expires_at",
+	/* When the login ends unless refreshed; `smarthomefs status` reads login.expired. */
+	json_object_set_new(json_object_get(root, "login"), "expires_at",
 			    json_time(s->auth ? auth_login_expires_at_s(s->auth) : 0));
-	json_object_set_new(token, "login_expired",
-			    json_boolean(s->auth && auth_login_expired(s->auth)));
 	/* main.c turns core dumps off: show that it holds in the process with the tokens. */
 	json_object_set_new(root, "dumpable", json_boolean(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) > 0));
 	provider_render_json(root, out);
