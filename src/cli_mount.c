@@ -326,6 +326,10 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 	if (r != EXIT_OK)
 		goto out;
 	r = EXIT_FAIL;
+	if (options_check_trust(&opts, account.id, &err) < 0) {
+		cli_fail("%s", err->message);
+		goto out;
+	}
 	mount_fuse_args(&account, &opts, &args);
 	/* The session takes the options over. */
 	int max_threads = opts.max_threads;
@@ -364,6 +368,7 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 	log_info("mounted %s on %s", account.id, mountpoint);
 
 	r = serve(se, max_threads) == 0 ? EXIT_OK : EXIT_FAIL;
+	fs_stop(fs);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	log_info("unmounted %s", mountpoint);
