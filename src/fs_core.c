@@ -8,16 +8,22 @@
 #include "fnv.h"
 #include "internal_files.h"
 #include "log.h"
+#include "stamps.h"
 
 /* How much sooner than the cache the kernel stops trusting a file's attributes. */
 #define KERNEL_MARGIN_S 0.05
+
+/* How soon after a change the mtimes are saved for the next mount: a walk of a new mount
+ * costs one write, and a crash loses at most this much. */
+#define STAMPS_SAVE_DELAY_US (10 * G_USEC_PER_SEC)
 
 struct fs_core {
 	struct session *session;
 	struct tree *tree;
 	uid_t uid;
 	gid_t gid;
-	gint64 mounted_at_wall_us; /* a directory never listed shows this mtime */
+	gint64 mounted_at_wall_us; /* a directory never listed nor remembered shows this mtime */
+	struct stamps *stamps;	   /* the mtimes shown, for the next mount */
 	fs_core_changed_fn changed;
 	void *changed_data;
 };
@@ -31,6 +37,8 @@ struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed,
 	c->uid = getuid();
 	c->gid = getgid();
 	c->mounted_at_wall_us = g_get_real_time();
+	g_autofree char *cache_dir = session_cache_dir(session);
+	c->stamps = stamps_open(cache_dir, STAMPS_SAVE_DELAY_US);
 	c->changed = changed;
 	c->changed_data = data;
 	return c;
@@ -40,6 +48,7 @@ void fs_core_free(struct fs_core *c)
 {
 	if (!c)
 		return;
+	stamps_free(c->stamps);
 	tree_free(c->tree);
 	g_free(c);
 }
@@ -83,6 +92,31 @@ int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *re
 	return session_provider(c->session)->source(&np->pp, ref);
 }
 
+/* Sets @dir's mtime after a listing of @entries from a resource whose bytes changed at
+ * @changed_at_wall_us: it changes only when the names do (a resource can change its
+ * bytes but not its names). At the first listing of this mount of a directory never
+ * remembered it stays the mount's time, which its stat showed until then. */
+static void dir_settle(struct fs_core *c, struct node *dir, GPtrArray *entries, bool first,
+		       gint64 changed_at_wall_us)
+{
+	uint64_t hash = FNV1A_64_OFFSET;
+
+	for (guint i = 0; i < entries->len; i++) {
+		const struct provider_entry *e = g_ptr_array_index(entries, i);
+		if (!e || !e->name)
+			continue; /* as tree_set_children */
+		const char type = e->type == ENTRY_DIR ? 'd' : 'f';
+		hash = fnv1a_64(hash, &type, 1);
+		hash = fnv1a_64(hash, e->name, strlen(e->name) + 1);
+	}
+	if (first && !stamps_peek(c->stamps, dir->ino))
+		changed_at_wall_us = c->mounted_at_wall_us;
+	tree_lock(c->tree);
+	dir->mtime_wall_us =
+	    stamps_settle(c->stamps, dir->ino, hash, entries->len, changed_at_wall_us);
+	tree_unlock(c->tree);
+}
+
 /* Brings @dir's children up to date with its resource, which goes to @listing when it
  * is not NULL (gen 0: a static directory). */
 static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listing)
@@ -111,6 +145,7 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		if (r < 0)
 			goto out;
 		tree_set_children(c->tree, dir, entries, 1);
+		dir_settle(c, dir, entries, true, c->mounted_at_wall_us);
 		if (np.pp.n == 0)
 			internal_files_add(c->tree);
 		goto out;
@@ -125,9 +160,7 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		json_decref(body);
 		if (r == 0) {
 			tree_set_children(c->tree, dir, entries, res.gen);
-			tree_lock(c->tree);
-			dir->mtime_wall_us = res.changed_at;
-			tree_unlock(c->tree);
+			dir_settle(c, dir, entries, !listed, res.changed_at);
 		} else {
 			log_warn("cannot list %s from %s: %s", np.pp.n ? np.comp[np.pp.n - 1] : "/",
 				 ref.path, g_strerror(-r));
@@ -212,7 +245,8 @@ static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uin
 	}
 	changed = node->memo.gen && node->memo.hash != hash;
 	if (!node->memo.gen || changed)
-		node->mtime_wall_us = changed_at_wall_us;
+		node->mtime_wall_us = stamps_settle(c->stamps, node->ino, hash,
+						    g_bytes_get_size(data), changed_at_wall_us);
 	node->memo.gen = gen ? gen : 1;
 	node->memo.hash = hash;
 	node->memo.size = g_bytes_get_size(data);
@@ -273,6 +307,8 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct
 		st->st_blksize = 4096;
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
+		if (!mtime_wall_us)
+			mtime_wall_us = stamps_peek(c->stamps, node->ino);
 		fill_time(st, mtime_wall_us ? mtime_wall_us : c->mounted_at_wall_us);
 		*ret_timeout_s = fs_core_dir_timeout_s(c, node);
 		return 0;

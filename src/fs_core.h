@@ -8,9 +8,14 @@
  * rendering, and a rendering with new bytes is a new mtime. When a file's bytes change,
  * it calls the @changed function given to fs_core_new (the kernel's copy must go).
  *
+ * mtimes outlive the mount: what each file and directory showed is kept in a stamps
+ * table (stamps.h) in the session's cache directory, so a remount shows the same mtime
+ * for the same bytes (a directory: the same names). Before its first listing, a
+ * directory shows the mtime remembered for it, else the mount's time.
+ *
  * Thread-safe. Lock order: fs_core has no lock of its own; it takes the tree lock only
- * around reads and writes of node fields, and calls the session (cache, http) with no
- * lock held. */
+ * around reads and writes of node fields (and the stamps lock, a leaf, under it), and
+ * calls the session (cache, http) with no lock held. */
 #pragma once
 
 #include <stdbool.h>

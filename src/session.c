@@ -142,6 +142,11 @@ const struct options *session_options(struct session *s)
 	return &s->opts;
 }
 
+char *session_cache_dir(struct session *s)
+{
+	return options_cache_dir(&s->opts, s->account.id);
+}
+
 void resource_clear(struct resource *r)
 {
 	g_clear_pointer(&r->bytes, g_bytes_unref);

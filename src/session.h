@@ -22,6 +22,9 @@ int session_start(struct session *s, GError **err);
 
 const struct provider *session_provider(struct session *s);
 const struct options *session_options(struct session *s);
+/* The directory of the account's disk cache (g_free); the filesystem keeps its mtimes
+ * there too. */
+char *session_cache_dir(struct session *s);
 
 struct resource {
 	GBytes *bytes;     /* the body as the API sent it; a reference (resource_clear) */

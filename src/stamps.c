@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fnv.h"
 #include "log.h"
 
 #define FILE_NAME  "stamps"
@@ -21,9 +22,9 @@
 struct stamp {
 	uint64_t ino;
 	uint64_t hash;
-	gint64 mtime_us; /* unix µs */
-	uint32_t size;	 /* saturated at UINT32_MAX: with the hash, only a check */
-	uint32_t seen;	 /* settled or peeked in this mount */
+	gint64 mtime_wall_us; /* unix µs */
+	uint32_t size;	      /* saturated at UINT32_MAX: with the hash, only a check */
+	uint32_t seen;	      /* settled or peeked in this mount */
 };
 
 struct stamps {
@@ -36,21 +37,12 @@ struct stamps {
 	GArray *sorted;	  /* struct stamp, by ino */
 	GHashTable *new;  /* ino -> struct stamp *: not in sorted yet */
 	bool dirty;
-	gint64 dirty_since_us; /* monotonic */
+	gint64 dirty_since_mono_us; /* monotonic */
 	bool full_logged;
 	bool save_failing; /* the last save failed (and was logged) */
 	bool ending;
 	GThread *saver;
 };
-
-uint64_t stamps_hash(uint64_t h, const void *data, size_t len)
-{
-	const unsigned char *p = data;
-
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ p[i]) * 0x100000001b3ULL;
-	return h;
-}
 
 static uint32_t size32(uint64_t size)
 {
@@ -94,7 +86,7 @@ static bool parse(struct stamps *st, const char *data, size_t len, const char **
 		return false;
 	}
 	const char *rec = data + head;
-	if (stamps_hash(STAMPS_HASH_SEED, rec, count * RECORD_LEN) !=
+	if (fnv1a_64(FNV1A_64_OFFSET, rec, count * RECORD_LEN) !=
 	    get_u64(rec + count * RECORD_LEN)) {
 		*why = "its checksum does not match";
 		return false;
@@ -105,9 +97,9 @@ static bool parse(struct stamps *st, const char *data, size_t len, const char **
 		s->ino = get_u64(rec);
 		s->hash = get_u64(rec + 8);
 		s->size = size32(get_u64(rec + 16));
-		s->mtime_us = (gint64)get_u64(rec + 24);
+		s->mtime_wall_us = (gint64)get_u64(rec + 24);
 		s->seen = 0;
-		if (s->ino == 0 || s->mtime_us < 0 || (i > 0 && s[-1].ino >= s->ino)) {
+		if (s->ino == 0 || s->mtime_wall_us < 0 || (i > 0 && s[-1].ino >= s->ino)) {
 			g_array_set_size(st->sorted, 0);
 			*why = "its entries are out of order";
 			return false;
@@ -268,17 +260,17 @@ static GByteArray *serialize(struct stamps *st)
 		put_u64(out, s->ino);
 		put_u64(out, s->hash);
 		put_u64(out, s->size);
-		put_u64(out, (uint64_t)s->mtime_us);
+		put_u64(out, (uint64_t)s->mtime_wall_us);
 		count++;
 	}
 	uint64_t le = GUINT64_TO_LE((uint64_t)count);
 	memcpy(out->data + MAGIC_LEN, &le, sizeof(le));
-	put_u64(out, stamps_hash(STAMPS_HASH_SEED, out->data + MAGIC_LEN + 8,
-				 (size_t)count * RECORD_LEN));
+	put_u64(out,
+		fnv1a_64(FNV1A_64_OFFSET, out->data + MAGIC_LEN + 8, (size_t)count * RECORD_LEN));
 	return out;
 }
 
-/* Writes the table when it changed since the last save. */
+/* Writes the table when it changed since the last save: 0, or -EIO (logged once). */
 static int save(struct stamps *st)
 {
 	g_autoptr(GError) err = NULL;
@@ -301,7 +293,7 @@ static int save(struct stamps *st)
 		st->save_failing = true;
 		/* Again after a delay, not at once. */
 		st->dirty = true;
-		st->dirty_since_us = g_get_monotonic_time();
+		st->dirty_since_mono_us = g_get_monotonic_time();
 		g_mutex_unlock(&st->lock);
 	} else if (data) {
 		g_mutex_lock(&st->lock);
@@ -326,9 +318,9 @@ static gpointer saver(gpointer data)
 			g_cond_wait(&st->wake, &st->lock);
 			continue;
 		}
-		gint64 due = st->dirty_since_us > G_MAXINT64 - st->save_delay_us
+		gint64 due = st->dirty_since_mono_us > G_MAXINT64 - st->save_delay_us
 				 ? G_MAXINT64
-				 : st->dirty_since_us + st->save_delay_us;
+				 : st->dirty_since_mono_us + st->save_delay_us;
 		if (g_get_monotonic_time() < due) {
 			g_cond_wait_until(&st->wake, &st->lock, due);
 			continue;
@@ -353,31 +345,31 @@ static void mark_dirty(struct stamps *st)
 	if (st->dirty || !st->file)
 		return;
 	st->dirty = true;
-	st->dirty_since_us = g_get_monotonic_time();
+	st->dirty_since_mono_us = g_get_monotonic_time();
 	if (!st->saver)
 		st->saver = g_thread_new("stamps", saver, st);
 	g_cond_signal(&st->wake);
 }
 
 gint64 stamps_settle(struct stamps *st, uint64_t ino, uint64_t hash, uint64_t size,
-		     gint64 changed_at_us)
+		     gint64 changed_at_wall_us)
 {
-	gint64 mtime_us = changed_at_us;
+	gint64 mtime_wall_us = changed_at_wall_us;
 
 	g_mutex_lock(&st->lock);
 	struct stamp *s = find(st, ino);
 	if (s && s->hash == hash && s->size == size32(size)) {
-		mtime_us = s->mtime_us;
+		mtime_wall_us = s->mtime_wall_us;
 	} else if (s) {
 		/* Other bytes: a time no backup has seen for this node. */
-		mtime_us = MAX(mtime_us, s->mtime_us + 1);
+		mtime_wall_us = MAX(mtime_wall_us, s->mtime_wall_us + 1);
 		s->hash = hash;
 		s->size = size32(size);
-		s->mtime_us = mtime_us;
+		s->mtime_wall_us = mtime_wall_us;
 		mark_dirty(st);
 	} else if (count_locked(st) < STAMPS_MAX) {
 		s = g_new(struct stamp, 1);
-		*s = (struct stamp){ino, hash, mtime_us, size32(size), 0};
+		*s = (struct stamp){ino, hash, mtime_wall_us, size32(size), 0};
 		g_hash_table_insert(st->new, GSIZE_TO_POINTER((gsize)ino), s);
 		if (g_hash_table_size(st->new) > MAX(4096, st->sorted->len / 4)) {
 			merge(st);
@@ -393,21 +385,21 @@ gint64 stamps_settle(struct stamps *st, uint64_t ino, uint64_t hash, uint64_t si
 	if (s)
 		s->seen = 1;
 	g_mutex_unlock(&st->lock);
-	return mtime_us;
+	return mtime_wall_us;
 }
 
 gint64 stamps_peek(struct stamps *st, uint64_t ino)
 {
-	gint64 mtime_us = 0;
+	gint64 mtime_wall_us = 0;
 
 	g_mutex_lock(&st->lock);
 	struct stamp *s = find(st, ino);
 	if (s) {
 		s->seen = 1;
-		mtime_us = s->mtime_us;
+		mtime_wall_us = s->mtime_wall_us;
 	}
 	g_mutex_unlock(&st->lock);
-	return mtime_us;
+	return mtime_wall_us;
 }
 
 size_t stamps_count(struct stamps *st)
@@ -416,11 +408,6 @@ size_t stamps_count(struct stamps *st)
 	size_t n = count_locked(st);
 	g_mutex_unlock(&st->lock);
 	return n;
-}
-
-int stamps_flush(struct stamps *st)
-{
-	return save(st);
 }
 
 void stamps_free(struct stamps *st)

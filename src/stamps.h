@@ -14,11 +14,11 @@
  *
  * On disk: <dir>/stamps, created 0600 in a directory created 0700, replaced atomically
  * (g_file_set_contents_full) by a saver thread at most every save_delay after a change,
- * and by stamps_flush and stamps_free. Read once, at stamps_open: a file that is not a
+ * and by stamps_free. Read once, at stamps_open: a file that is not a
  * regular file of ours, is writable by others, or is not well formed (header, length,
  * order, checksum) is ignored with a log line, and replaced at the next save.
- *   "smarthomefs stamps 1\n", u64 count, count × {u64 ino, hash, size; i64 mtime_us}
- *   sorted by ino, u64 FNV-1a of those records; integers little-endian.
+ *   "smarthomefs stamps 1\n", u64 count, count × {u64 ino, hash, size; i64 mtime_wall_us}
+ *   sorted by ino, u64 FNV-1a (fnv.h) of those records; integers little-endian.
  *
  * Bounded: at most STAMPS_MAX nodes. A save of a table over three quarters full leaves
  * out the nodes not seen in this mount; a full table keeps no new node (logged once):
@@ -35,8 +35,6 @@
 #include <glib.h>
 
 #define STAMPS_MAX (1u << 18)
-/* The first value for stamps_hash. */
-#define STAMPS_HASH_SEED 0xcbf29ce484222325ULL
 
 struct stamps;
 
@@ -48,18 +46,12 @@ struct stamps *stamps_open(const char *dir, gint64 save_delay_us);
 void stamps_free(struct stamps *st);
 
 /* The mtime (unix µs) that node @ino shows for bytes fingerprinted @hash, @size long,
- * whose resource last changed at @changed_at_us: the one remembered for these very
- * bytes, else @changed_at_us made later than any remembered one, remembered from now. */
+ * whose resource last changed at @changed_at_wall_us: the one remembered for these very
+ * bytes, else @changed_at_wall_us made later than any remembered one, remembered from now. */
 gint64 stamps_settle(struct stamps *st, uint64_t ino, uint64_t hash, uint64_t size,
-		     gint64 changed_at_us);
+		     gint64 changed_at_wall_us);
 /* The mtime remembered for @ino, whatever its bytes now, or 0: for a directory stat'd
  * before its listing is read. */
 gint64 stamps_peek(struct stamps *st, uint64_t ino);
-/* Writes the changes now (at unmount). Returns 0 or a negative errno (logged). */
-int stamps_flush(struct stamps *st);
 /* How many nodes the table holds. */
 size_t stamps_count(struct stamps *st);
-
-/* Feeds @len bytes at @data to 64-bit FNV-1a fingerprint @h (STAMPS_HASH_SEED first):
- * cheap, to notice that bytes changed, never to defend against a forger. */
-uint64_t stamps_hash(uint64_t h, const void *data, size_t len);
