@@ -152,6 +152,8 @@ static void fs_destroy(void *userdata)
 {
 	struct fs *fs = userdata;
 
+	/* First, before waiting for prefetches: what a remount shows must not hang on them. */
+	fs_core_save(fs->core);
 	prefetch_stop(fs->prefetch);
 	notify_stop(fs->notify);
 }

@@ -22,7 +22,7 @@ struct fs_core {
 	struct tree *tree;
 	uid_t uid;
 	gid_t gid;
-	gint64 mounted_at_wall_us; /* a directory never listed nor remembered shows this mtime */
+	gint64 mounted_at_wall_us; /* the root, never remembered, shows this mtime */
 	struct stamps *stamps;	   /* the mtimes shown, for the next mount */
 	fs_core_changed_fn changed;
 	void *changed_data;
@@ -51,6 +51,11 @@ void fs_core_free(struct fs_core *c)
 	stamps_free(c->stamps);
 	tree_free(c->tree);
 	g_free(c);
+}
+
+void fs_core_save(struct fs_core *c)
+{
+	stamps_flush(c->stamps);
 }
 
 struct tree *fs_core_tree(struct fs_core *c)
@@ -92,10 +97,20 @@ int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *re
 	return session_provider(c->session)->source(&np->pp, ref);
 }
 
+/* When @node, never remembered, was first seen: when its directory's listing showed it
+ * (the parent's mtime), or the mount's time for the root. What an unlisted directory's
+ * stat shows, and the oldest time a file first seen can have. (tree lock) */
+static gint64 first_seen_wall_us(struct fs_core *c, struct node *node)
+{
+	if (node->parent && node->parent->mtime_wall_us)
+		return node->parent->mtime_wall_us;
+	return c->mounted_at_wall_us;
+}
+
 /* Sets @dir's mtime after a listing of @entries from a resource whose bytes changed at
  * @changed_at_wall_us: it changes only when the names do (a resource can change its
- * bytes but not its names). At the first listing of this mount of a directory never
- * remembered it stays the mount's time, which its stat showed until then. */
+ * bytes but not its names). A directory never remembered keeps at its @first listing of
+ * the mount the time its stat showed until then. */
 static void dir_settle(struct fs_core *c, struct node *dir, GPtrArray *entries, bool first,
 		       gint64 changed_at_wall_us)
 {
@@ -109,11 +124,12 @@ static void dir_settle(struct fs_core *c, struct node *dir, GPtrArray *entries, 
 		hash = fnv1a_64(hash, &type, 1);
 		hash = fnv1a_64(hash, e->name, strlen(e->name) + 1);
 	}
-	if (first && !stamps_peek(c->stamps, dir->ino))
-		changed_at_wall_us = c->mounted_at_wall_us;
 	tree_lock(c->tree);
+	gint64 first_seen = first ? first_seen_wall_us(c, dir) : G_MAXINT64;
+	if (first)
+		changed_at_wall_us = MAX(changed_at_wall_us, first_seen);
 	dir->mtime_wall_us =
-	    stamps_settle(c->stamps, dir->ino, hash, entries->len, changed_at_wall_us);
+	    stamps_settle(c->stamps, dir->ino, hash, entries->len, changed_at_wall_us, first_seen);
 	tree_unlock(c->tree);
 }
 
@@ -245,8 +261,9 @@ static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uin
 	}
 	changed = node->memo.gen && node->memo.hash != hash;
 	if (!node->memo.gen || changed)
-		node->mtime_wall_us = stamps_settle(c->stamps, node->ino, hash,
-						    g_bytes_get_size(data), changed_at_wall_us);
+		node->mtime_wall_us = stamps_settle(
+		    c->stamps, node->ino, hash, g_bytes_get_size(data), changed_at_wall_us,
+		    changed ? G_MAXINT64 : first_seen_wall_us(c, node));
 	node->memo.gen = gen ? gen : 1;
 	node->memo.hash = hash;
 	node->memo.size = g_bytes_get_size(data);
@@ -309,7 +326,12 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct
 		st->st_nlink = 2;
 		if (!mtime_wall_us)
 			mtime_wall_us = stamps_peek(c->stamps, node->ino);
-		fill_time(st, mtime_wall_us ? mtime_wall_us : c->mounted_at_wall_us);
+		if (!mtime_wall_us) {
+			tree_lock(c->tree);
+			mtime_wall_us = first_seen_wall_us(c, node);
+			tree_unlock(c->tree);
+		}
+		fill_time(st, mtime_wall_us);
 		*ret_timeout_s = fs_core_dir_timeout_s(c, node);
 		return 0;
 	}

@@ -36,6 +36,8 @@ typedef void (*fs_core_changed_fn)(void *data, uint64_t ino);
 struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed, void *data);
 void fs_core_free(struct fs_core *c);
 struct tree *fs_core_tree(struct fs_core *c);
+/* Saves the mtimes shown so far for the next mount (at unmount; fs_core_free does too). */
+void fs_core_save(struct fs_core *c);
 struct session *fs_core_session(struct fs_core *c);
 
 /* A node's raw path, as the provider takes it. */

@@ -70,27 +70,20 @@ static void put_u64(GByteArray *out, uint64_t v)
 	g_byte_array_append(out, (const guint8 *)&v, sizeof(v));
 }
 
-/* Reads the records of @data (@len bytes) into st->sorted; false when it is not a
- * well-formed table, with *why saying how. */
-static bool parse(struct stamps *st, const char *data, size_t len, const char **why)
+/* Reads the records of @data (@len bytes) into st->sorted. NULL, or how it is not a
+ * well-formed table. */
+static const char *parse(struct stamps *st, const char *data, size_t len)
 {
 	size_t head = MAGIC_LEN + sizeof(uint64_t);
 
-	if (len < head + sizeof(uint64_t) || memcmp(data, MAGIC, MAGIC_LEN) != 0) {
-		*why = "not a table of this version";
-		return false;
-	}
+	if (len < head + sizeof(uint64_t) || memcmp(data, MAGIC, MAGIC_LEN) != 0)
+		return "not a table of this version";
 	uint64_t count = get_u64(data + MAGIC_LEN);
-	if (count > STAMPS_MAX || len != head + count * RECORD_LEN + sizeof(uint64_t)) {
-		*why = "its length does not match its count";
-		return false;
-	}
+	if (count > STAMPS_MAX || len != head + count * RECORD_LEN + sizeof(uint64_t))
+		return "its length does not match its count";
 	const char *rec = data + head;
-	if (fnv1a_64(FNV1A_64_OFFSET, rec, count * RECORD_LEN) !=
-	    get_u64(rec + count * RECORD_LEN)) {
-		*why = "its checksum does not match";
-		return false;
-	}
+	if (fnv1a_64(FNV1A_64_OFFSET, rec, count * RECORD_LEN) != get_u64(rec + count * RECORD_LEN))
+		return "its checksum does not match";
 	g_array_set_size(st->sorted, count);
 	for (uint64_t i = 0; i < count; i++, rec += RECORD_LEN) {
 		struct stamp *s = &g_array_index(st->sorted, struct stamp, i);
@@ -101,58 +94,62 @@ static bool parse(struct stamps *st, const char *data, size_t len, const char **
 		s->seen = 0;
 		if (s->ino == 0 || s->mtime_wall_us < 0 || (i > 0 && s[-1].ino >= s->ino)) {
 			g_array_set_size(st->sorted, 0);
-			*why = "its entries are out of order";
-			return false;
+			return "its entries are out of order";
 		}
 	}
-	return true;
+	return NULL;
 }
 
-/* Loads st->file when it is a well-formed regular file of ours that no one else may
- * write; anything else is logged and left to be replaced. */
+/* Why a file of kind @type (S_IFREG, S_IFDIR) with status @sb cannot be trusted: it is of
+ * another kind, another user's, or others may write it. NULL when it can. */
+static const char *untrusted(const struct stat *sb, mode_t type)
+{
+	if ((sb->st_mode & S_IFMT) != type)
+		return type == S_IFDIR ? "not a directory" : "not a regular file";
+	if (sb->st_uid != geteuid())
+		return "another user's";
+	if (sb->st_mode & (S_IWGRP | S_IWOTH))
+		return "others may write it";
+	return NULL;
+}
+
+/* Loads st->file when it is a well-formed file that can be trusted; anything else is
+ * logged and left to be replaced at the next save. */
 static void load(struct stamps *st)
 {
+	g_autoptr(GError) err = NULL;
 	const char *why = NULL;
 	struct stat sb;
 	int fd = open(st->file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 
-	if (fd < 0) {
-		if (errno != ENOENT)
-			log_warn("cannot read %s: %s; mtimes start anew", st->file,
-				 g_strerror(errno));
+	if (fd < 0 && errno == ENOENT)
 		return;
-	}
-	if (fstat(fd, &sb) != 0)
+	if (fd < 0 || fstat(fd, &sb) != 0)
 		why = g_strerror(errno);
-	else if (!S_ISREG(sb.st_mode))
-		why = "not a regular file";
-	else if (sb.st_uid != geteuid())
-		why = "another user's file";
-	else if (sb.st_mode & (S_IWGRP | S_IWOTH))
-		why = "others may write it";
-	else if ((uint64_t)sb.st_size >
-		 MAGIC_LEN + 2 * sizeof(uint64_t) + (uint64_t)STAMPS_MAX * RECORD_LEN)
+	else if (!(why = untrusted(&sb, S_IFREG)) &&
+		 (uint64_t)sb.st_size >
+		     MAGIC_LEN + 2 * sizeof(uint64_t) + (uint64_t)STAMPS_MAX * RECORD_LEN)
 		why = "too large";
+	else if (!why && sb.st_size == 0)
+		why = "empty";
 	if (!why) {
-		g_autoptr(GError) err = NULL;
-		GMappedFile *map = sb.st_size ? g_mapped_file_new_from_fd(fd, FALSE, &err) : NULL;
+		GMappedFile *map = g_mapped_file_new_from_fd(fd, FALSE, &err);
 		if (!map)
-			why = err ? err->message : "empty";
-		else if (parse(st, g_mapped_file_get_contents(map), g_mapped_file_get_length(map),
-			       &why))
-			why = NULL;
+			why = err->message;
+		else
+			why = parse(st, g_mapped_file_get_contents(map),
+				    g_mapped_file_get_length(map));
 		if (map)
 			g_mapped_file_unref(map);
-		if (why)
-			log_warn("ignoring %s: %s; mtimes start anew", st->file, why);
-	} else {
-		log_warn("ignoring %s: %s; mtimes start anew", st->file, why);
 	}
-	close(fd);
+	if (why)
+		log_warn("ignoring %s: %s; mtimes start anew", st->file, why);
+	if (fd >= 0)
+		close(fd);
 }
 
-/* True when @dir (made 0700 if missing) is a directory of ours that no one else may
- * write: only then may a file in it be trusted and replaced. */
+/* True when @dir (made 0700 if missing) is a directory that can be trusted: only then
+ * may a file in it be read and replaced. */
 static bool dir_is_ours(const char *dir)
 {
 	struct stat sb;
@@ -160,12 +157,8 @@ static bool dir_is_ours(const char *dir)
 
 	if (g_mkdir_with_parents(dir, 0700) != 0 || lstat(dir, &sb) != 0)
 		why = g_strerror(errno);
-	else if (!S_ISDIR(sb.st_mode))
-		why = "not a directory";
-	else if (sb.st_uid != geteuid())
-		why = "another user's directory";
-	else if (sb.st_mode & (S_IWGRP | S_IWOTH))
-		why = "others may write it";
+	else
+		why = untrusted(&sb, S_IFDIR);
 	if (why)
 		log_warn("mtimes are not kept across remounts: %s: %s", dir, why);
 	return !why;
@@ -352,7 +345,7 @@ static void mark_dirty(struct stamps *st)
 }
 
 gint64 stamps_settle(struct stamps *st, uint64_t ino, uint64_t hash, uint64_t size,
-		     gint64 changed_at_wall_us)
+		     gint64 changed_at_wall_us, gint64 first_seen_wall_us)
 {
 	gint64 mtime_wall_us = changed_at_wall_us;
 
@@ -367,20 +360,26 @@ gint64 stamps_settle(struct stamps *st, uint64_t ino, uint64_t hash, uint64_t si
 		s->size = size32(size);
 		s->mtime_wall_us = mtime_wall_us;
 		mark_dirty(st);
-	} else if (count_locked(st) < STAMPS_MAX) {
-		s = g_new(struct stamp, 1);
-		*s = (struct stamp){ino, hash, mtime_wall_us, size32(size), 0};
-		g_hash_table_insert(st->new, GSIZE_TO_POINTER((gsize)ino), s);
-		if (g_hash_table_size(st->new) > MAX(4096, st->sorted->len / 4)) {
-			merge(st);
-			s = find(st, ino);
+	} else {
+		/* A node first seen: its bytes are as old as the mount knows them, so that
+		 * a file first read during a backup does not look changed to the next one
+		 * (tar --listed-incremental compares with the time the backup started). */
+		mtime_wall_us = MIN(mtime_wall_us, first_seen_wall_us);
+		if (count_locked(st) < STAMPS_MAX) {
+			s = g_new(struct stamp, 1);
+			*s = (struct stamp){ino, hash, mtime_wall_us, size32(size), 0};
+			g_hash_table_insert(st->new, GSIZE_TO_POINTER((gsize)ino), s);
+			if (g_hash_table_size(st->new) > MAX(4096, st->sorted->len / 4)) {
+				merge(st);
+				s = find(st, ino);
+			}
+			mark_dirty(st);
+		} else if (!st->full_logged) {
+			st->full_logged = true;
+			log_warn("more than %u files and directories: the new ones show their "
+				 "resource's change time after a remount",
+				 STAMPS_MAX);
 		}
-		mark_dirty(st);
-	} else if (!st->full_logged) {
-		st->full_logged = true;
-		log_warn("more than %u files and directories: the new ones show their resource's "
-			 "change time after a remount",
-			 STAMPS_MAX);
 	}
 	if (s)
 		s->seen = 1;
@@ -400,6 +399,11 @@ gint64 stamps_peek(struct stamps *st, uint64_t ino)
 	}
 	g_mutex_unlock(&st->lock);
 	return mtime_wall_us;
+}
+
+int stamps_flush(struct stamps *st)
+{
+	return save(st);
 }
 
 size_t stamps_count(struct stamps *st)

@@ -14,7 +14,7 @@
  *
  * On disk: <dir>/stamps, created 0600 in a directory created 0700, replaced atomically
  * (g_file_set_contents_full) by a saver thread at most every save_delay after a change,
- * and by stamps_free. Read once, at stamps_open: a file that is not a
+ * and by stamps_flush and stamps_free. Read once, at stamps_open: a file that is not a
  * regular file of ours, is writable by others, or is not well formed (header, length,
  * order, checksum) is ignored with a log line, and replaced at the next save.
  *   "smarthomefs stamps 1\n", u64 count, count × {u64 ino, hash, size; i64 mtime_wall_us}
@@ -44,12 +44,17 @@ struct stamps;
 struct stamps *stamps_open(const char *dir, gint64 save_delay_us);
 /* Saves what changed, ends the saver thread, frees. */
 void stamps_free(struct stamps *st);
+/* Saves what changed now (at unmount, before waiting for anything else). Returns 0 or
+ * -EIO (logged). */
+int stamps_flush(struct stamps *st);
 
 /* The mtime (unix µs) that node @ino shows for bytes fingerprinted @hash, @size long,
- * whose resource last changed at @changed_at_wall_us: the one remembered for these very
- * bytes, else @changed_at_wall_us made later than any remembered one, remembered from now. */
+ * whose resource last changed at @changed_at_wall_us, remembered from now: the one
+ * remembered for these very bytes; else, for a node never remembered, the earlier of
+ * @changed_at_wall_us and @first_seen_wall_us (when its directory first showed it;
+ * G_MAXINT64: unknown); else @changed_at_wall_us, made later than the remembered one. */
 gint64 stamps_settle(struct stamps *st, uint64_t ino, uint64_t hash, uint64_t size,
-		     gint64 changed_at_wall_us);
+		     gint64 changed_at_wall_us, gint64 first_seen_wall_us);
 /* The mtime remembered for @ino, whatever its bytes now, or 0: for a directory stat'd
  * before its listing is read. */
 gint64 stamps_peek(struct stamps *st, uint64_t ino);

@@ -13,6 +13,14 @@
 #define SECOND	 G_USEC_PER_SEC
 #define T0	 ((gint64)1700000000 * SECOND)
 
+/* Settles @ino as a node whose first sighting is not known (G_MAXINT64), or one seen
+ * again: its resource's change time is the base. */
+static gint64 settle(struct stamps *st, uint64_t ino, uint64_t hash, uint64_t size,
+		     gint64 changed_at_wall_us)
+{
+	return stamps_settle(st, ino, hash, size, changed_at_wall_us, G_MAXINT64);
+}
+
 static char *temp_dir(void)
 {
 	GError *err = NULL;
@@ -38,7 +46,7 @@ static void save_one(const char *dir)
 {
 	struct stamps *st = stamps_open(dir, NO_DELAY);
 
-	g_assert_cmpint(stamps_settle(st, 42, 7, 10, T0), ==, T0);
+	g_assert_cmpint(settle(st, 42, 7, 10, T0), ==, T0);
 	stamps_free(st);
 }
 
@@ -49,7 +57,7 @@ static void test_the_same_bytes_keep_their_mtime_after_a_reopen(void)
 	save_one(dir);
 	struct stamps *st = stamps_open(dir, NO_DELAY);
 	/* The resource changed since (another zone of an aggregate), this node's bytes not. */
-	g_assert_cmpint(stamps_settle(st, 42, 7, 10, T0 + 60 * SECOND), ==, T0);
+	g_assert_cmpint(settle(st, 42, 7, 10, T0 + 60 * SECOND), ==, T0);
 	g_assert_cmpint(stamps_peek(st, 42), ==, T0);
 	stamps_free(st);
 	remove_dir(dir);
@@ -61,13 +69,13 @@ static void test_other_bytes_get_the_resource_change_time(void)
 
 	save_one(dir);
 	struct stamps *st = stamps_open(dir, NO_DELAY);
-	g_assert_cmpint(stamps_settle(st, 42, 8, 10, T0 + 60 * SECOND), ==, T0 + 60 * SECOND);
+	g_assert_cmpint(settle(st, 42, 8, 10, T0 + 60 * SECOND), ==, T0 + 60 * SECOND);
 	/* Same hash, other size: other bytes. */
-	g_assert_cmpint(stamps_settle(st, 42, 8, 11, T0 + 61 * SECOND), ==, T0 + 61 * SECOND);
+	g_assert_cmpint(settle(st, 42, 8, 11, T0 + 61 * SECOND), ==, T0 + 61 * SECOND);
 	stamps_free(st);
 
 	st = stamps_open(dir, NO_DELAY);
-	g_assert_cmpint(stamps_settle(st, 42, 8, 11, T0 + 99 * SECOND), ==, T0 + 61 * SECOND);
+	g_assert_cmpint(settle(st, 42, 8, 11, T0 + 99 * SECOND), ==, T0 + 61 * SECOND);
 	stamps_free(st);
 	remove_dir(dir);
 }
@@ -76,10 +84,24 @@ static void test_a_change_never_goes_back_in_time(void)
 {
 	struct stamps *st = stamps_open(NULL, NO_DELAY);
 
-	g_assert_cmpint(stamps_settle(st, 42, 7, 10, T0), ==, T0);
+	g_assert_cmpint(settle(st, 42, 7, 10, T0), ==, T0);
 	/* A resource change time older than what was shown (a clock step, an old disk copy):
 	 * still a time no backup has seen. */
-	g_assert_cmpint(stamps_settle(st, 42, 8, 10, T0 - SECOND), ==, T0 + 1);
+	g_assert_cmpint(settle(st, 42, 8, 10, T0 - SECOND), ==, T0 + 1);
+	stamps_free(st);
+}
+
+static void test_a_node_first_seen_is_as_old_as_its_directory_showed_it(void)
+{
+	struct stamps *st = stamps_open(NULL, NO_DELAY);
+
+	/* A resource first fetched during a backup that listed the directory before. */
+	g_assert_cmpint(stamps_settle(st, 42, 7, 10, T0 + SECOND, T0), ==, T0);
+	/* A resource older than the directory's listing. */
+	g_assert_cmpint(stamps_settle(st, 43, 7, 10, T0 - SECOND, T0), ==, T0 - SECOND);
+	/* Remembered: the first sighting no longer matters, for the same bytes or others. */
+	g_assert_cmpint(stamps_settle(st, 42, 7, 10, T0 + 2 * SECOND, 1), ==, T0);
+	g_assert_cmpint(stamps_settle(st, 42, 8, 10, T0 + 2 * SECOND, 1), ==, T0 + 2 * SECOND);
 	stamps_free(st);
 }
 
@@ -88,7 +110,7 @@ static void test_peek_knows_only_remembered_nodes(void)
 	struct stamps *st = stamps_open(NULL, NO_DELAY);
 
 	g_assert_cmpint(stamps_peek(st, 42), ==, 0);
-	stamps_settle(st, 42, 7, 10, T0);
+	settle(st, 42, 7, 10, T0);
 	g_assert_cmpint(stamps_peek(st, 42), ==, T0);
 	g_assert_cmpint(stamps_peek(st, 43), ==, 0);
 	g_assert_cmpuint(stamps_count(st), ==, 1);
@@ -128,7 +150,11 @@ static void assert_ignored_then_replaced(const char *dir)
 	struct stamps *st = stamps_open(dir, NO_DELAY);
 
 	g_assert_cmpint(stamps_peek(st, 42), ==, 0);
-	g_assert_cmpint(stamps_settle(st, 42, 9, 1, T0 + SECOND), ==, T0 + SECOND);
+	g_assert_cmpint(settle(st, 42, 9, 1, T0 + SECOND), ==, T0 + SECOND);
+	g_assert_cmpint(stamps_flush(st), ==, 0);
+	struct stamps *other = stamps_open(dir, NO_DELAY);
+	g_assert_cmpint(stamps_peek(other, 42), ==, T0 + SECOND);
+	stamps_free(other);
 	stamps_free(st);
 	st = stamps_open(dir, NO_DELAY);
 	g_assert_cmpint(stamps_peek(st, 42), ==, T0 + SECOND);
@@ -210,8 +236,8 @@ static void test_a_directory_others_may_write_keeps_the_table_in_memory(void)
 
 	g_assert_cmpint(chmod(dir, 0777), ==, 0);
 	struct stamps *st = stamps_open(dir, NO_DELAY);
-	g_assert_cmpint(stamps_settle(st, 42, 7, 10, T0), ==, T0);
-	g_assert_cmpint(stamps_settle(st, 42, 7, 10, T0 + SECOND), ==, T0);
+	g_assert_cmpint(settle(st, 42, 7, 10, T0), ==, T0);
+	g_assert_cmpint(settle(st, 42, 7, 10, T0 + SECOND), ==, T0);
 	stamps_free(st);
 	g_assert_false(g_file_test(file, G_FILE_TEST_EXISTS));
 	remove_dir(dir);
@@ -223,7 +249,7 @@ static void test_a_change_is_saved_after_the_delay_without_a_flush(void)
 	g_autofree char *file = table_file(dir);
 	struct stamps *st = stamps_open(dir, 10 * 1000);
 
-	stamps_settle(st, 42, 7, 10, T0);
+	settle(st, 42, 7, 10, T0);
 	gint64 deadline = g_get_monotonic_time() + 10 * SECOND;
 	while (!g_file_test(file, G_FILE_TEST_EXISTS) && g_get_monotonic_time() < deadline)
 		g_usleep(1000);
@@ -249,7 +275,7 @@ static void test_many_nodes_survive_a_reopen(void)
 
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t ino = shuffled_ino(i, n) << 40;
-		stamps_settle(st, ino, ino ^ 1, ino % 1000, T0 + (gint64)ino % 977);
+		settle(st, ino, ino ^ 1, ino % 1000, T0 + (gint64)ino % 977);
 	}
 	g_assert_cmpuint(stamps_count(st), ==, n);
 	stamps_free(st);
@@ -258,7 +284,7 @@ static void test_many_nodes_survive_a_reopen(void)
 	g_assert_cmpuint(stamps_count(st), ==, n);
 	for (uint64_t ino = 1; ino <= n; ino++) {
 		uint64_t key = ino << 40;
-		g_assert_cmpint(stamps_settle(st, key, key ^ 1, key % 1000, T0 + 5000), ==,
+		g_assert_cmpint(settle(st, key, key ^ 1, key % 1000, T0 + 5000), ==,
 				T0 + (gint64)key % 977);
 	}
 	stamps_free(st);
@@ -271,18 +297,18 @@ static void test_the_table_is_bounded(void)
 	struct stamps *st = stamps_open(dir, NO_DELAY);
 
 	for (uint64_t ino = 1; ino <= STAMPS_MAX + 10; ino++)
-		stamps_settle(st, ino, 1, 1, T0);
+		settle(st, ino, 1, 1, T0);
 	g_assert_cmpuint(stamps_count(st), ==, STAMPS_MAX);
 	/* A node the table has no room for shows its resource's time. */
-	g_assert_cmpint(stamps_settle(st, STAMPS_MAX + 5, 1, 1, T0 + SECOND), ==, T0 + SECOND);
+	g_assert_cmpint(settle(st, STAMPS_MAX + 5, 1, 1, T0 + SECOND), ==, T0 + SECOND);
 	stamps_free(st);
 
 	/* A full table keeps, at its next save, only the nodes seen in that mount. */
 	st = stamps_open(dir, NO_DELAY);
 	g_assert_cmpuint(stamps_count(st), ==, STAMPS_MAX);
-	g_assert_cmpint(stamps_settle(st, 3, 1, 1, T0 + SECOND), ==, T0);
+	g_assert_cmpint(settle(st, 3, 1, 1, T0 + SECOND), ==, T0);
 	g_assert_cmpint(stamps_peek(st, 4), ==, T0);
-	g_assert_cmpint(stamps_settle(st, 5, 2, 1, T0 + SECOND), ==, T0 + SECOND);
+	g_assert_cmpint(settle(st, 5, 2, 1, T0 + SECOND), ==, T0 + SECOND);
 	stamps_free(st);
 	st = stamps_open(dir, NO_DELAY);
 	g_assert_cmpuint(stamps_count(st), ==, 3);
@@ -299,6 +325,8 @@ int main(int argc, char **argv)
 	g_test_add_func("/stamps/other_bytes_get_resource_time",
 			test_other_bytes_get_the_resource_change_time);
 	g_test_add_func("/stamps/change_never_goes_back", test_a_change_never_goes_back_in_time);
+	g_test_add_func("/stamps/first_seen",
+			test_a_node_first_seen_is_as_old_as_its_directory_showed_it);
 	g_test_add_func("/stamps/peek", test_peek_knows_only_remembered_nodes);
 	g_test_add_func("/stamps/modes", test_the_directory_is_0700_and_the_file_0600);
 	g_test_add_func("/stamps/corrupt_ignored", test_a_corrupt_file_is_ignored);
