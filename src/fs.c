@@ -254,6 +254,21 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, timeout_s);
 }
 
+/* Takes INTERNAL_DIR out of the root's @entries: it is there by its path (status checks,
+ * node_exporter) but not listed, as NetApp's .snapshot, because its files change with
+ * every request, and a backup of an unchanged cloud must find nothing changed. */
+static void fs_unlist_internal(GArray *entries)
+{
+	for (guint i = 0; i < entries->len; i++) {
+		struct tree_dirent *d = &g_array_index(entries, struct tree_dirent, i);
+		if (strcmp(d->name, INTERNAL_DIR) == 0) {
+			g_free(d->name);
+			g_array_remove_index(entries, i);
+			return;
+		}
+	}
+}
+
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
@@ -266,6 +281,8 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	resource_clear(&listing);
 	struct open_dir *od = g_new0(struct open_dir, 1);
 	od->entries = tree_list(fs->tree, dir);
+	if (!dir->parent)
+		fs_unlist_internal(od->entries);
 	fi->fh = (uint64_t)(uintptr_t)od;
 	fi->cache_readdir = 0;
 	if (fuse_reply_open(req, fi) != 0) {
