@@ -10,12 +10,16 @@
  *
  * mtimes outlive the mount: what each file and directory showed is kept in a stamps
  * table (stamps.h) in the session's cache directory, so a remount shows the same mtime
- * for the same bytes (a directory: the same names). Before its first listing, a
- * directory shows the mtime remembered for it, else the mount's time.
+ * for the same bytes (a directory: the same names). A node never remembered shows its
+ * directory's mtime at most (the root: the mount's time).
  *
- * Thread-safe. Lock order: fs_core has no lock of its own; it takes the tree lock only
- * around reads and writes of node fields (and the stamps lock, a leaf, under it), and
- * calls the session (cache, http) with no lock held. */
+ * It also keeps the latest renderings (of the files read lately, bounded in count and
+ * bytes), so that every chunk of a read of one version is a slice of one rendering:
+ * a read of any size costs one parse and one rendering.
+ *
+ * Thread-safe. Lock order: the rendered lock (the kept renderings) and the tree lock
+ * are leaves, never held together, but for the stamps lock, a leaf taken under the tree
+ * lock; the session (cache, http) is called with no lock held. */
 #pragma once
 
 #include <stdbool.h>

@@ -13,6 +13,7 @@
 #include <libsecret/secret.h>
 
 #include "log.h"
+#include "trust.h"
 
 /* A token file holds a few hundred bytes; anything far larger is not ours. */
 #define TOKEN_FILE_MAX (64 * 1024)
@@ -179,15 +180,17 @@ static int file_error(int r, const char *what, const char *path, GError **err)
 
 static int file_load(const struct token_store *s, const char *account, char **json, GError **err)
 {
+	g_autofree char *dir = file_store_dir(s);
 	g_autofree char *path = file_store_path(s, account);
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return -ENOENT;
-		return file_error(-errno, "read", path, err);
-	}
+	/* A token file another user could have planted would be sent as the bearer. */
+	int r = trust_check_dir(dir, err);
+	if (r < 0)
+		return r;
+	int fd = trust_open_private(path, O_RDONLY, 0, err);
+	if (fd < 0)
+		return fd;
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > TOKEN_FILE_MAX) {
+	if (fstat(fd, &st) < 0 || st.st_size > TOKEN_FILE_MAX) {
 		close(fd);
 		g_set_error(err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
 			    "%s is not a token file; remove it and log in again.", path);
@@ -203,7 +206,7 @@ static int file_load(const struct token_store *s, const char *account, char **js
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 || buf->len + (size_t)n > TOKEN_FILE_MAX) {
-			int r = n < 0 ? -errno : -EFBIG;
+			r = n < 0 ? -errno : -EFBIG;
 			close(fd);
 			explicit_bzero(buf->str, buf->len);
 			g_string_free(buf, TRUE);
@@ -218,24 +221,9 @@ static int file_load(const struct token_store *s, const char *account, char **js
 	return 0;
 }
 
-static int write_all(int fd, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Write to a new file beside the old one, fsync, rename: a crash leaves either the old
- * tokens or the new ones, never half of each. Losing a rotated refresh token would
- * force the user to log in again. */
+/* GLib writes a new file beside the old one, fsyncs it and renames it over: a crash
+ * leaves either the old tokens or the new ones, never half of each. Losing a rotated
+ * refresh token would force the user to log in again. */
 static int file_save(const struct token_store *s, const char *account, const char *json,
 		     GError **err)
 {
@@ -243,33 +231,21 @@ static int file_save(const struct token_store *s, const char *account, const cha
 	g_autofree char *path = file_store_path(s, account);
 	if (g_mkdir_with_parents(dir, 0700) < 0)
 		return file_error(-errno, "create", dir, err);
-	/* An existing directory may have come with looser rights. */
-	if (chmod(dir, 0700) < 0)
+	/* An existing directory of ours may have come with looser rights. */
+	struct stat st;
+	if (lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid() &&
+	    chmod(dir, 0700) < 0)
 		return file_error(-errno, "protect", dir, err);
+	int r = trust_private_dir(dir, err);
+	if (r < 0)
+		return r;
 
-	g_autofree char *tmp = NULL;
-	int fd = -1;
-	for (int i = 0; i < 16 && fd < 0; i++) {
-		g_free(tmp);
-		tmp = g_strdup_printf("%s/.%s.json.%d.%08x", dir, account, (int)getpid(),
-				      g_random_int());
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (fd < 0 && errno != EEXIST)
-			return file_error(-errno, "create", tmp, err);
-	}
-	if (fd < 0)
-		return file_error(-EEXIST, "create", tmp, err);
-
-	int r = write_all(fd, json, strlen(json));
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0) {
-		unlink(tmp);
-		return file_error(r, "write", path, err);
+	g_autoptr(GError) e = NULL;
+	if (!g_file_set_contents_full(path, json, -1,
+				      G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
+				      0600, &e)) {
+		g_propagate_prefixed_error(err, g_steal_pointer(&e), "Could not save the tokens: ");
+		return -EIO;
 	}
 	/* The rename itself must reach the disk too. */
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -312,6 +288,11 @@ static int file_list(const struct token_store *s, GPtrArray *accounts, GError **
 }
 
 /* ---- The interface ---- */
+
+void token_store_clear(struct token_store *s)
+{
+	g_clear_pointer(&s->state_dir, g_free);
+}
 
 int token_store_load(const struct token_store *s, const char *account, char **json, GError **err)
 {

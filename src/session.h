@@ -25,14 +25,17 @@ const struct options *session_options(struct session *s);
 /* The directory of the account's disk cache (g_free); the filesystem keeps its mtimes
  * there too. */
 char *session_cache_dir(struct session *s);
+/* Tests: the wall clock (unix µs) the budget and its refill are reckoned by; NULL: the
+ * real one. Set before any read. */
+void session_set_wall_clock(struct session *s, gint64 (*wall_clock_us)(void));
 
 struct resource {
-	GBytes *bytes;     /* the body as the API sent it; a reference (resource_clear) */
+	GBytes *bytes; /* the body as the API sent it; a reference (resource_clear) */
 	uint64_t gen;
-	gint64 changed_at; /* unix µs */
+	gint64 changed_at_us; /* unix (wall clock) */
 	bool stale;
-	double fresh_for;  /* seconds the body stays fresh from now: how long the kernel may
-			    * cache what is made of it (a stale copy: 1 s) */
+	double fresh_for_s;	 /* how long from now the body stays fresh: how long the kernel
+				  * may cache what is made of it (a stale copy: 1 s) */
 	struct session *session; /* whose parsed bodies resource_json shares; NULL: none */
 };
 
@@ -42,9 +45,12 @@ void resource_clear(struct resource *r);
  * read it, never change it. */
 json_t *resource_json(const struct resource *r);
 
-/* The body of @ref, through the cache. Returns 0 or a negative errno from the
- * table in design.md (-ENOENT, -EACCES, -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN). */
+/* The body of @ref, through the cache. Returns 0 or a negative errno (-ENOENT, -EACCES,
+ * -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN: what each means to a reader is the table "When
+ * the cloud fails" in docs/reliability.md). */
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out);
+/* @ref is gone (it left its list): its copies in memory and on disk are dropped. */
+void session_forget(struct session *s, const struct resource_ref *ref);
 /* The body of @ref held in memory, as it is, without fetching (-ENOENT: none). */
 int session_peek(struct session *s, const struct resource_ref *ref, struct resource *out);
 /* The effective TTL for @ref now (stretched when the quota runs low). */
