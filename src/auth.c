@@ -443,15 +443,6 @@ gint64 auth_login_expires_at_s(struct auth *a)
 	return t;
 }
 
-bool auth_login_expired(struct auth *a)
-{
-	g_mutex_lock(&a->mu);
-	gint64 end_s = token_set_login_expires_at_s(&a->ts, a->provider);
-	bool expired = a->refused || (end_s > 0 && g_get_real_time() / G_USEC_PER_SEC >= end_s);
-	g_mutex_unlock(&a->mu);
-	return expired;
-}
-
 int auth_refresh_now(struct auth *a, GError **err)
 {
 	int r = auth_get(a, true, NULL);

@@ -38,9 +38,6 @@ void auth_rejected(struct auth *a, const char *token);
 gint64 auth_expires_at_s(struct auth *a);
 /* When the login ends unless refreshed before (wall clock, unix seconds); 0: unknown. */
 gint64 auth_login_expires_at_s(struct auth *a);
-/* Whether the login has ended: its refresh token was refused, or has outlived its
- * lifetime. Only `smarthomefs login` brings it back. */
-bool auth_login_expired(struct auth *a);
 /* How many refreshes this process made. */
 unsigned auth_refresh_count(struct auth *a);
 /* Refreshes now, whatever the expiry (used by the tests). */

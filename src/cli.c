@@ -7,7 +7,6 @@
 
 #include "config.h"
 #include "log.h"
-#include "terminal.h"
 #include "version.h"
 
 const char *cli_prog = "smarthomefs";
@@ -19,8 +18,9 @@ void cli_fail(const char *fmt, ...)
 	g_autofree char *msg = g_strdup_vprintf(fmt, ap);
 	va_end(ap);
 	g_autofree char *scrubbed = log_scrub(msg);
-	/* A message may quote a server (an error code, a description). */
-	g_autofree char *clean = terminal_text(scrubbed);
+	/* A message may quote a server (an error code, a description): its control
+	 * characters are written out. */
+	g_autofree char *clean = log_escape(scrubbed);
 	fprintf(stderr, "%s: %s\n", cli_prog, clean);
 }
 

@@ -106,10 +106,8 @@ static json_t *account_status(const struct token_store *store, const char *id)
 		if (st)
 			json_object_set(m, "api_calls", json_object_get(st, "api_calls"));
 		/* The mount's refresh was refused: the login is over, whatever its age. */
-		json_t *token = st ? json_object_get(st, "token") : NULL;
 		json_t *login = st ? json_object_get(st, "login") : NULL;
-		if (json_is_true(json_object_get(token, "login_expired")) ||
-		    json_is_true(json_object_get(login, "expired")))
+		if (json_is_true(json_object_get(login, "expired")))
 			json_object_set_new(o, "login_expired", json_true());
 		json_decref(st);
 		json_array_append_new(ma, m);

@@ -61,6 +61,8 @@ void options_init(struct options *o)
 	o->token_store = TOKEN_STORE_KEYRING;
 	o->max_threads = 64;
 	o->prefetch = 8;
+	o->prefetch_max = 1000;
+	o->max_entries = 50000;
 	o->cache_memory_mib = 64;
 	o->cache_disk_mib = 512;
 	o->fuse_opts = g_ptr_array_new_with_free_func(g_free);
@@ -102,6 +104,8 @@ static const struct opt_desc opt_table[] = {
 	OPT("allow_other", OPT_BOOL, allow_other, 0, 0),
 	OPT("max_threads", OPT_INT, max_threads, 2, 1024),
 	OPT("prefetch", OPT_INT, prefetch, 0, 64),
+	OPT("prefetch_max", OPT_INT, prefetch_max, 0, 1000000),
+	OPT("max_entries", OPT_INT, max_entries, 1, 10000000),
 	OPT("cache_memory_mib", OPT_INT, cache_memory_mib, 1, 1024 * 1024),
 	OPT("cache_disk_mib", OPT_INT, cache_disk_mib, 1, 1024 * 1024),
 };

@@ -34,6 +34,8 @@ struct options {
 	bool allow_other;
 	int max_threads;    /* libfuse worker threads */
 	int prefetch;       /* parallel fetches when listing, 0 disables */
+	int prefetch_max;   /* resources prefetched for one listing at most */
+	int max_entries;    /* names one listing shows at most */
 	int cache_memory_mib; /* bodies kept in memory, least recently used evicted */
 	int cache_disk_mib;   /* bodies kept on disk (cache_dir), least recently used dropped */
 	GPtrArray *fuse_opts; /* libfuse's own options, passed on as they are */

@@ -1,5 +1,16 @@
 /* fs: the mount's FUSE face — the libfuse low-level operations over fs_core, and the
- * threads behind them (prefetch, notify), for one session. */
+ * threads behind them (prefetch, notify, the fetch pool), for one session.
+ *
+ * Modules, each arrow pointing down: fs (fs.c) -> prefetch, notify -> fs_core ->
+ * internal_files -> tree; fs_core, prefetch and internal_files -> session.
+ *
+ * Lock order of the filesystem: no fs lock is ever held while another lock of ours is
+ * taken, nor across a session call. Each is a leaf, with only GLib's own queue or pool
+ * lock under it: the fetch lock (fs.c), the prefetch lock, the notify lock, the
+ * internal_files lock, fs_core's rendered lock, and the tree lock. The session's locks
+ * (session, cache, json memo) are taken by the session's calls, always without an fs
+ * lock held. Threads: libfuse's workers, the fetch pool (options.max_threads), the
+ * prefetch pool (options.prefetch) and the notify thread. */
 #pragma once
 
 #include <fuse_lowlevel.h>

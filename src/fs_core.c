@@ -211,9 +211,65 @@ static void dir_settle(struct fs_core *c, struct node *dir, GPtrArray *entries, 
 	tree_unlock(c->tree);
 }
 
+/* The resource of @ref through the cache; without @may_fetch, -EINPROGRESS when that
+ * needs a fetch. */
+static int core_get(struct fs_core *c, const struct resource_ref *ref, struct resource *res,
+		    bool may_fetch)
+{
+	return may_fetch ? session_get(c->session, ref, res)
+			 : session_get_cached(c->session, ref, res);
+}
+
+/* Drops the cached copy of @ref (memory and disk) when it is @node's own: a resource
+ * whose API path names @node's id. Others (a home's zoneStates, made into the state.json
+ * of every zone) are shared with the nodes still listed. */
+static void forget_if_own(struct fs_core *c, struct node *node, struct resource_ref *ref)
+{
+	g_autofree char *segment = provider_path_segment(tree_node_raw(node));
+	g_autofree char *inner = segment ? g_strconcat("/", segment, "/", NULL) : NULL;
+	g_autofree char *last = segment ? g_strconcat("/", segment, NULL) : NULL;
+
+	if (ref->path && segment && (strstr(ref->path, inner) || g_str_has_suffix(ref->path, last)))
+		session_forget(c->session, ref);
+	resource_ref_clear(ref);
+}
+
+/* @node left its directory's listing: the copies of the resources that were its own go
+ * (its disk copy must not outlive it). Looks at its own resource, and for a directory at
+ * those of its static children's files (a device's device.json), as prefetch does. */
+static void forget_gone(struct fs_core *c, struct node *node)
+{
+	const struct provider *p = session_provider(c->session);
+	struct resource_ref ref = {0};
+	struct node_path np = {0};
+
+	if (fs_core_source(c, node, &ref, &np) == 0 && ref.path) {
+		forget_if_own(c, node, &ref);
+	} else if (!ref.path && tree_node_is_dir(c->tree, node)) {
+		g_autoptr(GPtrArray) files = provider_entries_new();
+		const char **cc = g_new0(const char *, np.pp.n + 2);
+		memcpy(cc, np.pp.comp, np.pp.n * sizeof(*cc));
+		if (p->list(&np.pp, NULL, files) == 0) {
+			for (guint k = 0; k < files->len; k++) {
+				struct provider_entry *f = files->pdata[k];
+				struct provider_path fp = {cc, np.pp.n + 1};
+				struct resource_ref fref = {0};
+				cc[np.pp.n] = f->name;
+				if (p->source(&fp, &fref) == 0)
+					forget_if_own(c, node, &fref);
+				else
+					resource_ref_clear(&fref);
+			}
+		}
+		g_free(cc);
+	}
+	resource_ref_clear(&ref);
+	node_path_clear(&np);
+}
+
 /* Brings @dir's children up to date with its resource, which goes to @listing when it
  * is not NULL (gen 0: a static directory). */
-static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listing)
+static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listing, bool may_fetch)
 {
 	const struct provider *p = session_provider(c->session);
 	struct resource_ref ref = {0};
@@ -245,15 +301,25 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		goto out;
 	}
 
-	r = session_get(c->session, &ref, &res);
+	r = core_get(c, &ref, &res, may_fetch);
 	if (r < 0)
 		goto out;
 	if (res.gen != listed) {
 		json_t *body = resource_json(&res);
 		r = body ? p->list(&np.pp, body, entries) : -EIO;
 		json_decref(body);
+		guint max = (guint)session_options(c->session)->max_entries;
+		if (r == 0 && entries->len > max) {
+			/* A bound on what one listing may cost in names and nodes. */
+			log_warn("%s lists %u entries; showing the first %u (max_entries)",
+				 ref.path, entries->len, max);
+			g_ptr_array_set_size(entries, max);
+		}
 		if (r == 0) {
-			tree_set_children(c->tree, dir, entries, res.gen);
+			g_autoptr(GPtrArray) gone = g_ptr_array_new();
+			tree_set_children_gone(c->tree, dir, entries, res.gen, gone);
+			for (guint i = 0; i < gone->len; i++)
+				forget_gone(c, gone->pdata[i]);
 			dir_settle(c, dir, entries, !listed, res.changed_at_us);
 		} else {
 			log_warn("cannot list %s from %s: %s", np.pp.n ? np.comp[np.pp.n - 1] : "/",
@@ -270,7 +336,8 @@ out:
 	return r;
 }
 
-int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, struct node **ret_dir)
+int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, bool may_fetch,
+		struct node **ret_dir)
 {
 	struct node *dir = tree_get(c->tree, ino);
 	int r;
@@ -280,21 +347,21 @@ int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, struc
 		return -ENOENT;
 	if (!tree_node_is_dir(c->tree, dir))
 		return -ENOTDIR;
-	r = sync_dir(c, dir, listing);
+	r = sync_dir(c, dir, listing, may_fetch);
 	if (r == 0)
 		*ret_dir = dir;
 	return r;
 }
 
 /* The resource file @node is made from, fetched through the cache. */
-static int node_resource(struct fs_core *c, struct node *node, struct resource *res)
+static int node_resource(struct fs_core *c, struct node *node, struct resource *res, bool may_fetch)
 {
 	struct resource_ref ref = {0};
 	struct node_path np = {0};
 	int r = fs_core_source(c, node, &ref, &np);
 
 	if (r == 0)
-		r = ref.path ? session_get(c->session, &ref, res) : -EIO;
+		r = ref.path ? core_get(c, &ref, res, may_fetch) : -EIO;
 	resource_ref_clear(&ref);
 	node_path_clear(&np);
 	return r;
@@ -389,8 +456,8 @@ double fs_core_dir_timeout_s(struct fs_core *c, struct node *dir)
 	return ttl;
 }
 
-int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct stat *st,
-		 double *ret_timeout_s)
+int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, bool may_fetch,
+		 struct stat *st, double *ret_timeout_s)
 {
 	bool is_dir, told;
 	gint64 mtime_wall_us;
@@ -424,7 +491,7 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct
 	if (!told) {
 		struct resource res = {0};
 		bool fresh_memo;
-		int r = node_resource(c, node, &res);
+		int r = node_resource(c, node, &res, may_fetch);
 		if (r < 0)
 			return r;
 		tree_lock(c->tree);
@@ -453,7 +520,7 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct
 	return 0;
 }
 
-int fs_core_read(struct fs_core *c, struct node *node, GBytes **ret_bytes)
+int fs_core_read(struct fs_core *c, struct node *node, bool may_fetch, GBytes **ret_bytes)
 {
 	struct resource res = {0};
 	int r;
@@ -461,7 +528,7 @@ int fs_core_read(struct fs_core *c, struct node *node, GBytes **ret_bytes)
 	*ret_bytes = NULL;
 	if (node->internal)
 		return -EIO; /* internal files are read through their renderings */
-	r = node_resource(c, node, &res);
+	r = node_resource(c, node, &res, may_fetch);
 	if (r == 0)
 		r = render_from(c, node, &res, ret_bytes);
 	if (r == 0)

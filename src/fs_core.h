@@ -3,6 +3,10 @@
  * cached resource). Returns 0 or a negative errno; never sees a fuse_req_t, so it is
  * testable alone.
  *
+ * @may_fetch: whether a call may fetch (and wait for the cloud, up to the timeout).
+ * Without it, a call that needs a fetch returns -EINPROGRESS at once, so that a FUSE
+ * worker answers what the cache holds and hands the rest to a thread that may wait.
+ *
  * It owns the file memo: each file node's struct file_memo (the generation, fingerprint
  * and size of its last rendering) and its mtime_wall_us, so that a stat needs no
  * rendering, and a rendering with new bytes is a new mtime. When a file's bytes change,
@@ -59,7 +63,8 @@ int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *re
 /* Directory @ino with its children brought up to date (fetching its listing when stale)
  * in *ret_dir. Its resource goes to @listing when not NULL (gen 0: a static directory;
  * resource_clear it). -ENOENT, -ENOTDIR, or the session's errors. */
-int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, struct node **ret_dir);
+int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, bool may_fetch,
+		struct node **ret_dir);
 
 /* What a stat reports of a file. */
 enum stat_how {
@@ -74,8 +79,8 @@ enum stat_how {
 /* Fills @st for @node, a directory or a provider's file (internal files are renderings).
  * *ret_timeout_s: how long the kernel may keep it (a file: while its resource is fresh;
  * one checked as told: not at all). */
-int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct stat *st,
-		 double *ret_timeout_s);
+int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, bool may_fetch,
+		 struct stat *st, double *ret_timeout_s);
 /* Fills @st for a file of inode @ino, @size bytes, changed at @mtime_wall_us. */
 void fs_core_file_stat(struct fs_core *c, uint64_t ino, size_t size, gint64 mtime_wall_us,
 		       struct stat *st);
@@ -85,7 +90,7 @@ double fs_core_dir_timeout_s(struct fs_core *c, struct node *dir);
 /* The bytes of provider file @node as they are now (a reference, g_bytes_unref),
  * rendered from its resource, fetched when stale; the memo notes them. -EIO for an
  * internal file (read through its rendering). */
-int fs_core_read(struct fs_core *c, struct node *node, GBytes **ret_bytes);
+int fs_core_read(struct fs_core *c, struct node *node, bool may_fetch, GBytes **ret_bytes);
 /* The bytes of file @node in the generation the kernel was last told (the memo's), from
  * what the cache holds now, without fetching; their generation in *ret_gen. -ESTALE
  * when the cache holds another generation or other bytes, -ENOENT when nothing. */

@@ -11,8 +11,9 @@
  * kernel was told of (looked up or listed), in the generation it was told, and nothing
  * is fetched for it.
  *
- * Thread-safe. Lock order: the notify lock is a leaf; the thread calls fs_core (tree
- * lock, session) and the kernel with no lock held. */
+ * Thread-safe. Lock order: the notify lock has nothing under it but GAsyncQueue's own
+ * lock (a notice is queued under it, so that none is queued after notify_stop_soon); the
+ * thread calls fs_core (tree lock, session) and the kernel with no lock held. */
 #pragma once
 
 #include <fuse_lowlevel.h>

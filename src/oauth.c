@@ -1,19 +1,13 @@
-/* oauth: the login flows. Codes, verifiers, secrets and tokens
- * pass through here; none of them is ever printed or logged, and the strings that held
- * them are wiped before they are freed. */
+/* oauth: the login flows. Codes, verifiers, secrets and tokens pass through here; none
+ * of them is ever printed or logged (each is registered with the scrubber before anything
+ * is said), and the strings that held them are wiped before they are freed. */
 #include "oauth.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <gio/gio.h>
 #include <jansson.h>
 
@@ -21,7 +15,6 @@
 #include "loopback.h"
 #include "log.h"
 #include "provider.h"
-#include "terminal.h"
 #include "token.h"
 
 /* RFC 8628 section 3.5: a server that says nothing means 5 seconds. */
@@ -47,13 +40,13 @@ static void hide_secret(const char *s)
 		log_add_secret(encoded);
 }
 
-/* A page whose text may hold what a server sent: scrubbed of secrets and control
- * characters first. */
+/* A page whose text may hold what a server sent: secrets scrubbed and control
+ * characters written out first. */
 static void send_safe_page(int fd, int status, const char *reason, const char *title,
 			   const char *sentence)
 {
 	g_autofree char *scrubbed = log_scrub(sentence);
-	g_autofree char *clean = terminal_text(scrubbed);
+	g_autofree char *clean = log_escape(scrubbed);
 	loopback_send_page(fd, status, reason, title, clean);
 }
 
@@ -122,9 +115,9 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 	token_json_seconds(json_object_get(j, "expires_in"), &expires_s);
 	g_auto(secret_str) device = g_strdup(device_code);
 	g_autofree char *link = device_link(p, uri);
-	/* The server's words on the user's terminal: printable text only. */
-	g_autofree char *shown_link = terminal_text(link);
-	g_autofree char *shown_code = terminal_text(user_code);
+	/* The server's words on the user's terminal: control characters written out. */
+	g_autofree char *shown_link = log_escape(link);
+	g_autofree char *shown_code = log_escape(user_code);
 	printf("To log in, open this link in a browser:\n  %s\nand check that it shows the code "
 	       "%s.\n",
 	       shown_link, shown_code);
@@ -528,7 +521,7 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	    g_strconcat(authorize, strchr(authorize, '?') ? "&" : "?", query, NULL);
 	g_autofree char *token_url = token_endpoint_url(p, auth_url, p->token_path);
 
-	g_autofree char *shown = terminal_text(url);
+	g_autofree char *shown = log_escape(url);
 	printf("Open this link in a browser to log in:\n  %s\n", shown);
 	fflush(stdout);
 	if (opts->open_browser)

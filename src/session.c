@@ -510,6 +510,31 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	return 0;
 }
 
+int session_get_cached(struct session *s, const struct resource_ref *ref, struct resource *out)
+{
+	struct cache_hit hit;
+	bool fresh;
+
+	memset(out, 0, sizeof(*out));
+	if (s->opts.offline)
+		return session_get(s, ref, out); /* never fetches */
+	if (cache_peek(s->cache, ref->key ? ref->key : ref->path, &hit) < 0)
+		return -EINPROGRESS;
+	int ttl_s = session_ttl(s, ref);
+	fresh = !hit.stale && ttl_s > 0 &&
+		g_get_monotonic_time() - hit.fetched_at_us < (gint64)ttl_s * G_USEC_PER_SEC;
+	cache_hit_clear(&hit);
+	return fresh ? session_get(s, ref, out) : -EINPROGRESS;
+}
+
+long session_budget_remaining(struct session *s)
+{
+	g_mutex_lock(&s->mutex);
+	long remaining = s->budget.last.remaining;
+	g_mutex_unlock(&s->mutex);
+	return remaining;
+}
+
 void session_forget(struct session *s, const struct resource_ref *ref)
 {
 	cache_forget(s->cache, ref->key ? ref->key : ref->path);
@@ -623,12 +648,9 @@ void session_render_status(struct session *s, GString *out)
 					g_strerror(-snap.last_stale_error))
 			    : json_null();
 	json_object_set_new(root, "last_stale", stale);
-	/* When the login ends, and whether it has: `smarthomefs status` reads these. */
-	json_t *token = json_object_get(root, "token");
-	json_object_set_new(token, "login_expires_at",
+	/* When the login ends unless refreshed; `smarthomefs status` reads login.expired. */
+	json_object_set_new(json_object_get(root, "login"), "expires_at",
 			    json_time(s->auth ? auth_login_expires_at_s(s->auth) : 0));
-	json_object_set_new(token, "login_expired",
-			    json_boolean(s->auth && auth_login_expired(s->auth)));
 	/* main.c turns core dumps off: show that it holds in the process with the tokens. */
 	json_object_set_new(root, "dumpable", json_boolean(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) > 0));
 	provider_render_json(root, out);

@@ -49,6 +49,12 @@ json_t *resource_json(const struct resource *r);
  * -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN: what each means to a reader is the table "When
  * the cloud fails" in docs/reliability.md). */
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out);
+/* As session_get when a fresh copy is in memory (or offline): never fetches, never
+ * waits for a fetch. -EINPROGRESS when answering needs a fetch. */
+int session_get_cached(struct session *s, const struct resource_ref *ref, struct resource *out);
+/* The calls the cloud's rate limit still allows in its window, as last told; -1 when
+ * unknown (no RateLimit header seen). */
+long session_budget_remaining(struct session *s);
 /* @ref is gone (it left its list): its copies in memory and on disk are dropped. */
 void session_forget(struct session *s, const struct resource_ref *ref);
 /* The body of @ref held in memory, as it is, without fetching (-ENOENT: none). */

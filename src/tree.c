@@ -315,6 +315,12 @@ static void order_set(struct tree *t, struct node *dir, struct node **nodes, uin
 
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen)
 {
+	tree_set_children_gone(t, dir, entries, gen, NULL);
+}
+
+void tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen,
+			    GPtrArray *ret_gone)
+{
 	g_autoptr(GHashTable) seen = g_hash_table_new(g_direct_hash, g_direct_equal);
 	g_autoptr(GPtrArray) order = NULL;
 	uint64_t dir_hash;
@@ -353,10 +359,13 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 	for (guint i = 0; i < dir->n_order; i++) {
 		struct node *n = dir->order[i];
 
-		if (n->internal)
+		if (n->internal) {
 			g_ptr_array_add(order, n);
-		else if (!g_hash_table_contains(seen, n))
+		} else if (!g_hash_table_contains(seen, n)) {
 			n->gone = true;
+			if (ret_gone)
+				g_ptr_array_add(ret_gone, n);
+		}
 	}
 	order_set(t, dir, (struct node **)order->pdata, order->len);
 	dir->listed_gen = gen;
@@ -446,7 +455,7 @@ GArray *tree_list(struct tree *t, struct node *dir)
 	tree_lock(t);
 	for (guint i = 0; dir->is_dir && i < dir->n_order; i++) {
 		struct node *n = dir->order[i];
-		struct tree_dirent d = {.ino = n->ino, .is_dir = n->is_dir};
+		struct tree_dirent d = {.ino = n->ino, .is_dir = n->is_dir, .pos = i};
 
 		if (n->gone)
 			continue;
@@ -455,6 +464,26 @@ GArray *tree_list(struct tree *t, struct node *dir)
 	}
 	tree_unlock(t);
 	return list;
+}
+
+size_t tree_list_window(struct tree *t, struct node *dir, size_t from, size_t max,
+			struct tree_dirent *out)
+{
+	size_t n = 0, i = from;
+
+	tree_lock(t);
+	for (; dir->is_dir && i < dir->n_order && n < max; i++) {
+		struct node *c = dir->order[i];
+
+		if (c->gone)
+			continue;
+		out[n++] = (struct tree_dirent){.ino = c->ino,
+						.is_dir = c->is_dir,
+						.pos = (uint32_t)i,
+						.name = g_strdup(c->name)};
+	}
+	tree_unlock(t);
+	return n;
 }
 
 void tree_dirents_free(GArray *entries)

@@ -94,6 +94,9 @@ struct node *tree_child(struct tree *t, struct node *dir, const char *name);
 /* Makes the children of @dir exactly @entries (raw names) in that order: new ones are
  * created, missing ones marked gone, present ones revived. Records @gen. */
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen);
+/* tree_set_children, and the children it marked gone now are appended to @ret_gone. */
+void tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen,
+			    GPtrArray *ret_gone);
 /* Adds one child (raw name) if not there (a gone one comes back); returns it, or NULL
  * when @dir is no directory. */
 struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir);
@@ -111,9 +114,16 @@ GArray *tree_list(struct tree *t, struct node *dir);
 struct tree_dirent {
 	uint64_t ino;
 	bool is_dir;
-	char *name; /* g_free via tree_dirents_free */
+	uint32_t pos; /* its position in the directory's listing order */
+	char *name;   /* g_free via tree_dirents_free */
 };
 void tree_dirents_free(GArray *entries);
+/* A window of @dir's listing, for a readdir that must not copy it all: the live children
+ * from position @from of its listing order, at most @max, into @out (each name g_free);
+ * returns how many. A position means the same child as long as the listing does not
+ * change. */
+size_t tree_list_window(struct tree *t, struct node *dir, size_t from, size_t max,
+			struct tree_dirent *out);
 
 /* The provider's name of @node (its raw id): name itself unless it had to be escaped. */
 const char *tree_node_raw(const struct node *node);

@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,13 +16,38 @@ static int refused(GError **err, int r, const char *path, const char *why)
 	return r;
 }
 
+/* Whether @gid is the caller's private group (Debian's user groups: the primary group,
+ * named like the user, with no other member), whose write bit lets in nobody else: a
+ * umask of 002 makes directories group-writable there. */
+static bool group_is_private(gid_t gid)
+{
+	struct passwd pw, *pwp = NULL;
+	struct group gr, *grp = NULL;
+	char pbuf[4096], gbuf[16384];
+	if (getpwuid_r(getuid(), &pw, pbuf, sizeof(pbuf), &pwp) != 0 || !pwp || pw.pw_gid != gid ||
+	    getgrgid_r(gid, &gr, gbuf, sizeof(gbuf), &grp) != 0 || !grp ||
+	    strcmp(gr.gr_name, pw.pw_name) != 0)
+		return false;
+	for (char **m = gr.gr_mem; *m; m++)
+		if (strcmp(*m, pw.pw_name) != 0)
+			return false;
+	return true;
+}
+
+/* Whether someone other than the caller (and root) may write in @st. */
+static bool others_may_write(const struct stat *st)
+{
+	return (st->st_mode & S_IWOTH) ||
+	       ((st->st_mode & S_IWGRP) && !group_is_private(st->st_gid));
+}
+
 /* Whether another user could replace what is in directory @st: they own it, or may
  * write it (a sticky directory lets them remove only their own entries). */
 static bool others_control(const struct stat *st)
 {
 	if (st->st_uid != getuid() && st->st_uid != 0)
 		return true;
-	return (st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISVTX);
+	return others_may_write(st) && !(st->st_mode & S_ISVTX);
 }
 
 /* Checks every directory above @path (not @path itself). */
@@ -61,7 +88,7 @@ static int check_own_dir(const char *path, GError **err)
 		return refused(err, -EPERM, path,
 			       "belongs to another user; remove it (or choose another directory) "
 			       "so that smarthomefs makes its own");
-	if (st.st_mode & (S_IWGRP | S_IWOTH))
+	if (others_may_write(&st))
 		return refused(err, -EPERM, path,
 			       "may be written by other users; chmod 700 it, or remove it so "
 			       "that smarthomefs makes its own");
@@ -92,7 +119,8 @@ int trust_private_dir(const char *path, GError **err)
 
 int trust_open_private(const char *path, int flags, mode_t mode, GError **err)
 {
-	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+	/* O_NONBLOCK: a FIFO planted in its place must not hang the open. */
+	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, mode);
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return -ENOENT;
@@ -108,7 +136,7 @@ int trust_open_private(const char *path, int flags, mode_t mode, GError **err)
 		r = refused(err, -EINVAL, path, "is not a regular file; remove it");
 	else if (st.st_uid != getuid())
 		r = refused(err, -EPERM, path, "belongs to another user; remove it");
-	else if (st.st_mode & (S_IWGRP | S_IWOTH))
+	else if (others_may_write(&st))
 		r = refused(err, -EPERM, path,
 			    "may be written by other users, who could have put anything in it; "
 			    "remove it");
@@ -128,7 +156,7 @@ int trust_check_readable(const char *path, GError **err)
 		return refused(err, -EINVAL, path, "is not a regular file");
 	if (st.st_uid != getuid() && st.st_uid != 0)
 		return refused(err, -EPERM, path, "belongs to another user, who could change it");
-	if (st.st_mode & (S_IWGRP | S_IWOTH))
+	if (others_may_write(&st))
 		return refused(err, -EPERM, path, "may be written by other users");
 	return 0;
 }

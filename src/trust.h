@@ -4,7 +4,9 @@
  * the caller or root and writable by nobody else unless sticky (/tmp): otherwise another
  * user could swap it. A file of ours (lock, tokens) is opened without following a link
  * and must be a regular file owned by the caller that nobody else may write. A file we
- * only read (cafile) may be root's, and may be reached through a link.
+ * only read (cafile) may be root's, and may be reached through a link. "Nobody else may
+ * write" lets a group write bit pass when the group is the caller's private one (user
+ * groups, umask 002), as Debian's OpenSSH does for StrictModes.
  * Errors are -errno with @err saying what is wrong, where, and what to do. Thread-safe. */
 #pragma once
 

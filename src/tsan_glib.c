@@ -22,7 +22,8 @@
  * pthread locks still order our threads. */
 #include <glib.h>
 #include <sanitizer/tsan_interface.h>
-#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 /* The ld --wrap pairs: __real_X is GLib's X, __wrap_X is what our code calls. Declared
  * here because nothing else includes them (-Wmissing-prototypes). */
@@ -259,15 +260,31 @@ const char *__tsan_default_options(void)
 	       "suppressions=" TSAN_SUPPRESSIONS;
 }
 
-/* GLib 2.74 cuts small objects (GString, GHashTable, GList) out of pages of its own
+/* GLib 2.74 cuts small objects (GString, GHashTable, GPtrArray) out of pages of its own
  * (GSlice) and hands a freed one to the next thread that wants that size through
  * futex-guarded magazines, which TSan cannot see: a GString freed by one thread and
  * reused by another would look like a race. G_SLICE=always-malloc makes each of them a
  * malloc and a free, which TSan follows. GLib reads it in its own constructors, before
- * ours, so it is set from .preinit_array, which runs before any library's constructor. */
+ * any of ours, and libc builds the environment anew from the stack after .preinit_array
+ * functions run, so a setenv() there is lost: the process executes itself again with
+ * the variable, from .preinit_array, before any library's constructor or thread. */
 static void slice_is_malloc(int argc, char **argv, char **envp)
 {
-	setenv("G_SLICE", "always-malloc", 1);
+	static const char want[] = "G_SLICE=always-malloc";
+	size_t n = 0;
+
+	for (; envp[n]; n++)
+		if (strcmp(envp[n], want) == 0)
+			return;
+	char *env[n + 2];
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(envp[i], "G_SLICE=", 8) != 0)
+			env[k++] = envp[i];
+	env[k++] = (char *)want;
+	env[k] = NULL;
+	execve("/proc/self/exe", argv, env);
+	/* No /proc: run on; TSan may then report GSlice's reuse as races. */
 }
 __attribute__((section(".preinit_array"),
 	       used)) static void (*const preinit_slice)(int, char **, char **) = slice_is_malloc;

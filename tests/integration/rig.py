@@ -215,23 +215,25 @@ class TibberLogin:
 
 
 class Mount:
-    """smarthomefs mounted in the foreground, unmounted on stop whatever happened."""
+    """smarthomefs mounted in the foreground, unmounted on stop whatever happened; as
+    the rig's user (root, or a UserRig's desktop user), through the rig's is_mount,
+    mkdirs and unmount."""
 
     def __init__(self, rig, account, mountpoint, options, log_path, wrapper=()):
         self.rig = rig
         self.path = Path(mountpoint)
-        self.path.mkdir(parents=True, exist_ok=True)
+        rig.mkdirs(self.path)
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        args = [*wrapper, str(BIN), "mount", account, str(self.path), "-f"]
+        args = [*wrapper, *rig.prefix, str(BIN), "mount", account, str(self.path), "-f"]
         if options:
             args += ["-o", ",".join(options)]
         self.proc = subprocess.Popen(args, env=rig.env, stdout=self.log, stderr=self.log,
                                      stdin=subprocess.DEVNULL)
-        wait_until(lambda: self.path.is_mount() or self.proc.poll() is not None,
+        wait_until(lambda: rig.is_mount(self.path) or self.proc.poll() is not None,
                    60 if wrapper else 20,
                    f"{self.path} to be mounted")
-        if not self.path.is_mount():
+        if not rig.is_mount(self.path):
             self.log.close()
             raise AssertionError(f"mount failed: {Path(log_path).read_text()}")
 
@@ -239,10 +241,8 @@ class Mount:
         return self.path / rel
 
     def stop(self, timeout=15):
-        if self.path.is_mount():
-            r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
-            if r.returncode != 0:
-                subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True)
+        if self.rig.is_mount(self.path):
+            self.rig.unmount(self.path)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -280,6 +280,20 @@ class Rig:
         self.mounts = []
         self.outputs = []  # every stdout/stderr text we saw, for the token check
         self.logs = []
+
+    @staticmethod
+    def is_mount(path):
+        return Path(path).is_mount()
+
+    @staticmethod
+    def mkdirs(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def unmount(path):
+        """fusermount3 -u, lazily (-uz) when busy."""
+        if subprocess.run(["fusermount3", "-u", str(path)], capture_output=True).returncode:
+            subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
 
     def options(self, provider="tado", extra=()):
         """The -o options that point smarthomefs at the emulated cloud."""
@@ -642,44 +656,6 @@ class UserSystem:
             self.changes.release()
 
 
-class UserMount:
-    """`smarthomefs mount ACCOUNT DIR -f` as the user, in the namespace; the user
-    unmounts it with fusermount3 -u on stop."""
-
-    def __init__(self, rig, account, mountpoint, log_path, args=()):
-        self.rig = rig
-        self.ns = rig.system.ns
-        self.path = Path(mountpoint)
-        rig.user.mkdirs(self.path)
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([*rig.prefix, "smarthomefs", "mount", account,
-                                      str(self.path), "-f", *args], env=rig.env,
-                                     stdout=self.log, stderr=self.log,
-                                     stdin=subprocess.DEVNULL)
-        wait_until(lambda: self.ns.is_mount(self.path) or self.proc.poll() is not None, 20,
-                   f"{self.path} to be mounted")
-        if not self.ns.is_mount(self.path):
-            self.log.close()
-            raise AssertionError(f"mount failed: {Path(log_path).read_text()}")
-
-    def __truediv__(self, rel):
-        return self.path / rel
-
-    def stop(self, timeout=15):
-        if self.ns.is_mount(self.path):
-            r = self.rig.sh(f"fusermount3 -u {self.path}", check=False)
-            if r.returncode != 0:
-                self.ns.run("fusermount3", "-uz", str(self.path))
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
-        return self.proc.returncode
-
-
 class UserRig(Rig):
     """A test's world as the desktop user: its home, its keyring, the cloud, and every
     command run as the user in the namespace where smarthomefs is installed."""
@@ -726,15 +702,22 @@ class UserRig(Rig):
     def is_mount(self, path):
         return self.system.ns.is_mount(path)
 
+    def mkdirs(self, path):
+        self.user.mkdirs(path)
+
+    def unmount(self, path):
+        """The user's fusermount3 -u; root's -uz when busy."""
+        if self.sh(f"fusermount3 -u '{path}'", check=False).returncode != 0:
+            self.system.ns.run("fusermount3", "-uz", str(path))
+
     def mount(self, account="tado", provider=None, extra=(), name="home-data", wrapper=()):
-        """Mounts with `smarthomefs mount -f`, the options from the config file (written
-        here) and -o @extra."""
+        """Mounts with `smarthomefs mount -f` in the foreground, the options from the
+        config file (written here) and -o @extra."""
         assert not wrapper, "no wrapper for the user's mounts"
         self.write_config(account)
         log = self.tmp / f"mount-{len(self.mounts)}.log"
         self.logs.append(log)
-        m = UserMount(self, account, self.home / name, log,
-                      ["-o", ",".join(extra)] if extra else [])
+        m = Mount(self, account, self.home / name, list(extra), log)
         self.mounts.append(m)
         return m
 
@@ -763,16 +746,24 @@ def user_system(tmp_path_factory):
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def checked(rig):
+    """@rig for one test: at its end stopped, then checked for a token in an output or
+    log and for a sanitizer report; its keyring emptied whatever happened."""
+    try:
+        yield rig
+        rig.stop()
+        # Every test also proves that no token reached an output, a log or the mount.
+        rig.assert_no_secret_leaked()
+        rig.assert_no_sanitizer_report()
+    finally:
+        rig.stop()
+        rig.keyring.clear()
+
+
 @pytest.fixture
 def user_rig(tmp_path, user_system, cloud):
     """Like `rig`, as the desktop user."""
     user_system.keyring.clear()
-    r = UserRig(tmp_path, user_system, cloud)
-    try:
+    with checked(UserRig(tmp_path, user_system, cloud)) as r:
         yield r
-        r.stop()
-        r.assert_no_secret_leaked()
-        r.assert_no_sanitizer_report()
-    finally:
-        r.stop()
-        user_system.keyring.clear()

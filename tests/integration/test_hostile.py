@@ -515,7 +515,8 @@ def test_device_login_prints_no_secret_and_nothing_that_drives_the_terminal(rig,
     for text in (r.stdout, r.stderr):
         assert device_code not in text
         assert not TERMINAL_CONTROLS.search(text), repr(text)
-    assert "ABCDEF" in r.stdout.replace("[2J]0;owned", "").replace("31m", "")
+    # Written out where they were, visibly, and the code still readable.
+    assert "AB\\x0dCD" in r.stdout and "\\x1b]8;;https://evil.example/" in r.stdout
     assert "[redacted]" in r.stderr
 
 

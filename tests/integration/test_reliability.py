@@ -184,6 +184,8 @@ def test_a_revoked_login_gives_eacces_and_the_log_says_to_log_in_again(rig):
     code, _ = read_error(m / f"homes/{HOME}/weather.json")
     assert code == errno.EACCES
     assert "smarthomefs login tado" in rig.logs[-1].read_text()
+    login = status(m)["login"]
+    assert login["expired"] is True and login["expired_at"]
 
 
 @pytest.mark.parametrize("kind", ["429", "503", "drop"])

@@ -356,7 +356,7 @@ def test_a_refused_refresh_is_logged_once_with_the_command_and_status_fails(rig)
         with pytest.raises(OSError):
             read(m / f"homes/{HOME}/{name}")
     status = json.loads(read(m / ".smarthomefs/status.json"))
-    assert status["token"]["login_expired"] is True
+    assert status["login"]["expired"] is True
     assert rig.cloud.control.stats()["token_requests"].get("refresh_token") == 1
     log = rig.logs[-1].read_text()
     said = [l for l in log.splitlines() if "has expired" in l]
@@ -377,6 +377,6 @@ def test_a_refused_refresh_is_logged_once_with_the_command_and_status_fails(rig)
 
     # After the refusal's 30 s hold-off, the next read finds the new login in the store.
     wait_until(reads_again, 60, "the mount to take the new login")
-    assert not json.loads(read(m / ".smarthomefs/status.json"))["token"]["login_expired"]
+    assert json.loads(read(m / ".smarthomefs/status.json"))["login"]["expired"] is False
     assert rig.run("status").returncode == 0
     rig.assert_no_secret_leaked()

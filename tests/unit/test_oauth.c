@@ -16,7 +16,6 @@
 #include "http.h"
 #include "loopback.h"
 #include "oauth.h"
-#include "terminal.h"
 #include "provider.h"
 #include "fake_http.h"
 
@@ -894,27 +893,6 @@ static void test_loopback_peer_uid_is_the_connecting_socket_owner(void)
 	}
 }
 
-static void test_terminal_text_keeps_words_and_drops_what_drives_a_terminal(void)
-{
-	struct {
-		const char *in, *out;
-	} cases[] = {
-	    {"ABCD-1234", "ABCD-1234"},
-	    {"\x1b[2J\x1b]0;pwned\x07" "code", "[2J]0;pwnedcode"},
-	    {"\x1b]8;;https://evil/\x1b\\https://good/\x1b]8;;\x1b\\",
-	     "]8;;https://evil/\\https://good/]8;;\\"},
-	    {"ok\rforged\nline\x7f", "okforgedline"},
-	    {"\xc2\x9b" "31m C1 \xe2\x80\xae" " evil", "31m C1  evil"},
-	    {"caf\xc3\xa9 \xff", "caf\xc3\xa9 \xef\xbf\xbd"},
-	};
-	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-		g_autofree char *got = terminal_text(cases[i].in);
-		g_assert_cmpstr(got, ==, cases[i].out);
-	}
-	g_autofree char *none = terminal_text(NULL);
-	g_assert_cmpstr(none, ==, "");
-}
-
 static void test_pkce_refused_secret_says_what_to_check(void)
 {
 	struct token_script sc = {.outcome = "invalid_client", .outcome_status = 401};
@@ -1044,8 +1022,6 @@ int main(int argc, char **argv)
 			test_pkce_idle_connections_cannot_keep_the_callback_out);
 	g_test_add_func("/oauth/loopback_peer_uid_is_the_connecting_socket_owner",
 			test_loopback_peer_uid_is_the_connecting_socket_owner);
-	g_test_add_func("/oauth/terminal_text_keeps_words_and_drops_what_drives_a_terminal",
-			test_terminal_text_keeps_words_and_drops_what_drives_a_terminal);
 	g_test_add_func("/oauth/pkce_refused_secret_says_what_to_check",
 			test_pkce_refused_secret_says_what_to_check);
 	g_test_add_func("/oauth/pkce_error_in_the_browser_is_eacces_with_its_description",
