@@ -220,6 +220,8 @@ static void fs_answer_until_notify_ends(struct fs *fs)
 
 void fs_stop(struct fs *fs)
 {
+	/* First, before waiting for prefetches: what a remount shows must not hang on them. */
+	fs_core_save(fs->core);
 	prefetch_stop(fs->prefetch);
 	notify_stop_soon(fs->notify);
 	if (fs->se && !notify_ended(fs->notify))
@@ -339,6 +341,15 @@ static int op_opendir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse
 	return 0;
 }
 
+/* Whether @d, an entry of @dir, is left out of listings: INTERNAL_DIR in the root is
+ * there by its path (status checks, node_exporter) but not listed, as NetApp's
+ * .snapshot, because its files change with every request, and a backup of an unchanged
+ * cloud must find nothing changed. (It is the root's last entry: tree.h.) */
+static bool fs_unlisted(const struct node *dir, const struct tree_dirent *d)
+{
+	return !dir->parent && strcmp(d->name, INTERNAL_DIR) == 0;
+}
+
 /* The fewest bytes one entry takes in a readdir answer (its header and a name of up to 8
  * bytes): how many entries an answer of some size can hold at most. */
 #define DIRENT_MIN_BYTES 32
@@ -378,6 +389,8 @@ static int op_readdir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size
 		off_t next_off = (off_t)d->pos + 3;
 		size_t need;
 
+		if (fs_unlisted(dir, d))
+			continue;
 		memset(&e, 0, sizeof(e));
 		e.attr.st_ino = d->ino;
 		e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;

@@ -25,8 +25,9 @@ void fs_free(struct fs *fs);
 const struct fuse_lowlevel_ops *fs_operations(void);
 /* Tells the filesystem its FUSE session (for notices to the kernel), before the loop. */
 void fs_set_fuse_session(struct fs *fs, struct fuse_session *se);
-/* Ends the threads behind the operations (prefetch, notify). Call when the loop has
- * ended and before fuse_session_unmount: a notice to the kernel must not be in flight
- * while the mount goes (it may wait for a page that only an answer unlocks, and this
- * answers requests until it is done). Called again at destroy, harmlessly. */
+/* Saves the mtimes shown for the next mount, and ends the threads behind the operations
+ * (prefetch, notify). Call when the loop has ended and before fuse_session_unmount: a
+ * notice to the kernel must not be in flight while the mount goes (it may wait for a
+ * page that only an answer unlocks, and this answers requests until it is done). Called
+ * again at destroy, harmlessly. */
 void fs_stop(struct fs *fs);

@@ -8,9 +8,14 @@
 #include "fnv.h"
 #include "internal_files.h"
 #include "log.h"
+#include "stamps.h"
 
 /* How much sooner than the cache the kernel stops trusting a file's attributes. */
 #define KERNEL_MARGIN_S 0.05
+
+/* How soon after a change the mtimes are saved for the next mount: a walk of a new mount
+ * costs one write, and a crash loses at most this much. */
+#define STAMPS_SAVE_DELAY_US (10 * G_USEC_PER_SEC)
 
 /* The latest renderings kept, so that the chunks of one read (128 KiB each) of a large
  * file are slices of one rendering, not a parse and a rendering each: the files being
@@ -31,7 +36,8 @@ struct fs_core {
 	struct tree *tree;
 	uid_t uid;
 	gid_t gid;
-	gint64 mounted_at_wall_us; /* a directory never listed shows this mtime */
+	gint64 mounted_at_wall_us; /* the root, never remembered, shows this mtime */
+	struct stamps *stamps;	   /* the mtimes shown, for the next mount */
 	fs_core_changed_fn changed;
 	void *changed_data;
 	GMutex rendered_lock;  /* guards rendered and rendered_bytes */
@@ -105,6 +111,8 @@ struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed,
 	c->uid = getuid();
 	c->gid = getgid();
 	c->mounted_at_wall_us = g_get_real_time();
+	g_autofree char *cache_dir = session_cache_dir(session);
+	c->stamps = stamps_open(cache_dir, STAMPS_SAVE_DELAY_US);
 	c->changed = changed;
 	c->changed_data = data;
 	g_mutex_init(&c->rendered_lock);
@@ -116,10 +124,16 @@ void fs_core_free(struct fs_core *c)
 {
 	if (!c)
 		return;
+	stamps_free(c->stamps);
 	g_queue_clear_full(&c->rendered, rendered_free);
 	g_mutex_clear(&c->rendered_lock);
 	tree_free(c->tree);
 	g_free(c);
+}
+
+void fs_core_save(struct fs_core *c)
+{
+	stamps_flush(c->stamps);
 }
 
 struct tree *fs_core_tree(struct fs_core *c)
@@ -159,6 +173,42 @@ int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *re
 {
 	node_path_init(c, node, np);
 	return session_provider(c->session)->source(&np->pp, ref);
+}
+
+/* When @node, never remembered, was first seen: when its directory's listing showed it
+ * (the parent's mtime), or the mount's time for the root. What an unlisted directory's
+ * stat shows, and the oldest time a file first seen can have. (tree lock) */
+static gint64 first_seen_wall_us(struct fs_core *c, struct node *node)
+{
+	if (node->parent && node->parent->mtime_wall_us)
+		return node->parent->mtime_wall_us;
+	return c->mounted_at_wall_us;
+}
+
+/* Sets @dir's mtime after a listing of @entries from a resource whose bytes changed at
+ * @changed_at_wall_us: it changes only when the names do (a resource can change its
+ * bytes but not its names). A directory never remembered keeps at its @first listing of
+ * the mount the time its stat showed until then. */
+static void dir_settle(struct fs_core *c, struct node *dir, GPtrArray *entries, bool first,
+		       gint64 changed_at_wall_us)
+{
+	uint64_t hash = FNV1A_64_OFFSET;
+
+	for (guint i = 0; i < entries->len; i++) {
+		const struct provider_entry *e = g_ptr_array_index(entries, i);
+		if (!e || !e->name)
+			continue; /* as tree_set_children */
+		const char type = e->type == ENTRY_DIR ? 'd' : 'f';
+		hash = fnv1a_64(hash, &type, 1);
+		hash = fnv1a_64(hash, e->name, strlen(e->name) + 1);
+	}
+	tree_lock(c->tree);
+	gint64 first_seen = first ? first_seen_wall_us(c, dir) : G_MAXINT64;
+	if (first)
+		changed_at_wall_us = MAX(changed_at_wall_us, first_seen);
+	dir->mtime_wall_us =
+	    stamps_settle(c->stamps, dir->ino, hash, entries->len, changed_at_wall_us, first_seen);
+	tree_unlock(c->tree);
 }
 
 /* The resource of @ref through the cache; without @may_fetch, -EINPROGRESS when that
@@ -245,6 +295,7 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		if (r < 0)
 			goto out;
 		tree_set_children(c->tree, dir, entries, 1);
+		dir_settle(c, dir, entries, true, c->mounted_at_wall_us);
 		if (np.pp.n == 0)
 			internal_files_add(c->tree);
 		goto out;
@@ -269,9 +320,7 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 			tree_set_children_gone(c->tree, dir, entries, res.gen, gone);
 			for (guint i = 0; i < gone->len; i++)
 				forget_gone(c, gone->pdata[i]);
-			tree_lock(c->tree);
-			dir->mtime_wall_us = res.changed_at_us;
-			tree_unlock(c->tree);
+			dir_settle(c, dir, entries, !listed, res.changed_at_us);
 		} else {
 			log_warn("cannot list %s from %s: %s", np.pp.n ? np.comp[np.pp.n - 1] : "/",
 				 ref.path, g_strerror(-r));
@@ -364,7 +413,9 @@ static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uin
 	}
 	changed = node->memo.gen && node->memo.hash != hash;
 	if (!node->memo.gen || changed)
-		node->mtime_wall_us = changed_at_wall_us;
+		node->mtime_wall_us = stamps_settle(
+		    c->stamps, node->ino, hash, g_bytes_get_size(data), changed_at_wall_us,
+		    changed ? G_MAXINT64 : first_seen_wall_us(c, node));
 	node->memo.gen = gen ? gen : 1;
 	node->memo.hash = hash;
 	node->memo.size = g_bytes_get_size(data);
@@ -425,7 +476,14 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, bool m
 		st->st_blksize = 4096;
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
-		fill_time(st, mtime_wall_us ? mtime_wall_us : c->mounted_at_wall_us);
+		if (!mtime_wall_us)
+			mtime_wall_us = stamps_peek(c->stamps, node->ino);
+		if (!mtime_wall_us) {
+			tree_lock(c->tree);
+			mtime_wall_us = first_seen_wall_us(c, node);
+			tree_unlock(c->tree);
+		}
+		fill_time(st, mtime_wall_us);
 		*ret_timeout_s = fs_core_dir_timeout_s(c, node);
 		return 0;
 	}

@@ -12,13 +12,18 @@
  * rendering, and a rendering with new bytes is a new mtime. When a file's bytes change,
  * it calls the @changed function given to fs_core_new (the kernel's copy must go).
  *
+ * mtimes outlive the mount: what each file and directory showed is kept in a stamps
+ * table (stamps.h) in the session's cache directory, so a remount shows the same mtime
+ * for the same bytes (a directory: the same names). A node never remembered shows its
+ * directory's mtime at most (the root: the mount's time).
+ *
  * It also keeps the latest renderings (of the files read lately, bounded in count and
  * bytes), so that every chunk of a read of one version is a slice of one rendering:
  * a read of any size costs one parse and one rendering.
  *
  * Thread-safe. Lock order: the rendered lock (the kept renderings) and the tree lock
- * are leaves, never held together; the session (cache, http) is called with no lock
- * held. */
+ * are leaves, never held together, but for the stamps lock, a leaf taken under the tree
+ * lock; the session (cache, http) is called with no lock held. */
 #pragma once
 
 #include <stdbool.h>
@@ -39,6 +44,8 @@ typedef void (*fs_core_changed_fn)(void *data, uint64_t ino);
 struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed, void *data);
 void fs_core_free(struct fs_core *c);
 struct tree *fs_core_tree(struct fs_core *c);
+/* Saves the mtimes shown so far for the next mount (at unmount; fs_core_free does too). */
+void fs_core_save(struct fs_core *c);
 struct session *fs_core_session(struct fs_core *c);
 
 /* A node's raw path, as the provider takes it. */

@@ -145,6 +145,11 @@ const struct options *session_options(struct session *s)
 	return &s->opts;
 }
 
+char *session_cache_dir(struct session *s)
+{
+	return options_cache_dir(&s->opts, s->account.id);
+}
+
 void session_set_wall_clock(struct session *s, gint64 (*wall_clock_us)(void))
 {
 	s->wall_clock_us = wall_clock_us ? wall_clock_us : g_get_real_time;

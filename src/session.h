@@ -22,6 +22,9 @@ int session_start(struct session *s, GError **err);
 
 const struct provider *session_provider(struct session *s);
 const struct options *session_options(struct session *s);
+/* The directory of the account's disk cache (g_free); the filesystem keeps its mtimes
+ * there too. */
+char *session_cache_dir(struct session *s);
 /* Tests: the wall clock (unix µs) the budget and its refill are reckoned by; NULL: the
  * real one. Set before any read. */
 void session_set_wall_clock(struct session *s, gint64 (*wall_clock_us)(void));

@@ -34,8 +34,9 @@
  * be read or written with tree_lock held, or through the accessor functions. Fields
  * not marked are set when the node is made and never change.
  *
- * Lock order: the tree lock is a leaf. Whoever holds it calls nothing that takes
- * another lock (no session, cache or fs lock is taken under it). */
+ * Lock order: the tree lock is a leaf but for the stamps table's (a leaf below it, so
+ * that a node's mtime is settled with its memo). Whoever holds it calls nothing else that
+ * takes a lock (no session, cache or fs lock is taken under it). */
 #pragma once
 
 #include <stdbool.h>
