@@ -17,7 +17,10 @@ void cli_fail(const char *fmt, ...)
 	va_start(ap, fmt);
 	g_autofree char *msg = g_strdup_vprintf(fmt, ap);
 	va_end(ap);
-	g_autofree char *clean = log_scrub(msg);
+	g_autofree char *scrubbed = log_scrub(msg);
+	/* A message may quote a server (an error code, a description): its control
+	 * characters are written out. */
+	g_autofree char *clean = log_escape(scrubbed);
 	fprintf(stderr, "%s: %s\n", cli_prog, clean);
 }
 

@@ -21,11 +21,21 @@
  * always one version. The files of .smarthomefs/ are snapshots of their own
  * (internal_files.h).
  *
- * Modules below it: fs_core (sync, stat, render), prefetch, notify, internal_files. */
+ * Answers within the timeout whatever the load: a FUSE worker answers what the cache
+ * holds (fs_core without may_fetch) and hands a request that needs a fetch to the fetch
+ * pool (options.max_threads threads), which answers it when the fetch is done (libfuse
+ * lets any thread reply). So workers never wait for the cloud: a cached file and
+ * .smarthomefs/ answer at once while any number of readers wait for a slow cloud. A
+ * request still queued when its timeout has passed is answered ETIMEDOUT.
+ *
+ * Modules below it: fs_core (sync, stat, render), prefetch, notify, internal_files.
+ * Lock order: the fetch lock is a leaf (around the pool pointer only). */
 #include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -42,10 +52,26 @@ struct fs {
 	struct notify *notify;
 	struct fuse_session *se; /* set before the loop starts, then read only */
 	bool no_open;		 /* the kernel sends no open/release for files; set in init */
+	gint64 timeout_us;	 /* options.timeout */
+	GMutex fetch_lock;	 /* guards fetch */
+	GThreadPool *fetch;	 /* struct deferred *; NULL before init and after fs_stop */
 };
 
-struct open_dir {
-	GArray *entries; /* struct tree_dirent */
+/* The operations that may need a fetch, run by a worker without fetching, then by the
+ * fetch pool when they need one. */
+enum op { OP_LOOKUP, OP_GETATTR, OP_OPENDIR, OP_READDIR, OP_READDIRPLUS, OP_READ };
+
+/* A request handed to the fetch pool, with what the operation was given. */
+struct deferred {
+	enum op op;
+	fuse_req_t req;
+	fuse_ino_t ino;
+	char *name; /* OP_LOOKUP */
+	size_t size;
+	off_t off;
+	struct fuse_file_info fi;
+	bool has_fi;
+	gint64 queued_mono_us;
 };
 
 /* fs_core's changed function: the kernel's attributes and pages of @ino go. */
@@ -65,6 +91,8 @@ struct fs *fs_new(struct session *session)
 	fs->internal = internal_files_new(session);
 	fs->prefetch = prefetch_new(fs->core);
 	fs->notify = notify_new(fs->core);
+	fs->timeout_us = (gint64)session_options(session)->timeout * G_USEC_PER_SEC;
+	g_mutex_init(&fs->fetch_lock);
 	return fs;
 }
 
@@ -76,6 +104,7 @@ void fs_free(struct fs *fs)
 	notify_free(fs->notify);
 	internal_files_free(fs->internal);
 	fs_core_free(fs->core);
+	g_mutex_clear(&fs->fetch_lock);
 	g_free(fs);
 }
 
@@ -101,12 +130,13 @@ static int fs_errno(int r)
 	}
 }
 
-static int fs_fill_entry(struct fs *fs, struct node *node, struct fuse_entry_param *e)
+static int fs_fill_entry(struct fs *fs, struct node *node, bool may_fetch,
+			 struct fuse_entry_param *e)
 {
 	double timeout_s;
 
 	memset(e, 0, sizeof(*e));
-	int r = fs_core_stat(fs->core, node, STAT_NOW, &e->attr, &timeout_s);
+	int r = fs_core_stat(fs->core, node, STAT_NOW, may_fetch, &e->attr, &timeout_s);
 	if (r < 0)
 		return r;
 	e->ino = node->ino;
@@ -121,6 +151,9 @@ static void fs_rendering_stat(struct fs *fs, const struct rendering *rd, struct 
 	fs_core_file_stat(fs->core, rd->node->ino, g_bytes_get_size(rd->bytes), rd->mtime_wall_us,
 			  st);
 }
+
+static void fs_fetch_one(gpointer data, gpointer user_data);
+static void fs_fetch_dropped(gpointer data);
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -146,47 +179,99 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	if (fs->se)
 		notify_start(fs->notify, fs->se);
 	prefetch_start(fs->prefetch);
+	GThreadPool *pool = g_thread_pool_new_full(
+	    fs_fetch_one, fs, fs_fetch_dropped,
+	    session_options(fs_core_session(fs->core))->max_threads, FALSE, NULL);
+	g_mutex_lock(&fs->fetch_lock);
+	fs->fetch = pool;
+	g_mutex_unlock(&fs->fetch_lock);
+}
+
+/* Answers the kernel's requests until the notifier has ended. The loop has ended, so
+ * nothing else reads /dev/fuse; but a notice being sent may wait for a page that the
+ * kernel locked for a read still queued, which only an answer unlocks. */
+static void fs_answer_until_notify_ends(struct fs *fs)
+{
+	struct fuse_buf buf = {0};
+	int fd = fuse_session_fd(fs->se);
+
+	/* fuse_session_receive_buf drops what it reads once the session has exited. */
+	fuse_session_reset(fs->se);
+	while (!notify_ended(fs->notify)) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int n = poll(&p, 1, 20);
+		if (n < 0 && errno != EINTR)
+			break;
+		if (n <= 0)
+			continue;
+		if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
+			break; /* the connection is gone: so is any wait on it */
+		int r = fuse_session_receive_buf(fs->se, &buf);
+		if (r > 0)
+			fuse_session_process_buf(fs->se, &buf);
+		else if (r < 0 && r != -EINTR && r != -EAGAIN)
+			break;
+		else if (r == 0)
+			break; /* the connection ended */
+	}
+	free(buf.mem);
+	fuse_session_exit(fs->se);
+}
+
+void fs_stop(struct fs *fs)
+{
+	/* First, before waiting for prefetches: what a remount shows must not hang on them. */
+	fs_core_save(fs->core);
+	prefetch_stop(fs->prefetch);
+	notify_stop_soon(fs->notify);
+	if (fs->se && !notify_ended(fs->notify))
+		fs_answer_until_notify_ends(fs);
+	notify_stop(fs->notify);
+	/* Queued requests are answered EINTR (fs_fetch_dropped), running ones when their
+	 * fetch ends, within the timeout: while /dev/fuse is still open. */
+	g_mutex_lock(&fs->fetch_lock);
+	GThreadPool *pool = g_steal_pointer(&fs->fetch);
+	g_mutex_unlock(&fs->fetch_lock);
+	if (pool)
+		g_thread_pool_free(pool, TRUE, TRUE);
 }
 
 static void fs_destroy(void *userdata)
 {
-	struct fs *fs = userdata;
-
-	prefetch_stop(fs->prefetch);
-	notify_stop(fs->notify);
+	fs_stop(userdata);
 }
 
-/* The directory @ino brought up to date, or NULL after replying the error to @req.
- * @listing: as for fs_core_dir. */
-static struct node *fs_synced_dir(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
-				  struct resource *listing)
+/* The directory @ino brought up to date in *ret_dir, or an error: replied to @req, or
+ * -EINPROGRESS (not replied) when that needs a fetch and @may_fetch is false. */
+static int fs_synced_dir(fuse_req_t req, struct fs *fs, fuse_ino_t ino, struct resource *listing,
+			 bool may_fetch, struct node **ret_dir)
+{
+	int r = fs_core_dir(fs->core, ino, listing, may_fetch, ret_dir);
+
+	if (r < 0 && r != -EINPROGRESS)
+		fuse_reply_err(req, fs_errno(r));
+	return r;
+}
+
+/* Each op_<name> below answers its request and returns 0, or returns -EINPROGRESS
+ * without answering when the answer needs a fetch and @may_fetch is false. */
+
+static int op_lookup(struct fs *fs, fuse_req_t req, fuse_ino_t parent, const char *name,
+		     bool may_fetch)
 {
 	struct node *dir = NULL;
-	int r = fs_core_dir(fs->core, ino, listing, &dir);
-
-	if (r < 0) {
-		fuse_reply_err(req, fs_errno(r));
-		return NULL;
-	}
-	return dir;
-}
-
-static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	struct fs *fs = fuse_req_userdata(req);
-	struct node *dir = fs_synced_dir(req, fs, parent, NULL);
 	struct fuse_entry_param e;
-	int r;
+	int r = fs_synced_dir(req, fs, parent, NULL, may_fetch, &dir);
 
-	if (!dir)
-		return;
+	if (r < 0)
+		return r == -EINPROGRESS ? r : 0;
 	struct node *node = tree_child(fs->tree, dir, name);
 	if (!node || tree_node_gone(fs->tree, node)) {
 		/* A negative entry the kernel may keep as long as a listing is fresh. */
 		memset(&e, 0, sizeof(e));
 		e.entry_timeout = fs_core_dir_timeout_s(fs->core, dir);
 		fuse_reply_entry(req, &e);
-		return;
+		return 0;
 	}
 	if (node->internal && !tree_node_is_dir(fs->tree, node)) {
 		/* Never kept: every open by path looks it up and gets the bytes of now. */
@@ -197,13 +282,256 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fs_rendering_stat(fs, rd, &e.attr);
 		if (fuse_reply_entry(req, &e) != 0)
 			internal_files_forget(fs->internal, e.ino, 1);
-		return;
+		return 0;
 	}
-	r = fs_fill_entry(fs, node, &e);
+	r = fs_fill_entry(fs, node, may_fetch, &e);
+	if (r == -EINPROGRESS)
+		return r;
 	if (r < 0)
 		fuse_reply_err(req, fs_errno(r));
 	else
 		fuse_reply_entry(req, &e);
+	return 0;
+}
+
+static int op_getattr(struct fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		      bool may_fetch)
+{
+	struct node *node = tree_get(fs->tree, ino);
+	struct rendering *rd = node ? NULL : internal_files_find(fs->internal, ino);
+	struct stat st;
+	double timeout_s;
+	int r;
+
+	if (rd) {
+		fs_rendering_stat(fs, rd, &st);
+		fuse_reply_attr(req, &st, 0);
+		return 0;
+	}
+	if (!node) {
+		fuse_reply_err(req, ENOENT);
+		return 0;
+	}
+	/* With @fi: the kernel checks a file open since its last lookup before a read
+	 * (stat and fstat come without). */
+	r = fs_core_stat(fs->core, node, fi ? STAT_AS_TOLD : STAT_NOW, may_fetch, &st, &timeout_s);
+	if (r == -EINPROGRESS)
+		return r;
+	if (r < 0)
+		fuse_reply_err(req, fs_errno(r));
+	else
+		fuse_reply_attr(req, &st, timeout_s);
+	return 0;
+}
+
+static int op_opendir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		      bool may_fetch)
+{
+	struct resource listing = {0};
+	struct node *dir = NULL;
+	int r = fs_synced_dir(req, fs, ino, &listing, may_fetch, &dir);
+
+	if (r < 0)
+		return r == -EINPROGRESS ? r : 0;
+	prefetch_listing(fs->prefetch, dir, &listing);
+	resource_clear(&listing);
+	fi->fh = 0; /* readdir reads the listing as it is (op_readdir) */
+	fi->cache_readdir = 0;
+	fuse_reply_open(req, fi);
+	return 0;
+}
+
+/* Whether @d, an entry of @dir, is left out of listings: INTERNAL_DIR in the root is
+ * there by its path (status checks, node_exporter) but not listed, as NetApp's
+ * .snapshot, because its files change with every request, and a backup of an unchanged
+ * cloud must find nothing changed. (It is the root's last entry: tree.h.) */
+static bool fs_unlisted(const struct node *dir, const struct tree_dirent *d)
+{
+	return !dir->parent && strcmp(d->name, INTERNAL_DIR) == 0;
+}
+
+/* The fewest bytes one entry takes in a readdir answer (its header and a name of up to 8
+ * bytes): how many entries an answer of some size can hold at most. */
+#define DIRENT_MIN_BYTES 32
+
+/* Fills one readdir(plus) answer from the directory's listing as it is now, a window of
+ * it at a time: an open directory holds no copy of its names. Offsets: 1 ".", 2 "..",
+ * then 3 + the position in the listing order (tree_list_window) of the entry before. */
+static int op_readdir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		      bool plus, bool may_fetch)
+{
+	struct node *dir = tree_get(fs->tree, ino);
+	g_autofree char *buf = g_malloc(size);
+	size_t used = 0, n = 0;
+	size_t max = size / DIRENT_MIN_BYTES + 1;
+	g_autofree struct tree_dirent *window = g_new0(struct tree_dirent, max);
+	int r = 0;
+
+	if (!dir) {
+		fuse_reply_err(req, ENOENT);
+		return 0;
+	}
+	for (off_t i = off; i < 2; i++) {
+		struct fuse_entry_param e = {.attr.st_mode = S_IFDIR};
+		e.attr.st_ino = i == 0 || !dir->parent ? dir->ino : dir->parent->ino;
+		const char *name = i == 0 ? "." : "..";
+		size_t need =
+		    plus ? fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1)
+			 : fuse_add_direntry(req, buf + used, size - used, name, &e.attr, i + 1);
+		if (need > size - used)
+			goto reply;
+		used += need;
+	}
+	n = tree_list_window(fs->tree, dir, off > 2 ? (size_t)off - 2 : 0, max, window);
+	for (size_t k = 0; k < n; k++) {
+		struct tree_dirent *d = &window[k];
+		struct fuse_entry_param e;
+		off_t next_off = (off_t)d->pos + 3;
+		size_t need;
+
+		if (fs_unlisted(dir, d))
+			continue;
+		memset(&e, 0, sizeof(e));
+		e.attr.st_ino = d->ino;
+		e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
+		if (plus) {
+			struct node *child = tree_get(fs->tree, d->ino);
+			/* ino 0 tells the kernel to look the entry up itself when its
+			 * attributes cannot be had now, or, for an internal file, should be
+			 * had at the open. */
+			if (child && !d->is_dir && child->internal)
+				child = NULL;
+			r = child ? fs_fill_entry(fs, child, may_fetch, &e) : 0;
+			if (r == -EINPROGRESS)
+				break; /* the fetch pool answers all of it */
+			if (r < 0) {
+				memset(&e, 0, sizeof(e));
+				e.attr.st_ino = d->ino;
+				e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
+			}
+			r = 0;
+		}
+		need = plus ? fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e,
+						     next_off)
+			    : fuse_add_direntry(req, buf + used, size - used, d->name, &e.attr,
+						next_off);
+		if (need > size - used)
+			break;
+		used += need;
+	}
+	for (size_t k = 0; k < n; k++)
+		g_free(window[k].name);
+	if (r == -EINPROGRESS)
+		return r;
+reply:
+	fuse_reply_buf(req, buf, used);
+	return 0;
+}
+
+static int op_read(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		   bool may_fetch)
+{
+	struct node *node = tree_get(fs->tree, ino);
+	struct rendering *rd = node ? NULL : internal_files_find(fs->internal, ino);
+	g_autoptr(GBytes) bytes = rd ? g_bytes_ref(rd->bytes) : NULL;
+	gsize len = 0;
+	int r = rd ? 0 : node ? fs_core_read(fs->core, node, may_fetch, &bytes) : -ENOENT;
+
+	if (r == -EINPROGRESS)
+		return r;
+	if (r < 0) {
+		fuse_reply_err(req, fs_errno(r));
+		return 0;
+	}
+	const char *data = g_bytes_get_data(bytes, &len);
+	if (off < 0 || (size_t)off >= len) {
+		fuse_reply_buf(req, NULL, 0);
+		return 0;
+	}
+	fuse_reply_buf(req, data + off, MIN(size, len - (size_t)off));
+	if (off == 0 && node)
+		notify_fill_around(fs->notify, node);
+	return 0;
+}
+
+/* Runs @d's operation; returns -EINPROGRESS when it needs a fetch it may not make. */
+static int fs_run(struct fs *fs, struct deferred *d, bool may_fetch)
+{
+	struct fuse_file_info *fi = d->has_fi ? &d->fi : NULL;
+
+	switch (d->op) {
+	case OP_LOOKUP:
+		return op_lookup(fs, d->req, d->ino, d->name, may_fetch);
+	case OP_GETATTR:
+		return op_getattr(fs, d->req, d->ino, fi, may_fetch);
+	case OP_OPENDIR:
+		return op_opendir(fs, d->req, d->ino, &d->fi, may_fetch);
+	case OP_READDIR:
+	case OP_READDIRPLUS:
+		return op_readdir(fs, d->req, d->ino, d->size, d->off, d->op == OP_READDIRPLUS,
+				  may_fetch);
+	case OP_READ:
+		return op_read(fs, d->req, d->ino, d->size, d->off, may_fetch);
+	}
+	return 0;
+}
+
+static void deferred_free(struct deferred *d)
+{
+	g_free(d->name);
+	g_free(d);
+}
+
+/* Runs in the fetch pool. */
+static void fs_fetch_one(gpointer data, gpointer user_data)
+{
+	struct deferred *d = data;
+	struct fs *fs = user_data;
+
+	if (g_get_monotonic_time() - d->queued_mono_us > fs->timeout_us) {
+		/* Waited its whole timeout in the queue: what the cache holds, or the error
+		 * the man page promises after the timeout. */
+		if (fs_run(fs, d, false) == -EINPROGRESS)
+			fuse_reply_err(d->req, ETIMEDOUT);
+	} else {
+		fs_run(fs, d, true);
+	}
+	deferred_free(d);
+}
+
+/* A queued request dropped at the end of the mount: answered all the same. */
+static void fs_fetch_dropped(gpointer data)
+{
+	struct deferred *d = data;
+
+	fuse_reply_err(d->req, EINTR);
+	deferred_free(d);
+}
+
+/* Answers @d from the cache, or hands it to the fetch pool. */
+static void fs_answer(fuse_req_t req, struct deferred d)
+{
+	struct fs *fs = fuse_req_userdata(req);
+
+	d.req = req;
+	if (fs_run(fs, &d, false) != -EINPROGRESS)
+		return;
+	struct deferred *copy = g_memdup2(&d, sizeof(d));
+	copy->name = g_strdup(d.name);
+	copy->queued_mono_us = g_get_monotonic_time();
+	g_mutex_lock(&fs->fetch_lock);
+	bool queued = fs->fetch && g_thread_pool_push(fs->fetch, copy, NULL);
+	g_mutex_unlock(&fs->fetch_lock);
+	if (!queued) {
+		/* No pool (the mount starts or ends): wait here. */
+		fs_run(fs, copy, true);
+		deferred_free(copy);
+	}
+}
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fs_answer(req, (struct deferred){.op = OP_LOOKUP, .ino = parent, .name = (char *)name});
 }
 
 /* Tree nodes live until unmount, so an inode number never changes its meaning; only
@@ -227,124 +555,36 @@ static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs *fs = fuse_req_userdata(req);
-	struct node *node = tree_get(fs->tree, ino);
-	struct rendering *rd = node ? NULL : internal_files_find(fs->internal, ino);
-	struct stat st;
-	double timeout_s;
-	int r;
+	struct deferred d = {.op = OP_GETATTR, .ino = ino, .has_fi = fi != NULL};
 
-	if (rd) {
-		fs_rendering_stat(fs, rd, &st);
-		fuse_reply_attr(req, &st, 0);
-		return;
-	}
-	if (!node) {
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	/* With @fi: the kernel checks a file open since its last lookup before a read
-	 * (stat and fstat come without). */
-	r = fs_core_stat(fs->core, node, fi ? STAT_AS_TOLD : STAT_NOW, &st, &timeout_s);
-	if (r < 0)
-		fuse_reply_err(req, fs_errno(r));
-	else
-		fuse_reply_attr(req, &st, timeout_s);
+	if (fi)
+		d.fi = *fi;
+	fs_answer(req, d);
 }
 
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs *fs = fuse_req_userdata(req);
-	struct resource listing = {0};
-	struct node *dir = fs_synced_dir(req, fs, ino, &listing);
-
-	if (!dir)
-		return;
-	prefetch_listing(fs->prefetch, dir, &listing);
-	resource_clear(&listing);
-	struct open_dir *od = g_new0(struct open_dir, 1);
-	od->entries = tree_list(fs->tree, dir);
-	fi->fh = (uint64_t)(uintptr_t)od;
-	fi->cache_readdir = 0;
-	if (fuse_reply_open(req, fi) != 0) {
-		tree_dirents_free(od->entries);
-		g_free(od);
-	}
-}
-
-/* Fills one readdir(plus) answer from the snapshot taken at opendir. Offsets: 1 ".",
- * 2 "..", 3.. the entries. */
-static void fs_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-			      struct fuse_file_info *fi, bool plus)
-{
-	struct fs *fs = fuse_req_userdata(req);
-	struct open_dir *od = (struct open_dir *)(uintptr_t)fi->fh;
-	struct node *dir = tree_get(fs->tree, ino);
-	char *buf = g_malloc(size);
-	size_t used = 0;
-	off_t total = (off_t)od->entries->len + 2;
-
-	for (off_t i = off; i < total; i++) {
-		struct fuse_entry_param e;
-		const char *name;
-		size_t need;
-
-		memset(&e, 0, sizeof(e));
-		if (i < 2) {
-			name = i == 0 ? "." : "..";
-			e.attr.st_ino = i == 0 || !dir->parent ? dir->ino : dir->parent->ino;
-			e.attr.st_mode = S_IFDIR;
-		} else {
-			struct tree_dirent *d =
-			    &g_array_index(od->entries, struct tree_dirent, i - 2);
-			name = d->name;
-			e.attr.st_ino = d->ino;
-			e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
-			struct node *child = plus ? tree_get(fs->tree, d->ino) : NULL;
-			/* ino 0 tells the kernel to look the entry up itself when its
-			 * attributes cannot be had now, or, for an internal file, should be
-			 * had at the open. */
-			if (child && !d->is_dir && child->internal)
-				child = NULL;
-			if (child && fs_fill_entry(fs, child, &e) < 0) {
-				memset(&e, 0, sizeof(e));
-				e.attr.st_ino = d->ino;
-				e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
-			}
-		}
-		if (plus)
-			need =
-			    fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1);
-		else
-			need =
-			    fuse_add_direntry(req, buf + used, size - used, name, &e.attr, i + 1);
-		if (need > size - used)
-			break;
-		used += need;
-	}
-	fuse_reply_buf(req, buf, used);
-	g_free(buf);
+	fs_answer(req, (struct deferred){.op = OP_OPENDIR, .ino = ino, .fi = *fi, .has_fi = true});
 }
 
 static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	fs_readdir_common(req, ino, size, off, fi, false);
+	fs_answer(
+	    req,
+	    (struct deferred){
+		.op = OP_READDIR, .ino = ino, .size = size, .off = off, .fi = *fi, .has_fi = true});
 }
 
 static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
-	fs_readdir_common(req, ino, size, off, fi, true);
-}
-
-static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct open_dir *od = (struct open_dir *)(uintptr_t)fi->fh;
-
-	tree_dirents_free(od->entries);
-	g_free(od);
-	fuse_reply_err(req, 0);
+	fs_answer(req, (struct deferred){.op = OP_READDIRPLUS,
+					 .ino = ino,
+					 .size = size,
+					 .off = off,
+					 .fi = *fi,
+					 .has_fi = true});
 }
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -377,25 +617,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	struct fs *fs = fuse_req_userdata(req);
-	struct node *node = tree_get(fs->tree, ino);
-	struct rendering *rd = node ? NULL : internal_files_find(fs->internal, ino);
-	g_autoptr(GBytes) bytes = rd ? g_bytes_ref(rd->bytes) : NULL;
-	gsize len = 0;
-	int r = rd ? 0 : node ? fs_core_read(fs->core, node, &bytes) : -ENOENT;
-
-	if (r < 0) {
-		fuse_reply_err(req, fs_errno(r));
-		return;
-	}
-	const char *data = g_bytes_get_data(bytes, &len);
-	if (off < 0 || (size_t)off >= len) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	fuse_reply_buf(req, data + off, MIN(size, len - (size_t)off));
-	if (off == 0 && node)
-		notify_fill_around(fs->notify, node);
+	fs_answer(req, (struct deferred){.op = OP_READ, .ino = ino, .size = size, .off = off});
 }
 
 static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -419,7 +641,6 @@ static const struct fuse_lowlevel_ops fs_ops = {
     .opendir = fs_opendir,
     .readdir = fs_readdir,
     .readdirplus = fs_readdirplus,
-    .releasedir = fs_releasedir,
     .open = fs_open,
     .read = fs_read,
     .statfs = fs_statfs,

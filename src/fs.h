@@ -1,13 +1,19 @@
 /* fs: the mount's FUSE face — the libfuse low-level operations over fs_core, and the
- * threads behind them (prefetch, notify), for one session. */
+ * threads behind them (prefetch, notify, the fetch pool), for one session.
+ *
+ * Modules, each arrow pointing down: fs (fs.c) -> prefetch, notify -> fs_core ->
+ * internal_files -> tree; fs_core, prefetch and internal_files -> session.
+ *
+ * Lock order of the filesystem: no fs lock is ever held while another lock of ours is
+ * taken, nor across a session call. Each is a leaf, with only GLib's own queue or pool
+ * lock under it: the fetch lock (fs.c), the prefetch lock, the notify lock, the
+ * internal_files lock, fs_core's rendered lock, and the tree lock. The session's locks
+ * (session, cache, json memo) are taken by the session's calls, always without an fs
+ * lock held. Threads: libfuse's workers, the fetch pool (options.max_threads), the
+ * prefetch pool (options.prefetch) and the notify thread. */
 #pragma once
 
 #include <fuse_lowlevel.h>
-
-/* The internal directory at the mount's root, and its status file, which `smarthomefs
- * status` reads. */
-#define FS_INTERNAL_DIR ".smarthomefs"
-#define FS_STATUS_FILE  "status.json"
 
 struct session;
 struct fs;
@@ -19,3 +25,9 @@ void fs_free(struct fs *fs);
 const struct fuse_lowlevel_ops *fs_operations(void);
 /* Tells the filesystem its FUSE session (for notices to the kernel), before the loop. */
 void fs_set_fuse_session(struct fs *fs, struct fuse_session *se);
+/* Saves the mtimes shown for the next mount, and ends the threads behind the operations
+ * (prefetch, notify). Call when the loop has ended and before fuse_session_unmount: a
+ * notice to the kernel must not be in flight while the mount goes (it may wait for a
+ * page that only an answer unlocks, and this answers requests until it is done). Called
+ * again at destroy, harmlessly. */
+void fs_stop(struct fs *fs);

@@ -8,19 +8,99 @@
 #include "fnv.h"
 #include "internal_files.h"
 #include "log.h"
+#include "stamps.h"
 
 /* How much sooner than the cache the kernel stops trusting a file's attributes. */
 #define KERNEL_MARGIN_S 0.05
+
+/* How soon after a change the mtimes are saved for the next mount: a walk of a new mount
+ * costs one write, and a crash loses at most this much. */
+#define STAMPS_SAVE_DELAY_US (10 * G_USEC_PER_SEC)
+
+/* The latest renderings kept, so that the chunks of one read (128 KiB each) of a large
+ * file are slices of one rendering, not a parse and a rendering each: the files being
+ * read now, at most this many and this many bytes (the most recent one whatever its
+ * size). */
+#define RENDERED_MAX	   64
+#define RENDERED_MAX_BYTES (64 * 1024 * 1024)
+
+/* One file's bytes in one generation of its resource. */
+struct rendered {
+	uint64_t ino;
+	uint64_t gen;
+	GBytes *bytes;
+};
 
 struct fs_core {
 	struct session *session;
 	struct tree *tree;
 	uid_t uid;
 	gid_t gid;
-	gint64 mounted_at_wall_us; /* a directory never listed shows this mtime */
+	gint64 mounted_at_wall_us; /* the root, never remembered, shows this mtime */
+	struct stamps *stamps;	   /* the mtimes shown, for the next mount */
 	fs_core_changed_fn changed;
 	void *changed_data;
+	GMutex rendered_lock;  /* guards rendered and rendered_bytes */
+	GQueue rendered;       /* struct rendered *, the most recently used first */
+	size_t rendered_bytes; /* the sum of their sizes */
 };
+
+static void rendered_free(gpointer data)
+{
+	struct rendered *x = data;
+
+	g_bytes_unref(x->bytes);
+	g_free(x);
+}
+
+/* File @ino's rendering of generation @gen, if kept (a new reference), or NULL. */
+static GBytes *rendered_take(struct fs_core *c, uint64_t ino, uint64_t gen)
+{
+	GBytes *bytes = NULL;
+
+	g_mutex_lock(&c->rendered_lock);
+	for (GList *l = c->rendered.head; l; l = l->next) {
+		struct rendered *x = l->data;
+		if (x->ino != ino || x->gen != gen)
+			continue;
+		bytes = g_bytes_ref(x->bytes);
+		g_queue_unlink(&c->rendered, l);
+		g_queue_push_head_link(&c->rendered, l);
+		break;
+	}
+	g_mutex_unlock(&c->rendered_lock);
+	return bytes;
+}
+
+/* Keeps @bytes as file @ino's rendering of generation @gen, replacing an older one of
+ * the file's; the least recently used go beyond the bounds. */
+static void rendered_put(struct fs_core *c, uint64_t ino, uint64_t gen, GBytes *bytes)
+{
+	struct rendered *x = g_new(struct rendered, 1);
+
+	x->ino = ino;
+	x->gen = gen;
+	x->bytes = g_bytes_ref(bytes);
+	g_mutex_lock(&c->rendered_lock);
+	for (GList *l = c->rendered.head; l; l = l->next) {
+		struct rendered *old = l->data;
+		if (old->ino != ino)
+			continue;
+		c->rendered_bytes -= g_bytes_get_size(old->bytes);
+		rendered_free(old);
+		g_queue_delete_link(&c->rendered, l);
+		break;
+	}
+	g_queue_push_head(&c->rendered, x);
+	c->rendered_bytes += g_bytes_get_size(bytes);
+	while (c->rendered.length > 1 &&
+	       (c->rendered.length > RENDERED_MAX || c->rendered_bytes > RENDERED_MAX_BYTES)) {
+		struct rendered *last = g_queue_pop_tail(&c->rendered);
+		c->rendered_bytes -= g_bytes_get_size(last->bytes);
+		rendered_free(last);
+	}
+	g_mutex_unlock(&c->rendered_lock);
+}
 
 struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed, void *data)
 {
@@ -31,8 +111,12 @@ struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed,
 	c->uid = getuid();
 	c->gid = getgid();
 	c->mounted_at_wall_us = g_get_real_time();
+	g_autofree char *cache_dir = session_cache_dir(session);
+	c->stamps = stamps_open(cache_dir, STAMPS_SAVE_DELAY_US);
 	c->changed = changed;
 	c->changed_data = data;
+	g_mutex_init(&c->rendered_lock);
+	g_queue_init(&c->rendered);
 	return c;
 }
 
@@ -40,8 +124,16 @@ void fs_core_free(struct fs_core *c)
 {
 	if (!c)
 		return;
+	stamps_free(c->stamps);
+	g_queue_clear_full(&c->rendered, rendered_free);
+	g_mutex_clear(&c->rendered_lock);
 	tree_free(c->tree);
 	g_free(c);
+}
+
+void fs_core_save(struct fs_core *c)
+{
+	stamps_flush(c->stamps);
 }
 
 struct tree *fs_core_tree(struct fs_core *c)
@@ -83,9 +175,101 @@ int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *re
 	return session_provider(c->session)->source(&np->pp, ref);
 }
 
+/* When @node, never remembered, was first seen: when its directory's listing showed it
+ * (the parent's mtime), or the mount's time for the root. What an unlisted directory's
+ * stat shows, and the oldest time a file first seen can have. (tree lock) */
+static gint64 first_seen_wall_us(struct fs_core *c, struct node *node)
+{
+	if (node->parent && node->parent->mtime_wall_us)
+		return node->parent->mtime_wall_us;
+	return c->mounted_at_wall_us;
+}
+
+/* Sets @dir's mtime after a listing of @entries from a resource whose bytes changed at
+ * @changed_at_wall_us: it changes only when the names do (a resource can change its
+ * bytes but not its names). A directory never remembered keeps at its @first listing of
+ * the mount the time its stat showed until then. */
+static void dir_settle(struct fs_core *c, struct node *dir, GPtrArray *entries, bool first,
+		       gint64 changed_at_wall_us)
+{
+	uint64_t hash = FNV1A_64_OFFSET;
+
+	for (guint i = 0; i < entries->len; i++) {
+		const struct provider_entry *e = g_ptr_array_index(entries, i);
+		if (!e || !e->name)
+			continue; /* as tree_set_children */
+		const char type = e->type == ENTRY_DIR ? 'd' : 'f';
+		hash = fnv1a_64(hash, &type, 1);
+		hash = fnv1a_64(hash, e->name, strlen(e->name) + 1);
+	}
+	tree_lock(c->tree);
+	gint64 first_seen = first ? first_seen_wall_us(c, dir) : G_MAXINT64;
+	if (first)
+		changed_at_wall_us = MAX(changed_at_wall_us, first_seen);
+	dir->mtime_wall_us =
+	    stamps_settle(c->stamps, dir->ino, hash, entries->len, changed_at_wall_us, first_seen);
+	tree_unlock(c->tree);
+}
+
+/* The resource of @ref through the cache; without @may_fetch, -EINPROGRESS when that
+ * needs a fetch. */
+static int core_get(struct fs_core *c, const struct resource_ref *ref, struct resource *res,
+		    bool may_fetch)
+{
+	return may_fetch ? session_get(c->session, ref, res)
+			 : session_get_cached(c->session, ref, res);
+}
+
+/* Drops the cached copy of @ref (memory and disk) when it is @node's own: a resource
+ * whose API path names @node's id. Others (a home's zoneStates, made into the state.json
+ * of every zone) are shared with the nodes still listed. */
+static void forget_if_own(struct fs_core *c, struct node *node, struct resource_ref *ref)
+{
+	g_autofree char *segment = provider_path_segment(tree_node_raw(node));
+	g_autofree char *inner = segment ? g_strconcat("/", segment, "/", NULL) : NULL;
+	g_autofree char *last = segment ? g_strconcat("/", segment, NULL) : NULL;
+
+	if (ref->path && segment && (strstr(ref->path, inner) || g_str_has_suffix(ref->path, last)))
+		session_forget(c->session, ref);
+	resource_ref_clear(ref);
+}
+
+/* @node left its directory's listing: the copies of the resources that were its own go
+ * (its disk copy must not outlive it). Looks at its own resource, and for a directory at
+ * those of its static children's files (a device's device.json), as prefetch does. */
+static void forget_gone(struct fs_core *c, struct node *node)
+{
+	const struct provider *p = session_provider(c->session);
+	struct resource_ref ref = {0};
+	struct node_path np = {0};
+
+	if (fs_core_source(c, node, &ref, &np) == 0 && ref.path) {
+		forget_if_own(c, node, &ref);
+	} else if (!ref.path && tree_node_is_dir(c->tree, node)) {
+		g_autoptr(GPtrArray) files = provider_entries_new();
+		const char **cc = g_new0(const char *, np.pp.n + 2);
+		memcpy(cc, np.pp.comp, np.pp.n * sizeof(*cc));
+		if (p->list(&np.pp, NULL, files) == 0) {
+			for (guint k = 0; k < files->len; k++) {
+				struct provider_entry *f = files->pdata[k];
+				struct provider_path fp = {cc, np.pp.n + 1};
+				struct resource_ref fref = {0};
+				cc[np.pp.n] = f->name;
+				if (p->source(&fp, &fref) == 0)
+					forget_if_own(c, node, &fref);
+				else
+					resource_ref_clear(&fref);
+			}
+		}
+		g_free(cc);
+	}
+	resource_ref_clear(&ref);
+	node_path_clear(&np);
+}
+
 /* Brings @dir's children up to date with its resource, which goes to @listing when it
  * is not NULL (gen 0: a static directory). */
-static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listing)
+static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listing, bool may_fetch)
 {
 	const struct provider *p = session_provider(c->session);
 	struct resource_ref ref = {0};
@@ -111,23 +295,32 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		if (r < 0)
 			goto out;
 		tree_set_children(c->tree, dir, entries, 1);
+		dir_settle(c, dir, entries, true, c->mounted_at_wall_us);
 		if (np.pp.n == 0)
 			internal_files_add(c->tree);
 		goto out;
 	}
 
-	r = session_get(c->session, &ref, &res);
+	r = core_get(c, &ref, &res, may_fetch);
 	if (r < 0)
 		goto out;
 	if (res.gen != listed) {
 		json_t *body = resource_json(&res);
 		r = body ? p->list(&np.pp, body, entries) : -EIO;
 		json_decref(body);
+		guint max = (guint)session_options(c->session)->max_entries;
+		if (r == 0 && entries->len > max) {
+			/* A bound on what one listing may cost in names and nodes. */
+			log_warn("%s lists %u entries; showing the first %u (max_entries)",
+				 ref.path, entries->len, max);
+			g_ptr_array_set_size(entries, max);
+		}
 		if (r == 0) {
-			tree_set_children(c->tree, dir, entries, res.gen);
-			tree_lock(c->tree);
-			dir->mtime_wall_us = res.changed_at_us;
-			tree_unlock(c->tree);
+			g_autoptr(GPtrArray) gone = g_ptr_array_new();
+			tree_set_children_gone(c->tree, dir, entries, res.gen, gone);
+			for (guint i = 0; i < gone->len; i++)
+				forget_gone(c, gone->pdata[i]);
+			dir_settle(c, dir, entries, !listed, res.changed_at_us);
 		} else {
 			log_warn("cannot list %s from %s: %s", np.pp.n ? np.comp[np.pp.n - 1] : "/",
 				 ref.path, g_strerror(-r));
@@ -143,7 +336,8 @@ out:
 	return r;
 }
 
-int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, struct node **ret_dir)
+int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, bool may_fetch,
+		struct node **ret_dir)
 {
 	struct node *dir = tree_get(c->tree, ino);
 	int r;
@@ -153,30 +347,35 @@ int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, struc
 		return -ENOENT;
 	if (!tree_node_is_dir(c->tree, dir))
 		return -ENOTDIR;
-	r = sync_dir(c, dir, listing);
+	r = sync_dir(c, dir, listing, may_fetch);
 	if (r == 0)
 		*ret_dir = dir;
 	return r;
 }
 
 /* The resource file @node is made from, fetched through the cache. */
-static int node_resource(struct fs_core *c, struct node *node, struct resource *res)
+static int node_resource(struct fs_core *c, struct node *node, struct resource *res, bool may_fetch)
 {
 	struct resource_ref ref = {0};
 	struct node_path np = {0};
 	int r = fs_core_source(c, node, &ref, &np);
 
 	if (r == 0)
-		r = ref.path ? session_get(c->session, &ref, res) : -EIO;
+		r = ref.path ? core_get(c, &ref, res, may_fetch) : -EIO;
 	resource_ref_clear(&ref);
 	node_path_clear(&np);
 	return r;
 }
 
-/* Renders provider file @node from @res. */
+/* Provider file @node's bytes made from @res: the kept rendering of its generation, or
+ * a new one, then kept. */
 static int render_from(struct fs_core *c, struct node *node, const struct resource *res,
 		       GBytes **data)
 {
+	*data = rendered_take(c, node->ino, res->gen);
+	if (*data)
+		return 0;
+
 	GString *out = g_string_new(NULL);
 	struct node_path np = {0};
 	json_t *body = resource_json(res);
@@ -186,10 +385,12 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
 	r = body ? session_provider(c->session)->render(&np.pp, body, out) : -EIO;
 	json_decref(body);
 	node_path_clear(&np);
-	if (r == 0)
+	if (r == 0) {
 		*data = g_string_free_to_bytes(out);
-	else
+		rendered_put(c, node->ino, res->gen, *data);
+	} else {
 		g_string_free(out, TRUE);
+	}
 	return r;
 }
 
@@ -212,7 +413,9 @@ static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uin
 	}
 	changed = node->memo.gen && node->memo.hash != hash;
 	if (!node->memo.gen || changed)
-		node->mtime_wall_us = changed_at_wall_us;
+		node->mtime_wall_us = stamps_settle(
+		    c->stamps, node->ino, hash, g_bytes_get_size(data), changed_at_wall_us,
+		    changed ? G_MAXINT64 : first_seen_wall_us(c, node));
 	node->memo.gen = gen ? gen : 1;
 	node->memo.hash = hash;
 	node->memo.size = g_bytes_get_size(data);
@@ -253,8 +456,8 @@ double fs_core_dir_timeout_s(struct fs_core *c, struct node *dir)
 	return ttl;
 }
 
-int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct stat *st,
-		 double *ret_timeout_s)
+int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, bool may_fetch,
+		 struct stat *st, double *ret_timeout_s)
 {
 	bool is_dir, told;
 	gint64 mtime_wall_us;
@@ -273,7 +476,14 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct
 		st->st_blksize = 4096;
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
-		fill_time(st, mtime_wall_us ? mtime_wall_us : c->mounted_at_wall_us);
+		if (!mtime_wall_us)
+			mtime_wall_us = stamps_peek(c->stamps, node->ino);
+		if (!mtime_wall_us) {
+			tree_lock(c->tree);
+			mtime_wall_us = first_seen_wall_us(c, node);
+			tree_unlock(c->tree);
+		}
+		fill_time(st, mtime_wall_us);
 		*ret_timeout_s = fs_core_dir_timeout_s(c, node);
 		return 0;
 	}
@@ -281,7 +491,7 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct
 	if (!told) {
 		struct resource res = {0};
 		bool fresh_memo;
-		int r = node_resource(c, node, &res);
+		int r = node_resource(c, node, &res, may_fetch);
 		if (r < 0)
 			return r;
 		tree_lock(c->tree);
@@ -310,7 +520,7 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct
 	return 0;
 }
 
-int fs_core_read(struct fs_core *c, struct node *node, GBytes **ret_bytes)
+int fs_core_read(struct fs_core *c, struct node *node, bool may_fetch, GBytes **ret_bytes)
 {
 	struct resource res = {0};
 	int r;
@@ -318,7 +528,7 @@ int fs_core_read(struct fs_core *c, struct node *node, GBytes **ret_bytes)
 	*ret_bytes = NULL;
 	if (node->internal)
 		return -EIO; /* internal files are read through their renderings */
-	r = node_resource(c, node, &res);
+	r = node_resource(c, node, &res, may_fetch);
 	if (r == 0)
 		r = render_from(c, node, &res, ret_bytes);
 	if (r == 0)

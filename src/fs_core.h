@@ -3,14 +3,27 @@
  * cached resource). Returns 0 or a negative errno; never sees a fuse_req_t, so it is
  * testable alone.
  *
+ * @may_fetch: whether a call may fetch (and wait for the cloud, up to the timeout).
+ * Without it, a call that needs a fetch returns -EINPROGRESS at once, so that a FUSE
+ * worker answers what the cache holds and hands the rest to a thread that may wait.
+ *
  * It owns the file memo: each file node's struct file_memo (the generation, fingerprint
  * and size of its last rendering) and its mtime_wall_us, so that a stat needs no
  * rendering, and a rendering with new bytes is a new mtime. When a file's bytes change,
  * it calls the @changed function given to fs_core_new (the kernel's copy must go).
  *
- * Thread-safe. Lock order: fs_core has no lock of its own; it takes the tree lock only
- * around reads and writes of node fields, and calls the session (cache, http) with no
- * lock held. */
+ * mtimes outlive the mount: what each file and directory showed is kept in a stamps
+ * table (stamps.h) in the session's cache directory, so a remount shows the same mtime
+ * for the same bytes (a directory: the same names). A node never remembered shows its
+ * directory's mtime at most (the root: the mount's time).
+ *
+ * It also keeps the latest renderings (of the files read lately, bounded in count and
+ * bytes), so that every chunk of a read of one version is a slice of one rendering:
+ * a read of any size costs one parse and one rendering.
+ *
+ * Thread-safe. Lock order: the rendered lock (the kept renderings) and the tree lock
+ * are leaves, never held together, but for the stamps lock, a leaf taken under the tree
+ * lock; the session (cache, http) is called with no lock held. */
 #pragma once
 
 #include <stdbool.h>
@@ -31,6 +44,8 @@ typedef void (*fs_core_changed_fn)(void *data, uint64_t ino);
 struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed, void *data);
 void fs_core_free(struct fs_core *c);
 struct tree *fs_core_tree(struct fs_core *c);
+/* Saves the mtimes shown so far for the next mount (at unmount; fs_core_free does too). */
+void fs_core_save(struct fs_core *c);
 struct session *fs_core_session(struct fs_core *c);
 
 /* A node's raw path, as the provider takes it. */
@@ -48,7 +63,8 @@ int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *re
 /* Directory @ino with its children brought up to date (fetching its listing when stale)
  * in *ret_dir. Its resource goes to @listing when not NULL (gen 0: a static directory;
  * resource_clear it). -ENOENT, -ENOTDIR, or the session's errors. */
-int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, struct node **ret_dir);
+int fs_core_dir(struct fs_core *c, uint64_t ino, struct resource *listing, bool may_fetch,
+		struct node **ret_dir);
 
 /* What a stat reports of a file. */
 enum stat_how {
@@ -63,8 +79,8 @@ enum stat_how {
 /* Fills @st for @node, a directory or a provider's file (internal files are renderings).
  * *ret_timeout_s: how long the kernel may keep it (a file: while its resource is fresh;
  * one checked as told: not at all). */
-int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct stat *st,
-		 double *ret_timeout_s);
+int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, bool may_fetch,
+		 struct stat *st, double *ret_timeout_s);
 /* Fills @st for a file of inode @ino, @size bytes, changed at @mtime_wall_us. */
 void fs_core_file_stat(struct fs_core *c, uint64_t ino, size_t size, gint64 mtime_wall_us,
 		       struct stat *st);
@@ -74,7 +90,7 @@ double fs_core_dir_timeout_s(struct fs_core *c, struct node *dir);
 /* The bytes of provider file @node as they are now (a reference, g_bytes_unref),
  * rendered from its resource, fetched when stale; the memo notes them. -EIO for an
  * internal file (read through its rendering). */
-int fs_core_read(struct fs_core *c, struct node *node, GBytes **ret_bytes);
+int fs_core_read(struct fs_core *c, struct node *node, bool may_fetch, GBytes **ret_bytes);
 /* The bytes of file @node in the generation the kernel was last told (the memo's), from
  * what the cache holds now, without fetching; their generation in *ret_gen. -ESTALE
  * when the cache holds another generation or other bytes, -ENOENT when nothing. */

@@ -30,11 +30,13 @@ struct pkce_login {
 	int timeout_s;		  /* how long to wait for the browser */
 };
 
-/* Runs the authorization code flow with PKCE and a listener on the loopback address
- * of the redirect URI (http://127.0.0.1:PORT/callback unless one is given; both
- * 127.0.0.1 and ::1 for "localhost"). Fills @ts (including client id and secret).
- * Errors with @err set to a sentence: -EINVAL (a redirect URI that is not loopback),
- * -EACCES (denied, wrong client or secret), -EPROTO (state mismatch), -ETIMEDOUT. */
+/* Runs the authorization code flow with PKCE and a listener (loopback.h) on the loopback
+ * address of the redirect URI (http://127.0.0.1:PORT/callback unless one is given; both
+ * 127.0.0.1 and ::1 for "localhost"). An answer without this login's state is ignored;
+ * the browser is opened on the listener's start page, which redirects to the authorize
+ * link. Fills @ts (including client id and secret). Errors with @err set to a sentence:
+ * -EINVAL (a redirect URI that is not loopback), -EACCES (denied, wrong client or
+ * secret), -ETIMEDOUT (no answer of this login in time). */
 int oauth_pkce_login(struct http_client *http, const struct provider *p, const char *auth_url,
 		     const struct pkce_login *opts, struct token_set *ts, GError **err);
 

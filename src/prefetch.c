@@ -59,17 +59,30 @@ static gint prefetch_job_cmp(gconstpointer a, gconstpointer b, gpointer unused)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* How many resources one listing may have prefetched: options.prefetch_max, and never
+ * past what the cloud's quota affords (half of what is left, the rest for the reads). */
+static size_t prefetch_limit(struct prefetch *pf)
+{
+	size_t max = (size_t)MAX(session_options(pf->session)->prefetch_max, 0);
+	long left = session_budget_remaining(pf->session);
+
+	return left >= 0 ? MIN(max, (size_t)(left / 2)) : max;
+}
+
 /* Queues @ref (taking over its strings, and @comp's) unless a resource of the same key
- * is queued already (@seen) or is the listing's own (@own). */
-static void prefetch_push(struct prefetch *pf, struct resource_ref *ref, int prio, char **comp,
+ * is queued already (@seen, what was queued for this listing) or is the listing's own
+ * (@own). Returns false when the listing has had its share (prefetch_limit): nothing
+ * more is queued for it. */
+static bool prefetch_push(struct prefetch *pf, struct resource_ref *ref, int prio, char **comp,
 			  size_t n, const char *own, GHashTable *seen)
 {
 	const char *key = ref->key ? ref->key : ref->path;
+	bool room = g_hash_table_size(seen) < prefetch_limit(pf);
 
-	if (!ref->path || g_strcmp0(key, own) == 0 || g_hash_table_contains(seen, key)) {
+	if (!room || !ref->path || g_strcmp0(key, own) == 0 || g_hash_table_contains(seen, key)) {
 		resource_ref_clear(ref);
 		g_strfreev(comp);
-		return;
+		return room;
 	}
 	g_hash_table_add(seen, g_strdup(key));
 	struct prefetch_job *job = g_new0(struct prefetch_job, 1);
@@ -85,6 +98,7 @@ static void prefetch_push(struct prefetch *pf, struct resource_ref *ref, int pri
 	g_mutex_unlock(&pf->lock);
 	if (!queued)
 		prefetch_job_free(job);
+	return true;
 }
 
 /* Queues the resources that the files among @entries (of directory @comp, @n deep,
@@ -102,7 +116,8 @@ static void prefetch_entries(struct prefetch *pf, const char *const *comp, size_
 
 	for (size_t k = 0; k < n; k++)
 		cc[k] = comp[k];
-	for (guint i = 0; i < entries->len; i++) {
+	bool room = true;
+	for (guint i = 0; i < entries->len && room; i++) {
 		struct provider_entry *e = entries->pdata[i];
 		struct provider_path cp = {cc, n + 1};
 		struct resource_ref ref = {0};
@@ -113,7 +128,7 @@ static void prefetch_entries(struct prefetch *pf, const char *const *comp, size_
 			continue;
 		}
 		if (e->type == ENTRY_FILE) {
-			prefetch_push(pf, &ref, prio, NULL, 0, own, seen);
+			room = prefetch_push(pf, &ref, prio, NULL, 0, own, seen);
 			continue;
 		}
 		if (!ref.path) {
@@ -126,9 +141,9 @@ static void prefetch_entries(struct prefetch *pf, const char *const *comp, size_
 					struct resource_ref gref = {0};
 					cc[n + 1] = f->name;
 					if (f->type == ENTRY_FILE && p->source(&gp, &gref) == 0)
-						prefetch_push(pf, &gref, prio, NULL, 0, own, seen);
-					else
-						resource_ref_clear(&gref);
+						room = room && prefetch_push(pf, &gref, prio, NULL,
+									     0, own, seen);
+					resource_ref_clear(&gref);
 				}
 			}
 		}
@@ -334,6 +349,11 @@ void prefetch_stop(struct prefetch *pf)
 	 * queue nothing more (prefetch_push sees no pool). */
 	if (pool)
 		g_thread_pool_free(pool, TRUE, TRUE);
+}
+
+uint64_t prefetch_queued(struct prefetch *pf)
+{
+	return atomic_load(&pf->seq);
 }
 
 void prefetch_free(struct prefetch *pf)

@@ -6,8 +6,10 @@
  * reader to see, later. The provider says which resources, through source() and list();
  * nothing here knows a cloud.
  *
- * Thread-safe. Lock order: the prefetch lock is a leaf (taken around its table and the
- * pool pointer only; fetches run with no lock held). */
+ * Thread-safe. Lock order: the prefetch lock is taken around its table and the pool
+ * pointer only, with nothing under it but GThreadPool's own lock (g_thread_pool_push);
+ * session_options and session_budget_remaining (the session lock) are called without it,
+ * and fetches run with no lock held. */
 #pragma once
 
 #include "fs_core.h"
@@ -28,3 +30,6 @@ void prefetch_stop(struct prefetch *pf);
  * lookup syncs a directory too, but only a listing says that all entries are about to
  * be read. */
 void prefetch_listing(struct prefetch *pf, struct node *dir, const struct resource *res);
+/* How many resources were queued since the start. One listing queues at most
+ * options.prefetch_max, and never more than half the calls the quota has left. */
+uint64_t prefetch_queued(struct prefetch *pf);

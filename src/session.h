@@ -22,6 +22,9 @@ int session_start(struct session *s, GError **err);
 
 const struct provider *session_provider(struct session *s);
 const struct options *session_options(struct session *s);
+/* The directory of the account's disk cache (g_free); the filesystem keeps its mtimes
+ * there too. */
+char *session_cache_dir(struct session *s);
 /* Tests: the wall clock (unix µs) the budget and its refill are reckoned by; NULL: the
  * real one. Set before any read. */
 void session_set_wall_clock(struct session *s, gint64 (*wall_clock_us)(void));
@@ -46,6 +49,14 @@ json_t *resource_json(const struct resource *r);
  * -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN: what each means to a reader is the table "When
  * the cloud fails" in docs/reliability.md). */
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out);
+/* As session_get when a fresh copy is in memory (or offline): never fetches, never
+ * waits for a fetch. -EINPROGRESS when answering needs a fetch. */
+int session_get_cached(struct session *s, const struct resource_ref *ref, struct resource *out);
+/* The calls the cloud's rate limit still allows in its window, as last told; -1 when
+ * unknown (no RateLimit header seen). */
+long session_budget_remaining(struct session *s);
+/* @ref is gone (it left its list): its copies in memory and on disk are dropped. */
+void session_forget(struct session *s, const struct resource_ref *ref);
 /* The body of @ref held in memory, as it is, without fetching (-ENOENT: none). */
 int session_peek(struct session *s, const struct resource_ref *ref, struct resource *out);
 /* The effective TTL for @ref now (stretched when the quota runs low). */

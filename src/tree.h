@@ -10,11 +10,13 @@
  * The node keeps the raw id for the provider.
  *
  * Escaping, byte by byte: '/', '%', bytes below 0x20 and 0x7f become "%XX" (upper-case
- * hex); every byte of "." and ".." does ("%2E", "%2E%2E"); the empty id is "%" alone
- * (which no other id can give, as '%' is always escaped). All other bytes stay, invalid
- * UTF-8 included (Linux names are bytes). An escaped name over 255 bytes is cut at a
- * character and escape boundary at or before byte 200 and ends in "%~" and 16 hex
- * digits of the SHA-256 of the whole raw id; such a name does not unescape.
+ * hex), and so does each byte of the UTF-8 of a C1 control (U+0080..U+009F, NEL
+ * among them), U+2028, U+2029 and the bidi controls (U+200E, U+200F, U+202A..U+202E,
+ * U+2066..U+2069), which would make a name print as another or break a line; every byte of "." and
+ * ".." does ("%2E", "%2E%2E"); the empty id is "%" alone (which no other id can give, as '%' is
+ * always escaped). All other bytes stay, invalid UTF-8 included (Linux names are bytes). An escaped
+ * name over 255 bytes is cut at a character and escape boundary at or before byte 200 and ends in
+ * "%~" and 16 hex digits of the SHA-256 of the whole raw id; such a name does not unescape.
  *
  * Internal nodes (the directory tree_add_internal_dir adds under the root, and all
  * below it) are served by fs, not the provider: tree_set_children on the root never
@@ -32,8 +34,9 @@
  * be read or written with tree_lock held, or through the accessor functions. Fields
  * not marked are set when the node is made and never change.
  *
- * Lock order: the tree lock is a leaf. Whoever holds it calls nothing that takes
- * another lock (no session, cache or fs lock is taken under it). */
+ * Lock order: the tree lock is a leaf but for the stamps table's (a leaf below it, so
+ * that a node's mtime is settled with its memo). Whoever holds it calls nothing else that
+ * takes a lock (no session, cache or fs lock is taken under it). */
 #pragma once
 
 #include <stdbool.h>
@@ -91,6 +94,9 @@ struct node *tree_child(struct tree *t, struct node *dir, const char *name);
 /* Makes the children of @dir exactly @entries (raw names) in that order: new ones are
  * created, missing ones marked gone, present ones revived. Records @gen. */
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen);
+/* tree_set_children, and the children it marked gone now are appended to @ret_gone. */
+void tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen,
+			    GPtrArray *ret_gone);
 /* Adds one child (raw name) if not there (a gone one comes back); returns it, or NULL
  * when @dir is no directory. */
 struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir);
@@ -108,9 +114,16 @@ GArray *tree_list(struct tree *t, struct node *dir);
 struct tree_dirent {
 	uint64_t ino;
 	bool is_dir;
-	char *name; /* g_free via tree_dirents_free */
+	uint32_t pos; /* its position in the directory's listing order */
+	char *name;   /* g_free via tree_dirents_free */
 };
 void tree_dirents_free(GArray *entries);
+/* A window of @dir's listing, for a readdir that must not copy it all: the live children
+ * from position @from of its listing order, at most @max, into @out (each name g_free);
+ * returns how many. A position means the same child as long as the listing does not
+ * change. */
+size_t tree_list_window(struct tree *t, struct node *dir, size_t from, size_t max,
+			struct tree_dirent *out);
 
 /* The provider's name of @node (its raw id): name itself unless it had to be escaped. */
 const char *tree_node_raw(const struct node *node);

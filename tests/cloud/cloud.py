@@ -59,6 +59,27 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+# The emulator's one wall clock. Tests move it forward through /_control/clock to cross
+# a refresh token's 30 days or the quota's reset without waiting; everything that asks
+# "what time is it" in the emulated clouds asks now(). Guarded by World.lock.
+_clock_offset_s = 0.0
+
+
+def now():
+    """Unix seconds on the emulator's clock: real time plus what /_control/clock added."""
+    return time.time() + _clock_offset_s
+
+
+def advance_clock(seconds):
+    global _clock_offset_s
+    _clock_offset_s += seconds
+
+
+def reset_clock():
+    global _clock_offset_s
+    _clock_offset_s = 0.0
+
+
 def iso(ts):
     """Unix time -> '2026-01-01T09:00:00.000Z'."""
     ms = int(round(ts * 1000))
@@ -191,15 +212,15 @@ class Tokens:
         self.revoked = []   # killed by /_control/revoke_refresh_tokens
 
     def issue_access(self, ttl, scope, claims):
-        now = time.time()
-        token = make_jwt({**claims, "iat": int(now), "exp": int(now + ttl),
+        now_s = now()
+        token = make_jwt({**claims, "iat": int(now_s), "exp": int(now_s + ttl),
                           "jti": secrets.token_hex(8)})
-        self.access[token] = {"exp": now + ttl, "scope": list(scope)}
+        self.access[token] = {"exp": now_s + ttl, "scope": list(scope)}
         return token
 
     def check_access(self, token):
         rec = self.access.get(token) if token else None
-        if rec is None or rec["exp"] <= time.time():
+        if rec is None or rec["exp"] <= now():
             return None
         return rec
 
@@ -218,17 +239,17 @@ class Tokens:
 
     def expire_all(self):
         for rec in self.access.values():
-            rec["exp"] = min(rec["exp"], time.time() - 1)
+            rec["exp"] = min(rec["exp"], now() - 1)
 
     def revoke_all_refresh(self):
         self.revoked.extend(self.refresh)
         self.refresh.clear()
 
     def summary(self):
-        now = time.time()
+        now_s = now()
         return {"live_refresh_tokens": list(self.refresh), "spent_refresh_tokens": list(self.spent),
                 "revoked_refresh_tokens": list(self.revoked),
-                "live_access_tokens": sum(1 for r in self.access.values() if r["exp"] > now),
+                "live_access_tokens": sum(1 for r in self.access.values() if r["exp"] > now_s),
                 "access_tokens": list(self.access)}
 
 
@@ -246,6 +267,7 @@ class Stats:
         self.max_in_flight = 0
         self.connections = 0  # TLS connections that carried a cloud request
         self.tls_resumed = 0  # of which resumed an earlier TLS session
+        self.too_many = {}    # 429 answers by the tado quota window's start ("other": not tado)
 
     def request(self, req):
         key = f"{req.method} {req.path}"
@@ -254,6 +276,10 @@ class Stats:
             self.requests_without_user_agent += 1
         elif req.user_agent not in self.user_agents:
             self.user_agents.append(req.user_agent)
+
+    def rate_limited(self, window_start):
+        key = window_start or "other"
+        self.too_many[key] = self.too_many.get(key, 0) + 1
 
     def status(self, status):
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
@@ -270,7 +296,8 @@ class Stats:
                 "user_agents": self.user_agents,
                 "requests_without_user_agent": self.requests_without_user_agent,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
-                "connections": self.connections, "tls_resumed": self.tls_resumed}
+                "connections": self.connections, "tls_resumed": self.tls_resumed,
+                "too_many_requests_by_window": self.too_many}
 
 
 # ---------------------------------------------------------------- tado
@@ -297,7 +324,7 @@ class Tado:
         self.tokens = Tokens()
         self.device_codes = {}   # device_code -> record
         self.user_codes = {}     # user_code -> device_code
-        self.window_start = None
+        self.window = None       # the quota window's index (see window_index)
         self.used = 0
         self.build()
         self.auth_router = Router([
@@ -534,7 +561,7 @@ class Tado:
         if p.get("client_id") != TADO_CLIENT_ID:
             return oauth_error(400, "invalid_client", "Invalid client_id")
         cfg = self.world.config
-        now = time.time()
+        now_s = now()
         device_code = secrets.token_urlsafe(32)
         alphabet = string.ascii_uppercase + string.digits
         while True:
@@ -543,7 +570,7 @@ class Tado:
                 break
         self.device_codes[device_code] = {
             "user_code": user_code, "scope": p.get("scope", ""),
-            "expires": now + cfg["device_expires_in"], "interval": cfg["device_interval"],
+            "expires": now_s + cfg["device_expires_in"], "interval": cfg["device_interval"],
             "last_poll": None,
             "status": "approved" if cfg["auto_approve"] else "pending"}
         self.user_codes[user_code] = device_code
@@ -572,14 +599,14 @@ class Tado:
         rec = self.device_codes.get(p.get("device_code") or "")
         if rec is None or rec["status"] == "redeemed":
             return oauth_error(400, "invalid_grant", "The device_code is invalid.")
-        now = time.time()
-        if now >= rec["expires"]:
+        now_s = now()
+        if now_s >= rec["expires"]:
             return oauth_error(400, "expired_token", "The device_code has expired.")
         if rec["status"] == "denied":
             return oauth_error(400, "access_denied", "The user denied the request.")
-        last, rec["last_poll"] = rec["last_poll"], now
+        last, rec["last_poll"] = rec["last_poll"], now_s
         if rec["status"] == "pending":
-            if last is not None and now - last < rec["interval"]:
+            if last is not None and now_s - last < rec["interval"]:
                 rec["interval"] += 5
                 return oauth_error(400, "slow_down", "Polling too fast; slow down.",
                                    interval=rec["interval"])
@@ -630,10 +657,10 @@ class Tado:
                              else "<p>Request denied.</p>")
 
     def pending(self):
-        now = time.time()
+        now_s = now()
         return [uc for uc, dc in self.user_codes.items()
                 if self.device_codes[dc]["status"] == "pending"
-                and self.device_codes[dc]["expires"] > now]
+                and self.device_codes[dc]["expires"] > now_s]
 
     def decide(self, user_code, allow):
         """Approve/deny one pending user code (or all when None). -> list of codes."""
@@ -644,37 +671,52 @@ class Tado:
         return codes
 
     # ---- quota
+    # The window is a day that starts at the account's own time of day (quota_reset_s
+    # seconds after midnight UTC), not at midnight and not at the first call; the client
+    # is told how many calls are left (r) but not when they refill, except in a 429 (t).
 
-    def roll_window(self, now):
-        window = self.world.config["quota_window"]
-        if self.window_start is not None and now >= self.window_start + window:
-            self.window_start, self.used = None, 0
+    def window_index(self, now_s):
+        cfg = self.world.config
+        return math.floor((now_s - cfg["quota_reset_s"]) / cfg["quota_window"])
 
-    def ratelimit_headers(self, now):
+    def window_end(self, now_s):
+        cfg = self.world.config
+        return cfg["quota_reset_s"] + (self.window_index(now_s) + 1) * cfg["quota_window"]
+
+    def roll_window(self, now_s):
+        k = self.window_index(now_s)
+        if k != self.window:
+            self.window, self.used = k, 0
+
+    def ratelimit_headers(self, now_s, limited=False):
         cfg = self.world.config
         q, w = cfg["quota"], cfg["quota_window"]
-        self.roll_window(now)
-        remaining = max(0, q - self.used)
-        t = w if self.window_start is None else max(0, math.ceil(self.window_start + w - now))
+        self.roll_window(now_s)
+        live = f'"perday";r={max(0, q - self.used)}'
+        if limited:
+            live += f";t={max(0, math.ceil(self.window_end(now_s) - now_s))}"
         names = ("RateLimit-Policy", "RateLimit")
         if cfg["ratelimit_header_case"] == "lower":
             names = tuple(n.lower() for n in names)
-        return [(names[0], f'"perday";q={q};w={w}'), (names[1], f'"perday";r={remaining};t={t}')]
+        return [(names[0], f'"perday";q={q};w={w}'), (names[1], live)]
+
+    def too_many(self, now_s):
+        """A 429 of the quota: counted per window in the stats."""
+        headers = self.ratelimit_headers(now_s, limited=True) + self.world.retry_after_header()
+        self.world.stats.rate_limited(iso(self.window_end(now_s) - self.world.config["quota_window"]))
+        return Response(429, b"", None, headers)
 
     # ---- API (/api/v2)
 
     def handle_api(self, req):
-        now = time.time()
+        now_s = now()
         if self.tokens.check_access(req.bearer) is None:
             return tado_error(401, "unauthorized",
                               "Full authentication is required to access this resource",
-                              self.ratelimit_headers(now))
-        self.roll_window(now)
+                              self.ratelimit_headers(now_s))
+        self.roll_window(now_s)
         if self.used >= self.world.config["quota"]:
-            return Response(429, b"", None,
-                            self.ratelimit_headers(now) + self.world.retry_after_header())
-        if self.window_start is None:
-            self.window_start = now
+            return self.too_many(now_s)
         self.used += 1
         fn, params = self.api_router.match(req.method, req.path)
         if fn is None:
@@ -684,7 +726,7 @@ class Tado:
                 resp = tado_error(404, "notFound", "resource not found")
         else:
             resp = fn(**params)
-        resp.headers += self.ratelimit_headers(now)
+        resp.headers += self.ratelimit_headers(now_s)
         return resp
 
     def home_or_404(self, home):
@@ -744,7 +786,7 @@ class Tado:
         sensors = st and st["sensorDataPoints"]
         if not sensors or "insideTemperature" not in sensors:
             return False
-        ts = iso(time.time())
+        ts = iso(now())
         sensors["insideTemperature"].update(temp(float(celsius)), timestamp=ts)
         if humidity is not None:
             sensors["humidity"].update(percentage=float(humidity), timestamp=ts)
@@ -960,7 +1002,7 @@ class Tibber:
             return fail("invalid_request", "code_challenge_method must be S256")
         params = {"redirect_uri": redirect_uri, "scopes": scopes, "challenge": challenge,
                   "state": q.get("state"), "nonce": q.get("nonce"),
-                  "expires": time.time() + 600}
+                  "expires": now() + 600}
         if self.world.config["auto_approve"]:
             return self.grant_code(params)
         rid = secrets.token_urlsafe(16)
@@ -978,7 +1020,7 @@ class Tibber:
 
     def grant_code(self, params):
         code = secrets.token_urlsafe(32)
-        self.codes[code] = {**params, "expires": time.time() + CODE_TTL, "used": False}
+        self.codes[code] = {**params, "expires": now() + CODE_TTL, "used": False}
         out = {"code": code}
         if params["state"] is not None:
             out["state"] = params["state"]
@@ -986,7 +1028,7 @@ class Tibber:
 
     def decision(self, req):
         params = self.consents.pop(req.form.get("request_id", ""), None)
-        if params is None or params["expires"] < time.time():
+        if params is None or params["expires"] < now():
             return html_response(400, "Error", "<h1>Error</h1><p>Unknown or expired request.</p>")
         if req.form.get("decision") == "allow":
             return self.grant_code(params)
@@ -1025,7 +1067,7 @@ class Tibber:
         if rec is None or rec["used"]:
             return bad("invalid authorization code")
         rec["used"] = True  # single use, even when the exchange fails below
-        if rec["expires"] < time.time():
+        if rec["expires"] < now():
             return bad("authorization code expired")
         if f.get("redirect_uri") != rec["redirect_uri"]:
             return bad("redirect_uri does not match")
@@ -1054,9 +1096,9 @@ class Tibber:
             "client_id": self.opts.tibber_client_id, "scope": scopes}),
             "expires_in": ttl, "token_type": "Bearer", "scope": " ".join(scopes)}
         if "openid" in scopes:
-            now = int(time.time())
+            now_s = int(now())
             claims = {"iss": iss, "sub": TIBBER_USER_ID, "aud": self.opts.tibber_client_id,
-                      "iat": now, "exp": now + 300, "email": "test.user@example.com"}
+                      "iat": now_s, "exp": now_s + 300, "email": "test.user@example.com"}
             if nonce:
                 claims["nonce"] = nonce
             out["id_token"] = make_jwt(claims)
@@ -1106,7 +1148,7 @@ class Tibber:
         if not cap:
             return False
         cap["value"] = value
-        detail["status"]["lastSeen"] = iso(time.time())
+        detail["status"]["lastSeen"] = iso(now())
         return True
 
     def remove_device(self, device):
@@ -1206,7 +1248,8 @@ def fault_response(kind, req, world):
         headers = world.retry_after_header() if status in (429, 503) else []
         if status == 429:
             if req.path.startswith("/api/v2/"):
-                headers = world.tado.ratelimit_headers(time.time()) + headers
+                return world.tado.too_many(now())
+            world.stats.rate_limited(None)
             return Response(429, b"", None, headers)
         if status == 500:
             return json_response(500, {"error": "internal_error"}, headers=headers)
@@ -1282,6 +1325,8 @@ class Control:
             ("POST", "/_control/tibber/remove_device", self.remove_device),
             ("GET", "/_control/data", lambda b: world.data()),
             ("POST", "/_control/reset", self.reset),
+            ("GET", "/_control/clock", self.clock),
+            ("POST", "/_control/clock", self.move_clock),
         ])
 
     def handle(self, req):
@@ -1329,7 +1374,11 @@ class Control:
                 value = int(value)
                 if value < 0:
                     raise ValueError(f"{key} must be >= 0")
+                if key == "quota_window" and value < 1:
+                    raise ValueError("quota_window must be >= 1")
             cfg[key] = value
+        if not 0 <= cfg["quota_reset_s"] < cfg["quota_window"]:
+            cfg["quota_reset_s"] %= max(1, cfg["quota_window"])
         if "quota" in body or "quota_window" in body:
             self.reset_quota(body)
         return cfg
@@ -1353,7 +1402,7 @@ class Control:
             getattr(self.world, c).tokens.revoke_all_refresh()
 
     def reset_quota(self, body):
-        self.world.tado.window_start, self.world.tado.used = None, 0
+        self.world.tado.used = 0
 
     def zone_temperature(self, body):
         if not self.world.tado.set_zone_temperature(body["home"], body["zone"], body["celsius"],
@@ -1374,6 +1423,17 @@ class Control:
 
     def reset(self, body):
         self.world.reset()
+
+    def clock(self, body):
+        t = now()
+        return {"now_s": t, "iso": iso(t), "offset_s": _clock_offset_s}
+
+    def move_clock(self, body):
+        seconds = float(body["advance_s"])
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("advance_s must be a finite number >= 0: the clock never goes back")
+        advance_clock(seconds)
+        return self.clock(body)
 
 
 # ---------------------------------------------------------------- the world
@@ -1403,11 +1463,13 @@ class World:
                        "device_expires_in": o.device_expires_in,
                        "access_ttl": o.access_ttl, "tibber_access_ttl": o.tibber_access_ttl,
                        "quota": o.quota, "quota_window": o.quota_window,
+                       "quota_reset_s": o.quota_reset_s,
                        "auto_approve": o.auto_approve, "tibber_refresh_returns_new_token": True,
                        "retry_after": None, "ratelimit_header_case": "canonical"}
         self.stats = Stats()
         self.faults = Faults()
         self.latency_ms = 0
+        reset_clock()
         self.tado = Tado(self)
         self.tibber = Tibber(self)
 
@@ -1623,6 +1685,8 @@ def parse_args(argv):
     p.add_argument("--tibber-access-ttl", type=int, default=3600)
     p.add_argument("--quota", type=int, default=100)
     p.add_argument("--quota-window", type=int, default=86400)
+    # 11:24 UTC: when the reset was observed for one account (tado_ce #246); others differ.
+    p.add_argument("--quota-reset-s", type=int, default=11 * 3600 + 24 * 60)
     p.add_argument("--device-interval", type=int, default=5)
     p.add_argument("--device-expires-in", type=int, default=300)
     p.add_argument("--auto-approve", action="store_true")

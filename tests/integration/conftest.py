@@ -34,13 +34,5 @@ def cloud(tmp_path, cloud_options):
 @pytest.fixture
 def rig(tmp_path, keyring, cloud):
     keyring.clear()
-    r = Rig(tmp_path, keyring, cloud)
-    try:
+    with rigmod.checked(Rig(tmp_path, keyring, cloud)) as r:
         yield r
-        r.stop()
-        # Every test also proves that no token reached an output, a log or the mount.
-        r.assert_no_secret_leaked()
-        r.assert_no_sanitizer_report()
-    finally:
-        r.stop()
-        keyring.clear()
