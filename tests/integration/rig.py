@@ -373,17 +373,20 @@ class Rig:
                 assert secret not in t, "a token appeared in an output or log"
 
     def assert_no_sanitizer_report(self):
-        """A sanitizer build reports to the daemon's stderr, which is the mount log; so
-        does GLib when a precondition of its API fails (a bug of ours, in any build).
-        ThreadSanitizer's reports are its WARNING, ERROR and FATAL lines; its note that a
-        thread "finished with ignores enabled" is not one: libfuse cancels its idle
-        workers inside read(2) at unmount (src/tsan_glib.c says more)."""
-        for p in self.logs:
-            text = p.read_text(errors="replace") if p.exists() else ""
-            for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                         "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer",
-                         "FATAL: ThreadSanitizer", "-CRITICAL **", "-WARNING **"):
-                assert mark not in text, f"{p.name}: {text[max(0, text.index(mark) - 200):][:3000]}"
+        """A sanitizer build reports to the daemon's stderr, which is the mount log, and
+        to a command's stderr; so does GLib when a precondition of its API fails (a bug
+        of ours, in any build). ThreadSanitizer's reports are its WARNING, ERROR and
+        FATAL lines; its line that a thread "finished with ignores enabled" is not one:
+        libfuse cancels its idle workers inside read(2) at unmount (src/tsan_glib.c)."""
+        sanitizers = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                      "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer",
+                      "FATAL: ThreadSanitizer")
+        texts = [(p.name, p.read_text(errors="replace") if p.exists() else "",
+                  sanitizers + ("-CRITICAL **", "-WARNING **")) for p in self.logs]
+        texts += [("a command's output", t or "", sanitizers) for t in self.outputs]
+        for name, text, marks in texts:
+            for mark in marks:
+                assert mark not in text, f"{name}: {text[max(0, text.index(mark) - 200):][:3000]}"
 
     def stop(self):
         for m in reversed(self.mounts):
