@@ -59,6 +59,27 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+# The emulator's one wall clock. Tests move it forward through /_control/clock to cross
+# a refresh token's 30 days or the quota's reset without waiting; everything that asks
+# "what time is it" in the emulated clouds asks now(). Guarded by World.lock.
+_clock_offset_s = 0.0
+
+
+def now():
+    """Unix seconds on the emulator's clock: real time plus what /_control/clock added."""
+    return time.time() + _clock_offset_s
+
+
+def advance_clock(seconds):
+    global _clock_offset_s
+    _clock_offset_s += seconds
+
+
+def reset_clock():
+    global _clock_offset_s
+    _clock_offset_s = 0.0
+
+
 def iso(ts):
     """Unix time -> '2026-01-01T09:00:00.000Z'."""
     ms = int(round(ts * 1000))
@@ -191,15 +212,15 @@ class Tokens:
         self.revoked = []   # killed by /_control/revoke_refresh_tokens
 
     def issue_access(self, ttl, scope, claims):
-        now = time.time()
-        token = make_jwt({**claims, "iat": int(now), "exp": int(now + ttl),
+        now_s = now()
+        token = make_jwt({**claims, "iat": int(now_s), "exp": int(now_s + ttl),
                           "jti": secrets.token_hex(8)})
-        self.access[token] = {"exp": now + ttl, "scope": list(scope)}
+        self.access[token] = {"exp": now_s + ttl, "scope": list(scope)}
         return token
 
     def check_access(self, token):
         rec = self.access.get(token) if token else None
-        if rec is None or rec["exp"] <= time.time():
+        if rec is None or rec["exp"] <= now():
             return None
         return rec
 
@@ -218,17 +239,17 @@ class Tokens:
 
     def expire_all(self):
         for rec in self.access.values():
-            rec["exp"] = min(rec["exp"], time.time() - 1)
+            rec["exp"] = min(rec["exp"], now() - 1)
 
     def revoke_all_refresh(self):
         self.revoked.extend(self.refresh)
         self.refresh.clear()
 
     def summary(self):
-        now = time.time()
+        now_s = now()
         return {"live_refresh_tokens": list(self.refresh), "spent_refresh_tokens": list(self.spent),
                 "revoked_refresh_tokens": list(self.revoked),
-                "live_access_tokens": sum(1 for r in self.access.values() if r["exp"] > now),
+                "live_access_tokens": sum(1 for r in self.access.values() if r["exp"] > now_s),
                 "access_tokens": list(self.access)}
 
 
@@ -534,7 +555,7 @@ class Tado:
         if p.get("client_id") != TADO_CLIENT_ID:
             return oauth_error(400, "invalid_client", "Invalid client_id")
         cfg = self.world.config
-        now = time.time()
+        now_s = now()
         device_code = secrets.token_urlsafe(32)
         alphabet = string.ascii_uppercase + string.digits
         while True:
@@ -543,7 +564,7 @@ class Tado:
                 break
         self.device_codes[device_code] = {
             "user_code": user_code, "scope": p.get("scope", ""),
-            "expires": now + cfg["device_expires_in"], "interval": cfg["device_interval"],
+            "expires": now_s + cfg["device_expires_in"], "interval": cfg["device_interval"],
             "last_poll": None,
             "status": "approved" if cfg["auto_approve"] else "pending"}
         self.user_codes[user_code] = device_code
@@ -572,14 +593,14 @@ class Tado:
         rec = self.device_codes.get(p.get("device_code") or "")
         if rec is None or rec["status"] == "redeemed":
             return oauth_error(400, "invalid_grant", "The device_code is invalid.")
-        now = time.time()
-        if now >= rec["expires"]:
+        now_s = now()
+        if now_s >= rec["expires"]:
             return oauth_error(400, "expired_token", "The device_code has expired.")
         if rec["status"] == "denied":
             return oauth_error(400, "access_denied", "The user denied the request.")
-        last, rec["last_poll"] = rec["last_poll"], now
+        last, rec["last_poll"] = rec["last_poll"], now_s
         if rec["status"] == "pending":
-            if last is not None and now - last < rec["interval"]:
+            if last is not None and now_s - last < rec["interval"]:
                 rec["interval"] += 5
                 return oauth_error(400, "slow_down", "Polling too fast; slow down.",
                                    interval=rec["interval"])
@@ -630,10 +651,10 @@ class Tado:
                              else "<p>Request denied.</p>")
 
     def pending(self):
-        now = time.time()
+        now_s = now()
         return [uc for uc, dc in self.user_codes.items()
                 if self.device_codes[dc]["status"] == "pending"
-                and self.device_codes[dc]["expires"] > now]
+                and self.device_codes[dc]["expires"] > now_s]
 
     def decide(self, user_code, allow):
         """Approve/deny one pending user code (or all when None). -> list of codes."""
@@ -744,7 +765,7 @@ class Tado:
         sensors = st and st["sensorDataPoints"]
         if not sensors or "insideTemperature" not in sensors:
             return False
-        ts = iso(time.time())
+        ts = iso(now())
         sensors["insideTemperature"].update(temp(float(celsius)), timestamp=ts)
         if humidity is not None:
             sensors["humidity"].update(percentage=float(humidity), timestamp=ts)
@@ -960,7 +981,7 @@ class Tibber:
             return fail("invalid_request", "code_challenge_method must be S256")
         params = {"redirect_uri": redirect_uri, "scopes": scopes, "challenge": challenge,
                   "state": q.get("state"), "nonce": q.get("nonce"),
-                  "expires": time.time() + 600}
+                  "expires": now() + 600}
         if self.world.config["auto_approve"]:
             return self.grant_code(params)
         rid = secrets.token_urlsafe(16)
@@ -978,7 +999,7 @@ class Tibber:
 
     def grant_code(self, params):
         code = secrets.token_urlsafe(32)
-        self.codes[code] = {**params, "expires": time.time() + CODE_TTL, "used": False}
+        self.codes[code] = {**params, "expires": now() + CODE_TTL, "used": False}
         out = {"code": code}
         if params["state"] is not None:
             out["state"] = params["state"]
@@ -986,7 +1007,7 @@ class Tibber:
 
     def decision(self, req):
         params = self.consents.pop(req.form.get("request_id", ""), None)
-        if params is None or params["expires"] < time.time():
+        if params is None or params["expires"] < now():
             return html_response(400, "Error", "<h1>Error</h1><p>Unknown or expired request.</p>")
         if req.form.get("decision") == "allow":
             return self.grant_code(params)
@@ -1025,7 +1046,7 @@ class Tibber:
         if rec is None or rec["used"]:
             return bad("invalid authorization code")
         rec["used"] = True  # single use, even when the exchange fails below
-        if rec["expires"] < time.time():
+        if rec["expires"] < now():
             return bad("authorization code expired")
         if f.get("redirect_uri") != rec["redirect_uri"]:
             return bad("redirect_uri does not match")
@@ -1054,9 +1075,9 @@ class Tibber:
             "client_id": self.opts.tibber_client_id, "scope": scopes}),
             "expires_in": ttl, "token_type": "Bearer", "scope": " ".join(scopes)}
         if "openid" in scopes:
-            now = int(time.time())
+            now_s = int(now())
             claims = {"iss": iss, "sub": TIBBER_USER_ID, "aud": self.opts.tibber_client_id,
-                      "iat": now, "exp": now + 300, "email": "test.user@example.com"}
+                      "iat": now_s, "exp": now_s + 300, "email": "test.user@example.com"}
             if nonce:
                 claims["nonce"] = nonce
             out["id_token"] = make_jwt(claims)
@@ -1106,7 +1127,7 @@ class Tibber:
         if not cap:
             return False
         cap["value"] = value
-        detail["status"]["lastSeen"] = iso(time.time())
+        detail["status"]["lastSeen"] = iso(now())
         return True
 
     def remove_device(self, device):
@@ -1282,6 +1303,8 @@ class Control:
             ("POST", "/_control/tibber/remove_device", self.remove_device),
             ("GET", "/_control/data", lambda b: world.data()),
             ("POST", "/_control/reset", self.reset),
+            ("GET", "/_control/clock", self.clock),
+            ("POST", "/_control/clock", self.move_clock),
         ])
 
     def handle(self, req):
@@ -1375,6 +1398,17 @@ class Control:
     def reset(self, body):
         self.world.reset()
 
+    def clock(self, body):
+        t = now()
+        return {"now_s": t, "iso": iso(t), "offset_s": _clock_offset_s}
+
+    def move_clock(self, body):
+        seconds = float(body["advance_s"])
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("advance_s must be a finite number >= 0: the clock never goes back")
+        advance_clock(seconds)
+        return self.clock(body)
+
 
 # ---------------------------------------------------------------- the world
 
@@ -1408,6 +1442,7 @@ class World:
         self.stats = Stats()
         self.faults = Faults()
         self.latency_ms = 0
+        reset_clock()
         self.tado = Tado(self)
         self.tibber = Tibber(self)
 

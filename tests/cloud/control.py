@@ -178,6 +178,14 @@ class Cloud:
     def data(self):
         return self.call("GET", "/_control/data")
 
+    def clock(self):
+        """The emulator's clock: {"now_s", "iso", "offset_s"}."""
+        return self.call("GET", "/_control/clock")
+
+    def advance_clock(self, seconds):
+        """Move the emulator's one clock forward (token lifetimes, the quota's reset)."""
+        return self.call("POST", "/_control/clock", {"advance_s": seconds})
+
     def reset(self):
         """Back to the state right after start: data, tokens, config, faults, stats."""
         return self.call("POST", "/_control/reset", {})

@@ -252,8 +252,26 @@ def test_tado_api_needs_a_valid_unexpired_bearer_token(cloud):
     cloud.control.config(access_ttl=1)
     tok = cloud.control.tado_login()
     assert tok["expires_in"] == 1
-    time.sleep(1.05)
+    cloud.control.advance_clock(1.05)
     assert api(cloud, "/api/v2/me", tok["access_token"]).status == 401
+
+
+def test_one_clock_moves_forward_only_and_reset_puts_it_back(cloud):
+    before = cloud.control.clock()
+    assert before["offset_s"] == 0 and abs(before["now_s"] - time.time()) < 5
+    tado = cloud.control.tado_login()["access_token"]
+    tibber = cloud.control.tibber_login()["access_token"]
+    moved = cloud.control.advance_clock(3599)
+    assert moved["offset_s"] == 3599 and moved["iso"].endswith("Z")
+    assert api(cloud, "/v1/homes", tibber).status == 200  # Tibber's access token: 1 h
+    assert api(cloud, "/api/v2/me", tado).status == 401    # tado's: 10 min
+    cloud.control.advance_clock(2)
+    assert api(cloud, "/v1/homes", tibber).status == 401
+    with pytest.raises(urllib.error.HTTPError) as e:
+        cloud.control.advance_clock(-10)
+    assert e.value.code == 400 and cloud.control.clock()["offset_s"] == 3601
+    cloud.control.reset()
+    assert cloud.control.clock()["offset_s"] == 0
 
 
 def test_tado_endpoints_serve_the_control_dataset(cloud):
