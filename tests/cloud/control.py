@@ -172,6 +172,9 @@ class Cloud:
         return self.call("POST", "/_control/tibber/capability",
                          {"device": device, "capability": capability, "value": value})
 
+    def tibber_online(self, device, online):
+        return self.call("POST", "/_control/tibber/online", {"device": device, "online": online})
+
     def tibber_remove_device(self, device):
         return self.call("POST", "/_control/tibber/remove_device", {"device": device})
 
