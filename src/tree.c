@@ -2,19 +2,17 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "fnv.h"
 #include "tree.h"
 
-#define ROOT_INO      1
-#define NAME_MAX_LEN  255 /* NAME_MAX of Linux */
-#define CUT_AT	      200 /* bytes of escaped name kept before "%~<hash>" */
-#define INTERNAL_NAME ".smarthomefs"
-#define SLAB_SIZE     (64 * 1024) /* nodes are carved from blocks of this size */
-#define INDEX_SHIFT   6		  /* the index starts with 1 << INDEX_SHIFT slots */
-#define FNV_OFFSET    0xcbf29ce484222325ULL
-#define FNV_PRIME     0x100000001b3ULL
+#define ROOT_INO     1
+#define NAME_MAX_LEN 255	 /* NAME_MAX of Linux */
+#define CUT_AT	     200	 /* bytes of escaped name kept before "%~<hash>" */
+#define SLAB_SIZE    (64 * 1024) /* nodes are carved from blocks of this size */
+#define INDEX_SHIFT  6		 /* the index starts with 1 << INDEX_SHIFT slots */
 
 struct tree {
-	GRecMutex lock; /* recursive: fs.c may hold it around calls that take it again */
+	GMutex lock; /* guards every node's (lock) fields and all of the below */
 	/* Every node, by inode number: open addressing with linear probing, at most 3/4
 	 * full. A pointer a slot, where a GHashTable kept a hash and a key besides, and a
 	 * second table by (parent, name). */
@@ -128,7 +126,7 @@ struct tree *tree_new_hash_bits(unsigned bits)
 {
 	struct tree *t = g_new0(struct tree, 1);
 
-	g_rec_mutex_init(&t->lock);
+	g_mutex_init(&t->lock);
 	t->hash_mask = bits >= 64 ? UINT64_MAX : ((uint64_t)1 << bits) - 1;
 	t->index_shift = INDEX_SHIFT;
 	t->index = g_new0(struct node *, (size_t)1 << INDEX_SHIFT);
@@ -152,18 +150,18 @@ void tree_free(struct tree *t)
 			g_free(t->index[i]->order);
 	g_free(t->index);
 	g_slist_free_full(t->slabs, g_free);
-	g_rec_mutex_clear(&t->lock);
+	g_mutex_clear(&t->lock);
 	g_free(t);
 }
 
 void tree_lock(struct tree *t)
 {
-	g_rec_mutex_lock(&t->lock);
+	g_mutex_lock(&t->lock);
 }
 
 void tree_unlock(struct tree *t)
 {
-	g_rec_mutex_unlock(&t->lock);
+	g_mutex_unlock(&t->lock);
 }
 
 struct node *tree_root(struct tree *t)
@@ -179,16 +177,6 @@ struct node *tree_get(struct tree *t, uint64_t ino)
 	n = index_find(t, ino);
 	tree_unlock(t);
 	return n;
-}
-
-/* 64-bit FNV-1a of @len bytes of @s, continuing from @h. */
-static uint64_t fnv1a(uint64_t h, const char *s, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= FNV_PRIME;
-	}
-	return h;
 }
 
 /* 0 is no inode and 1 the root: fold both onto other numbers. */
@@ -208,7 +196,7 @@ static uint64_t ino_next(uint64_t ino)
 
 uint64_t tree_path_ino(const char *path)
 {
-	return ino_of_hash(fnv1a(FNV_OFFSET, path, strlen(path)));
+	return ino_of_hash(fnv1a_64(FNV1A_64_OFFSET, path, strlen(path)));
 }
 
 /* The FNV-1a state after @n's path ("" for the root, "/homes/1001" ...): a child's path
@@ -218,9 +206,9 @@ static uint64_t path_hash(const struct node *n)
 	uint64_t h;
 
 	if (!n->parent)
-		return FNV_OFFSET;
-	h = fnv1a(path_hash(n->parent), "/", 1);
-	return fnv1a(h, n->name, strlen(n->name));
+		return FNV1A_64_OFFSET;
+	h = fnv1a_64(path_hash(n->parent), "/", 1);
+	return fnv1a_64(h, n->name, strlen(n->name));
 }
 
 /* The child of @dir named @name (escaped), or NULL; @dir_hash is path_hash(@dir).
@@ -230,7 +218,7 @@ static uint64_t path_hash(const struct node *n)
 static struct node *child_find(struct tree *t, struct node *dir, uint64_t dir_hash,
 			       const char *name, uint64_t *free_ino)
 {
-	uint64_t h = fnv1a(fnv1a(dir_hash, "/", 1), name, strlen(name));
+	uint64_t h = fnv1a_64(fnv1a_64(dir_hash, "/", 1), name, strlen(name));
 
 	for (uint64_t ino = ino_of_hash(h & t->hash_mask);; ino = ino_next(ino)) {
 		struct node *n = index_find(t, ino);
@@ -264,7 +252,7 @@ static struct node *child_create(struct tree *t, struct node *dir, uint64_t ino,
 	struct node *n = node_new(t, name, raw, is_dir);
 
 	n->parent = dir;
-	n->internal = dir->internal || (dir == t->root && strcmp(raw, INTERNAL_NAME) == 0);
+	n->internal = dir->internal;
 	n->ino = ino;
 	index_add(t, n);
 	return n;
@@ -288,9 +276,7 @@ static void node_set_kind(struct node *n, bool is_dir)
 		n->n_order = 0;
 		n->order_in_slab = false;
 	} else {
-		n->content_gen = 0;
-		n->content_hash = 0;
-		n->size = 0;
+		n->memo = (struct file_memo){0};
 	}
 }
 
@@ -377,7 +363,9 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 	tree_unlock(t);
 }
 
-struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir)
+/* tree_add_child, and a new child is internal (with all below it) when @internal. */
+static struct node *add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir,
+			      bool internal)
 {
 	g_autofree char *name = tree_escape_name(raw, strlen(raw));
 	uint64_t free_ino;
@@ -391,6 +379,7 @@ struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, b
 	n = child_find(t, dir, path_hash(dir), name, &free_ino);
 	if (!n) {
 		n = child_create(t, dir, free_ino, name, raw, is_dir);
+		n->internal = n->internal || internal;
 		order_append(dir, n);
 	} else if (n->gone) {
 		n->gone = false;
@@ -400,6 +389,36 @@ struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, b
 	}
 	tree_unlock(t);
 	return n;
+}
+
+struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir)
+{
+	return add_child(t, dir, raw, is_dir, false);
+}
+
+struct node *tree_add_internal_dir(struct tree *t, const char *raw)
+{
+	return add_child(t, t->root, raw, true, true);
+}
+
+bool tree_node_is_dir(struct tree *t, struct node *node)
+{
+	bool is_dir;
+
+	tree_lock(t);
+	is_dir = node->is_dir;
+	tree_unlock(t);
+	return is_dir;
+}
+
+bool tree_node_gone(struct tree *t, struct node *node)
+{
+	bool gone;
+
+	tree_lock(t);
+	gone = node->gone;
+	tree_unlock(t);
+	return gone;
 }
 
 size_t tree_next_siblings(struct tree *t, struct node *node, struct node **out, size_t max)

@@ -16,9 +16,10 @@
  * character and escape boundary at or before byte 200 and ends in "%~" and 16 hex
  * digits of the SHA-256 of the whole raw id; such a name does not unescape.
  *
- * Nodes below "/.smarthomefs" (added by the session with tree_add_child) are internal:
- * tree_set_children on the root never marks them gone nor lets a provider entry of
- * the same name replace them; they stay listed after the provider's entries.
+ * Internal nodes (the directory tree_add_internal_dir adds under the root, and all
+ * below it) are served by fs, not the provider: tree_set_children on the root never
+ * marks them gone nor lets a provider entry of the same name replace them; they stay
+ * listed after the provider's entries.
  *
  * Memory (a mount may hold 100 000 nodes): nodes are carved from slabs with their
  * names inline (freed only by tree_free); the tree finds them through one tree-wide
@@ -26,8 +27,13 @@
  * hashes to (then the next ones, as a collision did when it was made); a directory
  * keeps only its listing order, as an array, where a file keeps its memo.
  *
- * Thread safety: all functions take the tree's lock; the fields marked (lock) may only
- * be read with tree_lock held, or through the accessor functions. */
+ * Thread safety: every function takes the tree's lock (a plain mutex: no function is
+ * called with it held, so it is never taken twice); the fields marked (lock) may only
+ * be read or written with tree_lock held, or through the accessor functions. Fields
+ * not marked are set when the node is made and never change.
+ *
+ * Lock order: the tree lock is a leaf. Whoever holds it calls nothing that takes
+ * another lock (no session, cache or fs lock is taken under it). */
 #pragma once
 
 #include <stdbool.h>
@@ -38,21 +44,26 @@
 
 struct tree;
 
+/* What fs_core remembers of a file's last rendering, so that a stat needs no rendering.
+ * fs_core's alone to read and write (with tree_lock held); the tree only zeroes it when
+ * the node is made or turns from a directory into a file (a new file has no rendering). */
+struct file_memo {
+	uint64_t gen;  /* resource generation it was rendered from; 0: none */
+	uint64_t hash; /* fnv1a_64 of the bytes */
+	size_t size;
+};
+
 struct node {
 	uint64_t ino;
 	struct node *parent;
-	gint64 mtime; /* (lock) unix µs: when this node's bytes (or listing) last changed */
+	/* (lock) wall clock µs: when this file's bytes or this directory's listing last
+	 * changed; written by fs_core. */
+	gint64 mtime_wall_us;
 	/* (lock) what a file or a directory keeps, never both: is_dir says which, so check
 	 * it with the lock held before touching these. A node that changes kind starts
 	 * over (the children of a former directory are gone). */
 	union {
-		/* memo of the last rendered content, to answer getattr without rendering */
-		struct {
-			uint64_t
-			    content_gen; /* resource generation it was rendered from; 0: none */
-			uint64_t content_hash;
-			size_t size;
-		};
+		struct file_memo memo; /* a file's: fs_core's, see struct file_memo */
 		struct {
 			uint64_t listed_gen; /* resource generation of the last listing */
 			struct node **order; /* children in listing order (n_order of them) */
@@ -80,8 +91,14 @@ struct node *tree_child(struct tree *t, struct node *dir, const char *name);
 /* Makes the children of @dir exactly @entries (raw names) in that order: new ones are
  * created, missing ones marked gone, present ones revived. Records @gen. */
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen);
-/* Adds one child (raw name) if not there; returns it. */
+/* Adds one child (raw name) if not there (a gone one comes back); returns it, or NULL
+ * when @dir is no directory. */
 struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir);
+/* Adds directory @raw under the root as an internal node (see above); returns it. */
+struct node *tree_add_internal_dir(struct tree *t, const char *raw);
+/* @node's is_dir and gone, read under the lock. */
+bool tree_node_is_dir(struct tree *t, struct node *node);
+bool tree_node_gone(struct tree *t, struct node *node);
 /* Puts in @out the live nodes after @node in its parent's listing order, at most @max;
  * returns how many. */
 size_t tree_next_siblings(struct tree *t, struct node *node, struct node **out, size_t max);

@@ -182,7 +182,7 @@ static void test_internal_nodes_survive_a_provider_listing(void) {
   static const char *const names[] = {"homes", ".smarthomefs", NULL};
   struct tree *t = tree_new();
   struct node *root = tree_root(t);
-  struct node *internal = tree_add_child(t, root, ".smarthomefs", true);
+  struct node *internal = tree_add_internal_dir(t, ".smarthomefs");
   struct node *status = tree_add_child(t, internal, "status.json", false);
   g_autofree char *list = NULL;
 
@@ -380,14 +380,14 @@ test_a_directory_turned_file_and_back_keeps_its_childrens_inodes(void) {
   tree_set_children(t, values, as_file, 2);
   g_assert_true(tree_child(t, values, "x") == x);
   g_assert_false(x->is_dir);
-  g_assert_cmpuint(x->content_gen, ==, 0);
+  g_assert_cmpuint(x->memo.gen, ==, 0);
   g_assert_true(y->gone);
   g_assert_null(tree_child(t, x, "y"));
   g_assert_null(tree_add_child(t, x, "z", false));
   l1 = listing(t, x);
   g_assert_cmpstr(l1, ==, "");
-  x->content_gen = 9; /* as fs.c's memo does */
-  x->size = 1234;
+  x->memo.gen = 9; /* as fs_core's memo does */
+  x->memo.size = 1234;
 
   tree_set_children(t, values, as_dir, 3);
   g_assert_true(x->is_dir);
@@ -581,7 +581,7 @@ static void test_colliding_paths_in_two_directories_stay_apart(void) {
   struct tree *t = tree_new_hash_bits(3);
   struct node *root = tree_root(t);
   struct node *homes = tree_add_child(t, root, "homes", true);
-  struct node *internal = tree_add_child(t, root, ".smarthomefs", true);
+  struct node *internal = tree_add_internal_dir(t, ".smarthomefs");
   g_autoptr(GPtrArray) entries = numbered_entries(0, 20, ENTRY_FILE);
 
   tree_set_children(t, homes, entries, 1);

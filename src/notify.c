@@ -1,0 +1,207 @@
+/* notify: the notifier thread and the readahead across files. See the header. */
+#include "notify.h"
+
+#include <errno.h>
+
+#include "log.h"
+
+struct notify {
+	struct fs_core *core;
+	struct tree *tree;
+	GMutex lock;		 /* guards se, thread and filled */
+	struct fuse_session *se; /* NULL before the start and after the stop */
+	GThread *thread;
+	GAsyncQueue *notices; /* struct notice *, or &stop_mark */
+	GHashTable *filled;   /* directory inode -> listing generation its files were put in
+			       * the page cache for */
+};
+
+/* What the thread tells the kernel about a file. */
+struct notice {
+	uint64_t ino;
+	bool fill; /* put its bytes in the page cache; else drop its pages and attributes */
+};
+
+/* Tells the thread to end. */
+static struct notice stop_mark;
+
+struct notify *notify_new(struct fs_core *core)
+{
+	struct notify *n = g_new0(struct notify, 1);
+
+	n->core = core;
+	n->tree = fs_core_tree(core);
+	g_mutex_init(&n->lock);
+	n->notices = g_async_queue_new_full(g_free);
+	n->filled = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	return n;
+}
+
+void notify_free(struct notify *n)
+{
+	if (!n)
+		return;
+	notify_stop(n);
+	g_async_queue_unref(n->notices);
+	g_hash_table_destroy(n->filled);
+	g_mutex_clear(&n->lock);
+	g_free(n);
+}
+
+/* Puts file @ino's bytes in the kernel's page cache, when the cache holds the very
+ * generation the kernel was last told of (its size and mtime): a read then needs no
+ * request. Never fetches. */
+static void fill_pages(struct notify *n, struct fuse_session *se, uint64_t ino)
+{
+	struct node *node = tree_get(n->tree, ino);
+	g_autoptr(GBytes) data = NULL;
+	uint64_t gen = 0;
+
+	if (!node || fs_core_told_bytes(n->core, node, &data, &gen) < 0)
+		return;
+	gsize len = 0;
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(0);
+	buf.buf[0].mem = (void *)g_bytes_get_data(data, &len);
+	buf.buf[0].size = len;
+	/* -ENOENT: the kernel has forgotten the inode. */
+	int r = len ? fuse_lowlevel_notify_store(se, ino, 0, &buf, 0) : 0;
+	if (r < 0 && r != -ENOENT)
+		log_debug("cannot fill the pages of inode %" G_GUINT64_FORMAT ": %s", ino,
+			  g_strerror(-r));
+	/* A newer version noted meanwhile (its invalidation may have run before this
+	 * store): drop what was just stored. */
+	if (r == 0 && !fs_core_is_told(n->core, node, gen))
+		fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+}
+
+/* Idle, it sleeps in g_async_queue_pop. */
+static gpointer notify_thread(gpointer data)
+{
+	struct notify *n = data;
+
+	g_mutex_lock(&n->lock);
+	struct fuse_session *se = n->se;
+	g_mutex_unlock(&n->lock);
+	for (;;) {
+		struct notice *x = g_async_queue_pop(n->notices);
+		if (x == &stop_mark)
+			return NULL;
+		if (x->fill) {
+			fill_pages(n, se, x->ino);
+		} else {
+			/* -ENOENT: the kernel has forgotten the inode, nothing to drop. */
+			int r = fuse_lowlevel_notify_inval_inode(se, x->ino, 0, 0);
+			if (r < 0 && r != -ENOENT)
+				log_debug("cannot invalidate inode %" G_GUINT64_FORMAT ": %s",
+					  x->ino, g_strerror(-r));
+		}
+		g_free(x);
+	}
+}
+
+void notify_start(struct notify *n, struct fuse_session *se)
+{
+	g_mutex_lock(&n->lock);
+	n->se = se;
+	n->thread = g_thread_new("notify", notify_thread, n);
+	g_mutex_unlock(&n->lock);
+}
+
+void notify_stop(struct notify *n)
+{
+	g_mutex_lock(&n->lock);
+	GThread *thread = g_steal_pointer(&n->thread);
+	n->se = NULL;
+	g_mutex_unlock(&n->lock);
+	if (!thread)
+		return;
+	g_async_queue_push_front(n->notices, &stop_mark);
+	g_thread_join(thread);
+	/* What was queued after the mark is never sent. */
+	struct notice *x;
+	while ((x = g_async_queue_try_pop(n->notices)))
+		if (x != &stop_mark)
+			g_free(x);
+}
+
+/* Queues a notice, unless the thread is not running. */
+static void notice(struct notify *n, uint64_t ino, bool fill)
+{
+	g_mutex_lock(&n->lock);
+	if (n->se) {
+		struct notice *x = g_new(struct notice, 1);
+		x->ino = ino;
+		x->fill = fill;
+		/* Dropping old bytes goes before filling: a fill checks again what the
+		 * kernel was told when it runs, so it may safely come after an
+		 * invalidation queued later. */
+		if (fill)
+			g_async_queue_push(n->notices, x);
+		else
+			g_async_queue_push_front(n->notices, x);
+	}
+	g_mutex_unlock(&n->lock);
+}
+
+void notify_inval(struct notify *n, uint64_t ino)
+{
+	notice(n, ino, false);
+}
+
+/* Marks @dir's files as put in the page cache for its current listing; false when they
+ * were already (or @dir is no listed directory). */
+static bool fill_mark(struct notify *n, struct node *dir)
+{
+	uint64_t gen;
+	bool todo;
+
+	if (dir->internal)
+		return false;
+	tree_lock(n->tree);
+	gen = dir->is_dir ? dir->listed_gen : 0;
+	tree_unlock(n->tree);
+	if (!gen)
+		return false;
+	g_mutex_lock(&n->lock);
+	todo = GPOINTER_TO_SIZE(g_hash_table_lookup(n->filled, &dir->ino)) != (gsize)gen;
+	if (todo)
+		g_hash_table_replace(n->filled, g_memdup2(&dir->ino, sizeof(dir->ino)),
+				     GSIZE_TO_POINTER((gsize)gen));
+	g_mutex_unlock(&n->lock);
+	return todo;
+}
+
+/* Has the files of @dir put in the page cache, but for @except, and those of its
+ * subdirectories @depth levels down (a device's values/ beside its device.json); once
+ * per listing generation of each directory. */
+static void fill_dir(struct notify *n, struct node *dir, uint64_t except, int depth)
+{
+	if (!fill_mark(n, dir))
+		return;
+	GArray *entries = tree_list(n->tree, dir);
+	for (guint i = 0; i < entries->len; i++) {
+		struct tree_dirent *d = &g_array_index(entries, struct tree_dirent, i);
+		struct node *sub = d->is_dir && depth > 0 ? tree_get(n->tree, d->ino) : NULL;
+		if (!d->is_dir && d->ino != except)
+			notice(n, d->ino, true);
+		else if (sub)
+			fill_dir(n, sub, 0, depth - 1);
+	}
+	tree_dirents_free(entries);
+}
+
+void notify_fill_around(struct notify *n, struct node *node)
+{
+	struct node *next[NOTIFY_FILL_AHEAD];
+	struct node *dir = node->parent;
+
+	g_mutex_lock(&n->lock);
+	bool running = n->se != NULL;
+	g_mutex_unlock(&n->lock);
+	if (!dir || !running || node->internal)
+		return;
+	fill_dir(n, dir, node->ino, 1);
+	size_t k = dir->parent ? tree_next_siblings(n->tree, dir, next, NOTIFY_FILL_AHEAD) : 0;
+	for (size_t i = 0; i < k; i++)
+		fill_dir(n, next[i], 0, 1); /* nothing for a file */
+}

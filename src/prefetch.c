@@ -1,0 +1,332 @@
+/* prefetch: the pool and the walk heuristics. See the header. */
+#include "prefetch.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+struct prefetch {
+	struct fs_core *core;
+	struct session *session;
+	struct tree *tree;
+	GMutex lock;		/* guards pool and prefetched */
+	GThreadPool *pool;	/* struct prefetch_job *; NULL before the start or after the end */
+	GHashTable *prefetched; /* directory inode -> struct listed: prefetched for */
+	atomic_uint_fast64_t seq; /* the order of queueing, for prefetch_job_cmp */
+};
+
+/* A directory whose listing was prefetched for: which generation of it, and when. */
+struct listed {
+	uint64_t gen;
+	gint64 at_mono_us;
+};
+
+/* A directory listed this long after the one before it in its parent (a Tibber home's
+ * devices/ after the previous home's) is taken for the next step of one walk. */
+#define WALK_STEP_US (60 * G_USEC_PER_SEC)
+
+/* A prefetch job: warms the cache with one resource; with @comp, the resource is the
+ * listing of directory @comp, and its entries' resources are queued next, at the same
+ * priority. The pool runs lower @prio first, and among equals the older @seq. */
+struct prefetch_job {
+	struct resource_ref ref;
+	int prio;
+	uint64_t seq;
+	char **comp; /* the raw path of the listed directory, or NULL */
+	size_t n;
+};
+
+/* What a walk needs now (a directory it has listed) runs before what it will need
+ * next (the directory after it). */
+enum { PREFETCH_NOW, PREFETCH_NEXT };
+
+static void prefetch_job_free(gpointer data)
+{
+	struct prefetch_job *job = data;
+
+	resource_ref_clear(&job->ref);
+	g_strfreev(job->comp);
+	g_free(job);
+}
+
+static gint prefetch_job_cmp(gconstpointer a, gconstpointer b, gpointer unused)
+{
+	const struct prefetch_job *x = a, *y = b;
+
+	if (x->prio != y->prio)
+		return x->prio < y->prio ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Queues @ref (taking over its strings, and @comp's) unless a resource of the same key
+ * is queued already (@seen) or is the listing's own (@own). */
+static void prefetch_push(struct prefetch *pf, struct resource_ref *ref, int prio, char **comp,
+			  size_t n, const char *own, GHashTable *seen)
+{
+	const char *key = ref->key ? ref->key : ref->path;
+
+	if (!ref->path || g_strcmp0(key, own) == 0 || g_hash_table_contains(seen, key)) {
+		resource_ref_clear(ref);
+		g_strfreev(comp);
+		return;
+	}
+	g_hash_table_add(seen, g_strdup(key));
+	struct prefetch_job *job = g_new0(struct prefetch_job, 1);
+	job->ref = *ref;
+	job->prio = prio;
+	job->seq = atomic_fetch_add(&pf->seq, 1);
+	job->comp = comp;
+	job->n = n;
+	*ref = (struct resource_ref){0};
+	g_mutex_lock(&pf->lock);
+	/* No pool: the mount is ending, and a running job queues nothing more. */
+	bool queued = pf->pool && g_thread_pool_push(pf->pool, job, NULL);
+	g_mutex_unlock(&pf->lock);
+	if (!queued)
+		prefetch_job_free(job);
+}
+
+/* Queues the resources that the files among @entries (of directory @comp, @n deep,
+ * listed from resource @own), and the files of its static subdirectories, are made
+ * of: what a stat of every entry (ls -l) or a walk (find, tar) reads next. Directory
+ * listings are not queued, so listing homes/ does not fetch every home's devices. The
+ * provider says which resources through source() and list(); nothing here knows a
+ * cloud. */
+static void prefetch_entries(struct prefetch *pf, const char *const *comp, size_t n,
+			     GPtrArray *entries, const char *own, int prio)
+{
+	const struct provider *p = session_provider(pf->session);
+	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	const char **cc = g_new0(const char *, n + 2);
+
+	for (size_t k = 0; k < n; k++)
+		cc[k] = comp[k];
+	for (guint i = 0; i < entries->len; i++) {
+		struct provider_entry *e = entries->pdata[i];
+		struct provider_path cp = {cc, n + 1};
+		struct resource_ref ref = {0};
+
+		cc[n] = e->name;
+		if (p->source(&cp, &ref) < 0) {
+			resource_ref_clear(&ref);
+			continue;
+		}
+		if (e->type == ENTRY_FILE) {
+			prefetch_push(pf, &ref, prio, NULL, 0, own, seen);
+			continue;
+		}
+		if (!ref.path) {
+			/* A static directory costs no call to list: look one level further. */
+			g_autoptr(GPtrArray) files = provider_entries_new();
+			if (p->list(&cp, NULL, files) == 0) {
+				for (guint k = 0; k < files->len; k++) {
+					struct provider_entry *f = files->pdata[k];
+					struct provider_path gp = {cc, n + 2};
+					struct resource_ref gref = {0};
+					cc[n + 1] = f->name;
+					if (f->type == ENTRY_FILE && p->source(&gp, &gref) == 0)
+						prefetch_push(pf, &gref, prio, NULL, 0, own, seen);
+					else
+						resource_ref_clear(&gref);
+				}
+			}
+		}
+		resource_ref_clear(&ref);
+	}
+	g_free(cc);
+}
+
+/* Queues the resources of the entries of directory @comp (@n deep) listed from @res. */
+static void prefetch_listed(struct prefetch *pf, const char *const *comp, size_t n,
+			    const struct resource_ref *ref, const struct resource *res, int prio)
+{
+	g_autoptr(GPtrArray) entries = provider_entries_new();
+	struct provider_path pp = {comp, n};
+	json_t *body = resource_json(res);
+
+	if (body && session_provider(pf->session)->list(&pp, body, entries) == 0)
+		prefetch_entries(pf, comp, n, entries, ref->key ? ref->key : ref->path, prio);
+	json_decref(body);
+}
+
+/* Runs in the pool. A fresh copy is a cache hit; a cold one is fetched once, however
+ * many readers join (single-flight). Errors are the reader's to see, later. */
+static void prefetch_one(gpointer data, gpointer user_data)
+{
+	struct prefetch_job *job = data;
+	struct prefetch *pf = user_data;
+	struct resource res = {0};
+
+	if (session_get(pf->session, &job->ref, &res) == 0 && job->comp)
+		prefetch_listed(pf, (const char *const *)job->comp, job->n, &job->ref, &res,
+				job->prio);
+	resource_clear(&res);
+	prefetch_job_free(job);
+}
+
+/* Whether directory @dir was listed (for prefetch) less than WALK_STEP_US ago. */
+static bool listed_lately(struct prefetch *pf, struct node *dir)
+{
+	struct listed *l = NULL;
+	gint64 at_mono_us = 0;
+
+	if (!dir)
+		return false;
+	g_mutex_lock(&pf->lock);
+	l = g_hash_table_lookup(pf->prefetched, &dir->ino);
+	if (l)
+		at_mono_us = l->at_mono_us;
+	g_mutex_unlock(&pf->lock);
+	return l && g_get_monotonic_time() - at_mono_us < WALK_STEP_US;
+}
+
+/* After @dir (at @np, made from resource @own) was listed for the first time in its
+ * generation, and its entries are directories: a walk may be under way (find, tar,
+ * ls -R), and it will list the directories of the same name beside @dir's parent next
+ * (a Tibber home's devices/ beside the other homes'). Their listings are prefetched,
+ * one resource each, so the walk finds each ready when it gets there. When the one
+ * before @dir (in its grandparent's order) was listed lately, a walk is certain: the
+ * entries of the one after are prefetched as well, after everything of @dir's own, so
+ * that the prefetch threads never wait for the walk to get there. */
+static void prefetch_cousins(struct prefetch *pf, struct node *dir, const struct node_path *np,
+			     const char *own)
+{
+	const struct provider *p = session_provider(pf->session);
+	struct node *parent = dir->parent;
+	size_t n = np->pp.n;
+	bool branches = false, walking = false;
+	struct node *before = NULL, *next = NULL;
+	char **next_comp = NULL;
+
+	if (!parent || !parent->parent || n < 2)
+		return;
+	GArray *children = tree_list(pf->tree, dir);
+	for (guint i = 0; i < children->len && !branches; i++)
+		branches = g_array_index(children, struct tree_dirent, i).is_dir;
+	tree_dirents_free(children);
+	if (!branches)
+		return;
+
+	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	GArray *uncles = tree_list(pf->tree, parent->parent);
+	bool after_parent = false;
+	for (guint i = 0; i < uncles->len; i++) {
+		struct tree_dirent *d = &g_array_index(uncles, struct tree_dirent, i);
+		struct node *uncle = tree_get(pf->tree, d->ino);
+		struct resource_ref ref = {0};
+
+		if (!d->is_dir || !uncle)
+			continue;
+		if (uncle == parent) {
+			after_parent = true;
+			walking =
+			    before && listed_lately(pf, tree_child(pf->tree, before, dir->name));
+			continue;
+		}
+		if (after_parent && !next)
+			next = uncle;
+		if (!after_parent)
+			before = uncle;
+		char **comp = g_strdupv(np->comp);
+		g_free(comp[n - 2]);
+		comp[n - 2] = g_strdup(tree_node_raw(uncle));
+		struct provider_path cp = {(const char *const *)comp, n};
+		if (p->source(&cp, &ref) == 0)
+			prefetch_push(pf, &ref, PREFETCH_NOW, NULL, 0, own, seen);
+		else
+			resource_ref_clear(&ref);
+		if (uncle == next)
+			next_comp = g_steal_pointer(&comp);
+		g_strfreev(comp);
+	}
+	tree_dirents_free(uncles);
+
+	if (walking && next_comp) {
+		struct provider_path cp = {(const char *const *)next_comp, n};
+		struct resource_ref ref = {0};
+		g_autoptr(GHashTable) once =
+		    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+		if (p->source(&cp, &ref) == 0) {
+			prefetch_push(pf, &ref, PREFETCH_NEXT, g_steal_pointer(&next_comp), n, own,
+				      once);
+		} else {
+			resource_ref_clear(&ref);
+		}
+	}
+	g_strfreev(next_comp);
+}
+
+void prefetch_listing(struct prefetch *pf, struct node *dir, const struct resource *res)
+{
+	struct resource_ref ref = {0};
+	struct node_path np = {0};
+	bool todo;
+
+	g_mutex_lock(&pf->lock);
+	bool running = pf->pool != NULL;
+	g_mutex_unlock(&pf->lock);
+	if (!running || !res->gen || dir->internal ||
+	    fs_core_source(pf->core, dir, &ref, &np) < 0 || !ref.path)
+		goto out;
+	struct listed *l = g_new(struct listed, 1);
+	l->gen = res->gen;
+	l->at_mono_us = g_get_monotonic_time();
+	g_mutex_lock(&pf->lock);
+	struct listed *was = g_hash_table_lookup(pf->prefetched, &dir->ino);
+	todo = !was || was->gen != l->gen;
+	g_hash_table_replace(pf->prefetched, g_memdup2(&dir->ino, sizeof(dir->ino)), l);
+	g_mutex_unlock(&pf->lock);
+	if (todo) {
+		prefetch_listed(pf, np.pp.comp, np.pp.n, &ref, res, PREFETCH_NOW);
+		prefetch_cousins(pf, dir, &np, ref.key ? ref.key : ref.path);
+	}
+out:
+	resource_ref_clear(&ref);
+	node_path_clear(&np);
+}
+
+struct prefetch *prefetch_new(struct fs_core *core)
+{
+	struct prefetch *pf = g_new0(struct prefetch, 1);
+
+	pf->core = core;
+	pf->session = fs_core_session(core);
+	pf->tree = fs_core_tree(core);
+	g_mutex_init(&pf->lock);
+	pf->prefetched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+	return pf;
+}
+
+void prefetch_start(struct prefetch *pf)
+{
+	const struct options *o = session_options(pf->session);
+
+	if (o->prefetch <= 0 || session_provider(pf->session)->quota_is_scarce)
+		return;
+	GThreadPool *pool =
+	    g_thread_pool_new_full(prefetch_one, pf, prefetch_job_free, o->prefetch, FALSE, NULL);
+	g_thread_pool_set_sort_function(pool, prefetch_job_cmp, NULL);
+	g_mutex_lock(&pf->lock);
+	pf->pool = pool;
+	g_mutex_unlock(&pf->lock);
+}
+
+void prefetch_stop(struct prefetch *pf)
+{
+	g_mutex_lock(&pf->lock);
+	GThreadPool *pool = g_steal_pointer(&pf->pool);
+	g_mutex_unlock(&pf->lock);
+	/* Queued prefetches are dropped; running ones end within the HTTP timeout, and
+	 * queue nothing more (prefetch_push sees no pool). */
+	if (pool)
+		g_thread_pool_free(pool, TRUE, TRUE);
+}
+
+void prefetch_free(struct prefetch *pf)
+{
+	if (!pf)
+		return;
+	prefetch_stop(pf);
+	g_hash_table_destroy(pf->prefetched);
+	g_mutex_clear(&pf->lock);
+	g_free(pf);
+}
