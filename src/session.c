@@ -41,6 +41,7 @@ struct session {
 	const struct provider *provider;
 	struct options opts;
 	char *api_url;
+	char *second_api_url; /* hops_url; NULL: the provider has no second host */
 	char *auth_url;
 	struct token_store store;
 	struct http_client *http;
@@ -60,6 +61,7 @@ struct session {
 	char *last_error;        /* a sentence */
 	char *last_error_path;
 	gint64 last_error_at;
+	GPtrArray *notes;	 /* sentences: what the cloud sent that cannot be shown */
 	char *last_stale_path;   /* the last stale copy served: which, when, why */
 	gint64 last_stale_at;
 	int last_stale_error;
@@ -80,6 +82,8 @@ struct session *session_new(const struct account *account, struct options *opts)
 	s->opts = *opts;
 	memset(opts, 0, sizeof(*opts));
 	s->api_url = g_strdup(s->opts.api_url ? s->opts.api_url : p->api_url);
+	s->second_api_url = g_strdup(s->opts.hops_url ? s->opts.hops_url : p->second_api_url);
+	s->notes = g_ptr_array_new_with_free_func(g_free);
 	s->auth_url = g_strdup(s->opts.auth_url ? s->opts.auth_url : p->auth_url);
 	s->store.kind = s->opts.token_store;
 	s->store.state_dir = options_state_dir(&s->opts);
@@ -104,6 +108,8 @@ void session_free(struct session *s)
 	cache_free(s->cache);
 	http_client_free(s->http);
 	g_free(s->api_url);
+	g_free(s->second_api_url);
+	g_ptr_array_unref(s->notes);
 	g_free(s->auth_url);
 	g_free(s->store.state_dir);
 	g_free(s->last_error);
@@ -314,11 +320,18 @@ static void session_call_failed(struct session *s)
 	g_mutex_unlock(&s->mutex);
 }
 
+/* What session_fetch is asked: a path on one of the session's API hosts. */
+struct fetch_target {
+	struct session *session;
+	const char *base_url;
+};
+
 /* The cache's fetch function: one authorized GET, retried once after a refresh on 401. */
 static int session_fetch(void *ctx, const char *path, GBytes **body)
 {
-	struct session *s = ctx;
-	g_autofree char *url = g_strconcat(s->api_url, path, NULL);
+	const struct fetch_target *target = ctx;
+	struct session *s = target->session;
+	g_autofree char *url = g_strconcat(target->base_url, path, NULL);
 	gint64 until;
 	int r;
 
@@ -460,7 +473,11 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	const char *key = ref->key ? ref->key : ref->path;
 	struct cache_hit hit = {0};
 	int ttl = session_ttl(s, ref);
-	int r = cache_get(s->cache, key, ref->path, ttl, s->opts.offline, session_fetch, s, &hit);
+	struct fetch_target target = {s, ref->base == API_BASE_SECOND ? s->second_api_url
+								      : s->api_url};
+	int r = target.base_url ? cache_get(s->cache, key, ref->path, ttl, s->opts.offline,
+					    session_fetch, &target, &hit)
+				: -ENOENT;
 
 	memset(out, 0, sizeof(*out));
 	if (r < 0)
@@ -489,6 +506,55 @@ int session_peek(struct session *s, const struct resource_ref *ref, struct resou
 	resource_from_hit(s, &hit, out);
 	cache_hit_clear(&hit);
 	return 0;
+}
+
+/* Logs @note the first time it is noted, and keeps it for status.json. */
+static void session_note(struct session *s, const char *note)
+{
+	bool known = false;
+
+	g_mutex_lock(&s->mutex);
+	for (guint i = 0; i < s->notes->len && !known; i++)
+		known = strcmp(g_ptr_array_index(s->notes, i), note) == 0;
+	if (!known)
+		g_ptr_array_add(s->notes, g_strdup(note));
+	g_mutex_unlock(&s->mutex);
+	if (!known)
+		log_warn("%s", note);
+}
+
+/* A provider needs at most this many resources read to say which one a path is made of
+ * (tado: a home's zone list, then the home). */
+#define MAX_CONTEXTS 3
+
+int session_source(struct session *s, const struct provider_path *path, struct resource_ref *ref,
+		   bool peek)
+{
+	int r = s->provider->source(path, ref);
+
+	for (int depth = 0; r == 0 && ref->context; depth++) {
+		struct resource_ref *context = g_steal_pointer(&ref->context);
+		struct resource res = {0};
+		g_autofree char *note = NULL;
+
+		resource_ref_clear(ref);
+		r = depth == MAX_CONTEXTS || !s->provider->source_in ? -EIO
+		    : peek ? session_peek(s, context, &res)
+			   : session_get(s, context, &res);
+		if (r == 0) {
+			json_t *body = resource_json(&res);
+			r = body ? s->provider->source_in(path, body, ref, &note) : -EIO;
+			json_decref(body);
+		}
+		if (note)
+			session_note(s, note);
+		resource_clear(&res);
+		resource_ref_clear(context);
+		g_free(context);
+	}
+	if (r < 0)
+		resource_ref_clear(ref);
+	return r;
 }
 
 static char *iso_time(gint64 unix_s)
@@ -584,6 +650,12 @@ void session_render_status(struct session *s, GString *out)
 					    g_strerror(-snap.last_stale_error))
 				: json_null();
 	json_object_set_new(root, "last_stale", stale);
+	json_t *notes = json_array();
+	g_mutex_lock(&s->mutex);
+	for (guint i = 0; i < s->notes->len; i++)
+		json_array_append_new(notes, json_string(g_ptr_array_index(s->notes, i)));
+	g_mutex_unlock(&s->mutex);
+	json_object_set_new(root, "notes", notes);
 	/* main.c turns core dumps off: show that it holds in the process with the tokens. */
 	json_object_set_new(root, "dumpable", json_boolean(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) > 0));
 	provider_render_json(root, out);

@@ -1509,6 +1509,7 @@ class Control:
             ("POST", "/_control/reset_quota", self.reset_quota),
             ("POST", "/_control/tado/zone_temperature", self.zone_temperature),
             ("POST", "/_control/tado/remove_zone", self.remove_zone),
+            ("POST", "/_control/tado/generation", self.generation),
             ("POST", "/_control/tibber/capability", self.capability),
             ("POST", "/_control/tibber/remove_device", self.remove_device),
             ("POST", "/_control/tibber/online", self.online),
@@ -1593,6 +1594,14 @@ class Control:
         if not self.world.tado.set_zone_temperature(body["home"], body["zone"], body["celsius"],
                                                     body.get("humidity")):
             raise NotFound(json_response(404, {"error": "no such heating zone"}))
+
+    def generation(self, body):
+        """A home of a generation no client knows yet (a tado X home renamed): its
+        zones stay as empty as a tado X home's on my.tado.com."""
+        h = self.world.tado.homes.get(int(body["home"]))
+        if h is None:
+            raise NotFound(json_response(404, {"error": "no such home"}))
+        h["home"]["generation"] = str(body["generation"])
 
     def remove_zone(self, body):
         if not self.world.tado.remove_zone(body["home"], body["zone"]):

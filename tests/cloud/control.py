@@ -165,6 +165,10 @@ class Cloud:
             body["humidity"] = humidity
         return self.call("POST", "/_control/tado/zone_temperature", body)
 
+    def tado_generation(self, home, generation):
+        return self.call("POST", "/_control/tado/generation",
+                         {"home": home, "generation": generation})
+
     def tado_remove_zone(self, home, zone):
         return self.call("POST", "/_control/tado/remove_zone", {"home": home, "zone": zone})
 
