@@ -1,6 +1,6 @@
 /* auth: one account's tokens. Refresh tokens rotate and are single use (tado revokes
  * the old one the moment it is used), so two refreshes racing each other — two FUSE
- * threads, or the mount and a `smarthomefs status --refresh` — would log the user out.
+ * threads, or two mounts of the same account — would log the user out.
  * Hence one refresh at a time in the process (a flag under a mutex, waiters on a
  * condition), an flock across processes, a re-read of the store under that flock, and
  * the new set saved before anyone uses it. */
@@ -14,12 +14,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <gio/gio.h>
-#include <jansson.h>
 
 #include "http.h"
 #include "log.h"
-#include "oauth.h"
 #include "provider.h"
+#include "token.h"
 
 /* Refresh at most this long before the expiry, so a token never dies in flight; see
  * refresh_margin_us(). */
@@ -48,143 +47,9 @@ struct auth {
 	bool save_pending;	 /* (mu) ts is newer than the store: the last save failed */
 	guint64 generation;	 /* (mu) refreshes ended, successful or not */
 	int last_result;	 /* (mu) how the last refresh ended */
-	gint64 retry_not_before; /* (mu) monotonic; holdoff after a failed refresh */
+	gint64 retry_not_before_us; /* (mu) monotonic; holdoff after a failed refresh */
 	unsigned refresh_count;	 /* (mu) */
 };
-
-/* ---- token_set ---- */
-
-static void wipe_free(char *s)
-{
-	if (s) {
-		explicit_bzero(s, strlen(s));
-		g_free(s);
-	}
-}
-
-void token_set_clear(struct token_set *ts)
-{
-	g_clear_pointer(&ts->provider, g_free);
-	g_clear_pointer(&ts->access_token, wipe_free);
-	g_clear_pointer(&ts->refresh_token, wipe_free);
-	g_clear_pointer(&ts->client_id, g_free);
-	g_clear_pointer(&ts->client_secret, wipe_free);
-	g_clear_pointer(&ts->scope, g_free);
-	ts->expires_at = 0;
-	ts->issued_at = 0;
-}
-
-static void token_set_copy(struct token_set *dst, const struct token_set *src)
-{
-	dst->provider = g_strdup(src->provider);
-	dst->access_token = g_strdup(src->access_token);
-	dst->expires_at = src->expires_at;
-	dst->issued_at = src->issued_at;
-	dst->refresh_token = g_strdup(src->refresh_token);
-	dst->client_id = g_strdup(src->client_id);
-	dst->client_secret = g_strdup(src->client_secret);
-	dst->scope = g_strdup(src->scope);
-}
-
-static const struct {
-	const char *key;
-	size_t field;
-} token_fields[] = {
-    {"provider", offsetof(struct token_set, provider)},
-    {"access_token", offsetof(struct token_set, access_token)},
-    {"refresh_token", offsetof(struct token_set, refresh_token)},
-    {"client_id", offsetof(struct token_set, client_id)},
-    {"client_secret", offsetof(struct token_set, client_secret)},
-    {"scope", offsetof(struct token_set, scope)},
-};
-
-#define TOKEN_FIELD(ts, i) (*(char **)((char *)(ts) + token_fields[i].field))
-
-char *token_set_to_json(const struct token_set *ts)
-{
-	json_t *o = json_object();
-	for (size_t i = 0; i < G_N_ELEMENTS(token_fields); i++) {
-		const char *v = TOKEN_FIELD(ts, i);
-		if (v)
-			json_object_set_new(o, token_fields[i].key, json_string(v));
-	}
-	json_object_set_new(o, "expires_at", json_integer(ts->expires_at));
-	if (ts->issued_at)
-		json_object_set_new(o, "issued_at", json_integer(ts->issued_at));
-	char *dumped = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-	json_decref(o);
-	if (!dumped)
-		return NULL;
-	char *s = g_strdup(dumped);
-	explicit_bzero(dumped, strlen(dumped));
-	free(dumped);
-	return s;
-}
-
-int token_set_from_json(const char *json, struct token_set *ts)
-{
-	if (!json)
-		return -EINVAL;
-	json_t *o = json_loads(json, JSON_REJECT_DUPLICATES, NULL);
-	if (!json_is_object(o)) {
-		json_decref(o);
-		return -EINVAL;
-	}
-	struct token_set parsed = {0};
-	int r = 0;
-	for (size_t i = 0; i < G_N_ELEMENTS(token_fields) && r == 0; i++) {
-		json_t *v = json_object_get(o, token_fields[i].key);
-		if (!v || json_is_null(v))
-			continue;
-		const char *s = json_string_value(v);
-		if (!s || strlen(s) != json_string_length(v)) /* not a string, or holds NUL */
-			r = -EINVAL;
-		else
-			TOKEN_FIELD(&parsed, i) = g_strdup(s);
-	}
-	struct {
-		const char *key;
-		gint64 *field;
-	} times[] = {{"expires_at", &parsed.expires_at}, {"issued_at", &parsed.issued_at}};
-	for (size_t i = 0; i < G_N_ELEMENTS(times); i++) {
-		json_t *t = json_object_get(o, times[i].key);
-		if (!t || json_is_null(t))
-			continue;
-		if (json_is_integer(t) && json_integer_value(t) >= 0)
-			*times[i].field = json_integer_value(t);
-		else
-			r = -EINVAL;
-	}
-	json_decref(o);
-	/* A set that cannot authorize anything is not a token set. */
-	if (r == 0 && (!parsed.provider || !*parsed.provider ||
-		       (!parsed.access_token && !parsed.refresh_token)))
-		r = -EINVAL;
-	if (r < 0) {
-		token_set_clear(&parsed);
-		return r;
-	}
-	*ts = parsed;
-	return 0;
-}
-
-void token_set_hide(const struct token_set *ts)
-{
-	log_add_secret(ts->access_token);
-	log_add_secret(ts->refresh_token);
-	log_add_secret(ts->client_secret);
-}
-
-/* Forgets the secrets of @old that @new no longer has. */
-static void token_set_unhide_rotated(const struct token_set *old, const struct token_set *new)
-{
-	if (old->access_token && g_strcmp0(old->access_token, new->access_token) != 0)
-		log_remove_secret(old->access_token);
-	if (old->refresh_token && g_strcmp0(old->refresh_token, new->refresh_token) != 0)
-		log_remove_secret(old->refresh_token);
-	if (old->client_secret && g_strcmp0(old->client_secret, new->client_secret) != 0)
-		log_remove_secret(old->client_secret);
-}
 
 /* ---- auth ---- */
 
@@ -235,8 +100,8 @@ static void auth_publish_locked(struct auth *a, struct token_set *fresh)
 int auth_load(struct auth *a, GError **err)
 {
 	g_autoptr(GError) e = NULL;
-	char *json = NULL;
-	int r = token_store_load(&a->store, a->account, &json, &e);
+	struct token_set ts = {0};
+	int r = token_set_load(&a->store, a->account, &ts, &e);
 	if (r == -ENOENT) {
 		g_set_error(err, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
 			    "No login for %s is stored (token_store=%s); run `smarthomefs login "
@@ -244,14 +109,11 @@ int auth_load(struct auth *a, GError **err)
 			    a->account, token_store_name(a->store.kind), a->account);
 		return r;
 	}
-	if (r < 0) {
+	if (r < 0 && r != -EBADMSG) {
 		g_propagate_prefixed_error(err, g_steal_pointer(&e),
 					   "Could not read the login of %s: ", a->account);
 		return r;
 	}
-	struct token_set ts = {0};
-	r = token_set_from_json(json, &ts);
-	wipe_free(json);
 	if (r == 0 && g_strcmp0(ts.provider, a->provider->name) != 0)
 		r = -EINVAL;
 	if (r < 0) {
@@ -260,12 +122,12 @@ int auth_load(struct auth *a, GError **err)
 			    "The stored login of %s is damaged or not for %s; run `smarthomefs "
 			    "login %s`.",
 			    a->account, a->provider->title, a->account);
-		return r;
+		return -EINVAL;
 	}
 	g_mutex_lock(&a->mu);
 	auth_publish_locked(a, &ts);
 	a->last_result = 0;
-	a->retry_not_before = 0;
+	a->retry_not_before_us = 0;
 	a->save_pending = false;
 	g_mutex_unlock(&a->mu);
 	return 0;
@@ -283,18 +145,18 @@ int auth_load(struct auth *a, GError **err)
  * full 60 s. */
 static gint64 refresh_margin_us(const struct token_set *ts)
 {
-	if (ts->issued_at <= 0 || ts->expires_at <= ts->issued_at)
+	if (ts->issued_at_s <= 0 || ts->expires_at_s <= ts->issued_at_s)
 		return EXPIRY_MARGIN_S * G_USEC_PER_SEC;
-	gint64 lifetime_us = (ts->expires_at - ts->issued_at) * G_USEC_PER_SEC;
+	gint64 lifetime_us = (ts->expires_at_s - ts->issued_at_s) * G_USEC_PER_SEC;
 	return MIN(EXPIRY_MARGIN_S * G_USEC_PER_SEC, lifetime_us / 10);
 }
 
 /* Whether @ts's access token is still good for @margin_us more microseconds. */
 static bool token_fresh(const struct token_set *ts, gint64 margin_us)
 {
-	if (ts->expires_at == 0) /* unknown: trust it until the API says 401 */
+	if (ts->expires_at_s == 0) /* unknown: trust it until the API says 401 */
 		return true;
-	return g_get_real_time() < ts->expires_at * G_USEC_PER_SEC - margin_us;
+	return g_get_real_time() < ts->expires_at_s * G_USEC_PER_SEC - margin_us;
 }
 
 static bool token_usable_locked(const struct auth *a, gint64 margin_us)
@@ -336,9 +198,7 @@ static int auth_lock_file(struct auth *a)
 static int auth_save(struct auth *a, const struct token_set *ts)
 {
 	g_autoptr(GError) e = NULL;
-	char *json = token_set_to_json(ts);
-	int r = json ? token_store_save(&a->store, a->account, ts->provider, json, &e) : -ENOMEM;
-	wipe_free(json);
+	int r = token_set_save(&a->store, a->account, ts, &e);
 	if (r < 0)
 		/* Loud: the old refresh token is spent, so if this process ends before a
 		 * later save works, the user has to log in again. */
@@ -376,12 +236,8 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 		*saved = auth_save(a, snap) == 0;
 	} else {
 		g_autoptr(GError) e = NULL;
-		char *json = NULL;
-		int lr = token_store_load(&a->store, a->account, &json, &e);
 		struct token_set stored = {0};
-		if (lr == 0)
-			lr = token_set_from_json(json, &stored);
-		wipe_free(json);
+		int lr = token_set_load(&a->store, a->account, &stored, &e);
 		if (lr == -ENOENT) {
 			log_error("The login of %s was removed from the %s store; run `smarthomefs "
 				  "login %s` to use it again.",
@@ -413,7 +269,7 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 	int r = 0;
 	if (!adopted_fresh || force) {
 		g_autofree char *error = NULL;
-		r = oauth_refresh(a->http, a->provider, a->auth_url, &work, &error);
+		r = token_refresh(a->http, a->provider, a->auth_url, &work, &error);
 		if (r == 0) {
 			*refreshed = true;
 			*saved = auth_save(a, &work) == 0;
@@ -476,7 +332,7 @@ static int auth_get(struct auth *a, bool force, char **token)
 			r = a->last_result;
 			break;
 		}
-		if (!force && g_get_monotonic_time() < a->retry_not_before) {
+		if (!force && g_get_monotonic_time() < a->retry_not_before_us) {
 			r = a->last_result < 0 ? a->last_result : -EAGAIN;
 			break;
 		}
@@ -502,7 +358,7 @@ static int auth_get(struct auth *a, bool force, char **token)
 		a->refreshing = false;
 		a->generation++;
 		a->last_result = r;
-		a->retry_not_before =
+		a->retry_not_before_us =
 		    r == 0 ? 0
 			   : g_get_monotonic_time() +
 				 (r == -EACCES ? HOLDOFF_REFUSED_US : HOLDOFF_TRANSIENT_US);
@@ -534,15 +390,15 @@ void auth_rejected(struct auth *a, const char *token)
 	 * a refresh another thread has made since. */
 	if (token && a->ts.access_token && strcmp(token, a->ts.access_token) == 0) {
 		a->rejected = true;
-		a->retry_not_before = 0;
+		a->retry_not_before_us = 0;
 	}
 	g_mutex_unlock(&a->mu);
 }
 
-gint64 auth_expires_at(struct auth *a)
+gint64 auth_expires_at_s(struct auth *a)
 {
 	g_mutex_lock(&a->mu);
-	gint64 t = a->ts.expires_at;
+	gint64 t = a->ts.expires_at_s;
 	g_mutex_unlock(&a->mu);
 	return t;
 }

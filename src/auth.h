@@ -11,29 +11,10 @@
 #include <stdbool.h>
 #include <glib.h>
 #include "keyring.h"
+#include "token.h"
 
 struct http_client;
 struct provider;
-
-/* What the store keeps for an account (as JSON). */
-struct token_set {
-	char *provider;
-	char *access_token;
-	gint64 expires_at; /* unix seconds */
-	gint64 issued_at;  /* unix seconds the access token was received; 0: unknown */
-	char *refresh_token;
-	char *client_id;     /* a user-registered client (Tibber); NULL: the provider's own */
-	char *client_secret;
-	char *scope;
-};
-
-void token_set_clear(struct token_set *ts);
-/* The JSON the store keeps (g_free; holds secrets). */
-char *token_set_to_json(const struct token_set *ts);
-/* Parses what token_set_to_json made; -EINVAL when it is not that. */
-int token_set_from_json(const char *json, struct token_set *ts);
-/* Registers every secret of @ts with the log scrubber. */
-void token_set_hide(const struct token_set *ts);
 
 struct auth;
 
@@ -51,9 +32,9 @@ int auth_bearer(struct auth *a, char **token);
 /* The API answered 401 to @token: the next auth_bearer refreshes, unless another thread
  * has done so already. */
 void auth_rejected(struct auth *a, const char *token);
-/* When the access token expires (unix seconds), 0 if unknown. */
-gint64 auth_expires_at(struct auth *a);
+/* When the access token expires (wall clock, unix seconds), 0 if unknown. */
+gint64 auth_expires_at_s(struct auth *a);
 /* How many refreshes this process made. */
 unsigned auth_refresh_count(struct auth *a);
-/* Refreshes now, whatever the expiry (used by `smarthomefs status --refresh` and tests). */
+/* Refreshes now, whatever the expiry (used by the tests). */
 int auth_refresh_now(struct auth *a, GError **err);

@@ -15,11 +15,9 @@
  *   smarthomefs-cache 1\n key=<key>\n changed_at=<unix s>.<µs>\n fetched_at=<unix s>\n \n <body>
  * (copies written before the microseconds were kept have "changed_at=<unix s>"). */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -33,18 +31,18 @@
 
 struct cache_entry {
 	char *key;
-	GBytes *body; /* NULL: no copy */
+	GBytes *body; /* NULL: no copy; changed only through entry_set_body */
 	uint64_t gen;
-	gint64 fetched_at;   /* monotonic µs */
-	gint64 changed_at;   /* unix µs */
-	bool disk_checked;   /* the disk copy was looked for, or is being looked for */
-	bool loading;	     /* a reader reads the disk copy, without the lock */
-	gint64 load_started; /* monotonic µs */
+	gint64 fetched_at_us;	/* monotonic */
+	gint64 changed_at_us;	/* unix (wall clock) */
+	bool disk_checked;	/* the disk copy was looked for, or is being looked for */
+	bool loading;		/* a reader reads the disk copy, without the lock */
+	gint64 load_started_us; /* monotonic */
 	bool fetching;
-	gint64 fetch_started; /* monotonic µs */
-	uint64_t flights;     /* fetches finished, so a waiter knows its fetch ended */
-	int result;	      /* of the last finished fetch */
-	gint64 failed_at;     /* monotonic µs when that fetch failed, 0 if it did not */
+	gint64 fetch_started_us; /* monotonic */
+	uint64_t flights;	 /* fetches finished, so a waiter knows its fetch ended */
+	int result;		 /* of the last finished fetch */
+	gint64 failed_at_us;	 /* monotonic, when that fetch failed; 0 if it did not */
 	GCond done;
 	GMutex disk_lock; /* orders this key's disk writes after the lock is dropped; one per
 			   * key, so that fetches of other keys write (and fsync) at once */
@@ -56,8 +54,24 @@ struct cache {
 	char *disk_dir;
 	int timeout_s;
 	uint64_t next_gen;
-	struct cache_stats stats;
+	struct cache_stats stats; /* entries and bytes kept running by entry_set_body */
 };
+
+/* Replaces @e's body by @body (a new reference taken; NULL: none), keeping the running
+ * counts of entries and bytes. Caller holds the lock. */
+static void entry_set_body(struct cache *c, struct cache_entry *e, GBytes *body)
+{
+	if (e->body) {
+		c->stats.entries--;
+		c->stats.bytes -= g_bytes_get_size(e->body);
+		g_bytes_unref(e->body);
+	}
+	e->body = body ? g_bytes_ref(body) : NULL;
+	if (body) {
+		c->stats.entries++;
+		c->stats.bytes += g_bytes_get_size(body);
+	}
+}
 
 static void entry_free(void *data)
 {
@@ -113,17 +127,16 @@ static char *disk_file(struct cache *c, const char *key)
 	return g_build_filename(c->disk_dir, hash, NULL);
 }
 
-/* Writes the disk copy of @key atomically; a failure only costs the copy. */
-static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 changed_at,
-		       gint64 fetched_wall)
+/* Writes the disk copy of @key atomically (GLib writes a temporary file, fsyncs and
+ * renames it); a failure only costs the copy. @changed_at_us is unix µs, @fetched_at_s
+ * unix seconds. */
+static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 changed_at_us,
+		       gint64 fetched_at_s)
 {
 	g_autofree char *file = disk_file(c, key);
-	g_autofree char *tmp = NULL;
 	g_autoptr(GString) data = NULL;
 	gsize len;
 	const char *bytes = g_bytes_get_data(body, &len);
-	int fd;
-	bool ok;
 
 	if (!file || strchr(key, '\n'))
 		return;
@@ -131,25 +144,11 @@ static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 ch
 	g_string_append_printf(data,
 			       "key=%s\nchanged_at=%" G_GINT64_FORMAT ".%06" G_GINT64_FORMAT
 			       "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
-			       key, changed_at / USEC, changed_at % USEC, fetched_wall);
+			       key, changed_at_us / USEC, changed_at_us % USEC, fetched_at_s);
 	g_string_append_len(data, bytes, (gssize)len);
-	tmp = g_strconcat(file, ".XXXXXX", NULL);
-	fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return;
-	ok = true;
-	for (gsize off = 0; ok && off < data->len;) {
-		ssize_t n = write(fd, data->str + off, data->len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		ok = n > 0;
-		off += ok ? (gsize)n : 0;
-	}
-	ok = ok && fsync(fd) == 0;
-	ok = close(fd) == 0 && ok;
-	if (!ok || rename(tmp, file) != 0)
-		unlink(tmp);
+	g_file_set_contents_full(file, data->str, (gssize)data->len,
+				 G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE, 0600,
+				 NULL);
 }
 
 static void disk_drop(struct cache *c, const char *key)
@@ -160,11 +159,11 @@ static void disk_drop(struct cache *c, const char *key)
 		unlink(file);
 }
 
-/* Reads the disk copy of @key: its body (a new reference), changed_at (unix µs) and
- * fetched_at (unix s). Touches no entry, so it runs without the lock. False when there
+/* Reads the disk copy of @key: its body (a new reference), when it changed (unix µs) and
+ * was fetched (unix s). Touches no entry, so it runs without the lock. False when there
  * is none. */
-static bool disk_read(struct cache *c, const char *key, GBytes **body, gint64 *changed_at,
-		      gint64 *fetched_wall)
+static bool disk_read(struct cache *c, const char *key, GBytes **body, gint64 *changed_at_us,
+		      gint64 *fetched_at_s)
 {
 	g_autofree char *file = disk_file(c, key);
 	g_autofree char *data = NULL;
@@ -191,8 +190,8 @@ static bool disk_read(struct cache *c, const char *key, GBytes **body, gint64 *c
 			return false;
 		p = after;
 	}
-	*changed_at = s * USEC + us;
-	if (sscanf(p, "\nfetched_at=%" G_GINT64_FORMAT "\n", fetched_wall) != 1)
+	*changed_at_us = s * USEC + us;
+	if (sscanf(p, "\nfetched_at=%" G_GINT64_FORMAT "\n", fetched_at_s) != 1)
 		return false;
 	p = g_strstr_len(p, end - p, "\n\n");
 	if (!p)
@@ -207,31 +206,31 @@ static void disk_load(struct cache *c, struct cache_entry *e)
 {
 	uint64_t flights = e->flights;
 	GBytes *body = NULL;
-	gint64 changed_at = 0, fetched_wall = 0, age;
+	gint64 changed_at_us = 0, fetched_at_s = 0, age_s;
 	bool found;
 
 	e->disk_checked = true;
 	if (!c->disk_dir)
 		return;
 	e->loading = true;
-	e->load_started = g_get_monotonic_time();
+	e->load_started_us = g_get_monotonic_time();
 	g_mutex_unlock(&c->lock);
-	found = disk_read(c, e->key, &body, &changed_at, &fetched_wall);
+	found = disk_read(c, e->key, &body, &changed_at_us, &fetched_at_s);
 	g_mutex_lock(&c->lock);
 	e->loading = false;
-	if (g_get_monotonic_time() - e->load_started >= (gint64)c->timeout_s * USEC)
+	if (g_get_monotonic_time() - e->load_started_us >= (gint64)c->timeout_s * USEC)
 		log_warn(
 		    "reading the disk copy of %s took over %d s: is %s on a slow or hung disk?",
 		    e->key, c->timeout_s, c->disk_dir);
 	/* A fetch finished meanwhile (a reader stopped waiting for a hung load): its body
 	 * is newer, or its -ENOENT dropped the resource; the copy read is older than both. */
 	if (found && e->flights == flights) {
-		e->body = g_steal_pointer(&body);
-		e->changed_at = changed_at;
+		entry_set_body(c, e, body);
+		e->changed_at_us = changed_at_us;
 		/* Carry the copy's age over to the monotonic clock: a remount within the TTL
 		 * must not spend an API call. A clock that went back counts as age 0. */
-		age = MAX(0, g_get_real_time() / USEC - fetched_wall);
-		e->fetched_at = g_get_monotonic_time() - age * USEC;
+		age_s = MAX(0, g_get_real_time() / USEC - fetched_at_s);
+		e->fetched_at_us = g_get_monotonic_time() - age_s * USEC;
 		e->gen = c->next_gen++;
 	}
 	g_cond_broadcast(&e->done);
@@ -254,7 +253,7 @@ static int disk_copy_settle(struct cache *c, struct cache_entry *e)
 		}
 		if (!e->loading)
 			return 0;
-		deadline = e->load_started + (gint64)c->timeout_s * USEC;
+		deadline = e->load_started_us + (gint64)c->timeout_s * USEC;
 		if (g_get_monotonic_time() >= deadline)
 			return 0;
 		if (!g_cond_wait_until(&e->done, &c->lock, deadline) && e->loading && !e->body)
@@ -280,17 +279,17 @@ static struct cache_entry *entry_get(struct cache *c, const char *key)
 static bool entry_fresh(struct cache_entry *e, int ttl_s)
 {
 	return e->body && ttl_s > 0 &&
-	       g_get_monotonic_time() - e->fetched_at < (gint64)ttl_s * USEC;
+	       g_get_monotonic_time() - e->fetched_at_us < (gint64)ttl_s * USEC;
 }
 
 static void hit_fill(struct cache_hit *hit, struct cache_entry *e, int error)
 {
 	hit->body = g_bytes_ref(e->body);
 	hit->gen = e->gen;
-	hit->changed_at = e->changed_at;
+	hit->changed_at_us = e->changed_at_us;
 	hit->stale = error < 0;
 	hit->error = error;
-	hit->fetched_at = e->fetched_at;
+	hit->fetched_at_us = e->fetched_at_us;
 }
 
 /* The answer of a finished fetch with result @r, for the fetcher and its waiters. */
@@ -313,7 +312,7 @@ static int wait_for_fetch(struct cache *c, struct cache_entry *e, struct cache_h
 	uint64_t flight = e->flights;
 	/* The fetch itself ends within the timeout (the HTTP client's deadline); the second
 	 * more lets it answer its waiters itself when it ends right at that deadline. */
-	gint64 deadline = e->fetch_started + (gint64)c->timeout_s * USEC + USEC;
+	gint64 deadline = e->fetch_started_us + (gint64)c->timeout_s * USEC + USEC;
 
 	while (e->fetching && e->flights == flight) {
 		if (!g_cond_wait_until(&e->done, &c->lock, deadline)) {
@@ -336,7 +335,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 {
 	struct cache_entry *e;
 	GBytes *body = NULL;
-	gint64 changed_at, fetched_wall;
+	gint64 changed_at_us, fetched_at_s;
 	uint64_t flight;
 	bool newest;
 	int r;
@@ -369,8 +368,8 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 		log_debug("cache %s %s (offline)", r == 0 ? "stale" : "miss", key);
 		return r;
 	}
-	if (!e->fetching && e->failed_at &&
-	    g_get_monotonic_time() - e->failed_at < FAILURE_MEMORY_US) {
+	if (!e->fetching && e->failed_at_us &&
+	    g_get_monotonic_time() - e->failed_at_us < FAILURE_MEMORY_US) {
 		int failed = e->result;
 
 		r = answer(c, e, failed, hit);
@@ -386,7 +385,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	}
 
 	e->fetching = true;
-	e->fetch_started = g_get_monotonic_time();
+	e->fetch_started_us = g_get_monotonic_time();
 	c->stats.fetches++;
 	g_mutex_unlock(&c->lock);
 	log_debug("cache miss %s: fetching", key);
@@ -399,26 +398,24 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 
 	if (r == 0) {
 		if (!e->body || !g_bytes_equal(e->body, body)) {
-			if (e->body)
-				g_bytes_unref(e->body);
-			e->body = g_bytes_ref(body);
+			entry_set_body(c, e, body);
 			e->gen = c->next_gen++;
-			e->changed_at = g_get_real_time();
+			e->changed_at_us = g_get_real_time();
 		}
-		e->fetched_at = g_get_monotonic_time();
+		e->fetched_at_us = g_get_monotonic_time();
 	} else {
 		c->stats.errors++;
 		if (r == -ENOENT && e->body) {
-			g_clear_pointer(&e->body, g_bytes_unref);
+			entry_set_body(c, e, NULL);
 			e->gen = 0;
 		}
 	}
-	changed_at = e->changed_at;
-	fetched_wall = g_get_real_time() / USEC;
+	changed_at_us = e->changed_at_us;
+	fetched_at_s = g_get_real_time() / USEC;
 	e->fetching = false;
 	flight = ++e->flights;
 	e->result = r;
-	e->failed_at = r < 0 ? g_get_monotonic_time() : 0;
+	e->failed_at_us = r < 0 ? g_get_monotonic_time() : 0;
 	g_cond_broadcast(&e->done);
 	r = answer(c, e, r, hit);
 	g_mutex_unlock(&c->lock);
@@ -431,7 +428,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	newest = e->flights == flight;
 	g_mutex_unlock(&c->lock);
 	if (newest && body)
-		disk_store(c, key, body, changed_at, fetched_wall);
+		disk_store(c, key, body, changed_at_us, fetched_at_s);
 	else if (newest && r == -ENOENT)
 		disk_drop(c, key);
 	g_mutex_unlock(&e->disk_lock);
@@ -471,21 +468,7 @@ int cache_peek(struct cache *c, const char *key, struct cache_hit *hit)
 
 void cache_get_stats(struct cache *c, struct cache_stats *out)
 {
-	GHashTableIter it;
-	void *value;
-
 	g_mutex_lock(&c->lock);
 	*out = c->stats;
-	out->entries = 0;
-	out->bytes = 0;
-	g_hash_table_iter_init(&it, c->entries);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		struct cache_entry *e = value;
-
-		if (e->body) {
-			out->entries++;
-			out->bytes += g_bytes_get_size(e->body);
-		}
-	}
 	g_mutex_unlock(&c->lock);
 }

@@ -28,21 +28,21 @@ struct cache;
 typedef int (*cache_fetch_fn)(void *ctx, const char *path, GBytes **body);
 
 struct cache_hit {
-	GBytes *body;      /* a reference of the caller's (cache_hit_clear) */
-	uint64_t gen;      /* never 0 */
-	gint64 changed_at; /* unix µs */
-	bool stale;        /* served after a failed refresh (or offline) */
-	int error;         /* when stale: why (the fetch's negative errno) */
-	gint64 fetched_at; /* monotonic µs (g_get_monotonic_time) of the body's fetch */
+	GBytes *body;	      /* a reference of the caller's (cache_hit_clear) */
+	uint64_t gen;	      /* never 0 */
+	gint64 changed_at_us; /* unix (wall clock) */
+	bool stale;	      /* served after a failed refresh (or offline) */
+	int error;	      /* when stale: why (the fetch's negative errno) */
+	gint64 fetched_at_us; /* monotonic (g_get_monotonic_time): the body's fetch */
 };
 
 struct cache_stats {
-	uint64_t hits;          /* answered from memory or disk, fresh */
-	uint64_t fetches;       /* calls of the fetch function */
-	uint64_t stale_served;  /* answered with a stale copy after an error */
-	uint64_t errors;        /* fetches that failed */
-	uint64_t entries;
-	uint64_t bytes;
+	uint64_t hits;	       /* answered from memory or disk, fresh */
+	uint64_t fetches;      /* calls of the fetch function */
+	uint64_t stale_served; /* answered with a stale copy after an error */
+	uint64_t errors;       /* fetches that failed */
+	uint64_t entries;      /* keys with a body */
+	uint64_t bytes;	       /* their bodies' bytes */
 };
 
 /* A cache whose on-disk copy lives in @disk_dir (created 0700; NULL: memory only), and
@@ -63,4 +63,5 @@ uint64_t cache_peek_gen(struct cache *c, const char *key);
 /* The copy of @key held in memory, fresh or not, without fetching, loading or counting
  * anything. Returns 0, or -ENOENT when there is none. */
 int cache_peek(struct cache *c, const char *key, struct cache_hit *hit);
+/* The counters, kept running: O(1). */
 void cache_get_stats(struct cache *c, struct cache_stats *out);

@@ -348,6 +348,12 @@ char *options_state_dir(const struct options *o)
 	return xdg_dir("XDG_STATE_HOME", ".local/state", "/var/lib/smarthomefs");
 }
 
+void options_token_store(const struct options *o, struct token_store *out)
+{
+	out->kind = o->token_store;
+	out->state_dir = options_state_dir(o);
+}
+
 char *options_lock_dir(const struct options *o)
 {
 	const char *run = g_getenv("XDG_RUNTIME_DIR");

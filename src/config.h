@@ -52,5 +52,7 @@ char *config_default_path(void);
  * variables they fall back to /var/cache/smarthomefs, /var/lib/smarthomefs. */
 char *options_cache_dir(const struct options *o, const char *account);
 char *options_state_dir(const struct options *o);
+/* The token store the options choose (token_store_clear). */
+void options_token_store(const struct options *o, struct token_store *out);
 /* Where lock files live: $XDG_RUNTIME_DIR/smarthomefs, else the state dir. g_free. */
 char *options_lock_dir(const struct options *o);

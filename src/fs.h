@@ -4,6 +4,11 @@
 
 #include <fuse_lowlevel.h>
 
+/* The internal directory at the mount's root, and its status file, which `smarthomefs
+ * status` reads. */
+#define FS_INTERNAL_DIR ".smarthomefs"
+#define FS_STATUS_FILE  "status.json"
+
 struct session;
 struct fs;
 

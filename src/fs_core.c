@@ -126,7 +126,7 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		if (r == 0) {
 			tree_set_children(c->tree, dir, entries, res.gen);
 			tree_lock(c->tree);
-			dir->mtime_wall_us = res.changed_at;
+			dir->mtime_wall_us = res.changed_at_us;
 			tree_unlock(c->tree);
 		} else {
 			log_warn("cannot list %s from %s: %s", np.pp.n ? np.comp[np.pp.n - 1] : "/",
@@ -291,13 +291,13 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, struct
 			GBytes *data = NULL;
 			r = render_from(c, node, &res, &data);
 			if (r == 0) {
-				note_content(c, node, data, res.gen, res.changed_at);
+				note_content(c, node, data, res.gen, res.changed_at_us);
 				g_bytes_unref(data);
 			}
 		}
 		/* The kernel counts from when it gets the reply, in whole jiffies: let it ask
 		 * again a little before the cache would fetch anew. */
-		*ret_timeout_s = MAX(res.fresh_for - KERNEL_MARGIN_S, 0);
+		*ret_timeout_s = MAX(res.fresh_for_s - KERNEL_MARGIN_S, 0);
 		resource_clear(&res);
 		if (r < 0)
 			return r;
@@ -322,7 +322,7 @@ int fs_core_read(struct fs_core *c, struct node *node, GBytes **ret_bytes)
 	if (r == 0)
 		r = render_from(c, node, &res, ret_bytes);
 	if (r == 0)
-		note_content(c, node, *ret_bytes, res.gen, res.changed_at);
+		note_content(c, node, *ret_bytes, res.gen, res.changed_at_us);
 	resource_clear(&res);
 	return r;
 }

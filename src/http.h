@@ -16,16 +16,16 @@ struct http_client;
 struct http_request {
 	const char *method; /* "GET" or "POST" */
 	const char *url;
-	const char *bearer; /* Authorization: Bearer …, or NULL */
-	const char *form;   /* application/x-www-form-urlencoded body, or NULL */
-	int tries;          /* attempts at most; 0 means 1 */
+	const char *bearer;   /* Authorization: Bearer …, or NULL */
+	const char *form;     /* application/x-www-form-urlencoded body, or NULL */
+	int tries;	      /* attempts at most; 0 means 1 */
 	const char *log_path; /* what a debug line shows instead of the URL (no query), or NULL */
 };
 
 struct http_response {
 	long status;
-	GBytes *body;           /* never NULL after success */
-	char *retry_after;      /* header values, or NULL */
+	GBytes *body;	   /* never NULL after success */
+	char *retry_after; /* header values, or NULL */
 	char *ratelimit;
 	char *ratelimit_policy;
 	char *content_type;
@@ -34,7 +34,8 @@ struct http_response {
 };
 
 /* @timeout_s bounds each request from start to end (retries included); @max_body caps
- * a response body. @user_agent is sent on every request. */
+ * a response body. @user_agent is sent on every request; NULL sends the program's one,
+ * "smarthomefs/VERSION" (only tests pass another). */
 struct http_client *http_client_new(const char *cafile, int timeout_s, size_t max_body,
 				    const char *user_agent);
 void http_client_free(struct http_client *c);
@@ -44,8 +45,7 @@ gint64 http_client_timeout_us(const struct http_client *c);
 /* Performs @req. Returns 0 when an HTTP answer came (any status: check resp->status),
  * else -ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET, -EPROTO (TLS or protocol
  * failure, certificate not trusted), -EFBIG (body over the cap), -EIO. */
-int http_request(struct http_client *c, const struct http_request *req,
-		 struct http_response *resp);
+int http_request(struct http_client *c, const struct http_request *req, struct http_response *resp);
 void http_response_clear(struct http_response *resp);
 
 /* The errno a reader gets for an HTTP status: 401/403 -EACCES, 404/410 -ENOENT,

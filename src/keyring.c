@@ -218,24 +218,9 @@ static int file_load(const struct token_store *s, const char *account, char **js
 	return 0;
 }
 
-static int write_all(int fd, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Write to a new file beside the old one, fsync, rename: a crash leaves either the old
- * tokens or the new ones, never half of each. Losing a rotated refresh token would
- * force the user to log in again. */
+/* GLib writes a new file beside the old one, fsyncs it and renames it over: a crash
+ * leaves either the old tokens or the new ones, never half of each. Losing a rotated
+ * refresh token would force the user to log in again. */
 static int file_save(const struct token_store *s, const char *account, const char *json,
 		     GError **err)
 {
@@ -247,29 +232,12 @@ static int file_save(const struct token_store *s, const char *account, const cha
 	if (chmod(dir, 0700) < 0)
 		return file_error(-errno, "protect", dir, err);
 
-	g_autofree char *tmp = NULL;
-	int fd = -1;
-	for (int i = 0; i < 16 && fd < 0; i++) {
-		g_free(tmp);
-		tmp = g_strdup_printf("%s/.%s.json.%d.%08x", dir, account, (int)getpid(),
-				      g_random_int());
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (fd < 0 && errno != EEXIST)
-			return file_error(-errno, "create", tmp, err);
-	}
-	if (fd < 0)
-		return file_error(-EEXIST, "create", tmp, err);
-
-	int r = write_all(fd, json, strlen(json));
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0) {
-		unlink(tmp);
-		return file_error(r, "write", path, err);
+	g_autoptr(GError) e = NULL;
+	if (!g_file_set_contents_full(path, json, -1,
+				      G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
+				      0600, &e)) {
+		g_propagate_prefixed_error(err, g_steal_pointer(&e), "Could not save the tokens: ");
+		return -EIO;
 	}
 	/* The rename itself must reach the disk too. */
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -312,6 +280,11 @@ static int file_list(const struct token_store *s, GPtrArray *accounts, GError **
 }
 
 /* ---- The interface ---- */
+
+void token_store_clear(struct token_store *s)
+{
+	g_clear_pointer(&s->state_dir, g_free);
+}
 
 int token_store_load(const struct token_store *s, const char *account, char **json, GError **err)
 {

@@ -22,6 +22,9 @@ struct token_store {
 	char *state_dir; /* file store: $XDG_STATE_HOME/smarthomefs unless configured */
 };
 
+/* Frees what a store holds (not @s itself). */
+void token_store_clear(struct token_store *s);
+
 /* Reads the secret of @account into *json (g_free, holds secrets). Returns 0, -ENOENT
  * when nothing is stored, or another negative errno with @err saying what went wrong
  * and what to do (no Secret Service: start one, or token_store=file). */

@@ -67,6 +67,14 @@ char *log_scrub(const char *s)
 	return g_string_free(out, FALSE);
 }
 
+char *iso_time_utc(gint64 unix_s)
+{
+	if (unix_s <= 0)
+		return NULL;
+	g_autoptr(GDateTime) dt = g_date_time_new_from_unix_utc(unix_s);
+	return dt ? g_date_time_format(dt, "%Y-%m-%dT%H:%M:%SZ") : NULL;
+}
+
 static const char *priority_word(int priority)
 {
 	switch (priority) {

@@ -18,9 +18,12 @@ void log_add_secret(const char *secret);
 void log_remove_secret(const char *secret);
 /* Replaces every registered secret in @s; returns a new string (g_free). */
 char *log_scrub(const char *s);
+/* @unix_s as ISO 8601 in UTC ("2026-12-02T04:44:31Z", g_free), or NULL when not after
+ * 1970: the one time format of status.json, `smarthomefs status` and the log. */
+char *iso_time_utc(gint64 unix_s);
 
 void log_write(int priority, const char *file, int line, const char *func, const char *fmt, ...)
-	G_GNUC_PRINTF(5, 6);
+    G_GNUC_PRINTF(5, 6);
 
 #define log_error(...) log_write(LOG_ERR, __FILE__, __LINE__, __func__, __VA_ARGS__)
 #define log_warn(...)  log_write(LOG_WARNING, __FILE__, __LINE__, __func__, __VA_ARGS__)

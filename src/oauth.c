@@ -1,4 +1,4 @@
-/* oauth: the login flows and the token endpoint. Codes, verifiers, secrets and tokens
+/* oauth: the login flows. Codes, verifiers, secrets and tokens
  * pass through here; none of them is ever printed or logged, and the strings that held
  * them are wiped before they are freed. */
 #include "oauth.h"
@@ -17,10 +17,10 @@
 #include <gio/gio.h>
 #include <jansson.h>
 
-#include "auth.h"
 #include "http.h"
 #include "log.h"
 #include "provider.h"
+#include "token.h"
 
 /* RFC 8628 section 3.5: a server that says nothing means 5 seconds. */
 #define DEVICE_DEFAULT_INTERVAL_S 5
@@ -34,151 +34,6 @@
 #define CALLBACK_CONNS_MAX 8
 /* A connection that sends nothing for this long is a browser's idle preconnect. */
 #define CALLBACK_CONN_IDLE_US (10 * G_USEC_PER_SEC)
-
-static void wipe_free(char *s)
-{
-	if (s) {
-		explicit_bzero(s, strlen(s));
-		g_free(s);
-	}
-}
-
-/* g_auto(secret_str): a string holding a secret, wiped when it goes out of scope. */
-typedef char *secret_str;
-G_DEFINE_AUTO_CLEANUP_FREE_FUNC(secret_str, wipe_free, NULL)
-
-static void replace_secret(char **field, const char *value)
-{
-	if (*field == value)
-		return;
-	char *old = *field;
-	*field = g_strdup(value);
-	wipe_free(old);
-}
-
-static char *token_url_of(const struct provider *p, const char *auth_url, const char *path)
-{
-	const char *base = auth_url && *auth_url ? auth_url : p->auth_url;
-	return g_strconcat(base, path ? path : "", NULL);
-}
-
-/* A positive whole number of seconds from JSON, which some servers send as a string. */
-static bool json_seconds(json_t *v, gint64 *out)
-{
-	if (json_is_integer(v)) {
-		*out = json_integer_value(v);
-	} else if (json_is_real(v)) {
-		*out = (gint64)json_real_value(v);
-	} else if (json_is_string(v)) {
-		char *end;
-		gint64 n = g_ascii_strtoll(json_string_value(v), &end, 10);
-		if (end == json_string_value(v) || *end)
-			return false;
-		*out = n;
-	} else {
-		return false;
-	}
-	return *out >= 0 && *out < (gint64)10 * 365 * 24 * 3600;
-}
-
-static json_t *response_json(const struct http_response *resp)
-{
-	if (!resp->body)
-		return NULL;
-	gsize len;
-	const char *data = g_bytes_get_data(resp->body, &len);
-	if (!data || len == 0)
-		return NULL;
-	json_t *j = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
-	if (j && !json_is_object(j)) {
-		json_decref(j);
-		return NULL;
-	}
-	return j;
-}
-
-int oauth_token_request(struct http_client *http, const char *token_url, const char *form,
-			struct token_set *ts, char **error)
-{
-	if (error)
-		*error = NULL;
-	/* One attempt only: an authorization code or a rotating refresh token is spent the
-	 * moment the server reads it, so a retry after a lost answer would be refused and
-	 * look like a revoked login. The caller tries again later instead. */
-	struct http_request req = {
-	    .method = "POST",
-	    .url = token_url,
-	    .form = form,
-	    .tries = 1,
-	    .log_path = "token endpoint",
-	};
-	struct http_response resp;
-	int r = http_request(http, &req, &resp);
-	if (r < 0)
-		return r;
-
-	json_t *j = response_json(&resp);
-	long status = resp.status;
-	http_response_clear(&resp);
-
-	if (status >= 200 && status < 300) {
-		const char *access =
-		    j ? json_string_value(json_object_get(j, "access_token")) : NULL;
-		if (!access || !*access) {
-			json_decref(j);
-			return -EIO;
-		}
-		const char *refresh = json_string_value(json_object_get(j, "refresh_token"));
-		const char *scope = json_string_value(json_object_get(j, "scope"));
-		gint64 expires_in;
-		gint64 now = g_get_real_time() / G_USEC_PER_SEC;
-		gint64 expires_at = 0;
-		if (json_seconds(json_object_get(j, "expires_in"), &expires_in))
-			expires_at = now + expires_in;
-		/* Registered before they are stored anywhere a log line could reach. */
-		log_add_secret(access);
-		log_add_secret(refresh);
-		replace_secret(&ts->access_token, access);
-		if (refresh && *refresh)
-			replace_secret(&ts->refresh_token, refresh);
-		if (scope && *scope) {
-			g_free(ts->scope);
-			ts->scope = g_strdup(scope);
-		}
-		ts->expires_at = expires_at;
-		ts->issued_at = expires_at ? now : 0;
-		json_decref(j);
-		return 0;
-	}
-
-	const char *code = j ? json_string_value(json_object_get(j, "error")) : NULL;
-	if (error && code)
-		*error = g_strdup(code);
-	json_decref(j);
-	if (status == 429 || status >= 500)
-		return -EAGAIN;
-	if (status == 400 || status == 401)
-		return -EACCES;
-	return -EIO;
-}
-
-int oauth_refresh(struct http_client *http, const struct provider *p, const char *auth_url,
-		  struct token_set *ts, char **error)
-{
-	if (error)
-		*error = NULL;
-	if (!ts->refresh_token || !*ts->refresh_token) {
-		if (error)
-			*error = g_strdup("invalid_grant");
-		return -EACCES;
-	}
-	g_autofree char *url = token_url_of(p, auth_url, p->token_path);
-	const char *client_id = ts->client_id ? ts->client_id : p->client_id;
-	g_auto(secret_str) form =
-	    http_form("grant_type", "refresh_token", "refresh_token", ts->refresh_token,
-		      "client_id", client_id, "client_secret", ts->client_secret, NULL);
-	return oauth_token_request(http, url, form, ts, error);
-}
 
 /* ---- Device authorization grant (RFC 8628) ---- */
 
@@ -202,8 +57,8 @@ static char *device_link(const struct provider *p, const char *uri)
 int oauth_device_login(struct http_client *http, const struct provider *p, const char *auth_url,
 		       struct token_set *ts, GError **err)
 {
-	g_autofree char *authorize_url = token_url_of(p, auth_url, p->device_authorize_path);
-	g_autofree char *token_url = token_url_of(p, auth_url, p->token_path);
+	g_autofree char *authorize_url = token_endpoint_url(p, auth_url, p->device_authorize_path);
+	g_autofree char *token_url = token_endpoint_url(p, auth_url, p->token_path);
 	g_autofree char *form = http_form("client_id", p->client_id, "scope", p->scope, NULL);
 
 	struct http_request req = {
@@ -220,7 +75,7 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 			    "Could not reach %s's login server: %s.", p->title, g_strerror(-r));
 		return r;
 	}
-	json_t *j = response_json(&resp);
+	json_t *j = token_answer_json(&resp);
 	long status = resp.status;
 	http_response_clear(&resp);
 	const char *device_code = j ? json_string_value(json_object_get(j, "device_code")) : NULL;
@@ -239,8 +94,8 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 	}
 	gint64 interval_s = DEVICE_DEFAULT_INTERVAL_S;
 	gint64 expires_s = DEVICE_DEFAULT_EXPIRES_S;
-	json_seconds(json_object_get(j, "interval"), &interval_s);
-	json_seconds(json_object_get(j, "expires_in"), &expires_s);
+	token_json_seconds(json_object_get(j, "interval"), &interval_s);
+	token_json_seconds(json_object_get(j, "expires_in"), &expires_s);
 	g_auto(secret_str) device = g_strdup(device_code);
 	log_add_secret(device);
 	g_autofree char *link = device_link(p, uri);
@@ -262,7 +117,7 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 			break;
 		}
 		g_autofree char *error = NULL;
-		r = oauth_token_request(http, token_url, poll_form, &got, &error);
+		r = token_request(http, token_url, poll_form, &got, &error);
 		if (r == 0)
 			break;
 		if (error && strcmp(error, "authorization_pending") == 0)
@@ -410,12 +265,12 @@ int oauth_parse_callback(const char *target, const char *path, char **code, char
 	for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
 		if (r == 0 && outs[i] && found[i] && *found[i])
 			*outs[i] = g_steal_pointer(&found[i]);
-		wipe_free(found[i]);
+		secret_free(found[i]);
 	}
 	if (r < 0)
 		for (size_t i = 0; i < G_N_ELEMENTS(outs); i++)
 			if (outs[i])
-				g_clear_pointer(outs[i], wipe_free);
+				g_clear_pointer(outs[i], secret_free);
 	return r;
 }
 
@@ -697,7 +552,7 @@ static enum callback_outcome handle_callback(const struct pkce_state *ps, int fd
 		      ps->redirect_uri, "client_id", ps->opts->client_id, "client_secret",
 		      ps->opts->client_secret, "code_verifier", ps->verifier, NULL);
 	g_autofree char *oauth_error = NULL;
-	int r = oauth_token_request(ps->http, ps->token_url, form, ps->got, &oauth_error);
+	int r = token_request(ps->http, ps->token_url, form, ps->got, &oauth_error);
 	if (r < 0) {
 		exchange_failure(ps, r, oauth_error);
 		send_page(fd, 403, "Forbidden", "Login failed", (*ps->err)->message);
@@ -861,10 +716,10 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	    http_form("response_type", "code", "client_id", opts->client_id, "redirect_uri",
 		      redirect_uri, "scope", scope, "state", state, "code_challenge", challenge,
 		      "code_challenge_method", "S256", NULL);
-	g_autofree char *authorize = token_url_of(p, auth_url, p->authorize_path);
+	g_autofree char *authorize = token_endpoint_url(p, auth_url, p->authorize_path);
 	g_autofree char *url =
 	    g_strconcat(authorize, strchr(authorize, '?') ? "&" : "?", query, NULL);
-	g_autofree char *token_url = token_url_of(p, auth_url, p->token_path);
+	g_autofree char *token_url = token_endpoint_url(p, auth_url, p->token_path);
 
 	printf("Open this link in a browser to log in:\n  %s\n", url);
 	fflush(stdout);

@@ -1,4 +1,5 @@
-/* oauth: the login flows and the token endpoint.
+/* oauth: the login flows, used by `smarthomefs login` only (not in the daemon's core
+ * library; the token endpoint and the refresh are token.h's).
  * - Device authorization grant (RFC 8628) for clouds with a public client (tado).
  * - Authorization code + PKCE (S256) with a loopback redirect (RFC 8252) for clouds
  *   where the user registers a client (Tibber).
@@ -11,18 +12,6 @@
 struct http_client;
 struct provider;
 struct token_set;
-
-/* POSTs @form to @token_url and fills @ts from a success answer (access_token,
- * expires_in, refresh_token — kept as it was when the answer has none). On an OAuth
- * error answer sets *error (g_free) to its "error" code and returns -EACCES (400/401)
- * or -EIO; -EAGAIN for 429/5xx; a transport errno otherwise. */
-int oauth_token_request(struct http_client *http, const char *token_url, const char *form,
-			struct token_set *ts, char **error);
-
-/* Refreshes @ts in place with its refresh token (client id and secret sent when the
- * token set has them). On failure @ts is untouched. */
-int oauth_refresh(struct http_client *http, const struct provider *p, const char *auth_url,
-		  struct token_set *ts, char **error);
 
 /* Runs the device code flow: prints the link (with client_id appended when the provider
  * needs it) and the code, polls at the server's interval (slow_down adds 5 s) until the

@@ -17,9 +17,9 @@
 static void ratelimit_unknown(struct ratelimit *out)
 {
 	out->quota = -1;
-	out->window = -1;
+	out->window_s = -1;
 	out->remaining = -1;
-	out->reset_in = -1;
+	out->reset_in_s = -1;
 }
 
 /* Parses a non-negative decimal that fills [s, end) exactly (blanks around allowed). */
@@ -56,12 +56,12 @@ static bool ratelimit_set(struct ratelimit *out, const char *key, size_t key_len
 	} keys[] = {
 	    {"q", offsetof(struct ratelimit, quota)},
 	    {"limit", offsetof(struct ratelimit, quota)},
-	    {"w", offsetof(struct ratelimit, window)},
-	    {"window", offsetof(struct ratelimit, window)},
+	    {"w", offsetof(struct ratelimit, window_s)},
+	    {"window", offsetof(struct ratelimit, window_s)},
 	    {"r", offsetof(struct ratelimit, remaining)},
 	    {"remaining", offsetof(struct ratelimit, remaining)},
-	    {"t", offsetof(struct ratelimit, reset_in)},
-	    {"reset", offsetof(struct ratelimit, reset_in)},
+	    {"t", offsetof(struct ratelimit, reset_in_s)},
+	    {"reset", offsetof(struct ratelimit, reset_in_s)},
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
 		if (strlen(keys[i].key) != key_len ||

@@ -7,10 +7,10 @@
 #include <time.h>
 
 struct ratelimit {
-	long quota;     /* q: calls per window, -1 unknown */
-	long window;    /* w: seconds, -1 unknown */
-	long remaining; /* r: calls left, -1 unknown */
-	long reset_in;  /* t: seconds until the budget refills, -1 unknown */
+	long quota;	 /* q: calls per window, -1 unknown */
+	long window_s;	 /* w: the window's length, -1 unknown */
+	long remaining;	 /* r: calls left, -1 unknown */
+	long reset_in_s; /* t: until the budget refills, -1 unknown */
 };
 
 /* Parses the two header values (either may be NULL) into @out (fields -1 when absent).

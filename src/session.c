@@ -11,7 +11,6 @@
 #include "http.h"
 #include "log.h"
 #include "ratelimit.h"
-#include "version.h"
 
 /* A body larger than this is refused (-EFBIG): no home is that big, a hostile one might be. */
 #define MAX_BODY (16 * 1024 * 1024)
@@ -47,28 +46,29 @@ struct session {
 	struct http_client *http;
 	struct auth *auth;
 	struct cache *cache;
-	gint64 started_at;
+	gint64 started_at_s;	       /* unix */
+	gint64 (*wall_clock_us)(void); /* unix µs: g_get_real_time, or a test's clock */
 
-	GMutex mutex;           /* guards the fields below */
-	uint64_t api_calls;     /* answered requests to the API (auth not counted) */
+	GMutex mutex;	    /* guards the fields below */
+	uint64_t api_calls; /* answered requests to the API (auth not counted) */
 	uint64_t api_errors;
-	struct ratelimit budget; /* the last one announced */
-	gint64 budget_at;        /* unix seconds when it was announced */
-	gint64 blocked_until;    /* unix seconds: no calls before this (429 or budget spent) */
-	long in_flight;          /* API requests sent and not answered yet */
-	gint64 unreachable_until; /* monotonic µs: the API gave no answer just now */
+	struct ratelimit budget;     /* the last one announced */
+	gint64 budget_at_s;	     /* unix, when it was announced */
+	gint64 blocked_until_s;	     /* unix: no calls before this (429 or budget spent) */
+	long in_flight;		     /* API requests sent and not answered yet */
+	gint64 unreachable_until_us; /* monotonic: the API gave no answer just now */
 	int unreachable_error;
-	char *last_error;        /* a sentence */
+	char *last_error; /* a sentence */
 	char *last_error_path;
-	gint64 last_error_at;
-	GPtrArray *notes;	 /* sentences: what the cloud sent that cannot be shown */
-	char *last_stale_path;   /* the last stale copy served: which, when, why */
-	gint64 last_stale_at;
+	gint64 last_error_at_s; /* unix */
+	GPtrArray *notes;	/* sentences: what the cloud sent that cannot be shown */
+	char *last_stale_path;	/* the last stale copy served: which, when, why */
+	gint64 last_stale_at_s; /* unix */
 	int last_stale_error;
 
-	GMutex json_lock;       /* guards json_memo and json_memo_bytes */
+	GMutex json_lock;			    /* guards json_memo and json_memo_bytes */
 	struct json_memo json_memo[JSON_MEMO_SIZE]; /* the most recently used first */
-	size_t json_memo_bytes; /* the sum of the slots' len */
+	size_t json_memo_bytes;			    /* the sum of the slots' len */
 };
 
 struct session *session_new(const struct account *account, struct options *opts)
@@ -85,14 +85,12 @@ struct session *session_new(const struct account *account, struct options *opts)
 	s->second_api_url = g_strdup(s->opts.hops_url ? s->opts.hops_url : p->second_api_url);
 	s->notes = g_ptr_array_new_with_free_func(g_free);
 	s->auth_url = g_strdup(s->opts.auth_url ? s->opts.auth_url : p->auth_url);
-	s->store.kind = s->opts.token_store;
-	s->store.state_dir = options_state_dir(&s->opts);
-	g_autofree char *ua = g_strdup_printf("smarthomefs/%s (+https://smarthomefs.invalid)",
-					      SMARTHOMEFS_VERSION);
-	s->http = http_client_new(s->opts.cafile, s->opts.timeout, MAX_BODY, ua);
+	options_token_store(&s->opts, &s->store);
+	s->http = http_client_new(s->opts.cafile, s->opts.timeout, MAX_BODY, NULL);
 	g_autofree char *cache_dir = options_cache_dir(&s->opts, s->account.id);
 	s->cache = cache_new(cache_dir, s->opts.timeout);
-	s->started_at = g_get_real_time() / G_USEC_PER_SEC;
+	s->wall_clock_us = g_get_real_time;
+	s->started_at_s = g_get_real_time() / G_USEC_PER_SEC;
 	g_mutex_init(&s->mutex);
 	g_mutex_init(&s->json_lock);
 	s->budget = (struct ratelimit){-1, -1, -1, -1};
@@ -111,7 +109,7 @@ void session_free(struct session *s)
 	g_free(s->second_api_url);
 	g_ptr_array_unref(s->notes);
 	g_free(s->auth_url);
-	g_free(s->store.state_dir);
+	token_store_clear(&s->store);
 	g_free(s->last_error);
 	g_free(s->last_error_path);
 	g_free(s->last_stale_path);
@@ -146,6 +144,17 @@ const struct provider *session_provider(struct session *s)
 const struct options *session_options(struct session *s)
 {
 	return &s->opts;
+}
+
+void session_set_wall_clock(struct session *s, gint64 (*wall_clock_us)(void))
+{
+	s->wall_clock_us = wall_clock_us ? wall_clock_us : g_get_real_time;
+}
+
+/* Unix seconds on the session's wall clock, which the budget is reckoned by. */
+static gint64 now_s(struct session *s)
+{
+	return s->wall_clock_us() / G_USEC_PER_SEC;
 }
 
 void resource_clear(struct resource *r)
@@ -190,13 +199,31 @@ static size_t json_memo_put(struct session *s, uint64_t gen, json_t *json, size_
 	return n;
 }
 
+/* Keeps @json, the parse of generation @gen's body of @len bytes, unless the memo has
+ * that generation already: then returns its tree (a new reference) and keeps nothing. */
+static json_t *json_memo_offer(struct session *s, uint64_t gen, json_t *json, size_t len)
+{
+	json_t *known, *evicted[JSON_MEMO_SIZE];
+	size_t n_evicted = 0;
+
+	if (!gen || len > JSON_MEMO_MAX_BODY)
+		return NULL;
+	g_mutex_lock(&s->json_lock);
+	known = json_memo_take(s, gen);
+	if (!known)
+		n_evicted = json_memo_put(s, gen, json, len, evicted);
+	g_mutex_unlock(&s->json_lock);
+	for (size_t i = 0; i < n_evicted; i++)
+		json_decref(evicted[i]);
+	return known;
+}
+
 json_t *resource_json(const struct resource *r)
 {
 	gsize len = 0;
 	const char *data = r->bytes ? g_bytes_get_data(r->bytes, &len) : NULL;
 	struct session *s = r->session;
-	json_t *json, *known, *evicted[JSON_MEMO_SIZE];
-	size_t n_evicted = 0;
+	json_t *json, *known;
 
 	if (!data)
 		return NULL;
@@ -212,13 +239,7 @@ json_t *resource_json(const struct resource *r)
 	json = provider_json_parse(data, len, NULL);
 	if (!json)
 		return NULL;
-	g_mutex_lock(&s->json_lock);
-	known = json_memo_take(s, r->gen);
-	if (!known)
-		n_evicted = json_memo_put(s, r->gen, json, len, evicted);
-	g_mutex_unlock(&s->json_lock);
-	for (size_t i = 0; i < n_evicted; i++)
-		json_decref(evicted[i]);
+	known = json_memo_offer(s, r->gen, json, len);
 	if (known) {
 		json_decref(json);
 		json = known;
@@ -227,7 +248,7 @@ json_t *resource_json(const struct resource *r)
 }
 
 static void session_note_error(struct session *s, const char *path, const char *fmt, ...)
-	G_GNUC_PRINTF(3, 4);
+    G_GNUC_PRINTF(3, 4);
 
 static void session_note_error(struct session *s, const char *path, const char *fmt, ...)
 {
@@ -241,22 +262,17 @@ static void session_note_error(struct session *s, const char *path, const char *
 	g_free(s->last_error_path);
 	s->last_error = g_strdup(msg);
 	s->last_error_path = g_strdup(path);
-	s->last_error_at = g_get_real_time() / G_USEC_PER_SEC;
+	s->last_error_at_s = now_s(s);
 	s->api_errors++;
 	g_mutex_unlock(&s->mutex);
 	log_warn("%s%s: %s", s->api_url, path, msg);
-}
-
-static gint64 now_s(void)
-{
-	return g_get_real_time() / G_USEC_PER_SEC;
 }
 
 /* Takes note of the budget the answer announced; on 429, blocks calls until the refill. */
 static void session_account_call(struct session *s, const struct http_response *resp)
 {
 	struct ratelimit rl;
-	gint64 now = now_s();
+	gint64 now = now_s(s);
 	bool known = ratelimit_parse(resp->ratelimit, resp->ratelimit_policy, &rl) == 0;
 
 	g_mutex_lock(&s->mutex);
@@ -266,29 +282,29 @@ static void session_account_call(struct session *s, const struct http_response *
 		/* A policy header alone keeps what the last RateLimit said about the rest. */
 		if (rl.quota >= 0)
 			s->budget.quota = rl.quota;
-		if (rl.window >= 0)
-			s->budget.window = rl.window;
+		if (rl.window_s >= 0)
+			s->budget.window_s = rl.window_s;
 		if (rl.remaining >= 0) {
 			s->budget.remaining = rl.remaining;
-			s->budget.reset_in = rl.reset_in;
-			s->budget_at = now;
+			s->budget.reset_in_s = rl.reset_in_s;
+			s->budget_at_s = now;
 		}
 	}
 	if (resp->status == 429) {
 		long wait = -1;
 		if (resp->retry_after)
 			retry_after_parse(resp->retry_after, (time_t)now, &wait);
-		if (wait < 0 && known && rl.reset_in >= 0)
-			wait = rl.reset_in;
+		if (wait < 0 && known && rl.reset_in_s >= 0)
+			wait = rl.reset_in_s;
 		if (wait < 0)
 			wait = DEFAULT_BLOCK_SECONDS;
-		s->blocked_until = now + wait;
+		s->blocked_until_s = now + wait;
 		/* Spent until then, whatever the headers said. */
 		s->budget.remaining = 0;
-		s->budget.reset_in = wait;
-		s->budget_at = now;
-	} else if (known && rl.remaining == 0 && rl.reset_in > 0) {
-		s->blocked_until = now + rl.reset_in;
+		s->budget.reset_in_s = wait;
+		s->budget_at_s = now;
+	} else if (known && rl.remaining == 0 && rl.reset_in_s > 0) {
+		s->blocked_until_s = now + rl.reset_in_s;
 	}
 	g_mutex_unlock(&s->mutex);
 }
@@ -298,14 +314,14 @@ static void session_account_call(struct session *s, const struct http_response *
  * announced budget too, so concurrent readers cannot overdraw it into a 429. */
 static bool session_call_begin(struct session *s, gint64 *until)
 {
-	gint64 now = now_s();
+	gint64 now = now_s(s);
 	bool ok;
 
 	g_mutex_lock(&s->mutex);
-	*until = s->blocked_until;
-	if (s->budget.remaining >= 0 && s->budget.reset_in >= 0 &&
-	    s->budget.remaining <= s->in_flight && s->budget_at + s->budget.reset_in > now)
-		*until = MAX(*until, s->budget_at + s->budget.reset_in);
+	*until = s->blocked_until_s;
+	if (s->budget.remaining >= 0 && s->budget.reset_in_s >= 0 &&
+	    s->budget.remaining <= s->in_flight && s->budget_at_s + s->budget.reset_in_s > now)
+		*until = MAX(*until, s->budget_at_s + s->budget.reset_in_s);
 	ok = *until <= now;
 	if (ok)
 		s->in_flight++;
@@ -320,23 +336,26 @@ static void session_call_failed(struct session *s)
 	g_mutex_unlock(&s->mutex);
 }
 
-/* What session_fetch is asked: a path on one of the session's API hosts. */
-struct fetch_target {
-	struct session *session;
-	const char *base_url;
+/* One session_get's fetch: the host it asks, and the body it fetched, parsed, so that
+ * resource_json need not parse it again. */
+struct fetch_call {
+	struct session *s;
+	const char *base_url; /* api_url or second_api_url */
+	GBytes *body; /* a reference, or NULL */
+	json_t *json; /* the body parsed, or NULL */
 };
 
 /* The cache's fetch function: one authorized GET, retried once after a refresh on 401. */
 static int session_fetch(void *ctx, const char *path, GBytes **body)
 {
-	const struct fetch_target *target = ctx;
-	struct session *s = target->session;
-	g_autofree char *url = g_strconcat(target->base_url, path, NULL);
+	struct fetch_call *call = ctx;
+	struct session *s = call->s;
+	g_autofree char *url = g_strconcat(call->base_url, path, NULL);
 	gint64 until;
 	int r;
 
 	g_mutex_lock(&s->mutex);
-	r = g_get_monotonic_time() < s->unreachable_until ? s->unreachable_error : 0;
+	r = g_get_monotonic_time() < s->unreachable_until_us ? s->unreachable_error : 0;
 	g_mutex_unlock(&s->mutex);
 	if (r < 0) {
 		log_debug("GET %s not sent: the API did not answer a moment ago (%s)", path,
@@ -354,12 +373,17 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 			return r;
 		}
 		struct http_request req = {
-			.method = "GET", .url = url, .bearer = token, .tries = 3, .log_path = path,
+		    .method = "GET",
+		    .url = url,
+		    .bearer = token,
+		    .tries = 3,
+		    .log_path = path,
 		};
 		if (!session_call_begin(s, &until)) {
-			log_debug("GET %s not sent: the rate limit blocks calls for %" G_GINT64_FORMAT
-				  " s more",
-				  path, until - now_s());
+			log_debug(
+			    "GET %s not sent: the rate limit blocks calls for %" G_GINT64_FORMAT
+			    " s more",
+			    path, until - now_s(s));
 			return -EAGAIN;
 		}
 		r = http_request(s->http, &req, &resp);
@@ -367,7 +391,8 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 			session_call_failed(s);
 			if (r != -EFBIG) {
 				g_mutex_lock(&s->mutex);
-				s->unreachable_until = g_get_monotonic_time() + UNREACHABLE_MEMORY_US;
+				s->unreachable_until_us =
+				    g_get_monotonic_time() + UNREACHABLE_MEMORY_US;
 				s->unreachable_error = r;
 				g_mutex_unlock(&s->mutex);
 			}
@@ -384,15 +409,20 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 			gsize len = 0;
 			const char *data = g_bytes_get_data(resp.body, &len);
 			json_error_t jerr;
-			json_t *probe = provider_json_parse(data, len, &jerr);
-			if (!probe && resp.status != 204) {
+			json_t *json = provider_json_parse(data, len, &jerr);
+			if (!json && resp.status != 204) {
 				session_note_error(s, path, "malformed answer: %s", jerr.text);
 				http_response_clear(&resp);
 				return -EIO;
 			}
-			json_decref(probe);
-			*body = resp.status == 204 ? g_bytes_new_static("null", 4)
-						   : g_bytes_ref(resp.body);
+			if (resp.status == 204) {
+				json_decref(json);
+				*body = g_bytes_new_static("null", 4);
+			} else {
+				*body = g_bytes_ref(resp.body);
+				call->body = g_bytes_ref(*body);
+				call->json = json;
+			}
 			http_response_clear(&resp);
 			return 0;
 		}
@@ -425,8 +455,8 @@ int session_ttl(struct session *s, const struct resource_ref *ref)
 	 * in a loop cost N calls per TTL, so the TTL must be at least N * refill / remaining. */
 	g_mutex_lock(&s->mutex);
 	long remaining = s->budget.remaining;
-	long refill = s->budget.reset_in >= 0 ? s->budget.reset_in - (now_s() - s->budget_at)
-					      : s->budget.window;
+	long refill = s->budget.reset_in_s >= 0 ? s->budget.reset_in_s - (now_s(s) - s->budget_at_s)
+						: s->budget.window_s;
 	g_mutex_unlock(&s->mutex);
 	if (remaining < 0 || refill <= 0)
 		return ttl;
@@ -441,29 +471,29 @@ int session_ttl(struct session *s, const struct resource_ref *ref)
  * minute per path at most (a reader polling through an outage must not flood it). */
 static void session_note_stale(struct session *s, const char *path, int error)
 {
-	gint64 now = now_s();
+	gint64 now = now_s(s);
 	bool say;
 
 	g_mutex_lock(&s->mutex);
-	say = g_strcmp0(s->last_stale_path, path) != 0 || now - s->last_stale_at >= 60;
+	say = g_strcmp0(s->last_stale_path, path) != 0 || now - s->last_stale_at_s >= 60;
 	g_free(s->last_stale_path);
 	s->last_stale_path = g_strdup(path);
-	s->last_stale_at = now;
+	s->last_stale_at_s = now;
 	s->last_stale_error = error;
 	g_mutex_unlock(&s->mutex);
 	if (say)
 		log_warn("%s%s: serving the last good copy (a stale copy) because %s", s->api_url,
-			 path, error == -EAGAIN ? "the rate limit blocks calls" : g_strerror(-error));
+			 path,
+			 error == -EAGAIN ? "the rate limit blocks calls" : g_strerror(-error));
 }
 
 /* @out made from cache answer @hit (which keeps its own reference). */
-static void resource_from_hit(struct session *s, const struct cache_hit *hit,
-			      struct resource *out)
+static void resource_from_hit(struct session *s, const struct cache_hit *hit, struct resource *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->bytes = g_bytes_ref(hit->body);
 	out->gen = hit->gen;
-	out->changed_at = hit->changed_at;
+	out->changed_at_us = hit->changed_at_us;
 	out->stale = hit->stale;
 	out->session = s;
 }
@@ -472,22 +502,29 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 {
 	const char *key = ref->key ? ref->key : ref->path;
 	struct cache_hit hit = {0};
+	struct fetch_call call = {
+	    .s = s, .base_url = ref->base == API_BASE_SECOND ? s->second_api_url : s->api_url};
 	int ttl = session_ttl(s, ref);
-	struct fetch_target target = {s, ref->base == API_BASE_SECOND ? s->second_api_url
-								      : s->api_url};
-	int r = target.base_url ? cache_get(s->cache, key, ref->path, ttl, s->opts.offline,
-					    session_fetch, &target, &hit)
-				: -ENOENT;
+	int r = call.base_url ? cache_get(s->cache, key, ref->path, ttl, s->opts.offline,
+					  session_fetch, &call, &hit)
+			      : -ENOENT;
 
 	memset(out, 0, sizeof(*out));
+	/* The cache kept the very bytes this call fetched (not an equal older copy, whose
+	 * tree the memo may hold already): their parse is the generation's. */
+	if (r == 0 && call.json && hit.body == call.body)
+		json_decref(json_memo_offer(s, hit.gen, call.json, g_bytes_get_size(hit.body)));
+	json_decref(call.json);
+	if (call.body)
+		g_bytes_unref(call.body);
 	if (r < 0)
 		return r;
 	resource_from_hit(s, &hit, out);
 	if (hit.stale) {
-		out->fresh_for = 1;
+		out->fresh_for_s = 1;
 	} else {
-		double age = (double)(g_get_monotonic_time() - hit.fetched_at) / G_USEC_PER_SEC;
-		out->fresh_for = MAX(ttl - age, 0);
+		double age = (double)(g_get_monotonic_time() - hit.fetched_at_us) / G_USEC_PER_SEC;
+		out->fresh_for_s = MAX(ttl - age, 0);
 	}
 	if (hit.stale && !s->opts.offline)
 		session_note_stale(s, ref->path, hit.error);
@@ -557,17 +594,9 @@ int session_source(struct session *s, const struct provider_path *path, struct r
 	return r;
 }
 
-static char *iso_time(gint64 unix_s)
-{
-	if (unix_s <= 0)
-		return NULL;
-	g_autoptr(GDateTime) dt = g_date_time_new_from_unix_utc(unix_s);
-	return dt ? g_date_time_format(dt, "%Y-%m-%dT%H:%M:%SZ") : NULL;
-}
-
 static json_t *json_time(gint64 unix_s)
 {
-	g_autofree char *t = iso_time(unix_s);
+	g_autofree char *t = iso_time_utc(unix_s);
 	return t ? json_string(t) : json_null();
 }
 
@@ -581,13 +610,13 @@ struct session_snapshot {
 	struct cache_stats cache;
 	uint64_t api_calls, api_errors;
 	struct ratelimit budget;
-	gint64 refill_at, blocked_until;
+	gint64 refill_at_s, blocked_until_s;
 	char *last_error, *last_error_path;
-	gint64 last_error_at;
+	gint64 last_error_at_s;
 	gint64 token_expires_at;
 	unsigned refreshes;
 	char *last_stale_path;
-	gint64 last_stale_at;
+	gint64 last_stale_at_s;
 	int last_stale_error;
 };
 
@@ -599,16 +628,16 @@ static void session_snapshot(struct session *s, struct session_snapshot *snap)
 	snap->api_calls = s->api_calls;
 	snap->api_errors = s->api_errors;
 	snap->budget = s->budget;
-	snap->refill_at = s->budget.reset_in >= 0 ? s->budget_at + s->budget.reset_in : 0;
-	snap->blocked_until = s->blocked_until > now_s() ? s->blocked_until : 0;
+	snap->refill_at_s = s->budget.reset_in_s >= 0 ? s->budget_at_s + s->budget.reset_in_s : 0;
+	snap->blocked_until_s = s->blocked_until_s > now_s(s) ? s->blocked_until_s : 0;
 	snap->last_error = g_strdup(s->last_error);
 	snap->last_error_path = g_strdup(s->last_error_path);
-	snap->last_error_at = s->last_error_at;
+	snap->last_error_at_s = s->last_error_at_s;
 	snap->last_stale_path = g_strdup(s->last_stale_path);
-	snap->last_stale_at = s->last_stale_at;
+	snap->last_stale_at_s = s->last_stale_at_s;
 	snap->last_stale_error = s->last_stale_error;
 	g_mutex_unlock(&s->mutex);
-	snap->token_expires_at = s->auth ? auth_expires_at(s->auth) : 0;
+	snap->token_expires_at = s->auth ? auth_expires_at_s(s->auth) : 0;
 	snap->refreshes = s->auth ? auth_refresh_count(s->auth) : 0;
 }
 
@@ -625,30 +654,30 @@ void session_render_status(struct session *s, GString *out)
 	session_snapshot(s, &snap);
 
 	json_t *root = json_pack(
-		"{s:s, s:s, s:s, s:o, s:b, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
-		"s:{s:o, s:o, s:o, s:o, s:o}, s:{s:o, s:s, s:I}}",
-		"account", s->account.id, "provider", s->provider->name, "api_url", s->api_url,
-		"mounted_since", json_time(s->started_at), "offline", s->opts.offline,
-		"api_calls", (json_int_t)snap.api_calls, "api_errors", (json_int_t)snap.api_errors,
-		"cache", "hits", (json_int_t)snap.cache.hits, "fetches",
-		(json_int_t)snap.cache.fetches, "stale_served", (json_int_t)snap.cache.stale_served,
-		"errors", (json_int_t)snap.cache.errors, "entries", (json_int_t)snap.cache.entries,
-		"bytes", (json_int_t)snap.cache.bytes, "rate_limit", "quota",
-		json_count(snap.budget.quota), "window_seconds", json_count(snap.budget.window),
-		"remaining", json_count(snap.budget.remaining), "refill_at",
-		json_time(snap.refill_at), "blocked_until", json_time(snap.blocked_until), "token",
-		"expires_at", json_time(snap.token_expires_at), "store",
-		token_store_name(s->store.kind), "refreshes", (json_int_t)snap.refreshes);
+	    "{s:s, s:s, s:s, s:o, s:b, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
+	    "s:{s:o, s:o, s:o, s:o, s:o}, s:{s:o, s:s, s:I}}",
+	    "account", s->account.id, "provider", s->provider->name, "api_url", s->api_url,
+	    "mounted_since", json_time(s->started_at_s), "offline", s->opts.offline, "api_calls",
+	    (json_int_t)snap.api_calls, "api_errors", (json_int_t)snap.api_errors, "cache", "hits",
+	    (json_int_t)snap.cache.hits, "fetches", (json_int_t)snap.cache.fetches, "stale_served",
+	    (json_int_t)snap.cache.stale_served, "errors", (json_int_t)snap.cache.errors, "entries",
+	    (json_int_t)snap.cache.entries, "bytes", (json_int_t)snap.cache.bytes, "rate_limit",
+	    "quota", json_count(snap.budget.quota), "window_seconds",
+	    json_count(snap.budget.window_s), "remaining", json_count(snap.budget.remaining),
+	    "refill_at", json_time(snap.refill_at_s), "blocked_until",
+	    json_time(snap.blocked_until_s), "token", "expires_at",
+	    json_time(snap.token_expires_at), "store", token_store_name(s->store.kind), "refreshes",
+	    (json_int_t)snap.refreshes);
 	json_t *err = snap.last_error
-			      ? json_pack("{s:s, s:s?, s:o}", "message", snap.last_error, "path",
-					  snap.last_error_path, "at", json_time(snap.last_error_at))
-			      : json_null();
+			  ? json_pack("{s:s, s:s?, s:o}", "message", snap.last_error, "path",
+				      snap.last_error_path, "at", json_time(snap.last_error_at_s))
+			  : json_null();
 	json_object_set_new(root, "last_error", err);
 	json_t *stale = snap.last_stale_path
-				? json_pack("{s:s, s:o, s:s}", "path", snap.last_stale_path, "at",
-					    json_time(snap.last_stale_at), "reason",
-					    g_strerror(-snap.last_stale_error))
-				: json_null();
+			    ? json_pack("{s:s, s:o, s:s}", "path", snap.last_stale_path, "at",
+					json_time(snap.last_stale_at_s), "reason",
+					g_strerror(-snap.last_stale_error))
+			    : json_null();
 	json_object_set_new(root, "last_stale", stale);
 	json_t *notes = json_array();
 	g_mutex_lock(&s->mutex);
@@ -684,7 +713,8 @@ void session_render_metrics(struct session *s, GString *out)
 	metric(out, "cache_hits_total", "counter", "Reads served from the cache.", a,
 	       (double)snap.cache.hits);
 	metric(out, "cache_stale_served_total", "counter",
-	       "Reads served from a stale copy after an error.", a, (double)snap.cache.stale_served);
+	       "Reads served from a stale copy after an error.", a,
+	       (double)snap.cache.stale_served);
 	metric(out, "cache_entries", "gauge", "Resources cached.", a, (double)snap.cache.entries);
 	metric(out, "cache_bytes", "gauge", "Bytes of cached bodies.", a, (double)snap.cache.bytes);
 	if (snap.budget.remaining >= 0)
@@ -693,11 +723,11 @@ void session_render_metrics(struct session *s, GString *out)
 	if (snap.budget.quota >= 0)
 		metric(out, "rate_limit_quota", "gauge", "API calls allowed per window.", a,
 		       (double)snap.budget.quota);
-	if (snap.refill_at > 0)
+	if (snap.refill_at_s > 0)
 		metric(out, "rate_limit_refill_timestamp_seconds", "gauge",
-		       "When the API budget refills.", a, (double)snap.refill_at);
-	metric(out, "token_expiry_timestamp_seconds", "gauge", "When the access token expires.",
-	       a, (double)snap.token_expires_at);
+		       "When the API budget refills.", a, (double)snap.refill_at_s);
+	metric(out, "token_expiry_timestamp_seconds", "gauge", "When the access token expires.", a,
+	       (double)snap.token_expires_at);
 	metric(out, "token_refreshes_total", "counter", "Access token refreshes.", a,
 	       (double)snap.refreshes);
 	session_snapshot_clear(&snap);

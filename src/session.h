@@ -22,14 +22,17 @@ int session_start(struct session *s, GError **err);
 
 const struct provider *session_provider(struct session *s);
 const struct options *session_options(struct session *s);
+/* Tests: the wall clock (unix µs) the budget and its refill are reckoned by; NULL: the
+ * real one. Set before any read. */
+void session_set_wall_clock(struct session *s, gint64 (*wall_clock_us)(void));
 
 struct resource {
-	GBytes *bytes;     /* the body as the API sent it; a reference (resource_clear) */
+	GBytes *bytes; /* the body as the API sent it; a reference (resource_clear) */
 	uint64_t gen;
-	gint64 changed_at; /* unix µs */
+	gint64 changed_at_us; /* unix (wall clock) */
 	bool stale;
-	double fresh_for;  /* seconds the body stays fresh from now: how long the kernel may
-			    * cache what is made of it (a stale copy: 1 s) */
+	double fresh_for_s;	 /* how long from now the body stays fresh: how long the kernel
+				  * may cache what is made of it (a stale copy: 1 s) */
 	struct session *session; /* whose parsed bodies resource_json shares; NULL: none */
 };
 
@@ -46,8 +49,9 @@ json_t *resource_json(const struct resource *r);
  * "notes". Returns 0 or a negative errno (-EPROTONOSUPPORT for what it cannot show). */
 int session_source(struct session *s, const struct provider_path *path, struct resource_ref *ref,
 		   bool peek);
-/* The body of @ref, through the cache. Returns 0 or a negative errno from the
- * table in design.md (-ENOENT, -EACCES, -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN). */
+/* The body of @ref, through the cache. Returns 0 or a negative errno (-ENOENT, -EACCES,
+ * -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN: what each means to a reader is the table "When
+ * the cloud fails" in docs/reliability.md). */
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out);
 /* The body of @ref held in memory, as it is, without fetching (-ENOENT: none). */
 int session_peek(struct session *s, const struct resource_ref *ref, struct resource *out);

@@ -27,8 +27,8 @@ static void test_token_set_round_trips_through_json(void)
 	struct token_set ts = {
 	    .provider = g_strdup("tibber"),
 	    .access_token = g_strdup("AT \"quoted\" ü"),
-	    .expires_at = 1790000000,
-	    .issued_at = 1789996400,
+	    .expires_at_s = 1790000000,
+	    .issued_at_s = 1789996400,
 	    .refresh_token = g_strdup("RT"),
 	    .client_id = g_strdup("cid"),
 	    .client_secret = g_strdup("sec"),
@@ -40,8 +40,8 @@ static void test_token_set_round_trips_through_json(void)
 	g_assert_cmpint(token_set_from_json(json, &back), ==, 0);
 	g_assert_cmpstr(back.provider, ==, ts.provider);
 	g_assert_cmpstr(back.access_token, ==, ts.access_token);
-	g_assert_cmpint(back.expires_at, ==, ts.expires_at);
-	g_assert_cmpint(back.issued_at, ==, ts.issued_at);
+	g_assert_cmpint(back.expires_at_s, ==, ts.expires_at_s);
+	g_assert_cmpint(back.issued_at_s, ==, ts.issued_at_s);
 	g_assert_cmpstr(back.refresh_token, ==, ts.refresh_token);
 	g_assert_cmpstr(back.client_id, ==, ts.client_id);
 	g_assert_cmpstr(back.client_secret, ==, ts.client_secret);
@@ -60,8 +60,8 @@ static void test_absent_fields_stay_absent(void)
 	g_assert_cmpint(token_set_from_json(json, &back), ==, 0);
 	g_assert_null(back.access_token);
 	g_assert_null(back.client_id);
-	g_assert_cmpint(back.expires_at, ==, 0);
-	g_assert_cmpint(back.issued_at, ==, 0);
+	g_assert_cmpint(back.expires_at_s, ==, 0);
+	g_assert_cmpint(back.issued_at_s, ==, 0);
 	g_assert_null(strstr(json, "issued_at"));
 	token_set_clear(&ts);
 	token_set_clear(&back);
@@ -172,8 +172,8 @@ static void store_issued_token_set(struct fixture *f, int n, gint64 issued_at, g
 	struct token_set ts = {.provider = g_strdup("testcloud"),
 			       .access_token = g_strdup_printf("AT-%d", n),
 			       .refresh_token = g_strdup_printf("RT-%d", n),
-			       .issued_at = issued_at,
-			       .expires_at = expires_at};
+			       .issued_at_s = issued_at,
+			       .expires_at_s = expires_at};
 	g_autofree char *json = token_set_to_json(&ts);
 	token_set_clear(&ts);
 	g_assert_cmpint(token_store_save(&f->store, ACCOUNT, "testcloud", json, NULL), ==, 0);
@@ -257,7 +257,7 @@ static void test_valid_token_is_used_without_refresh(void)
 	g_assert_cmpstr(token, ==, "AT-0");
 	g_assert_cmpint(fake_server_requests(f.srv), ==, 0);
 	g_assert_cmpuint(auth_refresh_count(f.auth), ==, 0);
-	g_assert_cmpint(auth_expires_at(f.auth), ==, now_s() + 600);
+	g_assert_cmpint(auth_expires_at_s(f.auth), ==, now_s() + 600);
 	fixture_teardown(&f);
 }
 
@@ -272,7 +272,7 @@ static void test_token_near_expiry_is_refreshed_and_saved_first(void)
 	struct token_set saved = stored_tokens(&f);
 	g_assert_cmpstr(saved.refresh_token, ==, "RT-1");
 	g_assert_cmpstr(saved.access_token, ==, "AT-1");
-	g_assert_cmpint(saved.expires_at, >=, now_s() + 590);
+	g_assert_cmpint(saved.expires_at_s, >=, now_s() + 590);
 	token_set_clear(&saved);
 	g_autofree char *body = fake_server_body(f.srv, 0);
 	g_assert_cmpstr(body, ==,
@@ -296,7 +296,7 @@ static void test_short_lived_token_is_not_refreshed_at_once(void)
 	g_assert_cmpint(fake_server_requests(f.srv), ==, 1);
 	g_assert_cmpuint(auth_refresh_count(f.auth), ==, 1);
 	struct token_set saved = stored_tokens(&f);
-	g_assert_cmpint(saved.expires_at - saved.issued_at, ==, 20);
+	g_assert_cmpint(saved.expires_at_s - saved.issued_at_s, ==, 20);
 	token_set_clear(&saved);
 	fixture_teardown(&f);
 }

@@ -224,6 +224,53 @@ static void test_a_gone_resource_drops_its_entry_and_disk_copy(void)
 	fake_clear(&f);
 }
 
+static void assert_counts(struct cache *c, uint64_t entries, uint64_t bytes)
+{
+	struct cache_stats stats;
+
+	cache_get_stats(c, &stats);
+	g_assert_cmpuint(stats.entries, ==, entries);
+	g_assert_cmpuint(stats.bytes, ==, bytes);
+}
+
+static void test_entry_and_byte_counts_follow_every_body_change(void)
+{
+	g_autofree char *dir = temp_dir();
+	struct cache *c = cache_new(dir, 5);
+	struct fake f;
+	struct cache_hit hit;
+
+	fake_init(&f, "four");
+	g_assert_cmpint(get(c, "/a", 0, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	g_assert_cmpint(get(c, "/b", 0, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	assert_counts(c, 2, 8);
+	f.body = "longer";
+	g_assert_cmpint(get(c, "/a", 0, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	assert_counts(c, 2, 10);
+	f.result = -ENOENT;
+	g_assert_cmpint(get(c, "/b", 0, false, &f, &hit), ==, -ENOENT);
+	assert_counts(c, 1, 6);
+	/* A failure that serves the old copy keeps it counted. */
+	f.result = -EIO;
+	g_assert_cmpint(get(c, "/a", 0, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	assert_counts(c, 1, 6);
+	cache_free(c);
+
+	/* Loaded from disk after a remount: counted too. */
+	c = cache_new(dir, 5);
+	assert_counts(c, 0, 0);
+	g_assert_cmpint(get(c, "/a", 3600, true, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	assert_counts(c, 1, 6);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&f);
+}
+
 static void test_generation_changes_exactly_when_bytes_change(void)
 {
 	struct cache *c = cache_new(NULL, 5);
@@ -235,7 +282,7 @@ static void test_generation_changes_exactly_when_bytes_change(void)
 	g_assert_cmpint(get(c, "/k", 0, false, &f, &b), ==, 0);
 	g_assert_cmpint(f.calls, ==, 2);
 	g_assert_cmpuint(a.gen, ==, b.gen);
-	g_assert_cmpint(a.changed_at, ==, b.changed_at);
+	g_assert_cmpint(a.changed_at_us, ==, b.changed_at_us);
 	f.body = "different";
 	g_assert_cmpint(get(c, "/k", 0, false, &f, &d), ==, 0);
 	g_assert_cmpuint(d.gen, !=, a.gen);
@@ -260,7 +307,7 @@ static void test_disk_copy_survives_a_remount_without_a_fetch(void)
 
 	fake_init(&f, "{\"homes\":[]}");
 	g_assert_cmpint(get(c, "/me", 3600, false, &f, &hit), ==, 0);
-	changed_at = hit.changed_at;
+	changed_at = hit.changed_at_us;
 	cache_hit_clear(&hit);
 	cache_free(c);
 	g_assert_cmpint(g_stat(dir, &st), ==, 0);
@@ -271,7 +318,7 @@ static void test_disk_copy_survives_a_remount_without_a_fetch(void)
 	g_assert_cmpint(get(c, "/me", 3600, false, &f, &hit), ==, 0);
 	assert_body(&hit, "{\"homes\":[]}");
 	g_assert_false(hit.stale);
-	g_assert_cmpint(hit.changed_at, ==, changed_at);
+	g_assert_cmpint(hit.changed_at_us, ==, changed_at);
 	g_assert_cmpint(f.calls, ==, 1);
 	cache_hit_clear(&hit);
 
@@ -453,8 +500,9 @@ static void test_a_disk_copy_of_whole_seconds_still_loads(void)
 	/* Written before changed_at kept microseconds. */
 	g_autofree char *dir = temp_dir();
 	g_autofree char *file = disk_path(dir, "/old");
-	g_autofree char *text = g_strdup_printf("smarthomefs-cache 1\nkey=/old\nchanged_at=1700000000"
-						"\nfetched_at=1700000001\n\nold body");
+	g_autofree char *text =
+	    g_strdup_printf("smarthomefs-cache 1\nkey=/old\nchanged_at=1700000000"
+			    "\nfetched_at=1700000001\n\nold body");
 	struct cache *c;
 	struct fake f;
 	struct cache_hit hit;
@@ -465,7 +513,7 @@ static void test_a_disk_copy_of_whole_seconds_still_loads(void)
 	c = cache_new(dir, 5);
 	g_assert_cmpint(get(c, "/old", 3600, true, &f, &hit), ==, 0);
 	assert_body(&hit, "old body");
-	g_assert_cmpint(hit.changed_at, ==, G_GINT64_CONSTANT(1700000000) * G_USEC_PER_SEC);
+	g_assert_cmpint(hit.changed_at_us, ==, G_GINT64_CONSTANT(1700000000) * G_USEC_PER_SEC);
 	g_assert_cmpint(f.calls, ==, 0);
 	cache_hit_clear(&hit);
 	cache_free(c);
@@ -588,6 +636,8 @@ int main(int argc, char **argv)
 			test_a_failed_refresh_serves_the_old_copy_stale);
 	g_test_add_func("/cache/a_gone_resource_drops_its_entry_and_disk_copy",
 			test_a_gone_resource_drops_its_entry_and_disk_copy);
+	g_test_add_func("/cache/entry_and_byte_counts_follow_every_body_change",
+			test_entry_and_byte_counts_follow_every_body_change);
 	g_test_add_func("/cache/generation_changes_exactly_when_bytes_change",
 			test_generation_changes_exactly_when_bytes_change);
 	g_test_add_func("/cache/disk_copy_survives_a_remount_without_a_fetch",

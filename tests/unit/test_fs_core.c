@@ -66,7 +66,7 @@ static void fixture_set_up(struct fixture *f, gconstpointer data)
 			       .access_token = g_strdup("AT"),
 			       .refresh_token = g_strdup("RT"),
 			       .client_id = g_strdup("client"),
-			       .expires_at = g_get_real_time() / G_USEC_PER_SEC + 3600};
+			       .expires_at_s = g_get_real_time() / G_USEC_PER_SEC + 3600};
 	g_autofree char *json = token_set_to_json(&ts);
 
 	f->dir = g_dir_make_tmp("smarthomefs-fs-core-XXXXXX", NULL);

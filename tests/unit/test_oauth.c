@@ -10,6 +10,7 @@
 #include <glib.h>
 
 #include "auth.h"
+#include "token.h"
 #include "http.h"
 #include "oauth.h"
 #include "provider.h"
@@ -216,12 +217,12 @@ static void test_token_answer_fills_the_set_and_keeps_an_absent_refresh_token(vo
 	struct token_set ts = {.refresh_token = g_strdup("RT-old-123456")};
 	char *error = NULL;
 	gint64 now = g_get_real_time() / G_USEC_PER_SEC;
-	g_assert_cmpint(oauth_token_request(c, url, "grant_type=x", &ts, &error), ==, 0);
+	g_assert_cmpint(token_request(c, url, "grant_type=x", &ts, &error), ==, 0);
 	g_assert_null(error);
 	g_assert_cmpstr(ts.access_token, ==, "AT-new-123456");
 	g_assert_cmpstr(ts.refresh_token, ==, "RT-old-123456");
-	g_assert_cmpint(ts.expires_at, >=, now + 600);
-	g_assert_cmpint(ts.expires_at, <=, now + 602);
+	g_assert_cmpint(ts.expires_at_s, >=, now + 600);
+	g_assert_cmpint(ts.expires_at_s, <=, now + 602);
 	token_set_clear(&ts);
 	http_client_free(c);
 	fake_server_stop(srv);
@@ -235,7 +236,7 @@ static void test_invalid_grant_is_eacces_with_the_code(void)
 	g_autofree char *url = fake_server_url(srv, "/token");
 	struct token_set ts = {.access_token = g_strdup("AT"), .refresh_token = g_strdup("RT")};
 	g_autofree char *error = NULL;
-	g_assert_cmpint(oauth_token_request(c, url, "grant_type=x", &ts, &error), ==, -EACCES);
+	g_assert_cmpint(token_request(c, url, "grant_type=x", &ts, &error), ==, -EACCES);
 	g_assert_cmpstr(error, ==, "invalid_grant");
 	g_assert_cmpstr(ts.access_token, ==, "AT");
 	g_assert_cmpstr(ts.refresh_token, ==, "RT");
@@ -252,7 +253,7 @@ static void test_429_with_an_empty_body_is_eagain_and_touches_nothing(void)
 	g_autofree char *url = fake_server_url(srv, "/token");
 	struct token_set ts = {.refresh_token = g_strdup("RT")};
 	g_autofree char *error = NULL;
-	g_assert_cmpint(oauth_token_request(c, url, "grant_type=x", &ts, &error), ==, -EAGAIN);
+	g_assert_cmpint(token_request(c, url, "grant_type=x", &ts, &error), ==, -EAGAIN);
 	g_assert_null(error);
 	g_assert_cmpstr(ts.refresh_token, ==, "RT");
 	/* Never retried: a rotating refresh token is spent by the first request. */
@@ -270,7 +271,7 @@ static void test_non_json_success_is_eio(void)
 	g_autofree char *url = fake_server_url(srv, "/token");
 	struct token_set ts = {0};
 	g_autofree char *error = NULL;
-	g_assert_cmpint(oauth_token_request(c, url, "grant_type=x", &ts, &error), ==, -EIO);
+	g_assert_cmpint(token_request(c, url, "grant_type=x", &ts, &error), ==, -EIO);
 	g_assert_null(ts.access_token);
 	http_client_free(c);
 	fake_server_stop(srv);
@@ -287,7 +288,7 @@ static void test_refresh_sends_the_grant_the_client_and_the_secret(void)
 			       .client_id = g_strdup("mine"),
 			       .client_secret = g_strdup("s3cr3t")};
 	g_autofree char *error = NULL;
-	g_assert_cmpint(oauth_refresh(c, &test_provider, base, &ts, &error), ==, 0);
+	g_assert_cmpint(token_refresh(c, &test_provider, base, &ts, &error), ==, 0);
 	g_assert_cmpstr(ts.refresh_token, ==, "RT2");
 	g_autofree char *body = fake_server_body(srv, 0);
 	g_assert_cmpstr(body, ==,
@@ -297,7 +298,7 @@ static void test_refresh_sends_the_grant_the_client_and_the_secret(void)
 
 	/* Without a client of its own, the provider's public client and no secret. */
 	struct token_set pub = {.refresh_token = g_strdup("RT2")};
-	g_assert_cmpint(oauth_refresh(c, &test_provider, base, &pub, &error), ==, 0);
+	g_assert_cmpint(token_refresh(c, &test_provider, base, &pub, &error), ==, 0);
 	g_autofree char *body2 = fake_server_body(srv, 1);
 	g_assert_cmpstr(body2, ==,
 			"grant_type=refresh_token&refresh_token=RT2&client_id="

@@ -12,9 +12,9 @@ static void test_tado_pair_is_parsed(void)
 	    ratelimit_parse("\"perday\";r=15211;t=43200", "\"perday\";q=20000;w=86400", &rl), ==,
 	    0);
 	g_assert_cmpint(rl.remaining, ==, 15211);
-	g_assert_cmpint(rl.reset_in, ==, 43200);
+	g_assert_cmpint(rl.reset_in_s, ==, 43200);
 	g_assert_cmpint(rl.quota, ==, 20000);
-	g_assert_cmpint(rl.window, ==, 86400);
+	g_assert_cmpint(rl.window_s, ==, 86400);
 }
 
 static void test_tado_form_without_t_is_parsed(void)
@@ -22,9 +22,9 @@ static void test_tado_form_without_t_is_parsed(void)
 	struct ratelimit rl;
 	g_assert_cmpint(ratelimit_parse("\"perday\";r=99", NULL, &rl), ==, 0);
 	g_assert_cmpint(rl.remaining, ==, 99);
-	g_assert_cmpint(rl.reset_in, ==, -1);
+	g_assert_cmpint(rl.reset_in_s, ==, -1);
 	g_assert_cmpint(rl.quota, ==, -1);
-	g_assert_cmpint(rl.window, ==, -1);
+	g_assert_cmpint(rl.window_s, ==, -1);
 }
 
 static void test_policy_alone_gives_quota(void)
@@ -32,7 +32,7 @@ static void test_policy_alone_gives_quota(void)
 	struct ratelimit rl;
 	g_assert_cmpint(ratelimit_parse(NULL, "\"perday\";q=100;w=86400", &rl), ==, 0);
 	g_assert_cmpint(rl.quota, ==, 100);
-	g_assert_cmpint(rl.window, ==, 86400);
+	g_assert_cmpint(rl.window_s, ==, 86400);
 	g_assert_cmpint(rl.remaining, ==, -1);
 }
 
@@ -41,7 +41,7 @@ static void test_spacing_and_case_are_tolerated(void)
 	struct ratelimit rl;
 	g_assert_cmpint(ratelimit_parse(" \"perday\" ; R = 7 ; T=8 ", NULL, &rl), ==, 0);
 	g_assert_cmpint(rl.remaining, ==, 7);
-	g_assert_cmpint(rl.reset_in, ==, 8);
+	g_assert_cmpint(rl.reset_in_s, ==, 8);
 }
 
 static void test_older_draft_keys_are_understood(void)
@@ -50,7 +50,7 @@ static void test_older_draft_keys_are_understood(void)
 	g_assert_cmpint(ratelimit_parse("limit=100, remaining=50, reset=30", NULL, &rl), ==, 0);
 	g_assert_cmpint(rl.quota, ==, 100);
 	g_assert_cmpint(rl.remaining, ==, 50);
-	g_assert_cmpint(rl.reset_in, ==, 30);
+	g_assert_cmpint(rl.reset_in_s, ==, 30);
 }
 
 static void test_first_policy_wins(void)
@@ -59,7 +59,7 @@ static void test_first_policy_wins(void)
 	g_assert_cmpint(ratelimit_parse("\"perday\";r=5;t=10, \"perhour\";r=1;t=2", NULL, &rl), ==,
 			0);
 	g_assert_cmpint(rl.remaining, ==, 5);
-	g_assert_cmpint(rl.reset_in, ==, 10);
+	g_assert_cmpint(rl.reset_in_s, ==, 10);
 }
 
 static void test_zero_remaining_is_a_value(void)
@@ -93,8 +93,8 @@ static void test_garbage_is_rejected_without_harm(void)
 		g_assert_cmpint(ratelimit_parse(junk[i], junk[i], &rl), ==, -EINVAL);
 		g_assert_cmpint(rl.quota, ==, -1);
 		g_assert_cmpint(rl.remaining, ==, -1);
-		g_assert_cmpint(rl.reset_in, ==, -1);
-		g_assert_cmpint(rl.window, ==, -1);
+		g_assert_cmpint(rl.reset_in_s, ==, -1);
+		g_assert_cmpint(rl.window_s, ==, -1);
 	}
 	struct ratelimit rl;
 	g_assert_cmpint(ratelimit_parse(NULL, NULL, &rl), ==, -EINVAL);
@@ -105,7 +105,7 @@ static void test_junk_next_to_a_value_keeps_the_value(void)
 	struct ratelimit rl;
 	g_assert_cmpint(ratelimit_parse("x=;r=abc;;t=12;zz=1", NULL, &rl), ==, 0);
 	g_assert_cmpint(rl.remaining, ==, -1);
-	g_assert_cmpint(rl.reset_in, ==, 12);
+	g_assert_cmpint(rl.reset_in_s, ==, 12);
 }
 
 static void test_retry_after_seconds(void)

@@ -1,11 +1,18 @@
-/* session: the parsed bodies resource_json keeps, and how much they may weigh. */
+/* session: the parsed bodies resource_json keeps, and how much they may weigh; the road
+ * to the cloud (budget, TTL stretch, 401 retry) against a loopback API with a fake clock. */
+#include <errno.h>
 #include <string.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <jansson.h>
 
+#include "auth.h"
 #include "config.h"
+#include "http.h"
+#include "keyring.h"
+#include "provider.h"
 #include "session.h"
+#include "fake_http.h"
 
 struct fixture {
 	char *dir;
@@ -43,8 +50,8 @@ static struct resource resource_of(struct fixture *f, uint64_t gen, size_t len)
 	while (body->len < len - 2)
 		g_string_append_c(body, 'x');
 	g_string_append(body, "\"}");
-	return (struct resource){.bytes = g_string_free_to_bytes(body), .gen = gen,
-				 .session = f->session};
+	return (struct resource){
+	    .bytes = g_string_free_to_bytes(body), .gen = gen, .session = f->session};
 }
 
 /* Whether resource_json gives the tree it gave before (kept) or parses anew; @first stays
@@ -97,13 +104,254 @@ static void test_big_bodies_keep_at_most_256_kib_of_text(struct fixture *f, gcon
 	}
 }
 
+/* ---- the road to a loopback API ---- */
+
+#define ACCOUNT "testcloud:home"
+
+static const struct provider test_provider = {
+    .name = "testcloud",
+    .title = "Testcloud",
+    .login = LOGIN_DEVICE_CODE,
+    .client_id = "public-client",
+    .token_path = "/token",
+    .default_ttl = 60,
+};
+
+/* An API and its token endpoint. API answers carry @ratelimit (a RateLimit header value)
+ * and @retry_after when set; @status, when set, answers every API request; the token
+ * endpoint rotates RT-<n> into AT-<n+1>/RT-<n+1>. */
+struct cloud {
+	GMutex lock;
+	char *ratelimit;
+	char *retry_after;
+	int status;
+	int api_token;	/* the API takes AT-<api_token> only (-1: none) */
+	int generation; /* the token endpoint takes RT-<generation> */
+	int api_requests;
+	int token_requests;
+};
+
+static void cloud_handler(const struct fake_request *req, int *status, GString *headers,
+			  GString *body, void *data)
+{
+	struct cloud *c = data;
+
+	g_mutex_lock(&c->lock);
+	if (g_str_has_prefix(req->target, "/token")) {
+		g_autofree char *rt = http_form_get(req->body, "refresh_token");
+		g_autofree char *valid = g_strdup_printf("RT-%d", c->generation);
+		c->token_requests++;
+		if (g_strcmp0(rt, valid) != 0) {
+			*status = 400;
+			g_string_append(body, "{\"error\":\"invalid_grant\"}");
+		} else {
+			c->generation++;
+			g_string_append_printf(body,
+					       "{\"access_token\":\"AT-%d\",\"refresh_token\":"
+					       "\"RT-%d\",\"expires_in\":600}",
+					       c->generation, c->generation);
+		}
+		g_mutex_unlock(&c->lock);
+		return;
+	}
+	g_autofree char *bearer = g_strdup_printf("Authorization: Bearer AT-%d\r\n", c->api_token);
+	c->api_requests++;
+	if (c->ratelimit)
+		g_string_append_printf(headers, "RateLimit: %s\r\n", c->ratelimit);
+	if (c->retry_after)
+		g_string_append_printf(headers, "Retry-After: %s\r\n", c->retry_after);
+	if (!strstr(req->headers, bearer)) {
+		*status = 401;
+		g_string_append(body, "{\"error\":\"unauthorized\"}");
+	} else if (c->status) {
+		*status = c->status;
+		g_string_append(body, "{}");
+	} else {
+		g_string_append_printf(body, "{\"path\": \"%s\"}", req->target);
+	}
+	g_mutex_unlock(&c->lock);
+}
+
+static void cloud_set(struct cloud *c, const char *ratelimit, const char *retry_after, int status)
+{
+	g_mutex_lock(&c->lock);
+	g_free(c->ratelimit);
+	g_free(c->retry_after);
+	c->ratelimit = g_strdup(ratelimit);
+	c->retry_after = g_strdup(retry_after);
+	c->status = status;
+	g_mutex_unlock(&c->lock);
+}
+
+static int cloud_api_requests(struct cloud *c)
+{
+	g_mutex_lock(&c->lock);
+	int n = c->api_requests;
+	g_mutex_unlock(&c->lock);
+	return n;
+}
+
+/* The wall clock the session reckons its budget by: moved by the tests only. */
+static gint64 fake_now_us;
+
+static gint64 fake_clock(void)
+{
+	return fake_now_us;
+}
+
+struct road {
+	char *dir;
+	struct cloud cloud;
+	struct fake_server *srv;
+	struct session *session;
+};
+
+static void road_set_up(struct road *f, gconstpointer data)
+{
+	struct account account = {.id = g_strdup(ACCOUNT), .provider = &test_provider};
+	struct options opts;
+
+	f->dir = g_dir_make_tmp("smarthomefs-road-XXXXXX", NULL);
+	g_assert_nonnull(f->dir);
+	g_mutex_init(&f->cloud.lock);
+	f->srv = fake_server_start(cloud_handler, &f->cloud);
+	options_init(&opts);
+	opts.api_url = fake_server_url(f->srv, "");
+	opts.auth_url = fake_server_url(f->srv, "");
+	opts.cache_dir = g_build_filename(f->dir, "cache", NULL);
+	opts.state_dir = g_build_filename(f->dir, "state", NULL);
+	opts.token_store = TOKEN_STORE_FILE;
+	opts.timeout = 5;
+
+	/* A login: AT-0 valid for long, RT-0 to refresh it. */
+	struct token_store store = {.kind = TOKEN_STORE_FILE, .state_dir = opts.state_dir};
+	struct token_set ts = {.provider = g_strdup("testcloud"),
+			       .access_token = g_strdup("AT-0"),
+			       .refresh_token = g_strdup("RT-0"),
+			       .expires_at_s = g_get_real_time() / G_USEC_PER_SEC + 3600};
+	g_autofree char *json = token_set_to_json(&ts);
+	token_set_clear(&ts);
+	g_assert_cmpint(token_store_save(&store, ACCOUNT, "testcloud", json, NULL), ==, 0);
+
+	f->session = session_new(&account, &opts);
+	account_clear(&account);
+	fake_now_us = G_GINT64_CONSTANT(1800000000) * G_USEC_PER_SEC;
+	session_set_wall_clock(f->session, fake_clock);
+	GError *err = NULL;
+	g_assert_cmpint(session_start(f->session, &err), ==, 0);
+	g_assert_no_error(err);
+}
+
+static void road_tear_down(struct road *f, gconstpointer data)
+{
+	session_free(f->session);
+	fake_server_stop(f->srv);
+	g_free(f->cloud.ratelimit);
+	g_free(f->cloud.retry_after);
+	g_mutex_clear(&f->cloud.lock);
+	g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", f->dir);
+	g_assert_cmpint(system(cmd), ==, 0);
+	g_free(f->dir);
+}
+
+/* Reads API path @path through the session: 0 or its negative errno. */
+static int road_get(struct road *f, const char *path)
+{
+	struct resource_ref ref = {.path = (char *)path};
+	struct resource res = {0};
+	int r = session_get(f->session, &ref, &res);
+
+	resource_clear(&res);
+	return r;
+}
+
+static int road_ttl(struct road *f)
+{
+	struct resource_ref ref = {.path = "/any"};
+	return session_ttl(f->session, &ref);
+}
+
+static void test_ttl_stretches_over_what_is_left_until_the_refill(struct road *f,
+								  gconstpointer data)
+{
+	/* 12 calls left, an hour to the refill, 2 kept aside: 5 resources read in a loop
+	 * may cost a call each every 5 × 3600 / 10 s. */
+	cloud_set(&f->cloud, "\"perday\";r=12;t=3600", NULL, 0);
+	g_assert_cmpint(road_ttl(f), ==, 60);
+	for (int i = 1; i <= 5; i++) {
+		g_autofree char *path = g_strdup_printf("/r/%d", i);
+		g_assert_cmpint(road_get(f, path), ==, 0);
+	}
+	g_assert_cmpint(road_ttl(f), ==, 1800);
+	/* Half an hour on, the same calls last half the time. */
+	fake_now_us += 1800 * G_USEC_PER_SEC;
+	g_assert_cmpint(road_ttl(f), ==, 900);
+	/* Past the refill the resource's own TTL holds again. */
+	fake_now_us += 1801 * G_USEC_PER_SEC;
+	g_assert_cmpint(road_ttl(f), ==, 60);
+}
+
+static void test_a_spent_budget_sends_nothing_until_the_refill(struct road *f, gconstpointer data)
+{
+	cloud_set(&f->cloud, "\"perday\";r=0;t=100", NULL, 0);
+	g_assert_cmpint(road_get(f, "/r/1"), ==, 0);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 1);
+	/* No call left: a new resource gets EAGAIN, and the cloud sees nothing. */
+	g_assert_cmpint(road_get(f, "/r/2"), ==, -EAGAIN);
+	fake_now_us += 99 * G_USEC_PER_SEC;
+	g_assert_cmpint(road_get(f, "/r/3"), ==, -EAGAIN);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 1);
+	/* Refilled. */
+	cloud_set(&f->cloud, "\"perday\";r=50;t=86300", NULL, 0);
+	fake_now_us += 2 * G_USEC_PER_SEC;
+	g_assert_cmpint(road_get(f, "/r/4"), ==, 0);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 2);
+}
+
+static void test_a_401_refreshes_once_and_retries(struct road *f, gconstpointer data)
+{
+	/* The API no longer takes AT-0, though it has not expired (revoked early): one
+	 * refresh (RT-0 → AT-1), one retry, and the reader gets the body. */
+	g_mutex_lock(&f->cloud.lock);
+	f->cloud.api_token = 1;
+	g_mutex_unlock(&f->cloud.lock);
+	g_assert_cmpint(road_get(f, "/r/1"), ==, 0);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 2);
+	g_assert_cmpint(f->cloud.token_requests, ==, 1);
+	/* The new token serves the next read at once. */
+	g_assert_cmpint(road_get(f, "/r/2"), ==, 0);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 3);
+	g_assert_cmpint(f->cloud.token_requests, ==, 1);
+}
+
+static void test_a_401_after_a_refresh_is_eacces(struct road *f, gconstpointer data)
+{
+	/* A fresh token refused too: the login is no good, and no loop of refreshes. */
+	g_mutex_lock(&f->cloud.lock);
+	f->cloud.api_token = -1;
+	g_mutex_unlock(&f->cloud.lock);
+	g_assert_cmpint(road_get(f, "/r/1"), ==, -EACCES);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 2);
+	g_assert_cmpint(f->cloud.token_requests, ==, 1);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
+	/* Lock files then go to each test's state directory. */
+	g_unsetenv("XDG_RUNTIME_DIR");
 	g_test_add("/session/recent_small_bodies_are_parsed_once", struct fixture, NULL,
 		   fixture_set_up, test_recent_small_bodies_are_parsed_once, fixture_tear_down);
 	g_test_add("/session/big_bodies_keep_at_most_256_kib_of_text", struct fixture, NULL,
-		   fixture_set_up, test_big_bodies_keep_at_most_256_kib_of_text,
-		   fixture_tear_down);
+		   fixture_set_up, test_big_bodies_keep_at_most_256_kib_of_text, fixture_tear_down);
+	g_test_add("/session/ttl_stretches_over_what_is_left_until_the_refill", struct road, NULL,
+		   road_set_up, test_ttl_stretches_over_what_is_left_until_the_refill,
+		   road_tear_down);
+	g_test_add("/session/a_spent_budget_sends_nothing_until_the_refill", struct road, NULL,
+		   road_set_up, test_a_spent_budget_sends_nothing_until_the_refill, road_tear_down);
+	g_test_add("/session/a_401_refreshes_once_and_retries", struct road, NULL, road_set_up,
+		   test_a_401_refreshes_once_and_retries, road_tear_down);
+	g_test_add("/session/a_401_after_a_refresh_is_eacces", struct road, NULL, road_set_up,
+		   test_a_401_after_a_refresh_is_eacces, road_tear_down);
 	return g_test_run();
 }

@@ -1,0 +1,47 @@
+/* cli_logout: `smarthomefs logout ACCOUNT`: removes the account's stored tokens. */
+#include <errno.h>
+
+#include "cli.h"
+#include "config.h"
+#include "keyring.h"
+
+int cli_logout(int argc, char **argv)
+{
+	int r = cli_parse_args("ACCOUNT - forget an account's tokens",
+			       "Removes the stored tokens of ACCOUNT (PROVIDER or PROVIDER:NAME).",
+			       NULL, &argc, &argv);
+	if (r != EXIT_OK)
+		return r;
+	if (argc != 2) {
+		cli_fail("logout takes one ACCOUNT (try --help)");
+		return EXIT_USAGE;
+	}
+	struct account account = {0};
+	g_autoptr(GError) err = NULL;
+	if (account_parse(argv[1], &account, &err) < 0) {
+		cli_fail("%s", err->message);
+		return EXIT_USAGE;
+	}
+	struct options opts;
+	options_init(&opts);
+	r = cli_load_options(account.id, &opts);
+	if (r == EXIT_OK) {
+		struct token_store store;
+		options_token_store(&opts, &store);
+		int d = token_store_delete(&store, account.id, &err);
+		if (d == -ENOENT) {
+			cli_fail("no login is stored for '%s' in the %s", account.id,
+				 token_store_name(store.kind));
+			r = EXIT_FAIL;
+		} else if (d < 0) {
+			cli_fail("%s", err->message);
+			r = EXIT_FAIL;
+		} else {
+			printf("Logged out of '%s'.\n", account.id);
+		}
+		token_store_clear(&store);
+	}
+	options_clear(&opts);
+	account_clear(&account);
+	return r;
+}

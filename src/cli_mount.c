@@ -1,0 +1,284 @@
+/* cli_mount: `smarthomefs mount [ACCOUNT] DIR` and the mount helper forms. Forks before
+ * anything touches the keyring, starts the session and the filesystem, mounts, detaches
+ * from the terminal and serves FUSE requests until unmounted. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <fuse_lowlevel.h>
+#include <gio/gio.h>
+
+#include "cli.h"
+#include "config.h"
+#include "fs.h"
+#include "keyring.h"
+#include "log.h"
+#include "session.h"
+
+/* With one account logged in, the ACCOUNT may be left out. */
+static int pick_account(const struct options *opts, char **id, GError **err)
+{
+	struct token_store store;
+	g_autoptr(GPtrArray) ids = g_ptr_array_new_with_free_func(g_free);
+
+	options_token_store(opts, &store);
+	int r = token_store_list(&store, ids, err);
+	token_store_clear(&store);
+	if (r < 0)
+		return r;
+	if (ids->len == 1) {
+		*id = g_strdup(ids->pdata[0]);
+		return 0;
+	}
+	g_set_error(err, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+		    ids->len ? "several accounts are logged in: name one (see `smarthomefs status`)"
+			     : "no account is logged in: run `smarthomefs login PROVIDER` first");
+	return -EINVAL;
+}
+
+/* Tells the waiting parent how the start went (0 mounted), then lets it exit. */
+static void report_start(int fd, unsigned char status)
+{
+	if (fd >= 0) {
+		ssize_t n = write(fd, &status, 1);
+		(void)n;
+		close(fd);
+	}
+}
+
+/* libsecret starts GDBus threads, which do not survive fork(): fork before anything
+ * touches the keyring, and let the parent wait until the mount is up or failed, so that
+ * `mount` reports failures (the way fuse_daemonize() cannot). Returns, in the child, the
+ * pipe to report_start() on, or -1 after printing why it could not fork. The parent
+ * never returns. */
+static int fork_daemon(void)
+{
+	int pipefd[2];
+	if (pipe(pipefd) < 0) {
+		cli_fail("pipe: %s", g_strerror(errno));
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		cli_fail("fork: %s", g_strerror(errno));
+		return -1;
+	}
+	if (pid > 0) {
+		unsigned char st = EXIT_FAIL;
+		close(pipefd[1]);
+		if (read(pipefd[0], &st, 1) != 1)
+			st = EXIT_FAIL;
+		_exit(st);
+	}
+	close(pipefd[0]);
+	setsid();
+	return pipefd[1];
+}
+
+/* The account to mount (@account_arg, or the only one logged in) and its options. */
+static int mount_account(const char *account_arg, struct account *account, struct options *opts)
+{
+	g_autoptr(GError) err = NULL;
+	g_autofree char *account_id = g_strdup(account_arg);
+	int r;
+
+	if (!account_id) {
+		/* The store to look in may only be given by -o. */
+		r = cli_load_options("", opts);
+		if (r != EXIT_OK)
+			return r;
+		if (pick_account(opts, &account_id, &err) < 0) {
+			cli_fail("%s", err->message);
+			return EXIT_FAIL;
+		}
+		options_clear(opts);
+		options_init(opts);
+	}
+	if (account_parse(account_id, account, &err) < 0) {
+		cli_fail("%s", err->message);
+		return EXIT_USAGE;
+	}
+	return cli_load_options(account->id, opts);
+}
+
+/* libfuse's arguments for mounting @account: read-only, the kernel checks permissions,
+ * the account as fsname, and the user's own libfuse options. */
+static void mount_fuse_args(const struct account *account, const struct options *opts,
+			    struct fuse_args *args)
+{
+	g_autoptr(GString) o = g_string_new("ro,default_permissions,subtype=smarthomefs");
+	g_autofree char *fsname = g_strescape(account->id, NULL);
+	g_string_append_printf(o, ",fsname=%s", fsname);
+	if (opts->allow_other)
+		g_string_append(o, ",allow_other");
+	for (guint i = 0; i < opts->fuse_opts->len; i++)
+		g_string_append_printf(o, ",%s", (char *)opts->fuse_opts->pdata[i]);
+	fuse_opt_add_arg(args, cli_prog);
+	fuse_opt_add_arg(args, "-o");
+	fuse_opt_add_arg(args, o->str);
+}
+
+/* A FUSE session for @fs, with signal handlers, mounted on @mountpoint; NULL after
+ * printing why not. */
+static struct fuse_session *mount_fuse(struct fs *fs, struct fuse_args *args,
+				       const char *mountpoint)
+{
+	struct fuse_session *se =
+	    fuse_session_new(args, fs_operations(), sizeof(struct fuse_lowlevel_ops), fs);
+	if (!se) {
+		cli_fail("cannot start a FUSE session (bad options?)");
+		return NULL;
+	}
+	fs_set_fuse_session(fs, se);
+	if (fuse_set_signal_handlers(se) != 0) {
+		cli_fail("cannot set signal handlers");
+		fuse_session_destroy(se);
+		return NULL;
+	}
+	if (fuse_session_mount(se, mountpoint) != 0) {
+		cli_fail("cannot mount on %s (is it an empty directory you may use, and is "
+			 "/dev/fuse there?)",
+			 mountpoint);
+		fuse_remove_signal_handlers(se);
+		fuse_session_destroy(se);
+		return NULL;
+	}
+	return se;
+}
+
+/* The daemon leaves the terminal: stdio to /dev/null, the log to syslog. */
+static void detach(bool debug)
+{
+	int null = open("/dev/null", O_RDWR);
+	if (chdir("/") != 0)
+		log_warn("chdir /: %s", g_strerror(errno));
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	log_setup(cli_prog, true, debug);
+}
+
+/* Serves FUSE requests until the mount goes away; 0 on a clean unmount. */
+static int serve(struct fuse_session *se, int max_threads)
+{
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	fuse_loop_cfg_set_max_threads(cfg, (unsigned)max_threads);
+	/* Workers beyond two end when a burst is over: each idle one keeps its stack, its
+	 * request buffer and its curl handle, and a new one costs a thread start only. */
+	fuse_loop_cfg_set_idle_threads(cfg, 2);
+	int loop = fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return loop;
+}
+
+static int run_mount(const char *account_arg, const char *mountpoint_arg, bool foreground)
+{
+	char mountpoint[PATH_MAX];
+	if (!realpath(mountpoint_arg, mountpoint)) {
+		cli_fail("cannot mount on %s: %s", mountpoint_arg, g_strerror(errno));
+		return EXIT_FAIL;
+	}
+	int status_fd = -1;
+	if (!foreground) {
+		status_fd = fork_daemon();
+		if (status_fd < 0)
+			return EXIT_FAIL;
+	}
+
+	struct options opts;
+	struct account account = {0};
+	struct session *session = NULL;
+	struct fs *fs = NULL;
+	struct fuse_session *se = NULL;
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	g_autoptr(GError) err = NULL;
+
+	options_init(&opts);
+	int r = mount_account(account_arg, &account, &opts);
+	if (r != EXIT_OK)
+		goto out;
+	r = EXIT_FAIL;
+	mount_fuse_args(&account, &opts, &args);
+	/* The session takes the options over. */
+	int max_threads = opts.max_threads;
+	bool debug = opts.debug;
+	session = session_new(&account, &opts);
+	if (session_start(session, &err) < 0) {
+		cli_fail("%s", err ? err->message : "cannot load the login");
+		goto out;
+	}
+	fs = fs_new(session);
+	se = mount_fuse(fs, &args, mountpoint);
+	if (!se)
+		goto out;
+	if (!foreground) {
+		detach(debug);
+		report_start(status_fd, EXIT_OK);
+		status_fd = -1;
+	}
+	log_info("mounted %s on %s", account.id, mountpoint);
+
+	r = serve(se, max_threads) == 0 ? EXIT_OK : EXIT_FAIL;
+	fuse_session_unmount(se);
+	fuse_remove_signal_handlers(se);
+	log_info("unmounted %s", mountpoint);
+out:
+	if (se)
+		fuse_session_destroy(se);
+	fs_free(fs);
+	session_free(session);
+	fuse_opt_free_args(&args);
+	options_clear(&opts);
+	account_clear(&account);
+	report_start(status_fd, (unsigned char)r);
+	return r;
+}
+
+int cli_mount(int argc, char **argv, bool helper)
+{
+	gboolean foreground = FALSE, sloppy = FALSE, fake = FALSE, no_mtab = FALSE, verbose = FALSE;
+	GOptionEntry entries[] = {
+	    {"foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground,
+	     "Stay in the foreground, log to stderr", NULL},
+	    G_OPTION_ENTRY_NULL,
+	};
+	/* mount(8)'s calling convention for helpers: -s sloppy, -f fake, -n no mtab,
+	 * -v verbose. */
+	GOptionEntry helper_entries[] = {
+	    {"sloppy", 's', 0, G_OPTION_ARG_NONE, &sloppy, "Ignored (mount(8) convention)", NULL},
+	    {"fake", 'f', 0, G_OPTION_ARG_NONE, &fake,
+	     "Check the options and the config file, do not mount (mount(8) convention)", NULL},
+	    {"no-mtab", 'n', 0, G_OPTION_ARG_NONE, &no_mtab, "Ignored", NULL},
+	    {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Log request lines", NULL},
+	    G_OPTION_ENTRY_NULL,
+	};
+	int r = cli_parse_args("[ACCOUNT] MOUNTPOINT - mount an account",
+			       "Mounts a cloud account as files. ACCOUNT is PROVIDER or "
+			       "PROVIDER:NAME; with one account logged in it may be left out.",
+			       helper ? helper_entries : entries, &argc, &argv);
+	if (r != EXIT_OK)
+		return r;
+	if (argc < 2 || argc > 3) {
+		cli_fail("mount takes [ACCOUNT] MOUNTPOINT (try --help)");
+		return EXIT_USAGE;
+	}
+	if (verbose)
+		cli_add_option("debug");
+	if (fake) {
+		/* mount -f: check the options and the config file, but do not mount. */
+		struct options opts;
+		options_init(&opts);
+		r = cli_load_options(argc == 3 ? argv[1] : "", &opts);
+		options_clear(&opts);
+		return r;
+	}
+	return run_mount(argc == 3 ? argv[1] : NULL, argv[argc - 1], foreground);
+}
