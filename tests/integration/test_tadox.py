@@ -76,6 +76,13 @@ def test_one_script_reads_the_same_value_names_on_both_generations(rig):
     assert read(m / f"homes/{X}/zones/2/values/overlay_active") == b"true\n"
     assert read(m / f"homes/{X}/zones/1/values/humidity") == \
         f"{x_state['sensorDataPoints']['humidity']['percentage']}\n".encode()
+    # The units beside the values, the same on both generations.
+    units = {home: json.loads(read(m / f"homes/{home}/zones/1/units.json")) for home in (PRE, X)}
+    assert list(units[X]) == x
+    assert {n: units[PRE][n] for n in SAME_NAMES} == units[X] == {
+        "inside_temperature": "°C", "humidity": "%", "heating_power": "%",
+        "target_temperature": "°C", "power": "", "link": "", "window_open": "",
+        "overlay_active": ""}
 
 
 def test_x_devices_are_the_rooms_devices_and_the_bridge(rig):
