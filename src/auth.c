@@ -19,6 +19,7 @@
 #include "log.h"
 #include "provider.h"
 #include "token.h"
+#include "trust.h"
 
 /* Refresh at most this long before the expiry, so a token never dies in flight; see
  * refresh_margin_us(). */
@@ -45,6 +46,7 @@ struct auth {
 	bool rejected;		 /* (mu) the API answered 401 to ts.access_token */
 	bool refreshing;	 /* (mu) a thread is refreshing; others wait */
 	bool save_pending;	 /* (mu) ts is newer than the store: the last save failed */
+	bool refused;		 /* (mu) the token endpoint refused ts.refresh_token */
 	guint64 generation;	 /* (mu) refreshes ended, successful or not */
 	int last_result;	 /* (mu) how the last refresh ended */
 	gint64 retry_not_before_us; /* (mu) monotonic; holdoff after a failed refresh */
@@ -90,6 +92,8 @@ void auth_free(struct auth *a)
 static void auth_publish_locked(struct auth *a, struct token_set *fresh)
 {
 	token_set_hide(fresh);
+	if (g_strcmp0(fresh->refresh_token, a->ts.refresh_token) != 0)
+		a->refused = false;
 	token_set_unhide_rotated(&a->ts, fresh);
 	token_set_clear(&a->ts);
 	a->ts = *fresh;
@@ -168,21 +172,23 @@ static bool token_usable_locked(const struct auth *a, gint64 margin_us)
 
 /* Takes the account's lock file, shared with every other smarthomefs process. Bounded:
  * a wedged process must not hang a FUSE worker for ever. Returns the fd or -errno. */
-static int auth_lock_file(struct auth *a)
+static int auth_lock_file(struct auth *a, GError **err)
 {
-	if (g_mkdir_with_parents(a->lock_dir, 0700) < 0)
-		return -errno;
+	/* Another user's directory or lock file would let them hold the lock for ever. */
+	int r = trust_private_dir(a->lock_dir, err);
+	if (r < 0)
+		return r;
 	g_autofree char *name = g_strconcat(a->account, ".lock", NULL);
 	if (strchr(name, '/') || name[0] == '.')
 		return -EINVAL;
 	g_autofree char *path = g_build_filename(a->lock_dir, name, NULL);
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	int fd = trust_open_private(path, O_RDWR | O_CREAT, 0600, err);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	gint64 give_up = g_get_monotonic_time() + MIN(LOCK_WAIT_US, http_client_timeout_us(a->http));
 	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno != EWOULDBLOCK && errno != EINTR) {
-			int r = -errno;
+			r = -errno;
 			close(fd);
 			return r;
 		}
@@ -208,15 +214,23 @@ static int auth_save(struct auth *a, const struct token_set *ts)
 	return r;
 }
 
+struct refresh_outcome {
+	bool refreshed; /* the token endpoint issued a new set */
+	bool saved;	/* the store holds what memory will */
+	bool refused;	/* the token endpoint refused the refresh token */
+};
+
 /* The refresh itself, run by one thread with no mutex held. @snap is the published set
- * when the refresh started. Fills @fresh with any set newer than @snap — refreshed
- * here, or adopted from the store — even when it then fails. */
+ * when the refresh started; @refused: its refresh token was refused before. Fills
+ * @fresh with any set newer than @snap — refreshed here, or adopted from the store —
+ * even when it then fails. */
 static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool save_pending,
-			    bool force, struct token_set *fresh, bool *refreshed, bool *saved)
+			    bool force, bool refused, struct token_set *fresh,
+			    struct refresh_outcome *out)
 {
-	*refreshed = false;
-	*saved = !save_pending;
-	int lock_fd = auth_lock_file(a);
+	*out = (struct refresh_outcome){.saved = !save_pending, .refused = refused};
+	g_autoptr(GError) lock_err = NULL;
+	int lock_fd = auth_lock_file(a, &lock_err);
 	if (lock_fd == -ETIMEDOUT) {
 		/* Another process is refreshing this account right now: refreshing beside it
 		 * would spend the same single-use refresh token. */
@@ -226,14 +240,15 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 	}
 	if (lock_fd < 0) {
 		log_warn("Could not take the refresh lock of %s in %s: %s; refreshing without it.",
-			 a->account, a->lock_dir, g_strerror(-lock_fd));
+			 a->account, a->lock_dir,
+			 lock_err ? lock_err->message : g_strerror(-lock_fd));
 	}
 
 	struct token_set work = {0};
 	bool adopted = false;
 	if (save_pending) {
 		/* The store is older than memory: what it holds was spent by us. */
-		*saved = auth_save(a, snap) == 0;
+		out->saved = auth_save(a, snap) == 0;
 	} else {
 		g_autoptr(GError) e = NULL;
 		struct token_set stored = {0};
@@ -255,6 +270,7 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 			/* Another process refreshed (or the user logged in again): our
 			 * refresh token is spent or replaced. Take theirs. */
 			adopted = true;
+			out->refused = false;
 			work = stored;
 			stored = (struct token_set){0};
 		}
@@ -267,16 +283,22 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 			     g_strcmp0(work.access_token, snap->access_token) != 0 &&
 			     token_fresh(&work, refresh_margin_us(&work));
 	int r = 0;
-	if (!adopted_fresh || force) {
+	if (refused && !adopted) {
+		/* Said once already; sending a refused refresh token again cannot help, a new
+		 * login in the store can. */
+		r = -EACCES;
+	} else if (!adopted_fresh || force) {
 		g_autofree char *error = NULL;
 		r = token_refresh(a->http, a->provider, a->auth_url, &work, &error);
 		if (r == 0) {
-			*refreshed = true;
-			*saved = auth_save(a, &work) == 0;
+			out->refreshed = true;
+			out->refused = false;
+			out->saved = auth_save(a, &work) == 0;
 		} else if (r == -EACCES) {
-			log_error("The login of %s is no longer valid (%s); run `smarthomefs login "
-				  "%s`.",
-				  a->account, error ? error : "refused", a->account);
+			out->refused = true;
+			log_error("The login of %s has expired: the login server refused its "
+				  "refresh token (%s). Run `smarthomefs login %s` to log in again.",
+				  a->account, error ? error : "no reason given", a->account);
 		} else {
 			log_warn("Could not refresh the tokens of %s: %s%s%s; they are kept and "
 				 "tried again later.",
@@ -341,20 +363,22 @@ static int auth_get(struct auth *a, bool force, char **token)
 		struct token_set snap = {0};
 		token_set_copy(&snap, &a->ts);
 		bool save_pending = a->save_pending;
+		bool refused = a->refused;
 		g_mutex_unlock(&a->mu);
 
 		struct token_set fresh = {0};
-		bool refreshed, saved;
-		r = auth_refresh_run(a, &snap, save_pending, force, &fresh, &refreshed, &saved);
+		struct refresh_outcome out;
+		r = auth_refresh_run(a, &snap, save_pending, force, refused, &fresh, &out);
 		token_set_clear(&snap);
 
 		g_mutex_lock(&a->mu);
 		if (fresh.access_token || fresh.refresh_token)
 			auth_publish_locked(a, &fresh);
 		token_set_clear(&fresh);
-		if (refreshed)
+		if (out.refreshed)
 			a->refresh_count++;
-		a->save_pending = !saved;
+		a->save_pending = !out.saved;
+		a->refused = out.refused;
 		a->refreshing = false;
 		a->generation++;
 		a->last_result = r;
@@ -409,6 +433,23 @@ unsigned auth_refresh_count(struct auth *a)
 	unsigned n = a->refresh_count;
 	g_mutex_unlock(&a->mu);
 	return n;
+}
+
+gint64 auth_login_expires_at_s(struct auth *a)
+{
+	g_mutex_lock(&a->mu);
+	gint64 t = token_set_login_expires_at_s(&a->ts, a->provider);
+	g_mutex_unlock(&a->mu);
+	return t;
+}
+
+bool auth_login_expired(struct auth *a)
+{
+	g_mutex_lock(&a->mu);
+	gint64 end_s = token_set_login_expires_at_s(&a->ts, a->provider);
+	bool expired = a->refused || (end_s > 0 && g_get_real_time() / G_USEC_PER_SEC >= end_s);
+	g_mutex_unlock(&a->mu);
+	return expired;
 }
 
 int auth_refresh_now(struct auth *a, GError **err)

@@ -3,7 +3,9 @@
  * per account in this process, and across processes an flock on the account's lock file,
  * after which the store is read again (another process may have refreshed already).
  * A refreshed token set is saved to the store before the new access token is used.
- * A 429, 5xx or network error during a refresh never deletes or replaces tokens.
+ * A 429, 5xx or network error during a refresh never deletes or replaces tokens. A
+ * refused refresh token (the login expired) is said once in the log and never sent
+ * again; a new login in the store is picked up at the next refresh.
  * Thread-safe; no lock is held across a network or keyring call except the refresh
  * lock, which only serializes refreshes. */
 #pragma once
@@ -34,6 +36,11 @@ int auth_bearer(struct auth *a, char **token);
 void auth_rejected(struct auth *a, const char *token);
 /* When the access token expires (wall clock, unix seconds), 0 if unknown. */
 gint64 auth_expires_at_s(struct auth *a);
+/* When the login ends unless refreshed before (wall clock, unix seconds); 0: unknown. */
+gint64 auth_login_expires_at_s(struct auth *a);
+/* Whether the login has ended: its refresh token was refused, or has outlived its
+ * lifetime. Only `smarthomefs login` brings it back. */
+bool auth_login_expired(struct auth *a);
 /* How many refreshes this process made. */
 unsigned auth_refresh_count(struct auth *a);
 /* Refreshes now, whatever the expiry (used by the tests). */

@@ -1,8 +1,14 @@
 /* cache: response bodies by resource key, single-flight, stale-if-error, disk copy.
  *
- * An entry stays in the table once created (the tree bounds the keys); an entry with no
- * body is "no copy". The mutex guards every field of the cache and its entries; each
- * entry's cond wakes the threads waiting for its disk load or its fetch.
+ * An entry stays in the table until cache_forget (the tree bounds the keys); an entry
+ * with no body is "no copy" (or an evicted one, whose disk copy is loaded again). The
+ * mutex guards every field of the cache and its entries; each entry's cond wakes the
+ * threads waiting for its disk load or its fetch.
+ *
+ * Bounds: the bodies in memory weigh at most memory_max bytes: past it, the least
+ * recently used (not being fetched or loaded) lose their body and fall back to their
+ * disk copy. The disk copies weigh at most disk_max: past it, the least recently used
+ * files are deleted.
  *
  * Disk load: the first reader of a key reads its disk copy without the mutex, so a slow
  * disk (a cold page cache, an NFS home) delays the readers of that key only. They wait
@@ -18,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <glib/gstdio.h>
 
 #include "cache.h"
 #include "log.h"
@@ -43,6 +51,10 @@ struct cache_entry {
 	uint64_t flights;	 /* fetches finished, so a waiter knows its fetch ended */
 	int result;		 /* of the last finished fetch */
 	gint64 failed_at_us;	 /* monotonic, when that fetch failed; 0 if it did not */
+	bool forgotten;		 /* cache_forget ran while the entry was busy */
+	int writing;		 /* fetchers between their answer and their disk write */
+	int waiters;		 /* threads waiting on done */
+	GList lru_link;		 /* in the cache's lru while the entry has a body */
 	GCond done;
 	GMutex disk_lock; /* orders this key's disk writes after the lock is dropped; one per
 			   * key, so that fetches of other keys write (and fsync) at once */
@@ -55,6 +67,20 @@ struct cache {
 	int timeout_s;
 	uint64_t next_gen;
 	struct cache_stats stats; /* entries and bytes kept running by entry_set_body */
+	GQueue lru;		  /* entries with a body, the most recently used first */
+	uint64_t memory_max;	  /* bytes of bodies in memory; 0: unbounded */
+	uint64_t disk_max;	  /* bytes of disk copies; 0: unbounded */
+	GHashTable *disk_files;	  /* file name -> struct disk_file: the disk copies */
+	uint64_t disk_uses;	  /* counts disk writes and reads, for the files' LRU order */
+};
+
+static void entry_remove_if_forgotten(struct cache *c, struct cache_entry *e);
+
+/* A disk copy, for the disk bound. */
+struct disk_file {
+	uint64_t size;
+	uint64_t used;	/* disk_uses when last written or read (0: before this mount) */
+	gint64 mtime_s; /* for the files found at start: older ones go first */
 };
 
 /* Replaces @e's body by @body (a new reference taken; NULL: none), keeping the running
@@ -65,11 +91,42 @@ static void entry_set_body(struct cache *c, struct cache_entry *e, GBytes *body)
 		c->stats.entries--;
 		c->stats.bytes -= g_bytes_get_size(e->body);
 		g_bytes_unref(e->body);
+		g_queue_unlink(&c->lru, &e->lru_link);
 	}
 	e->body = body ? g_bytes_ref(body) : NULL;
 	if (body) {
 		c->stats.entries++;
 		c->stats.bytes += g_bytes_get_size(body);
+		g_queue_push_head_link(&c->lru, &e->lru_link);
+	}
+}
+
+/* @e was used: it goes last in line for eviction. Caller holds the lock. */
+static void entry_touch(struct cache *c, struct cache_entry *e)
+{
+	if (e->body && c->lru.head != &e->lru_link) {
+		g_queue_unlink(&c->lru, &e->lru_link);
+		g_queue_push_head_link(&c->lru, &e->lru_link);
+	}
+}
+
+/* Drops the bodies of the least recently used entries until the memory bound holds; an
+ * evicted entry keeps its generation and loads its disk copy when read again. @keep
+ * (just stored) is never evicted: a body larger than the bound is still answered.
+ * Caller holds the lock. */
+static void memory_trim(struct cache *c, struct cache_entry *keep)
+{
+	GList *link = c->lru.tail;
+
+	while (c->memory_max && c->stats.bytes > c->memory_max && link) {
+		struct cache_entry *e = link->data;
+
+		link = link->prev;
+		if (e == keep || e->fetching || e->loading)
+			continue;
+		entry_set_body(c, e, NULL);
+		e->disk_checked = false;
+		c->stats.evictions++;
 	}
 }
 
@@ -80,9 +137,36 @@ static void entry_free(void *data)
 	g_free(e->key);
 	if (e->body)
 		g_bytes_unref(e->body);
+	/* Called by the table, never with a body still queued: see entry_remove. */
 	g_cond_clear(&e->done);
 	g_mutex_clear(&e->disk_lock);
 	g_free(e);
+}
+
+/* A disk copy's name: the hex SHA-256 of its key. */
+static bool is_disk_name(const char *name)
+{
+	return strlen(name) == 64 && strspn(name, "0123456789abcdef") == 64;
+}
+
+/* Takes stock of the disk copies a previous mount left. */
+static void disk_scan(struct cache *c)
+{
+	g_autoptr(GDir) dir = g_dir_open(c->disk_dir, 0, NULL);
+	const char *name;
+
+	while (dir && (name = g_dir_read_name(dir))) {
+		g_autofree char *path = g_build_filename(c->disk_dir, name, NULL);
+		GStatBuf st;
+
+		if (!is_disk_name(name) || g_lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
+			continue;
+		struct disk_file *f = g_new0(struct disk_file, 1);
+		f->size = (uint64_t)st.st_size;
+		f->mtime_s = st.st_mtime;
+		g_hash_table_insert(c->disk_files, g_strdup(name), f);
+		c->stats.disk_bytes += f->size;
+	}
 }
 
 struct cache *cache_new(const char *disk_dir, int timeout_s)
@@ -91,11 +175,15 @@ struct cache *cache_new(const char *disk_dir, int timeout_s)
 
 	g_mutex_init(&c->lock);
 	c->entries = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, entry_free);
+	c->disk_files = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+	g_queue_init(&c->lru);
 	c->timeout_s = timeout_s > 0 ? timeout_s : 1;
 	c->next_gen = 1;
 	if (disk_dir && *disk_dir) {
-		if (g_mkdir_with_parents(disk_dir, 0700) == 0)
+		if (g_mkdir_with_parents(disk_dir, 0700) == 0) {
 			c->disk_dir = g_strdup(disk_dir);
+			disk_scan(c);
+		}
 	}
 	return c;
 }
@@ -104,7 +192,11 @@ void cache_free(struct cache *c)
 {
 	if (!c)
 		return;
+	/* Bodies leave the lru before their entries go. */
+	while (c->lru.head)
+		entry_set_body(c, c->lru.head->data, NULL);
 	g_hash_table_destroy(c->entries);
+	g_hash_table_destroy(c->disk_files);
 	g_mutex_clear(&c->lock);
 	g_free(c->disk_dir);
 	g_free(c);
@@ -117,14 +209,102 @@ void cache_hit_clear(struct cache_hit *hit)
 	*hit = (struct cache_hit){0};
 }
 
+static char *disk_name(const char *key)
+{
+	return g_compute_checksum_for_string(G_CHECKSUM_SHA256, key, -1);
+}
+
 static char *disk_file(struct cache *c, const char *key)
 {
-	g_autofree char *hash = NULL;
+	g_autofree char *name = NULL;
 
 	if (!c->disk_dir)
 		return NULL;
-	hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256, key, -1);
-	return g_build_filename(c->disk_dir, hash, NULL);
+	name = disk_name(key);
+	return g_build_filename(c->disk_dir, name, NULL);
+}
+
+/* Orders disk copies for deletion: the least recently used first. */
+static gint disk_older(gconstpointer a, gconstpointer b, gpointer table)
+{
+	const struct disk_file *fa = g_hash_table_lookup(table, *(const char *const *)a);
+	const struct disk_file *fb = g_hash_table_lookup(table, *(const char *const *)b);
+
+	if (fa->used != fb->used)
+		return fa->used < fb->used ? -1 : 1;
+	return fa->mtime_s < fb->mtime_s ? -1 : fa->mtime_s > fb->mtime_s;
+}
+
+/* Takes the least recently used disk copies (but @keep) out of the books until the disk
+ * bound holds; returns their paths for the caller to delete without the lock (NULL: none).
+ * Caller holds the lock. */
+static GPtrArray *disk_trim(struct cache *c, const char *keep)
+{
+	if (!c->disk_max || c->stats.disk_bytes <= c->disk_max)
+		return NULL;
+	g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+	GPtrArray *victims = g_ptr_array_new_with_free_func(g_free);
+	GHashTableIter it;
+	void *name_p;
+
+	g_hash_table_iter_init(&it, c->disk_files);
+	while (g_hash_table_iter_next(&it, &name_p, NULL))
+		g_ptr_array_add(names, g_strdup(name_p));
+
+	g_ptr_array_sort_with_data(names, disk_older, c->disk_files);
+	for (guint i = 0; i < names->len && c->stats.disk_bytes > c->disk_max; i++) {
+		const char *name = names->pdata[i];
+		struct disk_file *f = g_hash_table_lookup(c->disk_files, name);
+
+		if (keep && strcmp(name, keep) == 0)
+			continue;
+		c->stats.disk_bytes -= f->size;
+		g_ptr_array_add(victims, g_build_filename(c->disk_dir, name, NULL));
+		g_hash_table_remove(c->disk_files, name);
+	}
+	return victims;
+}
+
+/* The disk copy of @key was read: it goes last in line for deletion. Caller holds the
+ * lock. */
+static void disk_touch(struct cache *c, const char *key)
+{
+	g_autofree char *name = disk_name(key);
+	struct disk_file *f = g_hash_table_lookup(c->disk_files, name);
+
+	if (f)
+		f->used = ++c->disk_uses;
+}
+
+static void disk_unlink_all(GPtrArray *victims)
+{
+	for (guint i = 0; victims && i < victims->len; i++)
+		unlink(victims->pdata[i]);
+	if (victims)
+		g_ptr_array_unref(victims);
+}
+
+/* Books the disk copy of @key as @size bytes (0 and @gone: deleted), used now. Returns
+ * what the disk bound now asks to delete. Caller holds the lock. */
+static GPtrArray *disk_book(struct cache *c, const char *key, uint64_t size, bool gone)
+{
+	g_autofree char *name = disk_name(key);
+	struct disk_file *f = g_hash_table_lookup(c->disk_files, name);
+
+	if (f)
+		c->stats.disk_bytes -= f->size;
+	if (gone) {
+		g_hash_table_remove(c->disk_files, name);
+		return NULL;
+	}
+	if (!f) {
+		f = g_new0(struct disk_file, 1);
+		g_hash_table_insert(c->disk_files, g_strdup(name), f);
+	}
+	f->size = size;
+	f->used = ++c->disk_uses;
+	c->stats.disk_bytes += size;
+	return disk_trim(c, name);
 }
 
 /* Writes the disk copy of @key atomically (GLib writes a temporary file, fsyncs and
@@ -146,17 +326,26 @@ static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 ch
 			       "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
 			       key, changed_at_us / USEC, changed_at_us % USEC, fetched_at_s);
 	g_string_append_len(data, bytes, (gssize)len);
-	g_file_set_contents_full(file, data->str, (gssize)data->len,
-				 G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE, 0600,
-				 NULL);
+	if (!g_file_set_contents_full(file, data->str, (gssize)data->len,
+				      G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
+				      0600, NULL))
+		return;
+	g_mutex_lock(&c->lock);
+	GPtrArray *victims = disk_book(c, key, data->len, false);
+	g_mutex_unlock(&c->lock);
+	disk_unlink_all(victims);
 }
 
 static void disk_drop(struct cache *c, const char *key)
 {
 	g_autofree char *file = disk_file(c, key);
 
-	if (file)
-		unlink(file);
+	if (!file)
+		return;
+	unlink(file);
+	g_mutex_lock(&c->lock);
+	disk_book(c, key, 0, true);
+	g_mutex_unlock(&c->lock);
 }
 
 /* Reads the disk copy of @key: its body (a new reference), when it changed (unix µs) and
@@ -224,14 +413,18 @@ static void disk_load(struct cache *c, struct cache_entry *e)
 		    e->key, c->timeout_s, c->disk_dir);
 	/* A fetch finished meanwhile (a reader stopped waiting for a hung load): its body
 	 * is newer, or its -ENOENT dropped the resource; the copy read is older than both. */
-	if (found && e->flights == flights) {
+	if (found && e->flights == flights && !e->forgotten) {
 		entry_set_body(c, e, body);
+		/* An evicted body read back is the same version: same generation. */
+		if (!e->gen || e->changed_at_us != changed_at_us)
+			e->gen = c->next_gen++;
 		e->changed_at_us = changed_at_us;
 		/* Carry the copy's age over to the monotonic clock: a remount within the TTL
 		 * must not spend an API call. A clock that went back counts as age 0. */
 		age_s = MAX(0, g_get_real_time() / USEC - fetched_at_s);
 		e->fetched_at_us = g_get_monotonic_time() - age_s * USEC;
-		e->gen = c->next_gen++;
+		disk_touch(c, e->key);
+		memory_trim(c, e);
 	}
 	g_cond_broadcast(&e->done);
 	if (body)
@@ -256,7 +449,10 @@ static int disk_copy_settle(struct cache *c, struct cache_entry *e)
 		deadline = e->load_started_us + (gint64)c->timeout_s * USEC;
 		if (g_get_monotonic_time() >= deadline)
 			return 0;
-		if (!g_cond_wait_until(&e->done, &c->lock, deadline) && e->loading && !e->body)
+		e->waiters++;
+		bool woken = g_cond_wait_until(&e->done, &c->lock, deadline);
+		e->waiters--;
+		if (!woken && e->loading && !e->body)
 			return -ETIMEDOUT;
 	}
 	return 0;
@@ -269,6 +465,7 @@ static struct cache_entry *entry_get(struct cache *c, const char *key)
 	if (!e) {
 		e = g_new0(struct cache_entry, 1);
 		e->key = g_strdup(key);
+		e->lru_link.data = e;
 		g_cond_init(&e->done);
 		g_mutex_init(&e->disk_lock);
 		g_hash_table_insert(c->entries, e->key, e);
@@ -282,8 +479,9 @@ static bool entry_fresh(struct cache_entry *e, int ttl_s)
 	       g_get_monotonic_time() - e->fetched_at_us < (gint64)ttl_s * USEC;
 }
 
-static void hit_fill(struct cache_hit *hit, struct cache_entry *e, int error)
+static void hit_fill(struct cache *c, struct cache_hit *hit, struct cache_entry *e, int error)
 {
+	entry_touch(c, e);
 	hit->body = g_bytes_ref(e->body);
 	hit->gen = e->gen;
 	hit->changed_at_us = e->changed_at_us;
@@ -296,13 +494,13 @@ static void hit_fill(struct cache_hit *hit, struct cache_entry *e, int error)
 static int answer(struct cache *c, struct cache_entry *e, int r, struct cache_hit *hit)
 {
 	if (r == 0 && e->body) {
-		hit_fill(hit, e, 0);
+		hit_fill(c, hit, e, 0);
 		return 0;
 	}
 	if (r == -ENOENT || r == -EACCES || !e->body)
 		return r < 0 ? r : -EIO;
 	c->stats.stale_served++;
-	hit_fill(hit, e, r);
+	hit_fill(c, hit, e, r);
 	return 0;
 }
 
@@ -315,13 +513,16 @@ static int wait_for_fetch(struct cache *c, struct cache_entry *e, struct cache_h
 	gint64 deadline = e->fetch_started_us + (gint64)c->timeout_s * USEC + USEC;
 
 	while (e->fetching && e->flights == flight) {
-		if (!g_cond_wait_until(&e->done, &c->lock, deadline)) {
+		e->waiters++;
+		bool woken = g_cond_wait_until(&e->done, &c->lock, deadline);
+		e->waiters--;
+		if (!woken) {
 			if (e->flights != flight)
 				break;
 			/* The fetch hangs: an old copy beats no answer. */
 			if (e->body) {
 				c->stats.stale_served++;
-				hit_fill(hit, e, -ETIMEDOUT);
+				hit_fill(c, hit, e, -ETIMEDOUT);
 				return 0;
 			}
 			return -ETIMEDOUT;
@@ -345,6 +546,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 		key = path;
 	g_mutex_lock(&c->lock);
 	e = entry_get(c, key);
+	e->forgotten = false; /* read again: live */
 	r = disk_copy_settle(c, e);
 	if (r < 0) {
 		g_mutex_unlock(&c->lock);
@@ -352,7 +554,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	}
 	if (entry_fresh(e, ttl_s)) {
 		c->stats.hits++;
-		hit_fill(hit, e, 0);
+		hit_fill(c, hit, e, 0);
 		g_mutex_unlock(&c->lock);
 		log_debug("cache hit %s", key);
 		return 0;
@@ -361,7 +563,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 		r = -ENETDOWN;
 		if (e->body) {
 			c->stats.stale_served++;
-			hit_fill(hit, e, -ENETDOWN);
+			hit_fill(c, hit, e, -ENETDOWN);
 			r = 0;
 		}
 		g_mutex_unlock(&c->lock);
@@ -403,6 +605,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 			e->changed_at_us = g_get_real_time();
 		}
 		e->fetched_at_us = g_get_monotonic_time();
+		memory_trim(c, e);
 	} else {
 		c->stats.errors++;
 		if (r == -ENOENT && e->body) {
@@ -418,23 +621,75 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	e->failed_at_us = r < 0 ? g_get_monotonic_time() : 0;
 	g_cond_broadcast(&e->done);
 	r = answer(c, e, r, hit);
+	e->writing++; /* keeps @e in the table (cache_forget) until the disk is written */
 	g_mutex_unlock(&c->lock);
 
 	/* The disk is written outside the lock, also when the bytes are the same, so that
 	 * the copy's fetch time stays true for a remount. Only the newest fetch of the key
-	 * writes: one that finished later has written or will write itself. */
+	 * writes: one that finished later has written or will write itself; none after the
+	 * key was forgotten. */
 	g_mutex_lock(&e->disk_lock);
 	g_mutex_lock(&c->lock);
-	newest = e->flights == flight;
+	newest = e->flights == flight && !e->forgotten;
 	g_mutex_unlock(&c->lock);
 	if (newest && body)
 		disk_store(c, key, body, changed_at_us, fetched_at_s);
 	else if (newest && r == -ENOENT)
 		disk_drop(c, key);
+	g_mutex_lock(&c->lock);
+	/* Forgotten while this was written: the copy goes too. */
+	bool drop = e->forgotten && newest;
+	g_mutex_unlock(&c->lock);
+	if (drop)
+		disk_drop(c, key);
 	g_mutex_unlock(&e->disk_lock);
+	g_mutex_lock(&c->lock);
+	e->writing--;
+	entry_remove_if_forgotten(c, e);
+	g_mutex_unlock(&c->lock);
 	if (body)
 		g_bytes_unref(body);
 	return r;
+}
+
+/* Removes a forgotten @e from the table once no thread is busy with it. Caller holds the
+ * lock; @e may be freed. */
+static void entry_remove_if_forgotten(struct cache *c, struct cache_entry *e)
+{
+	if (!e->forgotten || e->fetching || e->loading || e->writing || e->waiters)
+		return;
+	entry_set_body(c, e, NULL);
+	g_hash_table_remove(c->entries, e->key);
+}
+
+void cache_forget(struct cache *c, const char *key)
+{
+	struct cache_entry *e;
+
+	g_mutex_lock(&c->lock);
+	e = g_hash_table_lookup(c->entries, key);
+	if (e) {
+		entry_set_body(c, e, NULL);
+		e->gen = 0;
+		e->disk_checked = true; /* its copy is deleted below */
+		e->forgotten = true;
+		entry_remove_if_forgotten(c, e);
+	}
+	g_mutex_unlock(&c->lock);
+	disk_drop(c, key);
+}
+
+void cache_set_bounds(struct cache *c, uint64_t memory_bytes, uint64_t disk_bytes)
+{
+	GPtrArray *victims;
+
+	g_mutex_lock(&c->lock);
+	c->memory_max = memory_bytes;
+	c->disk_max = disk_bytes;
+	memory_trim(c, NULL);
+	victims = c->disk_dir ? disk_trim(c, NULL) : NULL;
+	g_mutex_unlock(&c->lock);
+	disk_unlink_all(victims);
 }
 
 uint64_t cache_peek_gen(struct cache *c, const char *key)
@@ -459,7 +714,7 @@ int cache_peek(struct cache *c, const char *key, struct cache_hit *hit)
 	g_mutex_lock(&c->lock);
 	e = g_hash_table_lookup(c->entries, key);
 	if (e && e->body) {
-		hit_fill(hit, e, 0);
+		hit_fill(c, hit, e, 0);
 		r = 0;
 	}
 	g_mutex_unlock(&c->lock);

@@ -41,14 +41,24 @@ struct cache_stats {
 	uint64_t fetches;      /* calls of the fetch function */
 	uint64_t stale_served; /* answered with a stale copy after an error */
 	uint64_t errors;       /* fetches that failed */
-	uint64_t entries;      /* keys with a body */
+	uint64_t entries;      /* keys with a body in memory */
 	uint64_t bytes;	       /* their bodies' bytes */
+	uint64_t evictions;    /* bodies dropped from memory for its bound */
+	uint64_t disk_bytes;   /* bytes of the disk copies */
 };
 
 /* A cache whose on-disk copy lives in @disk_dir (created 0700; NULL: memory only), and
  * whose waiters give up after @timeout_s seconds. */
 struct cache *cache_new(const char *disk_dir, int timeout_s);
 void cache_free(struct cache *c);
+/* Bounds the bodies in memory to @memory_bytes (the least recently used lose theirs and
+ * read their disk copy again when asked) and the disk copies to @disk_bytes (the least
+ * recently used are deleted); 0 leaves one unbounded. A single body larger than the
+ * memory bound is still cached until the next one arrives. */
+void cache_set_bounds(struct cache *c, uint64_t memory_bytes, uint64_t disk_bytes);
+/* Drops everything of @key, in memory and on disk: for a resource that is gone (its
+ * entry left its list). A reader of @key after this fetches it again. */
+void cache_forget(struct cache *c, const char *key);
 
 /* The body of resource @key (fetched from @path when needed): fresh if it was fetched
  * less than @ttl_s seconds ago, else fetched again through @fetch. With @offline, never

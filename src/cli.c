@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "terminal.h"
 #include "version.h"
 
 const char *cli_prog = "smarthomefs";
@@ -17,7 +18,9 @@ void cli_fail(const char *fmt, ...)
 	va_start(ap, fmt);
 	g_autofree char *msg = g_strdup_vprintf(fmt, ap);
 	va_end(ap);
-	g_autofree char *clean = log_scrub(msg);
+	g_autofree char *scrubbed = log_scrub(msg);
+	/* A message may quote a server (an error code, a description). */
+	g_autofree char *clean = terminal_text(scrubbed);
 	fprintf(stderr, "%s: %s\n", cli_prog, clean);
 }
 

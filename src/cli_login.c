@@ -177,6 +177,11 @@ int cli_login(int argc, char **argv)
 	if (r != EXIT_OK)
 		goto out;
 
+	if (options_check_trust(&opts, NULL, &err) < 0) {
+		cli_fail("%s", err->message);
+		r = EXIT_FAIL;
+		goto out;
+	}
 	options_token_store(&opts, &store);
 	/* Fail before the user spends minutes in a browser if the tokens cannot be kept. */
 	if (token_store_list(&store, known, &err) < 0) {

@@ -4,8 +4,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fuse_lowlevel.h>
@@ -37,6 +39,125 @@ static int pick_account(const struct options *opts, char **id, GError **err)
 		    ids->len ? "several accounts are logged in: name one (see `smarthomefs status`)"
 			     : "no account is logged in: run `smarthomefs login PROVIDER` first");
 	return -EINVAL;
+}
+
+/* mount(8) runs a user's helper without HOME, and mount.fuse3 sets HOME=/root: the
+ * user's config file, disk cache and state would be looked for where they are not, the
+ * cache silently lost. For a user (not root, whose HOME-less boot mounts use the system
+ * directories), a HOME that is missing or not a directory of the caller's own gives way
+ * to the password entry's. Before anything asks GLib for a directory: it keeps the
+ * first answer. */
+static void home_of_the_caller(void)
+{
+	const char *home = g_getenv("HOME");
+	struct stat st;
+	uid_t uid = getuid();
+
+	if (uid == 0 || (home && g_path_is_absolute(home) && stat(home, &st) == 0 &&
+			 S_ISDIR(st.st_mode) && st.st_uid == uid))
+		return;
+	struct passwd *pw = getpwuid(uid);
+	if (pw && pw->pw_dir && g_path_is_absolute(pw->pw_dir))
+		g_setenv("HOME", pw->pw_dir, TRUE);
+}
+
+/* The directories of @path that do not exist yet, deepest first: what a mount that
+ * fails must not leave behind when it made them. */
+static GPtrArray *missing_dirs(const char *path)
+{
+	GPtrArray *missing = g_ptr_array_new_with_free_func(g_free);
+	g_autofree char *dir = g_strdup(path);
+
+	while (g_path_is_absolute(dir) && !g_file_test(dir, G_FILE_TEST_EXISTS)) {
+		char *parent = g_path_get_dirname(dir);
+		g_ptr_array_add(missing, g_steal_pointer(&dir));
+		dir = parent;
+	}
+	return missing;
+}
+
+/* Makes the disk cache's directory; false after saying why a remount will fetch
+ * everything again. */
+static bool cache_dir_usable(const char *dir)
+{
+	if (g_mkdir_with_parents(dir, 0700) == 0 && access(dir, W_OK | X_OK) == 0)
+		return true;
+	log_warn("no disk cache: cannot use %s (%s); every mount fetches everything anew "
+		 "(set cache_dir= to a directory of yours)",
+		 dir, g_strerror(errno));
+	return false;
+}
+
+/* The filesystem type and source of the mount on top of @path, if @path is a mount
+ * point (NULL if not), from /proc/self/mountinfo: no stat, which a dead or another
+ * user's FUSE mount refuses. */
+static char *mounted_on(const char *path)
+{
+	g_autofree char *text = NULL;
+	char *found = NULL;
+
+	if (!g_file_get_contents("/proc/self/mountinfo", &text, NULL, NULL))
+		return NULL;
+	g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+	for (char **l = lines; *l; l++) {
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE ... */
+		g_auto(GStrv) f = g_strsplit(*l, " ", -1);
+		const char *sep = strstr(*l, " - ");
+		if (g_strv_length(f) < 5 || !sep)
+			continue;
+		g_autofree char *mp = g_strcompress(f[4]); /* octal escapes: \040 a space */
+		if (strcmp(mp, path) != 0)
+			continue;
+		g_auto(GStrv) tail = g_strsplit(sep + 3, " ", 3);
+		g_free(found); /* a later line is a mount on top of an earlier one */
+		found = g_strdup_printf("%s %s", tail[0], tail[0] && tail[1] ? tail[1] : "");
+	}
+	return found;
+}
+
+/* Whether fusermount3 lets this user mount with allow_other: root always, a user when
+ * /etc/fuse.conf has a line user_allow_other. */
+static bool allow_other_allowed(void)
+{
+	g_autofree char *conf = NULL;
+
+	if (getuid() == 0)
+		return true;
+	if (!g_file_get_contents("/etc/fuse.conf", &conf, NULL, NULL))
+		return false;
+	g_auto(GStrv) lines = g_strsplit(conf, "\n", -1);
+	for (char **l = lines; *l; l++)
+		if (strcmp(g_strstrip(*l), "user_allow_other") == 0)
+			return true;
+	return false;
+}
+
+/* The mount point, made absolute, once checked: not already a FUSE mount (fusermount3
+ * would say "Permission denied", or stack a second mount), and a directory we can
+ * resolve. NULL after saying why. */
+static char *mountpoint_check(const char *arg)
+{
+	g_autofree char *abs = g_canonicalize_filename(arg, NULL);
+	g_autofree char *on = mounted_on(abs);
+	char real[PATH_MAX];
+
+	if (on && g_str_has_prefix(on, "fuse")) {
+		cli_fail("%s is already mounted (%s); unmount it first: fusermount3 -u %s", abs, on,
+			 abs);
+		return NULL;
+	}
+	if (!realpath(arg, real)) {
+		cli_fail("cannot mount on %s: %s", arg, g_strerror(errno));
+		return NULL;
+	}
+	g_free(on);
+	on = mounted_on(real);
+	if (on && g_str_has_prefix(on, "fuse")) {
+		cli_fail("%s is already mounted (%s); unmount it first: fusermount3 -u %s", real,
+			 on, real);
+		return NULL;
+	}
+	return g_strdup(real);
 }
 
 /* Tells the waiting parent how the start went (0 mounted), then lets it exit. */
@@ -139,8 +260,8 @@ static struct fuse_session *mount_fuse(struct fs *fs, struct fuse_args *args,
 		return NULL;
 	}
 	if (fuse_session_mount(se, mountpoint) != 0) {
-		cli_fail("cannot mount on %s (is it an empty directory you may use, and is "
-			 "/dev/fuse there?)",
+		cli_fail("cannot mount on %s (is it a directory you may write, and is /dev/fuse "
+			 "there?)",
 			 mountpoint);
 		fuse_remove_signal_handlers(se);
 		fuse_session_destroy(se);
@@ -181,11 +302,6 @@ static int serve(struct fuse_session *se, int max_threads)
 
 static int run_mount(const char *account_arg, const char *mountpoint_arg, bool foreground)
 {
-	char mountpoint[PATH_MAX];
-	if (!realpath(mountpoint_arg, mountpoint)) {
-		cli_fail("cannot mount on %s: %s", mountpoint_arg, g_strerror(errno));
-		return EXIT_FAIL;
-	}
 	int status_fd = -1;
 	if (!foreground) {
 		status_fd = fork_daemon();
@@ -200,19 +316,41 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 	struct fuse_session *se = NULL;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	g_autoptr(GError) err = NULL;
+	g_autoptr(GPtrArray) made = NULL;
+	g_autofree char *mountpoint = NULL;
+	g_autofree char *cache_dir = NULL;
+	bool cached = true;
 
 	options_init(&opts);
 	int r = mount_account(account_arg, &account, &opts);
 	if (r != EXIT_OK)
 		goto out;
 	r = EXIT_FAIL;
+	if (options_check_trust(&opts, account.id, &err) < 0) {
+		cli_fail("%s", err->message);
+		goto out;
+	}
 	mount_fuse_args(&account, &opts, &args);
 	/* The session takes the options over. */
 	int max_threads = opts.max_threads;
 	bool debug = opts.debug;
+	bool allow_other = opts.allow_other;
+	cache_dir = options_cache_dir(&opts, account.id);
+	made = missing_dirs(cache_dir);
+	cached = cache_dir_usable(cache_dir);
 	session = session_new(&account, &opts);
+	/* The account before the directory: a login that is missing is the first thing
+	 * to mend. */
 	if (session_start(session, &err) < 0) {
 		cli_fail("%s", err ? err->message : "cannot load the login");
+		goto out;
+	}
+	mountpoint = mountpoint_check(mountpoint_arg);
+	if (!mountpoint)
+		goto out;
+	if (allow_other && !allow_other_allowed()) {
+		cli_fail("allow_other is refused to users unless /etc/fuse.conf has the line "
+			 "user_allow_other (root's to add); mount without it");
 		goto out;
 	}
 	fs = fs_new(session);
@@ -223,10 +361,14 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 		detach(debug);
 		report_start(status_fd, EXIT_OK);
 		status_fd = -1;
+		if (!cached) /* said on the terminal; now in the journal too */
+			cache_dir_usable(cache_dir);
 	}
+	g_clear_pointer(&made, g_ptr_array_unref);
 	log_info("mounted %s on %s", account.id, mountpoint);
 
 	r = serve(se, max_threads) == 0 ? EXIT_OK : EXIT_FAIL;
+	fs_stop(fs);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	log_info("unmounted %s", mountpoint);
@@ -235,6 +377,10 @@ out:
 		fuse_session_destroy(se);
 	fs_free(fs);
 	session_free(session);
+	/* A mount that failed leaves no empty cache directories of its making. */
+	for (guint i = 0; made && i < made->len; i++)
+		if (rmdir(made->pdata[i]) < 0)
+			break;
 	fuse_opt_free_args(&args);
 	options_clear(&opts);
 	account_clear(&account);
@@ -260,6 +406,7 @@ int cli_mount(int argc, char **argv, bool helper)
 	    {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Log request lines", NULL},
 	    G_OPTION_ENTRY_NULL,
 	};
+	home_of_the_caller();
 	int r = cli_parse_args("[ACCOUNT] MOUNTPOINT - mount an account",
 			       "Mounts a cloud account as files. ACCOUNT is PROVIDER or "
 			       "PROVIDER:NAME; with one account logged in it may be left out.",

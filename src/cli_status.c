@@ -7,8 +7,9 @@
 
 #include "cli.h"
 #include "config.h"
-#include "fs.h"
+#include "internal_files.h"
 #include "keyring.h"
+#include "log.h"
 #include "provider.h"
 #include "token.h"
 
@@ -49,6 +50,30 @@ static GPtrArray *mounts_of(const char *account)
 	return out;
 }
 
+/* A login this close to its end is warned about. */
+#define LOGIN_WARN_S (3 * 24 * 3600)
+
+static json_t *iso_time(gint64 unix_s)
+{
+	g_autofree char *when = iso_time_utc(unix_s);
+	return when ? json_string(when) : json_null();
+}
+
+/* Adds when the login of @ts ends: "login_expires" (time), "login_expires_in_s",
+ * "login_expired" when that time has passed. */
+static void login_end(json_t *o, const struct token_set *ts)
+{
+	const struct provider *p = ts->provider ? provider_find(ts->provider) : NULL;
+	gint64 end_s = p ? token_set_login_expires_at_s(ts, p) : 0;
+	if (end_s <= 0)
+		return;
+	gint64 left_s = end_s - g_get_real_time() / G_USEC_PER_SEC;
+	json_object_set_new(o, "login_expires", iso_time(end_s));
+	json_object_set_new(o, "login_expires_in_s", json_integer(MAX(left_s, 0)));
+	if (left_s <= 0)
+		json_object_set_new(o, "login_expired", json_true());
+}
+
 /* One account's status as JSON (never a token). */
 static json_t *account_status(const struct token_store *store, const char *id)
 {
@@ -60,12 +85,10 @@ static json_t *account_status(const struct token_store *store, const char *id)
 	json_object_set_new(o, "store", json_string(token_store_name(store->kind)));
 	if (token_set_load(store, id, &ts, &err) == 0) {
 		json_object_set_new(o, "provider", json_string(ts.provider ? ts.provider : "?"));
-		if (ts.expires_at_s > 0) {
-			g_autoptr(GDateTime) dt = g_date_time_new_from_unix_utc(ts.expires_at_s);
-			g_autofree char *when = g_date_time_format(dt, "%Y-%m-%dT%H:%M:%SZ");
-			json_object_set_new(o, "access_token_expires", json_string(when));
-		}
+		if (ts.expires_at_s > 0)
+			json_object_set_new(o, "access_token_expires", iso_time(ts.expires_at_s));
 		json_object_set_new(o, "refresh_token", json_boolean(ts.refresh_token != NULL));
+		login_end(o, &ts);
 	}
 	token_set_clear(&ts);
 
@@ -75,18 +98,67 @@ static json_t *account_status(const struct token_store *store, const char *id)
 		const char *mp = mounts->pdata[i];
 		json_t *m = json_pack("{s:s}", "mountpoint", mp);
 		g_autofree char *status_path =
-		    g_build_filename(mp, FS_INTERNAL_DIR, FS_STATUS_FILE, NULL);
+		    g_build_filename(mp, INTERNAL_DIR, INTERNAL_STATUS, NULL);
 		json_t *st = json_load_file(status_path, 0, NULL);
 		json_t *rl = st ? json_object_get(st, "rate_limit") : NULL;
 		if (rl)
 			json_object_set(m, "rate_limit", rl);
 		if (st)
 			json_object_set(m, "api_calls", json_object_get(st, "api_calls"));
+		/* The mount's refresh was refused: the login is over, whatever its age. */
+		json_t *token = st ? json_object_get(st, "token") : NULL;
+		json_t *login = st ? json_object_get(st, "login") : NULL;
+		if (json_is_true(json_object_get(token, "login_expired")) ||
+		    json_is_true(json_object_get(login, "expired")))
+			json_object_set_new(o, "login_expired", json_true());
 		json_decref(st);
 		json_array_append_new(ma, m);
 	}
 	json_object_set_new(o, "mounts", ma);
 	return o;
+}
+
+/* "3 days" or "5 hours": how long is left, for a person. */
+static char *time_left(gint64 left_s)
+{
+	if (left_s >= 2 * 24 * 3600)
+		return g_strdup_printf("%lld days", (long long)(left_s / (24 * 3600)));
+	if (left_s >= 2 * 3600)
+		return g_strdup_printf("%lld hours", (long long)(left_s / 3600));
+	return g_strdup_printf("%lld minutes", (long long)MAX(left_s / 60, 1));
+}
+
+/* The human form of one account_status(). */
+static void print_account(json_t *a)
+{
+	const char *id = json_string_value(json_object_get(a, "account"));
+	printf("%s\n", id);
+	printf("  provider:      %s\n", json_string_value(json_object_get(a, "provider")) ?: "?");
+	printf("  store:         %s\n", json_string_value(json_object_get(a, "store")));
+	printf("  token expires: %s\n",
+	       json_string_value(json_object_get(a, "access_token_expires")) ?: "unknown");
+	const char *login_end = json_string_value(json_object_get(a, "login_expires"));
+	json_t *left = json_object_get(a, "login_expires_in_s");
+	if (json_is_true(json_object_get(a, "login_expired"))) {
+		printf("  login:         expired; run `smarthomefs login %s`\n", id);
+	} else if (login_end && json_integer_value(left) <= LOGIN_WARN_S) {
+		g_autofree char *in = time_left(json_integer_value(left));
+		printf("  login expires: %s, in %s (warning: unless a mount uses it by then, run "
+		       "`smarthomefs login %s` again)\n",
+		       login_end, in, id);
+	} else if (login_end) {
+		printf("  login expires: %s unless used (a mount keeps it alive)\n", login_end);
+	}
+	size_t j;
+	json_t *m;
+	json_array_foreach (json_object_get(a, "mounts"), j, m) {
+		json_t *rl = json_object_get(m, "rate_limit");
+		json_t *calls = rl ? json_object_get(rl, "remaining") : NULL;
+		printf("  mounted at:    %s", json_string_value(json_object_get(m, "mountpoint")));
+		if (json_is_integer(calls))
+			printf(" (API calls left: %lld)", (long long)json_integer_value(calls));
+		printf("\n");
+	}
 }
 
 int cli_status(int argc, char **argv)
@@ -98,7 +170,8 @@ int cli_status(int argc, char **argv)
 	};
 	int r = cli_parse_args("[ACCOUNT] - show accounts, token expiry, mounts, quota",
 			       "Shows each logged-in account: provider, token store, token expiry, "
-			       "your mounts of it and their API budget. Never shows a token.",
+			       "when an unused login ends, your mounts of it and their API budget. "
+			       "Never shows a token. Exits 1 when a login has expired.",
 			       entries, &argc, &argv);
 	if (r != EXIT_OK)
 		return r;
@@ -141,28 +214,18 @@ int cli_status(int argc, char **argv)
 	} else {
 		size_t i;
 		json_t *a;
-		json_array_foreach (all, i, a) {
-			printf("%s\n", json_string_value(json_object_get(a, "account")));
-			printf("  provider:      %s\n",
-			       json_string_value(json_object_get(a, "provider")) ?: "?");
-			printf("  store:         %s\n",
-			       json_string_value(json_object_get(a, "store")));
-			printf("  token expires: %s\n",
-			       json_string_value(json_object_get(a, "access_token_expires"))
-				   ?: "unknown");
-			size_t j;
-			json_t *m;
-			json_array_foreach (json_object_get(a, "mounts"), j, m) {
-				json_t *rl = json_object_get(m, "rate_limit");
-				json_t *left = rl ? json_object_get(rl, "remaining") : NULL;
-				printf("  mounted at:    %s",
-				       json_string_value(json_object_get(m, "mountpoint")));
-				if (json_is_integer(left))
-					printf(" (API calls left: %lld)",
-					       (long long)json_integer_value(left));
-				printf("\n");
-			}
-		}
+		json_array_foreach (all, i, a)
+			print_account(a);
+	}
+	size_t i;
+	json_t *a;
+	json_array_foreach (all, i, a) {
+		if (!json_is_true(json_object_get(a, "login_expired")))
+			continue;
+		const char *id = json_string_value(json_object_get(a, "account"));
+		cli_fail("the login of %s has expired; run `smarthomefs login %s` to log in again",
+			 id, id);
+		r = EXIT_FAIL;
 	}
 	json_decref(all);
 out:

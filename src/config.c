@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "provider.h"
+#include "trust.h"
 
 static GQuark config_error_quark(void)
 {
@@ -60,6 +61,8 @@ void options_init(struct options *o)
 	o->token_store = TOKEN_STORE_KEYRING;
 	o->max_threads = 64;
 	o->prefetch = 8;
+	o->cache_memory_mib = 64;
+	o->cache_disk_mib = 512;
 	o->fuse_opts = g_ptr_array_new_with_free_func(g_free);
 }
 
@@ -101,6 +104,8 @@ static const struct opt_desc opt_table[] = {
 	OPT("allow_other", OPT_BOOL, allow_other, 0, 0),
 	OPT("max_threads", OPT_INT, max_threads, 2, 1024),
 	OPT("prefetch", OPT_INT, prefetch, 0, 64),
+	OPT("cache_memory_mib", OPT_INT, cache_memory_mib, 1, 1024 * 1024),
+	OPT("cache_disk_mib", OPT_INT, cache_disk_mib, 1, 1024 * 1024),
 };
 
 /* mount(8) and systemd put these in the option string; they mean nothing to us. */
@@ -346,6 +351,20 @@ char *options_state_dir(const struct options *o)
 	if (o->state_dir)
 		return g_strdup(o->state_dir);
 	return xdg_dir("XDG_STATE_HOME", ".local/state", "/var/lib/smarthomefs");
+}
+
+int options_check_trust(const struct options *o, const char *account, GError **err)
+{
+	g_autofree char *cache = account ? options_cache_dir(o, account) : NULL;
+	g_autofree char *state = options_state_dir(o);
+	g_autofree char *locks = options_lock_dir(o);
+	const char *dirs[] = {state, locks, cache};
+	for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++) {
+		int r = dirs[i] ? trust_check_dir(dirs[i], err) : 0;
+		if (r < 0)
+			return r;
+	}
+	return o->cafile ? trust_check_readable(o->cafile, err) : 0;
 }
 
 void options_token_store(const struct options *o, struct token_store *out)

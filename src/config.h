@@ -35,6 +35,8 @@ struct options {
 	bool allow_other;
 	int max_threads;    /* libfuse worker threads */
 	int prefetch;       /* parallel fetches when listing, 0 disables */
+	int cache_memory_mib; /* bodies kept in memory, least recently used evicted */
+	int cache_disk_mib;   /* bodies kept on disk (cache_dir), least recently used dropped */
 	GPtrArray *fuse_opts; /* libfuse's own options, passed on as they are */
 };
 
@@ -52,6 +54,11 @@ char *config_default_path(void);
  * variables they fall back to /var/cache/smarthomefs, /var/lib/smarthomefs. */
 char *options_cache_dir(const struct options *o, const char *account);
 char *options_state_dir(const struct options *o);
+/* Checks, before anything is created or read there, that the directories @account's
+ * mount would use (cache, state, locks) are the caller's own and that cafile is a file
+ * nobody else may change (trust.h); @account NULL: all but the cache. -errno with @err
+ * naming the path and what to do. */
+int options_check_trust(const struct options *o, const char *account, GError **err);
 /* The token store the options choose (token_store_clear). */
 void options_token_store(const struct options *o, struct token_store *out);
 /* Where lock files live: $XDG_RUNTIME_DIR/smarthomefs, else the state dir. g_free. */

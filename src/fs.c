@@ -26,6 +26,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -148,12 +150,49 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	prefetch_start(fs->prefetch);
 }
 
+/* Answers the kernel's requests until the notifier has ended. The loop has ended, so
+ * nothing else reads /dev/fuse; but a notice being sent may wait for a page that the
+ * kernel locked for a read still queued, which only an answer unlocks. */
+static void fs_answer_until_notify_ends(struct fs *fs)
+{
+	struct fuse_buf buf = {0};
+	int fd = fuse_session_fd(fs->se);
+
+	/* fuse_session_receive_buf drops what it reads once the session has exited. */
+	fuse_session_reset(fs->se);
+	while (!notify_ended(fs->notify)) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int n = poll(&p, 1, 20);
+		if (n < 0 && errno != EINTR)
+			break;
+		if (n <= 0)
+			continue;
+		if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
+			break; /* the connection is gone: so is any wait on it */
+		int r = fuse_session_receive_buf(fs->se, &buf);
+		if (r > 0)
+			fuse_session_process_buf(fs->se, &buf);
+		else if (r < 0 && r != -EINTR && r != -EAGAIN)
+			break;
+		else if (r == 0)
+			break; /* the connection ended */
+	}
+	free(buf.mem);
+	fuse_session_exit(fs->se);
+}
+
+void fs_stop(struct fs *fs)
+{
+	prefetch_stop(fs->prefetch);
+	notify_stop_soon(fs->notify);
+	if (fs->se && !notify_ended(fs->notify))
+		fs_answer_until_notify_ends(fs);
+	notify_stop(fs->notify);
+}
+
 static void fs_destroy(void *userdata)
 {
-	struct fs *fs = userdata;
-
-	prefetch_stop(fs->prefetch);
-	notify_stop(fs->notify);
+	fs_stop(userdata);
 }
 
 /* The directory @ino brought up to date, or NULL after replying the error to @req.

@@ -4,11 +4,6 @@
 
 #include <fuse_lowlevel.h>
 
-/* The internal directory at the mount's root, and its status file, which `smarthomefs
- * status` reads. */
-#define FS_INTERNAL_DIR ".smarthomefs"
-#define FS_STATUS_FILE  "status.json"
-
 struct session;
 struct fs;
 
@@ -19,3 +14,8 @@ void fs_free(struct fs *fs);
 const struct fuse_lowlevel_ops *fs_operations(void);
 /* Tells the filesystem its FUSE session (for notices to the kernel), before the loop. */
 void fs_set_fuse_session(struct fs *fs, struct fuse_session *se);
+/* Ends the threads behind the operations (prefetch, notify). Call when the loop has
+ * ended and before fuse_session_unmount: a notice to the kernel must not be in flight
+ * while the mount goes (it may wait for a page that only an answer unlocks, and this
+ * answers requests until it is done). Called again at destroy, harmlessly. */
+void fs_stop(struct fs *fs);

@@ -12,6 +12,20 @@
 /* How much sooner than the cache the kernel stops trusting a file's attributes. */
 #define KERNEL_MARGIN_S 0.05
 
+/* The latest renderings kept, so that the chunks of one read (128 KiB each) of a large
+ * file are slices of one rendering, not a parse and a rendering each: the files being
+ * read now, at most this many and this many bytes (the most recent one whatever its
+ * size). */
+#define RENDERED_MAX	   64
+#define RENDERED_MAX_BYTES (64 * 1024 * 1024)
+
+/* One file's bytes in one generation of its resource. */
+struct rendered {
+	uint64_t ino;
+	uint64_t gen;
+	GBytes *bytes;
+};
+
 struct fs_core {
 	struct session *session;
 	struct tree *tree;
@@ -20,7 +34,67 @@ struct fs_core {
 	gint64 mounted_at_wall_us; /* a directory never listed shows this mtime */
 	fs_core_changed_fn changed;
 	void *changed_data;
+	GMutex rendered_lock;  /* guards rendered and rendered_bytes */
+	GQueue rendered;       /* struct rendered *, the most recently used first */
+	size_t rendered_bytes; /* the sum of their sizes */
 };
+
+static void rendered_free(gpointer data)
+{
+	struct rendered *x = data;
+
+	g_bytes_unref(x->bytes);
+	g_free(x);
+}
+
+/* File @ino's rendering of generation @gen, if kept (a new reference), or NULL. */
+static GBytes *rendered_take(struct fs_core *c, uint64_t ino, uint64_t gen)
+{
+	GBytes *bytes = NULL;
+
+	g_mutex_lock(&c->rendered_lock);
+	for (GList *l = c->rendered.head; l; l = l->next) {
+		struct rendered *x = l->data;
+		if (x->ino != ino || x->gen != gen)
+			continue;
+		bytes = g_bytes_ref(x->bytes);
+		g_queue_unlink(&c->rendered, l);
+		g_queue_push_head_link(&c->rendered, l);
+		break;
+	}
+	g_mutex_unlock(&c->rendered_lock);
+	return bytes;
+}
+
+/* Keeps @bytes as file @ino's rendering of generation @gen, replacing an older one of
+ * the file's; the least recently used go beyond the bounds. */
+static void rendered_put(struct fs_core *c, uint64_t ino, uint64_t gen, GBytes *bytes)
+{
+	struct rendered *x = g_new(struct rendered, 1);
+
+	x->ino = ino;
+	x->gen = gen;
+	x->bytes = g_bytes_ref(bytes);
+	g_mutex_lock(&c->rendered_lock);
+	for (GList *l = c->rendered.head; l; l = l->next) {
+		struct rendered *old = l->data;
+		if (old->ino != ino)
+			continue;
+		c->rendered_bytes -= g_bytes_get_size(old->bytes);
+		rendered_free(old);
+		g_queue_delete_link(&c->rendered, l);
+		break;
+	}
+	g_queue_push_head(&c->rendered, x);
+	c->rendered_bytes += g_bytes_get_size(bytes);
+	while (c->rendered.length > 1 &&
+	       (c->rendered.length > RENDERED_MAX || c->rendered_bytes > RENDERED_MAX_BYTES)) {
+		struct rendered *last = g_queue_pop_tail(&c->rendered);
+		c->rendered_bytes -= g_bytes_get_size(last->bytes);
+		rendered_free(last);
+	}
+	g_mutex_unlock(&c->rendered_lock);
+}
 
 struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed, void *data)
 {
@@ -33,6 +107,8 @@ struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed,
 	c->mounted_at_wall_us = g_get_real_time();
 	c->changed = changed;
 	c->changed_data = data;
+	g_mutex_init(&c->rendered_lock);
+	g_queue_init(&c->rendered);
 	return c;
 }
 
@@ -40,6 +116,8 @@ void fs_core_free(struct fs_core *c)
 {
 	if (!c)
 		return;
+	g_queue_clear_full(&c->rendered, rendered_free);
+	g_mutex_clear(&c->rendered_lock);
 	tree_free(c->tree);
 	g_free(c);
 }
@@ -173,10 +251,15 @@ static int node_resource(struct fs_core *c, struct node *node, struct resource *
 	return r;
 }
 
-/* Renders provider file @node from @res. */
+/* Provider file @node's bytes made from @res: the kept rendering of its generation, or
+ * a new one, then kept. */
 static int render_from(struct fs_core *c, struct node *node, const struct resource *res,
 		       GBytes **data)
 {
+	*data = rendered_take(c, node->ino, res->gen);
+	if (*data)
+		return 0;
+
 	GString *out = g_string_new(NULL);
 	struct node_path np = {0};
 	json_t *body = resource_json(res);
@@ -186,10 +269,12 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
 	r = body ? session_provider(c->session)->render(&np.pp, body, out) : -EIO;
 	json_decref(body);
 	node_path_clear(&np);
-	if (r == 0)
+	if (r == 0) {
 		*data = g_string_free_to_bytes(out);
-	else
+		rendered_put(c, node->ino, res->gen, *data);
+	} else {
 		g_string_free(out, TRUE);
+	}
 	return r;
 }
 

@@ -8,9 +8,13 @@
  * rendering, and a rendering with new bytes is a new mtime. When a file's bytes change,
  * it calls the @changed function given to fs_core_new (the kernel's copy must go).
  *
- * Thread-safe. Lock order: fs_core has no lock of its own; it takes the tree lock only
- * around reads and writes of node fields, and calls the session (cache, http) with no
- * lock held. */
+ * It also keeps the latest renderings (of the files read lately, bounded in count and
+ * bytes), so that every chunk of a read of one version is a slice of one rendering:
+ * a read of any size costs one parse and one rendering.
+ *
+ * Thread-safe. Lock order: the rendered lock (the kept renderings) and the tree lock
+ * are leaves, never held together; the session (cache, http) is called with no lock
+ * held. */
 #pragma once
 
 #include <stdbool.h>

@@ -60,6 +60,10 @@ static pthread_once_t curl_init_once = PTHREAD_ONCE_INIT;
 
 static void curl_init(void)
 {
+	/* libcurl's TLS backends write every session's secrets to the file this names,
+	 * enough to decrypt captured bearer traffic: no process of ours honours it. It is
+	 * read when curl starts, so it goes first. */
+	g_unsetenv("SSLKEYLOGFILE");
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
@@ -89,10 +93,15 @@ static void easy_destroy(void *p)
 	g_free(e);
 }
 
+void http_global_init(void)
+{
+	pthread_once(&curl_init_once, curl_init);
+}
+
 struct http_client *http_client_new(const char *cafile, int timeout_s, size_t max_body,
 				    const char *user_agent)
 {
-	pthread_once(&curl_init_once, curl_init);
+	http_global_init();
 
 	struct http_client *c = g_new0(struct http_client, 1);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -283,9 +292,11 @@ static bool errno_is_retryable(int r)
 	return r == -ECONNREFUSED || r == -ECONNRESET || r == -EHOSTUNREACH || r == -ETIMEDOUT;
 }
 
+/* Never 429: a quota (tado's is per day) does not refill within one request, and
+ * hammering a limit has preceded lockouts; the caller blocks calls until the refill. */
 static bool status_is_retryable(long status)
 {
-	return status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
+	return status == 500 || status == 502 || status == 503 || status == 504;
 }
 
 /* The URL without query and fragment, for a log line when the caller gave no log_path:
@@ -485,7 +496,7 @@ int http_request(struct http_client *c, const struct http_request *req, struct h
 		    retry_after_parse(resp->retry_after, time(NULL), &retry_after) == 0)
 			wait = (gint64)retry_after * G_USEC_PER_SEC;
 		/* A wait that ends after the deadline helps nobody: the caller gets the
-		 * answer now (a 429 with its Retry-After, for the status file). */
+		 * answer now (a 503 with its Retry-After, for the status file). */
 		if (g_get_monotonic_time() + wait >= deadline)
 			break;
 		if (r == 0)

@@ -2,9 +2,10 @@
  * threads: connections, TLS sessions and DNS answers are shared through a CURLSH, each
  * thread reuses its own easy handle. TLS is always verified; @cafile adds trust.
  *
- * Retries: http_request() retries 429, 500, 502, 503, 504 and connection failures with
+ * Retries: http_request() retries 500, 502, 503, 504 and connection failures with
  * exponential backoff and full jitter (base 400 ms, factor 2, cap 15 s), honouring
- * Retry-After, until @tries or the deadline is spent; never 400/401/403/404.
+ * Retry-After, until @tries or the deadline is spent; never 400/401/403/404, and never
+ * 429 (a quota does not refill within a request: the caller waits for the refill).
  * All functions are thread-safe. */
 #pragma once
 
@@ -12,6 +13,10 @@
 #include <glib.h>
 
 struct http_client;
+
+/* Starts libcurl, once per process, before any thread: call it first in main. It
+ * clears SSLKEYLOGFILE first, so that no TLS secret is ever written out. */
+void http_global_init(void);
 
 struct http_request {
 	const char *method; /* "GET" or "POST" */

@@ -13,6 +13,7 @@
 #include <libsecret/secret.h>
 
 #include "log.h"
+#include "trust.h"
 
 /* A token file holds a few hundred bytes; anything far larger is not ours. */
 #define TOKEN_FILE_MAX (64 * 1024)
@@ -179,15 +180,17 @@ static int file_error(int r, const char *what, const char *path, GError **err)
 
 static int file_load(const struct token_store *s, const char *account, char **json, GError **err)
 {
+	g_autofree char *dir = file_store_dir(s);
 	g_autofree char *path = file_store_path(s, account);
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return -ENOENT;
-		return file_error(-errno, "read", path, err);
-	}
+	/* A token file another user could have planted would be sent as the bearer. */
+	int r = trust_check_dir(dir, err);
+	if (r < 0)
+		return r;
+	int fd = trust_open_private(path, O_RDONLY, 0, err);
+	if (fd < 0)
+		return fd;
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > TOKEN_FILE_MAX) {
+	if (fstat(fd, &st) < 0 || st.st_size > TOKEN_FILE_MAX) {
 		close(fd);
 		g_set_error(err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
 			    "%s is not a token file; remove it and log in again.", path);
@@ -203,7 +206,7 @@ static int file_load(const struct token_store *s, const char *account, char **js
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 || buf->len + (size_t)n > TOKEN_FILE_MAX) {
-			int r = n < 0 ? -errno : -EFBIG;
+			r = n < 0 ? -errno : -EFBIG;
 			close(fd);
 			explicit_bzero(buf->str, buf->len);
 			g_string_free(buf, TRUE);
@@ -228,9 +231,14 @@ static int file_save(const struct token_store *s, const char *account, const cha
 	g_autofree char *path = file_store_path(s, account);
 	if (g_mkdir_with_parents(dir, 0700) < 0)
 		return file_error(-errno, "create", dir, err);
-	/* An existing directory may have come with looser rights. */
-	if (chmod(dir, 0700) < 0)
+	/* An existing directory of ours may have come with looser rights. */
+	struct stat st;
+	if (lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid() &&
+	    chmod(dir, 0700) < 0)
 		return file_error(-errno, "protect", dir, err);
+	int r = trust_private_dir(dir, err);
+	if (r < 0)
+		return r;
 
 	g_autoptr(GError) e = NULL;
 	if (!g_file_set_contents_full(path, json, -1,

@@ -75,6 +75,44 @@ char *iso_time_utc(gint64 unix_s)
 	return dt ? g_date_time_format(dt, "%Y-%m-%dT%H:%M:%SZ") : NULL;
 }
 
+/* Whether the character at @p (@len bytes) steers a terminal or a log reader instead of
+ * being text: C0 and C1 controls (LF, CR, ESC, NEL, ...), DEL, and the bidirectional
+ * overrides and isolates that make a line read other than it is. */
+static bool is_control(gunichar c)
+{
+	return c < 0x20 || (c >= 0x7f && c <= 0x9f) || (c >= 0x202a && c <= 0x202e) ||
+	       (c >= 0x2066 && c <= 0x2069) || c == 0x2028 || c == 0x2029;
+}
+
+char *log_escape(const char *s)
+{
+	GString *out = g_string_sized_new(strlen(s));
+	const char *p = s;
+
+	while (*p) {
+		gunichar c = g_utf8_get_char_validated(p, -1);
+		const char *end;
+
+		if (c == (gunichar)-1 || c == (gunichar)-2) {
+			/* Not UTF-8: the byte, visibly. */
+			g_string_append_printf(out, "\\x%02x", (unsigned char)*p);
+			p++;
+			continue;
+		}
+		end = g_utf8_next_char(p);
+		if (c == '\\')
+			g_string_append(out, "\\\\");
+		else if (c < 0x80 && is_control(c))
+			g_string_append_printf(out, "\\x%02x", (unsigned)c);
+		else if (is_control(c))
+			g_string_append_printf(out, "\\u%04x", (unsigned)c);
+		else
+			g_string_append_len(out, p, end - p);
+		p = end;
+	}
+	return g_string_free(out, FALSE);
+}
+
 static const char *priority_word(int priority)
 {
 	switch (priority) {
@@ -95,7 +133,10 @@ void log_write(int priority, const char *file, int line, const char *func, const
 	va_start(ap, fmt);
 	g_autofree char *raw = g_strdup_vprintf(fmt, ap);
 	va_end(ap);
-	g_autofree char *msg = log_scrub(raw);
+	g_autofree char *scrubbed = log_scrub(raw);
+	/* One message, one line: what a cloud or a file name carries cannot forge another
+	 * line or steer the terminal that shows it. */
+	g_autofree char *msg = log_escape(scrubbed);
 
 	if (log_to_syslog) {
 		syslog(priority, "%s", msg);

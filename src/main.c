@@ -11,6 +11,7 @@
 #include <glib.h>
 
 #include "cli.h"
+#include "http.h"
 #include "log.h"
 #include "version.h"
 
@@ -43,7 +44,7 @@ int main(int argc, char **argv)
 	/* Every command holds a token, a client secret or an authorization code at some
 	 * point: no core dumps, no ptrace by other users' processes. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	http_global_init();
 	log_setup(cli_prog, false, false);
 	if (g_str_has_prefix(base, "mount.")) {
 		cli_prog = "mount.smarthomefs";

@@ -11,6 +11,7 @@ struct notify {
 	GMutex lock;		 /* guards se, thread and filled */
 	struct fuse_session *se; /* NULL before the start and after the stop */
 	GThread *thread;
+	gint ended;	      /* atomic: the thread has returned, or never started */
 	GAsyncQueue *notices; /* struct notice *, or &stop_mark */
 	GHashTable *filled;   /* directory inode -> listing generation its files were put in
 			       * the page cache for */
@@ -32,6 +33,7 @@ struct notify *notify_new(struct fs_core *core)
 	n->core = core;
 	n->tree = fs_core_tree(core);
 	g_mutex_init(&n->lock);
+	n->ended = 1;
 	n->notices = g_async_queue_new_full(g_free);
 	n->filled = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	return n;
@@ -84,8 +86,10 @@ static gpointer notify_thread(gpointer data)
 	g_mutex_unlock(&n->lock);
 	for (;;) {
 		struct notice *x = g_async_queue_pop(n->notices);
-		if (x == &stop_mark)
+		if (x == &stop_mark) {
+			g_atomic_int_set(&n->ended, 1);
 			return NULL;
+		}
 		if (x->fill) {
 			fill_pages(n, se, x->ino);
 		} else {
@@ -103,19 +107,34 @@ void notify_start(struct notify *n, struct fuse_session *se)
 {
 	g_mutex_lock(&n->lock);
 	n->se = se;
+	g_atomic_int_set(&n->ended, 0);
 	n->thread = g_thread_new("notify", notify_thread, n);
 	g_mutex_unlock(&n->lock);
 }
 
-void notify_stop(struct notify *n)
+void notify_stop_soon(struct notify *n)
 {
 	g_mutex_lock(&n->lock);
+	bool running = n->se != NULL;
+	n->se = NULL; /* nothing more is queued */
+	g_mutex_unlock(&n->lock);
+	if (running)
+		g_async_queue_push_front(n->notices, &stop_mark);
+}
+
+bool notify_ended(struct notify *n)
+{
+	return g_atomic_int_get(&n->ended);
+}
+
+void notify_stop(struct notify *n)
+{
+	notify_stop_soon(n);
+	g_mutex_lock(&n->lock);
 	GThread *thread = g_steal_pointer(&n->thread);
-	n->se = NULL;
 	g_mutex_unlock(&n->lock);
 	if (!thread)
 		return;
-	g_async_queue_push_front(n->notices, &stop_mark);
 	g_thread_join(thread);
 	/* What was queued after the mark is never sent. */
 	struct notice *x;

@@ -31,8 +31,14 @@ struct notify *notify_new(struct fs_core *core);
 void notify_free(struct notify *n);
 /* Starts the thread, telling the kernel through @se. Call after libfuse's fork. */
 void notify_start(struct notify *n, struct fuse_session *se);
-/* Ends the thread: queued notices are dropped, the one being sent is finished. Nothing
- * is sent after it returns. Harmless when not started or called again. */
+/* Asks the thread to end, without waiting: queued notices are dropped, nothing more is
+ * queued, the one being sent is finished. */
+void notify_stop_soon(struct notify *n);
+/* Whether the thread has ended (or never started). */
+bool notify_ended(struct notify *n);
+/* Ends the thread and waits for it: nothing is sent after it returns. A notice being
+ * sent may wait for a page the kernel locked for a read: let the reads be answered
+ * until notify_ended. Harmless when not started or called again. */
 void notify_stop(struct notify *n);
 /* Has the kernel drop inode @ino's attributes and pages; nothing before notify_start. */
 void notify_inval(struct notify *n, uint64_t ino);

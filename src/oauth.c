@@ -18,8 +18,10 @@
 #include <jansson.h>
 
 #include "http.h"
+#include "loopback.h"
 #include "log.h"
 #include "provider.h"
+#include "terminal.h"
 #include "token.h"
 
 /* RFC 8628 section 3.5: a server that says nothing means 5 seconds. */
@@ -28,12 +30,32 @@
 /* Between polls even when the server asks for 0 s, so a test server or a confused
  * one never makes us spin. */
 #define POLL_MIN_US (50 * 1000)
-/* A request line and headers of a browser's callback fit in this many bytes. */
-#define CALLBACK_REQUEST_MAX 8192
-/* How many browser connections (the callback, a favicon, a preconnect) at once. */
-#define CALLBACK_CONNS_MAX 8
-/* A connection that sends nothing for this long is a browser's idle preconnect. */
-#define CALLBACK_CONN_IDLE_US (10 * G_USEC_PER_SEC)
+/* The loopback page xdg-open is given, which sends the browser on to the authorize
+ * link. */
+#define START_PATH "/smarthomefs-login"
+
+/* Registers @s, and its form-encoded spelling, with the log scrubber: a server that
+ * echoes what it was sent (in an error) must not get a secret onto the terminal, the
+ * log or the browser's page. */
+static void hide_secret(const char *s)
+{
+	if (!s || !*s)
+		return;
+	log_add_secret(s);
+	g_autofree char *encoded = g_uri_escape_string(s, NULL, FALSE);
+	if (strcmp(encoded, s) != 0)
+		log_add_secret(encoded);
+}
+
+/* A page whose text may hold what a server sent: scrubbed of secrets and control
+ * characters first. */
+static void send_safe_page(int fd, int status, const char *reason, const char *title,
+			   const char *sentence)
+{
+	g_autofree char *scrubbed = log_scrub(sentence);
+	g_autofree char *clean = terminal_text(scrubbed);
+	loopback_send_page(fd, status, reason, title, clean);
+}
 
 /* ---- Device authorization grant (RFC 8628) ---- */
 
@@ -84,6 +106,8 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 	    j ? json_string_value(json_object_get(j, "verification_uri_complete")) : NULL;
 	if (!uri && j)
 		uri = json_string_value(json_object_get(j, "verification_uri"));
+	/* Before anything is said: a message below may echo it. */
+	hide_secret(device_code);
 	if (status != 200 || !device_code || !user_code || !uri) {
 		const char *code = j ? json_string_value(json_object_get(j, "error")) : NULL;
 		g_set_error(err, G_IO_ERROR, G_IO_ERROR_FAILED,
@@ -97,11 +121,13 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 	token_json_seconds(json_object_get(j, "interval"), &interval_s);
 	token_json_seconds(json_object_get(j, "expires_in"), &expires_s);
 	g_auto(secret_str) device = g_strdup(device_code);
-	log_add_secret(device);
 	g_autofree char *link = device_link(p, uri);
+	/* The server's words on the user's terminal: printable text only. */
+	g_autofree char *shown_link = terminal_text(link);
+	g_autofree char *shown_code = terminal_text(user_code);
 	printf("To log in, open this link in a browser:\n  %s\nand check that it shows the code "
 	       "%s.\n",
-	       link, user_code);
+	       shown_link, shown_code);
 	fflush(stdout);
 	json_decref(j);
 
@@ -148,7 +174,6 @@ int oauth_device_login(struct http_client *http, const struct provider *p, const
 			 r == -EAGAIN ? "the login server is busy or failing (HTTP 429 or 5xx)"
 				      : g_strerror(-r));
 	}
-	log_remove_secret(device);
 	if (r == -ETIMEDOUT)
 		g_set_error(err, G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
 			    "The code expired before the login was approved; run the command "
@@ -333,155 +358,20 @@ void oauth_redirect_clear(struct loopback_redirect *r)
 	r->port = 0;
 }
 
-struct callback_conn {
-	int fd;
-	GString *buf;
-	gint64 idle_deadline;
-};
-
-static void callback_conn_close(struct callback_conn *c)
-{
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
-	if (c->buf) {
-		explicit_bzero(c->buf->str, c->buf->len);
-		g_string_free(c->buf, TRUE);
-	}
-	c->buf = NULL;
-}
-
-static void send_all(int fd, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return;
-		data += n;
-		len -= (size_t)n;
-	}
-}
-
-static void send_page(int fd, int status, const char *reason, const char *title,
-		      const char *sentence)
-{
-	g_autofree char *t = g_markup_escape_text(title, -1);
-	g_autofree char *s = g_markup_escape_text(sentence, -1);
-	g_autofree char *body = g_strdup_printf(
-	    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s</title></head>"
-	    "<body><p>%s</p></body></html>\n",
-	    t, s);
-	g_autofree char *head = g_strdup_printf(
-	    "HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\n"
-	    "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-	    status, reason, strlen(body));
-	send_all(fd, head, strlen(head));
-	send_all(fd, body, strlen(body));
-}
-
-/* The sockets the browser may come back to: 127.0.0.1, ::1, or both for "localhost",
- * which a browser may resolve to either. Bound to loopback addresses only. */
-#define LISTENERS_MAX 2
-struct listeners {
-	int fd[LISTENERS_MAX];
-	size_t n;
-	int port;
-};
-
-static void listeners_close(struct listeners *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		close(l->fd[i]);
-	l->n = 0;
-}
-
-/* Listens on the loopback address of @family at @port (0: any free one). Returns the fd
- * or -errno, and the port bound in *bound_port. */
-static int listen_loopback(int family, int port, int *bound_port)
-{
-	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	int one = 1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	struct sockaddr_storage ss = {0};
-	socklen_t len;
-	if (family == AF_INET6) {
-		/* ::1 only, never 127.0.0.1 through a mapped address. */
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-		a6->sin6_family = AF_INET6;
-		a6->sin6_port = htons((uint16_t)port);
-		a6->sin6_addr = in6addr_loopback;
-		len = sizeof(*a6);
-	} else {
-		struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-		a4->sin_family = AF_INET;
-		a4->sin_port = htons((uint16_t)port);
-		a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		len = sizeof(*a4);
-	}
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 8) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
-		int r = -errno;
-		close(fd);
-		return r;
-	}
-	*bound_port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-					       : ((struct sockaddr_in *)&ss)->sin_port);
-	return fd;
-}
-
-static int listeners_open(struct listeners *l, const char *host, int port, GError **err)
-{
-	*l = (struct listeners){.port = port};
-	bool v4 = strcmp(host, "[::1]") != 0;
-	bool v6 = strcmp(host, "127.0.0.1") != 0;
-	int families[] = {AF_INET, AF_INET6};
-	bool wanted[] = {v4, v6};
-	for (size_t i = 0; i < G_N_ELEMENTS(families); i++) {
-		if (!wanted[i])
-			continue;
-		int fd = listen_loopback(families[i], l->port, &l->port);
-		/* No IPv6 loopback on this machine: no browser can come back that way
-		 * either, so for "localhost" 127.0.0.1 alone is enough. */
-		if (fd < 0 && v4 && families[i] == AF_INET6 &&
-		    (fd == -EADDRNOTAVAIL || fd == -EAFNOSUPPORT))
-			continue;
-		/* Anything else — ::1's port taken by another program — must stop the
-		 * login: a browser sent there would hand it the code. */
-		if (fd < 0) {
-			g_set_error(err, G_IO_ERROR, g_io_error_from_errno(-fd),
-				    "Could not listen on %s:%d for the browser: %s.",
-				    families[i] == AF_INET6 ? "[::1]" : "127.0.0.1", l->port,
-				    g_strerror(-fd));
-			listeners_close(l);
-			return fd;
-		}
-		l->fd[l->n++] = fd;
-	}
-	return 0;
-}
-
-/* What one request on the loopback listener turned out to be. */
-enum callback_outcome {
-	CALLBACK_IGNORED, /* not our callback (favicon, junk): keep waiting */
-	CALLBACK_DONE,	  /* answered; *result says how the login ended */
-};
-
 struct pkce_state {
 	struct http_client *http;
 	const struct provider *p;
 	const char *token_url;
 	const char *redirect_uri;
 	const char *callback_path;
+	const char *start_path; /* what xdg-open is given: redirects to authorize_url */
+	const char *authorize_url;
 	const struct pkce_login *opts;
 	const char *state;
 	const char *verifier;
 	struct token_set *got;
 	GError **err;
+	int result; /* how the login ended, once the handler says it has */
 };
 
 static void exchange_failure(const struct pkce_state *ps, int r, const char *error)
@@ -506,45 +396,53 @@ static void exchange_failure(const struct pkce_state *ps, int r, const char *err
 			    ps->p->title, g_strerror(-r));
 }
 
-static enum callback_outcome handle_callback(const struct pkce_state *ps, int fd,
-					     const char *request, int *result)
+/* Answers one request on the loopback listener (loopback_handler). Anything but the
+ * callback of this login — a favicon, junk, an answer with another state — is answered
+ * and ignored: the login waits on for its own answer until its timeout. */
+static bool handle_callback(void *ctx, int fd, const char *request)
 {
+	struct pkce_state *ps = ctx;
 	/* "GET /callback?... HTTP/1.1" */
 	const char *sp1 = strchr(request, ' ');
 	const char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
 	if (!sp1 || !sp2 || (size_t)(sp1 - request) != 3 || memcmp(request, "GET", 3) != 0) {
-		send_page(fd, 400, "Bad Request", "smarthomefs", "Not a login answer.");
-		return CALLBACK_IGNORED;
+		loopback_send_page(fd, 400, "Bad Request", "smarthomefs", "Not a login answer.");
+		return false;
 	}
 	g_autofree char *target = g_strndup(sp1 + 1, (gsize)(sp2 - sp1 - 1));
+	if (strcmp(target, ps->start_path) == 0) {
+		loopback_send_redirect(fd, ps->authorize_url);
+		return false;
+	}
 	g_auto(secret_str) code = NULL;
 	g_autofree char *state = NULL;
 	g_autofree char *error = NULL;
 	g_autofree char *description = NULL;
 	if (oauth_parse_callback(target, ps->callback_path, &code, &state, &error, &description) <
 	    0) {
-		send_page(fd, 404, "Not Found", "smarthomefs", "Not a login answer.");
-		return CALLBACK_IGNORED;
+		loopback_send_page(fd, 404, "Not Found", "smarthomefs", "Not a login answer.");
+		return false;
 	}
+	hide_secret(code);
 	if (!code && !error) {
-		send_page(fd, 400, "Bad Request", "smarthomefs", "Not a login answer.");
-		return CALLBACK_IGNORED;
+		loopback_send_page(fd, 400, "Bad Request", "smarthomefs", "Not a login answer.");
+		return false;
 	}
 	if (!state || strcmp(state, ps->state) != 0) {
-		const char *msg = "The login answer did not match this login (state mismatch); "
-				  "run the command again.";
-		send_page(fd, 400, "Bad Request", "Login failed", msg);
-		g_set_error_literal(ps->err, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
-		*result = -EPROTO;
-		return CALLBACK_DONE;
+		/* Anyone may send us a link (with their own code, or an error): only the
+		 * answer to our own request may end the login. */
+		loopback_send_page(fd, 400, "Bad Request", "Not this login",
+				   "This answer does not belong to the login that is waiting "
+				   "(state mismatch); it was ignored.");
+		return false;
 	}
 	if (error) {
 		g_autofree char *msg = g_strdup_printf("%s refused the login: %s.", ps->p->title,
 						       description ? description : error);
-		send_page(fd, 403, "Forbidden", "Login failed", msg);
+		send_safe_page(fd, 403, "Forbidden", "Login failed", msg);
 		g_set_error_literal(ps->err, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED, msg);
-		*result = -EACCES;
-		return CALLBACK_DONE;
+		ps->result = -EACCES;
+		return true;
 	}
 
 	g_auto(secret_str) form =
@@ -555,22 +453,24 @@ static enum callback_outcome handle_callback(const struct pkce_state *ps, int fd
 	int r = token_request(ps->http, ps->token_url, form, ps->got, &oauth_error);
 	if (r < 0) {
 		exchange_failure(ps, r, oauth_error);
-		send_page(fd, 403, "Forbidden", "Login failed", (*ps->err)->message);
-		*result = r;
-		return CALLBACK_DONE;
+		send_safe_page(fd, 403, "Forbidden", "Login failed", (*ps->err)->message);
+		ps->result = r;
+		return true;
 	}
 	g_autofree char *ok =
 	    g_strdup_printf("Logged in to %s. You can close this tab.", ps->p->title);
-	send_page(fd, 200, "OK", "Logged in", ok);
-	*result = 0;
-	return CALLBACK_DONE;
+	loopback_send_page(fd, 200, "OK", "Logged in", ok);
+	ps->result = 0;
+	return true;
 }
 
+/* Opens @url, our own loopback start page, which redirects the browser to the authorize
+ * link: the argv of xdg-open and the browser, which every local user can read, never
+ * holds the state or the challenge, and the start page answers our own uid only. */
 static void open_browser(const char *url)
 {
 	if (!g_getenv("DISPLAY") && !g_getenv("WAYLAND_DISPLAY"))
 		return;
-	/* The URL holds the challenge and the state, never the verifier or a secret. */
 	char *argv[] = {"xdg-open", (char *)url, NULL};
 	g_autoptr(GError) e = NULL;
 	if (!g_spawn_async(NULL, argv, NULL,
@@ -578,106 +478,6 @@ static void open_browser(const char *url)
 			       G_SPAWN_STDERR_TO_DEV_NULL,
 			   NULL, NULL, NULL, &e))
 		log_warn("Could not open a browser (%s); open the link by hand.", e->message);
-}
-
-/* Serves the loopback listener until the login ends or the time is up. */
-static int serve_callback(const struct pkce_state *ps, const struct listeners *l, gint64 deadline)
-{
-	struct callback_conn conns[CALLBACK_CONNS_MAX];
-	for (size_t i = 0; i < G_N_ELEMENTS(conns); i++)
-		conns[i] = (struct callback_conn){.fd = -1};
-	int result = -ETIMEDOUT;
-	bool done = false;
-
-	while (!done) {
-		gint64 now = g_get_monotonic_time();
-		if (now >= deadline)
-			break;
-		/* The listeners first, then the connections (map: their slot). */
-		struct pollfd pfds[LISTENERS_MAX + CALLBACK_CONNS_MAX];
-		size_t map[LISTENERS_MAX + CALLBACK_CONNS_MAX];
-		nfds_t n = 0;
-		for (size_t i = 0; i < l->n; i++) {
-			pfds[n] = (struct pollfd){.fd = l->fd[i], .events = POLLIN};
-			map[n++] = SIZE_MAX;
-		}
-		gint64 wake = deadline;
-		for (size_t i = 0; i < G_N_ELEMENTS(conns); i++) {
-			if (conns[i].fd < 0)
-				continue;
-			if (now >= conns[i].idle_deadline) {
-				callback_conn_close(&conns[i]);
-				continue;
-			}
-			wake = MIN(wake, conns[i].idle_deadline);
-			pfds[n] = (struct pollfd){.fd = conns[i].fd, .events = POLLIN};
-			map[n++] = i;
-		}
-		int timeout_ms = (int)MIN((wake - now + 999) / 1000, G_MAXINT);
-		int pr = poll(pfds, n, timeout_ms);
-		if (pr < 0) {
-			if (errno == EINTR)
-				continue;
-			result = -errno;
-			break;
-		}
-		for (nfds_t k = 0; k < n && !done; k++) {
-			if (!pfds[k].revents)
-				continue;
-			if (map[k] == SIZE_MAX) {
-				int cfd =
-				    accept4(pfds[k].fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-				if (cfd < 0)
-					continue;
-				size_t slot = SIZE_MAX;
-				for (size_t i = 0; i < G_N_ELEMENTS(conns) && slot == SIZE_MAX; i++)
-					if (conns[i].fd < 0)
-						slot = i;
-				if (slot == SIZE_MAX) {
-					close(cfd);
-					continue;
-				}
-				conns[slot] = (struct callback_conn){
-				    .fd = cfd,
-				    .buf = g_string_new(NULL),
-				    .idle_deadline = g_get_monotonic_time() + CALLBACK_CONN_IDLE_US,
-				};
-				continue;
-			}
-			struct callback_conn *c = &conns[map[k]];
-			char chunk[1024];
-			ssize_t got = recv(c->fd, chunk, sizeof(chunk), 0);
-			if (got < 0 && (errno == EAGAIN || errno == EINTR))
-				continue;
-			if (got <= 0) {
-				callback_conn_close(c);
-				continue;
-			}
-			g_string_append_len(c->buf, chunk, got);
-			explicit_bzero(chunk, sizeof(chunk));
-			char *eol = strstr(c->buf->str, "\r\n");
-			if (!eol)
-				eol = strchr(c->buf->str, '\n');
-			if (!eol) {
-				if (c->buf->len > CALLBACK_REQUEST_MAX) {
-					send_page(c->fd, 414, "URI Too Long", "smarthomefs",
-						  "Request too long.");
-					callback_conn_close(c);
-				}
-				continue;
-			}
-			/* The request line is all we need; the rest is the browser's
-			 * headers, which say nothing we use. */
-			*eol = '\0';
-			if (memchr(c->buf->str, '\0', (size_t)(eol - c->buf->str)) == NULL &&
-			    handle_callback(ps, c->fd, c->buf->str, &result) == CALLBACK_DONE)
-				done = true;
-			callback_conn_close(c);
-		}
-	}
-	for (size_t i = 0; i < G_N_ELEMENTS(conns); i++)
-		callback_conn_close(&conns[i]);
-	return result;
 }
 
 int oauth_pkce_login(struct http_client *http, const struct provider *p, const char *auth_url,
@@ -695,9 +495,9 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	int r = opts->redirect_uri ? oauth_redirect_parse(opts->redirect_uri, &where, err) : 0;
 	if (r < 0)
 		return r;
-	struct listeners l;
-	r = listeners_open(&l, where.host ? where.host : "127.0.0.1",
-			   where.host ? where.port : opts->port, err);
+	struct loopback l;
+	const char *host = where.host ? where.host : "127.0.0.1";
+	r = loopback_listen(&l, host, where.host ? where.port : opts->port, err);
 	if (r < 0) {
 		oauth_redirect_clear(&where);
 		return r;
@@ -706,10 +506,17 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	    opts->redirect_uri ? g_strdup(opts->redirect_uri)
 			       : g_strdup_printf("http://127.0.0.1:%d/callback", l.port);
 	g_autofree char *callback_path = g_strdup(where.path ? where.path : "/callback");
+	const char *start_path =
+	    strcmp(callback_path, START_PATH) != 0 ? START_PATH : START_PATH "-page";
+	g_autofree char *start_url = g_strdup_printf(
+	    "http://%s:%d%s", strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, l.port,
+	    start_path);
 	oauth_redirect_clear(&where);
 	g_auto(secret_str) verifier = NULL;
 	g_autofree char *challenge = NULL;
 	oauth_pkce_pair(&verifier, &challenge);
+	hide_secret(verifier);
+	hide_secret(opts->client_secret);
 	g_autofree char *state = random_token(16);
 	const char *scope = opts->scope ? opts->scope : p->scope;
 	g_autofree char *query =
@@ -721,10 +528,11 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	    g_strconcat(authorize, strchr(authorize, '?') ? "&" : "?", query, NULL);
 	g_autofree char *token_url = token_endpoint_url(p, auth_url, p->token_path);
 
-	printf("Open this link in a browser to log in:\n  %s\n", url);
+	g_autofree char *shown = terminal_text(url);
+	printf("Open this link in a browser to log in:\n  %s\n", shown);
 	fflush(stdout);
 	if (opts->open_browser)
-		open_browser(url);
+		open_browser(start_url);
 
 	struct token_set got = {0};
 	g_autoptr(GError) e = NULL;
@@ -734,6 +542,8 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	    .token_url = token_url,
 	    .redirect_uri = redirect_uri,
 	    .callback_path = callback_path,
+	    .start_path = start_path,
+	    .authorize_url = url,
 	    .opts = opts,
 	    .state = state,
 	    .verifier = verifier,
@@ -741,8 +551,11 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	    .err = &e,
 	};
 	int timeout_s = opts->timeout_s > 0 ? opts->timeout_s : 300;
-	r = serve_callback(&ps, &l, g_get_monotonic_time() + (gint64)timeout_s * G_USEC_PER_SEC);
-	listeners_close(&l);
+	r = loopback_serve(&l, g_get_monotonic_time() + (gint64)timeout_s * G_USEC_PER_SEC,
+			   handle_callback, &ps);
+	loopback_close(&l);
+	if (r == 0)
+		r = ps.result;
 
 	if (r < 0) {
 		token_set_clear(&got);
@@ -763,7 +576,6 @@ int oauth_pkce_login(struct http_client *http, const struct provider *p, const c
 	got.provider = g_strdup(p->name);
 	got.client_id = g_strdup(opts->client_id);
 	got.client_secret = g_strdup(opts->client_secret);
-	log_add_secret(got.client_secret);
 	if (!got.scope)
 		got.scope = g_strdup(scope);
 	token_set_clear(ts);

@@ -65,6 +65,8 @@ struct provider {
 	bool verification_uri_needs_client_id; /* append &client_id= to the link shown */
 	bool quota_is_scarce;    /* a daily quota small enough that prefetching is not affordable */
 	int default_ttl;         /* seconds */
+	/* How long a refresh token lives after it was issued, unused; 0: unknown. */
+	gint64 refresh_token_lifetime_s;
 
 	/* Sets *ref for @path: ref->path NULL for a static directory. Returns 0, or -ENOENT
 	 * when no such path can exist. Allocates ref's strings (resource_ref_clear). */

@@ -18,8 +18,6 @@
  * for this long: a lookup that needs several expired resources then costs one `timeout`,
  * not one each. */
 #define UNREACHABLE_MEMORY_US (2 * G_USEC_PER_SEC)
-/* With no refill time announced, a 429 blocks calls this long. */
-#define DEFAULT_BLOCK_SECONDS 60
 /* Parsed bodies kept for resource_json: a walk reads every file of a resource (a device's
  * device.json and each of its values) one after the other, so a few suffice; a bound in
  * count and in bytes of text keeps them from weighing on the memory a big cache takes. A
@@ -48,14 +46,15 @@ struct session {
 	struct cache *cache;
 	gint64 started_at_s;	       /* unix */
 	gint64 (*wall_clock_us)(void); /* unix µs: g_get_real_time, or a test's clock */
+	char *reset_phase_file;	       /* where the learned reset phase is kept */
 
 	GMutex mutex;	    /* guards the fields below */
 	uint64_t api_calls; /* answered requests to the API (auth not counted) */
 	uint64_t api_errors;
-	struct ratelimit budget;     /* the last one announced */
-	gint64 budget_at_s;	     /* unix, when it was announced */
-	gint64 blocked_until_s;	     /* unix: no calls before this (429 or budget spent) */
+	struct budget budget;	     /* what the API announced of its quota, and learned */
 	long in_flight;		     /* API requests sent and not answered yet */
+	bool login_expired;	     /* a refresh was refused: the user must log in again */
+	gint64 login_expired_at_s;   /* unix */
 	gint64 unreachable_until_us; /* monotonic: the API gave no answer just now */
 	int unreachable_error;
 	char *last_error; /* a sentence */
@@ -89,11 +88,16 @@ struct session *session_new(const struct account *account, struct options *opts)
 	s->http = http_client_new(s->opts.cafile, s->opts.timeout, MAX_BODY, NULL);
 	g_autofree char *cache_dir = options_cache_dir(&s->opts, s->account.id);
 	s->cache = cache_new(cache_dir, s->opts.timeout);
+	cache_set_bounds(s->cache, (uint64_t)MAX(s->opts.cache_memory_mib, 0) << 20,
+			 (uint64_t)MAX(s->opts.cache_disk_mib, 0) << 20);
 	s->wall_clock_us = g_get_real_time;
 	s->started_at_s = g_get_real_time() / G_USEC_PER_SEC;
 	g_mutex_init(&s->mutex);
 	g_mutex_init(&s->json_lock);
-	s->budget = (struct ratelimit){-1, -1, -1, -1};
+	budget_init(&s->budget);
+	g_autofree char *file_name = g_strdelimit(g_strdup(s->account.id), "/", '_');
+	s->reset_phase_file = g_build_filename(s->store.state_dir, "quota", file_name, NULL);
+	reset_phase_load(s->reset_phase_file, &s->budget.learned);
 	return s;
 }
 
@@ -110,6 +114,7 @@ void session_free(struct session *s)
 	g_ptr_array_unref(s->notes);
 	g_free(s->auth_url);
 	token_store_clear(&s->store);
+	g_free(s->reset_phase_file);
 	g_free(s->last_error);
 	g_free(s->last_error_path);
 	g_free(s->last_stale_path);
@@ -268,61 +273,33 @@ static void session_note_error(struct session *s, const char *path, const char *
 	log_warn("%s%s: %s", s->api_url, path, msg);
 }
 
-/* Takes note of the budget the answer announced; on 429, blocks calls until the refill. */
+/* Takes note of the budget the answer announced; on 429, blocks calls until the refill.
+ * A reset phase learned from it is kept in the state directory for the next mount. */
 static void session_account_call(struct session *s, const struct http_response *resp)
 {
-	struct ratelimit rl;
-	gint64 now = now_s(s);
-	bool known = ratelimit_parse(resp->ratelimit, resp->ratelimit_policy, &rl) == 0;
+	struct reset_phase learned;
+	bool save;
 
 	g_mutex_lock(&s->mutex);
 	s->api_calls++;
+	save = budget_note_answer(&s->budget, resp->status, resp->ratelimit, resp->ratelimit_policy,
+				  resp->retry_after, s->in_flight, now_s(s));
 	s->in_flight--;
-	if (known) {
-		/* A policy header alone keeps what the last RateLimit said about the rest. */
-		if (rl.quota >= 0)
-			s->budget.quota = rl.quota;
-		if (rl.window_s >= 0)
-			s->budget.window_s = rl.window_s;
-		if (rl.remaining >= 0) {
-			s->budget.remaining = rl.remaining;
-			s->budget.reset_in_s = rl.reset_in_s;
-			s->budget_at_s = now;
-		}
-	}
-	if (resp->status == 429) {
-		long wait = -1;
-		if (resp->retry_after)
-			retry_after_parse(resp->retry_after, (time_t)now, &wait);
-		if (wait < 0 && known && rl.reset_in_s >= 0)
-			wait = rl.reset_in_s;
-		if (wait < 0)
-			wait = DEFAULT_BLOCK_SECONDS;
-		s->blocked_until_s = now + wait;
-		/* Spent until then, whatever the headers said. */
-		s->budget.remaining = 0;
-		s->budget.reset_in_s = wait;
-		s->budget_at_s = now;
-	} else if (known && rl.remaining == 0 && rl.reset_in_s > 0) {
-		s->blocked_until_s = now + rl.reset_in_s;
-	}
+	learned = s->budget.learned;
 	g_mutex_unlock(&s->mutex);
+	if (save && reset_phase_save(s->reset_phase_file, &learned) < 0)
+		log_warn("could not keep the API budget's reset time in %s", s->reset_phase_file);
 }
 
 /* Whether a call may be sent now; if so, it counts as in flight until
- * session_account_call or session_call_failed. Calls already in flight spend the
- * announced budget too, so concurrent readers cannot overdraw it into a 429. */
+ * session_account_call or session_call_failed. */
 static bool session_call_begin(struct session *s, gint64 *until)
 {
-	gint64 now = now_s(s);
 	bool ok;
 
 	g_mutex_lock(&s->mutex);
-	*until = s->blocked_until_s;
-	if (s->budget.remaining >= 0 && s->budget.reset_in_s >= 0 &&
-	    s->budget.remaining <= s->in_flight && s->budget_at_s + s->budget.reset_in_s > now)
-		*until = MAX(*until, s->budget_at_s + s->budget.reset_in_s);
-	ok = *until <= now;
+	*until = budget_blocked_until(&s->budget, s->in_flight, now_s(s));
+	ok = *until == 0;
 	if (ok)
 		s->in_flight++;
 	g_mutex_unlock(&s->mutex);
@@ -344,6 +321,19 @@ struct fetch_call {
 	GBytes *body; /* a reference, or NULL */
 	json_t *json; /* the body parsed, or NULL */
 };
+
+/* Keeps whether the login still holds: -EACCES from auth_bearer is a refused refresh;
+ * any token handed out (after the user logged in again) means it holds. */
+static void session_note_login(struct session *s, int r)
+{
+	if (r < 0 && r != -EACCES)
+		return;
+	g_mutex_lock(&s->mutex);
+	if (r == -EACCES && !s->login_expired)
+		s->login_expired_at_s = now_s(s);
+	s->login_expired = r == -EACCES;
+	g_mutex_unlock(&s->mutex);
+}
 
 /* The cache's fetch function: one authorized GET, retried once after a refresh on 401. */
 static int session_fetch(void *ctx, const char *path, GBytes **body)
@@ -367,6 +357,7 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 		struct http_response resp = {0};
 
 		r = auth_bearer(s->auth, &token);
+		session_note_login(s, r);
 		if (r < 0) {
 			session_note_error(s, path, "no valid login token (%s)%s", g_strerror(-r),
 					   r == -EACCES ? ": run `smarthomefs login` again" : "");
@@ -451,20 +442,11 @@ int session_ttl(struct session *s, const struct resource_ref *ref)
 				   : s->provider->default_ttl;
 	struct cache_stats cs;
 
-	/* Spread what is left of the budget over the time until it refills: N resources read
-	 * in a loop cost N calls per TTL, so the TTL must be at least N * refill / remaining. */
-	g_mutex_lock(&s->mutex);
-	long remaining = s->budget.remaining;
-	long refill = s->budget.reset_in_s >= 0 ? s->budget.reset_in_s - (now_s(s) - s->budget_at_s)
-						: s->budget.window_s;
-	g_mutex_unlock(&s->mutex);
-	if (remaining < 0 || refill <= 0)
-		return ttl;
 	cache_get_stats(s->cache, &cs);
-	long n = MAX((long)cs.entries, 1);
-	long usable = MAX(remaining - 2, 1);
-	long stretched = (long)((double)n * (double)refill / (double)usable);
-	return (int)MIN(MAX((long)ttl, stretched), (long)G_MAXINT);
+	g_mutex_lock(&s->mutex);
+	ttl = budget_stretch_ttl(&s->budget, ttl, (long)cs.entries, now_s(s));
+	g_mutex_unlock(&s->mutex);
+	return ttl;
 }
 
 /* Says that a stale copy of @path was served: in status.json always, in the log once a
@@ -530,6 +512,11 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 		session_note_stale(s, ref->path, hit.error);
 	cache_hit_clear(&hit);
 	return 0;
+}
+
+void session_forget(struct session *s, const struct resource_ref *ref)
+{
+	cache_forget(s->cache, ref->key ? ref->key : ref->path);
 }
 
 int session_peek(struct session *s, const struct resource_ref *ref, struct resource *out)
@@ -611,6 +598,9 @@ struct session_snapshot {
 	uint64_t api_calls, api_errors;
 	struct ratelimit budget;
 	gint64 refill_at_s, blocked_until_s;
+	enum refill_source refill_source;
+	bool login_expired;
+	gint64 login_expired_at_s;
 	char *last_error, *last_error_path;
 	gint64 last_error_at_s;
 	gint64 token_expires_at;
@@ -627,9 +617,11 @@ static void session_snapshot(struct session *s, struct session_snapshot *snap)
 	g_mutex_lock(&s->mutex);
 	snap->api_calls = s->api_calls;
 	snap->api_errors = s->api_errors;
-	snap->budget = s->budget;
-	snap->refill_at_s = s->budget.reset_in_s >= 0 ? s->budget_at_s + s->budget.reset_in_s : 0;
-	snap->blocked_until_s = s->blocked_until_s > now_s(s) ? s->blocked_until_s : 0;
+	snap->budget = s->budget.last;
+	snap->refill_at_s = budget_refill_at(&s->budget, &snap->refill_source);
+	snap->blocked_until_s = budget_blocked_until(&s->budget, 0, now_s(s));
+	snap->login_expired = s->login_expired;
+	snap->login_expired_at_s = s->login_expired_at_s;
 	snap->last_error = g_strdup(s->last_error);
 	snap->last_error_path = g_strdup(s->last_error_path);
 	snap->last_error_at_s = s->last_error_at_s;
@@ -655,7 +647,7 @@ void session_render_status(struct session *s, GString *out)
 
 	json_t *root = json_pack(
 	    "{s:s, s:s, s:s, s:o, s:b, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
-	    "s:{s:o, s:o, s:o, s:o, s:o}, s:{s:o, s:s, s:I}}",
+	    "s:{s:o, s:o, s:o, s:o, s:s?, s:o}, s:{s:o, s:s, s:I}, s:{s:b, s:o}}",
 	    "account", s->account.id, "provider", s->provider->name, "api_url", s->api_url,
 	    "mounted_since", json_time(s->started_at_s), "offline", s->opts.offline, "api_calls",
 	    (json_int_t)snap.api_calls, "api_errors", (json_int_t)snap.api_errors, "cache", "hits",
@@ -664,14 +656,19 @@ void session_render_status(struct session *s, GString *out)
 	    (json_int_t)snap.cache.entries, "bytes", (json_int_t)snap.cache.bytes, "rate_limit",
 	    "quota", json_count(snap.budget.quota), "window_seconds",
 	    json_count(snap.budget.window_s), "remaining", json_count(snap.budget.remaining),
-	    "refill_at", json_time(snap.refill_at_s), "blocked_until",
+	    "refill_at", json_time(snap.refill_at_s), "refill_source",
+	    refill_source_name(snap.refill_source), "blocked_until",
 	    json_time(snap.blocked_until_s), "token", "expires_at",
 	    json_time(snap.token_expires_at), "store", token_store_name(s->store.kind), "refreshes",
-	    (json_int_t)snap.refreshes);
+	    (json_int_t)snap.refreshes, "login", "expired", snap.login_expired, "expired_at",
+	    json_time(snap.login_expired ? snap.login_expired_at_s : 0));
 	json_t *err = snap.last_error
 			  ? json_pack("{s:s, s:s?, s:o}", "message", snap.last_error, "path",
 				      snap.last_error_path, "at", json_time(snap.last_error_at_s))
 			  : json_null();
+	json_t *cache = json_object_get(root, "cache");
+	json_object_set_new(cache, "evictions", json_integer((json_int_t)snap.cache.evictions));
+	json_object_set_new(cache, "disk_bytes", json_integer((json_int_t)snap.cache.disk_bytes));
 	json_object_set_new(root, "last_error", err);
 	json_t *stale = snap.last_stale_path
 			    ? json_pack("{s:s, s:o, s:s}", "path", snap.last_stale_path, "at",
@@ -685,6 +682,12 @@ void session_render_status(struct session *s, GString *out)
 		json_array_append_new(notes, json_string(g_ptr_array_index(s->notes, i)));
 	g_mutex_unlock(&s->mutex);
 	json_object_set_new(root, "notes", notes);
+	/* When the login ends, and whether it has: `smarthomefs status` reads these. */
+	json_t *token = json_object_get(root, "token");
+	json_object_set_new(token, "login_expires_at",
+			    json_time(s->auth ? auth_login_expires_at_s(s->auth) : 0));
+	json_object_set_new(token, "login_expired",
+			    json_boolean(s->auth && auth_login_expired(s->auth)));
 	/* main.c turns core dumps off: show that it holds in the process with the tokens. */
 	json_object_set_new(root, "dumpable", json_boolean(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) > 0));
 	provider_render_json(root, out);

@@ -53,6 +53,8 @@ int session_source(struct session *s, const struct provider_path *path, struct r
  * -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN: what each means to a reader is the table "When
  * the cloud fails" in docs/reliability.md). */
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out);
+/* @ref is gone (it left its list): its copies in memory and on disk are dropped. */
+void session_forget(struct session *s, const struct resource_ref *ref);
 /* The body of @ref held in memory, as it is, without fetching (-ENOENT: none). */
 int session_peek(struct session *s, const struct resource_ref *ref, struct resource *out);
 /* The effective TTL for @ref now (stretched when the quota runs low). */

@@ -30,6 +30,7 @@ void token_set_clear(struct token_set *ts)
 	g_clear_pointer(&ts->scope, g_free);
 	ts->expires_at_s = 0;
 	ts->issued_at_s = 0;
+	ts->refresh_issued_at_s = 0;
 }
 
 void token_set_copy(struct token_set *dst, const struct token_set *src)
@@ -38,6 +39,7 @@ void token_set_copy(struct token_set *dst, const struct token_set *src)
 	dst->access_token = g_strdup(src->access_token);
 	dst->expires_at_s = src->expires_at_s;
 	dst->issued_at_s = src->issued_at_s;
+	dst->refresh_issued_at_s = src->refresh_issued_at_s;
 	dst->refresh_token = g_strdup(src->refresh_token);
 	dst->client_id = g_strdup(src->client_id);
 	dst->client_secret = g_strdup(src->client_secret);
@@ -69,6 +71,8 @@ char *token_set_to_json(const struct token_set *ts)
 	json_object_set_new(o, "expires_at", json_integer(ts->expires_at_s));
 	if (ts->issued_at_s)
 		json_object_set_new(o, "issued_at", json_integer(ts->issued_at_s));
+	if (ts->refresh_issued_at_s)
+		json_object_set_new(o, "refresh_issued_at", json_integer(ts->refresh_issued_at_s));
 	char *dumped = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(o);
 	if (!dumped)
@@ -103,7 +107,9 @@ int token_set_from_json(const char *json, struct token_set *ts)
 	struct {
 		const char *key;
 		gint64 *field;
-	} times[] = {{"expires_at", &parsed.expires_at_s}, {"issued_at", &parsed.issued_at_s}};
+	} times[] = {{"expires_at", &parsed.expires_at_s},
+		     {"issued_at", &parsed.issued_at_s},
+		     {"refresh_issued_at", &parsed.refresh_issued_at_s}};
 	for (size_t i = 0; i < G_N_ELEMENTS(times); i++) {
 		json_t *t = json_object_get(o, times[i].key);
 		if (!t || json_is_null(t))
@@ -141,6 +147,14 @@ void token_set_unhide_rotated(const struct token_set *old, const struct token_se
 		log_remove_secret(old->refresh_token);
 	if (old->client_secret && g_strcmp0(old->client_secret, new->client_secret) != 0)
 		log_remove_secret(old->client_secret);
+}
+
+gint64 token_set_login_expires_at_s(const struct token_set *ts, const struct provider *p)
+{
+	gint64 issued_s = ts->refresh_issued_at_s ? ts->refresh_issued_at_s : ts->issued_at_s;
+	if (!ts->refresh_token || p->refresh_token_lifetime_s <= 0 || issued_s <= 0)
+		return 0;
+	return issued_s + p->refresh_token_lifetime_s;
 }
 
 int token_set_load(const struct token_store *store, const char *account, struct token_set *ts,
@@ -225,6 +239,18 @@ json_t *token_answer_json(const struct http_response *resp)
 	return j;
 }
 
+/* An OAuth error code as RFC 6749 section 5.2 allows it (printable ASCII but '"' and
+ * '\\'), short: a server's "error" goes into messages, and must not carry a terminal
+ * escape, a forged log line or a page of text. */
+static char *error_code_of(const char *code)
+{
+	size_t n = strlen(code);
+	bool ok = n > 0 && n <= 64;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = code[i] >= 0x20 && code[i] <= 0x7e && code[i] != '"' && code[i] != '\\';
+	return g_strdup(ok ? code : "an error code that is not one");
+}
+
 int token_request(struct http_client *http, const char *token_url, const char *form,
 		  struct token_set *ts, char **error)
 {
@@ -267,8 +293,10 @@ int token_request(struct http_client *http, const char *token_url, const char *f
 		log_add_secret(access);
 		log_add_secret(refresh);
 		replace_secret(&ts->access_token, access);
-		if (refresh && *refresh)
+		if (refresh && *refresh) {
 			replace_secret(&ts->refresh_token, refresh);
+			ts->refresh_issued_at_s = now_s;
+		}
 		if (scope && *scope) {
 			g_free(ts->scope);
 			ts->scope = g_strdup(scope);
@@ -281,7 +309,7 @@ int token_request(struct http_client *http, const char *token_url, const char *f
 
 	const char *code = j ? json_string_value(json_object_get(j, "error")) : NULL;
 	if (error && code)
-		*error = g_strdup(code);
+		*error = error_code_of(code);
 	json_decref(j);
 	if (status == 429 || status >= 500)
 		return -EAGAIN;

@@ -22,6 +22,7 @@ struct token_set {
 	gint64 expires_at_s; /* when the access token expires; 0: unknown */
 	gint64 issued_at_s;  /* when the access token was received; 0: unknown */
 	char *refresh_token;
+	gint64 refresh_issued_at_s; /* when refresh_token was received; 0: unknown */
 	char *client_id; /* a user-registered client (Tibber); NULL: the provider's own */
 	char *client_secret;
 	char *scope;
@@ -39,6 +40,11 @@ int token_set_from_json(const char *json, struct token_set *ts);
 void token_set_hide(const struct token_set *ts);
 /* Unregisters the secrets of @old that @new no longer has. */
 void token_set_unhide_rotated(const struct token_set *old, const struct token_set *new);
+
+/* When the login of @ts ends if nothing refreshes it: the refresh token's issue time
+ * plus @p's refresh_token_lifetime_s (a set saved before refresh tokens carried their
+ * issue time counts from the access token's, which came with it). 0: unknown. */
+gint64 token_set_login_expires_at_s(const struct token_set *ts, const struct provider *p);
 
 /* Reads @account's set from @store. -ENOENT when none is stored; -EBADMSG (with @err)
  * when what is stored is not a token set; the store's errors otherwise. */

@@ -488,11 +488,29 @@ static bool must_escape(unsigned char c)
 	return c == '/' || c == '%' || c < 0x20 || c == 0x7f;
 }
 
+/* How many bytes from @s (@left of them) are the UTF-8 of a character that must not
+ * reach a file name whole, or 0: a C1 control (U+0080..U+009F, NEL among them), a line
+ * or paragraph separator (U+2028, U+2029), or a bidi control (U+200E, U+200F,
+ * U+202A..U+202E, U+2066..U+2069), which make a name print as another or break a
+ * terminal's or log's line. */
+static size_t unsafe_char_len(const unsigned char *s, size_t left)
+{
+	if (left >= 2 && s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
+		return 2;
+	if (left >= 3 && s[0] == 0xe2 && s[1] == 0x80 &&
+	    (s[2] == 0x8e || s[2] == 0x8f || (s[2] >= 0xa8 && s[2] <= 0xae)))
+		return 3;
+	if (left >= 3 && s[0] == 0xe2 && s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9)
+		return 3;
+	return 0;
+}
+
 char *tree_escape_name(const char *raw, size_t len)
 {
 	GString *out;
 	bool dots = (len == 1 && raw[0] == '.') || (len == 2 && raw[0] == '.' && raw[1] == '.');
 	size_t cut = 0;
+	size_t unsafe_left = 0; /* bytes of an unsafe character still to escape */
 
 	if (len == 0)
 		return g_strdup("%");
@@ -504,10 +522,14 @@ char *tree_escape_name(const char *raw, size_t len)
 		 * sequence (a continuation byte 10xxxxxx ends no character). */
 		if (out->len <= CUT_AT && (c & 0xc0) != 0x80)
 			cut = out->len;
-		if (dots || must_escape(c))
+		if (!unsafe_left)
+			unsafe_left = unsafe_char_len((const unsigned char *)raw + i, len - i);
+		if (dots || must_escape(c) || unsafe_left)
 			g_string_append_printf(out, "%%%02X", c);
 		else
 			g_string_append_c(out, (char)c);
+		if (unsafe_left)
+			unsafe_left--;
 	}
 	if (out->len <= CUT_AT)
 		cut = out->len;

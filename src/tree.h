@@ -10,11 +10,13 @@
  * The node keeps the raw id for the provider.
  *
  * Escaping, byte by byte: '/', '%', bytes below 0x20 and 0x7f become "%XX" (upper-case
- * hex); every byte of "." and ".." does ("%2E", "%2E%2E"); the empty id is "%" alone
- * (which no other id can give, as '%' is always escaped). All other bytes stay, invalid
- * UTF-8 included (Linux names are bytes). An escaped name over 255 bytes is cut at a
- * character and escape boundary at or before byte 200 and ends in "%~" and 16 hex
- * digits of the SHA-256 of the whole raw id; such a name does not unescape.
+ * hex), and so does each byte of the UTF-8 of a C1 control (U+0080..U+009F, NEL
+ * among them), U+2028, U+2029 and the bidi controls (U+200E, U+200F, U+202A..U+202E,
+ * U+2066..U+2069), which would make a name print as another or break a line; every byte of "." and
+ * ".." does ("%2E", "%2E%2E"); the empty id is "%" alone (which no other id can give, as '%' is
+ * always escaped). All other bytes stay, invalid UTF-8 included (Linux names are bytes). An escaped
+ * name over 255 bytes is cut at a character and escape boundary at or before byte 200 and ends in
+ * "%~" and 16 hex digits of the SHA-256 of the whole raw id; such a name does not unescape.
  *
  * Internal nodes (the directory tree_add_internal_dir adds under the root, and all
  * below it) are served by fs, not the provider: tree_set_children on the root never

@@ -579,6 +579,8 @@ const struct provider tado_provider = {
     .verification_uri_needs_client_id = true,
     .quota_is_scarce = true,
     .default_ttl = 60,
+    /* 30 days (tado's auth docs, shared/api/tado.md); each refresh issues a new one. */
+    .refresh_token_lifetime_s = 30 * 24 * 3600,
     .source = tado_source,
     .source_in = tado_source_in,
     .list = tado_list,

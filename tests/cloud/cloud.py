@@ -277,6 +277,7 @@ class Stats:
         self.max_in_flight = 0
         self.connections = 0  # TLS connections that carried a cloud request
         self.tls_resumed = 0  # of which resumed an earlier TLS session
+        self.too_many = {}    # 429 answers by the tado quota window's start ("other": not tado)
 
     def request(self, req):
         key = f"{req.method} {req.path}"
@@ -285,6 +286,10 @@ class Stats:
             self.requests_without_user_agent += 1
         elif req.user_agent not in self.user_agents:
             self.user_agents.append(req.user_agent)
+
+    def rate_limited(self, window_start):
+        key = window_start or "other"
+        self.too_many[key] = self.too_many.get(key, 0) + 1
 
     def status(self, status):
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
@@ -302,7 +307,8 @@ class Stats:
                 "user_agents": self.user_agents,
                 "requests_without_user_agent": self.requests_without_user_agent,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
-                "connections": self.connections, "tls_resumed": self.tls_resumed}
+                "connections": self.connections, "tls_resumed": self.tls_resumed,
+                "too_many_requests_by_window": self.too_many}
 
 
 # ---------------------------------------------------------------- tado
@@ -339,7 +345,7 @@ class Tado:
         self.tokens = Tokens()
         self.device_codes = {}   # device_code -> record
         self.user_codes = {}     # user_code -> device_code
-        self.window_start = None
+        self.window = None       # the quota window's index (see window_index)
         self.used = 0
         self.build()
         self.auth_router = Router([
@@ -789,37 +795,52 @@ class Tado:
         return codes
 
     # ---- quota
+    # The window is a day that starts at the account's own time of day (quota_reset_s
+    # seconds after midnight UTC), not at midnight and not at the first call; the client
+    # is told how many calls are left (r) but not when they refill, except in a 429 (t).
 
-    def roll_window(self, now):
-        window = self.world.config["quota_window"]
-        if self.window_start is not None and now >= self.window_start + window:
-            self.window_start, self.used = None, 0
+    def window_index(self, now_s):
+        cfg = self.world.config
+        return math.floor((now_s - cfg["quota_reset_s"]) / cfg["quota_window"])
 
-    def ratelimit_headers(self, now):
+    def window_end(self, now_s):
+        cfg = self.world.config
+        return cfg["quota_reset_s"] + (self.window_index(now_s) + 1) * cfg["quota_window"]
+
+    def roll_window(self, now_s):
+        k = self.window_index(now_s)
+        if k != self.window:
+            self.window, self.used = k, 0
+
+    def ratelimit_headers(self, now_s, limited=False):
         cfg = self.world.config
         q, w = cfg["quota"], cfg["quota_window"]
-        self.roll_window(now)
-        remaining = max(0, q - self.used)
-        t = w if self.window_start is None else max(0, math.ceil(self.window_start + w - now))
+        self.roll_window(now_s)
+        live = f'"perday";r={max(0, q - self.used)}'
+        if limited:
+            live += f";t={max(0, math.ceil(self.window_end(now_s) - now_s))}"
         names = ("RateLimit-Policy", "RateLimit")
         if cfg["ratelimit_header_case"] == "lower":
             names = tuple(n.lower() for n in names)
-        return [(names[0], f'"perday";q={q};w={w}'), (names[1], f'"perday";r={remaining};t={t}')]
+        return [(names[0], f'"perday";q={q};w={w}'), (names[1], live)]
+
+    def too_many(self, now_s):
+        """A 429 of the quota: counted per window in the stats."""
+        headers = self.ratelimit_headers(now_s, limited=True) + self.world.retry_after_header()
+        self.world.stats.rate_limited(iso(self.window_end(now_s) - self.world.config["quota_window"]))
+        return Response(429, b"", None, headers)
 
     # ---- API (/api/v2)
 
     def handle_api(self, req):
-        now = time.time()
+        now_s = now()
         if self.tokens.check_access(req.bearer) is None:
             return tado_error(401, "unauthorized",
                               "Full authentication is required to access this resource",
-                              self.ratelimit_headers(now))
-        self.roll_window(now)
+                              self.ratelimit_headers(now_s))
+        self.roll_window(now_s)
         if self.used >= self.world.config["quota"]:
-            return Response(429, b"", None,
-                            self.ratelimit_headers(now) + self.world.retry_after_header())
-        if self.window_start is None:
-            self.window_start = now
+            return self.too_many(now_s)
         self.used += 1
         fn, params = self.api_router.match(req.method, req.path)
         if fn is None:
@@ -829,7 +850,7 @@ class Tado:
                 resp = tado_error(404, "notFound", "resource not found")
         else:
             resp = fn(**params)
-        resp.headers += self.ratelimit_headers(now)
+        resp.headers += self.ratelimit_headers(now_s)
         return resp
 
     def home_or_404(self, home):
@@ -1437,7 +1458,8 @@ def fault_response(kind, req, world):
         headers = world.retry_after_header() if status in (429, 503) else []
         if status == 429:
             if req.path.startswith("/api/v2/"):
-                headers = world.tado.ratelimit_headers(time.time()) + headers
+                return world.tado.too_many(now())
+            world.stats.rate_limited(None)
             return Response(429, b"", None, headers)
         if status == 500:
             return json_response(500, {"error": "internal_error"}, headers=headers)
@@ -1564,7 +1586,11 @@ class Control:
                 value = int(value)
                 if value < 0:
                     raise ValueError(f"{key} must be >= 0")
+                if key == "quota_window" and value < 1:
+                    raise ValueError("quota_window must be >= 1")
             cfg[key] = value
+        if not 0 <= cfg["quota_reset_s"] < cfg["quota_window"]:
+            cfg["quota_reset_s"] %= max(1, cfg["quota_window"])
         if "quota" in body or "quota_window" in body:
             self.reset_quota(body)
         return cfg
@@ -1588,7 +1614,7 @@ class Control:
             getattr(self.world, c).tokens.revoke_all_refresh()
 
     def reset_quota(self, body):
-        self.world.tado.window_start, self.world.tado.used = None, 0
+        self.world.tado.used = 0
 
     def zone_temperature(self, body):
         if not self.world.tado.set_zone_temperature(body["home"], body["zone"], body["celsius"],
@@ -1662,6 +1688,7 @@ class World:
                        "device_expires_in": o.device_expires_in,
                        "access_ttl": o.access_ttl, "tibber_access_ttl": o.tibber_access_ttl,
                        "quota": o.quota, "quota_window": o.quota_window,
+                       "quota_reset_s": o.quota_reset_s,
                        "auto_approve": o.auto_approve, "tibber_refresh_returns_new_token": True,
                        "retry_after": None, "ratelimit_header_case": "canonical",
                        "refresh_ttl": o.refresh_ttl}
@@ -1888,6 +1915,8 @@ def parse_args(argv):
                    help="tado refresh token lifetime from issue (s)")
     p.add_argument("--quota", type=int, default=100)
     p.add_argument("--quota-window", type=int, default=86400)
+    # 11:24 UTC: when the reset was observed for one account (tado_ce #246); others differ.
+    p.add_argument("--quota-reset-s", type=int, default=11 * 3600 + 24 * 60)
     p.add_argument("--device-interval", type=int, default=5)
     p.add_argument("--device-expires-in", type=int, default=300)
     p.add_argument("--auto-approve", action="store_true")

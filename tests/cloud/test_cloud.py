@@ -358,7 +358,7 @@ def test_tado_refresh_token_dies_30_days_after_issue_with_tados_body(cloud):
     assert stats["refresh_expired"] == 1 and stats["refresh_reuse"] == 0
 
 
-def test_tado_ratelimit_headers_and_empty_429_when_quota_is_used_up(cloud):
+def test_tado_ratelimit_headers_carry_no_t_until_the_empty_429(cloud):
     cloud.control.config(quota=3, retry_after="7")
     token = tado_token(cloud)
     seen = []
@@ -367,24 +367,48 @@ def test_tado_ratelimit_headers_and_empty_429_when_quota_is_used_up(cloud):
         assert r.status == 200
         assert r.headers["RateLimit-Policy"] == '"perday";q=3;w=86400'
         seen.append(r.headers["RateLimit"])
-    assert [re.search(r"r=(\d+)", s).group(1) for s in seen] == ["2", "1", "0"]
-    assert re.fullmatch(r'"perday";r=0;t=\d+', seen[-1])
+    assert seen == ['"perday";r=2', '"perday";r=1', '"perday";r=0']
     for _ in range(2):
         r = api(cloud, "/api/v2/homes/1001/zoneStates", token)
         assert r.status == 429 and r.body == b"" and r.headers["Content-Length"] == "0"
-        assert r.headers["RateLimit"].startswith('"perday";r=0;')
+        assert re.fullmatch(r'"perday";r=0;t=\d+', r.headers["RateLimit"])
         assert r.headers["Retry-After"] == "7"
-    assert cloud.control.stats()["status_counts"]["429"] == 2
+    stats = cloud.control.stats()
+    assert stats["status_counts"]["429"] == 2
+    assert list(stats["too_many_requests_by_window"].values()) == [2]
+
+
+def test_tado_quota_resets_at_the_accounts_time_of_day_that_t_of_a_429_tells(cloud):
+    clock = cloud.control.clock()["now_s"]
+    # The account's reset is 100 s from now, at a time of day the answers do not tell.
+    reset_s = int(clock + 100) % 86400
+    cloud.control.config(quota=1, quota_reset_s=reset_s)
+    token = tado_token(cloud)
+    r = api(cloud, "/api/v2/me", token)
+    assert r.status == 200 and r.headers["RateLimit"] == '"perday";r=0'
+    r = api(cloud, "/api/v2/me", token)
+    assert r.status == 429
+    t = int(re.search(r";t=(\d+)", r.headers["RateLimit"]).group(1))
+    assert 98 <= t <= 100
+    cloud.control.advance_clock(t - 2)
+    assert api(cloud, "/api/v2/me", token).status == 429
+    cloud.control.advance_clock(2)
+    # Not at the first call plus a day, nor at midnight: at the account's own time.
+    r = api(cloud, "/api/v2/me", token)
+    assert r.status == 200 and r.headers["RateLimit"] == '"perday";r=0'
+    assert list(cloud.control.stats()["too_many_requests_by_window"].values()) == [2]
 
 
 def test_tado_quota_window_refills(cloud):
-    cloud.control.config(quota=1, quota_window=1)
+    cloud.control.config(quota=1, quota_window=60, quota_reset_s=0)
     token = tado_token(cloud)
+    start = cloud.control.clock()["now_s"]
+    cloud.control.advance_clock(60 - start % 60 + 0.01)  # a window's start
     assert api(cloud, "/api/v2/me", token).status == 200
     assert api(cloud, "/api/v2/me", token).status == 429
-    time.sleep(1.05)
+    cloud.control.advance_clock(60)
     r = api(cloud, "/api/v2/me", token)
-    assert r.status == 200 and r.headers["RateLimit"].startswith('"perday";r=0;')
+    assert r.status == 200 and r.headers["RateLimit"] == '"perday";r=0'
 
 
 def test_tado_zone_temperature_and_remove_zone_change_the_api(cloud):

@@ -2,8 +2,14 @@
 real (CLI and FUSE mounts), with every output captured so tests can assert that no
 token ever appears in it."""
 
+import contextlib
+import fcntl
 import json
 import os
+import pwd
+import shutil
+import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -12,6 +18,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "cloud"))
@@ -72,26 +80,33 @@ def run_together(target, args_list):
 class Keyring:
     """A private D-Bus session bus with an unlocked gnome-keyring on it."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, user=None):
+        """Root's keyring, or with @user (a DesktopUser) that user's own: the bus and
+        the daemon run as the user, in a runtime directory that is the user's."""
         self.base = base
-        self.runtime = base / "runtime"
+        self.prefix = user.prefix if user else []
+        self.runtime = user.runtime if user else base / "runtime"
         self.home = base / "home"
-        self.runtime.mkdir(mode=0o700, parents=True)
-        self.home.mkdir(parents=True)
-        self.env = dict(os.environ)
+        self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if user:
+            user.mkdirs(self.home)
+        else:
+            self.home.mkdir(parents=True)
+        self.env = dict(user.env) if user else dict(os.environ)
         for var in ("DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY",
                     "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
             self.env.pop(var, None)
         self.env.update(HOME=str(self.home), XDG_RUNTIME_DIR=str(self.runtime))
         self.dbus = subprocess.Popen(
-            ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+            [*self.prefix, "dbus-daemon", "--session", "--nofork", "--print-address=1"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env, text=True)
         address = self.dbus.stdout.readline().strip()
         assert address, "dbus-daemon gave no address"
         self.env["DBUS_SESSION_BUS_ADDRESS"] = address
         # In the foreground, so that stop() ends this daemon and no other run's.
         self.daemon = subprocess.Popen(
-            ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+            [*self.prefix, "gnome-keyring-daemon", "--foreground", "--unlock",
+             "--components=secrets"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=self.env)
         self.daemon.stdin.write(b"test-password")
@@ -99,13 +114,29 @@ class Keyring:
         wait_until(self._answers, 20, "the keyring to answer")
 
     def _answers(self):
-        r = subprocess.run(["secret-tool", "search", "--all", "rig", "probe"], env=self.env,
-                           capture_output=True, timeout=10)
-        return r.returncode in (0, 1) and b"Cannot" not in r.stderr
+        """Whether a secret can be stored: our daemon owns the Secret Service's name (asked
+        without a call to the service, which would make the bus start a second daemon of
+        its own, without our password, that could win the name), and its login
+        collection (which --unlock makes a moment later) exists, unlocked."""
+        r = subprocess.run([*self.prefix, "dbus-send", "--session", "--print-reply",
+                            "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
+                            "org.freedesktop.DBus.NameHasOwner",
+                            "string:org.freedesktop.secrets"], env=self.env,
+                           capture_output=True, text=True, timeout=10)
+        if "boolean true" not in r.stdout:
+            return False
+        r = subprocess.run([*self.prefix, "secret-tool", "store", "--label=rig probe", "rig",
+                            "probe"], input=b"probe", env=self.env, capture_output=True,
+                           timeout=10)
+        if r.returncode != 0:
+            return False
+        subprocess.run([*self.prefix, "secret-tool", "clear", "rig", "probe"], env=self.env,
+                       capture_output=True, timeout=10)
+        return True
 
     def lookup(self, account, provider=None):
         """The secret stored for @account, or None."""
-        args = ["secret-tool", "lookup", "account", account]
+        args = [*self.prefix, "secret-tool", "lookup", "account", account]
         if provider:
             args += ["provider", provider]
         r = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=10)
@@ -113,7 +144,7 @@ class Keyring:
 
     def clear(self):
         for acct in ("tado", "tibber", "tado:second", "tibber:second"):
-            subprocess.run(["secret-tool", "clear", "account", acct], env=self.env,
+            subprocess.run([*self.prefix, "secret-tool", "clear", "account", acct], env=self.env,
                            capture_output=True, timeout=10)
 
     def stop(self):
@@ -245,6 +276,7 @@ class Rig:
                         XDG_CONFIG_HOME=str(self.home / ".config"),
                         XDG_CACHE_HOME=str(self.home / ".cache"),
                         XDG_STATE_HOME=str(self.home / ".local" / "state"))
+        self.prefix = []  # what runs a command as the rig's user (none: root)
         self.mounts = []
         self.outputs = []  # every stdout/stderr text we saw, for the token check
         self.logs = []
@@ -259,7 +291,7 @@ class Rig:
     def run(self, *args, input=None, options=None, provider="tado", check=True, timeout=60,
             env=None):
         """Runs the smarthomefs CLI; returns the CompletedProcess (text)."""
-        cmd = [str(BIN), *args]
+        cmd = [*self.prefix, str(BIN), *args]
         opts = self.options(provider, options or ()) if options is not False else []
         if opts:
             cmd += ["-o", ",".join(opts)]
@@ -330,13 +362,419 @@ class Rig:
 
     def assert_no_sanitizer_report(self):
         """A sanitizer build reports to the daemon's stderr, which is the mount log; so
-        does GLib when a precondition of its API fails (a bug of ours, in any build)."""
+        does GLib when a precondition of its API fails (a bug of ours, in any build).
+        ThreadSanitizer's reports are its WARNING, ERROR and FATAL lines; its note that a
+        thread "finished with ignores enabled" is not one: libfuse cancels its idle
+        workers inside read(2) at unmount (src/tsan_glib.c says more)."""
         for p in self.logs:
             text = p.read_text(errors="replace") if p.exists() else ""
             for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                         "-CRITICAL **", "-WARNING **"):
+                         "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer",
+                         "FATAL: ThreadSanitizer", "-CRITICAL **", "-WARNING **"):
                 assert mark not in text, f"{p.name}: {text[max(0, text.index(mark) - 200):][:3000]}"
 
     def stop(self):
         for m in reversed(self.mounts):
             m.stop()
+
+
+# --- a desktop user ------------------------------------------------------------------
+#
+# The tests of what a user does run as a non-root user, as on a Debian desktop:
+# /dev/fuse mode 0666 (udev's rule there), setuid fusermount3 and mount(8), a D-Bus
+# session and gnome-keyring of the user's own, and smarthomefs installed in /usr/bin and
+# /usr/sbin. The installed files and the user's /etc/fstab exist only in a private mount
+# namespace (SystemNamespace), so that the machine's own /usr and /etc/fstab are never
+# written. What must change on the machine itself (the user, /dev/fuse's mode) is
+# recorded in STATE_DIR under a lock shared by every test run at once and undone by the
+# last run that ends; a run killed before its finalizers is undone by the next one.
+
+STATE_DIR = Path("/run/smarthomefs-tests")
+# Debian's PATH for a user: no /usr/sbin, so no mount.smarthomefs on it.
+DESKTOP_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
+
+
+def process_start(pid):
+    """@pid's start time in clock ticks since boot, or None when it has gone: with the
+    pid, it names one process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(holder):
+    return process_start(holder[0]) == holder[1]
+
+
+def _kill_uid(uid):
+    """Ends the processes of @uid (a test user's: mount daemons, its keyring), by pid."""
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if p.stat().st_uid == uid:
+                    os.kill(int(p.name), 9)
+            except OSError:
+                pass
+
+
+def _delete_user(name):
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return
+    _kill_uid(uid)
+    subprocess.run(["userdel", "--remove", name], capture_output=True)
+    shutil.rmtree(f"/run/user/{uid}", ignore_errors=True)
+
+
+class MachineChanges:
+    """The changes to the machine that the user tests make, shared by the runs alive."""
+
+    def __init__(self):
+        STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+        self.lock_path = STATE_DIR / "lock"
+        self.state_path = STATE_DIR / "state.json"
+        self.me = [os.getpid(), process_start(os.getpid())]
+
+    @contextlib.contextmanager
+    def _state(self):
+        with open(self.lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                state = json.loads(self.state_path.read_text())
+            except (OSError, ValueError):
+                state = {"holders": [], "dev_fuse_mode": None, "users": []}
+            # Undo what runs that were killed left behind.
+            state["holders"] = [h for h in state["holders"] if _alive(h)]
+            for u in [u for u in state["users"] if not _alive(u["holder"])]:
+                _delete_user(u["name"])
+                state["users"].remove(u)
+            yield state
+            if not state["holders"] and state["dev_fuse_mode"] is not None:
+                os.chmod("/dev/fuse", state["dev_fuse_mode"])
+                state["dev_fuse_mode"] = None
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state))
+            tmp.replace(self.state_path)
+
+    def acquire(self):
+        """/dev/fuse 0666 while this run lasts."""
+        with self._state() as st:
+            if st["dev_fuse_mode"] is None:
+                st["dev_fuse_mode"] = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
+            st["holders"].append(self.me)
+            os.chmod("/dev/fuse", 0o666)
+
+    def release(self):
+        with self._state() as st:
+            st["holders"] = [h for h in st["holders"] if h != self.me]
+            for u in [u for u in st["users"] if u["holder"] == self.me]:
+                _delete_user(u["name"])
+                st["users"].remove(u)
+
+    def new_user(self, name):
+        """Creates @name (recorded first, so that a kill in between leaves no trace)."""
+        with self._state() as st:
+            st["users"].append({"name": name, "holder": self.me})
+            _delete_user(name)
+            r = subprocess.run(["useradd", "--create-home", "--user-group", "--shell",
+                                "/bin/bash", name], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+
+
+class DesktopUser:
+    """A non-root user of this run, shfs-u<pid>, as `adduser` makes one on Debian."""
+
+    def __init__(self, changes):
+        self.name = f"shfs-u{os.getpid()}"
+        changes.new_user(self.name)
+        pw = pwd.getpwnam(self.name)
+        self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, Path(pw.pw_dir)
+        self.home.chmod(0o700)  # adduser's mode on Debian 12: no one else may look in
+        self.runtime = Path(f"/run/user/{self.uid}")
+        self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chown(self.runtime, self.uid, self.gid)
+        self.prefix = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}",
+                       "--init-groups", "--"]
+        self.env = {"PATH": DESKTOP_PATH, "HOME": str(self.home), "USER": self.name,
+                    "LOGNAME": self.name, "SHELL": "/bin/bash", "LANG": "C.UTF-8",
+                    "XDG_RUNTIME_DIR": str(self.runtime)}
+
+    def mkdirs(self, path: Path):
+        """mkdir -p @path as the user (its parents must be the user's or writable)."""
+        r = subprocess.run([*self.prefix, "mkdir", "-p", str(path)], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+
+    def write(self, path: Path, data, mode=0o644):
+        """Writes @data to @path as the user's own file (parents made)."""
+        self.mkdirs(path.parent)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.chown(path, self.uid, self.gid)
+        os.chmod(path, mode)
+
+
+class SystemNamespace:
+    """A private mount namespace in which smarthomefs looks installed (the tree @dest
+    laid over /usr/bin and /usr/sbin) and, with @fstab, that file is /etc/fstab. A
+    holder process keeps it alive; commands enter it with nsenter."""
+
+    def __init__(self, dest: Path, dev_upper: Path = None, fstab: Path = None):
+        overlays = "; ".join(
+            f"mount -t overlay overlay -o lowerdir={dest}/usr/{d}:/usr/{d} /usr/{d}"
+            for d in ("bin", "sbin"))
+        if dev_upper:
+            # A writable /dev of its own, so that a syslog socket can be made at /dev/log.
+            (dev_upper / "upper").mkdir()
+            (dev_upper / "work").mkdir()
+            overlays += (f"; mount -t overlay overlay -o lowerdir=/dev,upperdir={dev_upper}/upper,"
+                         f"workdir={dev_upper}/work /dev")
+        if fstab:
+            overlays += f"; mount --bind {fstab} /etc/fstab"
+        self.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+             f"{overlays}; echo ready; exec cat >/dev/null"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = self.holder.stdout.readline()
+        assert ready == "ready\n", "could not lay the installed tree over /usr in a namespace"
+        self.ns = os.readlink(f"/proc/{self.holder.pid}/ns/mnt")
+        self.enter = ["nsenter", "-t", str(self.holder.pid), "-m", "--"]
+        self.mountpoints = []
+
+    def run(self, *cmd, env=None, timeout=60, input=None):
+        return subprocess.run([*self.enter, *cmd], env=env, timeout=timeout, input=input,
+                              capture_output=True, text=True)
+
+    def is_mount(self, path):
+        """Whether @path is a mount point in the namespace (read from its mount table, as
+        root may not stat a user's FUSE mount)."""
+        table = Path(f"/proc/{self.holder.pid}/mountinfo").read_text()
+        return any(line.split()[4] == str(path) for line in table.splitlines())
+
+    def daemons(self, uid=None):
+        """Processes in the namespace other than its holder (a mount's daemon)."""
+        pids = []
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit() or int(p.name) == self.holder.pid:
+                continue
+            try:
+                if os.readlink(p / "ns/mnt") == self.ns and \
+                        (uid is None or p.stat().st_uid == uid):
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+        return pids
+
+    def unmount_all(self, under=None):
+        """Unmounts what the tests mounted (@under a directory too), lazily if busy."""
+        table = Path(f"/proc/{self.holder.pid}/mountinfo").read_text()
+        extra = [line.split()[4] for line in table.splitlines()
+                 if under and line.split()[4].startswith(f"{under}/")]
+        for mp in [*self.mountpoints, *reversed(extra)]:
+            if self.is_mount(mp):
+                if self.run("fusermount3", "-u", str(mp)).returncode != 0:
+                    self.run("fusermount3", "-uz", str(mp))
+
+    def stop(self):
+        self.unmount_all()
+        self.holder.stdin.close()
+        self.holder.wait(10)
+
+
+def link_tree(dest: Path):
+    """The files `meson install --prefix=/usr` puts in /usr/bin and /usr/sbin, as links
+    to the binary under test: enough for a SystemNamespace without a second build."""
+    (dest / "usr/bin").mkdir(parents=True)
+    (dest / "usr/sbin").mkdir(parents=True)
+    (dest / "usr/bin/smarthomefs").symlink_to(BIN)
+    (dest / "usr/sbin/mount.smarthomefs").symlink_to("/usr/bin/smarthomefs")
+    return dest
+
+
+class UserSystem:
+    """One run's desktop: the user, its keyring, the namespace where it works."""
+
+    def __init__(self, base: Path):
+        for tool in ("/usr/bin/fusermount3", "/usr/bin/mount", "/usr/bin/umount"):
+            assert os.stat(tool).st_mode & stat.S_ISUID, f"{tool} is not setuid, as on Debian"
+        self.changes = MachineChanges()
+        self.changes.acquire()
+        try:
+            self.user = DesktopUser(self.changes)
+            # The machine's own fstab, to which a test adds its lines.
+            self.fstab = base / "fstab"
+            self.machine_fstab = Path("/etc/fstab").read_text()
+            self.fstab.write_text(self.machine_fstab)
+            self.ns = SystemNamespace(link_tree(base / "installed"), fstab=self.fstab)
+            self.keyring = Keyring(self.user.runtime / "keyring", user=self.user)
+        except BaseException:
+            self.changes.release()
+            raise
+
+    def set_fstab(self, *lines):
+        """/etc/fstab (in the namespace) is the machine's plus @lines; written in place,
+        as the bind mount holds the file, not its name."""
+        with open(self.fstab, "r+") as f:
+            f.truncate(0)
+            f.write(self.machine_fstab + "".join(f"{line}\n" for line in lines))
+
+    def reset(self):
+        """Between tests: nothing mounted, no daemon left, an empty home, the fstab back."""
+        self.ns.unmount_all(under=self.user.home)
+        try:
+            wait_until(lambda: not self.ns.daemons(self.user.uid), 15,
+                       "the user's mount daemons to exit")
+        finally:
+            for pid in self.ns.daemons(self.user.uid):
+                os.kill(pid, 9)
+        for entry in self.user.home.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        self.set_fstab()
+
+    def stop(self):
+        try:
+            self.keyring.stop()
+            self.ns.stop()
+        finally:
+            self.changes.release()
+
+
+class UserMount:
+    """`smarthomefs mount ACCOUNT DIR -f` as the user, in the namespace; the user
+    unmounts it with fusermount3 -u on stop."""
+
+    def __init__(self, rig, account, mountpoint, log_path, args=()):
+        self.rig = rig
+        self.ns = rig.system.ns
+        self.path = Path(mountpoint)
+        rig.user.mkdirs(self.path)
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen([*rig.prefix, "smarthomefs", "mount", account,
+                                      str(self.path), "-f", *args], env=rig.env,
+                                     stdout=self.log, stderr=self.log,
+                                     stdin=subprocess.DEVNULL)
+        wait_until(lambda: self.ns.is_mount(self.path) or self.proc.poll() is not None, 20,
+                   f"{self.path} to be mounted")
+        if not self.ns.is_mount(self.path):
+            self.log.close()
+            raise AssertionError(f"mount failed: {Path(log_path).read_text()}")
+
+    def __truediv__(self, rel):
+        return self.path / rel
+
+    def stop(self, timeout=15):
+        if self.ns.is_mount(self.path):
+            r = self.rig.sh(f"fusermount3 -u {self.path}", check=False)
+            if r.returncode != 0:
+                self.ns.run("fusermount3", "-uz", str(self.path))
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
+
+
+class UserRig(Rig):
+    """A test's world as the desktop user: its home, its keyring, the cloud, and every
+    command run as the user in the namespace where smarthomefs is installed."""
+
+    def __init__(self, tmp: Path, system: UserSystem, cloud):
+        self.system = system
+        self.user = system.user
+        system.reset()
+        (tmp / "root").mkdir(parents=True)
+        Rig.__init__(self, tmp / "root", system.keyring, cloud)
+        self.home = self.user.home
+        self.env = dict(self.keyring.env, HOME=str(self.home))
+        self.prefix = [*system.ns.enter, *self.user.prefix]
+        self.cafile = self.home / ".cloud-ca.pem"  # the user's copy: the CA is root's
+        self.user.write(self.cafile, Path(cloud.cafile).read_bytes())
+
+    def options(self, provider="tado", extra=()):
+        return [opt.replace(f"cafile={self.cloud.cafile}", f"cafile={self.cafile}")
+                for opt in Rig.options(self, provider, extra)]
+
+    def write_config(self, account="tado", extra=()):
+        """~/.config/smarthomefs/config pointing @account at the emulated cloud, so that
+        the README's commands run as written."""
+        provider = account.split(":")[0]
+        lines = "".join(f"{o.replace('=', ' = ', 1)}\n" if "=" in o else f"{o} = true\n"
+                        for o in self.options(provider, extra))
+        path = self.home / ".config/smarthomefs/config"
+        self.user.write(path, f"[{account}]\n{lines}")
+        return path
+
+    def sh(self, script, check=True, timeout=120, env=None, input=None):
+        """Runs @script with sh -e as the user, in its home; -> CompletedProcess (text)."""
+        r = subprocess.run([*self.prefix, "sh", "-ec", f"cd; {script}"], env=env or self.env,
+                           capture_output=True, text=True, timeout=timeout, input=input)
+        self.outputs += [r.stdout, r.stderr]
+        if check and r.returncode != 0:
+            raise AssertionError(f"{script!r} exited {r.returncode}: {r.stderr}")
+        return r
+
+    def read(self, path):
+        """The content of @path read by the user (root may not read the user's mount)."""
+        return self.sh(f"cat '{path}'").stdout
+
+    def is_mount(self, path):
+        return self.system.ns.is_mount(path)
+
+    def mount(self, account="tado", provider=None, extra=(), name="home-data", wrapper=()):
+        """Mounts with `smarthomefs mount -f`, the options from the config file (written
+        here) and -o @extra."""
+        assert not wrapper, "no wrapper for the user's mounts"
+        self.write_config(account)
+        log = self.tmp / f"mount-{len(self.mounts)}.log"
+        self.logs.append(log)
+        m = UserMount(self, account, self.home / name, log,
+                      ["-o", ",".join(extra)] if extra else [])
+        self.mounts.append(m)
+        return m
+
+    def stop(self):
+        Rig.stop(self)
+        self.system.ns.unmount_all(under=self.home)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def user_system(tmp_path_factory):
+    """The desktop user of this run; /dev/fuse and the user restored when it ends. A
+    SIGTERM becomes an interrupt, so that the finalizers still run; after a SIGKILL the
+    next run restores them (MachineChanges)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+    system = UserSystem(tmp_path_factory.mktemp("desktop"))
+    try:
+        yield system
+    finally:
+        system.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture
+def user_rig(tmp_path, user_system, cloud):
+    """Like `rig`, as the desktop user."""
+    user_system.keyring.clear()
+    r = UserRig(tmp_path, user_system, cloud)
+    try:
+        yield r
+        r.stop()
+        r.assert_no_secret_leaked()
+        r.assert_no_sanitizer_report()
+    finally:
+        r.stop()
+        user_system.keyring.clear()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from rig import BIN, ROOT, wait_until
+from rig import SystemNamespace
 
 HOME = "1001"
 PREFIX = "usr"
@@ -38,61 +39,9 @@ def installed(tmp_path_factory):
     return dest
 
 
-class InstalledNamespace:
-    """A private mount namespace where the installed tree covers /usr/bin and /usr/sbin.
-    A holder process keeps it alive; commands enter it with nsenter."""
-
-    def __init__(self, dest: Path, dev_upper: Path = None):
-        overlays = "; ".join(
-            f"mount -t overlay overlay -o lowerdir={dest}/usr/{d}:/usr/{d} /usr/{d}"
-            for d in ("bin", "sbin"))
-        if dev_upper:
-            # A writable /dev of its own, so that a syslog socket can be made at /dev/log.
-            (dev_upper / "upper").mkdir()
-            (dev_upper / "work").mkdir()
-            overlays += (f"; mount -t overlay overlay -o lowerdir=/dev,upperdir={dev_upper}/upper,"
-                         f"workdir={dev_upper}/work /dev")
-        self.holder = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
-             f"{overlays}; echo ready; exec cat >/dev/null"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        ready = self.holder.stdout.readline()
-        assert ready == "ready\n", "could not lay the installed tree over /usr in a namespace"
-        self.ns = os.readlink(f"/proc/{self.holder.pid}/ns/mnt")
-        self.mountpoints = []
-
-    def run(self, *cmd, env=None, timeout=60):
-        return run(["nsenter", "-t", str(self.holder.pid), "-m", "--", *cmd], env=env,
-                   timeout=timeout)
-
-    def is_mount(self, path):
-        return self.run("mountpoint", "-q", str(path)).returncode == 0
-
-    def daemons(self):
-        """Processes in the namespace other than its holder (a mount's daemon)."""
-        pids = []
-        for p in Path("/proc").iterdir():
-            if not p.name.isdigit() or int(p.name) == self.holder.pid:
-                continue
-            try:
-                if os.readlink(p / "ns/mnt") == self.ns:
-                    pids.append(int(p.name))
-            except OSError:
-                pass
-        return pids
-
-    def stop(self):
-        for mp in self.mountpoints:
-            if self.is_mount(mp):
-                if self.run("fusermount3", "-u", str(mp)).returncode != 0:
-                    self.run("fusermount3", "-uz", str(mp))
-        self.holder.stdin.close()
-        self.holder.wait(10)
-
-
 @pytest.fixture
 def system(installed):
-    ns = InstalledNamespace(installed)
+    ns = SystemNamespace(installed)
     try:
         yield ns
     finally:
@@ -116,7 +65,7 @@ def test_meson_install_lays_out_binary_mount_helper_man_pages_unit_and_completio
     assert (usr / "share/man/man1/smarthomefs.1").read_text().startswith(".\\\" Generated")
     assert (usr / "share/man/man8/mount.smarthomefs.8").is_file()
     unit = (usr / "lib/systemd/user/smarthomefs@.service").read_text()
-    assert "ExecStart=/usr/bin/smarthomefs mount %I %h/home-data/%I" in unit
+    assert "ExecStart=/usr/bin/smarthomefs mount %i %h/home-data/%i --foreground" in unit
     completion = usr / "share/bash-completion/completions/smarthomefs"
     assert "complete -F _smarthomefs smarthomefs mount.smarthomefs" in completion.read_text()
     assert os.readlink(usr / "share/bash-completion/completions/mount.smarthomefs") == \
@@ -162,55 +111,7 @@ def test_bash_completion_completes_commands_and_options(installed):
 # --- systemd -------------------------------------------------------------------------
 
 
-def test_systemd_user_unit_passes_systemd_analyze_verify(installed, system, tmp_path):
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    unit = installed / PREFIX / "lib/systemd/user/smarthomefs@.service"
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime),
-               MANPATH=str(installed / PREFIX / "share/man"))
-    # The instance is the account; verify checks the commands exist, the man pages of
-    # Documentation= and every directive. Warnings go to stderr with exit status 0.
-    r = system.run("systemd-analyze", "verify", "--user",
-                   str(unit.with_name("smarthomefs@tado.service")), env=env)
-    assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
-
-
-def test_user_unit_commands_mount_at_home_data_account_and_unmount(rig, installed, system):
-    """What systemd runs for smarthomefs@tado: ExecStartPre, ExecStart (foreground), then
-    ExecStop, with %h and %I filled in the way systemd does."""
-    rig.login_tado()
-    config = rig.home / ".config/smarthomefs/config"
-    config.parent.mkdir(parents=True)
-    config.write_text("[tado]\n" + "".join(f"{o.replace('=', ' = ', 1)}\n"
-                                          for o in rig.options()))
-    unit = (installed / PREFIX / "lib/systemd/user/smarthomefs@.service").read_text()
-    lines = {}
-    for line in unit.splitlines():
-        key, _, value = line.partition("=")
-        if key.startswith("Exec"):
-            value = value.replace("%h", str(rig.home)).replace("%I", "tado")
-            lines.setdefault(key, []).append(value.lstrip("-").split())
-    mnt = rig.home / "home-data/tado"
-    system.mountpoints.append(mnt)
-    for cmd in lines["ExecStartPre"]:
-        system.run(*cmd, env=rig.env)
-    log = open(rig.tmp / "unit.log", "wb")
-    rig.logs.append(rig.tmp / "unit.log")
-    service = subprocess.Popen(["nsenter", "-t", str(system.holder.pid), "-m", "--",
-                                *lines["ExecStart"][0]], env=rig.env, stdout=log, stderr=log)
-    try:
-        wait_until(lambda: system.is_mount(mnt) or service.poll() is not None, 20,
-                   "the unit's mount")
-        r = system.run("cat", str(mnt / f"homes/{HOME}/zones/1/values/inside_temperature"))
-        assert re.fullmatch(r"-?\d+(\.\d+)?\n", r.stdout)
-        for cmd in lines["ExecStop"]:
-            assert system.run(*cmd, env=rig.env).returncode == 0
-        assert service.wait(15) == 0
-        assert not system.is_mount(mnt)
-    finally:
-        service.kill()
-        log.close()
+# The unit's verification and commands, as the desktop user: test_user_systemd.py.
 
 
 # --- mount(8) ------------------------------------------------------------------------
@@ -268,7 +169,7 @@ def test_daemonized_mount_logs_to_syslog_with_request_lines_and_no_token(rig, in
                                                                          tmp_path):
     """Without -f the daemon has no terminal: its log goes to syslog (the journal)."""
     (tmp_path / "dev").mkdir()
-    system = InstalledNamespace(installed, dev_upper=tmp_path / "dev")
+    system = SystemNamespace(installed, dev_upper=tmp_path / "dev")
     syslog = rig.tmp / "syslog"
     rig.logs.append(syslog)
     listener = subprocess.Popen(

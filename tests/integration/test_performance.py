@@ -5,9 +5,11 @@ The timing targets themselves live in bench/ (bench/run), never here."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -358,3 +360,56 @@ def test_bench_quick_run_counts_right_and_stays_idle(tmp_path):
     for figure in counted:
         assert rows[figure]["met"], f"{figure}: {rows[figure]}"
     assert "warm stat" in r.stdout and "cold walk" in r.stdout
+
+
+@pytest.mark.parametrize("cloud_options", [{"tibber_homes": 4, "tibber_devices": 120}])
+def test_sigterm_during_a_burst_of_readers_ends_the_daemon_and_the_mount(rig):
+    """The notifier fills pages while readers read; a notice in flight at SIGTERM may wait
+    for a page locked by a read the ended loop will never answer (issue 17 #12). The
+    daemon must still exit, and the mount be gone."""
+    m = rig.mount_tibber("prefetch=8")
+    homes, in_home = tibber_homes(rig)
+    dirs = [m / "homes" / h / "devices" / d for h in homes for d in sorted(in_home[h])]
+    files = []
+    for d in dirs:
+        files.append(d / "device.json")
+        files += [d / "values" / v for v in os.listdir(d / "values")]
+    stop = threading.Event()
+    reads = []
+
+    def reader(i):
+        # Each reader walks the files from its own place: many reads from a file's
+        # start, each having the notifier fill the files around it.
+        k = i * len(files) // 64
+        while not stop.is_set():
+            try:
+                with open(files[k % len(files)], "rb", buffering=0) as f:
+                    f.read()
+                reads.append(1)
+            except OSError:
+                return
+            k += 1
+
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(64)]
+    for t in threads:
+        t.start()
+    # Early, while most directories are read for the first time, each read having the
+    # notifier fill the files around it.
+    wait_until(lambda: len(reads) >= 200, 60, "the readers to be under way")
+    connection = Path("/sys/fs/fuse/connections") / str(os.minor(os.stat(m.path).st_dev))
+    m.proc.send_signal(signal.SIGTERM)
+    try:
+        m.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        # Hung in D state: only aborting the connection frees the daemon and the readers.
+        if not connection.exists():
+            subprocess.run(["mount", "-t", "fusectl", "none", str(connection.parent)])
+        (connection / "abort").write_text("1")
+        raise AssertionError("the daemon hung after SIGTERM during a burst of readers")
+    finally:
+        stop.set()
+    assert not m.path.is_mount()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "a reader hangs on the gone mount"
+    rig.assert_no_sanitizer_report()

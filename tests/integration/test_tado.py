@@ -300,3 +300,83 @@ def test_daemonized_mount_runs_in_the_background_until_unmounted(rig, tmp_path):
     finally:
         subprocess.run(["fusermount3", "-u", str(target)])
     assert not target.is_mount()
+
+
+# ---- A login that ends (issue 12, point 4) ----
+
+DAY_S = 24 * 3600
+
+
+def store_tokens(rig, tokens, account="tado"):
+    """Replaces what the keyring holds for @account, as another process's save would."""
+    subprocess.run(["secret-tool", "store", "--label", f"smarthomefs token for {account}",
+                    "xdg:schema", "io.smarthomefs.Token", "provider", tokens["provider"],
+                    "account", account],
+                   input=json.dumps(tokens), text=True, env=rig.env, check=True, timeout=10)
+
+
+def test_status_shows_when_an_unused_login_ends_and_warns_in_its_last_3_days(rig):
+    rig.login_tado()
+    tokens = stored_tokens(rig)
+    issued = tokens["refresh_issued_at"]
+    j = json.loads(rig.run("status", "--json").stdout)[0]
+    # tado's refresh tokens live 30 days from their issue.
+    assert j["login_expires_in_s"] > 30 * DAY_S - 120
+    assert "login_expired" not in j
+    r = rig.run("status")
+    assert "login expires:" in r.stdout and "warning" not in r.stdout
+
+    # The same login, last refreshed 28 days ago: two days left, said plainly.
+    store_tokens(rig, {**tokens, "refresh_issued_at": issued - 28 * DAY_S})
+    r = rig.run("status")
+    assert r.returncode == 0
+    line = next(l for l in r.stdout.splitlines() if "login expires:" in l)
+    assert "in 2 days" in line or "in 47 hours" in line, line
+    assert "warning" in line and "smarthomefs login tado" in line
+
+    # 31 days ago: over, and the exit status says so.
+    store_tokens(rig, {**tokens, "refresh_issued_at": issued - 31 * DAY_S})
+    r = rig.run("status", check=False)
+    assert r.returncode == 1
+    assert "expired" in r.stdout and "smarthomefs login tado" in r.stderr
+    r = rig.run("status", "--json", check=False)
+    assert r.returncode == 1 and json.loads(r.stdout)[0]["login_expired"] is True
+    rig.assert_no_secret_leaked()
+
+
+def test_a_refused_refresh_is_logged_once_with_the_command_and_status_fails(rig):
+    rig.login_tado()
+    m = rig.mount()
+    read(m / f"homes/{HOME}/home.json")
+    rig.cloud.control.revoke_refresh_tokens("tado")
+    rig.cloud.control.expire_tokens()
+    rig.cloud.control.reset_stats()
+
+    for name in ("weather.json", "state.json", "weather.json"):
+        with pytest.raises(OSError):
+            read(m / f"homes/{HOME}/{name}")
+    status = json.loads(read(m / ".smarthomefs/status.json"))
+    assert status["token"]["login_expired"] is True
+    assert rig.cloud.control.stats()["token_requests"].get("refresh_token") == 1
+    log = rig.logs[-1].read_text()
+    said = [l for l in log.splitlines() if "has expired" in l]
+    assert len(said) == 1 and "smarthomefs login tado" in said[0], log
+
+    r = rig.run("status", check=False)
+    assert r.returncode == 1
+    assert "expired" in r.stdout and "smarthomefs login tado" in r.stderr
+
+    # Logging in again brings the mount back without a remount.
+    rig.login_tado()
+
+    def reads_again():
+        try:
+            return bool(read(m / f"homes/{HOME}/weather.json"))
+        except OSError:
+            return False
+
+    # After the refusal's 30 s hold-off, the next read finds the new login in the store.
+    wait_until(reads_again, 60, "the mount to take the new login")
+    assert not json.loads(read(m / ".smarthomefs/status.json"))["token"]["login_expired"]
+    assert rig.run("status").returncode == 0
+    rig.assert_no_secret_leaked()

@@ -271,6 +271,125 @@ static void test_entry_and_byte_counts_follow_every_body_change(void)
 	fake_clear(&f);
 }
 
+static int files_in(const char *dir)
+{
+	GDir *d = g_dir_open(dir, 0, NULL);
+	int n = 0;
+
+	while (d && g_dir_read_name(d))
+		n++;
+	if (d)
+		g_dir_close(d);
+	return n;
+}
+
+static void test_memory_bound_evicts_the_least_recently_used_to_its_disk_copy(void)
+{
+	g_autofree char *dir = temp_dir();
+	struct cache *c = cache_new(dir, 5);
+	struct fake f;
+	struct cache_hit a, hit;
+	struct cache_stats stats;
+
+	cache_set_bounds(c, 10, 0);
+	fake_init(&f, "sixsix");
+	g_assert_cmpint(get(c, "/a", 3600, false, &f, &a), ==, 0);
+	g_assert_cmpint(get(c, "/b", 3600, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	/* Two bodies of 6 bytes do not fit in 10: /a, used least recently, went. */
+	assert_counts(c, 1, 6);
+	g_assert_cmpint(cache_peek(c, "/a", &hit), ==, -ENOENT);
+	cache_get_stats(c, &stats);
+	g_assert_cmpuint(stats.evictions, ==, 1);
+	/* Read again from its disk copy, not the cloud, as the same version. */
+	g_assert_cmpint(get(c, "/a", 3600, false, &f, &hit), ==, 0);
+	g_assert_cmpint(f.calls, ==, 2);
+	g_assert_cmpuint(hit.gen, ==, a.gen);
+	g_assert_cmpint(hit.changed_at_us, ==, a.changed_at_us);
+	assert_body(&hit, "sixsix");
+	cache_hit_clear(&hit);
+	assert_counts(c, 1, 6);
+	/* A body over the bound alone is still kept. */
+	f.body = "a body of more than ten bytes";
+	g_assert_cmpint(get(c, "/big", 3600, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	g_assert_cmpint(cache_peek(c, "/big", &hit), ==, 0);
+	cache_hit_clear(&hit);
+	assert_counts(c, 1, strlen(f.body));
+	cache_hit_clear(&a);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&f);
+}
+
+static void test_disk_bound_deletes_the_least_recently_used_copies(void)
+{
+	g_autofree char *dir = temp_dir();
+	struct cache *c = cache_new(dir, 5);
+	struct fake f;
+	struct cache_hit hit;
+	struct cache_stats stats;
+	char body[101];
+
+	memset(body, 'x', 100);
+	body[100] = '\0';
+	fake_init(&f, body);
+	/* Each copy is the body and a header of some 80 bytes: two fit in 450 bytes. */
+	cache_set_bounds(c, 0, 450);
+	for (int i = 0; i < 5; i++) {
+		g_autofree char *key = g_strdup_printf("/k%d", i);
+		g_assert_cmpint(get(c, key, 3600, false, &f, &hit), ==, 0);
+		cache_hit_clear(&hit);
+		cache_get_stats(c, &stats);
+		g_assert_cmpuint(stats.disk_bytes, <=, 450);
+	}
+	g_assert_cmpint(files_in(dir), ==, 2);
+	cache_free(c);
+
+	/* After a remount, the newest two are there, the oldest are gone. */
+	c = cache_new(dir, 5);
+	cache_get_stats(c, &stats);
+	g_assert_cmpuint(stats.disk_bytes, >, 200);
+	g_assert_cmpint(get(c, "/k4", 3600, true, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	g_assert_cmpint(get(c, "/k0", 3600, true, &f, &hit), ==, -ENETDOWN);
+	/* A smaller bound set later applies at once. */
+	cache_set_bounds(c, 0, 300);
+	g_assert_cmpint(files_in(dir), ==, 1);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&f);
+}
+
+static void test_a_forgotten_key_leaves_memory_and_disk(void)
+{
+	g_autofree char *dir = temp_dir();
+	struct cache *c = cache_new(dir, 5);
+	struct fake f;
+	struct cache_hit hit;
+
+	fake_init(&f, "gone soon");
+	g_assert_cmpint(get(c, "/homes/1/devices/x", 3600, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	g_assert_cmpint(files_in(dir), ==, 1);
+	cache_forget(c, "/homes/1/devices/x");
+	g_assert_cmpint(cache_peek(c, "/homes/1/devices/x", &hit), ==, -ENOENT);
+	assert_counts(c, 0, 0);
+	g_assert_cmpint(files_in(dir), ==, 0);
+	g_assert_cmpint(get(c, "/homes/1/devices/x", 3600, true, &f, &hit), ==, -ENETDOWN);
+	cache_free(c);
+	/* Also after an offline remount. */
+	c = cache_new(dir, 5);
+	g_assert_cmpint(get(c, "/homes/1/devices/x", 3600, true, &f, &hit), ==, -ENETDOWN);
+	/* A key forgotten and read again is fetched and kept again. */
+	g_assert_cmpint(get(c, "/homes/1/devices/x", 3600, false, &f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+	g_assert_cmpint(files_in(dir), ==, 1);
+	cache_free(c);
+	remove_dir(dir);
+	fake_clear(&f);
+}
+
 static void test_generation_changes_exactly_when_bytes_change(void)
 {
 	struct cache *c = cache_new(NULL, 5);
@@ -638,6 +757,12 @@ int main(int argc, char **argv)
 			test_a_gone_resource_drops_its_entry_and_disk_copy);
 	g_test_add_func("/cache/entry_and_byte_counts_follow_every_body_change",
 			test_entry_and_byte_counts_follow_every_body_change);
+	g_test_add_func("/cache/memory_bound_evicts_the_least_recently_used_to_its_disk_copy",
+			test_memory_bound_evicts_the_least_recently_used_to_its_disk_copy);
+	g_test_add_func("/cache/disk_bound_deletes_the_least_recently_used_copies",
+			test_disk_bound_deletes_the_least_recently_used_copies);
+	g_test_add_func("/cache/a_forgotten_key_leaves_memory_and_disk",
+			test_a_forgotten_key_leaves_memory_and_disk);
 	g_test_add_func("/cache/generation_changes_exactly_when_bytes_change",
 			test_generation_changes_exactly_when_bytes_change);
 	g_test_add_func("/cache/disk_copy_survives_a_remount_without_a_fetch",

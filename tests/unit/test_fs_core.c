@@ -215,6 +215,43 @@ static void test_told_bytes_are_the_generation_the_kernel_knows(struct fixture *
 	g_bytes_unref(bytes);
 }
 
+/* A read comes in chunks (128 KiB each): every chunk of one version must be a slice of
+ * one rendering, not a parse and a rendering each, or a read is quadratic in the size. */
+static void test_a_version_is_rendered_once(struct fixture *f, gconstpointer data)
+{
+	struct node *json = walk(f, "homes/h1/devices/d1/device.json");
+	struct stat st;
+	double timeout_s;
+	GBytes *first = NULL, *chunk = NULL, *later = NULL;
+
+	g_assert_cmpint(fs_core_stat(f->core, json, STAT_NOW, &st, &timeout_s), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, json, &first), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, json, &chunk), ==, 0);
+	g_assert_true(g_bytes_get_data(chunk, NULL) == g_bytes_get_data(first, NULL));
+	g_assert_cmpuint(g_bytes_get_size(first), ==, (gsize)st.st_size);
+
+	set_soc(f, 12); /* ttl 60: still the cached version */
+	g_assert_cmpint(fs_core_read(f->core, json, &later), ==, 0);
+	g_assert_true(g_bytes_get_data(later, NULL) == g_bytes_get_data(first, NULL));
+	g_bytes_unref(first);
+	g_bytes_unref(chunk);
+	g_bytes_unref(later);
+}
+
+static void test_a_new_version_is_rendered_anew(struct fixture *f, gconstpointer data)
+{
+	struct node *soc = walk(f, "homes/h1/devices/d1/values/soc");
+	GBytes *first = NULL, *later = NULL;
+
+	g_assert_cmpint(fs_core_read(f->core, soc, &first), ==, 0);
+	set_soc(f, 9); /* ttl 0: the next read fetches the new version */
+	g_assert_cmpint(fs_core_read(f->core, soc, &later), ==, 0);
+	g_assert_cmpmem(g_bytes_get_data(later, NULL), g_bytes_get_size(later), "9\n", 2);
+	g_assert_cmpmem(g_bytes_get_data(first, NULL), g_bytes_get_size(first), "74\n", 3);
+	g_bytes_unref(first);
+	g_bytes_unref(later);
+}
+
 static void test_directories_and_errors(struct fixture *f, gconstpointer data)
 {
 	struct tree *t = fs_core_tree(f->core);
@@ -260,6 +297,8 @@ int main(int argc, char **argv)
 	ADD("stat_as_told_asks_no_cloud", test_stat_as_told_asks_no_cloud, 0);
 	ADD("told_bytes_are_the_generation_the_kernel_knows",
 	    test_told_bytes_are_the_generation_the_kernel_knows, 60);
+	ADD("a_version_is_rendered_once", test_a_version_is_rendered_once, 60);
+	ADD("a_new_version_is_rendered_anew", test_a_new_version_is_rendered_anew, 0);
 	ADD("directories_and_errors", test_directories_and_errors, 60);
 	return g_test_run();
 }

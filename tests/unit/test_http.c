@@ -190,10 +190,10 @@ static void test_404_is_never_retried(void)
 	http_response_clear(&resp);
 }
 
-static void test_retry_after_beyond_the_deadline_returns_the_429_at_once(void)
+static void test_retry_after_beyond_the_deadline_returns_the_503_at_once(void)
 {
 	struct script sc = {
-	    .fail_first = 10, .fail_status = 429, .fail_headers = "Retry-After: 3600\r\n"};
+	    .fail_first = 10, .fail_status = 503, .fail_headers = "Retry-After: 3600\r\n"};
 	struct fake_server *srv = fake_server_start(script_handler, &sc);
 	struct http_client *c = http_client_new(NULL, 5, 1024, "t/1");
 	g_autofree char *url = fake_server_url(srv, "/x");
@@ -202,7 +202,7 @@ static void test_retry_after_beyond_the_deadline_returns_the_429_at_once(void)
 	gint64 t0 = g_get_monotonic_time();
 	g_assert_cmpint(http_request(c, &req, &resp), ==, 0);
 	g_assert_cmpint(g_get_monotonic_time() - t0, <, G_USEC_PER_SEC);
-	g_assert_cmpint(resp.status, ==, 429);
+	g_assert_cmpint(resp.status, ==, 503);
 	g_assert_cmpstr(resp.retry_after, ==, "3600");
 	g_assert_cmpint(fake_server_requests(srv), ==, 1);
 	http_response_clear(&resp);
@@ -213,7 +213,7 @@ static void test_retry_after_beyond_the_deadline_returns_the_429_at_once(void)
 static void test_short_retry_after_is_honoured(void)
 {
 	struct script sc = {
-	    .fail_first = 1, .fail_status = 429, .fail_headers = "retry-after: 1\r\n"};
+	    .fail_first = 1, .fail_status = 503, .fail_headers = "retry-after: 1\r\n"};
 	struct fake_server *srv = fake_server_start(script_handler, &sc);
 	struct http_client *c = http_client_new(NULL, 10, 1024, "t/1");
 	g_autofree char *url = fake_server_url(srv, "/x");
@@ -227,6 +227,17 @@ static void test_short_retry_after_is_honoured(void)
 	http_response_clear(&resp);
 	http_client_free(c);
 	fake_server_stop(srv);
+}
+
+static void test_a_429_is_never_retried_even_with_a_short_retry_after(void)
+{
+	struct script sc = {
+	    .fail_first = 1, .fail_status = 429, .fail_headers = "Retry-After: 0\r\n"};
+	struct http_response resp;
+	g_assert_cmpint(scripted_get(&sc, 3, &resp), ==, 1);
+	g_assert_cmpint(resp.status, ==, 429);
+	g_assert_cmpint(resp.attempts, ==, 1);
+	http_response_clear(&resp);
 }
 
 static void test_body_over_the_cap_is_efbig(void)
@@ -345,8 +356,10 @@ int main(int argc, char **argv)
 	g_test_add_func("/http/last_retryable_answer_is_returned_when_tries_run_out",
 			test_last_retryable_answer_is_returned_when_tries_run_out);
 	g_test_add_func("/http/404_is_never_retried", test_404_is_never_retried);
-	g_test_add_func("/http/retry_after_beyond_the_deadline_returns_the_429_at_once",
-			test_retry_after_beyond_the_deadline_returns_the_429_at_once);
+	g_test_add_func("/http/retry_after_beyond_the_deadline_returns_the_503_at_once",
+			test_retry_after_beyond_the_deadline_returns_the_503_at_once);
+	g_test_add_func("/http/a_429_is_never_retried_even_with_a_short_retry_after",
+			test_a_429_is_never_retried_even_with_a_short_retry_after);
 	g_test_add_func("/http/short_retry_after_is_honoured", test_short_retry_after_is_honoured);
 	g_test_add_func("/http/body_over_the_cap_is_efbig", test_body_over_the_cap_is_efbig);
 	g_test_add_func("/http/refused_connection_is_econnrefused",

@@ -2,8 +2,10 @@
  * flows against a loopback server. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -12,7 +14,9 @@
 #include "auth.h"
 #include "token.h"
 #include "http.h"
+#include "loopback.h"
 #include "oauth.h"
+#include "terminal.h"
 #include "provider.h"
 #include "fake_http.h"
 
@@ -525,6 +529,8 @@ static void test_other_redirect_uris_are_refused_with_the_reason(void)
 struct pkce_run {
 	struct http_client *c;
 	const char *base;
+	char *owned_base; /* pkce_start_plain's */
+	GThread *thread;  /* pkce_start_plain's */
 	struct pkce_login opts;
 	struct token_set ts;
 	GError *err;
@@ -727,30 +733,186 @@ static void test_pkce_login_refuses_a_redirect_uri_off_this_machine(void)
 	g_clear_error(&err);
 }
 
-static void test_pkce_state_mismatch_is_eproto(void)
+/* Starts a login of client "c" against a fake token endpoint answering @sc: the run
+ * (its thread in run->thread), the link it printed, and its redirect URI. */
+static struct fake_server *pkce_start_plain(struct token_script *sc, struct pkce_run *run,
+					    char **url, char **redirect)
 {
-	struct token_script sc = {.success = "{\"access_token\":\"AT\"}"};
-	struct fake_server *srv = fake_server_start(token_handler, &sc);
-	g_autofree char *base = fake_server_url(srv, "");
-	struct pkce_run run = {
+	struct fake_server *srv = fake_server_start(token_handler, sc);
+	char *base = fake_server_url(srv, "");
+	*run = (struct pkce_run){
 	    .c = http_client_new(NULL, 5, 65536, "t/1"),
 	    .base = base,
+	    .owned_base = base,
 	    .opts = {.client_id = "c", .timeout_s = 10},
 	};
-	g_autofree char *url = NULL;
-	GThread *t = pkce_start(&run, &url);
-	g_autofree char *redirect = http_form_get(strchr(url, '?') + 1, "redirect_uri");
-	g_autofree char *cb = g_strdup_printf("%s?code=c&state=forged", redirect);
-	g_assert_cmpint(browser_get(run.c, cb, NULL), ==, 400);
-	g_thread_join(t);
-	g_assert_cmpint(run.result, ==, -EPROTO);
-	g_assert_cmpstr(run.err->message, ==,
-			"The login answer did not match this login (state "
-			"mismatch); run the command again.");
+	run->thread = pkce_start(run, url);
+	*redirect = http_form_get(strchr(*url, '?') + 1, "redirect_uri");
+	return srv;
+}
+
+static void test_pkce_answer_with_another_state_is_answered_and_ignored(void)
+{
+	struct token_script sc = {.success = "{\"access_token\":\"AT\"}"};
+	struct pkce_run run;
+	g_autofree char *url = NULL, *redirect = NULL;
+	struct fake_server *srv = pkce_start_plain(&sc, &run, &url, &redirect);
+	GThread *t = run.thread;
+	g_autofree char *state = http_form_get(strchr(url, '?') + 1, "state");
+	/* Someone else's link (their code, or an error): answered, never redeemed, and
+	 * the login goes on waiting for its own answer. */
+	const char *forged[] = {"code=theirs&state=forged", "error=access_denied&state=forged",
+				"code=theirs"};
+	for (size_t i = 0; i < G_N_ELEMENTS(forged); i++) {
+		g_autofree char *cb = g_strdup_printf("%s?%s", redirect, forged[i]);
+		g_autofree char *page = NULL;
+		g_assert_cmpint(browser_get(run.c, cb, &page), ==, 400);
+		g_assert_nonnull(strstr(page, "does not belong to the login"));
+	}
 	g_assert_cmpint(fake_server_requests(srv), ==, 0);
-	g_clear_error(&run.err);
+	g_autofree char *state_q = g_uri_escape_string(state, NULL, FALSE);
+	g_autofree char *cb = g_strdup_printf("%s?code=ours&state=%s", redirect, state_q);
+	g_assert_cmpint(browser_get(run.c, cb, NULL), ==, 200);
+	g_thread_join(t);
+	g_assert_no_error(run.err);
+	g_assert_cmpint(run.result, ==, 0);
+	g_autofree char *body = fake_server_body(srv, 0);
+	g_autofree char *code = http_form_get(body, "code");
+	g_assert_cmpstr(code, ==, "ours");
+	token_set_clear(&run.ts);
 	http_client_free(run.c);
+	g_free(run.owned_base);
 	fake_server_stop(srv);
+}
+
+static void test_pkce_start_page_sends_the_browser_on_to_the_authorize_link(void)
+{
+	struct token_script sc = {.success = "{\"access_token\":\"AT\"}"};
+	struct pkce_run run;
+	g_autofree char *url = NULL, *redirect = NULL;
+	struct fake_server *srv = pkce_start_plain(&sc, &run, &url, &redirect);
+	GThread *t = run.thread;
+	g_autofree char *root = g_strndup(redirect, strlen(redirect) - strlen("/callback"));
+	g_autofree char *start = g_strconcat(root, "/smarthomefs-login", NULL);
+	/* By hand: the HTTP client follows no redirect, and says nothing of Location. */
+	int port = atoi(strrchr(root, ':') + 1);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	g_assert_cmpint(connect(fd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+	const char *get = "GET /smarthomefs-login HTTP/1.1\r\nHost: x\r\n\r\n";
+	g_assert_cmpint(write(fd, get, strlen(get)), ==, (ssize_t)strlen(get));
+	GString *answer = g_string_new(NULL);
+	char buf[4096];
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		g_string_append_len(answer, buf, n);
+	close(fd);
+	g_assert_true(g_str_has_prefix(answer->str, "HTTP/1.1 303 "));
+	g_autofree char *location = g_strdup_printf("\r\nLocation: %s\r\n", url);
+	g_assert_nonnull(strstr(answer->str, location));
+	g_string_free(answer, TRUE);
+	g_autofree char *state = http_form_get(strchr(url, '?') + 1, "state");
+	g_autofree char *cb = g_strdup_printf("%s?code=c1&state=%s", redirect, state);
+	g_assert_cmpint(browser_get(run.c, cb, NULL), ==, 200);
+	g_thread_join(t);
+	g_assert_cmpint(run.result, ==, 0);
+	token_set_clear(&run.ts);
+	http_client_free(run.c);
+	g_free(run.owned_base);
+	fake_server_stop(srv);
+}
+
+static void test_pkce_idle_connections_cannot_keep_the_callback_out(void)
+{
+	struct token_script sc = {.success = "{\"access_token\":\"AT\"}"};
+	struct pkce_run run;
+	g_autofree char *url = NULL, *redirect = NULL;
+	struct fake_server *srv = pkce_start_plain(&sc, &run, &url, &redirect);
+	/* More idle connections than the listener has slots, held open. */
+	int port = atoi(strrchr(redirect, ':') + 1);
+	int idle[12];
+	for (size_t i = 0; i < G_N_ELEMENTS(idle); i++) {
+		idle[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_port = htons((uint16_t)port),
+					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		g_assert_cmpint(connect(idle[i], (struct sockaddr *)&a, sizeof(a)), ==, 0);
+	}
+	g_autofree char *state = http_form_get(strchr(url, '?') + 1, "state");
+	g_autofree char *cb = g_strdup_printf("%s?code=c1&state=%s", redirect, state);
+	g_assert_cmpint(browser_get(run.c, cb, NULL), ==, 200);
+	g_thread_join(run.thread);
+	g_assert_cmpint(run.result, ==, 0);
+	for (size_t i = 0; i < G_N_ELEMENTS(idle); i++)
+		close(idle[i]);
+	token_set_clear(&run.ts);
+	http_client_free(run.c);
+	g_free(run.owned_base);
+	fake_server_stop(srv);
+}
+
+static void test_loopback_peer_uid_is_the_connecting_socket_owner(void)
+{
+	g_autoptr(GError) err = NULL;
+	const char *hosts[] = {"127.0.0.1", "[::1]"};
+	for (size_t h = 0; h < G_N_ELEMENTS(hosts); h++) {
+		struct loopback l;
+		if (loopback_listen(&l, hosts[h], 0, &err) < 0) {
+			g_assert_true(h == 1); /* no IPv6 loopback here */
+			g_clear_error(&err);
+			continue;
+		}
+		int family = h == 0 ? AF_INET : AF_INET6;
+		int c = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_storage ss = {0};
+		socklen_t len;
+		if (family == AF_INET) {
+			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+			a->sin_family = AF_INET;
+			a->sin_port = htons((uint16_t)l.port);
+			a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			len = sizeof(*a);
+		} else {
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+			a->sin6_family = AF_INET6;
+			a->sin6_port = htons((uint16_t)l.port);
+			a->sin6_addr = in6addr_loopback;
+			len = sizeof(*a);
+		}
+		g_assert_cmpint(connect(c, (struct sockaddr *)&ss, len), ==, 0);
+		struct pollfd p = {.fd = l.fd[0], .events = POLLIN};
+		g_assert_cmpint(poll(&p, 1, 5000), ==, 1);
+		int s = accept(l.fd[0], NULL, NULL);
+		g_assert_cmpint(s, >=, 0);
+		uid_t uid = (uid_t)-1;
+		g_assert_cmpint(loopback_peer_uid(s, &uid), ==, 0);
+		g_assert_cmpuint(uid, ==, getuid());
+		close(c);
+		close(s);
+		loopback_close(&l);
+	}
+}
+
+static void test_terminal_text_keeps_words_and_drops_what_drives_a_terminal(void)
+{
+	struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"ABCD-1234", "ABCD-1234"},
+	    {"\x1b[2J\x1b]0;pwned\x07" "code", "[2J]0;pwnedcode"},
+	    {"\x1b]8;;https://evil/\x1b\\https://good/\x1b]8;;\x1b\\",
+	     "]8;;https://evil/\\https://good/]8;;\\"},
+	    {"ok\rforged\nline\x7f", "okforgedline"},
+	    {"\xc2\x9b" "31m C1 \xe2\x80\xae" " evil", "31m C1  evil"},
+	    {"caf\xc3\xa9 \xff", "caf\xc3\xa9 \xef\xbf\xbd"},
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		g_autofree char *got = terminal_text(cases[i].in);
+		g_assert_cmpstr(got, ==, cases[i].out);
+	}
+	g_autofree char *none = terminal_text(NULL);
+	g_assert_cmpstr(none, ==, "");
 }
 
 static void test_pkce_refused_secret_says_what_to_check(void)
@@ -874,7 +1036,16 @@ int main(int argc, char **argv)
 			test_pkce_login_with_a_localhost_redirect_uri_listens_on_both_loopbacks);
 	g_test_add_func("/oauth/pkce_login_refuses_a_redirect_uri_off_this_machine",
 			test_pkce_login_refuses_a_redirect_uri_off_this_machine);
-	g_test_add_func("/oauth/pkce_state_mismatch_is_eproto", test_pkce_state_mismatch_is_eproto);
+	g_test_add_func("/oauth/pkce_answer_with_another_state_is_answered_and_ignored",
+			test_pkce_answer_with_another_state_is_answered_and_ignored);
+	g_test_add_func("/oauth/pkce_start_page_sends_the_browser_on_to_the_authorize_link",
+			test_pkce_start_page_sends_the_browser_on_to_the_authorize_link);
+	g_test_add_func("/oauth/pkce_idle_connections_cannot_keep_the_callback_out",
+			test_pkce_idle_connections_cannot_keep_the_callback_out);
+	g_test_add_func("/oauth/loopback_peer_uid_is_the_connecting_socket_owner",
+			test_loopback_peer_uid_is_the_connecting_socket_owner);
+	g_test_add_func("/oauth/terminal_text_keeps_words_and_drops_what_drives_a_terminal",
+			test_terminal_text_keeps_words_and_drops_what_drives_a_terminal);
 	g_test_add_func("/oauth/pkce_refused_secret_says_what_to_check",
 			test_pkce_refused_secret_says_what_to_check);
 	g_test_add_func("/oauth/pkce_error_in_the_browser_is_eacces_with_its_description",

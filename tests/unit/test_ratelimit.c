@@ -1,7 +1,9 @@
-/* ratelimit: the budget headers, as tado sends them and as junk arrives. */
+/* ratelimit: the budget headers, as tado sends them and as junk arrives; what a client
+ * makes of them over time (refill announced, learned or assumed; blocks; TTL stretch). */
 #include <errno.h>
 #include <limits.h>
 #include <glib.h>
+#include <glib/gstdio.h>
 
 #include "ratelimit.h"
 
@@ -159,6 +161,147 @@ static void test_retry_after_garbage_is_rejected(void)
 	g_assert_cmpint(retry_after_parse(NULL, 0, &s), ==, -EINVAL);
 }
 
+static void test_t_is_capped_like_retry_after(void)
+{
+	struct ratelimit rl;
+	g_assert_cmpint(ratelimit_parse("\"perday\";r=0;t=1000000000000", NULL, &rl), ==, 0);
+	g_assert_cmpint(rl.reset_in_s, ==, 24 * 3600);
+	g_assert_cmpint(ratelimit_parse("\"perday\";r=0;t=9223372036854775807", NULL, &rl), ==, 0);
+	g_assert_cmpint(rl.reset_in_s, ==, 24 * 3600);
+}
+
+#define T0	    G_GINT64_CONSTANT(1800000000) /* a unix time: 2027-01-15T08:00:00Z */
+#define TADO_POLICY "\"perday\";q=100;w=86400"
+
+/* An answer of @status with RateLimit @live at @now_s, nothing else in flight. */
+static bool answer(struct budget *b, long status, const char *live, gint64 now_s)
+{
+	return budget_note_answer(b, status, live, TADO_POLICY, NULL, 1, now_s);
+}
+
+static void test_a_429_with_t_long_max_blocks_a_day_without_overflow(void)
+{
+	struct budget b;
+	budget_init(&b);
+	answer(&b, 429, "\"perday\";r=0;t=9223372036854775807", T0);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0), ==, T0 + 24 * 3600);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0 + 24 * 3600), ==, 0);
+}
+
+static void test_without_t_the_refill_is_assumed_a_window_away(void)
+{
+	struct budget b;
+	enum refill_source source;
+	budget_init(&b);
+	answer(&b, 200, "\"perday\";r=30", T0);
+	g_assert_cmpint(budget_refill_at(&b, &source), ==, T0 + 86400);
+	g_assert_cmpint(source, ==, REFILL_ASSUMED);
+	g_assert_cmpstr(refill_source_name(source), ==, "assumed");
+	/* 7 resources, 28 usable calls, a day: 6 h. */
+	g_assert_cmpint(budget_stretch_ttl(&b, 60, 7, T0), ==, 7 * 86400 / 28);
+}
+
+static void test_r_jumping_up_teaches_the_reset_time_of_day(void)
+{
+	struct budget b;
+	enum refill_source source;
+	budget_init(&b);
+	answer(&b, 200, "\"perday\";r=5", T0);
+	/* r went from 5 to 97 between T0 + 100 and T0 + 160: the reset lies in there. */
+	g_assert_false(answer(&b, 200, "\"perday\";r=4", T0 + 100));
+	g_assert_true(answer(&b, 200, "\"perday\";r=97", T0 + 160));
+	g_assert_cmpint(b.learned.window_s, ==, 86400);
+	g_assert_cmpint(b.learned.offset_s, ==, (T0 + 160) % 86400);
+	g_assert_cmpint(b.learned.uncertainty_s, ==, 60);
+	g_assert_cmpint(budget_refill_at(&b, &source), ==, T0 + 160 + 86400);
+	g_assert_cmpint(source, ==, REFILL_LEARNED);
+	/* The same reset seen again, less precisely, changes nothing. */
+	answer(&b, 200, "\"perday\";r=2", T0 + 86000);
+	g_assert_false(answer(&b, 200, "\"perday\";r=99", T0 + 86400 + 1000));
+	g_assert_cmpint(b.learned.offset_s, ==, (T0 + 160) % 86400);
+	/* A jump small enough for answers overtaking each other teaches nothing. */
+	struct budget c;
+	budget_init(&c);
+	budget_note_answer(&c, 200, "\"perday\";r=50", TADO_POLICY, NULL, 4, T0);
+	g_assert_false(
+	    budget_note_answer(&c, 200, "\"perday\";r=52", TADO_POLICY, NULL, 4, T0 + 1));
+	g_assert_cmpint(c.learned.window_s, ==, 0);
+}
+
+static void test_a_429_waits_for_retry_after_else_t_else_the_learned_reset(void)
+{
+	struct budget b;
+	budget_init(&b);
+	budget_note_answer(&b, 429, "\"perday\";r=0;t=500", TADO_POLICY, "30", 1, T0);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0), ==, T0 + 30);
+
+	budget_init(&b);
+	answer(&b, 429, "\"perday\";r=0;t=500", T0);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0), ==, T0 + 500);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0 + 499), ==, T0 + 500);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0 + 500), ==, 0);
+
+	/* No t: the learned reset (here 1000 s ahead). */
+	budget_init(&b);
+	b.learned = (struct reset_phase){.window_s = 86400, .offset_s = (T0 + 1000) % 86400};
+	answer(&b, 429, "\"perday\";r=0", T0);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0), ==, T0 + 1000);
+
+	/* Nothing learned: a whole window, so one 429 a window at most. */
+	budget_init(&b);
+	answer(&b, 429, "\"perday\";r=0", T0);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0), ==, T0 + 86400);
+
+	/* Not even a window: a minute. */
+	budget_init(&b);
+	budget_note_answer(&b, 429, NULL, NULL, NULL, 1, T0);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0), ==, T0 + 60);
+}
+
+static void test_a_spent_budget_waits_for_a_known_refill_and_probes_an_assumed_one_alone(void)
+{
+	struct budget b;
+	budget_init(&b);
+	b.learned = (struct reset_phase){.window_s = 86400, .offset_s = (T0 + 1000) % 86400};
+	answer(&b, 200, "\"perday\";r=0", T0);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0 + 10), ==, T0 + 1000);
+
+	/* Nothing learned: one call may find out, not two at once. */
+	budget_init(&b);
+	answer(&b, 200, "\"perday\";r=0", T0);
+	g_assert_cmpint(budget_blocked_until(&b, 0, T0 + 10), ==, 0);
+	g_assert_cmpint(budget_blocked_until(&b, 1, T0 + 10), >, 0);
+	/* Calls in flight spend what is left. */
+	answer(&b, 200, "\"perday\";r=2", T0 + 20);
+	g_assert_cmpint(budget_blocked_until(&b, 1, T0 + 20), ==, 0);
+	g_assert_cmpint(budget_blocked_until(&b, 2, T0 + 20), >, 0);
+}
+
+static void test_the_learned_reset_survives_in_its_file(void)
+{
+	g_autofree char *dir = g_dir_make_tmp("ratelimit-XXXXXX", NULL);
+	g_autofree char *file = g_build_filename(dir, "quota", "tado", NULL);
+	struct reset_phase p = {.window_s = 86400, .offset_s = 41040, .uncertainty_s = 60}, back;
+
+	g_assert_cmpint(reset_phase_load(file, &back), ==, -ENOENT);
+	g_assert_cmpint(reset_phase_save(file, &p), ==, 0);
+	g_assert_cmpint(reset_phase_load(file, &back), ==, 0);
+	g_assert_cmpint(back.window_s, ==, 86400);
+	g_assert_cmpint(back.offset_s, ==, 41040);
+	g_assert_cmpint(back.uncertainty_s, ==, 60);
+	GStatBuf st;
+	g_assert_cmpint(g_stat(file, &st), ==, 0);
+	g_assert_cmpint(st.st_mode & 0777, ==, 0600);
+	g_assert_true(
+	    g_file_set_contents(file, "[reset]\nwindow_s=86400\noffset_s=90000\n", -1, NULL));
+	g_assert_cmpint(reset_phase_load(file, &back), ==, -EINVAL);
+	g_assert_cmpint(back.window_s, ==, 0);
+	g_unlink(file);
+	g_autofree char *sub = g_path_get_dirname(file);
+	g_rmdir(sub);
+	g_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -180,6 +323,21 @@ int main(int argc, char **argv)
 	g_test_add_func("/ratelimit/retry_after_huge_is_capped_not_rejected",
 			test_retry_after_huge_is_capped_not_rejected);
 	g_test_add_func("/ratelimit/retry_after_http_date", test_retry_after_http_date);
+	g_test_add_func("/ratelimit/t_is_capped_like_retry_after",
+			test_t_is_capped_like_retry_after);
+	g_test_add_func("/ratelimit/a_429_with_t_long_max_blocks_a_day_without_overflow",
+			test_a_429_with_t_long_max_blocks_a_day_without_overflow);
+	g_test_add_func("/ratelimit/without_t_the_refill_is_assumed_a_window_away",
+			test_without_t_the_refill_is_assumed_a_window_away);
+	g_test_add_func("/ratelimit/r_jumping_up_teaches_the_reset_time_of_day",
+			test_r_jumping_up_teaches_the_reset_time_of_day);
+	g_test_add_func("/ratelimit/a_429_waits_for_retry_after_else_t_else_the_learned_reset",
+			test_a_429_waits_for_retry_after_else_t_else_the_learned_reset);
+	g_test_add_func(
+	    "/ratelimit/a_spent_budget_waits_for_a_known_refill_and_probes_an_assumed_one_alone",
+	    test_a_spent_budget_waits_for_a_known_refill_and_probes_an_assumed_one_alone);
+	g_test_add_func("/ratelimit/the_learned_reset_survives_in_its_file",
+			test_the_learned_reset_survives_in_its_file);
 	g_test_add_func("/ratelimit/retry_after_date_in_the_past_is_zero",
 			test_retry_after_date_in_the_past_is_zero);
 	g_test_add_func("/ratelimit/retry_after_garbage_is_rejected",

@@ -9,6 +9,8 @@
 #include "auth.h"
 #include "config.h"
 #include "http.h"
+#include "log.h"
+#include "ratelimit.h"
 #include "keyring.h"
 #include "provider.h"
 #include "session.h"
@@ -335,6 +337,77 @@ static void test_a_401_after_a_refresh_is_eacces(struct road *f, gconstpointer d
 	g_assert_cmpint(f->cloud.token_requests, ==, 1);
 }
 
+static json_t *road_status(struct road *f)
+{
+	GString *out = g_string_new(NULL);
+	session_render_status(f->session, out);
+	json_t *status = json_loads(out->str, 0, NULL);
+	g_string_free(out, TRUE);
+	g_assert_nonnull(status);
+	return status;
+}
+
+static void test_a_429_is_sent_once_and_nothing_goes_out_until_retry_after(struct road *f,
+									   gconstpointer data)
+{
+	cloud_set(&f->cloud, "\"perday\";r=0;t=500", "30", 429);
+	g_assert_cmpint(road_get(f, "/r/1"), ==, -EAGAIN);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 1); /* never retried in the read */
+	g_assert_cmpint(road_get(f, "/r/2"), ==, -EAGAIN);
+	fake_now_us += 29 * G_USEC_PER_SEC;
+	g_assert_cmpint(road_get(f, "/r/3"), ==, -EAGAIN);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 1);
+	json_t *status = road_status(f);
+	g_assert_cmpstr(json_string_value(json_object_get(json_object_get(status, "rate_limit"),
+							  "refill_source")),
+			==, "announced");
+	json_decref(status);
+
+	cloud_set(&f->cloud, "\"perday\";r=99", NULL, 0);
+	fake_now_us += 2 * G_USEC_PER_SEC;
+	g_assert_cmpint(road_get(f, "/r/4"), ==, 0);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 2);
+}
+
+static void test_the_learned_reset_is_kept_for_the_next_mount(struct road *f, gconstpointer data)
+{
+	cloud_set(&f->cloud, "\"perday\";r=3", NULL, 0);
+	g_assert_cmpint(road_get(f, "/r/1"), ==, 0);
+	fake_now_us += 100 * G_USEC_PER_SEC;
+	cloud_set(&f->cloud, "\"perday\";r=99", NULL, 0);
+	g_assert_cmpint(road_get(f, "/r/2"), ==, 0);
+	json_t *status = road_status(f);
+	json_t *rl = json_object_get(status, "rate_limit");
+	g_assert_cmpstr(json_string_value(json_object_get(rl, "refill_source")), ==, "learned");
+	g_autofree char *at = iso_time_utc(fake_now_us / G_USEC_PER_SEC + 86400);
+	g_assert_cmpstr(json_string_value(json_object_get(rl, "refill_at")), ==, at);
+	json_decref(status);
+
+	g_autofree char *file = g_build_filename(f->dir, "state", "quota", ACCOUNT, NULL);
+	struct reset_phase p;
+	g_assert_cmpint(reset_phase_load(file, &p), ==, 0);
+	g_assert_cmpint(p.offset_s, ==, (fake_now_us / G_USEC_PER_SEC) % 86400);
+}
+
+static void test_a_refused_refresh_says_the_login_expired(struct road *f, gconstpointer data)
+{
+	json_t *status = road_status(f);
+	g_assert_false(
+	    json_boolean_value(json_object_get(json_object_get(status, "login"), "expired")));
+	json_decref(status);
+	/* AT-0 refused, and RT-0 no longer known to the token endpoint. */
+	g_mutex_lock(&f->cloud.lock);
+	f->cloud.api_token = 1;
+	f->cloud.generation = 7;
+	g_mutex_unlock(&f->cloud.lock);
+	g_assert_cmpint(road_get(f, "/r/1"), ==, -EACCES);
+	status = road_status(f);
+	json_t *login = json_object_get(status, "login");
+	g_assert_true(json_boolean_value(json_object_get(login, "expired")));
+	g_assert_nonnull(json_string_value(json_object_get(login, "expired_at")));
+	json_decref(status);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -351,6 +424,13 @@ int main(int argc, char **argv)
 		   road_set_up, test_a_spent_budget_sends_nothing_until_the_refill, road_tear_down);
 	g_test_add("/session/a_401_refreshes_once_and_retries", struct road, NULL, road_set_up,
 		   test_a_401_refreshes_once_and_retries, road_tear_down);
+	g_test_add("/session/a_429_is_sent_once_and_nothing_goes_out_until_retry_after",
+		   struct road, NULL, road_set_up,
+		   test_a_429_is_sent_once_and_nothing_goes_out_until_retry_after, road_tear_down);
+	g_test_add("/session/the_learned_reset_is_kept_for_the_next_mount", struct road, NULL,
+		   road_set_up, test_the_learned_reset_is_kept_for_the_next_mount, road_tear_down);
+	g_test_add("/session/a_refused_refresh_says_the_login_expired", struct road, NULL,
+		   road_set_up, test_a_refused_refresh_says_the_login_expired, road_tear_down);
 	g_test_add("/session/a_401_after_a_refresh_is_eacces", struct road, NULL, road_set_up,
 		   test_a_401_after_a_refresh_is_eacces, road_tear_down);
 	return g_test_run();

@@ -250,6 +250,24 @@ static void test_unsafe_names_are_escaped_reversibly(void) {
                 "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw");
 }
 
+/* Bidi controls, C1 controls (NEL) and line separators never reach a file name: a
+ * listing must not print as another name or break a line. */
+static void test_bidi_and_c1_controls_are_escaped(void) {
+  assert_escape("evil\xe2\x80\xaetxt.exe", 14, "evil%E2%80%AEtxt.exe"); /* U+202E */
+  assert_escape("\xe2\x80\xaa\xe2\x80\xab\xe2\x80\xac\xe2\x80\xad", 12,
+                "%E2%80%AA%E2%80%AB%E2%80%AC%E2%80%AD");
+  assert_escape("a\xe2\x81\xa6" "b\xe2\x81\xa9", 8, "a%E2%81%A6b%E2%81%A9");
+  assert_escape("\xe2\x80\x8e\xe2\x80\x8f", 6, "%E2%80%8E%E2%80%8F");
+  assert_escape("line\xc2\x85next", 10, "line%C2%85next");  /* NEL */
+  assert_escape("csi\xc2\x9b", 5, "csi%C2%9B");
+  assert_escape("p\xe2\x80\xa8q\xe2\x80\xa9", 8, "p%E2%80%A8q%E2%80%A9");
+  /* Their neighbours stay: an en dash, a dagger, U+2065, U+206A, a non-breaking space. */
+  assert_escape("\xe2\x80\x93\xe2\x80\xa0", 6, "\xe2\x80\x93\xe2\x80\xa0");
+  assert_escape("\xe2\x81\xa5\xe2\x81\xaa\xc2\xa0", 8, "\xe2\x81\xa5\xe2\x81\xaa\xc2\xa0");
+  /* A lone lead byte at the end is no character. */
+  assert_escape("x\xe2\x80", 3, "x\xe2\x80");
+}
+
 static void test_only_our_own_escapes_unescape(void) {
   size_t len;
 
@@ -758,6 +776,8 @@ int main(int argc, char **argv) {
                   test_colliding_paths_in_two_directories_stay_apart);
   g_test_add_func("/tree/next_siblings_follow_the_listing_and_skip_gone_ones",
                   test_next_siblings_follow_the_listing_and_skip_gone_ones);
+  g_test_add_func("/tree/bidi_and_c1_controls_are_escaped",
+                  test_bidi_and_c1_controls_are_escaped);
   g_test_add_func("/tree/memory_per_node_of_10000_devices",
                   test_memory_per_node_of_10000_devices);
   return g_test_run();
