@@ -71,6 +71,7 @@ void options_init(struct options *o)
 void options_clear(struct options *o)
 {
 	g_free(o->api_url);
+	g_free(o->hops_url);
 	g_free(o->auth_url);
 	g_free(o->cafile);
 	g_free(o->cache_dir);
@@ -94,6 +95,7 @@ static const struct opt_desc opt_table[] = {
 	OPT("ttl", OPT_INT, ttl, 0, 30 * 86400),
 	OPT("timeout", OPT_INT, timeout, 1, 600),
 	OPT("api_url", OPT_URL, api_url, 0, 0),
+	OPT("hops_url", OPT_URL, hops_url, 0, 0),
 	OPT("auth_url", OPT_URL, auth_url, 0, 0),
 	OPT("cafile", OPT_PATH, cafile, 0, 0),
 	OPT("cache_dir", OPT_PATH, cache_dir, 0, 0),

@@ -24,6 +24,7 @@ struct options {
 	int ttl;       /* seconds; -1: the provider's default */
 	int timeout;   /* seconds for one read, retries included */
 	char *api_url; /* NULL: the provider's */
+	char *hops_url; /* the provider's second host (tado X); NULL: the provider's */
 	char *auth_url;
 	char *cafile;
 	char *cache_dir; /* NULL: $XDG_CACHE_HOME/smarthomefs/ACCOUNT */

@@ -172,7 +172,7 @@ int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *re
 		   struct node_path *np)
 {
 	node_path_init(c, node, np);
-	return session_provider(c->session)->source(&np->pp, ref);
+	return session_source(c->session, &np->pp, ref, false);
 }
 
 /* When @node, never remembered, was first seen: when its directory's listing showed it
@@ -558,7 +558,8 @@ int fs_core_told_bytes(struct fs_core *c, struct node *node, GBytes **ret_bytes,
 	*ret_bytes = NULL;
 	if (node->internal)
 		return -ENOENT;
-	r = fs_core_source(c, node, &ref, &np);
+	node_path_init(c, node, &np);
+	r = session_source(c->session, &np.pp, &ref, true);
 	if (r == 0)
 		r = ref.path ? session_peek(c->session, &ref, &res) : -ENOENT;
 	if (r == 0 && !fs_core_is_told(c, node, res.gen))

@@ -35,7 +35,71 @@ void resource_ref_clear(struct resource_ref *ref)
 {
 	g_clear_pointer(&ref->path, g_free);
 	g_clear_pointer(&ref->key, g_free);
-	ref->ttl = 0;
+	if (ref->context) {
+		resource_ref_clear(ref->context);
+		g_clear_pointer(&ref->context, g_free);
+	}
+	*ref = (struct resource_ref){0};
+}
+
+/* Whether @pattern's components match @path's, the ids of its "*" going to @ids. */
+static bool route_matches(const char *pattern, const struct provider_path *path, const char **ids)
+{
+	size_t i = 0, n_ids = 0;
+	const char *c = pattern;
+
+	if (!*pattern)
+		return path->n == 0;
+	for (;; i++) {
+		const char *end = strchrnul(c, '/');
+		size_t len = (size_t)(end - c);
+		const char *comp = i < path->n ? path->comp[i] : NULL;
+
+		if (!comp)
+			return false;
+		if (len == 1 && *c == '*') {
+			if (!*comp || n_ids == PROVIDER_ROUTE_IDS)
+				return false;
+			ids[n_ids++] = comp;
+		} else if (strlen(comp) != len || memcmp(comp, c, len) != 0) {
+			return false;
+		}
+		if (!*end)
+			return i + 1 == path->n;
+		c = end + 1;
+	}
+}
+
+int provider_route_match(const struct provider_route *routes, size_t n,
+			 const struct provider_path *path, const char **ids)
+{
+	for (size_t i = 0; i < n; i++)
+		if (routes[i].pattern && route_matches(routes[i].pattern, path, ids))
+			return (int)i;
+	return -ENOENT;
+}
+
+void provider_route_children(const struct provider_route *routes, size_t n, size_t dir,
+			     GPtrArray *entries)
+{
+	const char *parent = routes[dir].pattern;
+	size_t plen = strlen(parent);
+
+	for (size_t i = 0; i < n; i++) {
+		const char *p = routes[i].pattern;
+		const char *name;
+
+		if (!p || i == dir)
+			continue;
+		if (plen == 0)
+			name = p;
+		else if (strncmp(p, parent, plen) == 0 && p[plen] == '/')
+			name = p + plen + 1;
+		else
+			continue;
+		if (*name && !strchr(name, '/') && strcmp(name, "*") != 0)
+			g_ptr_array_add(entries, provider_entry_new(name, routes[i].type));
+	}
 }
 
 struct provider_entry *provider_entry_new_len(const char *name, size_t len, enum entry_type type)
@@ -338,6 +402,25 @@ char *provider_path_segment(const char *id)
 	if (strcmp(id, "..") == 0)
 		return g_strdup("%2E%2E");
 	return g_uri_escape_string(id, NULL, FALSE);
+}
+
+char *provider_quote(const char *text, size_t max)
+{
+	g_autofree char *valid = g_utf8_make_valid(text ? text : "", -1);
+	g_autoptr(GString) out = g_string_new(NULL);
+
+	const char *c = valid;
+
+	for (; *c && out->len < max; c = g_utf8_next_char(c)) {
+		gunichar u = g_utf8_get_char(c);
+		if (u < 0x20 || u == 0x7f || u == '"' || u == '\\')
+			g_string_append_printf(out, "\\x%02x", u);
+		else
+			g_string_append_unichar(out, u);
+	}
+	if (*c)
+		g_string_append(out, "...");
+	return g_string_free(g_steal_pointer(&out), FALSE);
 }
 
 json_t *provider_json_lookup(json_t *json, const char *dotted)

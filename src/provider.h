@@ -30,17 +30,31 @@ struct provider_entry {
 	enum entry_type type;
 };
 
+/* Which of a provider's API hosts a resource lives on. */
+enum api_base {
+	API_BASE_MAIN,	 /* the account's api_url */
+	API_BASE_SECOND, /* the account's hops_url: the provider's second_api_url (tado X) */
+};
+
 /* The API resource a node is made from. */
 struct resource_ref {
-	char *path; /* API path relative to api_url ("/homes/1001/zoneStates"); NULL: static node */
-	char *key;  /* cache key when several paths are the same resource; NULL: use path */
+	char *path; /* API path relative to its base ("/homes/1001/zoneStates"); NULL: a static
+		     * node, or one that waits for its context */
+	char *key;  /* cache key when several paths are the same resource, and for every
+		     * resource on the second host; NULL: use path */
 	int ttl;    /* seconds this resource may be served from cache; 0: the account's ttl */
+	enum api_base base;
+	/* Set by source() when which resource the node is made from depends on another
+	 * resource's body (tado: a home's generation says on which host its rooms are):
+	 * the caller gets that resource and asks source_in() with its body. Owned. */
+	struct resource_ref *context;
 };
 
 struct provider {
 	const char *name;        /* "tado": the ACCOUNT prefix and the keyring attribute */
 	const char *title;       /* "tado°": for messages */
 	const char *api_url;     /* default, no trailing slash */
+	const char *second_api_url; /* default of hops_url (tado X's host); NULL: none */
 	const char *auth_url;    /* default, no trailing slash */
 	enum login_flow login;
 	const char *client_id;   /* built-in public client; NULL: the user brings one (--client-id) */
@@ -57,6 +71,12 @@ struct provider {
 	/* Sets *ref for @path: ref->path NULL for a static directory. Returns 0, or -ENOENT
 	 * when no such path can exist. Allocates ref's strings (resource_ref_clear). */
 	int (*source)(const struct provider_path *path, struct resource_ref *ref);
+	/* For a @ref that source() gave a context: sets it from the context's body @context.
+	 * Returns 0, -ENOENT, -EIO when the body has the wrong shape, or -EPROTONOSUPPORT
+	 * when the cloud sent something this version does not know how to show, with a
+	 * sentence for the user in *note (g_free). NULL when source() never sets a context. */
+	int (*source_in)(const struct provider_path *path, json_t *context,
+			 struct resource_ref *ref, char **note);
 	/* Appends struct provider_entry * (provider_entry_free) to @entries: the children of
 	 * directory @path, made from @body (NULL for a static directory). Returns 0, -ENOENT
 	 * when the body does not hold this directory, -EIO when the body has the wrong shape. */
@@ -71,7 +91,25 @@ const struct provider *const *provider_all(void);
 /* The provider named @name, or NULL. */
 const struct provider *provider_find(const char *name);
 
+/* Frees what @ref holds, its context too, and zeroes it. */
 void resource_ref_clear(struct resource_ref *ref);
+
+/* A provider's path grammar, in one table: each route is a pattern of components split
+ * by '/', where a component "*" stands for any non-empty id and "" is the root. source,
+ * list and render match a path against it once. */
+struct provider_route {
+	const char *pattern;
+	enum entry_type type;
+};
+#define PROVIDER_ROUTE_IDS 4
+/* The index of the first of @n @routes that @path matches, with the ids its "*" stand
+ * for in @ids (borrowed from @path, at most PROVIDER_ROUTE_IDS); -ENOENT when none. */
+int provider_route_match(const struct provider_route *routes, size_t n,
+			 const struct provider_path *path, const char **ids);
+/* Appends the fixed children of directory route @dir, in table order: the routes one
+ * component below it that end in a name, not an id. */
+void provider_route_children(const struct provider_route *routes, size_t n, size_t dir,
+			     GPtrArray *entries);
 struct provider_entry *provider_entry_new(const char *name, enum entry_type type);
 struct provider_entry *provider_entry_new_len(const char *name, size_t len, enum entry_type type);
 void provider_entry_free(void *entry);
@@ -101,3 +139,6 @@ json_t *provider_find_by_id(json_t *arr, const char *key, const char *id);
 char *provider_path_segment(const char *id);
 /* @json["a"]["b"]... for @dotted "a.b", or NULL when a step is missing or no object. */
 json_t *provider_json_lookup(json_t *json, const char *dotted);
+/* @text made safe to quote in a log line or status.json: control bytes and invalid
+ * UTF-8 escaped, cut after @max bytes with "...". g_free. */
+char *provider_quote(const char *text, size_t max);

@@ -38,6 +38,7 @@ struct session {
 	const struct provider *provider;
 	struct options opts;
 	char *api_url;
+	char *second_api_url; /* hops_url; NULL: the provider has no second host */
 	char *auth_url;
 	struct token_store store;
 	struct http_client *http;
@@ -59,6 +60,7 @@ struct session {
 	char *last_error; /* a sentence */
 	char *last_error_path;
 	gint64 last_error_at_s; /* unix */
+	GPtrArray *notes;	/* sentences: what the cloud sent that cannot be shown */
 	char *last_stale_path;	/* the last stale copy served: which, when, why */
 	gint64 last_stale_at_s; /* unix */
 	int last_stale_error;
@@ -79,6 +81,8 @@ struct session *session_new(const struct account *account, struct options *opts)
 	s->opts = *opts;
 	memset(opts, 0, sizeof(*opts));
 	s->api_url = g_strdup(s->opts.api_url ? s->opts.api_url : p->api_url);
+	s->second_api_url = g_strdup(s->opts.hops_url ? s->opts.hops_url : p->second_api_url);
+	s->notes = g_ptr_array_new_with_free_func(g_free);
 	s->auth_url = g_strdup(s->opts.auth_url ? s->opts.auth_url : p->auth_url);
 	options_token_store(&s->opts, &s->store);
 	s->http = http_client_new(s->opts.cafile, s->opts.timeout, MAX_BODY, NULL);
@@ -106,6 +110,8 @@ void session_free(struct session *s)
 	cache_free(s->cache);
 	http_client_free(s->http);
 	g_free(s->api_url);
+	g_free(s->second_api_url);
+	g_ptr_array_unref(s->notes);
 	g_free(s->auth_url);
 	token_store_clear(&s->store);
 	g_free(s->reset_phase_file);
@@ -312,10 +318,11 @@ static void session_call_failed(struct session *s)
 	g_mutex_unlock(&s->mutex);
 }
 
-/* One session_get's fetch: the body it fetched, parsed, so that resource_json need not
- * parse it again. */
+/* One session_get's fetch: the host it asks, and the body it fetched, parsed, so that
+ * resource_json need not parse it again. */
 struct fetch_call {
 	struct session *s;
+	const char *base_url; /* api_url or second_api_url */
 	GBytes *body; /* a reference, or NULL */
 	json_t *json; /* the body parsed, or NULL */
 };
@@ -338,7 +345,7 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 {
 	struct fetch_call *call = ctx;
 	struct session *s = call->s;
-	g_autofree char *url = g_strconcat(s->api_url, path, NULL);
+	g_autofree char *url = g_strconcat(call->base_url, path, NULL);
 	gint64 until;
 	int r;
 
@@ -482,10 +489,12 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 {
 	const char *key = ref->key ? ref->key : ref->path;
 	struct cache_hit hit = {0};
-	struct fetch_call call = {.s = s};
+	struct fetch_call call = {
+	    .s = s, .base_url = ref->base == API_BASE_SECOND ? s->second_api_url : s->api_url};
 	int ttl = session_ttl(s, ref);
-	int r =
-	    cache_get(s->cache, key, ref->path, ttl, s->opts.offline, session_fetch, &call, &hit);
+	int r = call.base_url ? cache_get(s->cache, key, ref->path, ttl, s->opts.offline,
+					  session_fetch, &call, &hit)
+			      : -ENOENT;
 
 	memset(out, 0, sizeof(*out));
 	/* The cache kept the very bytes this call fetched (not an equal older copy, whose
@@ -551,6 +560,55 @@ int session_peek(struct session *s, const struct resource_ref *ref, struct resou
 	resource_from_hit(s, &hit, out);
 	cache_hit_clear(&hit);
 	return 0;
+}
+
+/* Logs @note the first time it is noted, and keeps it for status.json. */
+static void session_note(struct session *s, const char *note)
+{
+	bool known = false;
+
+	g_mutex_lock(&s->mutex);
+	for (guint i = 0; i < s->notes->len && !known; i++)
+		known = strcmp(g_ptr_array_index(s->notes, i), note) == 0;
+	if (!known)
+		g_ptr_array_add(s->notes, g_strdup(note));
+	g_mutex_unlock(&s->mutex);
+	if (!known)
+		log_warn("%s", note);
+}
+
+/* A provider needs at most this many resources read to say which one a path is made of
+ * (tado: a home's zone list, then the home). */
+#define MAX_CONTEXTS 3
+
+int session_source(struct session *s, const struct provider_path *path, struct resource_ref *ref,
+		   bool peek)
+{
+	int r = s->provider->source(path, ref);
+
+	for (int depth = 0; r == 0 && ref->context; depth++) {
+		struct resource_ref *context = g_steal_pointer(&ref->context);
+		struct resource res = {0};
+		g_autofree char *note = NULL;
+
+		resource_ref_clear(ref);
+		r = depth == MAX_CONTEXTS || !s->provider->source_in ? -EIO
+		    : peek ? session_peek(s, context, &res)
+			   : session_get(s, context, &res);
+		if (r == 0) {
+			json_t *body = resource_json(&res);
+			r = body ? s->provider->source_in(path, body, ref, &note) : -EIO;
+			json_decref(body);
+		}
+		if (note)
+			session_note(s, note);
+		resource_clear(&res);
+		resource_ref_clear(context);
+		g_free(context);
+	}
+	if (r < 0)
+		resource_ref_clear(ref);
+	return r;
 }
 
 static json_t *json_time(gint64 unix_s)
@@ -648,6 +706,12 @@ void session_render_status(struct session *s, GString *out)
 					g_strerror(-snap.last_stale_error))
 			    : json_null();
 	json_object_set_new(root, "last_stale", stale);
+	json_t *notes = json_array();
+	g_mutex_lock(&s->mutex);
+	for (guint i = 0; i < s->notes->len; i++)
+		json_array_append_new(notes, json_string(g_ptr_array_index(s->notes, i)));
+	g_mutex_unlock(&s->mutex);
+	json_object_set_new(root, "notes", notes);
 	/* When the login ends unless refreshed; `smarthomefs status` reads login.expired. */
 	json_object_set_new(json_object_get(root, "login"), "expires_at",
 			    json_time(s->auth ? auth_login_expires_at_s(s->auth) : 0));

@@ -45,6 +45,13 @@ void resource_clear(struct resource *r);
  * read it, never change it. */
 json_t *resource_json(const struct resource *r);
 
+/* Sets @ref to the resource @path is made from: the provider's source(), then, for a
+ * path that depends on another resource, source_in() with that resource's body, got
+ * through the cache (@peek: only a copy held in memory, never a fetch). A sentence the
+ * provider has about what it cannot show is logged once and listed in status.json's
+ * "notes". Returns 0 or a negative errno (-EPROTONOSUPPORT for what it cannot show). */
+int session_source(struct session *s, const struct provider_path *path, struct resource_ref *ref,
+		   bool peek);
 /* The body of @ref, through the cache. Returns 0 or a negative errno (-ENOENT, -EACCES,
  * -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN: what each means to a reader is the table "When
  * the cloud fails" in docs/reliability.md). */

@@ -1,8 +1,9 @@
 /* Tibber Data API: homes/<h>/home.json from the /homes list (there is no per-home call),
- * homes/<h>/devices/<d>/{device.json,values/} from one device-detail call each.
+ * homes/<h>/devices/<d>/{device.json,values/,units.json} from one device-detail call each.
  *
  * New device categories and keys appear without notice: device.json passes the body
- * through untouched, and values/ shows whatever capabilities the device has. */
+ * through untouched, and values/ shows whatever capabilities the device has, plus its
+ * health (online, last_seen); units.json says each value's unit as the API does. */
 #include <errno.h>
 #include <string.h>
 
@@ -10,56 +11,95 @@
 
 #define HOUR 3600
 
-static bool is(const struct provider_path *p, size_t i, const char *name)
-{
-	return i < p->n && strcmp(p->comp[i], name) == 0;
-}
+/* The whole path grammar of the tree; the order of a directory's fixed children is the
+ * order of their listing. */
+enum route {
+	R_ROOT,
+	R_HOMES,
+	R_HOME,
+	R_HOME_JSON,
+	R_DEVICES,
+	R_DEVICE,
+	R_DEVICE_JSON,
+	R_DEVICE_VALUES,
+	R_DEVICE_UNITS,
+	R_DEVICE_VALUE,
+	R_COUNT,
+};
 
-static void add(GPtrArray *entries, const char *name, enum entry_type type)
+static const struct provider_route routes[R_COUNT] = {
+    [R_ROOT] = {"", ENTRY_DIR},
+    [R_HOMES] = {"homes", ENTRY_DIR},
+    [R_HOME] = {"homes/*", ENTRY_DIR},
+    [R_HOME_JSON] = {"homes/*/home.json", ENTRY_FILE},
+    [R_DEVICES] = {"homes/*/devices", ENTRY_DIR},
+    [R_DEVICE] = {"homes/*/devices/*", ENTRY_DIR},
+    [R_DEVICE_JSON] = {"homes/*/devices/*/device.json", ENTRY_FILE},
+    [R_DEVICE_VALUES] = {"homes/*/devices/*/values", ENTRY_DIR},
+    [R_DEVICE_UNITS] = {"homes/*/devices/*/units.json", ENTRY_FILE},
+    [R_DEVICE_VALUE] = {"homes/*/devices/*/values/*", ENTRY_FILE},
+};
+
+/* A path matched against the routes: its route and the ids in it. */
+struct where {
+	enum route route;
+	const char *home;
+	const char *device;
+	const char *value;
+};
+
+static int where_of(const struct provider_path *p, struct where *w)
 {
-	g_ptr_array_add(entries, provider_entry_new(name, type));
+	const char *ids[PROVIDER_ROUTE_IDS] = {0};
+	int r = provider_route_match(routes, R_COUNT, p, ids);
+
+	if (r < 0)
+		return r;
+	*w = (struct where){(enum route)r, ids[0], ids[1], ids[2]};
+	return 0;
 }
 
 static int tibber_source(const struct provider_path *p, struct resource_ref *ref)
 {
 	g_autofree char *h = NULL;
 	g_autofree char *d = NULL;
+	struct where w;
+	int r = where_of(p, &w);
 
 	*ref = (struct resource_ref){0};
-	if (p->n == 0)
-		return 0;
-	if (!is(p, 0, "homes"))
-		return -ENOENT;
-	if (p->n == 1 || (p->n == 3 && is(p, 2, "home.json"))) {
+	if (r < 0)
+		return r;
+	switch (w.route) {
+	case R_HOMES:
+	case R_HOME_JSON:
+		/* There is no per-home call: a home's file is its entry in the list. */
 		ref->path = g_strdup("/homes");
 		ref->ttl = HOUR;
 		return 0;
+	case R_ROOT:
+		return 0;
+	default:
+		break;
 	}
-	h = provider_path_segment(p->comp[1]);
+	h = provider_path_segment(w.home);
 	if (!h)
 		return -ENOENT;
-	if (p->n == 2)
+	if (w.route == R_HOME)
 		return 0;
-	if (!is(p, 2, "devices"))
-		return -ENOENT;
-	if (p->n == 3) {
+	if (w.route == R_DEVICES) {
 		ref->path = g_strconcat("/homes/", h, "/devices", NULL);
 		ref->ttl = HOUR;
 		return 0;
 	}
-	d = provider_path_segment(p->comp[3]);
+	d = provider_path_segment(w.device);
 	if (!d)
 		return -ENOENT;
-	if (p->n == 4)
+	if (w.route == R_DEVICE)
 		return 0;
-	if ((p->n == 5 && (is(p, 4, "device.json") || is(p, 4, "values"))) ||
-	    (p->n == 6 && is(p, 4, "values"))) {
-		ref->path = g_strconcat("/homes/", h, "/devices/", d, NULL);
-		/* A vehicle sits under every home the token sees: fetch it once. */
-		ref->key = g_strconcat("device:", d, NULL);
-		return 0;
-	}
-	return -ENOENT;
+	ref->path = g_strconcat("/homes/", h, "/devices/", d, NULL);
+	/* A vehicle sits under every home the token sees: fetch it once. */
+	ref->key = g_strconcat("device:", d, NULL);
+	return 0;
 }
 
 /* The array of a list body: {"@key": [...]} or, as some answers are, a bare array. */
@@ -72,19 +112,52 @@ static json_t *list_array(json_t *body, const char *key)
 	return NULL;
 }
 
-/* The capabilities of a device detail worth a file: scalar values, first of each id. */
-static void capabilities_each(json_t *device, bool (*fn)(const char *id, json_t *value, void *ctx),
-			      void *ctx)
+/* ---- values: a device's capabilities, then its health */
+
+/* Values that are no capability: what a monitoring user checks first. A capability of
+ * the same id wins (Tibber's names have dots, these have none). */
+enum health { HEALTH_ONLINE, HEALTH_LAST_SEEN, HEALTH_COUNT };
+static const char *const health_names[HEALTH_COUNT] = {"online", "last_seen"};
+
+/* The isOnline attribute's value or status.lastSeen of @device (borrowed), or NULL. */
+static json_t *health_value(json_t *device, enum health which)
 {
-	json_t *caps = json_object_get(device, "capabilities");
+	json_t *attr, *v = NULL;
+	size_t i;
+
+	if (which == HEALTH_LAST_SEEN) {
+		v = provider_json_lookup(device, "status.lastSeen");
+	} else {
+		json_array_foreach (json_object_get(device, "attributes"), i, attr) {
+			const char *id = json_string_value(json_object_get(attr, "id"));
+			if (id && strcmp(id, "isOnline") == 0) {
+				v = json_object_get(attr, "value");
+				break;
+			}
+		}
+	}
+	return v && !json_is_object(v) && !json_is_array(v) ? v : NULL;
+}
+
+/* A value file of a device: its name, value and unit (all borrowed from the body). */
+struct value {
+	const char *name;
+	json_t *value;
+	const char *unit; /* "" for none */
+};
+
+/* Calls @fn for each value of @device, in listing order, until it returns false:
+ * capabilities with a scalar value (first of each id), then the health values. */
+static void values_each(json_t *device, bool (*fn)(const struct value *v, void *ctx), void *ctx)
+{
 	g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
 	json_t *cap;
 	size_t i;
 
-	json_array_foreach(caps, i, cap)
-	{
+	json_array_foreach (json_object_get(device, "capabilities"), i, cap) {
 		json_t *id = json_is_object(cap) ? json_object_get(cap, "id") : NULL;
 		json_t *value = id ? json_object_get(cap, "value") : NULL;
+		const char *unit = json_string_value(json_object_get(cap, "unit"));
 		const char *name = json_string_value(id);
 
 		if (!name || !*name || g_hash_table_contains(seen, name))
@@ -92,41 +165,60 @@ static void capabilities_each(json_t *device, bool (*fn)(const char *id, json_t 
 		g_hash_table_add(seen, (char *)name);
 		if (!value || json_is_object(value) || json_is_array(value))
 			continue;
-		if (!fn(name, value, ctx))
+		if (!fn(&(struct value){name, value, unit ? unit : ""}, ctx))
+			return;
+	}
+	for (int h = 0; h < HEALTH_COUNT; h++) {
+		json_t *value = health_value(device, (enum health)h);
+
+		if (!value || g_hash_table_contains(seen, health_names[h]))
+			continue;
+		if (!fn(&(struct value){health_names[h], value, ""}, ctx))
 			return;
 	}
 }
 
-static bool capability_add(const char *id, json_t *value, void *ctx)
+static bool value_add(const struct value *v, void *entries)
 {
-	add(ctx, id, ENTRY_FILE);
+	g_ptr_array_add(entries, provider_entry_new(v->name, ENTRY_FILE));
 	return true;
+}
+
+static bool unit_add(const struct value *v, void *units)
+{
+	json_object_set_new(units, v->name, json_string(v->unit));
+	return true;
+}
+
+struct value_find {
+	const char *name;
+	json_t *value;
+};
+
+static bool value_match(const struct value *v, void *ctx)
+{
+	struct value_find *f = ctx;
+
+	if (strcmp(v->name, f->name) != 0)
+		return true;
+	f->value = v->value;
+	return false;
 }
 
 static int tibber_list(const struct provider_path *p, json_t *body, GPtrArray *entries)
 {
+	struct where w;
 	json_t *arr;
 	json_t *elem;
 	size_t i;
+	int r = where_of(p, &w);
 
-	if (p->n == 0) {
-		add(entries, "homes", ENTRY_DIR);
-		return 0;
-	}
-	if (!is(p, 0, "homes"))
-		return -ENOENT;
-	if (p->n == 2) {
-		add(entries, "home.json", ENTRY_FILE);
-		add(entries, "devices", ENTRY_DIR);
-		return 0;
-	}
-	if (p->n == 4 && is(p, 2, "devices")) {
-		add(entries, "device.json", ENTRY_FILE);
-		add(entries, "values", ENTRY_DIR);
-		return 0;
-	}
-	if (p->n == 1 || (p->n == 3 && is(p, 2, "devices"))) {
-		arr = list_array(body, p->n == 1 ? "homes" : "devices");
+	if (r < 0)
+		return r;
+	switch (w.route) {
+	case R_HOMES:
+	case R_DEVICES:
+		arr = list_array(body, w.route == R_HOMES ? "homes" : "devices");
 		if (!arr)
 			return -EIO;
 		json_array_foreach(arr, i, elem)
@@ -134,61 +226,60 @@ static int tibber_list(const struct provider_path *p, json_t *body, GPtrArray *e
 			g_autofree char *id = provider_json_id(elem, "id");
 
 			if (id && *id)
-				add(entries, id, ENTRY_DIR);
+				g_ptr_array_add(entries, provider_entry_new(id, ENTRY_DIR));
 		}
 		return 0;
-	}
-	if (p->n == 5 && is(p, 2, "devices") && is(p, 4, "values")) {
+	case R_DEVICE_VALUES:
 		if (!json_is_object(body))
 			return -EIO;
-		capabilities_each(body, capability_add, entries);
+		values_each(body, value_add, entries);
+		return 0;
+	default:
+		if (routes[w.route].type != ENTRY_DIR)
+			return -ENOENT;
+		provider_route_children(routes, R_COUNT, w.route, entries);
 		return 0;
 	}
-	return -ENOENT;
-}
-
-struct capability_find {
-	const char *id;
-	json_t *value;
-};
-
-static bool capability_match(const char *id, json_t *value, void *ctx)
-{
-	struct capability_find *f = ctx;
-
-	if (strcmp(id, f->id) != 0)
-		return true;
-	f->value = value;
-	return false;
 }
 
 static int tibber_render(const struct provider_path *p, json_t *body, GString *out)
 {
-	if (p->n == 3 && is(p, 0, "homes") && is(p, 2, "home.json")) {
+	struct value_find f = {0};
+	struct where w;
+	json_t *units;
+	int r = where_of(p, &w);
+
+	if (r < 0)
+		return r;
+	switch (w.route) {
+	case R_HOME_JSON: {
 		json_t *arr = list_array(body, "homes");
 		json_t *home;
 
 		if (!arr)
 			return -EIO;
-		home = provider_find_by_id(arr, "id", p->comp[1]);
+		home = provider_find_by_id(arr, "id", w.home);
 		return home ? provider_render_json(home, out) : -ENOENT;
 	}
-	if (p->n < 5 || !is(p, 0, "homes") || !is(p, 2, "devices"))
-		return -ENOENT;
-	if (p->n == 5 && is(p, 4, "device.json")) {
+	case R_DEVICE_JSON:
+		return json_is_object(body) ? provider_render_json(body, out) : -EIO;
+	case R_DEVICE_VALUE:
 		if (!json_is_object(body))
 			return -EIO;
-		return provider_render_json(body, out);
-	}
-	if (p->n == 6 && is(p, 4, "values")) {
-		struct capability_find f = {.id = p->comp[5]};
-
-		if (!json_is_object(body))
-			return -EIO;
-		capabilities_each(body, capability_match, &f);
+		f.name = w.value;
+		values_each(body, value_match, &f);
 		return f.value ? provider_render_scalar(f.value, out) : -ENOENT;
+	case R_DEVICE_UNITS:
+		if (!json_is_object(body))
+			return -EIO;
+		units = json_object();
+		values_each(body, unit_add, units);
+		r = provider_render_json(units, out);
+		json_decref(units);
+		return r;
+	default:
+		return -ENOENT;
 	}
-	return -ENOENT;
 }
 
 const struct provider tibber_provider = {

@@ -210,6 +210,7 @@ class Tokens:
         self.refresh = {}   # live token -> {"scope": [...]}
         self.spent = []     # used in a rotation
         self.revoked = []   # killed by /_control/revoke_refresh_tokens
+        self.expired = []   # presented after their lifetime ran out
 
     def issue_access(self, ttl, scope, claims):
         now_s = now()
@@ -224,14 +225,21 @@ class Tokens:
             return None
         return rec
 
-    def issue_refresh(self, scope):
+    def issue_refresh(self, scope, ttl=None):
+        """A new refresh token; with ttl (seconds) it dies that long after issue."""
         token = secrets.token_urlsafe(48)
-        self.refresh[token] = {"scope": list(scope)}
+        self.refresh[token] = {"scope": list(scope),
+                               "exp": None if ttl is None else now() + ttl}
         return token
 
     def take_refresh(self, token, rotate=True):
-        """The live record for token (spent at once when rotating), or None."""
+        """The live record for token (spent at once when rotating), or None (also when
+        its lifetime ran out: then it is gone for good)."""
         rec = self.refresh.get(token) if token else None
+        if rec is not None and rec["exp"] is not None and rec["exp"] <= now():
+            del self.refresh[token]
+            self.expired.append(token)
+            return None
         if rec is not None and rotate:
             del self.refresh[token]
             self.spent.append(token)
@@ -249,6 +257,7 @@ class Tokens:
         now_s = now()
         return {"live_refresh_tokens": list(self.refresh), "spent_refresh_tokens": list(self.spent),
                 "revoked_refresh_tokens": list(self.revoked),
+                "expired_refresh_tokens": list(self.expired),
                 "live_access_tokens": sum(1 for r in self.access.values() if r["exp"] > now_s),
                 "access_tokens": list(self.access)}
 
@@ -260,6 +269,7 @@ class Stats:
                                "authorization_code": 0}
         self.token_requests_by_cloud = {"tado": {}, "tibber": {}}
         self.refresh_reuse = 0
+        self.refresh_expired = 0
         self.status_counts = {}
         self.user_agents = []
         self.requests_without_user_agent = 0
@@ -292,7 +302,8 @@ class Stats:
     def as_json(self):
         return {"requests": self.requests, "token_requests": self.token_requests,
                 "token_requests_by_cloud": self.token_requests_by_cloud,
-                "refresh_reuse": self.refresh_reuse, "status_counts": self.status_counts,
+                "refresh_reuse": self.refresh_reuse, "refresh_expired": self.refresh_expired,
+                "status_counts": self.status_counts,
                 "user_agents": self.user_agents,
                 "requests_without_user_agent": self.requests_without_user_agent,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
@@ -315,8 +326,18 @@ def oauth_error(status, error, description, ctype="application/json", **extra):
                          ctype)
 
 
+def spring_error(status, error, path):
+    """hops.tado.com's error body: Spring Boot's default (node-red-contrib-tado-client #83)."""
+    t = now()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03d+00:00" % (
+        int(t * 1000) % 1000)
+    return json_response(status, {"timestamp": stamp, "status": status, "error": error,
+                                  "path": path}, "application/json")
+
+
 class Tado:
-    """tado: login.tado.com (/oauth2) and my.tado.com (/api/v2)."""
+    """tado: login.tado.com (/oauth2), my.tado.com (/api/v2) and, for tado X homes,
+    hops.tado.com (here under /hops)."""
 
     def __init__(self, world):
         self.world = world
@@ -345,6 +366,11 @@ class Tado:
             ("GET", "/api/v2/homes/{home}/deviceList", self.api_device_list),
             ("GET", "/api/v2/homes/{home}/mobileDevices", self.api_mobile_devices),
             ("GET", "/api/v2/devices/{serial}", self.api_device),
+            # hops.tado.com: the same bearer token, the same daily quota (tado.md)
+            ("GET", "/hops/homes/{home}", self.hops_home),
+            ("GET", "/hops/homes/{home}/rooms", self.hops_rooms),
+            ("GET", "/hops/homes/{home}/rooms/{room}", self.hops_room),
+            ("GET", "/hops/homes/{home}/roomsAndDevices", self.hops_rooms_and_devices),
         ])
 
     # ---- dataset
@@ -356,6 +382,75 @@ class Tado:
         for hi in range(o.tado_homes):
             hid = 1001 + hi
             self.homes[hid] = self.build_home(hid, hi, o.tado_zones, o.tado_devices)
+        for xi in range(o.tado_x_homes):
+            hi = o.tado_homes + xi
+            self.homes[1001 + hi] = self.build_x_home(1001 + hi, hi, o.tado_x_rooms)
+
+    def build_x_home(self, hid, hi, nrooms):
+        """A tado X home: my.tado.com knows the home, its state and weather, but lists no
+        zones and no devices; its rooms and devices live on hops.tado.com."""
+        h = self.build_home(hid, hi, 0, 0)
+        h["home"].update(generation="LINE_X", zonesCount=0)
+        h["home"]["incidentDetection"] = {"supported": False, "enabled": True}
+        rooms, room_states = [], {}
+        for ri in range(nrooms):
+            rid = ri + 1
+            name = ZONE_NAMES[ri] if ri < len(ZONE_NAMES) else f"Room {rid}"
+            devices = [self.build_x_device("VA04", hid, rid, 0)]
+            if rid == 1:
+                devices.append(self.build_x_device("TR04", hid, rid, 1))
+            rooms.append({"deviceManualControlTermination": {"durationInSeconds": None,
+                                                             "type": "MANUAL"},
+                          "devices": devices, "roomId": rid, "roomName": name,
+                          "zoneControllerAssignable": False, "zoneControllers": []})
+            room_states[rid] = self.build_room_state(hid, rid, name)
+        bridge = {"connection": {"state": "CONNECTED"}, "firmwareVersion": "245.1",
+                  "serialNumber": "IB" + digits("tadox", hid, "bridge"), "type": "IB02"}
+        h.update(rooms=rooms, room_states=room_states, other_devices=[bridge])
+        return h
+
+    @staticmethod
+    def build_x_device(dtype, hid, rid, di):
+        """A tado X device as roomsAndDevices lists it (PyTado's fixture
+        tests/fixtures/tadox/rooms_and_devices.json)."""
+        measured = round(17.0 + ((hid * 7 + rid * 13 + di) % 40) / 10, 2)
+        dev = {"batteryState": "LOW" if (hid + rid + di) % 5 == 0 else "NORMAL",
+               "childLockEnabled": False, "connection": {"state": "CONNECTED"},
+               "firmwareVersion": "243.1" if dtype == "VA04" else "245.1",
+               "serialNumber": dtype[:2] + digits("tadox", hid, rid, di),
+               "temperatureAsMeasured": measured, "temperatureOffset": 0.0, "type": dtype}
+        if dtype == "VA04":
+            dev["mountingState"] = "CALIBRATED"
+        return dev
+
+    @staticmethod
+    def build_room_state(hid, rid, name):
+        """GET /rooms: one room's state in PyTado's line_x RoomState shape (fixtures
+        tests/fixtures/home_1234/tadox.heating.*.json)."""
+        start = iso(BASE_TIME + 6 * 3600).replace(".000Z", "Z")
+        state = {
+            "id": rid, "name": name,
+            "sensorDataPoints": {
+                "insideTemperature": {"value": round(19.0 + ((hid * 31 + rid * 47) % 400) / 100,
+                                                     2)},
+                "humidity": {"percentage": 38 + (hid + rid * 7) % 20}},
+            "setting": {"power": "ON", "temperature": {"value": 19.0 + (rid % 4) * 0.5}},
+            "manualControlTermination": None, "boostMode": None,
+            "heatingPower": {"percentage": (hid + rid * 29) % 100},
+            "connection": {"state": "CONNECTED"}, "openWindow": None,
+            "nextScheduleChange": {"start": start, "setting": {"power": "ON",
+                                                               "temperature": {"value": 18.0}}},
+            "nextTimeBlock": {"start": start}, "balanceControl": None}
+        if rid == 2:  # a manual setting until the next time block (tadox.heating.manual_mode)
+            state["setting"]["temperature"]["value"] = 21.0
+            state["manualControlTermination"] = {"type": "NEXT_TIME_BLOCK",
+                                                 "remainingTimeInSeconds": 4549,
+                                                 "projectedExpiry": start}
+        if rid == 3:  # heating off, a window open (tadox.heating.manual_off)
+            state["setting"] = {"power": "OFF", "temperature": None}
+            state["heatingPower"]["percentage"] = 0
+            state["openWindow"] = {"activated": True, "expiryInSeconds": 600}
+        return state
 
     def build_home(self, hid, hi, nzones, ndevices):
         t0 = BASE_TIME
@@ -536,6 +631,24 @@ class Tado:
             entries.append(entry)
         return {"entries": entries}
 
+    @staticmethod
+    def is_x(h):
+        return h["home"]["generation"] == "LINE_X"
+
+    @staticmethod
+    def body_hops_home(h):
+        """GET hops /homes/{h} (PyTado fixture tests/fixtures/home_1234/tadox.hops_homes.json)."""
+        return {"roomCount": len(h["rooms"]), "isHeatSourceInstalled": False,
+                "isHeatPumpInstalled": False, "supportsFlowTemperatureOptimization": False}
+
+    @staticmethod
+    def body_rooms(h):
+        return [h["room_states"][r["roomId"]] for r in h["rooms"]]
+
+    @staticmethod
+    def body_rooms_and_devices(h):
+        return {"otherDevices": h["other_devices"], "rooms": h["rooms"]}
+
     def data(self):
         homes = {}
         for hid, h in self.homes.items():
@@ -545,6 +658,10 @@ class Tado:
                                "devices": self.body_devices(h),
                                "deviceList": self.body_device_list(h),
                                "mobileDevices": h["mobile"]}
+            if self.is_x(h):
+                homes[str(hid)]["hops"] = {"home": self.body_hops_home(h),
+                                           "rooms": self.body_rooms(h),
+                                           "roomsAndDevices": self.body_rooms_and_devices(h)}
         return {"me": self.body_me(), "homes": homes}
 
     # ---- auth (/oauth2)
@@ -616,9 +733,15 @@ class Tado:
         return json_response(200, self.issue(rec["scope"]))
 
     def grant_refresh(self, p):
-        rec = self.tokens.take_refresh(p.get("refresh_token"))
+        token = p.get("refresh_token")
+        rec = self.tokens.take_refresh(token)
         if rec is None:
-            self.world.stats.refresh_reuse += 1
+            # login.tado.com is FusionAuth, whose only reason for a refresh token it
+            # does not honour is refresh_token_not_found: an expired one says the same.
+            if token in self.tokens.expired:
+                self.world.stats.refresh_expired += 1
+            else:
+                self.world.stats.refresh_reuse += 1
             return oauth_error(400, "invalid_grant", "The refresh_token is invalid.",
                                error_reason="refresh_token_not_found")
         return json_response(200, self.issue(" ".join(rec["scope"])))
@@ -631,7 +754,8 @@ class Tado:
                           "aud": "tado", "client_id": TADO_CLIENT_ID, "scope": scope}),
                "expires_in": ttl}
         if "offline_access" in scopes:
-            out["refresh_token"] = self.tokens.issue_refresh(scopes)
+            out["refresh_token"] = self.tokens.issue_refresh(
+                scopes, self.world.config["refresh_ttl"])
         out.update({"scope": scope, "token_type": "Bearer", "userId": TADO_USER_ID})
         return out
 
@@ -730,9 +854,28 @@ class Tado:
         return resp
 
     def home_or_404(self, home):
-        h = self.homes.get(as_int(home))
+        """The home, or the error tado answers: a numeric id that is not one of the
+        account's homes is 403 accessDenied (tado_ce #1, ckuburlis/homebridge-tado #20),
+        anything else 404."""
+        hid = as_int(home)
+        h = self.homes.get(hid)
+        if h is None and hid is not None:
+            raise NotFound(tado_error(403, "accessDenied",
+                                      f"current user is not allowed to access home {hid}"))
         if h is None:
             raise NotFound(tado_error(404, "notFound", f"home {home} not found"))
+        return h
+
+    def hops_home_or_error(self, home, path):
+        """A tado X home on hops.tado.com, or a Spring error body: 403 for a home that is
+        not the account's, 404 for a home that is not tado X (UNCONFIRMED: no public
+        trace of what hops answers for a pre-X home)."""
+        hid = as_int(home)
+        h = self.homes.get(hid)
+        if h is None and hid is not None:
+            raise NotFound(spring_error(403, "Forbidden", path))
+        if h is None or not self.is_x(h):
+            raise NotFound(spring_error(404, "Not Found", path))
         return h
 
     def ok(self, obj):
@@ -778,10 +921,34 @@ class Tado:
             return tado_error(404, "notFound", f"device {serial} not found")
         return self.ok(dev)
 
+    # ---- hops.tado.com (/hops): tado X
+
+    def hops_home(self, home):
+        path = f"/homes/{home}"
+        return json_response(200, self.body_hops_home(self.hops_home_or_error(home, path)))
+
+    def hops_rooms(self, home):
+        path = f"/homes/{home}/rooms"
+        return json_response(200, self.body_rooms(self.hops_home_or_error(home, path)))
+
+    def hops_room(self, home, room):
+        path = f"/homes/{home}/rooms/{room}"
+        st = self.hops_home_or_error(home, path)["room_states"].get(as_int(room))
+        if st is None:
+            return spring_error(404, "Not Found", path)
+        return json_response(200, st)
+
+    def hops_rooms_and_devices(self, home):
+        path = f"/homes/{home}/roomsAndDevices"
+        return json_response(200, self.body_rooms_and_devices(
+            self.hops_home_or_error(home, path)))
+
     # ---- control helpers
 
     def set_zone_temperature(self, home, zone, celsius, humidity=None):
         h = self.homes.get(int(home))
+        if h and self.is_x(h):
+            return self.set_room_temperature(h, int(zone), celsius, humidity)
         st = h and h["zone_states"].get(int(zone))
         sensors = st and st["sensorDataPoints"]
         if not sensors or "insideTemperature" not in sensors:
@@ -792,8 +959,20 @@ class Tado:
             sensors["humidity"].update(percentage=float(humidity), timestamp=ts)
         return True
 
+    @staticmethod
+    def set_room_temperature(h, room, celsius, humidity):
+        st = h["room_states"].get(room)
+        if st is None:
+            return False
+        st["sensorDataPoints"]["insideTemperature"]["value"] = float(celsius)
+        if humidity is not None:
+            st["sensorDataPoints"]["humidity"]["percentage"] = humidity
+        return True
+
     def remove_zone(self, home, zone):
         h = self.homes.get(int(home))
+        if h and self.is_x(h):
+            return self.remove_room(h, int(zone))
         z = h and next((z for z in h["zones"] if z["id"] == int(zone)), None)
         if not z:
             return False
@@ -803,6 +982,15 @@ class Tado:
             h["devices"].remove(serial)
             del self.devices[serial]
         h["home"]["zonesCount"] = len(h["zones"])
+        return True
+
+    @staticmethod
+    def remove_room(h, room):
+        r = next((r for r in h["rooms"] if r["roomId"] == room), None)
+        if r is None:
+            return False
+        h["rooms"].remove(r)  # its devices go with it
+        del h["room_states"][room]
         return True
 
 
@@ -1151,6 +1339,19 @@ class Tibber:
         detail["status"]["lastSeen"] = iso(now())
         return True
 
+    def set_online(self, device, online):
+        """The device's isOnline attribute; status.lastSeen stays when it goes offline
+        (Tibber stops hearing from it) and moves to now when it comes back."""
+        detail = self.details.get(device)
+        attr = detail and next((a for a in detail.get("attributes", [])
+                                if a.get("id") == "isOnline"), None)
+        if not attr:
+            return False
+        attr["value"] = bool(online)
+        if online:
+            detail["status"]["lastSeen"] = iso(now())
+        return True
+
     def remove_device(self, device):
         if device not in self.details:
             return False
@@ -1201,6 +1402,15 @@ def badids_body(path):
                                    "zone": {"discriminator": i}} for i in ids]})
     elif re.fullmatch(r"/api/v2/homes/[^/]+/mobileDevices", path):
         text = dumps([{"id": i, "name": i} for i in ids])
+    elif re.fullmatch(r"/hops/homes/[^/]+/rooms", path):
+        text = dumps([{"id": i, "name": i, "sensorDataPoints": {}, "setting": {"power": "ON"},
+                       "connection": {"state": "CONNECTED"}} for i in ids]
+                     + [{"id": 1, "name": "dup"}, {"id": 1, "name": "dup"}])
+    elif re.fullmatch(r"/hops/homes/[^/]+/roomsAndDevices", path):
+        devs = [{"serialNumber": i, "type": "VA04", "connection": {"state": "CONNECTED"}}
+                for i in ids]
+        text = dumps({"rooms": [{"roomId": i, "roomName": i, "devices": devs} for i in ids],
+                      "otherDevices": devs})
     elif path == "/v1/homes":
         text = dumps({"homes": [{"id": i, "info": {"name": i}} for i in ids]})
     elif re.fullmatch(r"/v1/homes/[^/]+/devices", path):
@@ -1321,8 +1531,10 @@ class Control:
             ("POST", "/_control/reset_quota", self.reset_quota),
             ("POST", "/_control/tado/zone_temperature", self.zone_temperature),
             ("POST", "/_control/tado/remove_zone", self.remove_zone),
+            ("POST", "/_control/tado/generation", self.generation),
             ("POST", "/_control/tibber/capability", self.capability),
             ("POST", "/_control/tibber/remove_device", self.remove_device),
+            ("POST", "/_control/tibber/online", self.online),
             ("GET", "/_control/data", lambda b: world.data()),
             ("POST", "/_control/reset", self.reset),
             ("GET", "/_control/clock", self.clock),
@@ -1409,6 +1621,14 @@ class Control:
                                                     body.get("humidity")):
             raise NotFound(json_response(404, {"error": "no such heating zone"}))
 
+    def generation(self, body):
+        """A home of a generation no client knows yet (a tado X home renamed): its
+        zones stay as empty as a tado X home's on my.tado.com."""
+        h = self.world.tado.homes.get(int(body["home"]))
+        if h is None:
+            raise NotFound(json_response(404, {"error": "no such home"}))
+        h["home"]["generation"] = str(body["generation"])
+
     def remove_zone(self, body):
         if not self.world.tado.remove_zone(body["home"], body["zone"]):
             raise NotFound(json_response(404, {"error": "no such zone"}))
@@ -1416,6 +1636,10 @@ class Control:
     def capability(self, body):
         if not self.world.tibber.set_capability(body["device"], body["capability"], body["value"]):
             raise NotFound(json_response(404, {"error": "no such device or capability"}))
+
+    def online(self, body):
+        if not self.world.tibber.set_online(body["device"], body["online"]):
+            raise NotFound(json_response(404, {"error": "no such device"}))
 
     def remove_device(self, body):
         if not self.world.tibber.remove_device(body["device"]):
@@ -1440,6 +1664,7 @@ class Control:
 
 def area_of(path):
     for prefix, area in (("/oauth2/", "tado_auth"), ("/api/v2/", "tado_api"),
+                         ("/hops/", "tado_api"),
                          ("/connect/", "tibber_auth"), ("/v1/", "tibber_api"),
                          ("/_control/", "control")):
         if path.startswith(prefix):
@@ -1465,7 +1690,8 @@ class World:
                        "quota": o.quota, "quota_window": o.quota_window,
                        "quota_reset_s": o.quota_reset_s,
                        "auto_approve": o.auto_approve, "tibber_refresh_returns_new_token": True,
-                       "retry_after": None, "ratelimit_header_case": "canonical"}
+                       "retry_after": None, "ratelimit_header_case": "canonical",
+                       "refresh_ttl": o.refresh_ttl}
         self.stats = Stats()
         self.faults = Faults()
         self.latency_ms = 0
@@ -1679,10 +1905,14 @@ def parse_args(argv):
     p.add_argument("--tado-homes", type=int, default=1)
     p.add_argument("--tado-zones", type=int, default=3)
     p.add_argument("--tado-devices", type=int, default=4)
+    p.add_argument("--tado-x-homes", type=int, default=0)
+    p.add_argument("--tado-x-rooms", type=int, default=3)
     p.add_argument("--tibber-homes", type=int, default=2)
     p.add_argument("--tibber-devices", type=int, default=4)
     p.add_argument("--access-ttl", type=int, default=600)
     p.add_argument("--tibber-access-ttl", type=int, default=3600)
+    p.add_argument("--refresh-ttl", type=int, default=30 * 86400,
+                   help="tado refresh token lifetime from issue (s)")
     p.add_argument("--quota", type=int, default=100)
     p.add_argument("--quota-window", type=int, default=86400)
     # 11:24 UTC: when the reset was observed for one account (tado_ce #246); others differ.

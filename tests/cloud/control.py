@@ -165,12 +165,19 @@ class Cloud:
             body["humidity"] = humidity
         return self.call("POST", "/_control/tado/zone_temperature", body)
 
+    def tado_generation(self, home, generation):
+        return self.call("POST", "/_control/tado/generation",
+                         {"home": home, "generation": generation})
+
     def tado_remove_zone(self, home, zone):
         return self.call("POST", "/_control/tado/remove_zone", {"home": home, "zone": zone})
 
     def tibber_capability(self, device, capability, value):
         return self.call("POST", "/_control/tibber/capability",
                          {"device": device, "capability": capability, "value": value})
+
+    def tibber_online(self, device, online):
+        return self.call("POST", "/_control/tibber/online", {"device": device, "online": online})
 
     def tibber_remove_device(self, device):
         return self.call("POST", "/_control/tibber/remove_device", {"device": device})

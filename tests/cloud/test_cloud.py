@@ -312,13 +312,50 @@ def test_tado_data_is_deterministic_across_instances(tmp_path, cloud):
         other.stop()
 
 
-def test_tado_unknown_home_zone_device_or_path_is_404(cloud):
+def test_tado_unknown_zone_device_or_path_is_404(cloud):
     token = tado_token(cloud)
-    for path in ("/api/v2/homes/9999", "/api/v2/homes/abc/zones", "/api/v2/homes/1001/zones/9/state",
+    for path in ("/api/v2/homes/abc/zones", "/api/v2/homes/1001/zones/9/state",
                  "/api/v2/devices/VA0000000000", "/api/v2/nothing/here"):
         r = api(cloud, path, token)
         assert r.status == 404, path
         assert r.json()["errors"][0]["code"] == "notFound"
+
+
+def test_tado_home_of_another_account_is_403_access_denied(cloud):
+    token = tado_token(cloud)
+    for path in ("/api/v2/homes/9999", "/api/v2/homes/9999/zoneStates",
+                 "/api/v2/homes/9999/devices"):
+        r = api(cloud, path, token)
+        assert r.status == 403, path
+        assert r.headers["Content-Type"] == "application/json;charset=UTF-8"
+        assert r.json() == {"errors": [{"code": "accessDenied", "title":
+                                        "current user is not allowed to access home 9999"}]}
+    r = api(cloud, "/hops/homes/9999/rooms", token)
+    assert r.status == 403 and r.json()["status"] == 403 and r.json()["error"] == "Forbidden"
+
+
+def test_tado_refresh_token_dies_30_days_after_issue_with_tados_body(cloud):
+    assert cloud.control.get_config()["refresh_ttl"] == 30 * 86400
+    params = {"client_id": TADO_CLIENT_ID, "grant_type": "refresh_token"}
+    first = cloud.control.tado_login()
+    cloud.control.advance_clock(29 * 86400)
+    r = form(cloud, "/oauth2/token", {**params, "refresh_token": first["refresh_token"]})
+    assert r.status == 200  # a day to spare: rotated, and the new one lives 30 days again
+    second = r.json()["refresh_token"]
+    cloud.control.advance_clock(30 * 86400 - 1)
+    assert form(cloud, "/oauth2/token", {**params, "refresh_token": second}).status == 200
+    third = cloud.control.tado_login()["refresh_token"]
+    cloud.control.advance_clock(30 * 86400)
+    r = form(cloud, "/oauth2/token", {**params, "refresh_token": third})
+    assert r.status == 400
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json() == {"error": "invalid_grant",
+                        "error_description": "The refresh_token is invalid.",
+                        "error_reason": "refresh_token_not_found"}
+    toks, stats = cloud.control.tokens(), cloud.control.stats()
+    assert third in toks["tado"]["expired_refresh_tokens"]
+    assert third not in toks["live_refresh_tokens"]
+    assert stats["refresh_expired"] == 1 and stats["refresh_reuse"] == 0
 
 
 def test_tado_ratelimit_headers_carry_no_t_until_the_empty_429(cloud):
@@ -387,6 +424,106 @@ def test_tado_zone_temperature_and_remove_zone_change_the_api(cloud):
     assert api(cloud, "/api/v2/homes/1001", token).json()["zonesCount"] == 2
     assert api(cloud, "/api/v2/homes/1001/zones/2/state", token).status == 404
     assert "2" not in api(cloud, "/api/v2/homes/1001/zoneStates", token).json()["zoneStates"]
+
+
+# ------------------------------------------------------------------ tado X (hops)
+
+@pytest.fixture(scope="module")
+def xserver(tmp_path_factory):
+    srv = start_cloud(tmp_path_factory.mktemp("cloudx"), tado_x_homes=1)
+    yield srv
+    assert srv.stop() == 0
+
+
+@pytest.fixture
+def xcloud(xserver):
+    xserver.control.reset()
+    return xserver
+
+
+def test_every_tado_home_says_its_generation_and_x_homes_have_no_zones_on_my_tado(xcloud):
+    token = tado_token(xcloud)
+    me = api(xcloud, "/api/v2/me", token).json()
+    assert me["homes"] == [{"id": 1001, "name": "Home 1"}, {"id": 1002, "name": "Home 2"}]
+    pre, x = (api(xcloud, f"/api/v2/homes/{h}", token).json() for h in (1001, 1002))
+    assert pre["generation"] == "PRE_LINE_X" and pre["zonesCount"] == 3
+    assert x["generation"] == "LINE_X" and x["zonesCount"] == 0
+    for suffix, empty in (("/zones", []), ("/devices", []), ("/zoneStates", {"zoneStates": {}}),
+                          ("/deviceList", {"entries": []})):
+        r = api(xcloud, "/api/v2/homes/1002" + suffix, token)
+        assert r.status == 200 and r.json() == empty, suffix
+    for suffix in ("/state", "/weather", "/mobileDevices"):
+        assert api(xcloud, "/api/v2/homes/1002" + suffix, token).status == 200
+
+
+def test_tado_x_rooms_and_devices_on_hops_in_pytado_shapes(xcloud):
+    token = tado_token(xcloud)
+    data = xcloud.control.data()["tado"]["homes"]["1002"]["hops"]
+    r = api(xcloud, "/hops/homes/1002/rooms", token)
+    rooms = r.json()
+    assert r.status == 200 and rooms == data["rooms"] and [x["id"] for x in rooms] == [1, 2, 3]
+    for room in rooms:
+        assert set(room) == {"id", "name", "sensorDataPoints", "setting", "manualControlTermination",
+                             "boostMode", "heatingPower", "connection", "openWindow",
+                             "nextScheduleChange", "nextTimeBlock", "balanceControl"}
+        assert isinstance(room["sensorDataPoints"]["insideTemperature"]["value"], float)
+        assert isinstance(room["sensorDataPoints"]["humidity"]["percentage"], int)
+        assert isinstance(room["heatingPower"]["percentage"], int)
+        assert room["connection"] == {"state": "CONNECTED"}
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", room["nextTimeBlock"]["start"])
+        one = api(xcloud, f"/hops/homes/1002/rooms/{room['id']}", token)
+        assert one.status == 200 and one.json() == room
+    assert rooms[0]["setting"] == {"power": "ON", "temperature": {"value": 19.5}}
+    assert rooms[1]["manualControlTermination"]["type"] == "NEXT_TIME_BLOCK"
+    assert rooms[2]["setting"] == {"power": "OFF", "temperature": None}
+    assert rooms[2]["openWindow"] == {"activated": True, "expiryInSeconds": 600}
+    rad = api(xcloud, "/hops/homes/1002/roomsAndDevices", token).json()
+    assert rad == data["roomsAndDevices"] and set(rad) == {"rooms", "otherDevices"}
+    assert [(x["roomId"], x["roomName"]) for x in rad["rooms"]] == [
+        (x["id"], x["name"]) for x in rooms]
+    devices = [d for x in rad["rooms"] for d in x["devices"]]
+    assert [d["type"] for d in devices] == ["VA04", "TR04", "VA04", "VA04"]
+    for d in devices:
+        assert {"serialNumber", "type", "firmwareVersion", "connection", "batteryState",
+                "temperatureAsMeasured", "temperatureOffset", "childLockEnabled"} <= set(d)
+        assert re.fullmatch(r"(VA|TR)\d{10}", d["serialNumber"])
+    assert [d["type"] for d in rad["otherDevices"]] == ["IB02"]
+    assert "batteryState" not in rad["otherDevices"][0]
+    assert api(xcloud, "/hops/homes/1002", token).json()["roomCount"] == 3
+
+
+def test_tado_hops_errors_are_spring_bodies_and_calls_count_against_the_quota(xcloud):
+    token = tado_token(xcloud)
+    for path, status in (("/hops/homes/1002/rooms/9", 404), ("/hops/homes/1001/rooms", 404),
+                         ("/hops/homes/4242/roomsAndDevices", 403)):
+        r = api(xcloud, path, token)
+        body = r.json()
+        assert r.status == status and body["status"] == status, path
+        assert body["path"] == path[len("/hops"):]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", body["timestamp"])
+    assert cloud_requests(xcloud, "/hops/") == 3
+    left = [api(xcloud, p, token).headers["RateLimit"] for p in
+            ("/api/v2/me", "/hops/homes/1002/rooms", "/api/v2/me")]
+    r = [int(re.search(r"r=(\d+)", h).group(1)) for h in left]
+    assert r[0] - r[1] == 1 and r[1] - r[2] == 1  # one budget for both hosts
+    assert xcloud.control.request("GET", "/hops/homes/1002/rooms").status == 401
+
+
+def test_tado_zone_temperature_and_remove_zone_work_on_x_rooms(xcloud):
+    token = tado_token(xcloud)
+    xcloud.control.tado_zone_temperature(1002, 1, 23.25, humidity=51)
+    room = api(xcloud, "/hops/homes/1002/rooms/1", token).json()
+    assert room["sensorDataPoints"] == {"insideTemperature": {"value": 23.25},
+                                        "humidity": {"percentage": 51}}
+    xcloud.control.tado_remove_zone(1002, 1)
+    assert [x["id"] for x in api(xcloud, "/hops/homes/1002/rooms", token).json()] == [2, 3]
+    rad = api(xcloud, "/hops/homes/1002/roomsAndDevices", token).json()
+    assert [d["type"] for x in rad["rooms"] for d in x["devices"]] == ["VA04", "VA04"]
+
+
+def cloud_requests(cloud, prefix):
+    return sum(n for k, n in cloud.control.stats()["requests"].items()
+               if k.split(" ", 1)[1].startswith(prefix))
 
 
 # ------------------------------------------------------------------ Tibber login
@@ -546,6 +683,37 @@ def test_tibber_devices_of_ungranted_categories_are_hidden(cloud):
     assert [d["info"]["brand"] for d in listed] == ["Easee"]
     vehicle = "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw"
     assert api(cloud, f"/v1/homes/{home}/devices/{vehicle}", token).status == 404
+
+
+def test_tibber_devices_carry_units_online_and_last_seen_as_the_docs_show(cloud):
+    details = cloud.control.data()["tibber"]["details"]
+    vehicle = details["dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw"]
+    caps = {c["id"]: c for c in vehicle["capabilities"]}
+    assert caps["storage.stateOfCharge"]["unit"] == "%" and caps["range.remaining"]["unit"] == "m"
+    assert "unit" not in caps["connector.status"]  # an enum: tibber.md's example has no unit
+    assert vehicle["attributes"][1] == {"id": "isOnline", "value": True}
+    for d in details.values():
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", d["status"]["lastSeen"])
+        assert [a for a in d["attributes"] if a["id"] == "isOnline"], d["id"]
+        for c in d["capabilities"]:
+            if isinstance(c["value"], (int, float)) and not isinstance(c["value"], bool):
+                assert "unit" in c, c  # every number says what it counts, "" when nothing
+
+
+def test_tibber_device_going_offline_keeps_its_last_seen(cloud):
+    token = cloud.control.tibber_login()["access_token"]
+    home = cloud.control.data()["tibber"]["homes"][0]["id"]
+    vehicle = "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw"
+    url = f"/v1/homes/{home}/devices/{vehicle}"
+    before = api(cloud, url, token).json()
+    cloud.control.tibber_online(vehicle, False)
+    after = api(cloud, url, token).json()
+    assert {"id": "isOnline", "value": False} in after["attributes"]
+    assert after["status"] == before["status"]
+    cloud.control.advance_clock(60)
+    cloud.control.tibber_online(vehicle, True)
+    back = api(cloud, url, token).json()
+    assert back["status"]["lastSeen"] > before["status"]["lastSeen"]
 
 
 def test_tibber_capability_change_and_device_removal(cloud):

@@ -1,6 +1,7 @@
 /* Fuzzes the JSON -> tree mapping of every provider: the fuzzed bytes are the body of
  * every resource, and the walk goes down every path the provider lists from it (plus
- * the fixed names of each level), asking source, list and render of each.
+ * the fixed names of each level), asking source (then source_in, the body standing
+ * for the context a path depends on), list and render of each.
  * Invariants: no crash, every call returns 0 or a negative errno, a listed name is
  * non-empty, an API path starts with '/' and has no dot segment, a rendered file ends
  * in a newline. */
@@ -41,6 +42,24 @@ static void walk(const struct provider *p, json_t *body, const char **comp, size
 	assert(r == 0 || r == -ENOENT);
 	if (r == 0)
 		check_ref(&ref);
+	/* The body as the context the path depends on, as many levels as asked. */
+	for (int depth = 0; r == 0 && ref.context && depth < 3; depth++) {
+		struct resource_ref in = {0};
+		char *note = NULL;
+		int r_in;
+
+		check_ref(ref.context);
+		assert(p->source_in);
+		r_in = p->source_in(&path, body, &in, &note);
+		assert(r_in == 0 || r_in == -ENOENT || r_in == -EIO || r_in == -EPROTONOSUPPORT);
+		assert((r_in == -EPROTONOSUPPORT) == (note != NULL));
+		assert(!note || g_utf8_validate(note, -1, NULL));
+		if (r_in == 0)
+			check_ref(&in);
+		g_free(note);
+		resource_ref_clear(&ref);
+		ref = in;
+	}
 	resource_ref_clear(&ref);
 	if (r < 0)
 		return;

@@ -298,7 +298,8 @@ class Rig:
     def options(self, provider="tado", extra=()):
         """The -o options that point smarthomefs at the emulated cloud."""
         api = {"tado": "/api/v2", "tibber": "/v1"}[provider]
-        return [f"api_url={self.cloud.url}{api}", f"auth_url={self.cloud.url}",
+        hops = [f"hops_url={self.cloud.url}/hops"] if provider == "tado" else []
+        return [f"api_url={self.cloud.url}{api}", *hops, f"auth_url={self.cloud.url}",
                 f"cafile={self.cloud.cafile}", *extra]
 
     def run(self, *args, input=None, options=None, provider="tado", check=True, timeout=60,
@@ -361,6 +362,7 @@ class Rig:
         tokens = self.cloud.control.tokens()
         found = set(tokens.get("live_refresh_tokens", []))
         found |= set(tokens.get("spent_refresh_tokens", []))
+        found |= set(tokens.get("expired_refresh_tokens", []))
         found |= set(tokens.get("access_tokens", []))
         found.add(TIBBER_CLIENT_SECRET)
         return {t for t in found if t}

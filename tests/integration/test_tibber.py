@@ -243,10 +243,10 @@ def test_device_json_is_the_detail_and_one_fetch_feeds_its_values(rig, mounted):
     details = rig.cloud.control.data()["tibber"]["details"]
     device = mounted / "homes" / HOME1 / "devices" / CHARGER
 
-    assert sorted(os.listdir(device)) == ["device.json", "values"]
+    assert sorted(os.listdir(device)) == ["device.json", "units.json", "values"]
     assert json.loads(read(device / "device.json")) == details[CHARGER]
-    assert sorted(os.listdir(device / "values")) == sorted(
-        c["id"] for c in details[CHARGER]["capabilities"])
+    assert os.listdir(device / "values") == [
+        c["id"] for c in details[CHARGER]["capabilities"]] + ["online", "last_seen"]
     assert read(device / "values" / "charging.status") == b"idle\n"
     assert read(device / "values" / "grid.phaseCount") == b"3\n"
     assert read(device / "values" / "cable.locked") == b"false\n"
@@ -278,7 +278,7 @@ def test_every_file_has_its_exact_size_and_jq_reads_every_json_file(rig, mounted
     for dirpath, dirnames, filenames in os.walk(mounted / "homes"):
         files += [os.path.join(dirpath, f) for f in filenames]
     json_files = [f for f in files if f.endswith(".json")]
-    assert len(json_files) == 2 + 9 + 1  # home.json x2, device.json per home's device
+    assert len(json_files) == 2 + 2 * (9 + 1)  # home.json x2, device.json, units.json
     for f in files:
         content = read(f)
         assert os.stat(f).st_size == len(content), f
@@ -290,6 +290,40 @@ def test_every_file_has_its_exact_size_and_jq_reads_every_json_file(rig, mounted
     stats = rig.cloud.control.stats()
     assert detail_calls(stats, SHARED_VEHICLE) == 1
     assert detail_calls(stats) == 9
+
+
+def test_units_sit_beside_the_bare_values_as_the_cloud_gives_them(rig, mounted):
+    details = rig.cloud.control.data()["tibber"]["details"]
+    for device in (SHARED_VEHICLE, CHARGER, BATTERY, THERMOSTAT):
+        ddir = mounted / "homes" / HOME1 / "devices" / device
+        units = json.loads(read(ddir / "units.json"))
+        assert list(units) == os.listdir(ddir / "values")  # every value, in the same order
+        for cap in details[device]["capabilities"]:
+            assert units[cap["id"]] == cap.get("unit", ""), (device, cap["id"])
+    vehicle = mounted / "homes" / HOME1 / "devices" / SHARED_VEHICLE
+    assert read(vehicle / "values" / "range.remaining") == b"356000\n"  # the bare value
+    r = subprocess.run(["jq", "-r", '."range.remaining"', str(vehicle / "units.json")],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout == "m\n"
+    thermostat = json.loads(read(mounted / "homes" / HOME1 / "devices" / THERMOSTAT / "units.json"))
+    assert thermostat["temperature.ambient"] == "°C" and thermostat["heating.active"] == ""
+    assert detail_calls(rig.cloud.control.stats()) == 4  # units.json costs no call
+
+
+def test_online_and_last_seen_are_values_a_monitor_can_watch(rig):
+    m = rig.mount_tibber("ttl=1")
+    values = m / "homes" / HOME1 / "devices" / SHARED_VEHICLE / "values"
+    seen = rig.cloud.control.data()["tibber"]["details"][SHARED_VEHICLE]["status"]["lastSeen"]
+
+    assert read(values / "online") == b"true\n"
+    assert read(values / "last_seen") == f"{seen}\n".encode()
+    rig.cloud.control.tibber_online(SHARED_VEHICLE, False)
+    wait_until(lambda: read(values / "online") == b"false\n", 20, "the device to read offline")
+    assert read(values / "last_seen") == f"{seen}\n".encode()  # when Tibber last heard of it
+    rig.cloud.control.advance_clock(120)
+    rig.cloud.control.tibber_online(SHARED_VEHICLE, True)
+    wait_until(lambda: read(values / "online") == b"true\n", 20, "the device back online")
+    assert read(values / "last_seen").decode() > seen
 
 
 def test_every_request_sends_our_user_agent(rig, mounted):

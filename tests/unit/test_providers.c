@@ -1,5 +1,6 @@
 /* The providers' mappings, from the API bodies in data/ (shaped as the API docs show). */
 #include <errno.h>
+#include <stdarg.h>
 #include <string.h>
 #include <glib.h>
 #include <jansson.h>
@@ -59,6 +60,50 @@ static int source(const struct provider *pr, const char *path, struct resource_r
 
 	return pr->source(&p, ref);
 }
+
+/* source(), then source_in() with each of the NULL-terminated context bodies for as long
+ * as the provider asks for one, as the session does with the bodies it fetches. The
+ * context the provider asked for last goes to @asked ("" when it asked for none). */
+static int resolve(const struct provider *pr, const char *path, struct resource_ref *ref,
+		   char **asked, char **note, ...)
+{
+	g_auto(GStrv) comp = NULL;
+	struct provider_path p = path_of(path, &comp);
+	int r = pr->source(&p, ref);
+	va_list ap;
+
+	*asked = g_strdup("");
+	va_start(ap, note);
+	while (r == 0 && ref->context) {
+		json_t *body = va_arg(ap, json_t *);
+		struct resource_ref *context = g_steal_pointer(&ref->context);
+
+		g_free(*asked);
+		*asked = g_strdup(context->path);
+		resource_ref_clear(context);
+		g_free(context);
+		resource_ref_clear(ref);
+		if (!body)
+			break;
+		r = pr->source_in(&p, body, ref, note);
+	}
+	va_end(ap);
+	return r;
+}
+
+#define assert_resolve(pr, pth, exp_path, exp_key, exp_base, ...)                                  \
+	do {                                                                                       \
+		struct resource_ref ref_ = {0};                                                    \
+		g_autofree char *asked_ = NULL;                                                    \
+		g_autofree char *note_ = NULL;                                                     \
+		g_assert_cmpint(resolve(pr, pth, &ref_, &asked_, &note_, __VA_ARGS__, NULL), ==,   \
+				0);                                                                \
+		g_assert_cmpstr(ref_.path, ==, exp_path);                                          \
+		g_assert_cmpstr(ref_.key, ==, exp_key);                                            \
+		g_assert_cmpint(ref_.base, ==, exp_base);                                          \
+		g_assert_null(note_);                                                              \
+		resource_ref_clear(&ref_);                                                         \
+	} while (0)
 
 #define assert_list(pr, pth, body, expected)                                                       \
 	do {                                                                                       \
@@ -228,6 +273,7 @@ static void test_ids_cannot_escape_their_path_segment(void)
 static void test_tado_paths_map_to_aggregate_endpoints(void)
 {
 	const struct provider *t = provider_find("tado");
+	json_t *zones = fixture("tado-zones.json");
 	struct resource_ref ref;
 
 	assert_source(t, "", NULL, NULL, 0);
@@ -236,23 +282,206 @@ static void test_tado_paths_map_to_aggregate_endpoints(void)
 	assert_source(t, "homes/1001/home.json", "/homes/1001", NULL, 3600);
 	assert_source(t, "homes/1001/state.json", "/homes/1001/state", NULL, 0);
 	assert_source(t, "homes/1001/weather.json", "/homes/1001/weather", NULL, 600);
-	assert_source(t, "homes/1001/zones", "/homes/1001/zones", NULL, 3600);
 	assert_source(t, "homes/1001/zones/1", NULL, NULL, 0);
-	assert_source(t, "homes/1001/zones/1/zone.json", "/homes/1001/zones", NULL, 3600);
-	assert_source(t, "homes/1001/zones/1/state.json", "/homes/1001/zoneStates", NULL, 0);
-	assert_source(t, "homes/1001/zones/1/values", "/homes/1001/zoneStates", NULL, 0);
-	assert_source(t, "homes/1001/zones/1/values/humidity", "/homes/1001/zoneStates", NULL, 0);
-	assert_source(t, "homes/1001/devices", "/homes/1001/devices", NULL, 3600);
-	assert_source(t, "homes/1001/devices/VA1/device.json", "/homes/1001/devices", NULL, 3600);
-	assert_source(t, "homes/1001/devices/VA1/values/battery", "/homes/1001/devices", NULL,
-		      3600);
-	assert_source(t, "homes/../zones", "/homes/%2E%2E/zones", NULL, 3600);
+	assert_source(t, "homes/1001/devices/VA1", NULL, NULL, 0);
+	/* A home with zones on my.tado.com is pre-X: its zone list is all the context. */
+	assert_resolve(t, "homes/1001/zones", "/homes/1001/zones", NULL, API_BASE_MAIN, zones);
+	assert_resolve(t, "homes/1001/zones/1/zone.json", "/homes/1001/zones", NULL, API_BASE_MAIN,
+		       zones);
+	assert_resolve(t, "homes/1001/zones/1/state.json", "/homes/1001/zoneStates", NULL,
+		       API_BASE_MAIN, zones);
+	assert_resolve(t, "homes/1001/zones/1/values", "/homes/1001/zoneStates", NULL,
+		       API_BASE_MAIN, zones);
+	assert_resolve(t, "homes/1001/zones/1/values/humidity", "/homes/1001/zoneStates", NULL,
+		       API_BASE_MAIN, zones);
+	assert_resolve(t, "homes/1001/zones/1/units.json", "/homes/1001/zoneStates", NULL,
+		       API_BASE_MAIN, zones);
+	assert_resolve(t, "homes/1001/devices", "/homes/1001/devices", NULL, API_BASE_MAIN, zones);
+	assert_resolve(t, "homes/1001/devices/VA1/device.json", "/homes/1001/devices", NULL,
+		       API_BASE_MAIN, zones);
+	assert_resolve(t, "homes/1001/devices/VA1/values/battery", "/homes/1001/devices", NULL,
+		       API_BASE_MAIN, zones);
+	assert_resolve(t, "homes/../zones", "/homes/%2E%2E/zones", NULL, API_BASE_MAIN, zones);
 
 	g_assert_cmpint(source(t, "nothing", &ref), ==, -ENOENT);
 	g_assert_cmpint(source(t, "homes/1001/nothing", &ref), ==, -ENOENT);
 	g_assert_cmpint(source(t, "homes/1001/zones/1/values/nothing", &ref), ==, -ENOENT);
 	g_assert_cmpint(source(t, "homes/1001/zones/1/state.json/x", &ref), ==, -ENOENT);
 	g_assert_null(ref.path);
+	json_decref(zones);
+}
+
+static void test_tado_zones_path_asks_for_the_zone_list_then_the_home(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *none = json_array();
+	json_t *pre = json_loads("{\"id\":1001,\"generation\":\"PRE_LINE_X\"}", 0, NULL);
+	json_t *old = json_loads("{\"id\":1001}", 0, NULL);
+	struct resource_ref ref = {0};
+	g_autofree char *asked = NULL;
+	g_autofree char *note = NULL;
+
+	g_assert_cmpint(resolve(t, "homes/1001/zones/1/values", &ref, &asked, &note, NULL), ==, 0);
+	g_assert_cmpstr(asked, ==, "/homes/1001/zones");
+	g_assert_null(ref.path);
+	g_free(asked);
+	g_assert_cmpint(resolve(t, "homes/1001/devices", &ref, &asked, &note, none, NULL), ==, 0);
+	g_assert_cmpstr(asked, ==, "/homes/1001");
+	/* A pre-X home without zones, and a home that does not say its generation. */
+	assert_resolve(t, "homes/1001/devices", "/homes/1001/devices", NULL, API_BASE_MAIN, none,
+		       pre);
+	assert_resolve(t, "homes/1001/zones/2/state.json", "/homes/1001/zoneStates", NULL,
+		       API_BASE_MAIN, none, old);
+	json_decref(none);
+	json_decref(pre);
+	json_decref(old);
+}
+
+static void test_tado_x_home_is_read_from_hops_rooms_and_devices(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *none = json_array();
+	json_t *home = fixture("tado-x-home.json");
+
+	g_assert_cmpstr(t->second_api_url, ==, "https://hops.tado.com");
+	assert_resolve(t, "homes/1002/zones", "/homes/1002/roomsAndDevices",
+		       "hops:/homes/1002/roomsAndDevices", API_BASE_SECOND, none, home);
+	assert_resolve(t, "homes/1002/zones/1/zone.json", "/homes/1002/roomsAndDevices",
+		       "hops:/homes/1002/roomsAndDevices", API_BASE_SECOND, none, home);
+	assert_resolve(t, "homes/1002/zones/1/state.json", "/homes/1002/rooms",
+		       "hops:/homes/1002/rooms", API_BASE_SECOND, none, home);
+	assert_resolve(t, "homes/1002/zones/1/values/link", "/homes/1002/rooms",
+		       "hops:/homes/1002/rooms", API_BASE_SECOND, none, home);
+	assert_resolve(t, "homes/1002/devices/VA1/values/temperature_as_measured",
+		       "/homes/1002/roomsAndDevices", "hops:/homes/1002/roomsAndDevices",
+		       API_BASE_SECOND, none, home);
+	json_decref(none);
+	json_decref(home);
+}
+
+static void test_tado_home_of_an_unknown_generation_says_so(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *none = json_array();
+	json_t *home = json_loads("{\"generation\":\"LINE_Y\\n\"}", 0, NULL);
+	json_t *odd = json_loads("{\"generation\":7}", 0, NULL);
+	struct resource_ref ref = {0};
+	g_autofree char *asked = NULL;
+	g_autofree char *note = NULL;
+
+	g_assert_cmpint(resolve(t, "homes/1003/zones", &ref, &asked, &note, none, home, NULL), ==,
+			-EPROTONOSUPPORT);
+	g_assert_cmpstr(note, ==,
+			"home 1003 is of tado generation \"LINE_Y\\x0a\", which this smarthomefs "
+			"does not know: its zones and devices are not shown");
+	g_assert_null(ref.path);
+	g_clear_pointer(&note, g_free);
+	g_free(asked);
+	g_assert_cmpint(resolve(t, "homes/1003/devices", &ref, &asked, &note, none, odd, NULL), ==,
+			-EPROTONOSUPPORT);
+	g_assert_nonnull(strstr(note, "\"(not a string)\""));
+	json_decref(none);
+	json_decref(home);
+	json_decref(odd);
+}
+
+static void test_tado_x_rooms_are_zones_with_the_pre_x_value_names(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *rooms = fixture("tado-x-rooms.json");
+	json_t *rad = fixture("tado-x-roomsAndDevices.json");
+	int r;
+	g_autofree char *zone = render(t, "homes/1002/zones/2/zone.json", rad, &r);
+	g_autofree char *state = NULL;
+
+	assert_list(t, "homes/1002/zones", rad, "1/ 2/");
+	g_assert_cmpint(r, ==, 0);
+	g_assert_true(g_str_has_prefix(zone, "{\n  \"deviceManualControlTermination\": {"));
+	g_assert_nonnull(strstr(zone, "\"roomName\": \"Bath\""));
+	state = render(t, "homes/1002/zones/1/state.json", rooms, &r);
+	g_assert_cmpint(r, ==, 0);
+	g_assert_true(g_str_has_prefix(state, "{\n  \"id\": 1,\n  \"name\": \"Living\",\n"));
+	assert_list(t, "homes/1002/zones/1/values", rooms,
+		    "inside_temperature humidity heating_power target_temperature power link "
+		    "window_open overlay_active");
+	assert_list(t, "homes/1002/zones/2/values", rooms,
+		    "inside_temperature humidity heating_power power link window_open "
+		    "overlay_active");
+	assert_render(t, "homes/1002/zones/1/values/inside_temperature", rooms, "24.07\n");
+	assert_render(t, "homes/1002/zones/1/values/humidity", rooms, "38\n");
+	assert_render(t, "homes/1002/zones/1/values/heating_power", rooms, "0\n");
+	assert_render(t, "homes/1002/zones/1/values/target_temperature", rooms, "20.0\n");
+	assert_render(t, "homes/1002/zones/1/values/power", rooms, "ON\n");
+	assert_render(t, "homes/1002/zones/1/values/link", rooms, "ONLINE\n");
+	assert_render(t, "homes/1002/zones/2/values/link", rooms, "OFFLINE\n");
+	assert_render(t, "homes/1002/zones/1/values/window_open", rooms, "false\n");
+	assert_render(t, "homes/1002/zones/2/values/window_open", rooms, "true\n");
+	assert_render(t, "homes/1002/zones/1/values/overlay_active", rooms, "true\n");
+	assert_render(t, "homes/1002/zones/2/values/overlay_active", rooms, "false\n");
+	g_free(render(t, "homes/1002/zones/1/values/mode", rooms, &r));
+	g_assert_cmpint(r, ==, -ENOENT); /* tado X has no home/away mode per room */
+	g_free(render(t, "homes/1002/zones/3/state.json", rooms, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	json_decref(rooms);
+	json_decref(rad);
+}
+
+static void test_tado_x_devices_are_the_rooms_and_the_other_devices(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *rad = fixture("tado-x-roomsAndDevices.json");
+	int r;
+	g_autofree char *text = render(t, "homes/1002/devices/IB1234567890/device.json", rad, &r);
+
+	g_assert_cmpint(r, ==, 0);
+	g_assert_true(g_str_has_prefix(text, "{\n  \"connection\": {\n"));
+	assert_list(t, "homes/1002/devices", rad, "VA1234567890/ VA1234567891/ IB1234567890/");
+	assert_list(t, "homes/1002/devices/VA1234567890/values", rad,
+		    "battery connected firmware type temperature_as_measured temperature_offset "
+		    "child_lock");
+	assert_list(t, "homes/1002/devices/IB1234567890/values", rad, "connected firmware type");
+	assert_render(t, "homes/1002/devices/VA1234567890/values/connected", rad, "true\n");
+	assert_render(t, "homes/1002/devices/VA1234567891/values/connected", rad, "false\n");
+	assert_render(t, "homes/1002/devices/VA1234567891/values/battery", rad, "LOW\n");
+	assert_render(t, "homes/1002/devices/VA1234567891/values/temperature_as_measured", rad,
+		      "18.25\n");
+	assert_render(t, "homes/1002/devices/VA1234567890/values/type", rad, "VA04\n");
+	g_free(render(t, "homes/1002/devices/VA9/device.json", rad, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	json_decref(rad);
+}
+
+static void test_tado_units_json_gives_each_value_its_unit(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *states = fixture("tado-zoneStates.json");
+	json_t *rooms = fixture("tado-x-rooms.json");
+	json_t *rad = fixture("tado-x-roomsAndDevices.json");
+	json_t *devices = fixture("tado-devices.json");
+	static const char zone1[] = "{\n"
+				    "  \"inside_temperature\": \"°C\",\n"
+				    "  \"humidity\": \"%\",\n"
+				    "  \"heating_power\": \"%\",\n"
+				    "  \"target_temperature\": \"°C\",\n"
+				    "  \"power\": \"\",\n";
+
+	int r;
+	g_autofree char *pre = render(t, "homes/1001/zones/1/units.json", states, &r);
+	g_autofree char *x = render(t, "homes/1002/zones/1/units.json", rooms, &r);
+
+	g_assert_true(g_str_has_prefix(pre, zone1));
+	g_assert_true(g_str_has_prefix(x, zone1));
+	g_assert_nonnull(strstr(pre, "  \"mode\": \"\",\n"));
+	g_assert_null(strstr(x, "\"mode\""));
+	assert_render(t, "homes/1001/devices/GW0011223344/units.json", devices,
+		      "{\n  \"connected\": \"\",\n  \"firmware\": \"\",\n  \"type\": \"\"\n}\n");
+	g_autofree char *dev = render(t, "homes/1002/devices/VA1234567890/units.json", rad, &r);
+	g_assert_nonnull(strstr(dev, "  \"temperature_as_measured\": \"°C\",\n"));
+	assert_list(t, "homes/1001/zones/1", NULL, "zone.json state.json values/ units.json");
+	json_decref(states);
+	json_decref(rooms);
+	json_decref(rad);
+	json_decref(devices);
 }
 
 static void test_tado_lists_homes_from_me_and_skips_missing_ids(void)
@@ -291,7 +520,7 @@ static void test_tado_zone_files_come_from_zones_and_zone_states(void)
 	g_assert_cmpint(r, ==, 0);
 	g_assert_true(g_str_has_prefix(zone, "{\n  \"id\": 2,\n  \"name\": \"Hot water\",\n"));
 	assert_list(t, "homes/1001/zones", zones, "1/ 2/");
-	assert_list(t, "homes/1001/zones/1", NULL, "zone.json state.json values/");
+	assert_list(t, "homes/1001/zones/1", NULL, "zone.json state.json values/ units.json");
 
 	state = render(t, "homes/1001/zones/1/state.json", states, &r);
 	g_assert_cmpint(r, ==, 0);
@@ -355,7 +584,7 @@ static void test_tado_devices_are_named_by_serial_number(void)
 	g_assert_cmpint(r, ==, 0);
 	g_assert_true(g_str_has_prefix(text, "{\n  \"deviceType\": \"VA01\",\n"));
 	assert_list(t, "homes/1001/devices", devices, "VA1234567890/ GW0011223344/");
-	assert_list(t, "homes/1001/devices/VA1234567890", NULL, "device.json values/");
+	assert_list(t, "homes/1001/devices/VA1234567890", NULL, "device.json values/ units.json");
 	assert_list(t, "homes/1001/devices/VA1234567890/values", devices,
 		    "battery connected firmware type");
 	assert_list(t, "homes/1001/devices/GW0011223344/values", devices,
@@ -387,8 +616,11 @@ static void test_tado_wrong_shapes_are_io_errors(void)
 	g_assert_cmpint(r, ==, -EIO);
 	g_free(list(t, "homes/1/zones/1/values", object, &r));
 	g_assert_cmpint(r, ==, -EIO);
-	g_free(list(t, "homes/1/zones/1/values", array, &r));
+	g_free(list(t, "homes/1/zones/1/values", str, &r));
 	g_assert_cmpint(r, ==, -EIO);
+	/* An array is a tado X home's rooms: one without room 1 has no such zone. */
+	g_free(list(t, "homes/1/zones/1/values", array, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
 	g_free(render(t, "homes/1/zones/1/state.json", str, &r));
 	g_assert_cmpint(r, ==, -EIO);
 	g_free(render(t, "homes/1/home.json", array, &r));
@@ -468,7 +700,7 @@ static void test_tibber_lists_homes_and_devices_wrapped_or_bare(void)
 		    "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw/ ZWFzZWUgY2hhcmdlcjo0NTY/");
 	assert_list(t, "homes/h1/devices", json_object_get(devices, "devices"),
 		    "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw/ ZWFzZWUgY2hhcmdlcjo0NTY/");
-	assert_list(t, "homes/h1/devices/d1", NULL, "device.json values/");
+	assert_list(t, "homes/h1/devices/d1", NULL, "device.json values/ units.json");
 	json_decref(homes);
 	json_decref(devices);
 }
@@ -520,7 +752,7 @@ static void test_tibber_values_are_the_scalar_capabilities_first_id_wins(void)
 
 	assert_list(t, "homes/h1/devices/d1/values", device,
 		    "storage.stateOfCharge range.remaining connector.status charging.status "
-		    "charging.current.max storage.targetStateOfCharge");
+		    "charging.current.max storage.targetStateOfCharge online last_seen");
 	assert_render(t, "homes/h1/devices/d1/values/storage.stateOfCharge", device, "74\n");
 	assert_render(t, "homes/h1/devices/d1/values/range.remaining", device, "356000\n");
 	assert_render(t, "homes/h1/devices/d1/values/connector.status", device, "disconnected\n");
@@ -531,6 +763,71 @@ static void test_tibber_values_are_the_scalar_capabilities_first_id_wins(void)
 	g_free(render(t, "homes/h1/devices/d1/values/vinNumber", device, &r));
 	g_assert_cmpint(r, ==, -ENOENT);
 	json_decref(device);
+}
+
+static void test_tibber_health_is_online_and_last_seen_and_units_say_what_the_api_says(void)
+{
+	const struct provider *t = provider_find("tibber");
+	json_t *device = fixture("tibber-device.json");
+	json_t *bare = json_loads("{\"id\":\"d\",\"capabilities\":[{\"id\":\"online\","
+				  "\"value\":\"yes\",\"unit\":7}],\"attributes\":[{\"id\":"
+				  "\"isOnline\",\"value\":false}]}",
+				  0, NULL);
+	int r;
+
+	assert_render(t, "homes/h1/devices/d1/values/online", device, "true\n");
+	assert_render(t, "homes/h1/devices/d1/values/last_seen", device,
+		      "2026-07-30T06:25:23.770Z\n");
+	assert_render(t, "homes/h1/devices/d1/units.json", device,
+		      "{\n"
+		      "  \"storage.stateOfCharge\": \"%\",\n"
+		      "  \"range.remaining\": \"m\",\n"
+		      "  \"connector.status\": \"\",\n"
+		      "  \"charging.status\": \"\",\n"
+		      "  \"charging.current.max\": \"A\",\n"
+		      "  \"storage.targetStateOfCharge\": \"\",\n"
+		      "  \"online\": \"\",\n"
+		      "  \"last_seen\": \"\"\n"
+		      "}\n");
+	/* A capability named like a health value wins; a unit that is no string is none. */
+	assert_list(t, "homes/h1/devices/d1/values", bare, "online");
+	assert_render(t, "homes/h1/devices/d1/values/online", bare, "yes\n");
+	assert_render(t, "homes/h1/devices/d1/units.json", bare, "{\n  \"online\": \"\"\n}\n");
+	g_free(render(t, "homes/h1/devices/d1/values/last_seen", bare, &r));
+	g_assert_cmpint(r, ==, -ENOENT);
+	json_decref(device);
+	json_decref(bare);
+}
+
+static void test_route_tables_match_ids_and_fixed_names(void)
+{
+	static const struct provider_route routes[] = {
+	    {"", ENTRY_DIR},	  {"a", ENTRY_DIR},
+	    {"a/*", ENTRY_DIR},	  {"a/*/f.json", ENTRY_FILE},
+	    {"a/*/d", ENTRY_DIR}, {"a/*/d/*", ENTRY_FILE},
+	};
+	static const char *const deep[] = {"a", "x", "d", "y"};
+	static const char *const empty_id[] = {"a", ""};
+	static const char *const file[] = {"a", "f.json", "f.json"};
+	const char *ids[PROVIDER_ROUTE_IDS] = {0};
+	g_autoptr(GPtrArray) entries = provider_entries_new();
+
+	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){deep, 4}, ids), ==,
+			5);
+	g_assert_cmpstr(ids[0], ==, "x");
+	g_assert_cmpstr(ids[1], ==, "y");
+	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){deep, 0}, ids), ==,
+			0);
+	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){deep, 3}, ids), ==,
+			4);
+	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){file, 3}, ids), ==,
+			3);
+	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){empty_id, 2}, ids),
+			==, -ENOENT);
+	provider_route_children(routes, 6, 2, entries);
+	g_assert_cmpint(entries->len, ==, 2);
+	g_assert_cmpstr(((struct provider_entry *)entries->pdata[0])->name, ==, "f.json");
+	g_assert_cmpstr(((struct provider_entry *)entries->pdata[1])->name, ==, "d");
 }
 
 static void test_tibber_wrong_shapes_are_io_errors(void)
@@ -599,6 +896,18 @@ int main(int argc, char **argv)
 			test_ids_cannot_escape_their_path_segment);
 	g_test_add_func("/tado/paths_map_to_aggregate_endpoints",
 			test_tado_paths_map_to_aggregate_endpoints);
+	g_test_add_func("/tado/zones_path_asks_for_the_zone_list_then_the_home",
+			test_tado_zones_path_asks_for_the_zone_list_then_the_home);
+	g_test_add_func("/tado/x_home_is_read_from_hops_rooms_and_devices",
+			test_tado_x_home_is_read_from_hops_rooms_and_devices);
+	g_test_add_func("/tado/home_of_an_unknown_generation_says_so",
+			test_tado_home_of_an_unknown_generation_says_so);
+	g_test_add_func("/tado/x_rooms_are_zones_with_the_pre_x_value_names",
+			test_tado_x_rooms_are_zones_with_the_pre_x_value_names);
+	g_test_add_func("/tado/x_devices_are_the_rooms_and_the_other_devices",
+			test_tado_x_devices_are_the_rooms_and_the_other_devices);
+	g_test_add_func("/tado/units_json_gives_each_value_its_unit",
+			test_tado_units_json_gives_each_value_its_unit);
 	g_test_add_func("/tado/lists_homes_from_me_and_skips_missing_ids",
 			test_tado_lists_homes_from_me_and_skips_missing_ids);
 	g_test_add_func("/tado/home_json_is_the_home_pretty_printed",
@@ -625,6 +934,10 @@ int main(int argc, char **argv)
 			test_tibber_device_json_keeps_unknown_keys);
 	g_test_add_func("/tibber/values_are_the_scalar_capabilities_first_id_wins",
 			test_tibber_values_are_the_scalar_capabilities_first_id_wins);
+	g_test_add_func("/tibber/health_is_online_and_last_seen_and_units_say_what_the_api_says",
+			test_tibber_health_is_online_and_last_seen_and_units_say_what_the_api_says);
+	g_test_add_func("/provider/route_tables_match_ids_and_fixed_names",
+			test_route_tables_match_ids_and_fixed_names);
 	g_test_add_func("/tibber/wrong_shapes_are_io_errors",
 			test_tibber_wrong_shapes_are_io_errors);
 	return g_test_run();
