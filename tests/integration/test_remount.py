@@ -151,9 +151,12 @@ def test_restic_sees_only_the_changed_files_after_a_remount_and_nothing_when_not
     for s, before in ((same, first), (unchanged, same)):
         what = restic(rig, repo, "diff", "--metadata", before["snapshot_id"],
                       s["snapshot_id"])
-        assert (s["files_new"], s["files_changed"], s["dirs_new"], s["dirs_changed"]) == \
-            (0, 0, 0, 0), what
+        assert (s["files_new"], s["files_changed"], s["dirs_new"]) == (0, 0, 0), what
+    # restic keeps each node's device number in its trees: a new mount has a new one
+    # (as NFS has), so directories count as changed after a remount unless the kernel
+    # happened to give the same number; within one mount, none does.
         assert s["files_unmodified"] == first["files_new"]
+    assert same["dirs_changed"] == 0
 
     change_zone(rig)
     m = remount(rig, m)
