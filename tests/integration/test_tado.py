@@ -383,3 +383,31 @@ def test_a_refused_refresh_is_logged_once_with_the_command_and_status_fails(rig)
     assert json.loads(read(m / ".smarthomefs/status.json"))["login"]["expired"] is False
     assert rig.run("status", ACCOUNT).returncode == 0
     rig.assert_no_secret_leaked()
+
+
+def test_a_refresh_token_outlived_by_31_days_ends_the_login_with_the_command(rig):
+    """tado's refresh tokens die 30 days after issue (the emulator's clock moves 31 days):
+    the mount refuses reads it cannot serve, says once which command to run, status.json
+    and `smarthomefs status` say the login expired; cached files stay readable."""
+    rig.login_tado(ACCOUNT)
+    m = rig.mount(ACCOUNT)
+    cached = read(m / f"homes/{HOME}/home.json")
+    rig.cloud.control.advance_clock(31 * DAY_S)
+    rig.cloud.control.reset_stats()
+
+    # The stored access token has expired too: the next fetch needs the dead refresh token.
+    rig.cloud.control.expire_tokens()
+    with pytest.raises(OSError) as e:
+        read(m / f"homes/{HOME}/weather.json")
+    assert e.value.errno == errno.EACCES
+    status = json.loads(read(m / ".smarthomefs/status.json"))
+    assert status["login"]["expired"] is True
+    assert rig.cloud.control.stats()["token_requests"].get("refresh_token") == 1
+    log = rig.logs[-1].read_text()
+    said = [l for l in log.splitlines() if "has expired" in l]
+    assert len(said) == 1 and f"smarthomefs login {ACCOUNT}" in said[0], log
+    assert read(m / f"homes/{HOME}/home.json") == cached
+
+    r = rig.run("status", ACCOUNT, check=False)
+    assert r.returncode == 1 and f"smarthomefs login {ACCOUNT}" in r.stderr
+    rig.assert_no_secret_leaked()
