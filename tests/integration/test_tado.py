@@ -347,6 +347,20 @@ def test_status_shows_when_an_unused_login_ends_and_warns_in_its_last_3_days(rig
     rig.assert_no_secret_leaked()
 
 
+def assert_the_login_ended_and_was_said_once(rig, m):
+    """After one refused refresh: status.json and `smarthomefs status` say the login
+    expired, and the mount's log said once which command to run."""
+    status = json.loads(read(m / ".smarthomefs/status.json"))
+    assert status["login"]["expired"] is True
+    assert rig.cloud.control.stats()["token_requests"].get("refresh_token") == 1
+    log = rig.logs[-1].read_text()
+    said = [l for l in log.splitlines() if "has expired" in l]
+    assert len(said) == 1 and f"smarthomefs login {ACCOUNT}" in said[0], log
+    r = rig.run("status", ACCOUNT, check=False)
+    assert r.returncode == 1
+    assert "expired" in r.stdout and f"smarthomefs login {ACCOUNT}" in r.stderr
+
+
 def test_a_refused_refresh_is_logged_once_with_the_command_and_status_fails(rig):
     rig.login_tado(ACCOUNT)
     m = rig.mount(ACCOUNT)
@@ -358,16 +372,7 @@ def test_a_refused_refresh_is_logged_once_with_the_command_and_status_fails(rig)
     for name in ("weather.json", "state.json", "weather.json"):
         with pytest.raises(OSError):
             read(m / f"homes/{HOME}/{name}")
-    status = json.loads(read(m / ".smarthomefs/status.json"))
-    assert status["login"]["expired"] is True
-    assert rig.cloud.control.stats()["token_requests"].get("refresh_token") == 1
-    log = rig.logs[-1].read_text()
-    said = [l for l in log.splitlines() if "has expired" in l]
-    assert len(said) == 1 and f"smarthomefs login {ACCOUNT}" in said[0], log
-
-    r = rig.run("status", ACCOUNT, check=False)
-    assert r.returncode == 1
-    assert "expired" in r.stdout and f"smarthomefs login {ACCOUNT}" in r.stderr
+    assert_the_login_ended_and_was_said_once(rig, m)
 
     # Logging in again brings the mount back without a remount.
     rig.login_tado(ACCOUNT)
@@ -400,14 +405,6 @@ def test_a_refresh_token_outlived_by_31_days_ends_the_login_with_the_command(rig
     with pytest.raises(OSError) as e:
         read(m / f"homes/{HOME}/weather.json")
     assert e.value.errno == errno.EACCES
-    status = json.loads(read(m / ".smarthomefs/status.json"))
-    assert status["login"]["expired"] is True
-    assert rig.cloud.control.stats()["token_requests"].get("refresh_token") == 1
-    log = rig.logs[-1].read_text()
-    said = [l for l in log.splitlines() if "has expired" in l]
-    assert len(said) == 1 and f"smarthomefs login {ACCOUNT}" in said[0], log
+    assert_the_login_ended_and_was_said_once(rig, m)
     assert read(m / f"homes/{HOME}/home.json") == cached
-
-    r = rig.run("status", ACCOUNT, check=False)
-    assert r.returncode == 1 and f"smarthomefs login {ACCOUNT}" in r.stderr
     rig.assert_no_secret_leaked()
