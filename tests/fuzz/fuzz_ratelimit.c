@@ -28,8 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int r = ratelimit_parse(ratelimit, policy, &rl);
 	assert(r == 0 || r == -EINVAL);
 	if (r == 0) {
-		assert(rl.quota >= -1 && rl.window >= -1 && rl.remaining >= -1 &&
-		       rl.reset_in >= -1);
+		assert(rl.quota >= -1 && rl.window_s >= -1 && rl.remaining >= -1 &&
+		       rl.reset_in_s >= -1);
 	}
 	r = ratelimit_parse(ratelimit, NULL, &rl);
 	assert(r == 0 || r == -EINVAL);
