@@ -8,6 +8,7 @@
 #include <glib/gstdio.h>
 
 #include "keyring.h"
+#include "tmp_tree.h"
 
 struct fixture {
 	char *dir;
@@ -23,24 +24,9 @@ static void fixture_setup(struct fixture *f)
 	f->tokens = g_build_filename(f->dir, "tokens", NULL);
 }
 
-static void remove_tree(const char *path)
-{
-	g_autoptr(GDir) d = g_dir_open(path, 0, NULL);
-	const char *name;
-	while (d && (name = g_dir_read_name(d))) {
-		g_autofree char *child = g_build_filename(path, name, NULL);
-		if (g_file_test(child, G_FILE_TEST_IS_DIR) &&
-		    !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
-			remove_tree(child);
-		else
-			g_unlink(child);
-	}
-	g_rmdir(path);
-}
-
 static void fixture_teardown(struct fixture *f)
 {
-	remove_tree(f->dir);
+	tmp_tree_remove(f->dir);
 	token_store_clear(&f->store);
 	g_free(f->tokens);
 	g_free(f->dir);

@@ -8,6 +8,7 @@
 #include <glib/gstdio.h>
 
 #include "trust.h"
+#include "tmp_tree.h"
 
 #define NOBODY 65534 /* another user */
 
@@ -17,21 +18,6 @@ static char *tmp_dir(void)
 	g_assert_nonnull(d);
 	g_assert_cmpint(chmod(d, 0700), ==, 0);
 	return d;
-}
-
-static void remove_tree(const char *path)
-{
-	g_autoptr(GDir) d = g_dir_open(path, 0, NULL);
-	const char *name;
-	while (d && (name = g_dir_read_name(d))) {
-		g_autofree char *child = g_build_filename(path, name, NULL);
-		if (g_file_test(child, G_FILE_TEST_IS_DIR) &&
-		    !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
-			remove_tree(child);
-		else
-			g_unlink(child);
-	}
-	g_rmdir(path);
 }
 
 static int private_dir(const char *path)
@@ -51,7 +37,7 @@ static void test_a_new_directory_is_made_private_with_its_parents(void)
 	g_assert_cmpint(stat(dir, &st), ==, 0);
 	g_assert_cmpint(st.st_mode & 07777, ==, 0700);
 	g_assert_cmpint(private_dir(dir), ==, 0); /* and again, as it is */
-	remove_tree(top);
+	tmp_tree_remove(top);
 }
 
 static void test_a_directory_others_own_or_may_write_is_refused(void)
@@ -77,7 +63,7 @@ static void test_a_directory_others_own_or_may_write_is_refused(void)
 	g_autofree char *link = g_build_filename(top, "link", NULL);
 	g_assert_cmpint(symlink(dir, link), ==, 0);
 	g_assert_cmpint(private_dir(link), ==, -ENOTDIR);
-	remove_tree(top);
+	tmp_tree_remove(top);
 }
 
 static void test_a_directory_above_that_others_may_write_is_refused_unless_sticky(void)
@@ -94,7 +80,7 @@ static void test_a_directory_above_that_others_may_write_is_refused_unless_stick
 	g_assert_nonnull(strstr(err->message, shared));
 	g_assert_cmpint(chmod(shared, 01777), ==, 0);
 	g_assert_cmpint(private_dir(dir), ==, 0);
-	remove_tree(top);
+	tmp_tree_remove(top);
 }
 
 static void test_a_file_of_ours_must_be_a_regular_file_of_ours_and_no_link(void)
@@ -128,7 +114,7 @@ static void test_a_file_of_ours_must_be_a_regular_file_of_ours_and_no_link(void)
 	g_autofree char *missing = g_build_filename(top, "none.json", NULL);
 	g_assert_cmpint(trust_open_private(missing, O_RDONLY, 0, &err), ==, -ENOENT);
 	g_assert_no_error(err);
-	remove_tree(top);
+	tmp_tree_remove(top);
 }
 
 static void test_a_file_we_only_read_may_be_roots_or_a_link_but_not_a_device(void)
@@ -145,7 +131,7 @@ static void test_a_file_we_only_read_may_be_roots_or_a_link_but_not_a_device(voi
 	g_clear_error(&err);
 	g_assert_cmpint(chown(ca, NOBODY, NOBODY), ==, 0);
 	g_assert_cmpint(trust_check_readable(ca, &err), ==, -EPERM);
-	remove_tree(top);
+	tmp_tree_remove(top);
 }
 
 int main(int argc, char **argv)
