@@ -401,6 +401,10 @@ static int op_readdir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size
 			 * had at the open. */
 			if (child && !d->is_dir && child->internal)
 				child = NULL;
+			/* A period of history not fetched yet is shown without its
+			 * attributes: listing its directory costs no call. */
+			if (child && !d->is_dir && fs_core_costly(fs->core, child))
+				child = NULL;
 			r = child ? fs_fill_entry(fs, child, may_fetch, &e) : 0;
 			if (r == -EINPROGRESS)
 				break; /* the fetch pool answers all of it */

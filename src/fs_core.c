@@ -161,6 +161,8 @@ void node_path_init(struct fs_core *c, struct node *node, struct node_path *np)
 	np->comp = tree_raw_path(c->tree, node, &n);
 	np->pp.comp = (const char *const *)np->comp;
 	np->pp.n = n;
+	np->pp.now_s = session_now_s(c->session);
+	np->pp.history_from_s = session_history_from_s(c->session, np->pp.now_s);
 }
 
 void node_path_clear(struct node_path *np)
@@ -252,7 +254,7 @@ static void forget_gone(struct fs_core *c, struct node *node)
 		if (p->list(&np.pp, NULL, files) == 0) {
 			for (guint k = 0; k < files->len; k++) {
 				struct provider_entry *f = files->pdata[k];
-				struct provider_path fp = {cc, np.pp.n + 1};
+				struct provider_path fp = {.comp = cc, .n = np.pp.n + 1};
 				struct resource_ref fref = {0};
 				cc[np.pp.n] = f->name;
 				if (p->source(&fp, &fref) == 0)
@@ -265,6 +267,19 @@ static void forget_gone(struct fs_core *c, struct node *node)
 	}
 	resource_ref_clear(&ref);
 	node_path_clear(&np);
+}
+
+/* What a listing made from @res for @ref is of: the body's generation, and the epoch the
+ * provider says it also depends on (history's day). Never 0 nor 1 (a static listing). */
+static uint64_t listing_gen(const struct resource *res, const struct resource_ref *ref)
+{
+	uint64_t gen = res->gen;
+
+	if (!ref->list_epoch)
+		return gen;
+	gen = fnv1a_64(FNV1A_64_OFFSET, &gen, sizeof(gen));
+	gen = fnv1a_64(gen, &ref->list_epoch, sizeof(ref->list_epoch));
+	return gen > 1 ? gen : gen + 2;
 }
 
 /* Brings @dir's children up to date with its resource, which goes to @listing when it
@@ -304,7 +319,7 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 	r = core_get(c, &ref, &res, may_fetch);
 	if (r < 0)
 		goto out;
-	if (res.gen != listed) {
+	if (listing_gen(&res, &ref) != listed) {
 		json_t *body = resource_json(&res);
 		r = body ? p->list(&np.pp, body, entries) : -EIO;
 		json_decref(body);
@@ -317,7 +332,8 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		}
 		if (r == 0) {
 			g_autoptr(GPtrArray) gone = g_ptr_array_new();
-			tree_set_children_gone(c->tree, dir, entries, res.gen, gone);
+			tree_set_children_gone(c->tree, dir, entries, listing_gen(&res, &ref),
+					       gone);
 			for (guint i = 0; i < gone->len; i++)
 				forget_gone(c, gone->pdata[i]);
 			dir_settle(c, dir, entries, !listed, res.changed_at_us);
@@ -398,7 +414,7 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
  * at @changed_at_wall_us); true when they differ from what was seen before (and then the
  * kernel's copy is on its way out). */
 static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uint64_t gen,
-			 gint64 changed_at_wall_us)
+			 gint64 changed_at_wall_us, bool immutable)
 {
 	uint64_t hash = bytes_hash(data);
 	bool changed;
@@ -412,7 +428,11 @@ static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uin
 		return false;
 	}
 	changed = node->memo.gen && node->memo.hash != hash;
-	if (!node->memo.gen || changed)
+	/* An immutable resource's time is its files' mtime, known without a fetch and the
+	 * same on every mount (a finished period's end): no remembered time applies. */
+	if (immutable)
+		node->mtime_wall_us = changed_at_wall_us;
+	else if (!node->memo.gen || changed)
 		node->mtime_wall_us = stamps_settle(
 		    c->stamps, node->ino, hash, g_bytes_get_size(data), changed_at_wall_us,
 		    changed ? G_MAXINT64 : first_seen_wall_us(c, node));
@@ -501,7 +521,8 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, bool m
 			GBytes *data = NULL;
 			r = render_from(c, node, &res, &data);
 			if (r == 0) {
-				note_content(c, node, data, res.gen, res.changed_at_us);
+				note_content(c, node, data, res.gen, res.changed_at_us,
+					     res.immutable);
 				g_bytes_unref(data);
 			}
 		}
@@ -532,9 +553,26 @@ int fs_core_read(struct fs_core *c, struct node *node, bool may_fetch, GBytes **
 	if (r == 0)
 		r = render_from(c, node, &res, ret_bytes);
 	if (r == 0)
-		note_content(c, node, *ret_bytes, res.gen, res.changed_at_us);
+		note_content(c, node, *ret_bytes, res.gen, res.changed_at_us, res.immutable);
 	resource_clear(&res);
 	return r;
+}
+
+bool fs_core_costly(struct fs_core *c, struct node *node)
+{
+	struct resource_ref ref = {0};
+	struct node_path np = {0};
+	struct resource res = {0};
+	bool costly = false;
+
+	node_path_init(c, node, &np);
+	if (session_source(c->session, &np.pp, &ref, true) == 0 &&
+	    (ref.paged || ref.immutable_at_s))
+		costly = session_get_cached(c->session, &ref, &res) < 0;
+	resource_clear(&res);
+	resource_ref_clear(&ref);
+	node_path_clear(&np);
+	return costly;
 }
 
 bool fs_core_is_told(struct fs_core *c, struct node *node, uint64_t gen)

@@ -29,11 +29,20 @@ char *session_cache_dir(struct session *s);
  * real one. Set before any read. */
 void session_set_wall_clock(struct session *s, gint64 (*wall_clock_us)(void));
 
+/* Now on the cloud's clock, unix seconds: the wall clock corrected by what the cloud's
+ * answers said of theirs (their Date header), so that "today" is the cloud's today even
+ * on a machine whose clock is off (and the emulator's clock in tests). */
+gint64 session_now_s(struct session *s);
+/* The oldest instant history listings reach at @now (history_days=; G_MAXINT64: none). */
+gint64 session_history_from_s(struct session *s, gint64 now);
+
 struct resource {
 	GBytes *bytes; /* the body as the API sent it; a reference (resource_clear) */
 	uint64_t gen;
 	gint64 changed_at_us; /* unix (wall clock) */
 	bool stale;
+	bool immutable;		 /* final (resource_ref.immutable_at_s passed): it never
+				  * changes, and changed_at_us is that time */
 	double fresh_for_s;	 /* how long from now the body stays fresh: how long the kernel
 				  * may cache what is made of it (a stale copy: 1 s) */
 	struct session *session; /* whose parsed bodies resource_json shares; NULL: none */

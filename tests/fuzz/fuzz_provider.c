@@ -35,7 +35,7 @@ static void check_ref(const struct resource_ref *ref)
 
 static void walk(const struct provider *p, json_t *body, const char **comp, size_t n)
 {
-	struct provider_path path = {comp, n};
+	struct provider_path path = {.comp = comp, .n = n};
 	struct resource_ref ref = {0};
 	int r = p->source(&path, &ref);
 

@@ -22,7 +22,7 @@ static json_t *fixture(const char *name)
 static struct provider_path path_of(const char *s, char ***keep)
 {
 	*keep = *s ? g_strsplit(s, "/", -1) : g_new0(char *, 1);
-	return (struct provider_path){(const char *const *)*keep, g_strv_length(*keep)};
+	return (struct provider_path){.comp = (const char *const *)*keep, .n = g_strv_length(*keep)};
 }
 
 /* The names listed for @path from @body, joined by " " ("/" after a directory). */
@@ -672,7 +672,7 @@ static void test_tibber_ids_never_change_the_api_path(void)
 {
 	const struct provider *t = provider_find("tibber");
 	static const char *const comp[] = {"homes", "h1", "devices", "a/../b", "device.json"};
-	struct provider_path p = {comp, G_N_ELEMENTS(comp)};
+	struct provider_path p = {.comp = comp, .n = G_N_ELEMENTS(comp)};
 	struct resource_ref ref;
 
 	assert_source(t, "homes/../devices", "/homes/%2E%2E/devices", NULL, 3600);
@@ -812,17 +812,17 @@ static void test_route_tables_match_ids_and_fixed_names(void)
 	const char *ids[PROVIDER_ROUTE_IDS] = {0};
 	g_autoptr(GPtrArray) entries = provider_entries_new();
 
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){deep, 4}, ids), ==,
+	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 4}, ids), ==,
 			5);
 	g_assert_cmpstr(ids[0], ==, "x");
 	g_assert_cmpstr(ids[1], ==, "y");
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){deep, 0}, ids), ==,
+	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 0}, ids), ==,
 			0);
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){deep, 3}, ids), ==,
+	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 3}, ids), ==,
 			4);
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){file, 3}, ids), ==,
+	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){.comp = file, .n = 3}, ids), ==,
 			3);
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){empty_id, 2}, ids),
+	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){.comp = empty_id, .n = 2}, ids),
 			==, -ENOENT);
 	provider_route_children(routes, 6, 2, entries);
 	g_assert_cmpint(entries->len, ==, 2);
