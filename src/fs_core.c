@@ -223,15 +223,17 @@ static int core_get(struct fs_core *c, const struct resource_ref *ref, struct re
 }
 
 /* Drops the cached copy of @ref (memory and disk) when it is @node's own: a resource
- * whose API path names @node's id. Others (a home's zoneStates, made into the state.json
- * of every zone) are shared with the nodes still listed. */
+ * whose API path names @node's id, or a period of history. Others (a home's zoneStates, made into
+ * the state.json of every zone) are shared with the nodes still listed. */
 static void forget_if_own(struct fs_core *c, struct node *node, struct resource_ref *ref)
 {
 	g_autofree char *segment = provider_path_segment(tree_node_raw(node));
 	g_autofree char *inner = segment ? g_strconcat("/", segment, "/", NULL) : NULL;
 	g_autofree char *last = segment ? g_strconcat("/", segment, NULL) : NULL;
 
-	if (ref->path && segment && (strstr(ref->path, inner) || g_str_has_suffix(ref->path, last)))
+	/* A period of history (immutable) is always its file's own. */
+	if (ref->path && (ref->immutable_at_s || (segment && (strstr(ref->path, inner) ||
+							      g_str_has_suffix(ref->path, last)))))
 		session_forget(c->session, ref);
 	resource_ref_clear(ref);
 }

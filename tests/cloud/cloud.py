@@ -13,6 +13,8 @@ Python standard library only. See README.md for the options and control API.
 
 import argparse
 import base64
+import datetime
+import email.utils
 import hashlib
 import hmac
 import html
@@ -278,6 +280,7 @@ class Stats:
         self.connections = 0  # TLS connections that carried a cloud request
         self.tls_resumed = 0  # of which resumed an earlier TLS session
         self.too_many = {}    # 429 answers by the tado quota window's start ("other": not tado)
+        self.history = []     # Tibber history calls: device, resolution, since, until, points
 
     def request(self, req):
         key = f"{req.method} {req.path}"
@@ -290,6 +293,10 @@ class Stats:
     def rate_limited(self, window_start):
         key = window_start or "other"
         self.too_many[key] = self.too_many.get(key, 0) + 1
+
+    def history_call(self, device, resolution, since, until, points):
+        self.history.append({"device": device, "resolution": resolution, "since": since,
+                             "until": until, "points": points})
 
     def status(self, status):
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
@@ -308,7 +315,8 @@ class Stats:
                 "requests_without_user_agent": self.requests_without_user_agent,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
                 "connections": self.connections, "tls_resumed": self.tls_resumed,
-                "too_many_requests_by_window": self.too_many}
+                "too_many_requests_by_window": self.too_many,
+                "tibber_history_calls": self.history}
 
 
 # ---------------------------------------------------------------- tado
@@ -1034,6 +1042,7 @@ class Tibber:
             ("GET", "/v1/homes", self.api_homes),
             ("GET", "/v1/homes/{home}/devices", self.api_devices),
             ("GET", "/v1/homes/{home}/devices/{device}", self.api_device),
+            ("GET", "/v1/homes/{home}/devices/{device}/history", self.api_history),
         ])
 
     # ---- dataset
@@ -1085,7 +1094,8 @@ class Tibber:
         info = dict(zip(("name", "brand", "model"), info))
         odd = (n + di) % 2 == 1
         detail = {"id": did, "externalId": ext, "info": info,
-                  "supportedHistory": {"resolutions": [] if kind == "vehicle" else ["hour", "day"]},
+                  "supportedHistory": {"resolutions": list(HISTORY_RESOLUTIONS.get(kind, ())),
+                                       "maxRetentionDays": HISTORY_RETENTION_DAYS},
                   "status": {"lastSeen": seen}}
         if kind == "vehicle":
             detail["attributes"] = [{"id": "vinNumber", "value": ext.split(":")[-1]},
@@ -1297,6 +1307,7 @@ class Tibber:
     # ---- API (/v1)
 
     def handle_api(self, req):
+        self.request = req  # the history call reads its query and host
         if not req.user_agent:
             return problem(400, "Bad Request", "A User-Agent header is required.")
         tok = self.tokens.check_access(req.bearer)
@@ -1327,6 +1338,48 @@ class Tibber:
         if device not in self.visible(home, scopes):
             return problem(404, "Not Found", "Device not found.")
         return json_response(200, self.details[device], TIBBER_JSON)
+
+    def api_history(self, scopes, home, device):
+        """A page of a device's history (docs/devices/device-history): the window is
+        clamped to the retention and to now, since and until lose their minutes' seconds,
+        a page holds at most the category's page size of points, and the next (forward,
+        with since) or prev (backward, with until only) link names the rest."""
+        req = self.request
+        if device not in self.visible(home, scopes):
+            return problem(404, "Not Found", "Device not found.")
+        q = req.query
+        res = q.get("resolution")
+        detail = self.details[device]
+        if res not in detail["supportedHistory"]["resolutions"]:
+            return problem(400, "Bad Request",
+                           f"Resolution {res!r} is not supported by this device.")
+        try:
+            since = parse_time(q["since"]) if "since" in q else None
+            until = parse_time(q["until"]) if "until" in q else None
+        except ValueError:
+            return problem(400, "Bad Request", "since and until must be ISO 8601 date-times.")
+        now_s = now()
+        oldest = now_s - detail["supportedHistory"]["maxRetentionDays"] * 86400
+        start = max(since if since is not None else (until or now_s) - 86400, oldest)
+        end = min(until if until is not None else now_s, now_s)
+        points = [pt for pt in history_points(res, start, end)]
+        size = self.world.config["tibber_history_page_size"] or HISTORY_PAGE_SIZE[self.kind[device]]
+        forward = since is not None or until is None
+        page = points[:size] if forward else points[-size:]
+        more = len(points) > len(page)
+        base = f"{req.base}{req.path}"
+        nxt = prv = None
+        if more and forward:
+            nxt = add_query(base, {"resolution": res, "since": iso_z(page[-1][1]),
+                                   **({"until": q["until"]} if until is not None else {})})
+        elif more:
+            prv = add_query(base, {"resolution": res, "until": iso_z(page[0][0])})
+        self.world.stats.history_call(device, res, q.get("since"), q.get("until"), len(page))
+        return json_response(200, {
+            "query": {"effectiveStart": iso(start), "effectiveEnd": iso(end), "resolution": res},
+            "data": [{"from": iso(a), "to": iso(b), "metrics": history_metrics(device, self.kind[device], res, a, b)}
+                     for a, b in page],
+            "next": nxt, "prev": prv}, TIBBER_JSON)
 
     # ---- control helpers
 
@@ -1360,6 +1413,80 @@ class Tibber:
             if device in ids:
                 ids.remove(device)
         return True
+
+
+# ---------------------------------------------------------------- Tibber history
+
+# What each category's devices offer in the emulated world (a vehicle: no history, as the
+# tibber.md example); one retention for all (the docs put maxRetentionDays beside the
+# resolutions in supportedHistory; UNCONFIRMED where exactly).
+HISTORY_RESOLUTIONS = {"charger": ("hour", "day", "month"),
+                       "battery": ("quarterHour", "hour", "day"),
+                       "thermostat": ("hour", "day")}
+HISTORY_RETENTION_DAYS = 90
+# Points a page holds at most, by category ("n might differ by device category or
+# integration"): small enough that a day of hours takes several pages.
+HISTORY_PAGE_SIZE = {"charger": 10, "battery": 40, "thermostat": 7, "vehicle": 10}
+HISTORY_METRICS = {"charger": ("energyCharged",),
+                   "battery": ("energyCharged", "energyDischarged", "stateOfCharge"),
+                   "thermostat": ("indoorTemperature", "energyConsumed"),
+                   "vehicle": ("energyCharged", "stateOfCharge")}
+
+
+def parse_time(text):
+    """ISO 8601 with a zone -> unix seconds, minutes' seconds and milliseconds cut (the
+    API truncates every time it is sent)."""
+    t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        raise ValueError("no time zone")
+    return int(t.timestamp()) // 60 * 60
+
+
+def iso_z(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def history_bounds(res, t):
+    """The interval of @res that holds @t: (from, to) in unix seconds, UTC."""
+    if res in ("quarterHour", "hour"):
+        step = 900 if res == "quarterHour" else 3600
+        a = int(t) // step * step
+        return a, a + step
+    d = datetime.datetime.fromtimestamp(int(t), datetime.timezone.utc)
+    if res == "day":
+        a = d.replace(hour=0, minute=0, second=0, microsecond=0)
+        b = a + datetime.timedelta(days=1)
+    else:
+        a = d.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        b = a.replace(year=a.year + 1, month=1) if a.month == 12 else a.replace(month=a.month + 1)
+    return int(a.timestamp()), int(b.timestamp())
+
+
+def history_points(res, start, end):
+    """The finished intervals of @res inside [start, end], oldest first."""
+    out = []
+    a, b = history_bounds(res, start)
+    if a < start:
+        a, b = history_bounds(res, b)
+    while b <= end:
+        out.append((a, b))
+        a, b = history_bounds(res, b)
+    return out
+
+
+def history_metrics(device, kind, res, a, b):
+    """Made-up values, the same for the same interval on every call."""
+    hours = (b - a) / 3600
+    out = {}
+    for name in HISTORY_METRICS[kind]:
+        h = int(hashlib.sha256(f"{device}/{res}/{a}/{name}".encode()).hexdigest()[:8], 16)
+        if name == "stateOfCharge":
+            out[name] = round(h % 1000 / 10, 1)
+        elif name == "indoorTemperature":
+            out[name] = round(18 + h % 60 / 10, 1)
+        else:
+            out[name] = round(h % 3000 / 1000 * hours, 3)
+    return out
 
 
 # ---------------------------------------------------------------- faults
@@ -1691,7 +1818,7 @@ class World:
                        "quota_reset_s": o.quota_reset_s,
                        "auto_approve": o.auto_approve, "tibber_refresh_returns_new_token": True,
                        "retry_after": None, "ratelimit_header_case": "canonical",
-                       "refresh_ttl": o.refresh_ttl}
+                       "refresh_ttl": o.refresh_ttl, "tibber_history_page_size": 0}
         self.stats = Stats()
         self.faults = Faults()
         self.latency_ms = 0
@@ -1755,6 +1882,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def version_string(self):
         return self.server_version
+
+    def date_time_string(self, timestamp=None):
+        """Date tells the emulator's clock, as a cloud's tells its own."""
+        return email.utils.formatdate(now() if timestamp is None else timestamp, usegmt=True)
 
     def do_GET(self):
         self.dispatch()

@@ -1,5 +1,7 @@
 """Tests of the emulated cloud itself (run: /usr/bin/python3 -m pytest -q tests/cloud)."""
 
+import datetime
+import email.utils
 import http.client
 import json
 import os
@@ -648,6 +650,68 @@ def test_tibber_api_serves_homes_devices_and_details_with_shared_vehicle(cloud):
     assert any("°C" == c.get("unit") for c in caps)
     assert any("firmware" in d for d in details)
     assert any("status" in a for d in details for a in d["attributes"])
+
+
+def history_pages(cloud, token, path, **query):
+    """Follows the next links from @path with @query; -> the pages."""
+    pages = [api(cloud, path + "?" + urllib.parse.urlencode(query), token).json()]
+    while pages[-1]["next"]:
+        link = urllib.parse.urlsplit(pages[-1]["next"])
+        assert f"https://{link.netloc}" == cloud.url
+        pages.append(api(cloud, f"{link.path}?{link.query}", token).json())
+    return pages
+
+
+def test_tibber_history_pages_follow_next_cover_the_window_and_clamp_to_retention(cloud):
+    token = cloud.control.tibber_login()["access_token"]
+    data = cloud.control.data()["tibber"]
+    home = data["homes"][0]["id"]
+    charger = next(d for d in data["details"].values() if d["info"]["brand"] == "Easee")
+    assert charger["supportedHistory"] == {"resolutions": ["hour", "day", "month"],
+                                           "maxRetentionDays": 90}
+    path = f"/v1/homes/{home}/devices/{charger['id']}/history"
+    now = cloud.control.clock()["now_s"]
+    day = int(now) // 86400 * 86400 - 86400  # yesterday, whole
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day))
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day + 86400))
+    cloud.control.reset_stats()
+    pages = history_pages(cloud, token, path, resolution="hour", since=since, until=until)
+    points = [p for page in pages for p in page["data"]]
+    assert len(pages) == 3 and all(len(p["data"]) <= 10 for p in pages)  # 24 points
+    assert [p["from"] for p in points] == [
+        time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(day + 3600 * i)) for i in range(24)]
+    assert all(a["to"] == b["from"] for a, b in zip(points, points[1:]))
+    assert set(points[0]["metrics"]) == {"energyCharged"}
+    assert pages[0]["query"]["resolution"] == "hour" and pages[-1]["next"] is None
+    calls = cloud.control.stats()["tibber_history_calls"]
+    assert len(calls) == 3 and [c["points"] for c in calls] == [10, 10, 4]
+    # The same window again: the same points (history is immutable).
+    again = history_pages(cloud, token, path, resolution="hour", since=since, until=until)
+    assert [p for page in again for p in page["data"]] == points
+    # Seconds are cut, and a window older than the retention is clamped to it.
+    page = api(cloud, path + "?resolution=day&since=2000-01-01T00:00:59Z", token).json()
+    start = page["query"]["effectiveStart"]
+    assert abs(iso_s(start) - (now - 90 * 86400)) < 60
+    assert all(iso_s(p["from"]) >= iso_s(start) for p in page["data"])
+    # Backward, with until only: prev links.
+    back = api(cloud, path + "?resolution=hour&until=" + until, token).json()
+    assert back["next"] is None and back["prev"] and back["data"][-1]["to"].startswith(until[:19])
+    for bad in ("resolution=quarterHour", "resolution=hour&since=yesterday"):
+        assert api(cloud, f"{path}?{bad}", token).status == 400
+    vehicle = "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw"
+    r = api(cloud, f"/v1/homes/{home}/devices/{vehicle}/history?resolution=hour", token)
+    assert r.status == 400
+
+
+def test_the_date_header_tells_the_emulators_clock(cloud):
+    cloud.control.advance_clock(3 * 86400)
+    r = cloud.control.request("GET", "/v1/homes", headers=UA)
+    date = email.utils.parsedate_to_datetime(r.headers["Date"]).timestamp()
+    assert abs(date - cloud.control.clock()["now_s"]) < 2
+
+
+def iso_s(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def test_tibber_api_errors_401_404_and_no_single_home_endpoint(cloud):
