@@ -79,7 +79,7 @@ def today(rig):
 
 def test_a_walk_fetches_each_period_once_and_none_on_a_second_walk_or_after_a_remount(
         rig, today):
-    m = rig.mount_tibber("history_days=3")
+    m = rig.mount_tibber("history_days=3", "ttl=1")
     calls_before = api_calls(m)
     first = walk(history(m))
 
@@ -109,15 +109,21 @@ def test_a_walk_fetches_each_period_once_and_none_on_a_second_walk_or_after_a_re
     assert api_calls(m) - calls_before == sum(requests.values())
     assert sum(n for k, n in requests.items() if k.endswith("/history")) == len(calls)
 
-    second = walk(history(m))
-    assert second == first
-    assert len(history_calls(rig)) == len(calls)
+    # Walks go on until the TTL (1 s) has had today's periods fetched again: the finished
+    # ones never are.
+    def refetched_today():
+        assert walk(history(m)) == first
+        return len(history_calls(rig)) > len(calls)
+    wait_until(refetched_today, 20, "a walk after the TTL to fetch today's periods again")
+    now = rig.cloud.control.clock()["now_s"]
+    assert all(iso_s(c["until"]) > now for c in history_calls(rig)[len(calls):])
 
     m.stop()
     rig.cloud.control.reset_stats()
-    m = rig.mount("tibber", extra=["history_days=3"])
-    assert walk(history(m)) == first
-    assert history_calls(rig) == []
+    m = rig.mount("tibber", extra=["history_days=3", "ttl=1"])
+    calls = []
+    wait_until(refetched_today, 20, "a walk after the remount to fetch today's periods")
+    assert all(iso_s(c["until"]) > now for c in history_calls(rig))
 
 
 def test_pages_join_in_order_without_gap_or_overlap_and_the_csv_agrees(rig, today):
