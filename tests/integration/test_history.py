@@ -10,10 +10,12 @@ import datetime
 import io
 import json
 import os
+import re
+import subprocess
 
 import pytest
 
-from rig import read, wait_until
+from rig import ROOT, read, wait_until
 
 HOME1 = "92b82b1f-0196-56ab-bd6e-3588c700d94b"
 CHARGER = "ZWFzZWUgZW5vZGUgY2hhcmdlcjoxMDA"    # hour, day, month; 10 points a page
@@ -213,3 +215,15 @@ def test_history_days_0_shows_no_history(rig):
     m = rig.mount_tibber("history_days=0")
     assert sorted(os.listdir(m / "homes" / HOME1 / "devices" / CHARGER)) == [
         "device.json", "units.json", "values"]
+
+
+def test_the_readmes_awk_one_liner_sums_a_days_csv(rig, today):
+    m = rig.mount_tibber("history_days=2")
+    readme = (ROOT / "README.md").read_text()
+    program = re.search(r"awk -F, '([^']*)'", readme).group(1)
+    csv_file = history(m) / "hour" / f"{day_name(today - DAY)}.csv"
+    out = subprocess.run(["awk", "-F,", program, str(csv_file)], capture_output=True,
+                         text=True, check=True).stdout
+    data = json.loads(read(csv_file.with_suffix(".json")))["data"]
+    total = sum(p["metrics"]["energyCharged"] for p in data)
+    assert out.endswith(" kWh\n") and abs(float(out.split()[0]) - total) < 1e-6
