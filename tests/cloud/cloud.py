@@ -1341,7 +1341,7 @@ class Tibber:
 
     def api_history(self, scopes, home, device):
         """A page of a device's history (docs/devices/device-history): the window is
-        clamped to the retention and to now, since and until lose their minutes' seconds,
+        clamped to the retention and to now, since and until lose their minutes,
         a page holds at most the category's page size of points, and the next (forward,
         with since) or prev (backward, with until only) link names the rest."""
         req = self.request
@@ -1426,7 +1426,7 @@ HISTORY_RESOLUTIONS = {"charger": ("hour", "day", "month"),
 HISTORY_RETENTION_DAYS = 90
 # Points a page holds at most, by category ("n might differ by device category or
 # integration"): small enough that a day of hours takes several pages.
-HISTORY_PAGE_SIZE = {"charger": 10, "battery": 40, "thermostat": 7, "vehicle": 10}
+HISTORY_PAGE_SIZE = {"charger": 10, "battery": 30, "thermostat": 7, "vehicle": 10}
 HISTORY_METRICS = {"charger": ("energyCharged",),
                    "battery": ("energyCharged", "energyDischarged", "stateOfCharge"),
                    "thermostat": ("indoorTemperature", "energyConsumed"),
@@ -1434,12 +1434,13 @@ HISTORY_METRICS = {"charger": ("energyCharged",),
 
 
 def parse_time(text):
-    """ISO 8601 with a zone -> unix seconds, minutes' seconds and milliseconds cut (the
-    API truncates every time it is sent)."""
+    """ISO 8601 with a zone -> unix seconds, its minutes, seconds and milliseconds cut
+    (the API truncates every time it is sent: a cursor that is not on the hour repeats
+    the points since the hour, which a client must drop)."""
     t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if t.tzinfo is None:
         raise ValueError("no time zone")
-    return int(t.timestamp()) // 60 * 60
+    return int(t.timestamp()) // 3600 * 3600
 
 
 def iso_z(ts):
