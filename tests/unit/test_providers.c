@@ -22,14 +22,20 @@ static json_t *fixture(const char *name)
 static struct provider_path path_of(const char *s, char ***keep)
 {
 	*keep = *s ? g_strsplit(s, "/", -1) : g_new0(char *, 1);
-	return (struct provider_path){.comp = (const char *const *)*keep, .n = g_strv_length(*keep)};
+	return (struct provider_path){.comp = (const char *const *)*keep,
+				      .n = g_strv_length(*keep)};
 }
 
-/* The names listed for @path from @body, joined by " " ("/" after a directory). */
-static char *list(const struct provider *pr, const char *path, json_t *body, int *r)
+/* The names listed for @path from @body at @now_s with history from @from_s, joined by
+ * " " ("/" after a directory). */
+static char *list_at(const struct provider *pr, const char *path, json_t *body, gint64 now_s,
+		     gint64 from_s, int *r)
 {
 	g_auto(GStrv) comp = NULL;
 	struct provider_path p = path_of(path, &comp);
+
+	p.now_s = now_s;
+	p.history_from_s = from_s;
 	g_autoptr(GPtrArray) entries = provider_entries_new();
 	GString *out = g_string_new(NULL);
 
@@ -41,6 +47,11 @@ static char *list(const struct provider *pr, const char *path, json_t *body, int
 				       e->type == ENTRY_DIR ? "/" : "");
 	}
 	return g_string_free(out, FALSE);
+}
+
+static char *list(const struct provider *pr, const char *path, json_t *body, int *r)
+{
+	return list_at(pr, path, body, 0, 0, r);
 }
 
 static char *render(const struct provider *pr, const char *path, json_t *body, int *r)
@@ -700,7 +711,7 @@ static void test_tibber_lists_homes_and_devices_wrapped_or_bare(void)
 		    "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw/ ZWFzZWUgY2hhcmdlcjo0NTY/");
 	assert_list(t, "homes/h1/devices", json_object_get(devices, "devices"),
 		    "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw/ ZWFzZWUgY2hhcmdlcjo0NTY/");
-	assert_list(t, "homes/h1/devices/d1", NULL, "device.json values/ units.json");
+	assert_list(t, "homes/h1/devices/d1", NULL, "device.json values/ units.json history/");
 	json_decref(homes);
 	json_decref(devices);
 }
@@ -812,18 +823,23 @@ static void test_route_tables_match_ids_and_fixed_names(void)
 	const char *ids[PROVIDER_ROUTE_IDS] = {0};
 	g_autoptr(GPtrArray) entries = provider_entries_new();
 
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 4}, ids), ==,
-			5);
+	g_assert_cmpint(
+	    provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 4}, ids), ==,
+	    5);
 	g_assert_cmpstr(ids[0], ==, "x");
 	g_assert_cmpstr(ids[1], ==, "y");
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 0}, ids), ==,
-			0);
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 3}, ids), ==,
-			4);
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){.comp = file, .n = 3}, ids), ==,
-			3);
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){.comp = empty_id, .n = 2}, ids),
-			==, -ENOENT);
+	g_assert_cmpint(
+	    provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 0}, ids), ==,
+	    0);
+	g_assert_cmpint(
+	    provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 3}, ids), ==,
+	    4);
+	g_assert_cmpint(
+	    provider_route_match(routes, 6, &(struct provider_path){.comp = file, .n = 3}, ids), ==,
+	    3);
+	g_assert_cmpint(
+	    provider_route_match(routes, 6, &(struct provider_path){.comp = empty_id, .n = 2}, ids),
+	    ==, -ENOENT);
 	provider_route_children(routes, 6, 2, entries);
 	g_assert_cmpint(entries->len, ==, 2);
 	g_assert_cmpstr(((struct provider_entry *)entries->pdata[0])->name, ==, "f.json");
@@ -876,6 +892,91 @@ static void test_lenient_parse_reads_numbers_as_jansson_does(void)
 	g_assert_nonnull(j);
 	g_assert_true(json_is_real(json_object_get(j, "id")));
 	json_decref(j);
+}
+
+#define DEV   "homes/h1/devices/ZWFz/"
+#define NOW_S 1796209200 /* 2026-12-02T11:00:00Z */
+
+static void test_tibber_history_lists_what_supported_history_says_in_any_shape(void)
+{
+	const char *shapes[] = {
+	    "{\"supportedHistory\": {\"resolutions\": [\"hour\", \"month\"], \"maxRetentionDays\": "
+	    "2}}",
+	    "{\"supportedHistory\": [\"hour\", \"month\", \"fortnight\"], \"maxRetentionDays\": 2}",
+	    "{\"supportedHistory\": [{\"resolution\": \"hour\", \"maxRetentionDays\": 2}, "
+	    "{\"resolution\": \"month\"}, 7]}",
+	};
+	int r;
+
+	for (size_t i = 0; i < G_N_ELEMENTS(shapes); i++) {
+		json_t *device = json_loads(shapes[i], 0, NULL);
+		g_autofree char *dirs =
+		    list_at(provider_find("tibber"), DEV "history", device, NOW_S, 0, &r);
+		g_assert_cmpint(r, ==, 0);
+		g_assert_cmpstr(dirs, ==, "hour/ month/");
+		/* Two days of retention: the day before yesterday is partly in it. */
+		g_autofree char *days =
+		    list_at(provider_find("tibber"), DEV "history/hour", device, NOW_S, 0, &r);
+		g_assert_cmpstr(days, ==,
+				"2026-11-30.json 2026-11-30.csv 2026-12-01.json 2026-12-01.csv "
+				"2026-12-02.json 2026-12-02.csv");
+		g_autofree char *none =
+		    list_at(provider_find("tibber"), DEV "history/day", device, NOW_S, 0, &r);
+		g_assert_cmpint(r, ==, -ENOENT);
+		json_decref(device);
+	}
+	json_t *vehicle = json_loads("{\"supportedHistory\": {\"resolutions\": []}}", 0, NULL);
+	g_autofree char *empty =
+	    list_at(provider_find("tibber"), DEV "history", vehicle, NOW_S, 0, &r);
+	g_assert_cmpstr(empty, ==, "");
+	/* history_days=1: today only; history_days=0: no history directory. */
+	json_t *device = json_loads("{\"supportedHistory\": [\"day\"]}", 0, NULL);
+	g_autofree char *today =
+	    list_at(provider_find("tibber"), DEV "history/day", device, NOW_S, NOW_S, &r);
+	g_assert_cmpstr(today, ==, "2026-12.json 2026-12.csv");
+	g_autofree char *off =
+	    list_at(provider_find("tibber"), "homes/h1/devices/ZWFz", NULL, NOW_S, G_MAXINT64, &r);
+	g_assert_cmpstr(off, ==, "device.json values/ units.json");
+	g_autofree char *on =
+	    list_at(provider_find("tibber"), "homes/h1/devices/ZWFz", NULL, NOW_S, 0, &r);
+	g_assert_cmpstr(on, ==, "device.json values/ units.json history/");
+	json_decref(device);
+	json_decref(vehicle);
+}
+
+static void test_tibber_a_period_is_one_paged_immutable_call(void)
+{
+	struct resource_ref ref = {0};
+	int r;
+
+	g_assert_cmpint(source(provider_find("tibber"), DEV "history/hour/2026-12-01.csv", &ref),
+			==, 0);
+	g_assert_cmpstr(ref.path, ==,
+			"/homes/h1/devices/ZWFz/history?resolution=hour&since=2026-12-01T00:00:00Z"
+			"&until=2026-12-02T00:00:00Z");
+	g_assert_true(ref.paged);
+	g_assert_cmpint(ref.immutable_at_s, ==, 1796169600);
+	resource_ref_clear(&ref);
+	g_assert_cmpint(source(provider_find("tibber"), DEV "history/hour/2026-12-1.csv", &ref), ==,
+			-ENOENT);
+	g_assert_cmpint(source(provider_find("tibber"), DEV "history/week/2026-12-01.csv", &ref),
+			==, -ENOENT);
+	resource_ref_clear(&ref);
+	json_t *pages =
+	    json_loads("[{\"data\": [{\"from\": \"2026-12-01T00:00:00.000Z\", \"to\": "
+		       "\"2026-12-01T01:00:00.000Z\", "
+		       "\"metrics\": {\"energyCharged\": 1.5, \"power\": 3}}]}, {\"data\": []}]",
+		       0, NULL);
+	g_autofree char *csv =
+	    render(provider_find("tibber"), DEV "history/hour/2026-12-01.csv", pages, &r);
+	g_assert_cmpint(r, ==, 0);
+	g_assert_cmpstr(csv, ==,
+			"from,to,energyCharged[kWh],power[W]\n"
+			"2026-12-01T00:00:00Z,2026-12-01T01:00:00Z,1.5,3\n");
+	g_autofree char *bad = render(provider_find("tibber"), DEV "history/hour/2026-12-01.json",
+				      json_object_get(json_array_get(pages, 0), "data"), &r);
+	g_assert_cmpint(r, ==, -EIO);
+	json_decref(pages);
 }
 
 int main(int argc, char **argv)
@@ -938,6 +1039,10 @@ int main(int argc, char **argv)
 			test_tibber_health_is_online_and_last_seen_and_units_say_what_the_api_says);
 	g_test_add_func("/provider/route_tables_match_ids_and_fixed_names",
 			test_route_tables_match_ids_and_fixed_names);
+	g_test_add_func("/tibber/history_lists_what_supported_history_says_in_any_shape",
+			test_tibber_history_lists_what_supported_history_says_in_any_shape);
+	g_test_add_func("/tibber/a_period_is_one_paged_immutable_call",
+			test_tibber_a_period_is_one_paged_immutable_call);
 	g_test_add_func("/tibber/wrong_shapes_are_io_errors",
 			test_tibber_wrong_shapes_are_io_errors);
 	return g_test_run();
