@@ -227,3 +227,55 @@ def test_the_readmes_awk_one_liner_sums_a_days_csv(rig, today):
     data = json.loads(read(csv_file.with_suffix(".json")))["data"]
     total = sum(p["metrics"]["energyCharged"] for p in data)
     assert out.endswith(" kWh\n") and abs(float(out.split()[0]) - total) < 1e-6
+
+
+def restic(rig, repo, *args, cwd=None):
+    env = dict(os.environ, RESTIC_PASSWORD="not a secret of the cloud",
+               RESTIC_CACHE_DIR=str(rig.tmp / "restic-cache"))
+    r = subprocess.run(["restic", "-r", str(repo), *args], capture_output=True, text=True,
+                       timeout=120, env=env, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_nightly_restic_stores_each_day_once_and_each_night_costs_the_new_days_pages(rig):
+    """The issue's "done when": a restic backup every night; after each, the day moves on.
+    The repository holds each finished day once: a later night changes no finished period,
+    and the calls of a night are the pages of the periods that were new or not finished."""
+    start = set_time_of_day(rig.cloud, 2)  # 02:00, as a nightly job runs
+    m = rig.mount_tibber("history_days=3", "ttl=1")
+    repo = rig.tmp / "restic"
+    restic(rig, repo, "init")
+    devices = [CHARGER, BATTERY, THERMOSTAT]
+    hours = [history(m, d) / "hour" for d in devices]
+    snapshots = []
+    for night in range(4):
+        today = start + night * DAY
+        wait_until(lambda: all(f"{day_name(today)}.json" in os.listdir(h) for h in hours), 20,
+                   "every device's listing to show the new day")
+        calls_before, history_before = api_calls(m), len(history_calls(rig))
+        requests_before = sum(rig.cloud.control.stats()["requests"].values())
+        restic(rig, repo, "backup", "--json", m.path.name, cwd=m.path.parent)
+        snapshots.append(json.loads(restic(rig, repo, "snapshots", "--json"))[-1]["short_id"])
+        requests = rig.cloud.control.stats()["requests"]
+        calls = history_calls(rig)[history_before:]
+        # status.json counts every page the night fetched, and each page once.
+        assert api_calls(m) - calls_before == sum(requests.values()) - requests_before
+        assert len({(c["device"], c["resolution"], c["until"], c["since"]) for c in calls}) \
+            == len(calls)
+        if night:
+            # Only periods that hold now or ended since the last night were fetched ...
+            last_night = today - DAY
+            assert all(iso_s(c["until"]) > last_night for c in calls), calls
+            # ... and only their files changed in the repository.
+            diff = restic(rig, repo, "diff", snapshots[-2], snapshots[-1])
+            lines = [line.split(None, 1) for line in diff.splitlines()
+                     if line[:1] in "M+-" and "/history/" in line]
+            for change, path in lines:
+                name = os.path.basename(path).split(".")[0]
+                if change == "-":  # left the listing: older than history_days
+                    assert name < day_name(today - 2 * DAY)[:len(name)], (path, diff)
+                else:
+                    assert name >= day_name(last_night)[:len(name)], (path, diff)
+            assert any(c == "+" and day_name(today) in p for c, p in lines), diff
+        rig.cloud.control.advance_clock(DAY)
