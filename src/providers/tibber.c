@@ -70,39 +70,44 @@ static int where_of(const struct provider_path *p, struct where *w)
 	return 0;
 }
 
-/* The period file @w names: its resolution, period and format. -ENOENT for a name that
- * is no canonical period of a resolution we know. */
-static int history_file_of(const struct where *w, enum history_resolution *res,
-			   struct history_period *period, enum history_format *format)
+/* A file of history: its resolution, period and format. */
+struct history_file {
+	enum history_resolution res;
+	struct history_period period;
+	enum history_format format;
+};
+
+/* The period file @w names into @f. -ENOENT for a name that is no canonical period of a
+ * resolution we know. */
+static int history_file_of(const struct where *w, struct history_file *f)
 {
 	int r = history_resolution_parse(w->value);
 
 	if (r < 0)
 		return r;
-	*res = (enum history_resolution)r;
-	return history_file_parse(*res, w->file, period, format);
+	f->res = (enum history_resolution)r;
+	return history_file_parse(f->res, w->file, &f->period, &f->format);
 }
 
 /* The device's history call for one period: since and until bound it (the API takes
- * both as inclusive and truncates them to the minute; the join keeps what lies inside). */
+ * both as inclusive and cuts them to the hour; the join keeps what lies inside). */
 static int history_source(const struct where *w, const char *h, const char *d,
 			  struct resource_ref *ref)
 {
-	enum history_resolution res;
-	struct history_period period;
-	enum history_format format;
-	int r = history_file_of(w, &res, &period, &format);
+	struct history_file f;
+	int r = history_file_of(w, &f);
 
 	if (r < 0)
 		return r;
-	g_autofree char *since = history_iso(period.start_s);
-	g_autofree char *until = history_iso(period.end_s);
+	const char *res = history_resolution_name(f.res);
+	g_autofree char *since = history_iso(f.period.start_s);
+	g_autofree char *until = history_iso(f.period.end_s);
 	ref->path = g_strdup_printf("/homes/%s/devices/%s/history?resolution=%s&since=%s&until=%s",
-				    h, d, history_resolution_name(res), since, until);
+				    h, d, res, since, until);
 	/* A vehicle sits under every home the token sees: fetch its history once. */
-	ref->key = g_strdup_printf("history:%s:%s:%s", d, history_resolution_name(res), since);
+	ref->key = g_strdup_printf("history:%s:%s:%s", d, res, since);
 	ref->paged = true;
-	ref->immutable_at_s = period.end_s;
+	ref->immutable_at_s = f.period.end_s;
 	return 0;
 }
 
@@ -248,18 +253,16 @@ static int history_list(const struct provider_path *p, const struct where *w, js
 
 static int history_render(const struct where *w, json_t *body, GString *out)
 {
-	enum history_resolution res;
-	struct history_period period;
-	enum history_format format;
-	int r = history_file_of(w, &res, &period, &format);
+	struct history_file f;
+	int r = history_file_of(w, &f);
 
 	if (r < 0)
 		return r;
-	json_t *points = history_join(body, &period);
+	json_t *points = history_join(body, &f.period);
 	if (!points)
 		return -EIO;
-	r = format == HISTORY_JSON ? history_render_json(res, &period, points, out)
-				   : history_render_csv(points, metric_unit, out);
+	r = f.format == HISTORY_JSON ? history_render_json(f.res, &f.period, points, out)
+				     : history_render_csv(points, metric_unit, out);
 	json_decref(points);
 	return r;
 }
