@@ -359,8 +359,8 @@ struct fetch_call {
 	struct session *s;
 	const char *base_url; /* api_url or second_api_url */
 	bool paged;	      /* follow the pages' next links (resource_ref.paged) */
-	GBytes *body; /* a reference, or NULL */
-	json_t *json; /* the body parsed, or NULL */
+	GBytes *body;	      /* a reference, or NULL */
+	json_t *json;	      /* the body parsed, or NULL */
 };
 
 /* Keeps whether the login still holds: -EACCES from auth_bearer is a refused refresh;
@@ -513,7 +513,8 @@ static int fetch_pages(struct fetch_call *call, const char *path, GBytes **body)
 		char *next = NULL;
 
 		if (n == MAX_PAGES) {
-			session_note_error(call->s, path, "more than %d pages: not read", MAX_PAGES);
+			session_note_error(call->s, path, "more than %d pages: not read",
+					   MAX_PAGES);
 			return -EIO;
 		}
 		r = fetch_one(call, at, &page, &json);
@@ -529,10 +530,11 @@ static int fetch_pages(struct fetch_call *call, const char *path, GBytes **body)
 		if (json_is_string(link) && json_array_size(points) > 0) {
 			next = page_path(call->base_url, json_string_value(link), path);
 			if (!next || strcmp(next, at) == 0) {
-				g_autofree char *quoted = provider_quote(json_string_value(link), 120);
-				session_note_error(call->s, path, "a page's next link \"%s\" %s",
-						   quoted,
-						   next ? "names the same page" : "leaves the resource");
+				g_autofree char *quoted =
+				    provider_quote(json_string_value(link), 120);
+				session_note_error(
+				    call->s, path, "a page's next link \"%s\" %s", quoted,
+				    next ? "names the same page" : "leaves the resource");
 				g_free(next);
 				r = -EIO;
 			}
@@ -633,8 +635,8 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	g_autofree char *key = ref_key(s, ref);
 	struct cache_hit hit = {0};
 	struct fetch_call call = {.s = s,
-				  .base_url = ref->base == API_BASE_SECOND ? s->second_api_url
-									   : s->api_url,
+				  .base_url =
+				      ref->base == API_BASE_SECOND ? s->second_api_url : s->api_url,
 				  .paged = ref->paged};
 	int ttl = session_ttl(s, ref);
 	uint64_t fetches_before = 0;
@@ -646,10 +648,10 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 		fetches_before = cs.fetches;
 	}
 	r = !call.base_url ? -ENOENT
-	    : final	   ? cache_get_pinned(s->cache, key, ref->path, s->opts.offline,
-					      session_fetch, &call, &hit)
-			   : cache_get(s->cache, key, ref->path, ttl, s->opts.offline, session_fetch,
-				       &call, &hit);
+	    : final ? cache_get_pinned(s->cache, key, ref->path, s->opts.offline, session_fetch,
+				       &call, &hit)
+		    : cache_get(s->cache, key, ref->path, ttl, s->opts.offline, session_fetch,
+				&call, &hit);
 
 	memset(out, 0, sizeof(*out));
 	/* The cache kept the very bytes this call fetched (not an equal older copy, whose
