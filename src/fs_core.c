@@ -416,7 +416,7 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
  * at @changed_at_wall_us); true when they differ from what was seen before (and then the
  * kernel's copy is on its way out). */
 static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uint64_t gen,
-			 gint64 changed_at_wall_us, bool immutable)
+			 gint64 changed_at_wall_us, bool fixed_time)
 {
 	uint64_t hash = bytes_hash(data);
 	bool changed;
@@ -430,14 +430,14 @@ static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uin
 		return false;
 	}
 	changed = node->memo.gen && node->memo.hash != hash;
-	/* An immutable resource's time is its files' mtime, known without a fetch and the
-	 * same on every mount (a finished period's end): no remembered time applies. */
-	if (immutable)
-		node->mtime_wall_us = changed_at_wall_us;
-	else if (!node->memo.gen || changed)
+	/* A resource of a fixed time (a finished period's end) shows that time, known
+	 * without a fetch and the same on every mount, unless the same bytes were shown
+	 * with another time before (the period's file while it was today's): then that one,
+	 * so that a period turning final changes no mtime. */
+	if (!node->memo.gen || changed)
 		node->mtime_wall_us = stamps_settle(
 		    c->stamps, node->ino, hash, g_bytes_get_size(data), changed_at_wall_us,
-		    changed ? G_MAXINT64 : first_seen_wall_us(c, node));
+		    changed || fixed_time ? G_MAXINT64 : first_seen_wall_us(c, node));
 	node->memo.gen = gen ? gen : 1;
 	node->memo.hash = hash;
 	node->memo.size = g_bytes_get_size(data);
@@ -524,7 +524,7 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, bool m
 			r = render_from(c, node, &res, &data);
 			if (r == 0) {
 				note_content(c, node, data, res.gen, res.changed_at_us,
-					     res.immutable);
+					     res.fixed_time);
 				g_bytes_unref(data);
 			}
 		}
@@ -555,7 +555,7 @@ int fs_core_read(struct fs_core *c, struct node *node, bool may_fetch, GBytes **
 	if (r == 0)
 		r = render_from(c, node, &res, ret_bytes);
 	if (r == 0)
-		note_content(c, node, *ret_bytes, res.gen, res.changed_at_us, res.immutable);
+		note_content(c, node, *ret_bytes, res.gen, res.changed_at_us, res.fixed_time);
 	resource_clear(&res);
 	return r;
 }

@@ -34,6 +34,10 @@
 /* How far back history is ever listed, whatever a cloud says of its retention: it bounds
  * the pinned copies a device can have (docs/design.md, "History"). */
 #define HISTORY_MAX_DAYS 1830
+/* How long after a period's end a cloud may still add to it: it is final (fetched once
+ * for good) only then. An hour: the docs speak of data "unaltered after the initial
+ * processing" without saying how long that takes (UNCONFIRMED). */
+#define HISTORY_SETTLE_S 3600
 
 enum history_resolution {
 	HISTORY_QUARTER_HOUR,

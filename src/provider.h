@@ -57,6 +57,10 @@ struct resource_ref {
 	 * good (never expired nor evicted, cache.h) and its files show this as their mtime.
 	 * 0: it may change any time. */
 	gint64 immutable_at_s;
+	/* How long after immutable_at_s the cloud may still change it (data that arrives
+	 * late): it is final, pinned, only then. Meanwhile it is an ordinary resource whose
+	 * files show immutable_at_s as their change time. */
+	int settle_s;
 	/* What a listing made from this resource depends on besides its body (the day, for
 	 * a history directory): the directory is listed again when it changes. */
 	uint64_t list_epoch;

@@ -615,10 +615,12 @@ static void resource_from_hit(struct session *s, const struct cache_hit *hit, st
 	out->session = s;
 }
 
-/* Whether @ref is final now: immutable, and its time has come on the cloud's clock. */
+/* Whether @ref is final now: immutable, and its time and its settling are past on the
+ * cloud's clock. */
 static bool ref_final(struct session *s, const struct resource_ref *ref)
 {
-	return ref->immutable_at_s > 0 && session_now_s(s) >= ref->immutable_at_s;
+	return ref->immutable_at_s > 0 &&
+	       session_now_s(s) >= ref->immutable_at_s + MAX(ref->settle_s, 0);
 }
 
 /* The cache key of @ref (g_free): its final copy's once it is final. */
@@ -669,14 +671,17 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 		cache_get_stats(s->cache, &cs);
 		if (cs.fetches != fetches_before)
 			cache_forget(s->cache, ref->key ? ref->key : ref->path);
-		out->immutable = true;
-		out->changed_at_us = ref->immutable_at_s * G_USEC_PER_SEC;
 		out->fresh_for_s = IMMUTABLE_FRESH_S;
 	} else if (hit.stale) {
 		out->fresh_for_s = 1;
 	} else {
 		double age = (double)(g_get_monotonic_time() - hit.fetched_at_us) / G_USEC_PER_SEC;
 		out->fresh_for_s = MAX(ttl - age, 0);
+	}
+	/* Ended (final, or still settling): its time is its files' change time. */
+	if (ref->immutable_at_s > 0 && session_now_s(s) >= ref->immutable_at_s) {
+		out->fixed_time = true;
+		out->changed_at_us = ref->immutable_at_s * G_USEC_PER_SEC;
 	}
 	if (hit.stale && !s->opts.offline)
 		session_note_stale(s, ref->path, hit.error);
@@ -732,8 +737,8 @@ int session_peek(struct session *s, const struct resource_ref *ref, struct resou
 	if (r < 0)
 		return r;
 	resource_from_hit(s, &hit, out);
-	if (ref_final(s, ref)) {
-		out->immutable = true;
+	if (ref->immutable_at_s > 0 && session_now_s(s) >= ref->immutable_at_s) {
+		out->fixed_time = true;
 		out->changed_at_us = ref->immutable_at_s * G_USEC_PER_SEC;
 	}
 	cache_hit_clear(&hit);

@@ -41,8 +41,8 @@ struct resource {
 	uint64_t gen;
 	gint64 changed_at_us; /* unix (wall clock) */
 	bool stale;
-	bool immutable;		 /* final (resource_ref.immutable_at_s passed): it never
-				  * changes, and changed_at_us is that time */
+	bool fixed_time;	 /* changed_at_us is the resource's own time (a period's
+				  * end, once passed), not when its bytes were fetched */
 	double fresh_for_s;	 /* how long from now the body stays fresh: how long the kernel
 				  * may cache what is made of it (a stale copy: 1 s) */
 	struct session *session; /* whose parsed bodies resource_json shares; NULL: none */

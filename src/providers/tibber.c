@@ -108,6 +108,7 @@ static int history_source(const struct where *w, const char *h, const char *d,
 	ref->key = g_strdup_printf("history:%s:%s:%s", d, res, since);
 	ref->paged = true;
 	ref->immutable_at_s = f.period.end_s;
+	ref->settle_s = HISTORY_SETTLE_S;
 	return 0;
 }
 

@@ -479,7 +479,7 @@ test_a_final_resource_is_fetched_once_for_good_with_its_time_as_mtime(struct roa
 	struct resource res = {0};
 
 	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0);
-	g_assert_true(res.immutable);
+	g_assert_true(res.fixed_time);
 	g_assert_cmpint(res.changed_at_us, ==, end_s * G_USEC_PER_SEC);
 	resource_clear(&res);
 	/* Pinned: a TTL of 0 does not make it stale, and it is in memory. */
@@ -490,9 +490,19 @@ test_a_final_resource_is_fetched_once_for_good_with_its_time_as_mtime(struct roa
 	/* Not final yet (its end is ahead): an ordinary resource. */
 	ref.immutable_at_s = end_s + 3600;
 	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0);
-	g_assert_false(res.immutable);
+	g_assert_false(res.fixed_time);
 	resource_clear(&res);
 	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 2);
+	/* Ended but settling (data may still arrive): an ordinary resource, which shows its
+	 * end as its time already. */
+	ref.immutable_at_s = end_s;
+	ref.settle_s = 3600;
+	ref.path = "/pages?at=1";
+	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0);
+	g_assert_true(res.fixed_time);
+	g_assert_cmpint(res.changed_at_us, ==, end_s * G_USEC_PER_SEC);
+	resource_clear(&res);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 4);
 }
 
 static void test_today_is_the_clouds_by_its_date_header(struct road *f, gconstpointer data)
