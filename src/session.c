@@ -500,7 +500,7 @@ static char *page_path(const char *base_url, const char *link, const char *first
 }
 
 /* Fetches every page of @path, following "next", into one JSON array of the page
- * bodies as they came. */
+ * bodies as they came: at most MAX_PAGES pages and MAX_BODY bytes in all. */
 static int fetch_pages(struct fetch_call *call, const char *path, GBytes **body)
 {
 	g_autoptr(GString) all = g_string_new("[");
@@ -522,6 +522,13 @@ static int fetch_pages(struct fetch_call *call, const char *path, GBytes **body)
 			return r;
 		gsize len = 0;
 		const char *data = g_bytes_get_data(page, &len);
+		if (all->len + len + 2 > MAX_BODY) {
+			session_note_error(call->s, path, "its pages weigh over %d MiB: not read",
+					   MAX_BODY >> 20);
+			json_decref(json);
+			g_bytes_unref(page);
+			return -EIO;
+		}
 		if (n)
 			g_string_append_c(all, ',');
 		g_string_append_len(all, data, (gssize)len);
