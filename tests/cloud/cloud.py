@@ -1361,7 +1361,7 @@ class Tibber:
         now_s = now()
         oldest = now_s - detail["supportedHistory"]["maxRetentionDays"] * 86400
         start = max(since if since is not None else (until or now_s) - 86400, oldest)
-        end = min(until if until is not None else now_s, now_s)
+        end = min(until if until is not None else now_s, now_s - HISTORY_LAG_S)
         points = [pt for pt in history_points(res, start, end)]
         size = self.world.config["tibber_history_page_size"] or HISTORY_PAGE_SIZE[self.kind[device]]
         forward = since is not None or until is None
@@ -1424,6 +1424,10 @@ HISTORY_RESOLUTIONS = {"charger": ("hour", "day", "month"),
                        "battery": ("quarterHour", "hour", "day"),
                        "thermostat": ("hour", "day")}
 HISTORY_RETENTION_DAYS = 90
+# An interval is in the history this long after it ends ("after the initial processing";
+# how long that takes is not documented: UNCONFIRMED, and a client must not pin a day
+# fetched at midnight).
+HISTORY_LAG_S = 300
 # Points a page holds at most, by category ("n might differ by device category or
 # integration"): small enough that a day of hours takes several pages.
 HISTORY_PAGE_SIZE = {"charger": 10, "battery": 30, "thermostat": 7, "vehicle": 10}

@@ -671,6 +671,8 @@ def test_tibber_history_pages_follow_next_cover_the_window_and_clamp_to_retentio
                                            "maxRetentionDays": 90}
     path = f"/v1/homes/{home}/devices/{charger['id']}/history"
     now = cloud.control.clock()["now_s"]
+    cloud.control.advance_clock((10 * 3600 - now % 86400) % 86400)  # 10:00, far from midnight
+    now = cloud.control.clock()["now_s"]
     day = int(now) // 86400 * 86400 - 86400  # yesterday, whole
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day))
     until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day + 86400))

@@ -167,12 +167,12 @@ def test_todays_file_changes_as_time_passes_and_yesterdays_never(rig, today):
     before = read(yesterday_json)
     before_mtime = os.stat(yesterday_json).st_mtime
     points = len(json.loads(read(today_json))["data"])
-    assert points == 10  # 00:00 to 10:00
+    assert points == 9  # 00:00 to 09:00: the last hour is in 5 minutes after it ends
     assert before_mtime == today  # the period's end
     first_calls = len(history_calls(rig))
 
     rig.cloud.control.advance_clock(2 * 3600)
-    wait_until(lambda: len(json.loads(read(today_json))["data"]) == 12, 20,
+    wait_until(lambda: len(json.loads(read(today_json))["data"]) == 11, 20,
                "today's file to show the two hours that passed")
     assert os.stat(today_json).st_size == len(read(today_json))
     assert read(yesterday_json) == before
@@ -279,3 +279,46 @@ def test_nightly_restic_stores_each_day_once_and_each_night_costs_the_new_days_p
                     assert name >= day_name(last_night)[:len(name)], (path, diff)
             assert any(c == "+" and day_name(today) in p for c, p in lines), diff
         rig.cloud.control.advance_clock(DAY)
+
+
+def test_a_day_read_just_after_midnight_is_final_only_when_its_late_data_is_in(rig, today):
+    """The cloud adds an interval a few minutes after it ends: a day read at 00:02 lacks
+    its last hour. It is not pinned then; read after it settled (an hour), it is complete
+    and kept for good."""
+    m = rig.mount_tibber("history_days=2", "ttl=1")
+    hour = history(m) / "hour"
+    rig.cloud.control.advance_clock(14 * 3600 + 120)  # 00:02 the next day
+    day = hour / f"{day_name(today)}.json"
+    wait_until(lambda: f"{day_name(today + DAY)}.json" in os.listdir(hour), 20,
+               "the listing to show the new day")
+    assert len(json.loads(read(day))["data"]) == 23
+    assert os.stat(day).st_mtime == today + DAY  # ended: its end is its time already
+    rig.cloud.control.advance_clock(5 * 60)
+    wait_until(lambda: len(json.loads(read(day))["data"]) == 24, 20,
+               "the last hour to arrive while the day settles")
+    rig.cloud.control.advance_clock(3600)  # 01:07: settled
+    until = f"{day_name(today + DAY)}T00:00:00Z"
+    today_until = f"{day_name(today + 2 * DAY)}T00:00:00Z"
+    today_file = hour / f"{day_name(today + DAY)}.json"
+
+    def read_until_today_was_fetched_twice():
+        """Reads the day and today's file until today's was fetched again twice: the
+        TTL (1 s) has passed at least once meanwhile. -> the day's calls meanwhile."""
+        start = len(history_calls(rig))
+
+        def fetched_twice():
+            read(day)
+            read(today_file)
+            first_page = f"{day_name(today + DAY)}T00:00:00Z"
+            return sum(c["until"] == today_until and c["since"] == first_page
+                       for c in history_calls(rig)[start:]) >= 2
+        wait_until(fetched_twice, 30, "today's file to be fetched again twice")
+        return [c for c in history_calls(rig)[start:] if c["until"] == until]
+
+    read_until_today_was_fetched_twice()  # the day fetched once more, final
+    done = read(day)
+    assert len(json.loads(done)["data"]) == 24
+    assert read_until_today_was_fetched_twice() == []  # and never again
+    assert read(day) == done
+    # Its bytes changed after its end (the late hour): a new mtime, just after the end.
+    assert today + DAY < os.stat(day).st_mtime < today + DAY + 1
