@@ -381,7 +381,8 @@ struct session *accounts_route(struct accounts *a, const struct provider_path *p
 	g_autofree char *key = g_strconcat(path->comp[0], "/", path->comp[1], NULL);
 	g_mutex_lock(&a->lock);
 	struct member *m = g_hash_table_lookup(a->owner, key);
-	struct session *s = m ? m->session : NULL;
+	/* A logged-out account serves nothing, not even what the kernel still knows of it. */
+	struct session *s = m && !m->retired ? m->session : NULL;
 	g_mutex_unlock(&a->lock);
 	return s;
 }

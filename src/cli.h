@@ -16,6 +16,10 @@ enum {
 	EXIT_USAGE = 2, /* the command line was wrong */
 };
 
+/* The ACCOUNT that names every account logged in: a mount of all of them (the fsname of
+ * that mount, and the source of its fstab line). */
+#define ALL_ACCOUNTS "all"
+
 /* The program name in messages: "smarthomefs" or "mount.smarthomefs". */
 extern const char *cli_prog;
 

@@ -21,10 +21,6 @@
 #include "accounts.h"
 #include "session.h"
 
-/* The ACCOUNT that names every account logged in (an fstab line needs a source): the
- * same as naming none. */
-#define ALL_ACCOUNTS "all"
-
 /* mount(8) runs a user's helper without HOME, and mount.fuse3 sets HOME=/root: the
  * user's config file, disk cache and state would be looked for where they are not, the
  * cache silently lost. For a user (not root, whose HOME-less boot mounts use the system

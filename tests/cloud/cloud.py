@@ -284,6 +284,7 @@ class Stats:
         self.connections = 0  # TLS connections that carried a cloud request
         self.tls_resumed = 0  # of which resumed an earlier TLS session
         self.too_many = {}    # 429 answers by the tado quota window's start ("other": not tado)
+        self.tado_api_by_user = {}  # tado API requests with a valid token: "first"/"second"
 
     def request(self, req):
         key = f"{req.method} {req.path}"
@@ -314,7 +315,8 @@ class Stats:
                 "requests_without_user_agent": self.requests_without_user_agent,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
                 "connections": self.connections, "tls_resumed": self.tls_resumed,
-                "too_many_requests_by_window": self.too_many}
+                "too_many_requests_by_window": self.too_many,
+                "tado_api_by_user": self.tado_api_by_user}
 
 
 # ---------------------------------------------------------------- tado
@@ -862,6 +864,9 @@ class Tado:
                               "Full authentication is required to access this resource",
                               self.ratelimit_headers(now_s))
         self.user = access.get("user") or TADO_USER_ID
+        who = "second" if self.user == TADO_SECOND_USER_ID else "first"
+        by_user = self.world.stats.tado_api_by_user
+        by_user[who] = by_user.get(who, 0) + 1
         self.roll_window(now_s)
         if self.used >= self.world.config["quota"]:
             return self.too_many(now_s)
