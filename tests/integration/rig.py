@@ -143,7 +143,7 @@ class Keyring:
         return r.stdout if r.returncode == 0 and r.stdout else None
 
     def clear(self):
-        for acct in ("tado", "tibber", "tado:second", "tibber:second"):
+        for acct in ("tado", "tibber", "tado:second", "tibber:second", "tado:third"):
             subprocess.run([*self.prefix, "secret-tool", "clear", "account", acct], env=self.env,
                            capture_output=True, timeout=10)
 

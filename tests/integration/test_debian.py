@@ -161,13 +161,14 @@ def test_package_is_lintian_clean_with_the_files_and_depends_it_promises(package
                  "./usr/share/man/man1/smarthomefs.1.gz",
                  "./usr/share/man/man8/mount.smarthomefs.8.gz",
                  "./usr/lib/systemd/user/smarthomefs@.service",
+                 "./usr/lib/systemd/user/smarthomefs.service",
                  "./usr/share/bash-completion/completions/smarthomefs",
                  "./usr/share/doc/smarthomefs/copyright"):
         assert re.search(rf" {re.escape(path)}$", contents, re.M), f"{path} not in:\n{contents}"
     depends = run(["dpkg-deb", "-f", str(deb(package)), "Depends"]).stdout
     assert "fuse3" in [d.split()[0] for d in depends.split(", ")], depends
-    # No maintainer script enables the template unit for every user: one instance an
-    # account, enabled by its user.
+    # No maintainer script enables a unit for every user: the template has one instance
+    # an account, and the unit of all accounts is each user's to enable.
     assert "postinst" not in run(["dpkg-deb", "--info", str(deb(package))]).stdout
 
 
