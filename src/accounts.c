@@ -21,9 +21,9 @@ struct member {
 
 /* What a directory of the root last showed, merged. */
 struct merged {
-	uint64_t hash;	 /* of its names, in order */
-	uint64_t gen;	 /* changes when the names do */
-	GPtrArray *ids;	 /* char *, the names shown */
+	uint64_t hash;	/* of its names, in order */
+	uint64_t gen;	/* changes when the names do */
+	GPtrArray *ids; /* char *, the names shown */
 };
 
 struct accounts {
@@ -35,12 +35,12 @@ struct accounts {
 	gint64 started_at_s; /* unix */
 
 	GMutex lock;
-	GPtrArray *members; /* (lock) struct member *, in account name order, retired kept */
-	GHashTable *owner;  /* (lock) "dir/id" -> struct member *: who serves that id */
-	GHashTable *merged; /* (lock) dir -> struct merged * */
+	GPtrArray *members;   /* (lock) struct member *, in account name order, retired kept */
+	GHashTable *owner;    /* (lock) "dir/id" -> struct member *: who serves that id */
+	GHashTable *merged;   /* (lock) dir -> struct merged * */
 	GHashTable *unopened; /* (lock) ids that could not be opened: said once */
-	GCond wake;	    /* ends the watcher's wait */
-	bool stopping;	    /* (lock) */
+	GCond wake;	      /* ends the watcher's wait */
+	bool stopping;	      /* (lock) */
 	GThread *watcher;
 };
 
@@ -202,7 +202,8 @@ static void open_account(struct accounts *a, const char *id)
 	if (r == 0)
 		log_info("serving the account %s", id);
 	else if (!said)
-		log_warn("cannot serve the account %s: %s", id, err ? err->message : g_strerror(-r));
+		log_warn("cannot serve the account %s: %s", id,
+			 err ? err->message : g_strerror(-r));
 }
 
 static bool contains_id(GPtrArray *ids, const char *id)
@@ -307,8 +308,9 @@ int accounts_start(struct accounts *a, bool watch, GError **err)
 			 e ? e->message : g_strerror(-r));
 		g_hash_table_add(a->unopened, g_strdup(ids->pdata[i]));
 		if (!first) {
-			first = e ? e : g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s",
-						    (char *)ids->pdata[i], g_strerror(-r));
+			first = e ? e
+				  : g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s",
+						(char *)ids->pdata[i], g_strerror(-r));
 			first_r = r;
 		} else {
 			g_clear_error(&e);

@@ -13,8 +13,8 @@
  * it calls the @changed function given to fs_core_new (the kernel's copy must go).
  *
  * mtimes outlive the mount: what each file and directory showed is kept in a stamps
- * table (stamps.h) in the mount's cache directory (accounts_cache_dir), so a remount shows the same mtime
- * for the same bytes (a directory: the same names). A node never remembered shows its
+ * table (stamps.h) in the mount's cache directory (accounts_cache_dir), so a remount
+ * shows the same mtime for the same bytes (a directory: the same names). A node never remembered shows its
  * directory's mtime at most (the root: the mount's time).
  *
  * It also keeps the latest renderings (of the files read lately, bounded in count and
