@@ -136,6 +136,11 @@ static struct session *the_one(struct accounts *a)
 	return ((struct member *)a->members->pdata[0])->session;
 }
 
+struct session *accounts_one(struct accounts *a)
+{
+	return a->all ? NULL : the_one(a);
+}
+
 const struct options *accounts_options(struct accounts *a)
 {
 	return a->all ? &a->opts : session_options(the_one(a));
@@ -412,6 +417,9 @@ static int list_one(struct member *m, const struct provider_path *path, bool may
 		r = body ? p->list(path, body, out) : -EIO;
 		json_decref(body);
 	}
+	guint max = (guint)session_options(m->session)->max_entries;
+	if (r == 0 && out->len > max)
+		g_ptr_array_set_size(out, max); /* what fs_core would show of it: no more ids kept */
 	if (r < 0 && r != -EINPROGRESS)
 		log_debug("%s: cannot list %s: %s", m->id, path->comp[0], g_strerror(-r));
 	resource_ref_clear(&ref);

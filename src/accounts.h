@@ -60,6 +60,8 @@ void accounts_rescan(struct accounts *a);
 
 /* Whether this is a mount of all accounts. */
 bool accounts_all(struct accounts *a);
+/* The session of a mount of one account; NULL for a mount of all. */
+struct session *accounts_one(struct accounts *a);
 /* The mount's options: the one account's, or the -o of a mount of all accounts. */
 const struct options *accounts_options(struct accounts *a);
 /* Where the mount keeps what is its own (the mtimes shown, stamps.h): the one account's

@@ -477,10 +477,13 @@ double fs_core_dir_timeout_s(struct fs_core *c, struct node *dir)
 {
 	if (dir->internal)
 		return 0;
-	struct node_path np = {0};
-	node_path_init(c, dir, &np);
-	struct session *s = np.session;
-	node_path_clear(&np);
+	struct session *s = accounts_one(c->accounts);
+	if (!s) {
+		struct node_path np = {0};
+		node_path_init(c, dir, &np);
+		s = np.session;
+		node_path_clear(&np);
+	}
 	if (!s)
 		return 1; /* the accounts' own: logins and logouts show within a second */
 	const struct options *o = session_options(s);

@@ -344,14 +344,12 @@ struct prefetch *prefetch_new(struct fs_core *core)
 
 void prefetch_start(struct prefetch *pf)
 {
-	struct accounts *a = pf->accounts;
-	const struct options *o = accounts_options(a);
-	g_autoptr(GPtrArray) sessions = accounts_sessions(a);
+	struct session *one = accounts_one(pf->accounts);
+	const struct options *o = accounts_options(pf->accounts);
 
 	/* One account whose quota is scarce never prefetches (prefetch_push says so for each
 	 * resource of such an account in a mount of several). */
-	if (o->prefetch <= 0 || (!accounts_all(a) && sessions->len == 1 &&
-				 session_provider(sessions->pdata[0])->quota_is_scarce))
+	if (o->prefetch <= 0 || (one && session_provider(one)->quota_is_scarce))
 		return;
 	GThreadPool *pool =
 	    g_thread_pool_new_full(prefetch_one, pf, prefetch_job_free, o->prefetch, FALSE, NULL);
