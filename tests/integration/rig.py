@@ -143,9 +143,11 @@ class Keyring:
         return r.stdout if r.returncode == 0 and r.stdout else None
 
     def clear(self):
-        for acct in ("tado", "tibber", "tado:second", "tibber:second", "tado:third"):
-            subprocess.run([*self.prefix, "secret-tool", "clear", "account", acct], env=self.env,
-                           capture_output=True, timeout=10)
+        """Every login of every account: a test's logins must not join the next test's
+        mount of all accounts."""
+        for provider in ("tado", "tibber"):
+            subprocess.run([*self.prefix, "secret-tool", "clear", "provider", provider],
+                           env=self.env, capture_output=True, timeout=10)
 
     def stop(self):
         for proc in (self.daemon, self.dbus):
