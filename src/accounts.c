@@ -418,8 +418,9 @@ static int list_one(struct member *m, const struct provider_path *path, bool may
 		json_decref(body);
 	}
 	guint max = (guint)session_options(m->session)->max_entries;
+	/* No more ids kept than fs_core would show of the listing. */
 	if (r == 0 && out->len > max)
-		g_ptr_array_set_size(out, max); /* what fs_core would show of it: no more ids kept */
+		g_ptr_array_set_size(out, max);
 	if (r < 0 && r != -EINPROGRESS)
 		log_debug("%s: cannot list %s: %s", m->id, path->comp[0], g_strerror(-r));
 	resource_ref_clear(&ref);
@@ -500,8 +501,8 @@ int accounts_list(struct accounts *a, const struct provider_path *path, bool may
 	/* The accounts that answered claim their ids first, in name order; then those that
 	 * did not keep the ids they last showed, where nobody else lists them now. */
 	for (guint i = 0; i < members->len; i++) {
-		if (!got[i].entries)
-			continue;
+		if (!got[i].entries || got[i].m->retired)
+			continue; /* retired: logged out while it was listing */
 		GPtrArray *ids = g_ptr_array_new_with_free_func(g_free);
 		for (guint k = 0; k < got[i].entries->len; k++) {
 			struct provider_entry *e = got[i].entries->pdata[k];
@@ -511,7 +512,9 @@ int accounts_list(struct accounts *a, const struct provider_path *path, bool may
 		g_hash_table_replace(got[i].m->last, g_strdup(dir), ids);
 	}
 	for (guint i = 0; i < members->len; i++) {
-		GPtrArray *ids = got[i].entries ? NULL : g_hash_table_lookup(got[i].m->last, dir);
+		GPtrArray *ids = got[i].entries || got[i].m->retired
+				     ? NULL
+				     : g_hash_table_lookup(got[i].m->last, dir);
 		for (guint k = 0; ids && k < ids->len; k++)
 			claim(a, dir, ids->pdata[k], ENTRY_DIR, got[i].m, seen, entries);
 	}
