@@ -72,6 +72,32 @@ def expanded_commands(user_rig, unit_path, instance):
     return commands
 
 
+def run_unit(user_rig, cmds, mnt, check):
+    """Runs what systemd runs for a unit: ExecStartPre, ExecStart in the foreground until
+    @mnt is mounted, @check(), then ExecStop, which must end the service with 0."""
+    for cmd in cmds["ExecStartPre"]:
+        subprocess.run([*user_rig.prefix, *cmd], env=user_rig.env, capture_output=True)
+    log_path = user_rig.tmp / "unit.log"
+    user_rig.logs.append(log_path)
+    with open(log_path, "wb") as log:
+        service = subprocess.Popen([*user_rig.prefix, *cmds["ExecStart"][0]],
+                                   env=user_rig.env, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: user_rig.is_mount(mnt) or service.poll() is not None, 20,
+                   "the unit's mount")
+        check()
+        for cmd in cmds["ExecStop"]:
+            r = subprocess.run([*user_rig.prefix, *cmd], env=user_rig.env,
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        assert service.wait(15) == 0
+        assert not user_rig.is_mount(mnt)
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait(5)
+
+
 def test_unit_passes_systemd_analyze_verify_for_an_account_with_a_dash(user_rig, unit):
     path, man = unit
     r = verify(user_rig, path, f"smarthomefs@{ACCOUNT}.service", man)
@@ -90,28 +116,11 @@ def test_systemd_passes_the_account_with_its_dash_and_the_unit_mounts_it(user_ri
     assert cmds["ExecStart"] == [["/usr/bin/smarthomefs", "mount", ACCOUNT, str(mnt),
                                   "--foreground"]]
 
-    for cmd in cmds["ExecStartPre"]:
-        subprocess.run([*user_rig.prefix, *cmd], env=user_rig.env, capture_output=True)
-    log_path = user_rig.tmp / "unit.log"
-    user_rig.logs.append(log_path)
-    with open(log_path, "wb") as log:
-        service = subprocess.Popen([*user_rig.prefix, *cmds["ExecStart"][0]],
-                                   env=user_rig.env, stdout=log, stderr=log)
-    try:
-        wait_until(lambda: user_rig.is_mount(mnt) or service.poll() is not None, 20,
-                   "the unit's mount")
+    def check():
         value = user_rig.read(mnt / f"homes/{HOME_ID}/zones/1/values/inside_temperature")
         assert re.fullmatch(r"-?\d+(\.\d+)?\n", value)
-        for cmd in cmds["ExecStop"]:
-            r = subprocess.run([*user_rig.prefix, *cmd], env=user_rig.env,
-                               capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr
-        assert service.wait(15) == 0
-        assert not user_rig.is_mount(mnt)
-    finally:
-        if service.poll() is None:
-            service.kill()
-            service.wait(5)
+
+    run_unit(user_rig, cmds, mnt, check)
 
 
 def test_a_usage_error_ends_the_unit_for_good(user_rig, unit):
@@ -140,32 +149,6 @@ def test_the_unit_of_all_accounts_passes_systemd_analyze_verify(user_rig, all_un
     r = verify(user_rig, path, "smarthomefs.service", man)
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
-
-
-def run_unit(user_rig, cmds, mnt, check):
-    """Runs what systemd runs for a unit: ExecStartPre, ExecStart in the foreground until
-    @mnt is mounted, @check(), then ExecStop, which must end the service with 0."""
-    for cmd in cmds["ExecStartPre"]:
-        subprocess.run([*user_rig.prefix, *cmd], env=user_rig.env, capture_output=True)
-    log_path = user_rig.tmp / "unit.log"
-    user_rig.logs.append(log_path)
-    with open(log_path, "wb") as log:
-        service = subprocess.Popen([*user_rig.prefix, *cmds["ExecStart"][0]],
-                                   env=user_rig.env, stdout=log, stderr=log)
-    try:
-        wait_until(lambda: user_rig.is_mount(mnt) or service.poll() is not None, 20,
-                   "the unit's mount")
-        check()
-        for cmd in cmds["ExecStop"]:
-            r = subprocess.run([*user_rig.prefix, *cmd], env=user_rig.env,
-                               capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr
-        assert service.wait(15) == 0
-        assert not user_rig.is_mount(mnt)
-    finally:
-        if service.poll() is None:
-            service.kill()
-            service.wait(5)
 
 
 def test_the_unit_of_all_accounts_mounts_both_logins_at_home_data(user_rig, all_unit):
