@@ -5,8 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fnv.h"
 #include "accounts.h"
+#include "fnv.h"
 #include "internal_files.h"
 #include "log.h"
 #include "stamps.h"
