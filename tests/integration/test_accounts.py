@@ -115,6 +115,24 @@ def test_one_accounts_cloud_down_then_its_login_ended_leave_the_others_homes_alo
     assert "tibber" not in r.stderr
 
 
+def test_one_accounts_spent_quota_leaves_the_other_reading(rig):
+    """tado's daily quota is spent (every call answers 429): what tado has not fetched
+    says EAGAIN and status.json says until when; Tibber reads on, homes/ shows both."""
+    rig.login_tado()
+    rig.login_tibber()
+    m = rig.mount_all(["tado", "tibber"])
+    assert homes(m) == sorted(["1001", "1002", TIBBER_HOME1, TIBBER_HOME2])
+    rig.cloud.control.config(quota=0)
+
+    assert read_error(m / f"homes/{TADO_HOME}/weather.json")[0] == errno.EAGAIN
+    assert read(m / TIBBER_DEVICE)
+    assert os.listdir(m / f"homes/{TIBBER_HOME2}/devices")
+    assert homes(m) == sorted(["1001", "1002", TIBBER_HOME1, TIBBER_HOME2])
+    st = status(m)
+    assert st["accounts"]["tado"]["rate_limit"]["blocked_until"] is not None
+    assert st["accounts"]["tibber"]["rate_limit"]["blocked_until"] is None
+
+
 def test_a_home_two_tado_users_share_is_shown_once_and_served_by_one_account(rig):
     """The second tado user was invited to home 1001: logged in as tado and tado:second,
     the home is listed once, served by "tado" (the first by name), and status.json names
