@@ -7,10 +7,11 @@ import errno
 import json
 import os
 import re
+import subprocess
 
 import pytest
 
-from rig import read, read_error, wait_until
+from rig import ROOT, read, read_error, wait_until
 
 TADO_HOME = "1001"
 TIBBER_HOME1 = "92b82b1f-0196-56ab-bd6e-3588c700d94b"
@@ -177,12 +178,28 @@ def test_an_account_logged_in_while_mounted_joins_the_mount(rig):
     assert sorted(status(m)["accounts"]) == ["tado", "tibber"]
 
 
-def test_naming_an_account_still_mounts_it_alone(rig):
+def readme_jq_filter():
+    """The README's jq filter that reads status.json of both shapes."""
+    line = next(l for l in (ROOT / "README.md").read_text().splitlines()
+                if l.startswith("$ jq '.accounts //"))
+    return line.split("'")[1]
+
+
+def logins_ended(m):
+    r = subprocess.run(["jq", "-c", readme_jq_filter(), str(m / ".smarthomefs/status.json")],
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)
+
+
+def test_naming_an_account_still_mounts_it_alone_and_the_readmes_jq_reads_both_shapes(rig):
     rig.login_tado()
     rig.login_tibber()
     m = rig.mount("tado")
     assert homes(m) == ["1001", "1002"]
     assert status(m)["account"] == "tado"  # the one-account shape
+    assert logins_ended(m) == {"tado": False}
+    every = rig.mount_all(["tado", "tibber"], name="all-data")
+    assert logins_ended(every) == {"tado": False, "tibber": False}
 
 
 def test_no_account_logged_in_fails_the_mount_of_all_with_the_command(rig, tmp_path):
