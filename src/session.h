@@ -21,6 +21,12 @@ void session_free(struct session *s);
 int session_start(struct session *s, GError **err);
 
 const struct provider *session_provider(struct session *s);
+/* The account's name ("tado", "tado:second"). */
+const char *session_account_id(struct session *s);
+/* The account was logged out while mounted: its tokens are dropped from memory and no
+ * request is sent for it again (every fetch: -EACCES); what is cached stays readable
+ * to whoever still holds the session. */
+void session_log_out(struct session *s);
 const struct options *session_options(struct session *s);
 /* The directory of the account's disk cache (g_free); the filesystem keeps its mtimes
  * there too. */
@@ -78,6 +84,10 @@ int session_peek(struct session *s, const struct resource_ref *ref, struct resou
 /* The effective TTL for @ref now (stretched when the quota runs low). */
 int session_ttl(struct session *s, const struct resource_ref *ref);
 
-/* .smarthomefs/status.json and .smarthomefs/metrics. */
+/* .smarthomefs/status.json of a mount of this one account, and its object (a new
+ * reference): one account's entry in a mount of several. */
 void session_render_status(struct session *s, GString *out);
-void session_render_metrics(struct session *s, GString *out);
+json_t *session_status_json(struct session *s);
+/* .smarthomefs/metrics of @n sessions: each metric's HELP and TYPE once, one sample per
+ * account (label account="ID"). */
+void session_render_metrics(struct session *const *s, size_t n, GString *out);
