@@ -109,6 +109,11 @@ def test_a_walk_fetches_each_period_once_and_none_on_a_second_walk_or_after_a_re
     # device's detail (what says which resolutions it has).
     requests = rig.cloud.control.stats()["requests"]
     assert api_calls(m) - calls_before == sum(requests.values())
+    # The finished periods are kept apart from the other copies, and say how much.
+    status = json.loads(read(m / ".smarthomefs" / "status.json"))
+    pinned = sorted((rig.home / ".cache" / "smarthomefs" / "tibber" / "pinned").iterdir())
+    assert status["cache"]["pinned_bytes"] == sum(p.stat().st_size for p in pinned) > 0
+    assert len(pinned) == sum(1 for (_, _, until) in groups if iso_s(until) <= today)
     assert sum(n for k, n in requests.items() if k.endswith("/history")) == len(calls)
 
     # Walks go on until the TTL (1 s) has had today's periods fetched again: the finished
