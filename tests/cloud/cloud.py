@@ -34,6 +34,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import zoneinfo
 
 TADO_CLIENT_ID = "1bb50063-6b0c-4d11-bd99-387f4a91cc46"
 TADO_USER_ID = "5d4c8a1e2f3b7a6c9e0d1f2a"
@@ -288,6 +289,7 @@ class Stats:
         self.too_many = {}    # 429 answers by the tado quota window's start ("other": not tado)
         self.history = []     # Tibber history calls: device, resolution, since, until, points
         self.tado_api_by_user = {}  # tado API requests with a valid token: "first"/"second"
+        self.day_reports = {}  # tado dayReport requests by "home/zone/date" (any answer)
 
     def request(self, req):
         key = f"{req.method} {req.path}"
@@ -308,6 +310,9 @@ class Stats:
     def status(self, status):
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
 
+    def day_report(self, key):
+        self.day_reports[key] = self.day_reports.get(key, 0) + 1
+
     def token(self, cloud, kind):
         self.token_requests[kind] = self.token_requests.get(kind, 0) + 1
         per = self.token_requests_by_cloud[cloud]
@@ -324,7 +329,8 @@ class Stats:
                 "connections": self.connections, "tls_resumed": self.tls_resumed,
                 "too_many_requests_by_window": self.too_many,
                 "tibber_history_calls": self.history,
-                "tado_api_by_user": self.tado_api_by_user}
+                "tado_api_by_user": self.tado_api_by_user,
+                "day_reports": self.day_reports}
 
 
 # ---------------------------------------------------------------- tado
@@ -384,6 +390,7 @@ class Tado:
             ("GET", "/api/v2/homes/{home}/deviceList", self.api_device_list),
             ("GET", "/api/v2/homes/{home}/mobileDevices", self.api_mobile_devices),
             ("GET", "/api/v2/devices/{serial}", self.api_device),
+            ("GET", "/api/v2/homes/{home}/zones/{zone}/dayReport", self.api_day_report),
             # hops.tado.com: the same bearer token, the same daily quota (tado.md)
             ("GET", "/hops/homes/{home}", self.hops_home),
             ("GET", "/hops/homes/{home}/rooms", self.hops_rooms),
@@ -886,7 +893,11 @@ class Tado:
             else:
                 resp = tado_error(404, "notFound", "resource not found")
         else:
-            resp = fn(**params)
+            try:
+                resp = fn(req.query, **params) if getattr(fn, "takes_query", False) \
+                    else fn(**params)
+            except NotFound as e:  # a 403 or 404 carries the budget as every answer does
+                resp = e.response
         resp.headers += self.ratelimit_headers(now_s)
         return resp
 
@@ -961,6 +972,41 @@ class Tado:
             return tado_error(404, "notFound", f"device {serial} not found")
         return self.ok(dev)
 
+    # ---- day reports (pre-X history): one zone's day in the home's time zone, 15 minutes
+    # either side (PyTado tests/fixtures/history.zone_day_report.json: 2025-04-07 in
+    # Europe/Berlin is 2025-04-06T21:45Z..2025-04-07T22:15Z, 99 points a quarter apart)
+
+    def api_day_report(self, query, home, zone):
+        h = self.home_or_404(home)
+        self.world.stats.day_report(f"{home}/{zone}/{query.get('date', '')}")
+        z = next((z for z in h["zones"] if z["id"] == as_int(zone)), None)
+        if z is None:  # also every zone of a tado X home: my.tado.com lists none
+            return tado_error(404, "notFound", f"zone {zone} not found")
+        tz = zoneinfo.ZoneInfo(h["home"]["dateTimeZone"])
+        now_s = now()
+        today = datetime.datetime.fromtimestamp(now_s, tz).date()
+        text = query.get("date")
+        if text is None:
+            day = today
+        elif not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            return tado_error(400, "invalidParameter", f"date {text!r} is not a date")
+        else:
+            try:
+                day = datetime.date.fromisoformat(text)
+            except ValueError:
+                return tado_error(400, "invalidParameter", f"date {text!r} is not a date")
+        if z["type"] == "HOT_WATER":
+            return tado_error(422, "unsupportedOperation",
+                              "day reports are not supported for zones of type HOT_WATER")
+        created = datetime.datetime.fromtimestamp(parse_iso(z["dateCreated"]), tz).date()
+        if day > today:
+            return tado_error(422, "invalidDate", f"date {day} is in the future")
+        if day < created:
+            return tado_error(422, "invalidDate", f"zone {zone} did not exist on {day}")
+        return self.ok(day_report(as_int(home), z, day, tz, now_s))
+
+    api_day_report.takes_query = True
+
     # ---- hops.tado.com (/hops): tado X
 
     def hops_home(self, home):
@@ -1032,6 +1078,137 @@ class Tado:
         h["rooms"].remove(r)  # its devices go with it
         del h["room_states"][room]
         return True
+
+
+def parse_iso(text):
+    """'2026-01-01T09:00:00.000Z' -> unix seconds."""
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def noise(*key, spread=0.1):
+    """A deterministic value in [-spread, spread) for key."""
+    return (int(digits(*key, n=4)) / 10000 - 0.5) * 2 * spread
+
+
+QUARTER_S = 15 * 60
+DAY_REPORT_MARGIN_S = 15 * 60
+
+
+def local_time(day, hour, tz):
+    """Unix seconds of hour o'clock on day in tz (hour may run past 24)."""
+    d = day + datetime.timedelta(days=hour // 24)
+    return datetime.datetime.combine(d, datetime.time(hour % 24), tz).timestamp()
+
+
+def data_intervals(points, end, value_of):
+    """Merges consecutive equal values of [(t, ...)] into {from, to, value} up to end."""
+    out = []
+    for i, p in enumerate(points):
+        t_next = points[i + 1][0] if i + 1 < len(points) else end
+        value = value_of(p)
+        if out and out[-1]["value"] == value:
+            out[-1]["to"] = iso(t_next)
+        elif t_next > p[0]:
+            out.append({"from": iso(p[0]), "to": iso(t_next), "value": value})
+    return out
+
+
+def series(time_series_type, value_type, key, items, **extra):
+    return {"timeSeriesType": time_series_type, "valueType": value_type, **extra, key: items}
+
+
+def day_report(hid, z, day, tz, now_s):
+    """GET dayReport's body for zone z on day, as far as now_s has come: the same bytes for a
+    finished day whenever asked. Shapes: PyTado PyTado/models/historic.py and its fixture
+    tests/fixtures/history.zone_day_report.json; kritsel/tado-openapispec-v2 DayReport."""
+    zid = z["id"]
+    midnight, next_midnight = local_time(day, 0, tz), local_time(day, 24, tz)
+    start = midnight - DAY_REPORT_MARGIN_S
+    # today's ends at the time of the request, to the millisecond
+    end = math.floor(min(next_midnight + DAY_REPORT_MARGIN_S, now_s) * 1000) / 1000
+    # the schedule: 17 °C at night, warmer from 06:00 to 22:00 (local)
+    day_c = 20.0 + (zid % 4) * 0.5
+    blocks = [(local_time(day - datetime.timedelta(days=1), 22, tz), 17.0),
+              (local_time(day, 6, tz), day_c), (local_time(day, 22, tz), 17.0),
+              (local_time(day, 30, tz), day_c)]
+
+    def setpoint(t):
+        return [c for b, c in blocks if b <= t][-1]
+
+    base = 19.0 + ((hid * 37 + zid * 53) % 200) / 100
+
+    def inside(t):
+        phase = 2 * math.pi * ((t % 86400) / 86400 - 0.4)
+        return round(base + 1.2 * math.sin(phase) + noise("in", hid, zid, int(t)), 2)
+
+    def humidity(t):
+        phase = 2 * math.pi * ((t % 86400) / 86400)
+        return round(0.45 + ((hid * 11 + zid * 17) % 100) / 1000 + 0.03 * math.cos(phase)
+                     + noise("hum", hid, zid, int(t), spread=0.005), 3)
+
+    def outside(t):
+        phase = 2 * math.pi * ((t % 86400) / 86400 - 0.4)
+        return round(4.0 + (hid % 5) + 4 * math.sin(phase) + noise("out", hid, int(t)), 2)
+
+    def weather_state(t):
+        hour = datetime.datetime.fromtimestamp(t, tz).hour
+        night = hour < 7 or hour >= 19
+        pick = int(digits("sky", hid, int(t) // 3600, n=2)) % 4
+        return (("NIGHT_CLOUDY", "NIGHT_CLEAR", "NIGHT_CLOUDY", "NIGHT_CLEAR") if night else
+                ("CLOUDY_PARTLY", "SUN", "CLOUDY_MOSTLY", "SUN"))[pick]
+
+    points = [(t, inside(t), humidity(t)) for t in range(int(start), int(end) + 1, QUARTER_S)]
+    temps = [p[1] for p in points]
+    hums = [p[2] for p in points]
+    heating = {"type": "HEATING", "power": "ON"}
+    cuts = sorted({start, end} | {b for b, _ in blocks if start < b < end})
+    stripes = [{"from": iso(a), "to": iso(b),
+                "value": {"stripeType": "HOME",
+                          "setting": {**heating, "temperature": temp(setpoint(a))}}}
+               for a, b in zip(cuts, cuts[1:])]
+
+    def call_for_heat(p):
+        gap = setpoint(p[0]) - p[1]
+        return "NONE" if gap <= 0 else "LOW" if gap < 0.5 else "MEDIUM" if gap < 1.5 else "HIGH"
+
+    hours = [(t,) for t in range(int(start), int(end), 3600)] or [(start,)]
+    slots = {}
+    for hh in (4, 8, 12, 16, 20):
+        t = local_time(day, hh, tz)
+        slots[f"{hh:02d}:00"] = ({"state": weather_state(t), "temperature": temp(outside(t))}
+                                  if t <= end else None)
+    return {
+        "zoneType": z["type"],
+        "interval": {"from": iso(start), "to": iso(end)},
+        "hoursInDay": round((next_midnight - midnight) / 3600),
+        "measuredData": {
+            "measuringDeviceConnected": series(
+                "dataIntervals", "boolean", "dataIntervals",
+                [{"from": iso(start), "to": iso(end), "value": True}]),
+            "insideTemperature": series(
+                "dataPoints", "temperature", "dataPoints",
+                [{"timestamp": iso(t), "value": temp(c)} for t, c, _ in points],
+                min=temp(min(temps)), max=temp(max(temps))),
+            "humidity": series(
+                "dataPoints", "percentage", "dataPoints",
+                [{"timestamp": iso(t), "value": u} for t, _, u in points],
+                percentageUnit="UNIT_INTERVAL", min=min(hums), max=max(hums)),
+        },
+        "stripes": series("dataIntervals", "stripes", "dataIntervals", stripes),
+        "settings": series("dataIntervals", "heatingSetting", "dataIntervals",
+                           [{**s, "value": s["value"]["setting"]} for s in stripes]),
+        "callForHeat": series("dataIntervals", "callForHeat", "dataIntervals",
+                              data_intervals(points, end, call_for_heat)),
+        "weather": {
+            "condition": series(
+                "dataIntervals", "weatherCondition", "dataIntervals",
+                data_intervals(hours, end, lambda p: {"state": weather_state(p[0]),
+                                                      "temperature": temp(outside(p[0]))})),
+            "sunny": series("dataIntervals", "boolean", "dataIntervals",
+                            data_intervals(hours, end, lambda p: weather_state(p[0]) == "SUN")),
+            "slots": series("slots", "weatherCondition", "slots", slots),
+        },
+    }
 
 
 class NotFound(Exception):
@@ -1698,6 +1875,7 @@ class Control:
             ("POST", "/_control/tado/generation", self.generation),
             ("POST", "/_control/tado/invite", self.invite),
             ("POST", "/_control/tado/login_as", self.login_as),
+            ("POST", "/_control/tado/zone_created", self.zone_created),
             ("POST", "/_control/tibber/capability", self.capability),
             ("POST", "/_control/tibber/remove_device", self.remove_device),
             ("POST", "/_control/tibber/online", self.online),
@@ -1807,6 +1985,19 @@ class Control:
         """Who approves the device codes asked for from now on: "first" or "second"."""
         self.world.tado.login_user = {"first": TADO_USER_ID,
                                       "second": TADO_SECOND_USER_ID}[body["user"]]
+
+    def zone_created(self, body):
+        """Moves a zone's dateCreated (and its home's, when later) to days_ago days before
+        now: its day reports start that day."""
+        h = self.world.tado.homes.get(int(body["home"]))
+        z = h and next((z for z in h["zones"] if z["id"] == int(body["zone"])), None)
+        if z is None:
+            raise NotFound(json_response(404, {"error": "no such zone"}))
+        when = now() - float(body["days_ago"]) * 86400
+        z["dateCreated"] = iso(when)
+        if parse_iso(h["home"]["dateCreated"]) > when:
+            h["home"]["dateCreated"] = iso(when)
+        return {"dateCreated": z["dateCreated"]}
 
     def remove_zone(self, body):
         if not self.world.tado.remove_zone(body["home"], body["zone"]):

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zoneinfo
 
 import pytest
 
@@ -426,6 +427,94 @@ def test_tado_zone_temperature_and_remove_zone_change_the_api(cloud):
     assert api(cloud, "/api/v2/homes/1001", token).json()["zonesCount"] == 2
     assert api(cloud, "/api/v2/homes/1001/zones/2/state", token).status == 404
     assert "2" not in api(cloud, "/api/v2/homes/1001/zoneStates", token).json()["zoneStates"]
+
+
+def day_report(cloud, token, home, zone, date=None):
+    return api(cloud, f"/api/v2/homes/{home}/zones/{zone}/dayReport"
+               + (f"?date={date}" if date else ""), token)
+
+
+def test_tado_day_report_has_pytados_shape_and_the_home_local_day(cloud):
+    token = tado_token(cloud)
+    r = day_report(cloud, token, 1001, 1, "2026-03-29")  # Europe/Berlin: a 23-hour day
+    rep = r.json()
+    assert r.status == 200 and r.headers["Content-Type"] == "application/json;charset=UTF-8"
+    assert set(rep) == {"zoneType", "interval", "hoursInDay", "measuredData", "stripes",
+                        "settings", "callForHeat", "weather"}
+    assert rep["zoneType"] == "HEATING" and rep["hoursInDay"] == 23
+    assert rep["interval"] == {"from": "2026-03-28T22:45:00.000Z", "to": "2026-03-29T22:15:00.000Z"}
+    md = rep["measuredData"]
+    assert set(md) == {"measuringDeviceConnected", "insideTemperature", "humidity"}
+    temps, hums = md["insideTemperature"], md["humidity"]
+    assert (temps["timeSeriesType"], temps["valueType"]) == ("dataPoints", "temperature")
+    assert (hums["valueType"], hums["percentageUnit"]) == ("percentage", "UNIT_INTERVAL")
+    assert len(temps["dataPoints"]) == len(hums["dataPoints"]) == 23 * 4 + 3
+    assert temps["dataPoints"][0]["timestamp"] == "2026-03-28T22:45:00.000Z"
+    assert set(temps["dataPoints"][0]["value"]) == {"celsius", "fahrenheit"}
+    assert temps["min"]["celsius"] == min(p["value"]["celsius"] for p in temps["dataPoints"])
+    assert all(0 < p["value"] < 1 for p in hums["dataPoints"])
+    for key in ("stripes", "settings", "callForHeat"):
+        ivs = rep[key]["dataIntervals"]
+        assert rep[key]["timeSeriesType"] == "dataIntervals"
+        assert ivs[0]["from"] == rep["interval"]["from"] and ivs[-1]["to"] == rep["interval"]["to"]
+        assert all(a["to"] == b["from"] for a, b in zip(ivs, ivs[1:])), key
+    assert {i["value"] for i in rep["callForHeat"]["dataIntervals"]} <= {"NONE", "LOW", "MEDIUM",
+                                                                          "HIGH"}
+    assert rep["stripes"]["dataIntervals"][0]["value"]["stripeType"] == "HOME"
+    assert set(rep["weather"]) == {"condition", "sunny", "slots"}
+    assert list(rep["weather"]["slots"]["slots"]) == ["04:00", "08:00", "12:00", "16:00", "20:00"]
+    # a finished day is the same bytes whenever it is asked
+    cloud.control.advance_clock(86400)
+    assert day_report(cloud, tado_token(cloud), 1001, 1, "2026-03-29").body == r.body
+    assert cloud.control.stats()["day_reports"] == {"1001/1/2026-03-29": 2}
+
+
+def test_tado_day_report_of_today_ends_now_and_grows(cloud):
+    token = tado_token(cloud)
+    rep = day_report(cloud, token, 1001, 2).json()  # no date: today
+    now = cloud.control.clock()["now_s"]
+    today = datetime.datetime.fromtimestamp(now, zoneinfo.ZoneInfo("Europe/Berlin")).date()
+    assert abs(parse_z(rep["interval"]["to"]) - now) < 5
+    points = rep["measuredData"]["insideTemperature"]["dataPoints"]
+    cloud.control.advance_clock(1800)
+    later = day_report(cloud, tado_token(cloud), 1001, 2, today.isoformat()).json()
+    assert later["interval"]["from"] == rep["interval"]["from"]
+    more = later["measuredData"]["insideTemperature"]["dataPoints"]
+    assert len(more) > len(points) and more[:len(points)] == points
+
+
+def parse_z(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_tado_day_report_errors_count_against_the_quota(cloud):
+    token = tado_token(cloud)
+    cloud.control.tado_zone_created(1001, 1, days_ago=2)
+    today = datetime.datetime.fromtimestamp(cloud.control.clock()["now_s"],
+                                            zoneinfo.ZoneInfo("Europe/Berlin")).date()
+    day = datetime.timedelta(days=1)
+    cases = [(1001, 1, (today + day).isoformat(), 422),   # the future
+             (1001, 1, (today - 3 * day).isoformat(), 422),  # before the zone existed
+             (1001, 1, (today - 2 * day).isoformat(), 200),
+             (1001, 1, "2026-13-01", 400), (1001, 1, "yesterday", 400),
+             (1001, 3, today.isoformat(), 422),   # HOT_WATER: not supported
+             (1001, 9, today.isoformat(), 404), (4242, 1, today.isoformat(), 403)]
+    left = []
+    for home, zone, date, status in cases:
+        r = day_report(cloud, token, home, zone, date)
+        assert r.status == status, (zone, date, r.body)
+        if status != 200:
+            assert set(r.json()["errors"][0]) == {"code", "title"}
+        left.append(int(re.search(r"r=(\d+)", r.headers["RateLimit"]).group(1)))
+    assert left == list(range(left[0], left[0] - len(cases), -1))
+
+
+def test_tado_x_home_has_no_day_report_on_either_host(xcloud):
+    token = tado_token(xcloud)
+    assert day_report(xcloud, token, 1001, 1).status == 200
+    r = day_report(xcloud, token, 1002, 1)
+    assert r.status == 404 and r.json()["errors"][0]["code"] == "notFound"
+    assert api(xcloud, "/hops/homes/1002/rooms/1/dayReport", token).status == 404
 
 
 # ------------------------------------------------------------------ tado X (hops)
