@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "provider.h"
+#include "tado_day.h"
 
 #define HOUR 3600
 
@@ -35,6 +36,8 @@ enum route {
 	R_ZONE_VALUES,
 	R_ZONE_UNITS,
 	R_ZONE_VALUE,
+	R_ZONE_HISTORY,
+	R_ZONE_DAY,
 	R_DEVICE,
 	R_DEVICE_JSON,
 	R_DEVICE_VALUES,
@@ -58,6 +61,8 @@ static const struct provider_route routes[R_COUNT] = {
     [R_ZONE_VALUES] = {"homes/*/zones/*/values", ENTRY_DIR},
     [R_ZONE_UNITS] = {"homes/*/zones/*/units.json", ENTRY_FILE},
     [R_ZONE_VALUE] = {"homes/*/zones/*/values/*", ENTRY_FILE},
+    [R_ZONE_HISTORY] = {"homes/*/zones/*/history", ENTRY_DIR},
+    [R_ZONE_DAY] = {"homes/*/zones/*/history/*", ENTRY_FILE},
     [R_DEVICE] = {"homes/*/devices/*", ENTRY_DIR},
     [R_DEVICE_JSON] = {"homes/*/devices/*/device.json", ENTRY_FILE},
     [R_DEVICE_VALUES] = {"homes/*/devices/*/values", ENTRY_DIR},
@@ -86,7 +91,7 @@ static int where_of(const struct provider_path *p, struct where *w)
 
 static bool is_zone_route(enum route r)
 {
-	return r == R_ZONES || (r >= R_ZONE_JSON && r <= R_ZONE_VALUE);
+	return r == R_ZONES || (r >= R_ZONE_JSON && r <= R_ZONE_DAY && r != R_ZONE_HISTORY);
 }
 
 static bool is_device_route(enum route r)
@@ -299,6 +304,14 @@ static int tado_source(const struct provider_path *p, struct resource_ref *ref)
 		if (!value_find(device_values, w.value) && !value_find(x_device_values, w.value))
 			return -ENOENT;
 		break;
+	case R_ZONE_DAY: {
+		char date[TADO_DAY_DATE_LEN];
+		enum tado_day_format format;
+
+		if (tado_day_name_parse(w.value, date, &format) < 0)
+			return -ENOENT;
+		break;
+	}
 	default:
 		break;
 	}
@@ -308,9 +321,26 @@ static int tado_source(const struct provider_path *p, struct resource_ref *ref)
 	return ref->context ? 0 : -ENOENT;
 }
 
-/* Sets @ref for a pre-X home: my.tado.com's aggregates. */
+/* A new ref to zone @w's day report of the day history file @w->value names (both
+ * formats of a day are one resource), or NULL. */
+static struct resource_ref *day_ref_new(const struct where *w)
+{
+	char date[TADO_DAY_DATE_LEN];
+	enum tado_day_format format;
+	g_autofree char *zone = provider_path_segment(w->id);
+	g_autofree char *suffix = NULL;
+
+	if (!zone || tado_day_name_parse(w->value, date, &format) < 0)
+		return NULL;
+	suffix = g_strconcat("/zones/", zone, "/dayReport?date=", date, NULL);
+	return home_ref_new(w->home, suffix, 0);
+}
+
+/* Sets @ref for a pre-X home: my.tado.com's aggregates, and a zone's day reports. */
 static int source_pre_x(const struct where *w, struct resource_ref *ref)
 {
+	if (w->route == R_ZONE_DAY)
+		return ref_take(ref, day_ref_new(w));
 	if (w->route == R_ZONES || w->route == R_ZONE_JSON)
 		return ref_take(ref, home_ref_new(w->home, "/zones", HOUR));
 	if (is_zone_route(w->route))
@@ -322,7 +352,11 @@ static int source_pre_x(const struct where *w, struct resource_ref *ref)
 static int source_x(const struct where *w, struct resource_ref *ref)
 {
 	bool states = is_zone_route(w->route) && w->route != R_ZONES && w->route != R_ZONE_JSON;
-	int r = ref_take(
+	int r;
+
+	if (w->route == R_ZONE_DAY)
+		return -ENOENT; /* tado X has no day reports */
+	r = ref_take(
 	    ref, home_ref_new(w->home, states ? "/rooms" : "/roomsAndDevices", states ? 0 : HOUR));
 
 	if (r < 0)
@@ -560,6 +594,17 @@ static int tado_render(const struct provider_path *p, json_t *body, GString *out
 	case R_DEVICE_UNITS:
 		obj = device_of(body, w.id, &defs, &r);
 		return obj ? units_render(defs, obj, out) : r;
+	case R_ZONE_DAY: {
+		char date[TADO_DAY_DATE_LEN];
+		enum tado_day_format format;
+
+		if (tado_day_name_parse(w.value, date, &format) < 0)
+			return -ENOENT;
+		if (!json_is_object(body))
+			return -EIO;
+		return format == TADO_DAY_CSV ? tado_day_render_csv(body, out)
+					      : provider_render_json(body, out);
+	}
 	default:
 		return -ENOENT;
 	}

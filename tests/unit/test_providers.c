@@ -488,7 +488,8 @@ static void test_tado_units_json_gives_each_value_its_unit(void)
 		      "{\n  \"connected\": \"\",\n  \"firmware\": \"\",\n  \"type\": \"\"\n}\n");
 	g_autofree char *dev = render(t, "homes/1002/devices/VA1234567890/units.json", rad, &r);
 	g_assert_nonnull(strstr(dev, "  \"temperature_as_measured\": \"°C\",\n"));
-	assert_list(t, "homes/1001/zones/1", NULL, "zone.json state.json values/ units.json");
+	assert_list(t, "homes/1001/zones/1", NULL,
+		    "zone.json state.json values/ units.json history/");
 	json_decref(states);
 	json_decref(rooms);
 	json_decref(rad);
@@ -531,7 +532,7 @@ static void test_tado_zone_files_come_from_zones_and_zone_states(void)
 	g_assert_cmpint(r, ==, 0);
 	g_assert_true(g_str_has_prefix(zone, "{\n  \"id\": 2,\n  \"name\": \"Hot water\",\n"));
 	assert_list(t, "homes/1001/zones", zones, "1/ 2/");
-	assert_list(t, "homes/1001/zones/1", NULL, "zone.json state.json values/ units.json");
+	assert_list(t, "homes/1001/zones/1", NULL, "zone.json state.json values/ units.json history/");
 
 	state = render(t, "homes/1001/zones/1/state.json", states, &r);
 	g_assert_cmpint(r, ==, 0);
@@ -582,6 +583,67 @@ static void test_tado_zone_values_are_one_scalar_a_file(void)
 	g_free(render(t, "homes/1001/zones/1/values/nothing", states, &r));
 	g_assert_cmpint(r, ==, -ENOENT);
 	json_decref(states);
+}
+
+static void test_tado_zone_history_days_are_day_reports(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *zones = fixture("tado-zones.json");
+	json_t *home = fixture("tado-x-home.json");
+	json_t *none = json_array();
+	struct resource_ref ref = {0};
+	g_autofree char *asked = NULL;
+	g_autofree char *note = NULL;
+	const char *bad[] = {"2026-11-30", "2026-11-30.txt", "2026-02-30.json", "2026-1-30.json",
+			     "2026-11-30.json.csv", "x026-11-30.csv", "1969-12-31.csv", ".json"};
+
+	assert_source(t, "homes/1001/zones/1/history", NULL, NULL, 0);
+	/* Both files of a day are one resource: the day report. */
+	assert_resolve(t, "homes/1001/zones/1/history/2026-11-30.json",
+		       "/homes/1001/zones/1/dayReport?date=2026-11-30", NULL, API_BASE_MAIN, zones);
+	assert_resolve(t, "homes/1001/zones/1/history/2026-11-30.csv",
+		       "/homes/1001/zones/1/dayReport?date=2026-11-30", NULL, API_BASE_MAIN, zones);
+	assert_resolve(t, "homes/1001/zones/a?b/history/2026-11-30.csv",
+		       "/homes/1001/zones/a%3Fb/dayReport?date=2026-11-30", NULL, API_BASE_MAIN,
+		       zones);
+	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+		g_autofree char *p = g_strconcat("homes/1001/zones/1/history/", bad[i], NULL);
+		g_assert_cmpint(source(t, p, &ref), ==, -ENOENT);
+	}
+	/* tado X has no day reports. */
+	g_assert_cmpint(resolve(t, "homes/1002/zones/1/history/2026-11-30.csv", &ref, &asked,
+				&note, none, home, NULL),
+			==, -ENOENT);
+	assert_list(t, "homes/1001/zones/1", NULL,
+		    "zone.json state.json values/ units.json history/");
+	json_decref(zones);
+	json_decref(home);
+	json_decref(none);
+}
+
+static void test_tado_day_csv_is_the_local_day_one_row_a_quarter(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *day = fixture("tado-dayReport.json");
+	int r;
+	g_autofree char *json = render(t, "homes/1001/zones/1/history/2026-11-30.json", day, &r);
+
+	g_assert_cmpint(r, ==, 0);
+	g_assert_true(g_str_has_prefix(json, "{\n  \"zoneType\": \"HEATING\",\n"));
+	/* The margins of 15 minutes either side and the row without a time are left out;
+	 * humidity in percent; text with a comma or a quote is quoted. */
+	assert_render(t, "homes/1001/zones/1/history/2026-11-30.csv", day,
+		      "time,inside_temperature[°C],humidity[%],setpoint[°C],power,call_for_heat,"
+		      "outside_temperature[°C],weather,sunny\n"
+		      "2026-11-29T23:00:00.000Z,19.5,45.1,17.0,ON,NONE,3.64,NIGHT_CLOUDY,false\n"
+		      "2026-11-29T23:15:00.000Z,19.58,,17.0,ON,LOW,3.64,NIGHT_CLOUDY,false\n"
+		      "2026-11-30T05:00:00.000Z,21.25,43.8,,OFF,LOW,5,\"SUN, \"\"mostly\"\"\",true\n");
+	json_object_set_new(day, "hoursInDay", json_string("24"));
+	g_free(render(t, "homes/1001/zones/1/history/2026-11-30.csv", day, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	g_free(render(t, "homes/1001/zones/1/history/2026-11-30.csv", json_array(), &r));
+	g_assert_cmpint(r, ==, -EIO);
+	json_decref(day);
 }
 
 static void test_tado_devices_are_named_by_serial_number(void)
@@ -1019,6 +1081,10 @@ int main(int argc, char **argv)
 			test_tado_zone_values_list_only_what_the_zone_has);
 	g_test_add_func("/tado/zone_values_are_one_scalar_a_file",
 			test_tado_zone_values_are_one_scalar_a_file);
+	g_test_add_func("/tado/zone_history_days_are_day_reports",
+			test_tado_zone_history_days_are_day_reports);
+	g_test_add_func("/tado/day_csv_is_the_local_day_one_row_a_quarter",
+			test_tado_day_csv_is_the_local_day_one_row_a_quarter);
 	g_test_add_func("/tado/devices_are_named_by_serial_number",
 			test_tado_devices_are_named_by_serial_number);
 	g_test_add_func("/tado/wrong_shapes_are_io_errors", test_tado_wrong_shapes_are_io_errors);
