@@ -8,41 +8,92 @@
 #include "provider.h"
 
 /* tado's report runs this long before the local day and after it (PyTado's fixture). */
-#define MARGIN_US (15 * 60 * G_USEC_PER_SEC)
+#define MARGIN_S (15 * 60)
 
-int tado_day_name_parse(const char *name, char date[TADO_DAY_DATE_LEN],
-			enum tado_day_format *format)
+int tado_day_name_parse(const char *name, char date[TADO_DAY_DATE_LEN], enum history_format *format)
 {
-	const char *dot = name ? strchr(name, '.') : NULL;
-	unsigned y, m, d;
-	char tail;
+	struct history_period day;
 
-	if (!dot || dot - name != 10)
+	/* A UTC day's name and a local day's are spelled alike. */
+	if (history_file_parse(HISTORY_HOUR, name, &day, format) < 0)
 		return -ENOENT;
-	if (strcmp(dot, ".json") == 0)
-		*format = TADO_DAY_JSON;
-	else if (strcmp(dot, ".csv") == 0)
-		*format = TADO_DAY_CSV;
-	else
-		return -ENOENT;
-	for (int i = 0; i < 10; i++)
-		if (i == 4 || i == 7 ? name[i] != '-' : !g_ascii_isdigit(name[i]))
-			return -ENOENT;
-	if (sscanf(name, "%4u-%2u-%2u%c", &y, &m, &d, &tail) != 4 || tail != '.' ||
-	    !g_date_valid_dmy((GDateDay)d, (GDateMonth)m, (GDateYear)y) || y < 1970)
-		return -ENOENT;
-	memcpy(date, name, 10);
-	date[10] = '\0';
+	memcpy(date, name, TADO_DAY_DATE_LEN - 1);
+	date[TADO_DAY_DATE_LEN - 1] = '\0';
 	return 0;
 }
 
-/* @text (an ISO 8601 time) as unix µs, or -1. */
+/* @home's time zone (a new reference): its dateTimeZone when that is a plain zone name
+ * this machine knows (it names a file under /usr/share/zoneinfo: nothing else), else UTC. */
+static GTimeZone *home_zone(json_t *home)
+{
+	const char *id = json_string_value(json_object_get(home, "dateTimeZone"));
+	size_t len = id ? strlen(id) : 0;
+	GTimeZone *tz = NULL;
+
+	if (len > 0 && len < 64 && id[0] != '/' && !strstr(id, "..") &&
+	    strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-/") == len)
+		tz = g_time_zone_new_identifier(id);
+	return tz ? tz : g_time_zone_new_utc();
+}
+
+gint64 tado_day_final_at(json_t *home, const char *date)
+{
+	g_autoptr(GTimeZone) tz = home_zone(home);
+	int y, m, d;
+
+	if (!date || sscanf(date, "%4d-%2d-%2d", &y, &m, &d) != 3 ||
+	    !g_date_valid_dmy((GDateDay)d, (GDateMonth)m, (GDateYear)y))
+		return 0;
+	g_autoptr(GDateTime) midnight = g_date_time_new(tz, y, m, d, 0, 0, 0);
+	g_autoptr(GDateTime) next = midnight ? g_date_time_add_days(midnight, 1) : NULL;
+	return next ? g_date_time_to_unix(next) + MARGIN_S : 0;
+}
+
+/* The local date of @t_s in @tz. */
+static GDate local_date(GTimeZone *tz, gint64 t_s)
+{
+	g_autoptr(GDateTime) utc = g_date_time_new_from_unix_utc(t_s);
+	g_autoptr(GDateTime) t = utc ? g_date_time_to_timezone(utc, tz) : NULL;
+	GDate date;
+
+	g_date_clear(&date, 1);
+	if (t)
+		g_date_set_dmy(&date, (GDateDay)g_date_time_get_day_of_month(t),
+			       (GDateMonth)g_date_time_get_month(t),
+			       (GDateYear)g_date_time_get_year(t));
+	else
+		g_date_set_dmy(&date, 1, 1, 1970);
+	return date;
+}
+
+void tado_day_list(json_t *home, gint64 oldest_s, gint64 now_s, GPtrArray *entries)
+{
+	g_autoptr(GTimeZone) tz = home_zone(home);
+	gint64 created_s;
+
+	if (now_s <= 0 || oldest_s > now_s)
+		return;
+	if (history_parse_iso(json_string_value(json_object_get(home, "dateCreated")), &created_s))
+		oldest_s = MAX(oldest_s, created_s);
+	oldest_s = MAX(oldest_s, now_s - (gint64)HISTORY_MAX_DAYS * 86400);
+	GDate day = local_date(tz, oldest_s);
+	GDate today = local_date(tz, now_s);
+	for (; g_date_compare(&day, &today) <= 0; g_date_add_days(&day, 1)) {
+		char name[TADO_DAY_DATE_LEN + 5];
+
+		g_date_strftime(name, sizeof(name), "%Y-%m-%d.json", &day);
+		g_ptr_array_add(entries, provider_entry_new(name, ENTRY_FILE));
+		g_date_strftime(name, sizeof(name), "%Y-%m-%d.csv", &day);
+		g_ptr_array_add(entries, provider_entry_new(name, ENTRY_FILE));
+	}
+}
+
+/* @text (an ISO 8601 time) as unix seconds, or -1. */
 static gint64 time_of(json_t *text)
 {
-	const char *s = json_string_value(text);
-	g_autoptr(GDateTime) t = s ? g_date_time_new_from_iso8601(s, NULL) : NULL;
+	gint64 t_s;
 
-	return t ? g_date_time_to_unix(t) * G_USEC_PER_SEC + g_date_time_get_microsecond(t) : -1;
+	return history_parse_iso(json_string_value(text), &t_s) ? t_s : -1;
 }
 
 /* One series of {from, to, value} intervals, walked forward as the rows' times grow. */
@@ -59,8 +110,8 @@ static void intervals_init(struct intervals *iv, json_t *series)
 	iv->next = 0;
 }
 
-/* The value of the interval holding @t_us (from <= t < to), or NULL. */
-static json_t *intervals_at(struct intervals *iv, gint64 t_us)
+/* The value of the interval holding @t_s (from <= t < to), or NULL. */
+static json_t *intervals_at(struct intervals *iv, gint64 t_s)
 {
 	size_t n = iv->list ? json_array_size(iv->list) : 0;
 
@@ -69,9 +120,9 @@ static json_t *intervals_at(struct intervals *iv, gint64 t_us)
 		gint64 from = time_of(json_object_get(e, "from"));
 		gint64 to = time_of(json_object_get(e, "to"));
 
-		if (from > t_us)
+		if (from > t_s)
 			return NULL; /* a gap: later rows may still fall in this one */
-		if (t_us < to)
+		if (t_s < to)
 			return json_object_get(e, "value");
 	}
 	return NULL;
@@ -162,8 +213,8 @@ int tado_day_render_csv(json_t *report, GString *out)
 	if (!json_is_object(report) || !json_is_array(temps) || !json_is_integer(hours) ||
 	    json_integer_value(hours) < 1 || json_integer_value(hours) > 48 || from < 0)
 		return -EIO;
-	gint64 day_start = from + MARGIN_US;
-	gint64 day_end = day_start + json_integer_value(hours) * 3600 * G_USEC_PER_SEC;
+	gint64 day_start = from + MARGIN_S;
+	gint64 day_end = day_start + json_integer_value(hours) * 3600;
 	unit_interval = g_strcmp0(json_string_value(json_object_get(hum, "percentageUnit")),
 				  "UNIT_INTERVAL") == 0;
 	g_autoptr(GHashTable) humidity = points_by_time(hum);

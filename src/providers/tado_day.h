@@ -8,15 +8,23 @@
 #include <glib.h>
 #include <jansson.h>
 
-enum tado_day_format { TADO_DAY_JSON, TADO_DAY_CSV };
+#include "history.h"
 
 /* "2026-12-01" is 10 bytes and a NUL. */
 #define TADO_DAY_DATE_LEN 11
 
-/* Reads a history file's name: "YYYY-MM-DD.json" or ".csv" of a real calendar date.
- * Sets @date and *@format; -ENOENT for any other name. */
+/* Reads a history file's name: "YYYY-MM-DD.json" or ".csv" of a real calendar date (its
+ * canonical spelling). Sets @date and *@format; -ENOENT for any other name. */
 int tado_day_name_parse(const char *name, char date[TADO_DAY_DATE_LEN],
-			enum tado_day_format *format);
+			enum history_format *format);
+/* When the report of @home's local day @date is final: the home's next midnight (its
+ * dateTimeZone; UTC when it names none this machine knows) plus tado's 15 minutes.
+ * 0 for a date that is none. */
+gint64 tado_day_final_at(json_t *home, const char *date);
+/* Appends the files (each day's .json then .csv), oldest first, of @home's local days
+ * from the one holding @oldest_s (never before the home's dateCreated, never more than
+ * HISTORY_MAX_DAYS back) to the one holding @now_s. Nothing when @now_s is 0. */
+void tado_day_list(json_t *home, gint64 oldest_s, gint64 now_s, GPtrArray *entries);
 
 /* The CSV header: each column's metric with its unit in brackets. */
 #define TADO_DAY_CSV_HEADER                                                                        \

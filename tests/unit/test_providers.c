@@ -588,37 +588,58 @@ static void test_tado_zone_values_are_one_scalar_a_file(void)
 static void test_tado_zone_history_days_are_day_reports(void)
 {
 	const struct provider *t = provider_find("tado");
-	json_t *zones = fixture("tado-zones.json");
-	json_t *home = fixture("tado-x-home.json");
-	json_t *none = json_array();
+	json_t *home = fixture("tado-home.json");
+	json_t *xhome = fixture("tado-x-home.json");
 	struct resource_ref ref = {0};
 	g_autofree char *asked = NULL;
 	g_autofree char *note = NULL;
 	const char *bad[] = {"2026-11-30", "2026-11-30.txt", "2026-02-30.json", "2026-1-30.json",
 			     "2026-11-30.json.csv", "x026-11-30.csv", "1969-12-31.csv", ".json"};
+	const gint64 t0 = 1764543600; /* 2025-11-30T23:00:00Z: 2025-12-01 in Berlin */
+	int r;
 
-	assert_source(t, "homes/1001/zones/1/history", NULL, NULL, 0);
-	/* Both files of a day are one resource: the day report. */
+	/* Which days there are, and whether the home has day reports, the home says. */
+	g_assert_cmpint(resolve(t, "homes/1001/zones/1/history", &ref, &asked, &note, NULL), ==, 0);
+	g_assert_cmpstr(asked, ==, "/homes/1001");
+	assert_resolve(t, "homes/1001/zones/1/history", "/homes/1001", NULL, API_BASE_MAIN, home);
+	/* Both files of a day are one resource: the day report, final at the home's next
+	 * midnight and tado's 15 minutes (Berlin in winter: 23:15 UTC). */
 	assert_resolve(t, "homes/1001/zones/1/history/2026-11-30.json",
-		       "/homes/1001/zones/1/dayReport?date=2026-11-30", NULL, API_BASE_MAIN, zones);
-	assert_resolve(t, "homes/1001/zones/1/history/2026-11-30.csv",
-		       "/homes/1001/zones/1/dayReport?date=2026-11-30", NULL, API_BASE_MAIN, zones);
+		       "/homes/1001/zones/1/dayReport?date=2026-11-30", NULL, API_BASE_MAIN, home);
 	assert_resolve(t, "homes/1001/zones/a?b/history/2026-11-30.csv",
 		       "/homes/1001/zones/a%3Fb/dayReport?date=2026-11-30", NULL, API_BASE_MAIN,
-		       zones);
+		       home);
+	g_assert_cmpint(resolve(t, "homes/1001/zones/1/history/2026-11-30.csv", &ref, &asked,
+				&note, home, NULL),
+			==, 0);
+	g_assert_cmpint(ref.immutable_at_s, ==, 1764544500 + 365 * 86400);
+	resource_ref_clear(&ref);
 	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
 		g_autofree char *p = g_strconcat("homes/1001/zones/1/history/", bad[i], NULL);
 		g_assert_cmpint(source(t, p, &ref), ==, -ENOENT);
 	}
-	/* tado X has no day reports. */
+	/* The home's local days, from history_days back (never before the home) to today. */
+	g_autofree char *days = list_at(t, "homes/1001/zones/1/history", home, t0, t0 - 86400, &r);
+	g_assert_cmpstr(days, ==,
+			"2025-11-30.json 2025-11-30.csv 2025-12-01.json 2025-12-01.csv");
+	json_object_set_new(home, "dateCreated", json_string("2025-11-30T23:30:00Z"));
+	g_free(days);
+	days = list_at(t, "homes/1001/zones/1/history", home, t0 + 3600, t0 - 86400, &r);
+	g_assert_cmpstr(days, ==, "2025-12-01.json 2025-12-01.csv");
+	g_free(days);
+	days = list_at(t, "homes/1001/zones/1/history", home, t0, G_MAXINT64, &r);
+	g_assert_cmpstr(days, ==, ""); /* history_days=0 */
+	/* tado X has no day reports: an empty history/. */
+	g_free(asked);
 	g_assert_cmpint(resolve(t, "homes/1002/zones/1/history/2026-11-30.csv", &ref, &asked,
-				&note, none, home, NULL),
+				&note, xhome, NULL),
 			==, -ENOENT);
+	assert_resolve(t, "homes/1002/zones/1/history", NULL, NULL, API_BASE_MAIN, xhome);
+	assert_list(t, "homes/1002/zones/1/history", NULL, "");
 	assert_list(t, "homes/1001/zones/1", NULL,
 		    "zone.json state.json values/ units.json history/");
-	json_decref(zones);
 	json_decref(home);
-	json_decref(none);
+	json_decref(xhome);
 }
 
 static void test_tado_day_csv_is_the_local_day_one_row_a_quarter(void)
