@@ -798,6 +798,21 @@ int cache_peek(struct cache *c, const char *key, struct cache_hit *hit)
 	return r;
 }
 
+bool cache_holds(struct cache *c, const char *key)
+{
+	g_autofree char *name = disk_name(key);
+	g_autofree char *pinned = disk_file(c, key, true);
+	struct cache_entry *e;
+	GStatBuf st;
+	bool held;
+
+	g_mutex_lock(&c->lock);
+	e = g_hash_table_lookup(c->entries, key);
+	held = (e && e->body) || (c->disk_dir && g_hash_table_contains(c->disk_files, name));
+	g_mutex_unlock(&c->lock);
+	return held || (pinned && g_lstat(pinned, &st) == 0 && S_ISREG(st.st_mode));
+}
+
 void cache_get_stats(struct cache *c, struct cache_stats *out)
 {
 	g_mutex_lock(&c->lock);

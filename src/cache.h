@@ -83,5 +83,8 @@ uint64_t cache_peek_gen(struct cache *c, const char *key);
 /* The copy of @key held in memory, fresh or not, without fetching, loading or counting
  * anything. Returns 0, or -ENOENT when there is none. */
 int cache_peek(struct cache *c, const char *key, struct cache_hit *hit);
+/* Whether a body of @key is held, in memory or on disk (pinned or not): what a read could
+ * serve without a fetch, fresh or not. Loads and counts nothing. */
+bool cache_holds(struct cache *c, const char *key);
 /* The counters, kept running: O(1). */
 void cache_get_stats(struct cache *c, struct cache_stats *out);

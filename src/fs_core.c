@@ -292,12 +292,12 @@ static uint64_t listing_gen(const struct resource *res, const struct resource_re
 	return gen > 1 ? gen : gen + 2;
 }
 
-/* Puts @entries, listed from @res for @ref, as @dir's children (listed before in
- * generation @listed, 0: never): the children gone have their copies dropped, and the
- * directory's mtime follows its names. */
+/* Puts @entries, listed from @res in listing generation @gen, as @dir's children (listed
+ * before in generation @listed, 0: never): the children gone have their copies dropped,
+ * and the directory's mtime follows its names (@changed_at_us when they changed). */
 static void apply_listing(struct fs_core *c, struct node *dir, const struct node_path *np,
-			  GPtrArray *entries, const struct resource *res,
-			  const struct resource_ref *ref, uint64_t listed)
+			  GPtrArray *entries, const struct resource *res, uint64_t gen,
+			  gint64 changed_at_us, uint64_t listed)
 {
 	const struct options *o =
 	    np->session ? session_options(np->session) : accounts_options(c->accounts);
@@ -310,12 +310,49 @@ static void apply_listing(struct fs_core *c, struct node *dir, const struct node
 			 np->pp.n ? np->comp[np->pp.n - 1] : "/", entries->len, max);
 		g_ptr_array_set_size(entries, max);
 	}
-	tree_set_children_gone(c->tree, dir, entries, listing_gen(res, ref), gone);
+	tree_set_children_gone(c->tree, dir, entries, gen, gone);
 	for (guint i = 0; i < gone->len; i++)
 		forget_gone(c, gone->pdata[i]);
-	dir_settle(c, dir, entries, !listed, res->changed_at_us);
+	dir_settle(c, dir, entries, !listed, changed_at_us);
 	if (np->pp.n == 0 && !listed)
 		internal_files_add(c->tree);
+}
+
+/* Where the quota is scarce (tado), a history directory shows only the files the cache
+ * holds (the background fill, history_fill.h, brings them in): a walk of it can read
+ * every file it lists without a call. Drops the others from @entries (of directory @np)
+ * and returns @gen made to change with the names kept. */
+static uint64_t keep_held(const struct node_path *np, GPtrArray *entries, uint64_t gen)
+{
+	const char **cc = g_new0(const char *, np->pp.n + 2);
+	guint kept = 0;
+
+	memcpy(cc, np->pp.comp, np->pp.n * sizeof(*cc));
+	for (guint i = 0; i < entries->len; i++) {
+		struct provider_entry *e = entries->pdata[i];
+		struct provider_path fp = np->pp;
+		struct resource_ref ref = {0};
+		bool held = true;
+
+		fp.comp = cc;
+		fp.n = np->pp.n + 1;
+		cc[np->pp.n] = e->name;
+		if (e->type == ENTRY_FILE) {
+			held = session_source(np->session, &fp, &ref, true) == 0 &&
+			       (!(ref.paged || ref.immutable_at_s) ||
+				session_holds(np->session, &ref));
+			resource_ref_clear(&ref);
+		}
+		if (!held) {
+			provider_entry_free(e);
+			continue;
+		}
+		entries->pdata[kept++] = e;
+		gen = fnv1a_64(gen, e->name, strlen(e->name) + 1);
+	}
+	entries->len = kept;
+	g_free(cc);
+	return gen > 1 ? gen : gen + 2;
 }
 
 /* Brings @dir's children up to date with its resource, which goes to @listing when it
@@ -327,7 +364,8 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 	struct node_path np = {0};
 	struct resource res = {0};
 	g_autoptr(GPtrArray) entries = provider_entries_new();
-	uint64_t listed;
+	uint64_t listed, gen;
+	bool held_only;
 	int r;
 
 	if (dir->internal)
@@ -342,7 +380,8 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 	if (!np.session) {
 		r = accounts_list(c->accounts, &np.pp, may_fetch, &res, entries);
 		if (r == 0 && res.gen != listed)
-			apply_listing(c, dir, &np, entries, &res, &ref, listed);
+			apply_listing(c, dir, &np, entries, &res, listing_gen(&res, &ref),
+				      res.changed_at_us, listed);
 		goto out;
 	}
 	const struct provider *p = session_provider(np.session);
@@ -362,13 +401,19 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 	r = core_get(np.session, &ref, &res, may_fetch);
 	if (r < 0)
 		goto out;
-	if (listing_gen(&res, &ref) != listed) {
+	gen = listing_gen(&res, &ref);
+	held_only = p->quota_is_scarce && ref.list_epoch;
+	if (gen != listed || held_only) {
 		json_t *body = resource_json(&res);
 		r = body ? p->list(&np.pp, body, entries) : -EIO;
 		json_decref(body);
-		if (r == 0)
-			apply_listing(c, dir, &np, entries, &res, &ref, listed);
-		else
+		if (r == 0 && held_only)
+			gen = keep_held(&np, entries, gen);
+		/* Held history changes its names when the fill brings a day in. */
+		if (r == 0 && gen != listed)
+			apply_listing(c, dir, &np, entries, &res, gen,
+				      held_only ? g_get_real_time() : res.changed_at_us, listed);
+		else if (r < 0)
 			log_warn("cannot list %s from %s: %s", np.pp.n ? np.comp[np.pp.n - 1] : "/",
 				 ref.path, g_strerror(-r));
 	}

@@ -726,6 +726,23 @@ int session_get_cached(struct session *s, const struct resource_ref *ref, struct
 	return fresh ? session_get(s, ref, out) : -EINPROGRESS;
 }
 
+bool session_holds(struct session *s, const struct resource_ref *ref)
+{
+	g_autofree char *key = ref_key(s, ref);
+
+	return cache_holds(s->cache, key);
+}
+
+bool session_background_allows(struct session *s)
+{
+	bool ok;
+
+	g_mutex_lock(&s->mutex);
+	ok = budget_background_allows(&s->budget, s->opts.history_budget, s->in_flight, now_s(s));
+	g_mutex_unlock(&s->mutex);
+	return ok;
+}
+
 long session_budget_remaining(struct session *s)
 {
 	g_mutex_lock(&s->mutex);

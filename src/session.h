@@ -74,6 +74,12 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 /* As session_get when a fresh copy is in memory (or offline): never fetches, never
  * waits for a fetch. -EINPROGRESS when answering needs a fetch. */
 int session_get_cached(struct session *s, const struct resource_ref *ref, struct resource *out);
+/* Whether the cache holds a copy of @ref (its final one once it is final), in memory or
+ * on disk: what a read serves without a call. */
+bool session_holds(struct session *s, const struct resource_ref *ref);
+/* Whether a background call (the history fill) may go out now: within history_budget=
+ * percent of a quota, never out of the user's reads' share (budget_background_allows). */
+bool session_background_allows(struct session *s);
 /* The calls the cloud's rate limit still allows in its window, as last told; -1 when
  * unknown (no RateLimit header seen). */
 long session_budget_remaining(struct session *s);

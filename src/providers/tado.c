@@ -319,8 +319,9 @@ static int tado_source(const struct provider_path *p, struct resource_ref *ref)
 	}
 		/* fall through */
 	case R_ZONE_HISTORY:
-		/* The home says whether it has day reports and what its days are. */
-		ref->context = home_ref_new(w.home, "", HOUR);
+		/* The zone list says whether the zone has day reports (not hot water), then
+		 * the home whether it is pre-X and when its days begin and end. */
+		ref->context = home_ref_new(w.home, "/zones", HOUR);
 		return ref->context ? 0 : -ENOENT;
 	default:
 		break;
@@ -401,7 +402,19 @@ static int tado_source_in(const struct provider_path *p, json_t *context, struct
 		return r;
 	if (!is_zone_route(w.route) && !is_device_route(w.route) && !is_history_route(w.route))
 		return -ENOENT;
-	if (json_is_array(context) && !is_history_route(w.route)) {
+	if (json_is_array(context) && is_history_route(w.route)) {
+		json_t *zone = provider_find_by_id(context, "id", w.id);
+		const char *type = json_string_value(json_object_get(zone, "type"));
+
+		if (json_array_size(context) > 0 && !zone)
+			return -ENOENT;
+		/* tado has no day reports of a hot water zone (its spec): an empty history/. */
+		if (type && strcmp(type, "HOT_WATER") == 0)
+			return w.route == R_ZONE_HISTORY ? 0 : -ENOENT;
+		ref->context = home_ref_new(w.home, "", HOUR);
+		return ref->context ? 0 : -ENOENT;
+	}
+	if (json_is_array(context)) {
 		/* The zone list: a home with zones is pre-X. An empty one is a pre-X home
 		 * without zones or a tado X home: the home's generation tells. */
 		if (json_array_size(context) > 0)

@@ -590,6 +590,8 @@ static void test_tado_zone_history_days_are_day_reports(void)
 	const struct provider *t = provider_find("tado");
 	json_t *home = fixture("tado-home.json");
 	json_t *xhome = fixture("tado-x-home.json");
+	json_t *zones = fixture("tado-zones.json");
+	json_t *none = json_array();
 	struct resource_ref ref = {0};
 	g_autofree char *asked = NULL;
 	g_autofree char *note = NULL;
@@ -598,19 +600,24 @@ static void test_tado_zone_history_days_are_day_reports(void)
 	const gint64 t0 = 1764543600; /* 2025-11-30T23:00:00Z: 2025-12-01 in Berlin */
 	int r;
 
-	/* Which days there are, and whether the home has day reports, the home says. */
+	/* Whether the zone has day reports, the zone list says; which days there are and
+	 * whether the home has any, the home. */
 	g_assert_cmpint(resolve(t, "homes/1001/zones/1/history", &ref, &asked, &note, NULL), ==, 0);
+	g_assert_cmpstr(asked, ==, "/homes/1001/zones");
+	g_free(asked);
+	g_assert_cmpint(resolve(t, "homes/1001/zones/1/history", &ref, &asked, &note, zones, NULL),
+			==, 0);
 	g_assert_cmpstr(asked, ==, "/homes/1001");
-	assert_resolve(t, "homes/1001/zones/1/history", "/homes/1001", NULL, API_BASE_MAIN, home);
+	assert_resolve(t, "homes/1001/zones/1/history", "/homes/1001", NULL, API_BASE_MAIN, zones,
+		       home);
 	/* Both files of a day are one resource: the day report, final at the home's next
 	 * midnight and tado's 15 minutes (Berlin in winter: 23:15 UTC). */
 	assert_resolve(t, "homes/1001/zones/1/history/2026-11-30.json",
-		       "/homes/1001/zones/1/dayReport?date=2026-11-30", NULL, API_BASE_MAIN, home);
-	assert_resolve(t, "homes/1001/zones/a?b/history/2026-11-30.csv",
-		       "/homes/1001/zones/a%3Fb/dayReport?date=2026-11-30", NULL, API_BASE_MAIN,
+		       "/homes/1001/zones/1/dayReport?date=2026-11-30", NULL, API_BASE_MAIN, zones,
 		       home);
+	g_free(asked);
 	g_assert_cmpint(resolve(t, "homes/1001/zones/1/history/2026-11-30.csv", &ref, &asked,
-				&note, home, NULL),
+				&note, zones, home, NULL),
 			==, 0);
 	g_assert_cmpint(ref.immutable_at_s, ==, 1764544500 + 365 * 86400);
 	resource_ref_clear(&ref);
@@ -632,14 +639,26 @@ static void test_tado_zone_history_days_are_day_reports(void)
 	/* tado X has no day reports: an empty history/. */
 	g_free(asked);
 	g_assert_cmpint(resolve(t, "homes/1002/zones/1/history/2026-11-30.csv", &ref, &asked,
-				&note, xhome, NULL),
+				&note, none, xhome, NULL),
 			==, -ENOENT);
-	assert_resolve(t, "homes/1002/zones/1/history", NULL, NULL, API_BASE_MAIN, xhome);
+	assert_resolve(t, "homes/1002/zones/1/history", NULL, NULL, API_BASE_MAIN, none, xhome);
+	/* Nor has a hot water zone, nor a zone the home does not have. */
+	json_array_append_new(zones, json_pack("{s:i, s:s}", "id", 7, "type", "HOT_WATER"));
+	assert_resolve(t, "homes/1001/zones/7/history", NULL, NULL, API_BASE_MAIN, zones);
+	g_free(asked);
+	g_assert_cmpint(resolve(t, "homes/1001/zones/7/history/2026-11-30.csv", &ref, &asked,
+				&note, zones, NULL),
+			==, -ENOENT);
+	g_free(asked);
+	g_assert_cmpint(resolve(t, "homes/1001/zones/8/history", &ref, &asked, &note, zones, NULL),
+			==, -ENOENT);
 	assert_list(t, "homes/1002/zones/1/history", NULL, "");
 	assert_list(t, "homes/1001/zones/1", NULL,
 		    "zone.json state.json values/ units.json history/");
 	json_decref(home);
 	json_decref(xhome);
+	json_decref(zones);
+	json_decref(none);
 }
 
 static void test_tado_day_csv_is_the_local_day_one_row_a_quarter(void)

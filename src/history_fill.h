@@ -1,0 +1,27 @@
+/* history_fill: where a cloud's quota is scarce (tado: 100 calls a day), its history is
+ * brought into the cache in the background, and a history directory lists only what the
+ * cache holds (fs_core), so that a walk of it reads every file it lists without a call
+ * and a find never spends the day's quota in one go.
+ *
+ * One thread walks the provider's tree (homes, zones, each zone's history/ as the
+ * provider lists it from the clock and history_days=) and fetches the periods the cache
+ * does not hold, the newest first, one call at a time, only while
+ * session_background_allows says so (history_budget= percent of the quota, never the
+ * user's reads' share). A finished period is fetched once and kept for good (pinned);
+ * the current one once, then read again by the user's reads under the normal TTL. A
+ * period the cloud refuses (a day before the zone existed) is not asked again that day. Nothing
+ * here names a cloud.
+ *
+ * Thread-safe: the fill's own lock guards its stop flag and is held across no call. */
+#pragma once
+
+#include "session.h"
+
+struct history_fill;
+
+/* Starts filling @session's history (not owned): NULL when there is nothing to fill (no
+ * session, a
+ * quota that is not scarce, history_days=0 or history_budget=0). Call after the fork. */
+struct history_fill *history_fill_start(struct session *session);
+/* Stops the thread (a call in flight ends within the timeout) and frees. NULL is fine. */
+void history_fill_stop(struct history_fill *fill);
