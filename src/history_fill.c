@@ -56,15 +56,14 @@ static bool stopping(struct history_fill *f)
 	return stop;
 }
 
-/* @ref's body as the cache holds it in memory (fresh or not), else fetched when the
- * budget allows a background call. -EAGAIN when it does not. */
+/* @ref's body as the cache holds it in memory, fresh or not: the fill spends no call on
+ * a listing (a device list, the zones' states), only on history and what it is listed
+ * from. -ENOENT when it holds none. */
 static int fill_get(struct history_fill *f, const struct resource_ref *ref, struct resource *res)
 {
-	if (session_get_cached(f->s, ref, res) == 0 || session_peek(f->s, ref, res) == 0)
+	if (session_get_cached(f->s, ref, res) == 0)
 		return 0;
-	if (!session_background_allows(f->s))
-		return -EAGAIN;
-	return session_get(f->s, ref, res);
+	return session_peek(f->s, ref, res);
 }
 
 /* The path @comp of @n components, with the clock history listings depend on. */
@@ -84,9 +83,9 @@ static bool refused(struct history_fill *f, const struct resource_ref *ref)
 	return until && g_get_monotonic_time() < *until;
 }
 
-/* Walks directory @comp (@n components) and below for the periods of history the cache
- * does not hold, into @wanted. Returns -EAGAIN when reading the tree needs a call the
- * budget does not allow now. */
+/* Walks directory @comp (@n components) and below, as far as the cache holds their
+ * listings (a history directory's, and what decides which resource a path is, are
+ * fetched), for the periods of history the cache does not hold, into @wanted. */
 static int fill_walk(struct history_fill *f, char **comp, size_t n, GPtrArray *wanted)
 {
 	const struct provider *p = session_provider(f->s);
@@ -99,10 +98,14 @@ static int fill_walk(struct history_fill *f, char **comp, size_t n, GPtrArray *w
 	if (stopping(f) || n >= MAX_DEPTH)
 		return 0;
 	r = session_source(f->s, &pp, &ref, true);
+	/* What says which resource a path is (tado: the zone list, the home) is worth a call. */
 	if (r < 0 && session_background_allows(f->s))
 		r = session_source(f->s, &pp, &ref, false);
 	if (r == 0 && ref.path)
 		r = fill_get(f, &ref, &res);
+	/* What a history directory is listed from (tado: the home) is worth a call. */
+	if (r < 0 && ref.path && ref.list_epoch && session_background_allows(f->s))
+		r = session_get(f->s, &ref, &res);
 	if (r == 0) {
 		json_t *body = ref.path ? resource_json(&res) : NULL;
 		r = ref.path && !body ? -EIO : p->list(&pp, body, entries);
@@ -111,18 +114,18 @@ static int fill_walk(struct history_fill *f, char **comp, size_t n, GPtrArray *w
 	resource_clear(&res);
 	resource_ref_clear(&ref);
 	if (r < 0)
-		return r == -EAGAIN ? r : 0; /* a part of the tree it cannot read: the rest */
+		return 0; /* a part of the tree not read yet: the rest */
 
 	char **child = g_new0(char *, n + 2);
 	memcpy(child, comp, n * sizeof(*child));
-	for (guint i = 0; i < entries->len && r != -EAGAIN; i++) {
+	for (guint i = 0; i < entries->len; i++) {
 		struct provider_entry *e = entries->pdata[i];
 		struct provider_path cp = fill_path(f, child, n + 1);
 		struct wanted *w;
 
 		child[n] = e->name;
 		if (e->type == ENTRY_DIR) {
-			r = fill_walk(f, child, n + 1, wanted);
+			fill_walk(f, child, n + 1, wanted);
 			continue;
 		}
 		w = g_new0(struct wanted, 1);
@@ -138,7 +141,7 @@ static int fill_walk(struct history_fill *f, char **comp, size_t n, GPtrArray *w
 		g_ptr_array_add(wanted, w);
 	}
 	g_free(child);
-	return r == -EAGAIN ? r : 0;
+	return 0;
 }
 
 /* One round: what is missing, then as much of it as the budget allows, the newest

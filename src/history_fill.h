@@ -3,14 +3,16 @@
  * cache holds (fs_core), so that a walk of it reads every file it lists without a call
  * and a find never spends the day's quota in one go.
  *
- * One thread walks the provider's tree (homes, zones, each zone's history/ as the
- * provider lists it from the clock and history_days=) and fetches the periods the cache
- * does not hold, the newest first, one call at a time, only while
- * session_background_allows says so (history_budget= percent of the quota, never the
- * user's reads' share). A finished period is fetched once and kept for good (pinned);
- * the current one once, then read again by the user's reads under the normal TTL. A
- * period the cloud refuses (a day before the zone existed) is not asked again that day. Nothing
- * here names a cloud.
+ * One thread walks the provider's tree as far as the cache holds its listings (homes,
+ * zones: it starts once the mount has been looked at, whose answers also tell the
+ * budget), lists each history directory (fetching what it is listed from and the
+ * contexts that say which resource a path is: tado's zone list and home) as the provider
+ * does from the clock and history_days=, and fetches the periods the cache does not hold, the
+ * newest first, one call at a time, only while session_background_allows says so (history_budget=
+ * percent of the quota, never the user's reads' share). A finished period is fetched once and kept
+ * for good (pinned); the current one once, then read again by the user's reads under the normal
+ * TTL. A period the cloud refuses (a day before the zone existed) is not asked again that day.
+ * Nothing here names a cloud.
  *
  * Thread-safe: the fill's own lock guards its stop flag and is held across no call. */
 #pragma once
