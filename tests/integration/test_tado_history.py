@@ -99,6 +99,9 @@ def test_a_small_budget_fills_history_in_the_background_without_a_429(rig):
     assert finished, days
     for d in finished:
         assert_csv_agrees_with_json(m, 1 if f"1/{d}.json" in files else 2, d)
+    # What is listed reads without the cloud: with every call refused, all of it still does.
+    rig.cloud.control.fail(kind="429", count=1000)
+    assert assert_every_listed_file_reads_without_a_call(rig, m) == files
 
 
 def test_the_history_grows_as_the_budget_refills_and_a_remount_costs_no_call(rig):
