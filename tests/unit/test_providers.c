@@ -681,8 +681,10 @@ static void test_tado_day_csv_is_the_local_day_one_row_a_quarter(void)
 	json_object_set_new(day, "hoursInDay", json_string("24"));
 	g_free(render(t, "homes/1001/zones/1/history/2026-11-30.csv", day, &r));
 	g_assert_cmpint(r, ==, -EIO);
-	g_free(render(t, "homes/1001/zones/1/history/2026-11-30.csv", json_array(), &r));
+	json_t *none = json_array();
+	g_free(render(t, "homes/1001/zones/1/history/2026-11-30.csv", none, &r));
 	g_assert_cmpint(r, ==, -EIO);
+	json_decref(none);
 	json_decref(day);
 }
 
