@@ -11,6 +11,9 @@
 /* A period the cloud refused (a day before the zone existed; a 5xx after its retries) is
  * not asked again for this long. */
 #define REFUSED_FOR_US ((gint64)86400 * G_USEC_PER_SEC)
+/* After a call for the tree (a zone list, a home) failed, none for this long: the fill
+ * looks again every IDLE_WAIT_US and must not ask again each time. */
+#define TREE_RETRY_US ((gint64)60 * G_USEC_PER_SEC)
 /* How deep the tree is walked for history directories (homes/H/zones/Z/history is 5). */
 #define MAX_DEPTH 6
 
@@ -21,6 +24,7 @@ struct history_fill {
 	GCond wake;
 	bool stopping;
 	GHashTable *refused; /* cache key -> gint64 * (monotonic µs until); the thread's own */
+	gint64 tree_calls_from_us; /* monotonic: no call for the tree before; the thread's own */
 };
 
 /* A period to fetch: its path in the tree (for the log) and its resource. */
@@ -76,6 +80,20 @@ static struct provider_path fill_path(struct history_fill *f, char **comp, size_
 	return pp;
 }
 
+/* Whether a call for the tree may go now. */
+static bool tree_call_allowed(struct history_fill *f)
+{
+	return g_get_monotonic_time() >= f->tree_calls_from_us && session_background_allows(f->s);
+}
+
+/* Returns @r, the result of a call for the tree, after taking note of a failure. */
+static int tree_call_done(struct history_fill *f, int r)
+{
+	if (r < 0)
+		f->tree_calls_from_us = g_get_monotonic_time() + TREE_RETRY_US;
+	return r;
+}
+
 static bool refused(struct history_fill *f, const struct resource_ref *ref)
 {
 	const gint64 *until = g_hash_table_lookup(f->refused, ref->key ? ref->key : ref->path);
@@ -99,13 +117,13 @@ static int fill_walk(struct history_fill *f, char **comp, size_t n, GPtrArray *w
 		return 0;
 	r = session_source(f->s, &pp, &ref, true);
 	/* What says which resource a path is (tado: the zone list, the home) is worth a call. */
-	if (r < 0 && session_background_allows(f->s))
-		r = session_source(f->s, &pp, &ref, false);
+	if (r < 0 && tree_call_allowed(f))
+		r = tree_call_done(f, session_source(f->s, &pp, &ref, false));
 	if (r == 0 && ref.path)
 		r = fill_get(f, &ref, &res);
 	/* What a history directory is listed from (tado: the home) is worth a call. */
-	if (r < 0 && ref.path && ref.list_epoch && session_background_allows(f->s))
-		r = session_get(f->s, &ref, &res);
+	if (r < 0 && ref.path && ref.list_epoch && tree_call_allowed(f))
+		r = tree_call_done(f, session_get(f->s, &ref, &res));
 	if (r == 0) {
 		json_t *body = ref.path ? resource_json(&res) : NULL;
 		r = ref.path && !body ? -EIO : p->list(&pp, body, entries);
