@@ -136,3 +136,21 @@ def test_the_history_grows_as_the_budget_refills_and_a_remount_costs_no_call(rig
     again = assert_every_listed_file_reads_without_a_call(rig, m2)
     assert again and set(again) <= set(grown)
     assert rig.cloud.control.stats()["day_reports"] == {}
+
+
+def test_days_before_a_zone_existed_are_asked_once_and_never_listed(rig):
+    rig.login_tado()
+    rig.cloud.control.config(quota=100)
+    rig.cloud.control.tado_zone_created(HOME, 2, days_ago=1)
+    m = rig.mount(extra=["history_days=4", "history_budget=50"])
+    os.listdir(m / f"homes/{HOME}/zones/2/history")
+    # zone 1: 4 days; zone 2: yesterday and today, and 2 days tado refuses (422)
+    wait_until(lambda: len(rig.cloud.control.stats()["day_reports"]) == 8 and
+               len(listed(m)) == 2 * 6, 30, "the fill to ask every day once")
+    reports = rig.cloud.control.stats()["day_reports"]
+    assert set(reports.values()) == {1}
+    days_2 = history(m, 2)
+    assert len(days_2) == 4 and all(f"1/{d}" in listed(m) for d in days_2)
+    assert_every_listed_file_reads_without_a_call(rig, m)
+    assert_no_429(rig)
+    assert "not available" in m.log_path.read_text()
