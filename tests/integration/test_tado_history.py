@@ -3,9 +3,11 @@
 history directory listing only what can be read without a call."""
 
 import csv
+import datetime
 import io
 import json
 import os
+import zoneinfo
 
 from rig import read, wait_until
 
@@ -154,3 +156,27 @@ def test_days_before_a_zone_existed_are_asked_once_and_never_listed(rig):
     assert_every_listed_file_reads_without_a_call(rig, m)
     assert_no_429(rig)
     assert "not available" in m.log_path.read_text()
+
+
+def test_todays_file_follows_the_ttl_and_yesterdays_never_changes(rig):
+    rig.login_tado()
+    rig.cloud.control.config(quota=1_000_000)  # a budget that never stretches the TTL
+    # Far enough from the home's midnight that "today" stays today.
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    now = datetime.datetime.fromtimestamp(rig.cloud.control.clock()["now_s"], berlin)
+    if now.hour >= 21:
+        rig.cloud.control.advance_clock((24 - now.hour + 1) * 3600)
+    m = rig.mount(extra=["history_days=2", "ttl=1"])
+    hist = m / f"homes/{HOME}/zones/1/history"
+    os.listdir(hist)
+    wait_until(lambda: len(os.listdir(hist)) == 4, 30, "yesterday and today")
+    yesterday, today = sorted({n[:10] for n in os.listdir(hist)})
+    before = {n: (read(hist / n), os.stat(hist / n).st_mtime) for n in os.listdir(hist)}
+    rig.cloud.control.advance_clock(1800)
+    wait_until(lambda: read(hist / f"{today}.csv") != before[f"{today}.csv"][0], 30,
+               "today's file to change")
+    assert len(read(hist / f"{today}.csv").splitlines()) > len(
+        before[f"{today}.csv"][0].splitlines())
+    for name in (f"{yesterday}.json", f"{yesterday}.csv"):
+        assert (read(hist / name), os.stat(hist / name).st_mtime) == before[name]
+    assert rig.cloud.control.stats()["day_reports"][f"{HOME}/1/{yesterday}"] == 1
