@@ -3,8 +3,9 @@
  * the fixed names of each level), asking source (then source_in, the body standing
  * for the context a path depends on), list and render of each.
  * Invariants: no crash, every call returns 0 or a negative errno, a listed name is
- * non-empty, an API path starts with '/' and has no dot segment (a query only on a paged
- * resource: history), a rendered file ends in a newline. History is listed as of a fixed
+ * non-empty, an API path starts with '/' and has no dot segment (a query only on history:
+ * a paged or an immutable resource, such as tado's dayReport?date=), a rendered file ends
+ * in a newline. History is listed as of a fixed
  * day, two days back. */
 #include <assert.h>
 #include <errno.h>
@@ -27,7 +28,7 @@ static void check_ref(const struct resource_ref *ref)
 		return;
 	assert(ref->path[0] == '/');
 	assert(!strchr(ref->path, '#'));
-	assert(ref->paged || !strchr(ref->path, '?'));
+	assert(ref->paged || ref->immutable_at_s || !strchr(ref->path, '?'));
 	g_autofree char *before_query = g_strndup(ref->path, strcspn(ref->path, "?"));
 	g_auto(GStrv) segs = g_strsplit(before_query, "/", -1);
 	for (char **s = segs + 1; *s; s++) {
