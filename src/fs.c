@@ -181,7 +181,7 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	if (fs->se)
 		notify_start(fs->notify, fs->se);
 	prefetch_start(fs->prefetch);
-	fs->history = history_fill_start(accounts_one(fs_core_accounts(fs->core)));
+	fs->history = history_fill_start(fs_core_accounts(fs->core));
 	GThreadPool *pool = g_thread_pool_new_full(
 	    fs_fetch_one, fs, fs_fetch_dropped,
 	    accounts_options(fs_core_accounts(fs->core))->max_threads, FALSE, NULL);

@@ -18,14 +18,29 @@
 #define MAX_DEPTH 6
 
 struct history_fill {
-	struct session *s;
+	struct accounts *accounts;
 	GThread *thread;
 	GMutex lock; /* guards stopping; waited on with wake */
 	GCond wake;
 	bool stopping;
-	GHashTable *refused; /* cache key -> gint64 * (monotonic µs until); the thread's own */
-	gint64 tree_calls_from_us; /* monotonic: no call for the tree before; the thread's own */
+	GHashTable *by_session; /* struct session * -> struct account_fill *; the thread's own */
 };
+
+/* What the fill knows of one account (the thread's own). */
+struct account_fill {
+	struct history_fill *fill;
+	struct session *s;
+	GHashTable *refused;	   /* cache key -> gint64 * (monotonic µs until) */
+	gint64 tree_calls_from_us; /* monotonic: no call for the tree before */
+};
+
+static void account_fill_free(gpointer data)
+{
+	struct account_fill *af = data;
+
+	g_hash_table_destroy(af->refused);
+	g_free(af);
+}
 
 /* A period to fetch: its path in the tree (for the log) and its resource. */
 struct wanted {
@@ -63,40 +78,40 @@ static bool stopping(struct history_fill *f)
 /* @ref's body as the cache holds it in memory, fresh or not: the fill spends no call on
  * a listing (a device list, the zones' states), only on history and what it is listed
  * from. -ENOENT when it holds none. */
-static int fill_get(struct history_fill *f, const struct resource_ref *ref, struct resource *res)
+static int fill_get(struct account_fill *af, const struct resource_ref *ref, struct resource *res)
 {
-	if (session_get_cached(f->s, ref, res) == 0)
+	if (session_get_cached(af->s, ref, res) == 0)
 		return 0;
-	return session_peek(f->s, ref, res);
+	return session_peek(af->s, ref, res);
 }
 
 /* The path @comp of @n components, with the clock history listings depend on. */
-static struct provider_path fill_path(struct history_fill *f, char **comp, size_t n)
+static struct provider_path fill_path(struct account_fill *af, char **comp, size_t n)
 {
 	struct provider_path pp = {.comp = (const char *const *)comp, .n = n};
 
-	pp.now_s = session_now_s(f->s);
-	pp.history_from_s = session_history_from_s(f->s, pp.now_s);
+	pp.now_s = session_now_s(af->s);
+	pp.history_from_s = session_history_from_s(af->s, pp.now_s);
 	return pp;
 }
 
 /* Whether a call for the tree may go now. */
-static bool tree_call_allowed(struct history_fill *f)
+static bool tree_call_allowed(struct account_fill *af)
 {
-	return g_get_monotonic_time() >= f->tree_calls_from_us && session_background_allows(f->s);
+	return g_get_monotonic_time() >= af->tree_calls_from_us && session_background_allows(af->s);
 }
 
 /* Returns @r, the result of a call for the tree, after taking note of a failure. */
-static int tree_call_done(struct history_fill *f, int r)
+static int tree_call_done(struct account_fill *af, int r)
 {
 	if (r < 0)
-		f->tree_calls_from_us = g_get_monotonic_time() + TREE_RETRY_US;
+		af->tree_calls_from_us = g_get_monotonic_time() + TREE_RETRY_US;
 	return r;
 }
 
-static bool refused(struct history_fill *f, const struct resource_ref *ref)
+static bool refused(struct account_fill *af, const struct resource_ref *ref)
 {
-	const gint64 *until = g_hash_table_lookup(f->refused, ref->key ? ref->key : ref->path);
+	const gint64 *until = g_hash_table_lookup(af->refused, ref->key ? ref->key : ref->path);
 
 	return until && g_get_monotonic_time() < *until;
 }
@@ -104,26 +119,30 @@ static bool refused(struct history_fill *f, const struct resource_ref *ref)
 /* Walks directory @comp (@n components) and below, as far as the cache holds their
  * listings (a history directory's, and what decides which resource a path is, are
  * fetched), for the periods of history the cache does not hold, into @wanted. */
-static int fill_walk(struct history_fill *f, char **comp, size_t n, GPtrArray *wanted)
+static int fill_walk(struct account_fill *af, char **comp, size_t n, GPtrArray *wanted)
 {
-	const struct provider *p = session_provider(f->s);
-	struct provider_path pp = fill_path(f, comp, n);
+	const struct provider *p = session_provider(af->s);
+	struct provider_path pp = fill_path(af, comp, n);
 	g_autoptr(GPtrArray) entries = provider_entries_new();
 	struct resource_ref ref = {0};
 	struct resource res = {0};
 	int r;
 
-	if (stopping(f) || n >= MAX_DEPTH)
+	if (stopping(af->fill) || n >= MAX_DEPTH)
 		return 0;
-	r = session_source(f->s, &pp, &ref, true);
+	/* In a mount of all accounts, a home two logins share is one account's to fill. */
+	struct session *owner = accounts_route(af->fill->accounts, &pp);
+	if (owner && owner != af->s)
+		return 0;
+	r = session_source(af->s, &pp, &ref, true);
 	/* What says which resource a path is (tado: the zone list, the home) is worth a call. */
-	if (r < 0 && tree_call_allowed(f))
-		r = tree_call_done(f, session_source(f->s, &pp, &ref, false));
+	if (r < 0 && tree_call_allowed(af))
+		r = tree_call_done(af, session_source(af->s, &pp, &ref, false));
 	if (r == 0 && ref.path)
-		r = fill_get(f, &ref, &res);
+		r = fill_get(af, &ref, &res);
 	/* What a history directory is listed from (tado: the home) is worth a call. */
-	if (r < 0 && ref.path && ref.list_epoch && tree_call_allowed(f))
-		r = tree_call_done(f, session_get(f->s, &ref, &res));
+	if (r < 0 && ref.path && ref.list_epoch && tree_call_allowed(af))
+		r = tree_call_done(af, session_get(af->s, &ref, &res));
 	if (r == 0) {
 		json_t *body = ref.path ? resource_json(&res) : NULL;
 		r = ref.path && !body ? -EIO : p->list(&pp, body, entries);
@@ -138,19 +157,19 @@ static int fill_walk(struct history_fill *f, char **comp, size_t n, GPtrArray *w
 	memcpy(child, comp, n * sizeof(*child));
 	for (guint i = 0; i < entries->len; i++) {
 		struct provider_entry *e = entries->pdata[i];
-		struct provider_path cp = fill_path(f, child, n + 1);
+		struct provider_path cp = fill_path(af, child, n + 1);
 		struct wanted *w;
 
 		child[n] = e->name;
 		if (e->type == ENTRY_DIR) {
-			fill_walk(f, child, n + 1, wanted);
+			fill_walk(af, child, n + 1, wanted);
 			continue;
 		}
 		w = g_new0(struct wanted, 1);
 		/* Only history: a period (paged or immutable) the cache does not hold. */
-		if (session_source(f->s, &cp, &w->ref, true) < 0 || !w->ref.path ||
-		    !(w->ref.paged || w->ref.immutable_at_s) || session_holds(f->s, &w->ref) ||
-		    refused(f, &w->ref)) {
+		if (session_source(af->s, &cp, &w->ref, true) < 0 || !w->ref.path ||
+		    !(w->ref.paged || w->ref.immutable_at_s) || session_holds(af->s, &w->ref) ||
+		    refused(af, &w->ref)) {
 			wanted_free(w);
 			continue;
 		}
@@ -164,29 +183,29 @@ static int fill_walk(struct history_fill *f, char **comp, size_t n, GPtrArray *w
 
 /* One round: what is missing, then as much of it as the budget allows, the newest
  * first. Returns whether it fetched anything (then another round may go at once). */
-static bool fill_round(struct history_fill *f)
+static bool fill_round(struct account_fill *af)
 {
 	g_autoptr(GPtrArray) wanted = g_ptr_array_new_with_free_func(wanted_free);
 	g_autoptr(GHashTable) asked = g_hash_table_new(g_str_hash, g_str_equal);
 	char *root[1] = {NULL};
 	bool fetched = false;
 
-	if (!session_background_allows(f->s))
+	if (!session_background_allows(af->s))
 		return false;
-	fill_walk(f, root, 0, wanted);
+	fill_walk(af, root, 0, wanted);
 	g_ptr_array_sort(wanted, wanted_newest_first);
-	for (guint i = 0; i < wanted->len && !stopping(f); i++) {
+	for (guint i = 0; i < wanted->len && !stopping(af->fill); i++) {
 		struct wanted *w = wanted->pdata[i];
 		const char *key = w->ref.key ? w->ref.key : w->ref.path;
 		struct resource res = {0};
 		int r;
 
 		/* A period's files (.json, .csv) are one resource: one call. */
-		if (!g_hash_table_add(asked, (gpointer)key) || session_holds(f->s, &w->ref))
+		if (!g_hash_table_add(asked, (gpointer)key) || session_holds(af->s, &w->ref))
 			continue;
-		if (!session_background_allows(f->s))
+		if (!session_background_allows(af->s))
 			break;
-		r = session_get(f->s, &w->ref, &res);
+		r = session_get(af->s, &w->ref, &res);
 		resource_clear(&res);
 		if (r == 0) {
 			fetched = true;
@@ -197,9 +216,43 @@ static bool fill_round(struct history_fill *f)
 			break; /* the quota, the network: later */
 		gint64 *until = g_new(gint64, 1);
 		*until = g_get_monotonic_time() + REFUSED_FOR_US;
-		g_hash_table_replace(f->refused, g_strdup(key), until);
+		g_hash_table_replace(af->refused, g_strdup(key), until);
 		log_info("history: %s is not available (%s); not asked again for a day", w->path,
 			 g_strerror(-r));
+	}
+	return fetched;
+}
+
+/* Whether @s's history is filled: its quota is scarce and its options ask for it. */
+static bool fills(struct session *s)
+{
+	const struct options *o = session_options(s);
+
+	return session_provider(s)->quota_is_scarce && o->history_days > 0 &&
+	       o->history_budget > 0 && !o->offline;
+}
+
+/* One round over every account serving now. Returns whether any fetched. */
+static bool fill_accounts(struct history_fill *f)
+{
+	g_autoptr(GPtrArray) sessions = accounts_sessions(f->accounts);
+	bool fetched = false;
+
+	for (guint i = 0; i < sessions->len && !stopping(f); i++) {
+		struct session *s = sessions->pdata[i];
+		struct account_fill *af = g_hash_table_lookup(f->by_session, s);
+
+		if (!fills(s))
+			continue;
+		if (!af) {
+			af = g_new0(struct account_fill, 1);
+			af->fill = f;
+			af->s = s;
+			af->refused =
+			    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+			g_hash_table_insert(f->by_session, s, af);
+		}
+		fetched = fill_round(af) || fetched;
 	}
 	return fetched;
 }
@@ -209,7 +262,7 @@ static gpointer fill_thread(gpointer data)
 	struct history_fill *f = data;
 
 	while (!stopping(f)) {
-		bool more = fill_round(f);
+		bool more = fill_accounts(f);
 		g_mutex_lock(&f->lock);
 		if (!f->stopping && !more)
 			g_cond_wait_until(&f->wake, &f->lock,
@@ -219,19 +272,21 @@ static gpointer fill_thread(gpointer data)
 	return NULL;
 }
 
-struct history_fill *history_fill_start(struct session *session)
+struct history_fill *history_fill_start(struct accounts *accounts)
 {
-	const struct options *o = session ? session_options(session) : NULL;
+	const struct options *o = accounts_options(accounts);
+	struct session *one = accounts_one(accounts);
 	struct history_fill *f;
 
-	if (!session || !session_provider(session)->quota_is_scarce || o->history_days <= 0 ||
-	    o->history_budget <= 0 || o->offline)
+	/* A mount of all accounts may gain a tado login later: its thread looks. */
+	if (o->history_days <= 0 || o->history_budget <= 0 || o->offline || (one && !fills(one)))
 		return NULL;
 	f = g_new0(struct history_fill, 1);
-	f->s = session;
+	f->accounts = accounts;
 	g_mutex_init(&f->lock);
 	g_cond_init(&f->wake);
-	f->refused = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+	f->by_session =
+	    g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, account_fill_free);
 	f->thread = g_thread_new("history", fill_thread, f);
 	return f;
 }
@@ -245,7 +300,7 @@ void history_fill_stop(struct history_fill *f)
 	g_cond_signal(&f->wake);
 	g_mutex_unlock(&f->lock);
 	g_thread_join(f->thread);
-	g_hash_table_destroy(f->refused);
+	g_hash_table_destroy(f->by_session);
 	g_cond_clear(&f->wake);
 	g_mutex_clear(&f->lock);
 	g_free(f);
