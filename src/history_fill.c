@@ -8,6 +8,9 @@
 
 /* How often the budget is looked at again when it allows no call: a look costs none. */
 #define IDLE_WAIT_US (1 * G_USEC_PER_SEC)
+/* How often the tree is walked again when nothing was missing (or the cloud failed): a
+ * walk costs no call, but looks at every period listed. */
+#define DONE_WAIT_US (10 * G_USEC_PER_SEC)
 /* A period the cloud refused (a day before the zone existed; a 5xx after its retries) is
  * not asked again for this long. */
 #define REFUSED_FOR_US ((gint64)86400 * G_USEC_PER_SEC)
@@ -182,16 +185,18 @@ static int fill_walk(struct account_fill *af, char **comp, size_t n, GPtrArray *
 }
 
 /* One round: what is missing, then as much of it as the budget allows, the newest
- * first. Returns whether it fetched anything (then another round may go at once). */
-static bool fill_round(struct account_fill *af)
+ * first. Returns how long to wait before the next (µs): 0 after a fetch, IDLE_WAIT_US
+ * while the budget allows no call, DONE_WAIT_US when nothing was missing or the cloud
+ * failed. */
+static gint64 fill_round(struct account_fill *af)
 {
 	g_autoptr(GPtrArray) wanted = g_ptr_array_new_with_free_func(wanted_free);
 	g_autoptr(GHashTable) asked = g_hash_table_new(g_str_hash, g_str_equal);
 	char *root[1] = {NULL};
-	bool fetched = false;
+	gint64 wait = DONE_WAIT_US;
 
 	if (!session_background_allows(af->s))
-		return false;
+		return IDLE_WAIT_US;
 	fill_walk(af, root, 0, wanted);
 	g_ptr_array_sort(wanted, wanted_newest_first);
 	for (guint i = 0; i < wanted->len && !stopping(af->fill); i++) {
@@ -203,12 +208,14 @@ static bool fill_round(struct account_fill *af)
 		/* A period's files (.json, .csv) are one resource: one call. */
 		if (!g_hash_table_add(asked, (gpointer)key) || session_holds(af->s, &w->ref))
 			continue;
-		if (!session_background_allows(af->s))
+		if (!session_background_allows(af->s)) {
+			wait = MIN(wait, IDLE_WAIT_US);
 			break;
+		}
 		r = session_get(af->s, &w->ref, &res);
 		resource_clear(&res);
 		if (r == 0) {
-			fetched = true;
+			wait = 0;
 			log_debug("history: %s fetched in the background", w->path);
 			continue;
 		}
@@ -220,7 +227,7 @@ static bool fill_round(struct account_fill *af)
 		log_info("history: %s is not available (%s); not asked again for a day", w->path,
 			 g_strerror(-r));
 	}
-	return fetched;
+	return wait;
 }
 
 /* Whether @s's history is filled: its quota is scarce and its options ask for it. */
@@ -232,11 +239,12 @@ static bool fills(struct session *s)
 	       o->history_budget > 0 && !o->offline;
 }
 
-/* One round over every account serving now. Returns whether any fetched. */
-static bool fill_accounts(struct history_fill *f)
+/* One round over every account serving now. Returns how long to wait (fill_round's,
+ * the shortest). */
+static gint64 fill_accounts(struct history_fill *f)
 {
 	g_autoptr(GPtrArray) sessions = accounts_sessions(f->accounts);
-	bool fetched = false;
+	gint64 wait = -1;
 
 	for (guint i = 0; i < sessions->len && !stopping(f); i++) {
 		struct session *s = sessions->pdata[i];
@@ -252,9 +260,10 @@ static bool fill_accounts(struct history_fill *f)
 			    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 			g_hash_table_insert(f->by_session, s, af);
 		}
-		fetched = fill_round(af) || fetched;
+		gint64 w = fill_round(af);
+		wait = wait < 0 ? w : MIN(wait, w);
 	}
-	return fetched;
+	return wait < 0 ? IDLE_WAIT_US : wait; /* none yet: a mount of all may gain one */
 }
 
 static gpointer fill_thread(gpointer data)
@@ -262,11 +271,10 @@ static gpointer fill_thread(gpointer data)
 	struct history_fill *f = data;
 
 	while (!stopping(f)) {
-		bool more = fill_accounts(f);
+		gint64 wait = fill_accounts(f);
 		g_mutex_lock(&f->lock);
-		if (!f->stopping && !more)
-			g_cond_wait_until(&f->wake, &f->lock,
-					  g_get_monotonic_time() + IDLE_WAIT_US);
+		if (!f->stopping && wait > 0)
+			g_cond_wait_until(&f->wake, &f->lock, g_get_monotonic_time() + wait);
 		g_mutex_unlock(&f->lock);
 	}
 	return NULL;
