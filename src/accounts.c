@@ -345,7 +345,7 @@ void accounts_stop(struct accounts *a)
 /* The names every provider's root lists without a resource (homes/), once each. */
 static void root_entries(GPtrArray *entries)
 {
-	const struct provider_path root = {NULL, 0};
+	const struct provider_path root = {.comp = NULL, .n = 0};
 
 	for (const struct provider *const *p = provider_all(); *p; p++) {
 		g_autoptr(GPtrArray) some = provider_entries_new();

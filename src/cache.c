@@ -16,6 +16,13 @@
  * after that is taken for hung and no longer waited for. A load that a fetch of the key
  * finished during (its body, or -ENOENT) is thrown away: the fetch knows better.
  *
+ * Pinned entries (cache_get_pinned: a finished period of history, which never changes) are
+ * fresh for good once they have a body, and their disk copies live apart, in
+ * <disk_dir>/pinned/: neither the TTL, nor the disk bound, nor the disk LRU ever touches
+ * them (their bodies may still leave memory, to be read back from disk). They are bounded
+ * otherwise: cache_forget drops one (its period left the listing), and a copy older than
+ * the pinned age (cache_set_pinned_max_age) is deleted when the cache opens.
+ *
  * Disk copy: <disk_dir>/<hex SHA-256 of key>, written atomically after every successful
  * fetch (so its fetch time is true after a remount), a short text header then the body:
  *   smarthomefs-cache 1\n key=<key>\n changed_at=<unix s>.<µs>\n fetched_at=<unix s>\n \n <body>
@@ -59,12 +66,14 @@ struct cache_entry {
 	GCond done;
 	GMutex disk_lock; /* orders this key's disk writes after the lock is dropped; one per
 			   * key, so that fetches of other keys write (and fsync) at once */
+	bool pinned;	  /* kept for good: never stale, its disk copy in pinned/ */
 };
 
 struct cache {
 	GMutex lock;
 	GHashTable *entries; /* key -> struct cache_entry * */
 	char *disk_dir;
+	char *pinned_dir; /* disk_dir/pinned: the pinned entries' copies */
 	int timeout_s;
 	struct cache_stats stats; /* entries and bytes kept running by entry_set_body */
 	GQueue lru;		  /* entries with a body, the most recently used first */
@@ -149,18 +158,29 @@ static bool is_disk_name(const char *name)
 	return strlen(name) == 64 && strspn(name, "0123456789abcdef") == 64;
 }
 
-/* Takes stock of the disk copies a previous mount left. */
-static void disk_scan(struct cache *c)
+/* Takes stock of the disk copies a previous mount left. The pinned ones are only
+ * counted, and deleted past @pinned_max_age_s (0: never). */
+static void disk_scan(struct cache *c, bool pinned, gint64 pinned_max_age_s)
 {
-	g_autoptr(GDir) dir = g_dir_open(c->disk_dir, 0, NULL);
+	g_autoptr(GDir) dir = g_dir_open(pinned ? c->pinned_dir : c->disk_dir, 0, NULL);
+	gint64 now_s = g_get_real_time() / USEC;
 	const char *name;
 
 	while (dir && (name = g_dir_read_name(dir))) {
-		g_autofree char *path = g_build_filename(c->disk_dir, name, NULL);
+		g_autofree char *path =
+		    g_build_filename(pinned ? c->pinned_dir : c->disk_dir, name, NULL);
 		GStatBuf st;
 
 		if (!is_disk_name(name) || g_lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
 			continue;
+		if (pinned && pinned_max_age_s && now_s - st.st_mtime > pinned_max_age_s) {
+			unlink(path);
+			continue;
+		}
+		if (pinned) {
+			c->stats.pinned_bytes += (uint64_t)st.st_size;
+			continue;
+		}
 		struct disk_file *f = g_new0(struct disk_file, 1);
 		f->size = (uint64_t)st.st_size;
 		f->mtime_s = st.st_mtime;
@@ -191,7 +211,9 @@ struct cache *cache_new(const char *disk_dir, int timeout_s)
 	if (disk_dir && *disk_dir) {
 		if (g_mkdir_with_parents(disk_dir, 0700) == 0) {
 			c->disk_dir = g_strdup(disk_dir);
-			disk_scan(c);
+			c->pinned_dir = g_build_filename(disk_dir, "pinned", NULL);
+			disk_scan(c, false, 0);
+			disk_scan(c, true, 0);
 		}
 	}
 	return c;
@@ -208,6 +230,7 @@ void cache_free(struct cache *c)
 	g_hash_table_destroy(c->disk_files);
 	g_mutex_clear(&c->lock);
 	g_free(c->disk_dir);
+	g_free(c->pinned_dir);
 	g_free(c);
 }
 
@@ -223,14 +246,14 @@ static char *disk_name(const char *key)
 	return g_compute_checksum_for_string(G_CHECKSUM_SHA256, key, -1);
 }
 
-static char *disk_file(struct cache *c, const char *key)
+static char *disk_file(struct cache *c, const char *key, bool pinned)
 {
 	g_autofree char *name = NULL;
 
 	if (!c->disk_dir)
 		return NULL;
 	name = disk_name(key);
-	return g_build_filename(c->disk_dir, name, NULL);
+	return g_build_filename(pinned ? c->pinned_dir : c->disk_dir, name, NULL);
 }
 
 /* Orders disk copies for deletion: the least recently used first. */
@@ -294,12 +317,19 @@ static void disk_unlink_all(GPtrArray *victims)
 }
 
 /* Books the disk copy of @key as @size bytes (0 and @gone: deleted), used now. Returns
- * what the disk bound now asks to delete. Caller holds the lock. */
-static GPtrArray *disk_book(struct cache *c, const char *key, uint64_t size, bool gone)
+ * what the disk bound now asks to delete. Caller holds the lock. A pinned copy counts
+ * apart (@old_size: the bytes it replaced). */
+static GPtrArray *disk_book(struct cache *c, const char *key, uint64_t size, bool gone, bool pinned,
+			    uint64_t old_size)
 {
 	g_autofree char *name = disk_name(key);
 	struct disk_file *f = g_hash_table_lookup(c->disk_files, name);
 
+	if (pinned) {
+		c->stats.pinned_bytes -= MIN(old_size, c->stats.pinned_bytes);
+		c->stats.pinned_bytes += gone ? 0 : size;
+		return NULL;
+	}
 	if (f)
 		c->stats.disk_bytes -= f->size;
 	if (gone) {
@@ -319,10 +349,11 @@ static GPtrArray *disk_book(struct cache *c, const char *key, uint64_t size, boo
 /* Writes the disk copy of @key atomically (GLib writes a temporary file, fsyncs and
  * renames it); a failure only costs the copy. @changed_at_us is unix µs, @fetched_at_s
  * unix seconds. */
-static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 changed_at_us,
-		       gint64 fetched_at_s)
+static void disk_store(struct cache *c, const char *key, bool pinned, GBytes *body,
+		       gint64 changed_at_us, gint64 fetched_at_s)
 {
-	g_autofree char *file = disk_file(c, key);
+	g_autofree char *file = disk_file(c, key, pinned);
+	GStatBuf old;
 	g_autoptr(GString) data = NULL;
 	gsize len;
 	const char *bytes = g_bytes_get_data(body, &len);
@@ -335,35 +366,42 @@ static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 ch
 			       "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
 			       key, changed_at_us / USEC, changed_at_us % USEC, fetched_at_s);
 	g_string_append_len(data, bytes, (gssize)len);
+	if (pinned && g_mkdir_with_parents(c->pinned_dir, 0700) != 0)
+		return;
+	if (g_lstat(file, &old) != 0 || !S_ISREG(old.st_mode))
+		old.st_size = 0;
 	if (!g_file_set_contents_full(file, data->str, (gssize)data->len,
 				      G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
 				      0600, NULL))
 		return;
 	g_mutex_lock(&c->lock);
-	GPtrArray *victims = disk_book(c, key, data->len, false);
+	GPtrArray *victims = disk_book(c, key, data->len, false, pinned, (uint64_t)old.st_size);
 	g_mutex_unlock(&c->lock);
 	disk_unlink_all(victims);
 }
 
 static void disk_drop(struct cache *c, const char *key)
 {
-	g_autofree char *file = disk_file(c, key);
+	for (int pinned = 0; pinned < 2; pinned++) {
+		g_autofree char *file = disk_file(c, key, pinned);
+		GStatBuf st;
 
-	if (!file)
-		return;
-	unlink(file);
-	g_mutex_lock(&c->lock);
-	disk_book(c, key, 0, true);
-	g_mutex_unlock(&c->lock);
+		if (!file || g_lstat(file, &st) != 0)
+			continue;
+		unlink(file);
+		g_mutex_lock(&c->lock);
+		disk_book(c, key, 0, true, pinned, (uint64_t)st.st_size);
+		g_mutex_unlock(&c->lock);
+	}
 }
 
 /* Reads the disk copy of @key: its body (a new reference), when it changed (unix µs) and
  * was fetched (unix s). Touches no entry, so it runs without the lock. False when there
  * is none. */
-static bool disk_read(struct cache *c, const char *key, GBytes **body, gint64 *changed_at_us,
-		      gint64 *fetched_at_s)
+static bool disk_read(struct cache *c, const char *key, bool pinned, GBytes **body,
+		      gint64 *changed_at_us, gint64 *fetched_at_s)
 {
-	g_autofree char *file = disk_file(c, key);
+	g_autofree char *file = disk_file(c, key, pinned);
 	g_autofree char *data = NULL;
 	g_autofree char *want = NULL;
 	gsize len;
@@ -413,7 +451,7 @@ static void disk_load(struct cache *c, struct cache_entry *e)
 	e->loading = true;
 	e->load_started_us = g_get_monotonic_time();
 	g_mutex_unlock(&c->lock);
-	found = disk_read(c, e->key, &body, &changed_at_us, &fetched_at_s);
+	found = disk_read(c, e->key, e->pinned, &body, &changed_at_us, &fetched_at_s);
 	g_mutex_lock(&c->lock);
 	e->loading = false;
 	if (g_get_monotonic_time() - e->load_started_us >= (gint64)c->timeout_s * USEC)
@@ -484,6 +522,8 @@ static struct cache_entry *entry_get(struct cache *c, const char *key)
 
 static bool entry_fresh(struct cache_entry *e, int ttl_s)
 {
+	if (e->pinned)
+		return e->body != NULL;
 	return e->body && ttl_s > 0 &&
 	       g_get_monotonic_time() - e->fetched_at_us < (gint64)ttl_s * USEC;
 }
@@ -540,8 +580,8 @@ static int wait_for_fetch(struct cache *c, struct cache_entry *e, struct cache_h
 	return answer(c, e, e->result, hit);
 }
 
-int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, bool offline,
-	      cache_fetch_fn fetch, void *ctx, struct cache_hit *hit)
+static int get_entry(struct cache *c, const char *key, const char *path, int ttl_s, bool pinned,
+		     bool offline, cache_fetch_fn fetch, void *ctx, struct cache_hit *hit)
 {
 	struct cache_entry *e;
 	GBytes *body = NULL;
@@ -556,6 +596,12 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	g_mutex_lock(&c->lock);
 	e = entry_get(c, key);
 	e->forgotten = false; /* read again: live */
+	if (pinned && !e->pinned) {
+		/* Known unpinned so far (never in this mount): its copy is in pinned/. */
+		e->pinned = true;
+		if (!e->body)
+			e->disk_checked = false;
+	}
 	r = disk_copy_settle(c, e);
 	if (r < 0) {
 		g_mutex_unlock(&c->lock);
@@ -642,7 +688,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	newest = e->flights == flight && !e->forgotten;
 	g_mutex_unlock(&c->lock);
 	if (newest && body)
-		disk_store(c, key, body, changed_at_us, fetched_at_s);
+		disk_store(c, key, e->pinned, body, changed_at_us, fetched_at_s);
 	else if (newest && r == -ENOENT)
 		disk_drop(c, key);
 	g_mutex_lock(&c->lock);
@@ -659,6 +705,28 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	if (body)
 		g_bytes_unref(body);
 	return r;
+}
+
+int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, bool offline,
+	      cache_fetch_fn fetch, void *ctx, struct cache_hit *hit)
+{
+	return get_entry(c, key, path, ttl_s, false, offline, fetch, ctx, hit);
+}
+
+int cache_get_pinned(struct cache *c, const char *key, const char *path, bool offline,
+		     cache_fetch_fn fetch, void *ctx, struct cache_hit *hit)
+{
+	return get_entry(c, key, path, 0, true, offline, fetch, ctx, hit);
+}
+
+void cache_set_pinned_max_age(struct cache *c, gint64 max_age_s)
+{
+	if (c->disk_dir && max_age_s > 0) {
+		g_mutex_lock(&c->lock);
+		c->stats.pinned_bytes = 0;
+		g_mutex_unlock(&c->lock);
+		disk_scan(c, true, max_age_s);
+	}
 }
 
 /* Removes a forgotten @e from the table once no thread is busy with it. Caller holds the
@@ -728,6 +796,21 @@ int cache_peek(struct cache *c, const char *key, struct cache_hit *hit)
 	}
 	g_mutex_unlock(&c->lock);
 	return r;
+}
+
+bool cache_holds(struct cache *c, const char *key)
+{
+	g_autofree char *name = disk_name(key);
+	g_autofree char *pinned = disk_file(c, key, true);
+	struct cache_entry *e;
+	GStatBuf st;
+	bool held;
+
+	g_mutex_lock(&c->lock);
+	e = g_hash_table_lookup(c->entries, key);
+	held = (e && e->body) || (c->disk_dir && g_hash_table_contains(c->disk_files, name));
+	g_mutex_unlock(&c->lock);
+	return held || (pinned && g_lstat(pinned, &st) == 0 && S_ISREG(st.st_mode));
 }
 
 void cache_get_stats(struct cache *c, struct cache_stats *out)

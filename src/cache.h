@@ -45,6 +45,7 @@ struct cache_stats {
 	uint64_t bytes;	       /* their bodies' bytes */
 	uint64_t evictions;    /* bodies dropped from memory for its bound */
 	uint64_t disk_bytes;   /* bytes of the disk copies */
+	uint64_t pinned_bytes; /* bytes of the pinned disk copies (not in disk_bytes) */
 };
 
 /* A cache whose on-disk copy lives in @disk_dir (created 0700; NULL: memory only), and
@@ -67,11 +68,23 @@ void cache_forget(struct cache *c, const char *key);
  * when another thread's fetch did not finish in time. */
 int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, bool offline,
 	      cache_fetch_fn fetch, void *ctx, struct cache_hit *hit);
+/* cache_get for a resource that never changes (a finished period of history): once it has
+ * a body it is fresh for good, and its disk copy is pinned: kept apart from the others,
+ * never deleted by the disk bound. A pinned copy goes only through cache_forget, or when
+ * it is older than cache_set_pinned_max_age at the next start. */
+int cache_get_pinned(struct cache *c, const char *key, const char *path, bool offline,
+		     cache_fetch_fn fetch, void *ctx, struct cache_hit *hit);
+/* Deletes the pinned copies written more than @max_age_s ago; call at start, before any
+ * reader. */
+void cache_set_pinned_max_age(struct cache *c, gint64 max_age_s);
 void cache_hit_clear(struct cache_hit *hit);
 /* The generation of @key if it is cached (0 if not), without fetching. */
 uint64_t cache_peek_gen(struct cache *c, const char *key);
 /* The copy of @key held in memory, fresh or not, without fetching, loading or counting
  * anything. Returns 0, or -ENOENT when there is none. */
 int cache_peek(struct cache *c, const char *key, struct cache_hit *hit);
+/* Whether a body of @key is held, in memory or on disk (pinned or not): what a read could
+ * serve without a fetch, fresh or not. Loads and counts nothing. */
+bool cache_holds(struct cache *c, const char *key);
 /* The counters, kept running: O(1). */
 void cache_get_stats(struct cache *c, struct cache_stats *out);

@@ -31,7 +31,8 @@ static gboolean opt_version;
 static GOptionEntry common_entries[] = {
     {"option", 'o', 0, G_OPTION_ARG_STRING_ARRAY, &opt_o,
      "Mount or account option, comma-separated (ttl=, timeout=, api_url=, hops_url=, auth_url=, "
-     "cafile=, token_store=, cache_dir=, state_dir=, offline, debug, ...)",
+     "cafile=, token_store=, cache_dir=, state_dir=, offline, debug, history_days=, "
+     "history_budget=, ...)",
      "OPT[,OPT...]"},
     {"version", 'V', 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL},
     G_OPTION_ENTRY_NULL,

@@ -39,6 +39,8 @@ struct options {
 	int max_entries;    /* names one listing shows at most */
 	int cache_memory_mib; /* bodies kept in memory, least recently used evicted */
 	int cache_disk_mib;   /* bodies kept on disk (cache_dir), least recently used dropped */
+	int history_days;     /* days of history listed (today included); 0: none */
+	int history_budget;   /* percent of a scarce quota (tado) the history fill may spend */
 	GPtrArray *fuse_opts; /* libfuse's own options, passed on as they are */
 };
 

@@ -42,6 +42,7 @@
 #include "fs_core.h"
 #include "internal_files.h"
 #include "notify.h"
+#include "history_fill.h"
 #include "prefetch.h"
 
 struct fs {
@@ -49,6 +50,7 @@ struct fs {
 	struct tree *tree; /* the core's */
 	struct internal_files *internal;
 	struct prefetch *prefetch;
+	struct history_fill *history; /* NULL: nothing to fill, or not started */
 	struct notify *notify;
 	struct fuse_session *se; /* set before the loop starts, then read only */
 	bool no_open;		 /* the kernel sends no open/release for files; set in init */
@@ -179,6 +181,7 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	if (fs->se)
 		notify_start(fs->notify, fs->se);
 	prefetch_start(fs->prefetch);
+	fs->history = history_fill_start(fs_core_accounts(fs->core));
 	GThreadPool *pool = g_thread_pool_new_full(
 	    fs_fetch_one, fs, fs_fetch_dropped,
 	    accounts_options(fs_core_accounts(fs->core))->max_threads, FALSE, NULL);
@@ -223,6 +226,7 @@ void fs_stop(struct fs *fs)
 	/* First, before waiting for prefetches: what a remount shows must not hang on them. */
 	fs_core_save(fs->core);
 	prefetch_stop(fs->prefetch);
+	history_fill_stop(g_steal_pointer(&fs->history));
 	notify_stop_soon(fs->notify);
 	if (fs->se && !notify_ended(fs->notify))
 		fs_answer_until_notify_ends(fs);
@@ -400,6 +404,10 @@ static int op_readdir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size
 			 * attributes cannot be had now, or, for an internal file, should be
 			 * had at the open. */
 			if (child && !d->is_dir && child->internal)
+				child = NULL;
+			/* A period of history not fetched yet is shown without its
+			 * attributes: listing its directory costs no call. */
+			if (child && !d->is_dir && fs_core_costly(fs->core, child))
 				child = NULL;
 			r = child ? fs_fill_entry(fs, child, may_fetch, &e) : 0;
 			if (r == -EINPROGRESS)

@@ -163,6 +163,10 @@ void node_path_init(struct fs_core *c, struct node *node, struct node_path *np)
 	np->pp.comp = (const char *const *)np->comp;
 	np->pp.n = n;
 	np->session = accounts_route(c->accounts, &np->pp);
+	if (np->session) {
+		np->pp.now_s = session_now_s(np->session);
+		np->pp.history_from_s = session_history_from_s(np->session, np->pp.now_s);
+	}
 }
 
 void node_path_clear(struct node_path *np)
@@ -232,7 +236,9 @@ static void forget_if_own(struct session *s, struct node *node, struct resource_
 	g_autofree char *inner = segment ? g_strconcat("/", segment, "/", NULL) : NULL;
 	g_autofree char *last = segment ? g_strconcat("/", segment, NULL) : NULL;
 
-	if (ref->path && segment && (strstr(ref->path, inner) || g_str_has_suffix(ref->path, last)))
+	/* A period of history (immutable) is always its file's own. */
+	if (ref->path && (ref->immutable_at_s || (segment && (strstr(ref->path, inner) ||
+							      g_str_has_suffix(ref->path, last)))))
 		session_forget(s, ref);
 	resource_ref_clear(ref);
 }
@@ -258,7 +264,7 @@ static void forget_gone(struct fs_core *c, struct node *node)
 		if (p->list(&np.pp, NULL, files) == 0) {
 			for (guint k = 0; k < files->len; k++) {
 				struct provider_entry *f = files->pdata[k];
-				struct provider_path fp = {cc, np.pp.n + 1};
+				struct provider_path fp = {.comp = cc, .n = np.pp.n + 1};
 				struct resource_ref fref = {0};
 				cc[np.pp.n] = f->name;
 				if (p->source(&fp, &fref) == 0)
@@ -273,11 +279,25 @@ static void forget_gone(struct fs_core *c, struct node *node)
 	node_path_clear(&np);
 }
 
-/* Puts @entries, listed from @res, as @dir's children (listed before in generation
- * @listed, 0: never): the children gone have their copies dropped, and the directory's
- * mtime follows its names. */
+/* What a listing made from @res for @ref is of: the body's generation, and the epoch the
+ * provider says it also depends on (history's day). Never 0 nor 1 (a static listing). */
+static uint64_t listing_gen(const struct resource *res, const struct resource_ref *ref)
+{
+	uint64_t gen = res->gen;
+
+	if (!ref->list_epoch)
+		return gen;
+	gen = fnv1a_64(FNV1A_64_OFFSET, &gen, sizeof(gen));
+	gen = fnv1a_64(gen, &ref->list_epoch, sizeof(ref->list_epoch));
+	return gen > 1 ? gen : gen + 2;
+}
+
+/* Puts @entries, listed from @res in listing generation @gen, as @dir's children (listed
+ * before in generation @listed, 0: never): the children gone have their copies dropped,
+ * and the directory's mtime follows its names (@changed_at_us when they changed). */
 static void apply_listing(struct fs_core *c, struct node *dir, const struct node_path *np,
-			  GPtrArray *entries, const struct resource *res, uint64_t listed)
+			  GPtrArray *entries, const struct resource *res, uint64_t gen,
+			  gint64 changed_at_us, uint64_t listed)
 {
 	const struct options *o =
 	    np->session ? session_options(np->session) : accounts_options(c->accounts);
@@ -290,12 +310,49 @@ static void apply_listing(struct fs_core *c, struct node *dir, const struct node
 			 np->pp.n ? np->comp[np->pp.n - 1] : "/", entries->len, max);
 		g_ptr_array_set_size(entries, max);
 	}
-	tree_set_children_gone(c->tree, dir, entries, res->gen, gone);
+	tree_set_children_gone(c->tree, dir, entries, gen, gone);
 	for (guint i = 0; i < gone->len; i++)
 		forget_gone(c, gone->pdata[i]);
-	dir_settle(c, dir, entries, !listed, res->changed_at_us);
+	dir_settle(c, dir, entries, !listed, changed_at_us);
 	if (np->pp.n == 0 && !listed)
 		internal_files_add(c->tree);
+}
+
+/* Where the quota is scarce (tado), a history directory shows only the files the cache
+ * holds (the background fill, history_fill.h, brings them in): a walk of it can read
+ * every file it lists without a call. Drops the others from @entries (of directory @np)
+ * and returns @gen made to change with the names kept. */
+static uint64_t keep_held(const struct node_path *np, GPtrArray *entries, uint64_t gen)
+{
+	const char **cc = g_new0(const char *, np->pp.n + 2);
+	guint kept = 0;
+
+	memcpy(cc, np->pp.comp, np->pp.n * sizeof(*cc));
+	for (guint i = 0; i < entries->len; i++) {
+		struct provider_entry *e = entries->pdata[i];
+		struct provider_path fp = np->pp;
+		struct resource_ref ref = {0};
+		bool held = true;
+
+		fp.comp = cc;
+		fp.n = np->pp.n + 1;
+		cc[np->pp.n] = e->name;
+		if (e->type == ENTRY_FILE) {
+			held = session_source(np->session, &fp, &ref, true) == 0 &&
+			       (!(ref.paged || ref.immutable_at_s) ||
+				session_holds(np->session, &ref));
+			resource_ref_clear(&ref);
+		}
+		if (!held) {
+			provider_entry_free(e);
+			continue;
+		}
+		entries->pdata[kept++] = e;
+		gen = fnv1a_64(gen, e->name, strlen(e->name) + 1);
+	}
+	entries->len = kept;
+	g_free(cc);
+	return gen > 1 ? gen : gen + 2;
 }
 
 /* Brings @dir's children up to date with its resource, which goes to @listing when it
@@ -307,7 +364,8 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 	struct node_path np = {0};
 	struct resource res = {0};
 	g_autoptr(GPtrArray) entries = provider_entries_new();
-	uint64_t listed;
+	uint64_t listed, gen;
+	bool held_only;
 	int r;
 
 	if (dir->internal)
@@ -322,7 +380,8 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 	if (!np.session) {
 		r = accounts_list(c->accounts, &np.pp, may_fetch, &res, entries);
 		if (r == 0 && res.gen != listed)
-			apply_listing(c, dir, &np, entries, &res, listed);
+			apply_listing(c, dir, &np, entries, &res, listing_gen(&res, &ref),
+				      res.changed_at_us, listed);
 		goto out;
 	}
 	const struct provider *p = session_provider(np.session);
@@ -342,13 +401,19 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 	r = core_get(np.session, &ref, &res, may_fetch);
 	if (r < 0)
 		goto out;
-	if (res.gen != listed) {
+	gen = listing_gen(&res, &ref);
+	held_only = p->quota_is_scarce && ref.list_epoch;
+	if (gen != listed || held_only) {
 		json_t *body = resource_json(&res);
 		r = body ? p->list(&np.pp, body, entries) : -EIO;
 		json_decref(body);
-		if (r == 0)
-			apply_listing(c, dir, &np, entries, &res, listed);
-		else
+		if (r == 0 && held_only)
+			gen = keep_held(&np, entries, gen);
+		/* Held history changes its names when the fill brings a day in. */
+		if (r == 0 && gen != listed)
+			apply_listing(c, dir, &np, entries, &res, gen,
+				      held_only ? g_get_real_time() : res.changed_at_us, listed);
+		else if (r < 0)
 			log_warn("cannot list %s from %s: %s", np.pp.n ? np.comp[np.pp.n - 1] : "/",
 				 ref.path, g_strerror(-r));
 	}
@@ -424,7 +489,7 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
  * at @changed_at_wall_us); true when they differ from what was seen before (and then the
  * kernel's copy is on its way out). */
 static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uint64_t gen,
-			 gint64 changed_at_wall_us)
+			 gint64 changed_at_wall_us, bool fixed_time)
 {
 	uint64_t hash = bytes_hash(data);
 	bool changed;
@@ -438,10 +503,14 @@ static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uin
 		return false;
 	}
 	changed = node->memo.gen && node->memo.hash != hash;
+	/* A resource of a fixed time (a finished period's end) shows that time, known
+	 * without a fetch and the same on every mount, unless the same bytes were shown
+	 * with another time before (the period's file while it was today's): then that one,
+	 * so that a period turning final changes no mtime. */
 	if (!node->memo.gen || changed)
 		node->mtime_wall_us = stamps_settle(
 		    c->stamps, node->ino, hash, g_bytes_get_size(data), changed_at_wall_us,
-		    changed ? G_MAXINT64 : first_seen_wall_us(c, node));
+		    changed || fixed_time ? G_MAXINT64 : first_seen_wall_us(c, node));
 	node->memo.gen = gen ? gen : 1;
 	node->memo.hash = hash;
 	node->memo.size = g_bytes_get_size(data);
@@ -535,7 +604,8 @@ int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, bool m
 			GBytes *data = NULL;
 			r = render_from(c, node, &res, &data);
 			if (r == 0) {
-				note_content(c, node, data, res.gen, res.changed_at_us);
+				note_content(c, node, data, res.gen, res.changed_at_us,
+					     res.fixed_time);
 				g_bytes_unref(data);
 			}
 		}
@@ -566,9 +636,26 @@ int fs_core_read(struct fs_core *c, struct node *node, bool may_fetch, GBytes **
 	if (r == 0)
 		r = render_from(c, node, &res, ret_bytes);
 	if (r == 0)
-		note_content(c, node, *ret_bytes, res.gen, res.changed_at_us);
+		note_content(c, node, *ret_bytes, res.gen, res.changed_at_us, res.fixed_time);
 	resource_clear(&res);
 	return r;
+}
+
+bool fs_core_costly(struct fs_core *c, struct node *node)
+{
+	struct resource_ref ref = {0};
+	struct node_path np = {0};
+	struct resource res = {0};
+	bool costly = false;
+
+	node_path_init(c, node, &np);
+	if (np.session && session_source(np.session, &np.pp, &ref, true) == 0 &&
+	    (ref.paged || ref.immutable_at_s))
+		costly = session_get_cached(np.session, &ref, &res) < 0;
+	resource_clear(&res);
+	resource_ref_clear(&ref);
+	node_path_clear(&np);
+	return costly;
 }
 
 bool fs_core_is_told(struct fs_core *c, struct node *node, uint64_t gen)

@@ -99,5 +99,9 @@ int fs_core_read(struct fs_core *c, struct node *node, bool may_fetch, GBytes **
  * what the cache holds now, without fetching; their generation in *ret_gen. -ESTALE
  * when the cache holds another generation or other bytes, -ENOENT when nothing. */
 int fs_core_told_bytes(struct fs_core *c, struct node *node, GBytes **ret_bytes, uint64_t *ret_gen);
+/* Whether file @node is made of history (a paged or an immutable resource) that the cache
+ * does not hold:
+ * a listing shows such a file without its attributes, so that listing costs no call. */
+bool fs_core_costly(struct fs_core *c, struct node *node);
 /* Whether the kernel was last told of generation @gen of file @node. */
 bool fs_core_is_told(struct fs_core *c, struct node *node, uint64_t gen);

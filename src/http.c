@@ -53,6 +53,7 @@ struct http_transfer {
 	char *ratelimit;
 	char *ratelimit_policy;
 	char *content_type;
+	char *date;
 	long http_version; /* CURL_HTTP_VERSION_*: what the server and curl agreed on */
 };
 
@@ -195,6 +196,7 @@ static void transfer_reset_headers(struct http_transfer *t)
 	g_clear_pointer(&t->ratelimit, g_free);
 	g_clear_pointer(&t->ratelimit_policy, g_free);
 	g_clear_pointer(&t->content_type, g_free);
+	g_clear_pointer(&t->date, g_free);
 }
 
 /* Header names are compared in any letter case: HTTP/2 sends them lower case, some
@@ -211,6 +213,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 	    {"ratelimit", offsetof(struct http_transfer, ratelimit)},
 	    {"ratelimit-policy", offsetof(struct http_transfer, ratelimit_policy)},
 	    {"content-type", offsetof(struct http_transfer, content_type)},
+	    {"date", offsetof(struct http_transfer, date)},
 	};
 
 	/* A status line starts a new header block (after a 100 Continue or an
@@ -442,6 +445,8 @@ static void transfer_to_response(struct http_transfer *t, long status, struct ht
 	resp->ratelimit = g_steal_pointer(&t->ratelimit);
 	resp->ratelimit_policy = g_steal_pointer(&t->ratelimit_policy);
 	resp->content_type = g_steal_pointer(&t->content_type);
+	/* curl_getdate: -1 for what is no date. */
+	resp->date_s = t->date ? MAX((gint64)curl_getdate(t->date, NULL), 0) : 0;
 }
 
 int http_request(struct http_client *c, const struct http_request *req, struct http_response *resp)
@@ -519,6 +524,7 @@ void http_response_clear(struct http_response *resp)
 	g_clear_pointer(&resp->ratelimit, g_free);
 	g_clear_pointer(&resp->ratelimit_policy, g_free);
 	g_clear_pointer(&resp->content_type, g_free);
+	resp->date_s = 0;
 	resp->status = 0;
 	resp->seconds = 0;
 	resp->attempts = 0;

@@ -34,6 +34,7 @@ struct http_response {
 	char *ratelimit;
 	char *ratelimit_policy;
 	char *content_type;
+	gint64 date_s; /* the server's clock (its Date header), unix s; 0: none */
 	double seconds;
 	int attempts;
 };

@@ -87,7 +87,10 @@ static bool prefetch_push(struct prefetch *pf, struct session *session, struct r
 		g_strfreev(comp);
 		return false;
 	}
-	if (!room || !ref->path || g_strcmp0(key, own) == 0 || g_hash_table_contains(seen, key)) {
+	/* History (a paged or immutable resource) is read when it is read, never ahead: a
+	 * listing of history costs no call. */
+	if (!room || !ref->path || ref->paged || ref->immutable_at_s || g_strcmp0(key, own) == 0 ||
+	    g_hash_table_contains(seen, key)) {
 		resource_ref_clear(ref);
 		g_strfreev(comp);
 		return room;
@@ -129,7 +132,7 @@ static void prefetch_entries(struct prefetch *pf, struct session *session,
 	bool room = true;
 	for (guint i = 0; i < entries->len && room; i++) {
 		struct provider_entry *e = entries->pdata[i];
-		struct provider_path cp = {cc, n + 1};
+		struct provider_path cp = {.comp = cc, .n = n + 1};
 		struct resource_ref ref = {0};
 
 		cc[n] = e->name;
@@ -147,7 +150,7 @@ static void prefetch_entries(struct prefetch *pf, struct session *session,
 			if (p->list(&cp, NULL, files) == 0) {
 				for (guint k = 0; k < files->len; k++) {
 					struct provider_entry *f = files->pdata[k];
-					struct provider_path gp = {cc, n + 2};
+					struct provider_path gp = {.comp = cc, .n = n + 2};
 					struct resource_ref gref = {0};
 					cc[n + 1] = f->name;
 					if (f->type == ENTRY_FILE && p->source(&gp, &gref) == 0)
@@ -170,7 +173,7 @@ static void prefetch_listed(struct prefetch *pf, struct session *session,
 			    const struct resource *res, int prio)
 {
 	g_autoptr(GPtrArray) entries = provider_entries_new();
-	struct provider_path pp = {comp, n};
+	struct provider_path pp = {.comp = comp, .n = n};
 	json_t *body = resource_json(res);
 
 	if (body && session_provider(session)->list(&pp, body, entries) == 0)
@@ -272,7 +275,7 @@ static void prefetch_cousins(struct prefetch *pf, struct node *dir, const struct
 		char **comp = g_strdupv(np->comp);
 		g_free(comp[n - 2]);
 		comp[n - 2] = g_strdup(tree_node_raw(uncle));
-		struct provider_path cp = {(const char *const *)comp, n};
+		struct provider_path cp = {.comp = (const char *const *)comp, .n = n};
 		/* In a mount of several accounts a cousin may be another account's. */
 		struct session *s = accounts_route(pf->accounts, &cp);
 		if (s && session_provider(s)->source(&cp, &ref) == 0)
@@ -286,7 +289,7 @@ static void prefetch_cousins(struct prefetch *pf, struct node *dir, const struct
 	tree_dirents_free(uncles);
 
 	if (walking && next_comp) {
-		struct provider_path cp = {(const char *const *)next_comp, n};
+		struct provider_path cp = {.comp = (const char *const *)next_comp, .n = n};
 		struct resource_ref ref = {0};
 		g_autoptr(GHashTable) once =
 		    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <glib.h>
 #include <jansson.h>
 
@@ -21,6 +22,10 @@ enum login_flow {
 struct provider_path {
 	const char *const *comp;
 	size_t n;
+	/* What a listing of history depends on besides a body (history.h); 0 where no
+	 * history is listed (prefetch, fuzzing): */
+	gint64 now_s;	       /* unix seconds, on the cloud's clock (session_now_s) */
+	gint64 history_from_s; /* the oldest instant history reaches (history_days=) */
 };
 
 enum entry_type { ENTRY_FILE, ENTRY_DIR };
@@ -44,6 +49,21 @@ struct resource_ref {
 		     * resource on the second host; NULL: use path */
 	int ttl;    /* seconds this resource may be served from cache; 0: the account's ttl */
 	enum api_base base;
+	/* The body is cursor-paged: the session follows each page's "next" link (on the
+	 * same host and path only) and keeps the pages as one JSON array of page bodies. */
+	bool paged;
+	/* Unix seconds (the cloud's clock) from which the resource never changes again: a
+	 * finished period of history. From then on it is fetched once, pinned on disk for
+	 * good (never expired nor evicted, cache.h) and its files show this as their mtime.
+	 * 0: it may change any time. */
+	gint64 immutable_at_s;
+	/* How long after immutable_at_s the cloud may still change it (data that arrives
+	 * late): it is final, pinned, only then. Meanwhile it is an ordinary resource whose
+	 * files show immutable_at_s as their change time. */
+	int settle_s;
+	/* What a listing made from this resource depends on besides its body (the day, for
+	 * a history directory): the directory is listed again when it changes. */
+	uint64_t list_epoch;
 	/* Set by source() when which resource the node is made from depends on another
 	 * resource's body (tado: a home's generation says on which host its rooms are):
 	 * the caller gets that resource and asks source_in() with its body. Owned. */

@@ -298,6 +298,27 @@ gint64 budget_blocked_until(const struct budget *b, long in_flight, gint64 now_s
 	return until > now_s ? until : 0;
 }
 
+/* Calls a background spender leaves for the user's reads, whatever the share: as many
+ * as budget_stretch_ttl keeps for a reader of something new. */
+#define BACKGROUND_RESERVE_MIN 2
+
+bool budget_background_allows(const struct budget *b, int share_percent, long in_flight,
+			      gint64 now_s)
+{
+	enum refill_source source;
+	gint64 refill_at = budget_refill_at(b, &source);
+	long quota = b->last.quota, remaining = b->last.remaining;
+
+	if (share_percent <= 0 || quota <= 0 || remaining < 0 ||
+	    budget_blocked_until(b, in_flight, now_s))
+		return false;
+	if (refill_at > 0 && refill_at <= now_s)
+		return in_flight == 0; /* what is left is not known any more: one call tells */
+	long share = (long)((gint64)quota * MIN(share_percent, 100) / 100);
+	long reserve = MAX(quota - share, BACKGROUND_RESERVE_MIN);
+	return remaining - in_flight - 1 >= reserve;
+}
+
 int budget_stretch_ttl(const struct budget *b, int ttl_s, long resources, gint64 now_s)
 {
 	enum refill_source source;

@@ -72,5 +72,14 @@ gint64 budget_refill_at(const struct budget *b, enum refill_source *source);
 /* 0 when a call may be sent at @now_s with @in_flight calls unanswered, else until when
  * (unix s) calls wait. */
 gint64 budget_blocked_until(const struct budget *b, long in_flight, gint64 now_s);
+/* Whether a background call (history filling) may be sent at @now_s with @in_flight calls
+ * unanswered, when it may spend @share_percent of the quota: only while what is left stays
+ * above the rest of the quota (the user's reads' share, at least 2 calls), so background
+ * calls come out of the top of a window and never out of what the user's reads may spend.
+ * Nothing before the quota and what is left are known; past the expected refill, one call
+ * at a time finds out what is left (what was left is at least the user's share, so it
+ * cannot meet a 429 for the background's sake). Never while calls are blocked. */
+bool budget_background_allows(const struct budget *b, int share_percent, long in_flight,
+			      gint64 now_s);
 /* The TTL that lets @resources read in a loop last until the refill: at least @ttl_s. */
 int budget_stretch_ttl(const struct budget *b, int ttl_s, long resources, gint64 now_s);

@@ -10,6 +10,7 @@
 #include "cache.h"
 #include "http.h"
 #include "log.h"
+#include "history.h"
 #include "ratelimit.h"
 
 /* A body larger than this is refused (-EFBIG): no home is that big, a hostile one might be. */
@@ -26,6 +27,15 @@
 #define JSON_MEMO_SIZE	   32
 #define JSON_MEMO_MAX_BODY (64 * 1024)
 #define JSON_MEMO_BYTES	   (256 * 1024)
+/* A paged resource (a period of history) that needs more pages than this is refused
+ * (-EIO): a cloud whose cursors never end must not spend the quota in one read. A day of
+ * quarter hours is 96 points; even one point a page stays below it. */
+#define MAX_PAGES 200
+/* How long the kernel may keep what is made of an immutable resource: it never changes. */
+#define IMMUTABLE_FRESH_S 86400.0
+/* The cache key of an immutable resource's final copy: apart from the copies fetched
+ * before it was final (today's file, which changed). */
+#define FINAL_KEY_SUFFIX "#final"
 
 struct json_memo {
 	uint64_t gen; /* the cache's generation: names one body of one resource */
@@ -56,6 +66,7 @@ struct session {
 	bool login_expired;	     /* a refresh was refused: the user must log in again */
 	gint64 login_expired_at_s;   /* unix */
 	gint64 unreachable_until_us; /* monotonic: the API gave no answer just now */
+	gint64 cloud_offset_us;	     /* the cloud's clock (its Date) minus wall_clock_us */
 	int unreachable_error;
 	char *last_error; /* a sentence */
 	char *last_error_path;
@@ -88,6 +99,9 @@ struct session *session_new(const struct account *account, struct options *opts)
 	s->http = http_client_new(s->opts.cafile, s->opts.timeout, MAX_BODY, NULL);
 	g_autofree char *cache_dir = options_cache_dir(&s->opts, s->account.id);
 	s->cache = cache_new(cache_dir, s->opts.timeout);
+	/* Pinned copies (finished periods of history) outlive no listing that could show
+	 * them: history reaches HISTORY_MAX_DAYS back at most. */
+	cache_set_pinned_max_age(s->cache, (gint64)HISTORY_MAX_DAYS * 86400);
 	cache_set_bounds(s->cache, (uint64_t)MAX(s->opts.cache_memory_mib, 0) << 20,
 			 (uint64_t)MAX(s->opts.cache_disk_mib, 0) << 20);
 	s->wall_clock_us = g_get_real_time;
@@ -176,6 +190,21 @@ void session_set_wall_clock(struct session *s, gint64 (*wall_clock_us)(void))
 static gint64 now_s(struct session *s)
 {
 	return s->wall_clock_us() / G_USEC_PER_SEC;
+}
+
+gint64 session_now_s(struct session *s)
+{
+	g_mutex_lock(&s->mutex);
+	gint64 offset_us = s->cloud_offset_us;
+	g_mutex_unlock(&s->mutex);
+	return (s->wall_clock_us() + offset_us) / G_USEC_PER_SEC;
+}
+
+gint64 session_history_from_s(struct session *s, gint64 now)
+{
+	int days = s->opts.history_days;
+
+	return days > 0 ? now - (gint64)(days - 1) * 86400 : G_MAXINT64;
 }
 
 void resource_clear(struct resource *r)
@@ -297,6 +326,12 @@ static void session_account_call(struct session *s, const struct http_response *
 	bool save;
 
 	g_mutex_lock(&s->mutex);
+	/* Date has whole seconds: a jump under 2 s is its rounding, not the cloud's clock. */
+	if (resp->date_s > 0) {
+		gint64 offset_us = resp->date_s * G_USEC_PER_SEC - s->wall_clock_us();
+		if (ABS(offset_us - s->cloud_offset_us) >= 2 * G_USEC_PER_SEC)
+			s->cloud_offset_us = offset_us;
+	}
 	s->api_calls++;
 	save = budget_note_answer(&s->budget, resp->status, resp->ratelimit, resp->ratelimit_policy,
 				  resp->retry_after, s->in_flight, now_s(s));
@@ -334,8 +369,9 @@ static void session_call_failed(struct session *s)
 struct fetch_call {
 	struct session *s;
 	const char *base_url; /* api_url or second_api_url */
-	GBytes *body; /* a reference, or NULL */
-	json_t *json; /* the body parsed, or NULL */
+	bool paged;	      /* follow the pages' next links (resource_ref.paged) */
+	GBytes *body;	      /* a reference, or NULL */
+	json_t *json;	      /* the body parsed, or NULL */
 };
 
 /* Keeps whether the login still holds: -EACCES from auth_bearer is a refused refresh;
@@ -351,10 +387,10 @@ static void session_note_login(struct session *s, int r)
 	g_mutex_unlock(&s->mutex);
 }
 
-/* The cache's fetch function: one authorized GET, retried once after a refresh on 401. */
-static int session_fetch(void *ctx, const char *path, GBytes **body)
+/* One authorized GET, retried once after a refresh on 401: the body in *body and parsed
+ * in *json (NULL for a 204, whose body is "null"). */
+static int fetch_one(struct fetch_call *call, const char *path, GBytes **body, json_t **json_out)
 {
-	struct fetch_call *call = ctx;
 	struct session *s = call->s;
 	g_autofree char *url = g_strconcat(call->base_url, path, NULL);
 	gint64 until;
@@ -425,10 +461,10 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 			if (resp.status == 204) {
 				json_decref(json);
 				*body = g_bytes_new_static("null", 4);
+				*json_out = NULL;
 			} else {
 				*body = g_bytes_ref(resp.body);
-				call->body = g_bytes_ref(*body);
-				call->json = json;
+				*json_out = json;
 			}
 			http_response_clear(&resp);
 			return 0;
@@ -447,6 +483,107 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 		return r;
 	}
 	return -EACCES;
+}
+
+/* The API path a page's @link ("next") names, when it is the same resource as @first's
+ * (same host, same path, another query); NULL for anything else: a cursor must not lead
+ * the token to another host or resource. */
+static char *page_path(const char *base_url, const char *link, const char *first)
+{
+	const char *scheme_end = strstr(base_url, "://");
+	const char *base_path = scheme_end ? strchr(scheme_end + 3, '/') : NULL;
+	size_t first_len = strcspn(first, "?");
+	const char *rest = NULL;
+
+	if (!link || strspn(link, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				  "0123456789-._~:/?#[]@!$&'()*+,;=%") != strlen(link))
+		return NULL;
+	if (g_str_has_prefix(link, base_url))
+		rest = link + strlen(base_url);
+	else if (link[0] == '/' && base_path && g_str_has_prefix(link, base_path))
+		rest = link + strlen(base_path);
+	else if (link[0] == '/' && !base_path)
+		rest = link;
+	if (!rest || strncmp(rest, first, first_len) != 0 || rest[first_len] != '?' ||
+	    strchr(rest, '#'))
+		return NULL;
+	return g_strdup(rest);
+}
+
+/* Fetches every page of @path, following "next", into one JSON array of the page
+ * bodies as they came: at most MAX_PAGES pages and MAX_BODY bytes in all. */
+static int fetch_pages(struct fetch_call *call, const char *path, GBytes **body)
+{
+	g_autoptr(GString) all = g_string_new("[");
+	g_autofree char *at = g_strdup(path);
+	int r = 0;
+
+	for (int n = 0; at; n++) {
+		GBytes *page = NULL;
+		json_t *json = NULL;
+		char *next = NULL;
+
+		if (n == MAX_PAGES) {
+			session_note_error(call->s, path, "more than %d pages: not read",
+					   MAX_PAGES);
+			return -EIO;
+		}
+		r = fetch_one(call, at, &page, &json);
+		if (r < 0)
+			return r;
+		gsize len = 0;
+		const char *data = g_bytes_get_data(page, &len);
+		if (all->len + len + 2 > MAX_BODY) {
+			session_note_error(call->s, path, "its pages weigh over %d MiB: not read",
+					   MAX_BODY >> 20);
+			json_decref(json);
+			g_bytes_unref(page);
+			return -EIO;
+		}
+		if (n)
+			g_string_append_c(all, ',');
+		g_string_append_len(all, data, (gssize)len);
+		json_t *link = json_object_get(json, "next");
+		json_t *points = json_object_get(json, "data");
+		if (json_is_string(link) && json_array_size(points) > 0) {
+			next = page_path(call->base_url, json_string_value(link), path);
+			if (!next || strcmp(next, at) == 0) {
+				g_autofree char *quoted =
+				    provider_quote(json_string_value(link), 120);
+				session_note_error(
+				    call->s, path, "a page's next link \"%s\" %s", quoted,
+				    next ? "names the same page" : "leaves the resource");
+				g_free(next);
+				r = -EIO;
+			}
+		}
+		json_decref(json);
+		g_bytes_unref(page);
+		if (r < 0)
+			return r;
+		g_free(at);
+		at = next;
+	}
+	g_string_append(all, "]");
+	*body = g_string_free_to_bytes(g_steal_pointer(&all));
+	return 0;
+}
+
+/* The cache's fetch function. */
+static int session_fetch(void *ctx, const char *path, GBytes **body)
+{
+	struct fetch_call *call = ctx;
+	json_t *json = NULL;
+	int r;
+
+	if (call->paged)
+		return fetch_pages(call, path, body);
+	r = fetch_one(call, path, body, &json);
+	if (r == 0 && json) {
+		call->body = g_bytes_ref(*body);
+		call->json = json;
+	}
+	return r;
 }
 
 int session_ttl(struct session *s, const struct resource_ref *ref)
@@ -496,16 +633,45 @@ static void resource_from_hit(struct session *s, const struct cache_hit *hit, st
 	out->session = s;
 }
 
-int session_get(struct session *s, const struct resource_ref *ref, struct resource *out)
+/* Whether @ref is final now: immutable, and its time and its settling are past on the
+ * cloud's clock. */
+static bool ref_final(struct session *s, const struct resource_ref *ref)
+{
+	return ref->immutable_at_s > 0 &&
+	       session_now_s(s) >= ref->immutable_at_s + MAX(ref->settle_s, 0);
+}
+
+/* The cache key of @ref (g_free): its final copy's once it is final. */
+static char *ref_key(struct session *s, const struct resource_ref *ref)
 {
 	const char *key = ref->key ? ref->key : ref->path;
+
+	return ref_final(s, ref) ? g_strconcat(key, FINAL_KEY_SUFFIX, NULL) : g_strdup(key);
+}
+
+int session_get(struct session *s, const struct resource_ref *ref, struct resource *out)
+{
+	bool final = ref_final(s, ref);
+	g_autofree char *key = ref_key(s, ref);
 	struct cache_hit hit = {0};
-	struct fetch_call call = {
-	    .s = s, .base_url = ref->base == API_BASE_SECOND ? s->second_api_url : s->api_url};
+	struct fetch_call call = {.s = s,
+				  .base_url =
+				      ref->base == API_BASE_SECOND ? s->second_api_url : s->api_url,
+				  .paged = ref->paged};
 	int ttl = session_ttl(s, ref);
-	int r = call.base_url ? cache_get(s->cache, key, ref->path, ttl, s->opts.offline,
-					  session_fetch, &call, &hit)
-			      : -ENOENT;
+	uint64_t fetches_before = 0;
+	struct cache_stats cs;
+	int r;
+
+	if (final) {
+		cache_get_stats(s->cache, &cs);
+		fetches_before = cs.fetches;
+	}
+	r = !call.base_url ? -ENOENT
+	    : final ? cache_get_pinned(s->cache, key, ref->path, s->opts.offline, session_fetch,
+				       &call, &hit)
+		    : cache_get(s->cache, key, ref->path, ttl, s->opts.offline, session_fetch,
+				&call, &hit);
 
 	memset(out, 0, sizeof(*out));
 	/* The cache kept the very bytes this call fetched (not an equal older copy, whose
@@ -518,11 +684,22 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	if (r < 0)
 		return r;
 	resource_from_hit(s, &hit, out);
-	if (hit.stale) {
+	if (final) {
+		/* Fetched once for good: the copies from before it was final go. */
+		cache_get_stats(s->cache, &cs);
+		if (cs.fetches != fetches_before)
+			cache_forget(s->cache, ref->key ? ref->key : ref->path);
+		out->fresh_for_s = IMMUTABLE_FRESH_S;
+	} else if (hit.stale) {
 		out->fresh_for_s = 1;
 	} else {
 		double age = (double)(g_get_monotonic_time() - hit.fetched_at_us) / G_USEC_PER_SEC;
 		out->fresh_for_s = MAX(ttl - age, 0);
+	}
+	/* Ended (final, or still settling): its time is its files' change time. */
+	if (ref->immutable_at_s > 0 && session_now_s(s) >= ref->immutable_at_s) {
+		out->fixed_time = true;
+		out->changed_at_us = ref->immutable_at_s * G_USEC_PER_SEC;
 	}
 	if (hit.stale && !s->opts.offline)
 		session_note_stale(s, ref->path, hit.error);
@@ -538,13 +715,32 @@ int session_get_cached(struct session *s, const struct resource_ref *ref, struct
 	memset(out, 0, sizeof(*out));
 	if (s->opts.offline)
 		return session_get(s, ref, out); /* never fetches */
-	if (cache_peek(s->cache, ref->key ? ref->key : ref->path, &hit) < 0)
+	g_autofree char *key = ref_key(s, ref);
+	if (cache_peek(s->cache, key, &hit) < 0)
 		return -EINPROGRESS;
 	int ttl_s = session_ttl(s, ref);
 	fresh = !hit.stale && ttl_s > 0 &&
 		g_get_monotonic_time() - hit.fetched_at_us < (gint64)ttl_s * G_USEC_PER_SEC;
+	fresh = fresh || ref_final(s, ref); /* a final copy in memory is fresh for good */
 	cache_hit_clear(&hit);
 	return fresh ? session_get(s, ref, out) : -EINPROGRESS;
+}
+
+bool session_holds(struct session *s, const struct resource_ref *ref)
+{
+	g_autofree char *key = ref_key(s, ref);
+
+	return cache_holds(s->cache, key);
+}
+
+bool session_background_allows(struct session *s)
+{
+	bool ok;
+
+	g_mutex_lock(&s->mutex);
+	ok = budget_background_allows(&s->budget, s->opts.history_budget, s->in_flight, now_s(s));
+	g_mutex_unlock(&s->mutex);
+	return ok;
 }
 
 long session_budget_remaining(struct session *s)
@@ -557,18 +753,29 @@ long session_budget_remaining(struct session *s)
 
 void session_forget(struct session *s, const struct resource_ref *ref)
 {
-	cache_forget(s->cache, ref->key ? ref->key : ref->path);
+	const char *key = ref->key ? ref->key : ref->path;
+
+	cache_forget(s->cache, key);
+	if (ref->immutable_at_s > 0) {
+		g_autofree char *final = g_strconcat(key, FINAL_KEY_SUFFIX, NULL);
+		cache_forget(s->cache, final);
+	}
 }
 
 int session_peek(struct session *s, const struct resource_ref *ref, struct resource *out)
 {
 	struct cache_hit hit;
-	int r = cache_peek(s->cache, ref->key ? ref->key : ref->path, &hit);
+	g_autofree char *key = ref_key(s, ref);
+	int r = cache_peek(s->cache, key, &hit);
 
 	memset(out, 0, sizeof(*out));
 	if (r < 0)
 		return r;
 	resource_from_hit(s, &hit, out);
+	if (ref->immutable_at_s > 0 && session_now_s(s) >= ref->immutable_at_s) {
+		out->fixed_time = true;
+		out->changed_at_us = ref->immutable_at_s * G_USEC_PER_SEC;
+	}
 	cache_hit_clear(&hit);
 	return 0;
 }
@@ -710,6 +917,8 @@ json_t *session_status_json(struct session *s)
 	json_t *cache = json_object_get(root, "cache");
 	json_object_set_new(cache, "evictions", json_integer((json_int_t)snap.cache.evictions));
 	json_object_set_new(cache, "disk_bytes", json_integer((json_int_t)snap.cache.disk_bytes));
+	json_object_set_new(cache, "pinned_bytes",
+			    json_integer((json_int_t)snap.cache.pinned_bytes));
 	json_object_set_new(root, "last_error", err);
 	json_t *stale = snap.last_stale_path
 			    ? json_pack("{s:s, s:o, s:s}", "path", snap.last_stale_path, "at",

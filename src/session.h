@@ -35,11 +35,20 @@ char *session_cache_dir(struct session *s);
  * real one. Set before any read. */
 void session_set_wall_clock(struct session *s, gint64 (*wall_clock_us)(void));
 
+/* Now on the cloud's clock, unix seconds: the wall clock corrected by what the cloud's
+ * answers said of theirs (their Date header), so that "today" is the cloud's today even
+ * on a machine whose clock is off (and the emulator's clock in tests). */
+gint64 session_now_s(struct session *s);
+/* The oldest instant history listings reach at @now (history_days=; G_MAXINT64: none). */
+gint64 session_history_from_s(struct session *s, gint64 now);
+
 struct resource {
 	GBytes *bytes; /* the body as the API sent it; a reference (resource_clear) */
 	uint64_t gen;
 	gint64 changed_at_us; /* unix (wall clock) */
 	bool stale;
+	bool fixed_time;	 /* changed_at_us is the resource's own time (a period's
+				  * end, once passed), not when its bytes were fetched */
 	double fresh_for_s;	 /* how long from now the body stays fresh: how long the kernel
 				  * may cache what is made of it (a stale copy: 1 s) */
 	struct session *session; /* whose parsed bodies resource_json shares; NULL: none */
@@ -65,6 +74,12 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 /* As session_get when a fresh copy is in memory (or offline): never fetches, never
  * waits for a fetch. -EINPROGRESS when answering needs a fetch. */
 int session_get_cached(struct session *s, const struct resource_ref *ref, struct resource *out);
+/* Whether the cache holds a copy of @ref (its final one once it is final), in memory or
+ * on disk: what a read serves without a call. */
+bool session_holds(struct session *s, const struct resource_ref *ref);
+/* Whether a background call (the history fill) may go out now: within history_budget=
+ * percent of a quota, never out of the user's reads' share (budget_background_allows). */
+bool session_background_allows(struct session *s);
 /* The calls the cloud's rate limit still allows in its window, as last told; -1 when
  * unknown (no RateLimit header seen). */
 long session_budget_remaining(struct session *s);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "provider.h"
+#include "tado_day.h"
 
 #define HOUR 3600
 
@@ -35,6 +36,8 @@ enum route {
 	R_ZONE_VALUES,
 	R_ZONE_UNITS,
 	R_ZONE_VALUE,
+	R_ZONE_HISTORY,
+	R_ZONE_DAY,
 	R_DEVICE,
 	R_DEVICE_JSON,
 	R_DEVICE_VALUES,
@@ -58,6 +61,8 @@ static const struct provider_route routes[R_COUNT] = {
     [R_ZONE_VALUES] = {"homes/*/zones/*/values", ENTRY_DIR},
     [R_ZONE_UNITS] = {"homes/*/zones/*/units.json", ENTRY_FILE},
     [R_ZONE_VALUE] = {"homes/*/zones/*/values/*", ENTRY_FILE},
+    [R_ZONE_HISTORY] = {"homes/*/zones/*/history", ENTRY_DIR},
+    [R_ZONE_DAY] = {"homes/*/zones/*/history/*", ENTRY_FILE},
     [R_DEVICE] = {"homes/*/devices/*", ENTRY_DIR},
     [R_DEVICE_JSON] = {"homes/*/devices/*/device.json", ENTRY_FILE},
     [R_DEVICE_VALUES] = {"homes/*/devices/*/values", ENTRY_DIR},
@@ -87,6 +92,12 @@ static int where_of(const struct provider_path *p, struct where *w)
 static bool is_zone_route(enum route r)
 {
 	return r == R_ZONES || (r >= R_ZONE_JSON && r <= R_ZONE_VALUE);
+}
+
+/* A zone's history: made of its day reports, which only a pre-X home has. */
+static bool is_history_route(enum route r)
+{
+	return r == R_ZONE_HISTORY || r == R_ZONE_DAY;
 }
 
 static bool is_device_route(enum route r)
@@ -299,6 +310,19 @@ static int tado_source(const struct provider_path *p, struct resource_ref *ref)
 		if (!value_find(device_values, w.value) && !value_find(x_device_values, w.value))
 			return -ENOENT;
 		break;
+	case R_ZONE_DAY: {
+		char date[TADO_DAY_DATE_LEN];
+		enum history_format format;
+
+		if (tado_day_name_parse(w.value, date, &format) < 0)
+			return -ENOENT;
+	}
+		/* fall through */
+	case R_ZONE_HISTORY:
+		/* The zone list says whether the zone has day reports (not hot water), then
+		 * the home whether it is pre-X and when its days begin and end. */
+		ref->context = home_ref_new(w.home, "/zones", HOUR);
+		return ref->context ? 0 : -ENOENT;
 	default:
 		break;
 	}
@@ -306,6 +330,33 @@ static int tado_source(const struct provider_path *p, struct resource_ref *ref)
 		return 0; /* a directory of fixed names */
 	ref->context = home_ref_new(w.home, "/zones", HOUR);
 	return ref->context ? 0 : -ENOENT;
+}
+
+/* Sets @ref for zone @w's history in pre-X home @home: the directory is listed from the
+ * home (its time zone, its dateCreated) and the clock; a day file is the day report of
+ * the day it names, final once the home's day and tado's 15 minutes are over. */
+static int source_history(const struct provider_path *p, const struct where *w, json_t *home,
+			  struct resource_ref *ref)
+{
+	char date[TADO_DAY_DATE_LEN];
+	enum history_format format;
+	g_autofree char *zone = provider_path_segment(w->id);
+	g_autofree char *suffix = NULL;
+	int r;
+
+	if (w->route == R_ZONE_HISTORY) {
+		r = ref_take(ref, home_ref_new(w->home, "", HOUR));
+		if (r == 0)
+			ref->list_epoch = (uint64_t)MAX(p->now_s, 0) / HOUR + 1; /* the hour */
+		return r;
+	}
+	if (!zone || tado_day_name_parse(w->value, date, &format) < 0)
+		return -ENOENT;
+	suffix = g_strconcat("/zones/", zone, "/dayReport?date=", date, NULL);
+	r = ref_take(ref, home_ref_new(w->home, suffix, 0));
+	if (r == 0)
+		ref->immutable_at_s = tado_day_final_at(home, date);
+	return r;
 }
 
 /* Sets @ref for a pre-X home: my.tado.com's aggregates. */
@@ -322,9 +373,15 @@ static int source_pre_x(const struct where *w, struct resource_ref *ref)
 static int source_x(const struct where *w, struct resource_ref *ref)
 {
 	bool states = is_zone_route(w->route) && w->route != R_ZONES && w->route != R_ZONE_JSON;
-	int r = ref_take(
-	    ref, home_ref_new(w->home, states ? "/rooms" : "/roomsAndDevices", states ? 0 : HOUR));
+	int r;
 
+	/* tado X has no day reports: its rooms' history/ stays empty. */
+	if (w->route == R_ZONE_HISTORY)
+		return 0;
+	if (w->route == R_ZONE_DAY)
+		return -ENOENT;
+	r = ref_take(
+	    ref, home_ref_new(w->home, states ? "/rooms" : "/roomsAndDevices", states ? 0 : HOUR));
 	if (r < 0)
 		return r;
 	ref->base = API_BASE_SECOND;
@@ -343,8 +400,20 @@ static int tado_source_in(const struct provider_path *p, json_t *context, struct
 	*ref = (struct resource_ref){0};
 	if (r < 0)
 		return r;
-	if (!is_zone_route(w.route) && !is_device_route(w.route))
+	if (!is_zone_route(w.route) && !is_device_route(w.route) && !is_history_route(w.route))
 		return -ENOENT;
+	if (json_is_array(context) && is_history_route(w.route)) {
+		json_t *zone = provider_find_by_id(context, "id", w.id);
+		const char *type = json_string_value(json_object_get(zone, "type"));
+
+		if (json_array_size(context) > 0 && !zone)
+			return -ENOENT;
+		/* tado has no day reports of a hot water zone (its spec): an empty history/. */
+		if (type && strcmp(type, "HOT_WATER") == 0)
+			return w.route == R_ZONE_HISTORY ? 0 : -ENOENT;
+		ref->context = home_ref_new(w.home, "", HOUR);
+		return ref->context ? 0 : -ENOENT;
+	}
 	if (json_is_array(context)) {
 		/* The zone list: a home with zones is pre-X. An empty one is a pre-X home
 		 * without zones or a tado X home: the home's generation tells. */
@@ -359,7 +428,8 @@ static int tado_source_in(const struct provider_path *p, json_t *context, struct
 	/* Homes made before tado X may not say: they are pre-X. */
 	if (!gen || json_is_null(gen) ||
 	    (json_is_string(gen) && strcmp(json_string_value(gen), "PRE_LINE_X") == 0))
-		return source_pre_x(&w, ref);
+		return is_history_route(w.route) ? source_history(p, &w, context, ref)
+						 : source_pre_x(&w, ref);
 	if (json_is_string(gen) && strcmp(json_string_value(gen), "LINE_X") == 0)
 		return source_x(&w, ref);
 	g_autofree char *home = provider_quote(w.home, 32);
@@ -516,6 +586,13 @@ static int tado_list(const struct provider_path *p, json_t *body, GPtrArray *ent
 	case R_ZONE_VALUES:
 		obj = zone_state_of(body, w.id, &defs, &r);
 		return obj ? values_list(defs, obj, entries) : r;
+	case R_ZONE_HISTORY:
+		/* Listed from the pre-X home; a tado X room's is static and empty. */
+		if (body && !json_is_object(body))
+			return -EIO;
+		if (body)
+			tado_day_list(body, p->history_from_s, p->now_s, entries);
+		return 0;
 	case R_DEVICE_VALUES:
 		obj = device_of(body, w.id, &defs, &r);
 		return obj ? values_list(defs, obj, entries) : r;
@@ -560,6 +637,17 @@ static int tado_render(const struct provider_path *p, json_t *body, GString *out
 	case R_DEVICE_UNITS:
 		obj = device_of(body, w.id, &defs, &r);
 		return obj ? units_render(defs, obj, out) : r;
+	case R_ZONE_DAY: {
+		char date[TADO_DAY_DATE_LEN];
+		enum history_format format;
+
+		if (tado_day_name_parse(w.value, date, &format) < 0)
+			return -ENOENT;
+		if (!json_is_object(body))
+			return -EIO;
+		return format == HISTORY_CSV ? tado_day_render_csv(body, out)
+					     : provider_render_json(body, out);
+	}
 	default:
 		return -ENOENT;
 	}

@@ -1,5 +1,8 @@
 /* Tibber Data API: homes/<h>/home.json from the /homes list (there is no per-home call),
- * homes/<h>/devices/<d>/{device.json,values/,units.json} from one device-detail call each.
+ * homes/<h>/devices/<d>/{device.json,values/,units.json} from one device-detail call each,
+ * and homes/<h>/devices/<d>/history/<resolution>/<period>.{json,csv} from the device's
+ * history call, one period's pages each (history.h): the resolutions and the retention
+ * the device detail's supportedHistory names, the periods from the clock.
  *
  * New device categories and keys appear without notice: device.json passes the body
  * through untouched, and values/ shows whatever capabilities the device has, plus its
@@ -7,6 +10,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "history.h"
 #include "provider.h"
 
 #define HOUR 3600
@@ -24,6 +28,9 @@ enum route {
 	R_DEVICE_VALUES,
 	R_DEVICE_UNITS,
 	R_DEVICE_VALUE,
+	R_DEVICE_HISTORY,
+	R_HISTORY_RESOLUTION,
+	R_HISTORY_FILE,
 	R_COUNT,
 };
 
@@ -38,6 +45,9 @@ static const struct provider_route routes[R_COUNT] = {
     [R_DEVICE_VALUES] = {"homes/*/devices/*/values", ENTRY_DIR},
     [R_DEVICE_UNITS] = {"homes/*/devices/*/units.json", ENTRY_FILE},
     [R_DEVICE_VALUE] = {"homes/*/devices/*/values/*", ENTRY_FILE},
+    [R_DEVICE_HISTORY] = {"homes/*/devices/*/history", ENTRY_DIR},
+    [R_HISTORY_RESOLUTION] = {"homes/*/devices/*/history/*", ENTRY_DIR},
+    [R_HISTORY_FILE] = {"homes/*/devices/*/history/*/*", ENTRY_FILE},
 };
 
 /* A path matched against the routes: its route and the ids in it. */
@@ -45,7 +55,8 @@ struct where {
 	enum route route;
 	const char *home;
 	const char *device;
-	const char *value;
+	const char *value; /* a value's name, or history's resolution */
+	const char *file;  /* a period's file name */
 };
 
 static int where_of(const struct provider_path *p, struct where *w)
@@ -55,7 +66,49 @@ static int where_of(const struct provider_path *p, struct where *w)
 
 	if (r < 0)
 		return r;
-	*w = (struct where){(enum route)r, ids[0], ids[1], ids[2]};
+	*w = (struct where){(enum route)r, ids[0], ids[1], ids[2], ids[3]};
+	return 0;
+}
+
+/* A file of history: its resolution, period and format. */
+struct history_file {
+	enum history_resolution res;
+	struct history_period period;
+	enum history_format format;
+};
+
+/* The period file @w names into @f. -ENOENT for a name that is no canonical period of a
+ * resolution we know. */
+static int history_file_of(const struct where *w, struct history_file *f)
+{
+	int r = history_resolution_parse(w->value);
+
+	if (r < 0)
+		return r;
+	f->res = (enum history_resolution)r;
+	return history_file_parse(f->res, w->file, &f->period, &f->format);
+}
+
+/* The device's history call for one period: since and until bound it (the API takes
+ * both as inclusive and cuts them to the hour; the join keeps what lies inside). */
+static int history_source(const struct where *w, const char *h, const char *d,
+			  struct resource_ref *ref)
+{
+	struct history_file f;
+	int r = history_file_of(w, &f);
+
+	if (r < 0)
+		return r;
+	const char *res = history_resolution_name(f.res);
+	g_autofree char *since = history_iso(f.period.start_s);
+	g_autofree char *until = history_iso(f.period.end_s);
+	ref->path = g_strdup_printf("/homes/%s/devices/%s/history?resolution=%s&since=%s&until=%s",
+				    h, d, res, since, until);
+	/* A vehicle sits under every home the token sees: fetch its history once. */
+	ref->key = g_strdup_printf("history:%s:%s:%s", d, res, since);
+	ref->paged = true;
+	ref->immutable_at_s = f.period.end_s;
+	ref->settle_s = HISTORY_SETTLE_S;
 	return 0;
 }
 
@@ -96,7 +149,12 @@ static int tibber_source(const struct provider_path *p, struct resource_ref *ref
 		return -ENOENT;
 	if (w.route == R_DEVICE)
 		return 0;
+	if (w.route == R_HISTORY_FILE)
+		return history_source(&w, h, d, ref);
 	ref->path = g_strconcat("/homes/", h, "/devices/", d, NULL);
+	/* Which periods a resolution lists follows from the day too. */
+	if (w.route == R_HISTORY_RESOLUTION)
+		ref->list_epoch = p->now_s > 0 ? (uint64_t)(p->now_s / 86400) : 0;
 	/* A vehicle sits under every home the token sees: fetch it once. */
 	ref->key = g_strconcat("device:", d, NULL);
 	return 0;
@@ -110,6 +168,104 @@ static json_t *list_array(json_t *body, const char *key)
 	if (json_is_object(body) && json_is_array(json_object_get(body, key)))
 		return json_object_get(body, key);
 	return NULL;
+}
+
+/* ---- history: what supportedHistory says, the units of the metrics */
+
+/* The retention in days @obj states (maxRetentionDays), or 0. */
+static long retention_of(json_t *obj)
+{
+	json_t *v = json_is_object(obj) ? json_object_get(obj, "maxRetentionDays") : NULL;
+
+	return json_is_integer(v) && json_integer_value(v) > 0
+		   ? (long)MIN(json_integer_value(v), (json_int_t)HISTORY_MAX_DAYS)
+		   : 0;
+}
+
+/* Whether @device supports history at resolution @res, and its retention in days in
+ * *ret_days (0: not said). supportedHistory's shape is not documented beyond "an array
+ * that is empty when history is not supported" (docs/api-usage): taken as it comes, an
+ * array or {"resolutions": [...]}, of names or of {"resolution", "maxRetentionDays"}; the
+ * retention from the element, supportedHistory or the device, whichever says it first. */
+static bool history_supported(json_t *device, enum history_resolution res, long *ret_days)
+{
+	json_t *sh = json_object_get(device, "supportedHistory");
+	json_t *list = json_is_array(sh) ? sh : json_object_get(sh, "resolutions");
+	json_t *elem;
+	size_t i;
+
+	json_array_foreach (list, i, elem) {
+		json_t *name = json_is_object(elem) ? json_object_get(elem, "resolution") : elem;
+
+		if (history_resolution_parse(json_string_value(name)) != (int)res)
+			continue;
+		*ret_days = retention_of(elem);
+		if (!*ret_days)
+			*ret_days = retention_of(sh);
+		if (!*ret_days)
+			*ret_days = retention_of(device);
+		return true;
+	}
+	return false;
+}
+
+/* The unit of a history metric, from its name: the page says none (UNCONFIRMED which
+ * unit each has; these follow the device capabilities' units for the same quantities). */
+static const char *metric_unit(const char *metric)
+{
+	static const struct {
+		const char *part;
+		const char *unit;
+	} units[] = {
+	    {"energy", "kWh"}, {"Energy", "kWh"},      {"power", "W"},
+	    {"Power", "W"},    {"stateOfCharge", "%"}, {"StateOfCharge", "%"},
+	    {"soc", "%"},      {"temperature", "°C"},  {"Temperature", "°C"},
+	};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(units); i++)
+		if (strstr(metric, units[i].part))
+			return units[i].unit;
+	return "";
+}
+
+static int history_list(const struct provider_path *p, const struct where *w, json_t *body,
+			GPtrArray *entries)
+{
+	long days = 0;
+
+	if (!json_is_object(body))
+		return -EIO;
+	if (w->route == R_DEVICE_HISTORY) {
+		for (int r = 0; r < HISTORY_RESOLUTIONS; r++)
+			if (history_supported(body, (enum history_resolution)r, &days))
+				g_ptr_array_add(
+				    entries,
+				    provider_entry_new(history_resolution_name(r), ENTRY_DIR));
+		return 0;
+	}
+	int r = history_resolution_parse(w->value);
+	if (r < 0 || !history_supported(body, (enum history_resolution)r, &days))
+		return -ENOENT;
+	if (p->now_s > 0)
+		history_list_periods((enum history_resolution)r, history_oldest(p, days), p->now_s,
+				     entries);
+	return 0;
+}
+
+static int history_render(const struct where *w, json_t *body, GString *out)
+{
+	struct history_file f;
+	int r = history_file_of(w, &f);
+
+	if (r < 0)
+		return r;
+	json_t *points = history_join(body, &f.period);
+	if (!points)
+		return -EIO;
+	r = f.format == HISTORY_JSON ? history_render_json(f.res, &f.period, points, out)
+				     : history_render_csv(points, metric_unit, out);
+	json_decref(points);
+	return r;
 }
 
 /* ---- values: a device's capabilities, then its health */
@@ -221,8 +377,7 @@ static int tibber_list(const struct provider_path *p, json_t *body, GPtrArray *e
 		arr = list_array(body, w.route == R_HOMES ? "homes" : "devices");
 		if (!arr)
 			return -EIO;
-		json_array_foreach(arr, i, elem)
-		{
+		json_array_foreach (arr, i, elem) {
 			g_autofree char *id = provider_json_id(elem, "id");
 
 			if (id && *id)
@@ -233,6 +388,17 @@ static int tibber_list(const struct provider_path *p, json_t *body, GPtrArray *e
 		if (!json_is_object(body))
 			return -EIO;
 		values_each(body, value_add, entries);
+		return 0;
+	case R_DEVICE_HISTORY:
+	case R_HISTORY_RESOLUTION:
+		return history_list(p, &w, body, entries);
+	case R_DEVICE:
+		provider_route_children(routes, R_COUNT, w.route, entries);
+		/* history_days=0: no history. */
+		if (p->history_from_s > p->now_s && entries->len &&
+		    strcmp(((struct provider_entry *)entries->pdata[entries->len - 1])->name,
+			   "history") == 0)
+			g_ptr_array_remove_index(entries, entries->len - 1);
 		return 0;
 	default:
 		if (routes[w.route].type != ENTRY_DIR)
@@ -269,6 +435,8 @@ static int tibber_render(const struct provider_path *p, json_t *body, GString *o
 		f.name = w.value;
 		values_each(body, value_match, &f);
 		return f.value ? provider_render_scalar(f.value, out) : -ENOENT;
+	case R_HISTORY_FILE:
+		return history_render(&w, body, out);
 	case R_DEVICE_UNITS:
 		if (!json_is_object(body))
 			return -EIO;

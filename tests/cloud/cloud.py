@@ -13,6 +13,8 @@ Python standard library only. See README.md for the options and control API.
 
 import argparse
 import base64
+import datetime
+import email.utils
 import hashlib
 import hmac
 import html
@@ -32,6 +34,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import zoneinfo
 
 TADO_CLIENT_ID = "1bb50063-6b0c-4d11-bd99-387f4a91cc46"
 TADO_USER_ID = "5d4c8a1e2f3b7a6c9e0d1f2a"
@@ -284,7 +287,9 @@ class Stats:
         self.connections = 0  # TLS connections that carried a cloud request
         self.tls_resumed = 0  # of which resumed an earlier TLS session
         self.too_many = {}    # 429 answers by the tado quota window's start ("other": not tado)
+        self.history = []     # Tibber history calls: device, resolution, since, until, points
         self.tado_api_by_user = {}  # tado API requests with a valid token: "first"/"second"
+        self.day_reports = {}  # tado dayReport requests by "home/zone/date" (any answer)
 
     def request(self, req):
         key = f"{req.method} {req.path}"
@@ -298,8 +303,15 @@ class Stats:
         key = window_start or "other"
         self.too_many[key] = self.too_many.get(key, 0) + 1
 
+    def history_call(self, device, resolution, since, until, points):
+        self.history.append({"device": device, "resolution": resolution, "since": since,
+                             "until": until, "points": points})
+
     def status(self, status):
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
+
+    def day_report(self, key):
+        self.day_reports[key] = self.day_reports.get(key, 0) + 1
 
     def token(self, cloud, kind):
         self.token_requests[kind] = self.token_requests.get(kind, 0) + 1
@@ -316,7 +328,9 @@ class Stats:
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
                 "connections": self.connections, "tls_resumed": self.tls_resumed,
                 "too_many_requests_by_window": self.too_many,
-                "tado_api_by_user": self.tado_api_by_user}
+                "tibber_history_calls": self.history,
+                "tado_api_by_user": self.tado_api_by_user,
+                "day_reports": self.day_reports}
 
 
 # ---------------------------------------------------------------- tado
@@ -376,6 +390,7 @@ class Tado:
             ("GET", "/api/v2/homes/{home}/deviceList", self.api_device_list),
             ("GET", "/api/v2/homes/{home}/mobileDevices", self.api_mobile_devices),
             ("GET", "/api/v2/devices/{serial}", self.api_device),
+            ("GET", "/api/v2/homes/{home}/zones/{zone}/dayReport", self.api_day_report),
             # hops.tado.com: the same bearer token, the same daily quota (tado.md)
             ("GET", "/hops/homes/{home}", self.hops_home),
             ("GET", "/hops/homes/{home}/rooms", self.hops_rooms),
@@ -878,7 +893,11 @@ class Tado:
             else:
                 resp = tado_error(404, "notFound", "resource not found")
         else:
-            resp = fn(**params)
+            try:
+                resp = fn(req.query, **params) if getattr(fn, "takes_query", False) \
+                    else fn(**params)
+            except NotFound as e:  # a 403 or 404 carries the budget as every answer does
+                resp = e.response
         resp.headers += self.ratelimit_headers(now_s)
         return resp
 
@@ -953,6 +972,41 @@ class Tado:
             return tado_error(404, "notFound", f"device {serial} not found")
         return self.ok(dev)
 
+    # ---- day reports (pre-X history): one zone's day in the home's time zone, 15 minutes
+    # either side (PyTado tests/fixtures/history.zone_day_report.json: 2025-04-07 in
+    # Europe/Berlin is 2025-04-06T21:45Z..2025-04-07T22:15Z, 99 points a quarter apart)
+
+    def api_day_report(self, query, home, zone):
+        h = self.home_or_404(home)
+        self.world.stats.day_report(f"{home}/{zone}/{query.get('date', '')}")
+        z = next((z for z in h["zones"] if z["id"] == as_int(zone)), None)
+        if z is None:  # also every zone of a tado X home: my.tado.com lists none
+            return tado_error(404, "notFound", f"zone {zone} not found")
+        tz = zoneinfo.ZoneInfo(h["home"]["dateTimeZone"])
+        now_s = now()
+        today = datetime.datetime.fromtimestamp(now_s, tz).date()
+        text = query.get("date")
+        if text is None:
+            day = today
+        elif not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            return tado_error(400, "invalidParameter", f"date {text!r} is not a date")
+        else:
+            try:
+                day = datetime.date.fromisoformat(text)
+            except ValueError:
+                return tado_error(400, "invalidParameter", f"date {text!r} is not a date")
+        if z["type"] == "HOT_WATER":
+            return tado_error(422, "unsupportedOperation",
+                              "day reports are not supported for zones of type HOT_WATER")
+        created = datetime.datetime.fromtimestamp(parse_iso(z["dateCreated"]), tz).date()
+        if day > today:
+            return tado_error(422, "invalidDate", f"date {day} is in the future")
+        if day < created:
+            return tado_error(422, "invalidDate", f"zone {zone} did not exist on {day}")
+        return self.ok(day_report(as_int(home), z, day, tz, now_s))
+
+    api_day_report.takes_query = True
+
     # ---- hops.tado.com (/hops): tado X
 
     def hops_home(self, home):
@@ -1026,6 +1080,137 @@ class Tado:
         return True
 
 
+def parse_iso(text):
+    """'2026-01-01T09:00:00.000Z' -> unix seconds."""
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def noise(*key, spread=0.1):
+    """A deterministic value in [-spread, spread) for key."""
+    return (int(digits(*key, n=4)) / 10000 - 0.5) * 2 * spread
+
+
+QUARTER_S = 15 * 60
+DAY_REPORT_MARGIN_S = 15 * 60
+
+
+def local_time(day, hour, tz):
+    """Unix seconds of hour o'clock on day in tz (hour may run past 24)."""
+    d = day + datetime.timedelta(days=hour // 24)
+    return datetime.datetime.combine(d, datetime.time(hour % 24), tz).timestamp()
+
+
+def data_intervals(points, end, value_of):
+    """Merges consecutive equal values of [(t, ...)] into {from, to, value} up to end."""
+    out = []
+    for i, p in enumerate(points):
+        t_next = points[i + 1][0] if i + 1 < len(points) else end
+        value = value_of(p)
+        if out and out[-1]["value"] == value:
+            out[-1]["to"] = iso(t_next)
+        elif t_next > p[0]:
+            out.append({"from": iso(p[0]), "to": iso(t_next), "value": value})
+    return out
+
+
+def series(time_series_type, value_type, key, items, **extra):
+    return {"timeSeriesType": time_series_type, "valueType": value_type, **extra, key: items}
+
+
+def day_report(hid, z, day, tz, now_s):
+    """GET dayReport's body for zone z on day, as far as now_s has come: the same bytes for a
+    finished day whenever asked. Shapes: PyTado PyTado/models/historic.py and its fixture
+    tests/fixtures/history.zone_day_report.json; kritsel/tado-openapispec-v2 DayReport."""
+    zid = z["id"]
+    midnight, next_midnight = local_time(day, 0, tz), local_time(day, 24, tz)
+    start = midnight - DAY_REPORT_MARGIN_S
+    # today's ends at the time of the request, to the millisecond
+    end = math.floor(min(next_midnight + DAY_REPORT_MARGIN_S, now_s) * 1000) / 1000
+    # the schedule: 17 °C at night, warmer from 06:00 to 22:00 (local)
+    day_c = 20.0 + (zid % 4) * 0.5
+    blocks = [(local_time(day - datetime.timedelta(days=1), 22, tz), 17.0),
+              (local_time(day, 6, tz), day_c), (local_time(day, 22, tz), 17.0),
+              (local_time(day, 30, tz), day_c)]
+
+    def setpoint(t):
+        return [c for b, c in blocks if b <= t][-1]
+
+    base = 19.0 + ((hid * 37 + zid * 53) % 200) / 100
+
+    def inside(t):
+        phase = 2 * math.pi * ((t % 86400) / 86400 - 0.4)
+        return round(base + 1.2 * math.sin(phase) + noise("in", hid, zid, int(t)), 2)
+
+    def humidity(t):
+        phase = 2 * math.pi * ((t % 86400) / 86400)
+        return round(0.45 + ((hid * 11 + zid * 17) % 100) / 1000 + 0.03 * math.cos(phase)
+                     + noise("hum", hid, zid, int(t), spread=0.005), 3)
+
+    def outside(t):
+        phase = 2 * math.pi * ((t % 86400) / 86400 - 0.4)
+        return round(4.0 + (hid % 5) + 4 * math.sin(phase) + noise("out", hid, int(t)), 2)
+
+    def weather_state(t):
+        hour = datetime.datetime.fromtimestamp(t, tz).hour
+        night = hour < 7 or hour >= 19
+        pick = int(digits("sky", hid, int(t) // 3600, n=2)) % 4
+        return (("NIGHT_CLOUDY", "NIGHT_CLEAR", "NIGHT_CLOUDY", "NIGHT_CLEAR") if night else
+                ("CLOUDY_PARTLY", "SUN", "CLOUDY_MOSTLY", "SUN"))[pick]
+
+    points = [(t, inside(t), humidity(t)) for t in range(int(start), int(end) + 1, QUARTER_S)]
+    temps = [p[1] for p in points]
+    hums = [p[2] for p in points]
+    heating = {"type": "HEATING", "power": "ON"}
+    cuts = sorted({start, end} | {b for b, _ in blocks if start < b < end})
+    stripes = [{"from": iso(a), "to": iso(b),
+                "value": {"stripeType": "HOME",
+                          "setting": {**heating, "temperature": temp(setpoint(a))}}}
+               for a, b in zip(cuts, cuts[1:])]
+
+    def call_for_heat(p):
+        gap = setpoint(p[0]) - p[1]
+        return "NONE" if gap <= 0 else "LOW" if gap < 0.5 else "MEDIUM" if gap < 1.5 else "HIGH"
+
+    hours = [(t,) for t in range(int(start), int(end), 3600)] or [(start,)]
+    slots = {}
+    for hh in (4, 8, 12, 16, 20):
+        t = local_time(day, hh, tz)
+        slots[f"{hh:02d}:00"] = ({"state": weather_state(t), "temperature": temp(outside(t))}
+                                  if t <= end else None)
+    return {
+        "zoneType": z["type"],
+        "interval": {"from": iso(start), "to": iso(end)},
+        "hoursInDay": round((next_midnight - midnight) / 3600),
+        "measuredData": {
+            "measuringDeviceConnected": series(
+                "dataIntervals", "boolean", "dataIntervals",
+                [{"from": iso(start), "to": iso(end), "value": True}]),
+            "insideTemperature": series(
+                "dataPoints", "temperature", "dataPoints",
+                [{"timestamp": iso(t), "value": temp(c)} for t, c, _ in points],
+                min=temp(min(temps)), max=temp(max(temps))),
+            "humidity": series(
+                "dataPoints", "percentage", "dataPoints",
+                [{"timestamp": iso(t), "value": u} for t, _, u in points],
+                percentageUnit="UNIT_INTERVAL", min=min(hums), max=max(hums)),
+        },
+        "stripes": series("dataIntervals", "stripes", "dataIntervals", stripes),
+        "settings": series("dataIntervals", "heatingSetting", "dataIntervals",
+                           [{**s, "value": s["value"]["setting"]} for s in stripes]),
+        "callForHeat": series("dataIntervals", "callForHeat", "dataIntervals",
+                              data_intervals(points, end, call_for_heat)),
+        "weather": {
+            "condition": series(
+                "dataIntervals", "weatherCondition", "dataIntervals",
+                data_intervals(hours, end, lambda p: {"state": weather_state(p[0]),
+                                                      "temperature": temp(outside(p[0]))})),
+            "sunny": series("dataIntervals", "boolean", "dataIntervals",
+                            data_intervals(hours, end, lambda p: weather_state(p[0]) == "SUN")),
+            "slots": series("slots", "weatherCondition", "slots", slots),
+        },
+    }
+
+
 class NotFound(Exception):
     """Raised by lookups; carries the ready 404 response."""
 
@@ -1066,6 +1251,7 @@ class Tibber:
             ("GET", "/v1/homes", self.api_homes),
             ("GET", "/v1/homes/{home}/devices", self.api_devices),
             ("GET", "/v1/homes/{home}/devices/{device}", self.api_device),
+            ("GET", "/v1/homes/{home}/devices/{device}/history", self.api_history),
         ])
 
     # ---- dataset
@@ -1117,7 +1303,8 @@ class Tibber:
         info = dict(zip(("name", "brand", "model"), info))
         odd = (n + di) % 2 == 1
         detail = {"id": did, "externalId": ext, "info": info,
-                  "supportedHistory": {"resolutions": [] if kind == "vehicle" else ["hour", "day"]},
+                  "supportedHistory": {"resolutions": list(HISTORY_RESOLUTIONS.get(kind, ())),
+                                       "maxRetentionDays": HISTORY_RETENTION_DAYS},
                   "status": {"lastSeen": seen}}
         if kind == "vehicle":
             detail["attributes"] = [{"id": "vinNumber", "value": ext.split(":")[-1]},
@@ -1329,6 +1516,7 @@ class Tibber:
     # ---- API (/v1)
 
     def handle_api(self, req):
+        self.request = req  # the history call reads its query and host
         if not req.user_agent:
             return problem(400, "Bad Request", "A User-Agent header is required.")
         tok = self.tokens.check_access(req.bearer)
@@ -1359,6 +1547,48 @@ class Tibber:
         if device not in self.visible(home, scopes):
             return problem(404, "Not Found", "Device not found.")
         return json_response(200, self.details[device], TIBBER_JSON)
+
+    def api_history(self, scopes, home, device):
+        """A page of a device's history (docs/devices/device-history): the window is
+        clamped to the retention and to now, since and until lose their minutes,
+        a page holds at most the category's page size of points, and the next (forward,
+        with since) or prev (backward, with until only) link names the rest."""
+        req = self.request
+        if device not in self.visible(home, scopes):
+            return problem(404, "Not Found", "Device not found.")
+        q = req.query
+        res = q.get("resolution")
+        detail = self.details[device]
+        if res not in detail["supportedHistory"]["resolutions"]:
+            return problem(400, "Bad Request",
+                           f"Resolution {res!r} is not supported by this device.")
+        try:
+            since = parse_time(q["since"]) if "since" in q else None
+            until = parse_time(q["until"]) if "until" in q else None
+        except ValueError:
+            return problem(400, "Bad Request", "since and until must be ISO 8601 date-times.")
+        now_s = now()
+        oldest = now_s - detail["supportedHistory"]["maxRetentionDays"] * 86400
+        start = max(since if since is not None else (until or now_s) - 86400, oldest)
+        end = min(until if until is not None else now_s, now_s - HISTORY_LAG_S)
+        points = [pt for pt in history_points(res, start, end)]
+        size = self.world.config["tibber_history_page_size"] or HISTORY_PAGE_SIZE[self.kind[device]]
+        forward = since is not None or until is None
+        page = points[:size] if forward else points[-size:]
+        more = len(points) > len(page)
+        base = f"{req.base}{req.path}"
+        nxt = prv = None
+        if more and forward:
+            nxt = add_query(base, {"resolution": res, "since": iso_z(page[-1][1]),
+                                   **({"until": q["until"]} if until is not None else {})})
+        elif more:
+            prv = add_query(base, {"resolution": res, "until": iso_z(page[0][0])})
+        self.world.stats.history_call(device, res, q.get("since"), q.get("until"), len(page))
+        return json_response(200, {
+            "query": {"effectiveStart": iso(start), "effectiveEnd": iso(end), "resolution": res},
+            "data": [{"from": iso(a), "to": iso(b), "metrics": history_metrics(device, self.kind[device], res, a, b)}
+                     for a, b in page],
+            "next": nxt, "prev": prv}, TIBBER_JSON)
 
     # ---- control helpers
 
@@ -1392,6 +1622,85 @@ class Tibber:
             if device in ids:
                 ids.remove(device)
         return True
+
+
+# ---------------------------------------------------------------- Tibber history
+
+# What each category's devices offer in the emulated world (a vehicle: no history, as the
+# tibber.md example); one retention for all (the docs put maxRetentionDays beside the
+# resolutions in supportedHistory; UNCONFIRMED where exactly).
+HISTORY_RESOLUTIONS = {"charger": ("hour", "day", "month"),
+                       "battery": ("quarterHour", "hour", "day"),
+                       "thermostat": ("hour", "day")}
+HISTORY_RETENTION_DAYS = 90
+# An interval is in the history this long after it ends ("after the initial processing";
+# how long that takes is not documented: UNCONFIRMED, and a client must not pin a day
+# fetched at midnight).
+HISTORY_LAG_S = 300
+# Points a page holds at most, by category ("n might differ by device category or
+# integration"): small enough that a day of hours takes several pages.
+HISTORY_PAGE_SIZE = {"charger": 10, "battery": 30, "thermostat": 7, "vehicle": 10}
+HISTORY_METRICS = {"charger": ("energyCharged",),
+                   "battery": ("energyCharged", "energyDischarged", "stateOfCharge"),
+                   "thermostat": ("indoorTemperature", "energyConsumed"),
+                   "vehicle": ("energyCharged", "stateOfCharge")}
+
+
+def parse_time(text):
+    """ISO 8601 with a zone -> unix seconds, its minutes, seconds and milliseconds cut
+    (the API truncates every time it is sent: a cursor that is not on the hour repeats
+    the points since the hour, which a client must drop)."""
+    t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        raise ValueError("no time zone")
+    return int(t.timestamp()) // 3600 * 3600
+
+
+def iso_z(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def history_bounds(res, t):
+    """The interval of @res that holds @t: (from, to) in unix seconds, UTC."""
+    if res in ("quarterHour", "hour"):
+        step = 900 if res == "quarterHour" else 3600
+        a = int(t) // step * step
+        return a, a + step
+    d = datetime.datetime.fromtimestamp(int(t), datetime.timezone.utc)
+    if res == "day":
+        a = d.replace(hour=0, minute=0, second=0, microsecond=0)
+        b = a + datetime.timedelta(days=1)
+    else:
+        a = d.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        b = a.replace(year=a.year + 1, month=1) if a.month == 12 else a.replace(month=a.month + 1)
+    return int(a.timestamp()), int(b.timestamp())
+
+
+def history_points(res, start, end):
+    """The finished intervals of @res inside [start, end], oldest first."""
+    out = []
+    a, b = history_bounds(res, start)
+    if a < start:
+        a, b = history_bounds(res, b)
+    while b <= end:
+        out.append((a, b))
+        a, b = history_bounds(res, b)
+    return out
+
+
+def history_metrics(device, kind, res, a, b):
+    """Made-up values, the same for the same interval on every call."""
+    hours = (b - a) / 3600
+    out = {}
+    for name in HISTORY_METRICS[kind]:
+        h = int(hashlib.sha256(f"{device}/{res}/{a}/{name}".encode()).hexdigest()[:8], 16)
+        if name == "stateOfCharge":
+            out[name] = round(h % 1000 / 10, 1)
+        elif name == "indoorTemperature":
+            out[name] = round(18 + h % 60 / 10, 1)
+        else:
+            out[name] = round(h % 3000 / 1000 * hours, 3)
+    return out
 
 
 # ---------------------------------------------------------------- faults
@@ -1566,6 +1875,7 @@ class Control:
             ("POST", "/_control/tado/generation", self.generation),
             ("POST", "/_control/tado/invite", self.invite),
             ("POST", "/_control/tado/login_as", self.login_as),
+            ("POST", "/_control/tado/zone_created", self.zone_created),
             ("POST", "/_control/tibber/capability", self.capability),
             ("POST", "/_control/tibber/remove_device", self.remove_device),
             ("POST", "/_control/tibber/online", self.online),
@@ -1676,6 +1986,19 @@ class Control:
         self.world.tado.login_user = {"first": TADO_USER_ID,
                                       "second": TADO_SECOND_USER_ID}[body["user"]]
 
+    def zone_created(self, body):
+        """Moves a zone's dateCreated (and its home's, when later) to days_ago days before
+        now: its day reports start that day."""
+        h = self.world.tado.homes.get(int(body["home"]))
+        z = h and next((z for z in h["zones"] if z["id"] == int(body["zone"])), None)
+        if z is None:
+            raise NotFound(json_response(404, {"error": "no such zone"}))
+        when = now() - float(body["days_ago"]) * 86400
+        z["dateCreated"] = iso(when)
+        if parse_iso(h["home"]["dateCreated"]) > when:
+            h["home"]["dateCreated"] = iso(when)
+        return {"dateCreated": z["dateCreated"]}
+
     def remove_zone(self, body):
         if not self.world.tado.remove_zone(body["home"], body["zone"]):
             raise NotFound(json_response(404, {"error": "no such zone"}))
@@ -1738,7 +2061,7 @@ class World:
                        "quota_reset_s": o.quota_reset_s,
                        "auto_approve": o.auto_approve, "tibber_refresh_returns_new_token": True,
                        "retry_after": None, "ratelimit_header_case": "canonical",
-                       "refresh_ttl": o.refresh_ttl}
+                       "refresh_ttl": o.refresh_ttl, "tibber_history_page_size": 0}
         self.stats = Stats()
         self.faults = Faults()
         self.latency_ms = 0
@@ -1802,6 +2125,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def version_string(self):
         return self.server_version
+
+    def date_time_string(self, timestamp=None):
+        """Date tells the emulator's clock, as a cloud's tells its own."""
+        return email.utils.formatdate(now() if timestamp is None else timestamp, usegmt=True)
 
     def do_GET(self):
         self.dispatch()

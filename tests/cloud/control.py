@@ -179,6 +179,11 @@ class Cloud:
         home) or "second" (the homes it was invited to)."""
         return self.call("POST", "/_control/tado/login_as", {"user": user})
 
+    def tado_zone_created(self, home, zone, days_ago):
+        """Say zone was created days_ago days before the emulator's now (its first day report)."""
+        return self.call("POST", "/_control/tado/zone_created",
+                         {"home": home, "zone": zone, "days_ago": days_ago})
+
     def tado_remove_zone(self, home, zone):
         return self.call("POST", "/_control/tado/remove_zone", {"home": home, "zone": zone})
 

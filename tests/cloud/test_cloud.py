@@ -1,5 +1,7 @@
 """Tests of the emulated cloud itself (run: /usr/bin/python3 -m pytest -q tests/cloud)."""
 
+import datetime
+import email.utils
 import http.client
 import json
 import os
@@ -11,6 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zoneinfo
 
 import pytest
 
@@ -426,6 +429,94 @@ def test_tado_zone_temperature_and_remove_zone_change_the_api(cloud):
     assert "2" not in api(cloud, "/api/v2/homes/1001/zoneStates", token).json()["zoneStates"]
 
 
+def day_report(cloud, token, home, zone, date=None):
+    return api(cloud, f"/api/v2/homes/{home}/zones/{zone}/dayReport"
+               + (f"?date={date}" if date else ""), token)
+
+
+def test_tado_day_report_has_pytados_shape_and_the_home_local_day(cloud):
+    token = tado_token(cloud)
+    r = day_report(cloud, token, 1001, 1, "2026-03-29")  # Europe/Berlin: a 23-hour day
+    rep = r.json()
+    assert r.status == 200 and r.headers["Content-Type"] == "application/json;charset=UTF-8"
+    assert set(rep) == {"zoneType", "interval", "hoursInDay", "measuredData", "stripes",
+                        "settings", "callForHeat", "weather"}
+    assert rep["zoneType"] == "HEATING" and rep["hoursInDay"] == 23
+    assert rep["interval"] == {"from": "2026-03-28T22:45:00.000Z", "to": "2026-03-29T22:15:00.000Z"}
+    md = rep["measuredData"]
+    assert set(md) == {"measuringDeviceConnected", "insideTemperature", "humidity"}
+    temps, hums = md["insideTemperature"], md["humidity"]
+    assert (temps["timeSeriesType"], temps["valueType"]) == ("dataPoints", "temperature")
+    assert (hums["valueType"], hums["percentageUnit"]) == ("percentage", "UNIT_INTERVAL")
+    assert len(temps["dataPoints"]) == len(hums["dataPoints"]) == 23 * 4 + 3
+    assert temps["dataPoints"][0]["timestamp"] == "2026-03-28T22:45:00.000Z"
+    assert set(temps["dataPoints"][0]["value"]) == {"celsius", "fahrenheit"}
+    assert temps["min"]["celsius"] == min(p["value"]["celsius"] for p in temps["dataPoints"])
+    assert all(0 < p["value"] < 1 for p in hums["dataPoints"])
+    for key in ("stripes", "settings", "callForHeat"):
+        ivs = rep[key]["dataIntervals"]
+        assert rep[key]["timeSeriesType"] == "dataIntervals"
+        assert ivs[0]["from"] == rep["interval"]["from"] and ivs[-1]["to"] == rep["interval"]["to"]
+        assert all(a["to"] == b["from"] for a, b in zip(ivs, ivs[1:])), key
+    assert {i["value"] for i in rep["callForHeat"]["dataIntervals"]} <= {"NONE", "LOW", "MEDIUM",
+                                                                          "HIGH"}
+    assert rep["stripes"]["dataIntervals"][0]["value"]["stripeType"] == "HOME"
+    assert set(rep["weather"]) == {"condition", "sunny", "slots"}
+    assert list(rep["weather"]["slots"]["slots"]) == ["04:00", "08:00", "12:00", "16:00", "20:00"]
+    # a finished day is the same bytes whenever it is asked
+    cloud.control.advance_clock(86400)
+    assert day_report(cloud, tado_token(cloud), 1001, 1, "2026-03-29").body == r.body
+    assert cloud.control.stats()["day_reports"] == {"1001/1/2026-03-29": 2}
+
+
+def test_tado_day_report_of_today_ends_now_and_grows(cloud):
+    token = tado_token(cloud)
+    rep = day_report(cloud, token, 1001, 2).json()  # no date: today
+    now = cloud.control.clock()["now_s"]
+    today = datetime.datetime.fromtimestamp(now, zoneinfo.ZoneInfo("Europe/Berlin")).date()
+    assert abs(parse_z(rep["interval"]["to"]) - now) < 5
+    points = rep["measuredData"]["insideTemperature"]["dataPoints"]
+    cloud.control.advance_clock(1800)
+    later = day_report(cloud, tado_token(cloud), 1001, 2, today.isoformat()).json()
+    assert later["interval"]["from"] == rep["interval"]["from"]
+    more = later["measuredData"]["insideTemperature"]["dataPoints"]
+    assert len(more) > len(points) and more[:len(points)] == points
+
+
+def parse_z(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_tado_day_report_errors_count_against_the_quota(cloud):
+    token = tado_token(cloud)
+    cloud.control.tado_zone_created(1001, 1, days_ago=2)
+    today = datetime.datetime.fromtimestamp(cloud.control.clock()["now_s"],
+                                            zoneinfo.ZoneInfo("Europe/Berlin")).date()
+    day = datetime.timedelta(days=1)
+    cases = [(1001, 1, (today + day).isoformat(), 422),   # the future
+             (1001, 1, (today - 3 * day).isoformat(), 422),  # before the zone existed
+             (1001, 1, (today - 2 * day).isoformat(), 200),
+             (1001, 1, "2026-13-01", 400), (1001, 1, "yesterday", 400),
+             (1001, 3, today.isoformat(), 422),   # HOT_WATER: not supported
+             (1001, 9, today.isoformat(), 404), (4242, 1, today.isoformat(), 403)]
+    left = []
+    for home, zone, date, status in cases:
+        r = day_report(cloud, token, home, zone, date)
+        assert r.status == status, (zone, date, r.body)
+        if status != 200:
+            assert set(r.json()["errors"][0]) == {"code", "title"}
+        left.append(int(re.search(r"r=(\d+)", r.headers["RateLimit"]).group(1)))
+    assert left == list(range(left[0], left[0] - len(cases), -1))
+
+
+def test_tado_x_home_has_no_day_report_on_either_host(xcloud):
+    token = tado_token(xcloud)
+    assert day_report(xcloud, token, 1001, 1).status == 200
+    r = day_report(xcloud, token, 1002, 1)
+    assert r.status == 404 and r.json()["errors"][0]["code"] == "notFound"
+    assert api(xcloud, "/hops/homes/1002/rooms/1/dayReport", token).status == 404
+
+
 # ------------------------------------------------------------------ tado X (hops)
 
 @pytest.fixture(scope="module")
@@ -648,6 +739,70 @@ def test_tibber_api_serves_homes_devices_and_details_with_shared_vehicle(cloud):
     assert any("°C" == c.get("unit") for c in caps)
     assert any("firmware" in d for d in details)
     assert any("status" in a for d in details for a in d["attributes"])
+
+
+def history_pages(cloud, token, path, **query):
+    """Follows the next links from @path with @query; -> the pages."""
+    pages = [api(cloud, path + "?" + urllib.parse.urlencode(query), token).json()]
+    while pages[-1]["next"]:
+        link = urllib.parse.urlsplit(pages[-1]["next"])
+        assert f"https://{link.netloc}" == cloud.url
+        pages.append(api(cloud, f"{link.path}?{link.query}", token).json())
+    return pages
+
+
+def test_tibber_history_pages_follow_next_cover_the_window_and_clamp_to_retention(cloud):
+    token = cloud.control.tibber_login()["access_token"]
+    data = cloud.control.data()["tibber"]
+    home = data["homes"][0]["id"]
+    charger = next(d for d in data["details"].values() if d["info"]["brand"] == "Easee")
+    assert charger["supportedHistory"] == {"resolutions": ["hour", "day", "month"],
+                                           "maxRetentionDays": 90}
+    path = f"/v1/homes/{home}/devices/{charger['id']}/history"
+    now = cloud.control.clock()["now_s"]
+    cloud.control.advance_clock((10 * 3600 - now % 86400) % 86400)  # 10:00, far from midnight
+    now = cloud.control.clock()["now_s"]
+    day = int(now) // 86400 * 86400 - 86400  # yesterday, whole
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day))
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day + 86400))
+    cloud.control.reset_stats()
+    pages = history_pages(cloud, token, path, resolution="hour", since=since, until=until)
+    points = [p for page in pages for p in page["data"]]
+    assert len(pages) == 3 and all(len(p["data"]) <= 10 for p in pages)  # 24 points
+    assert [p["from"] for p in points] == [
+        time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(day + 3600 * i)) for i in range(24)]
+    assert all(a["to"] == b["from"] for a, b in zip(points, points[1:]))
+    assert set(points[0]["metrics"]) == {"energyCharged"}
+    assert pages[0]["query"]["resolution"] == "hour" and pages[-1]["next"] is None
+    calls = cloud.control.stats()["tibber_history_calls"]
+    assert len(calls) == 3 and [c["points"] for c in calls] == [10, 10, 4]
+    # The same window again: the same points (history is immutable).
+    again = history_pages(cloud, token, path, resolution="hour", since=since, until=until)
+    assert [p for page in again for p in page["data"]] == points
+    # Seconds are cut, and a window older than the retention is clamped to it.
+    page = api(cloud, path + "?resolution=day&since=2000-01-01T00:00:59Z", token).json()
+    start = page["query"]["effectiveStart"]
+    assert abs(iso_s(start) - (now - 90 * 86400)) < 60
+    assert all(iso_s(p["from"]) >= iso_s(start) for p in page["data"])
+    # Backward, with until only: prev links.
+    back = api(cloud, path + "?resolution=hour&until=" + until, token).json()
+    assert back["next"] is None and back["prev"] and back["data"][-1]["to"].startswith(until[:19])
+    for bad in ("resolution=quarterHour", "resolution=hour&since=yesterday"):
+        assert api(cloud, f"{path}?{bad}", token).status == 400
+    vehicle = "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw"
+    r = api(cloud, f"/v1/homes/{home}/devices/{vehicle}/history?resolution=hour", token)
+    assert r.status == 400
+
+
+def test_the_date_header_tells_the_emulators_clock(cloud):
+    cloud.control.advance_clock(3 * 86400)
+    r = cloud.control.request("GET", "/v1/homes", headers=UA)
+    date = email.utils.parsedate_to_datetime(r.headers["Date"]).timestamp()
+    assert abs(date - cloud.control.clock()["now_s"]) < 2
+
+
+def iso_s(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def test_tibber_api_errors_401_404_and_no_single_home_endpoint(cloud):

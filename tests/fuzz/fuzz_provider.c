@@ -3,8 +3,10 @@
  * the fixed names of each level), asking source (then source_in, the body standing
  * for the context a path depends on), list and render of each.
  * Invariants: no crash, every call returns 0 or a negative errno, a listed name is
- * non-empty, an API path starts with '/' and has no dot segment, a rendered file ends
- * in a newline. */
+ * non-empty, an API path starts with '/' and has no dot segment (a query only on history:
+ * a paged or an immutable resource, such as tado's dayReport?date=), a rendered file ends
+ * in a newline. History is listed as of a fixed
+ * day, two days back. */
 #include <assert.h>
 #include <errno.h>
 #include <stdint.h>
@@ -25,17 +27,22 @@ static void check_ref(const struct resource_ref *ref)
 	if (!ref->path)
 		return;
 	assert(ref->path[0] == '/');
-	g_auto(GStrv) segs = g_strsplit(ref->path, "/", -1);
+	assert(!strchr(ref->path, '#'));
+	assert(ref->paged || ref->immutable_at_s || !strchr(ref->path, '?'));
+	g_autofree char *before_query = g_strndup(ref->path, strcspn(ref->path, "?"));
+	g_auto(GStrv) segs = g_strsplit(before_query, "/", -1);
 	for (char **s = segs + 1; *s; s++) {
 		assert(**s != '\0');
 		assert(strcmp(*s, ".") != 0 && strcmp(*s, "..") != 0);
 	}
-	assert(!strpbrk(ref->path, "?#"));
 }
 
 static void walk(const struct provider *p, json_t *body, const char **comp, size_t n)
 {
-	struct provider_path path = {comp, n};
+	struct provider_path path = {.comp = comp,
+				     .n = n,
+				     .now_s = 1796209200, /* 2026-12-02T11:00:00Z */
+				     .history_from_s = 1796209200 - 2 * 86400};
 	struct resource_ref ref = {0};
 	int r = p->source(&path, &ref);
 

@@ -207,3 +207,16 @@ def test_no_account_logged_in_fails_the_mount_of_all_with_the_command(rig, tmp_p
     r = rig.run("mount", str(tmp_path), "-f", options=False, check=False)
     assert r.returncode == 1
     assert "no account is logged in" in r.stderr and "smarthomefs login" in r.stderr
+
+
+def test_tado_history_is_filled_in_a_mount_of_all_accounts(rig):
+    rig.login_tado()
+    rig.login_tibber()
+    m = rig.mount_all(["tado", "tibber"], extra={"tado": ["history_days=2"]})
+    hist = m / f"homes/{TADO_HOME}/zones/1/history"
+    os.listdir(hist)
+    # yesterday and today, each a .json and a .csv, fetched by the fill once each
+    wait_until(lambda: len(os.listdir(hist)) == 4, 30, "the tado account's history")
+    reports = rig.cloud.control.stats()["day_reports"]
+    assert {k for k in reports if k.startswith(f"{TADO_HOME}/1/")} and set(reports.values()) == {1}
+    assert all(json.loads(read(hist / n)) for n in os.listdir(hist) if n.endswith(".json"))

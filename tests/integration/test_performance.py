@@ -360,6 +360,11 @@ def test_bench_quick_run_counts_right_and_stays_idle(tmp_path):
     assert len(counted) == 3, rows.keys()
     for figure in counted:
         assert rows[figure]["met"], f"{figure}: {rows[figure]}"
+    # History (issue 15): the walk's calls are the pages, a second walk and a remount cost 0.
+    history = [f for f in rows if f.startswith("API calls")]
+    assert len(history) == 3, rows.keys()
+    for figure in history:
+        assert rows[figure]["met"], f"{figure}: {rows[figure]}"
     assert "warm stat" in r.stdout and "cold walk" in r.stdout
 
 

@@ -41,7 +41,9 @@ def test_x_home_beside_a_pre_x_home_shows_its_rooms_as_zones(rig):
     assert os.listdir(m / f"homes/{X}/zones") == [str(r["roomId"]) for r in rooms]
     for room, state in zip(rooms, hops(rig)["rooms"]):
         zdir = m / f"homes/{X}/zones/{room['roomId']}"
-        assert sorted(os.listdir(zdir)) == ["state.json", "units.json", "values", "zone.json"]
+        assert sorted(os.listdir(zdir)) == ["history", "state.json", "units.json", "values",
+                                            "zone.json"]
+        assert os.listdir(zdir / "history") == []  # tado X has no day reports
         assert json.loads(read(zdir / "zone.json")) == room
         assert json.loads(read(zdir / "state.json")) == state
     assert os.listdir(m / f"homes/{PRE}/zones") == [str(z["id"]) for z in data[PRE]["zones"]]

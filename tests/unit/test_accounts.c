@@ -124,7 +124,7 @@ static void fixture_tear_down(struct fixture *f, gconstpointer data)
 }
 
 static const char *const HOMES[] = {"homes"};
-static const struct provider_path homes_path = {HOMES, 1};
+static const struct provider_path homes_path = {.comp = HOMES, .n = 1};
 
 /* homes/ as listed now, its names joined by spaces (g_free); NULL with *ret_r on error. */
 static char *list_homes(struct fixture *f, bool may_fetch, int *ret_r)
@@ -148,7 +148,7 @@ static char *list_homes(struct fixture *f, bool may_fetch, int *ret_r)
 static const char *served_by(struct fixture *f, const char *id)
 {
 	const char *comp[] = {"homes", id, "home.json"};
-	const struct provider_path p = {comp, 3};
+	const struct provider_path p = {.comp = comp, .n = 3};
 	struct session *s = accounts_route(f->accounts, &p);
 
 	return s ? session_account_id(s) : NULL;
@@ -244,7 +244,7 @@ static void test_a_logout_drops_the_account_and_a_login_adds_it_again(struct fix
 {
 	g_autofree char *before = list_homes(f, true, NULL);
 	const char *comp[] = {"homes", "a"};
-	const struct provider_path a_path = {comp, 2};
+	const struct provider_path a_path = {.comp = comp, .n = 2};
 	struct session *old = accounts_route(f->accounts, &a_path);
 	struct resource_ref ref = {.path = "/homes"};
 	struct resource res = {0};

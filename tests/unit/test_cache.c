@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <utime.h>
 
 #include "cache.h"
 
@@ -322,6 +323,11 @@ static void test_memory_bound_evicts_the_least_recently_used_to_its_disk_copy(vo
 	fake_clear(&f);
 }
 
+/* A body of 100 bytes. */
+#define HUNDRED_BYTES                                                                              \
+	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"  \
+	"xxxxxxxxxxxx"
+
 static void test_disk_bound_deletes_the_least_recently_used_copies(void)
 {
 	g_autofree char *dir = temp_dir();
@@ -329,10 +335,8 @@ static void test_disk_bound_deletes_the_least_recently_used_copies(void)
 	struct fake f;
 	struct cache_hit hit;
 	struct cache_stats stats;
-	char body[101];
+	const char *body = HUNDRED_BYTES;
 
-	memset(body, 'x', 100);
-	body[100] = '\0';
 	fake_init(&f, body);
 	/* Each copy is the body and a header of some 80 bytes: two fit in 450 bytes. */
 	cache_set_bounds(c, 0, 450);
@@ -358,6 +362,99 @@ static void test_disk_bound_deletes_the_least_recently_used_copies(void)
 	g_assert_cmpint(files_in(dir), ==, 1);
 	cache_free(c);
 	remove_dir(dir);
+	fake_clear(&f);
+}
+
+/* Removes cache directory @dir, its pinned copies too. */
+static void remove_cache_dir(const char *dir)
+{
+	g_autofree char *pinned = g_build_filename(dir, "pinned", NULL);
+
+	remove_dir(pinned);
+	remove_dir(dir);
+}
+
+/* Reads key "/k@i" (a fetch through @f when not cached). */
+static void get_key(struct cache *c, int i, struct fake *f)
+{
+	g_autofree char *key = g_strdup_printf("/k%d", i);
+	struct cache_hit hit;
+
+	g_assert_cmpint(get(c, key, 3600, false, f, &hit), ==, 0);
+	cache_hit_clear(&hit);
+}
+
+/* Reads pinned key @key (a fetch through @f when not cached): @body when not NULL. */
+static void get_pinned(struct cache *c, const char *key, struct fake *f, const char *body)
+{
+	struct cache_hit hit;
+
+	g_assert_cmpint(cache_get_pinned(c, key, key, false, fake_fetch, f, &hit), ==, 0);
+	if (body)
+		assert_body(&hit, body);
+	cache_hit_clear(&hit);
+}
+
+static void test_a_pinned_copy_is_fetched_once_and_outlives_the_disk_bound(void)
+{
+	g_autofree char *dir = temp_dir();
+	g_autofree char *pinned = g_build_filename(dir, "pinned", NULL);
+	struct cache *c = cache_new(dir, 5);
+	struct fake f;
+	struct cache_stats stats;
+	const char *body = HUNDRED_BYTES;
+
+	fake_init(&f, body);
+	cache_set_bounds(c, 150, 300);
+	get_pinned(c, "/day", &f, NULL);
+	/* Other copies push the disk bound and the memory bound: the pinned one stays. */
+	for (int i = 0; i < 5; i++)
+		get_key(c, i, &f);
+	g_assert_cmpint(files_in(pinned), ==, 1);
+	cache_get_stats(c, &stats);
+	g_assert_cmpuint(stats.disk_bytes, <=, 300);
+	g_assert_cmpuint(stats.pinned_bytes, >, 100);
+	get_pinned(c, "/day", &f, body);
+	g_assert_cmpint(f.calls, ==, 6);
+	cache_free(c);
+
+	/* A remount reads it from disk, without a fetch, however old the copy. */
+	c = cache_new(dir, 5);
+	get_pinned(c, "/day", &f, body);
+	g_assert_cmpint(f.calls, ==, 6);
+	/* Forgotten (its period left the listing), it goes. */
+	cache_forget(c, "/day");
+	g_assert_cmpint(files_in(pinned), ==, 0);
+	cache_get_stats(c, &stats);
+	g_assert_cmpuint(stats.pinned_bytes, ==, 0);
+	cache_free(c);
+	remove_cache_dir(dir);
+	fake_clear(&f);
+}
+
+static void test_a_pinned_copy_past_its_age_is_deleted_at_start(void)
+{
+	g_autofree char *dir = temp_dir();
+	g_autofree char *pinned = g_build_filename(dir, "pinned", NULL);
+	struct cache *c = cache_new(dir, 5);
+	struct fake f;
+
+	fake_init(&f, "a day of 2021");
+	get_pinned(c, "/old", &f, NULL);
+	cache_free(c);
+	GDir *d = g_dir_open(pinned, 0, NULL);
+	g_autofree char *file = g_build_filename(pinned, g_dir_read_name(d), NULL);
+	g_dir_close(d);
+	struct utimbuf old = {.actime = 1000, .modtime = 1000};
+	g_assert_cmpint(g_utime(file, &old), ==, 0);
+
+	c = cache_new(dir, 5);
+	cache_set_pinned_max_age(c, 86400);
+	g_assert_cmpint(files_in(pinned), ==, 0);
+	get_pinned(c, "/old", &f, NULL);
+	g_assert_cmpint(f.calls, ==, 2);
+	cache_free(c);
+	remove_cache_dir(dir);
 	fake_clear(&f);
 }
 
@@ -761,6 +858,10 @@ int main(int argc, char **argv)
 			test_memory_bound_evicts_the_least_recently_used_to_its_disk_copy);
 	g_test_add_func("/cache/disk_bound_deletes_the_least_recently_used_copies",
 			test_disk_bound_deletes_the_least_recently_used_copies);
+	g_test_add_func("/cache/a_pinned_copy_is_fetched_once_and_outlives_the_disk_bound",
+			test_a_pinned_copy_is_fetched_once_and_outlives_the_disk_bound);
+	g_test_add_func("/cache/a_pinned_copy_past_its_age_is_deleted_at_start",
+			test_a_pinned_copy_past_its_age_is_deleted_at_start);
 	g_test_add_func("/cache/a_forgotten_key_leaves_memory_and_disk",
 			test_a_forgotten_key_leaves_memory_and_disk);
 	g_test_add_func("/cache/generation_changes_exactly_when_bytes_change",

@@ -62,10 +62,25 @@ static void test_options_set_ours_pass_fuses_and_ignore_mounts(void)
 	options_clear(&o);
 }
 
+static void test_history_is_filled_within_a_share_by_default(void)
+{
+	struct options o;
+	g_autoptr(GError) err = NULL;
+
+	options_init(&o);
+	g_assert_cmpint(o.history_days, ==, 31);
+	g_assert_cmpint(o.history_budget, ==, 20);
+	g_assert_cmpint(options_parse(&o, "history_days=0,history_budget=100", &err), ==, 0);
+	g_assert_cmpint(o.history_days, ==, 0);
+	g_assert_cmpint(o.history_budget, ==, 100);
+	options_clear(&o);
+}
+
 static void test_bad_options_are_refused_with_their_name(void)
 {
 	const char *bad[] = {"ttl=-1", "ttl=abc", "timeout=0", "api_url=http://h",
-			     "cafile=relative.pem", "token_store=vault", "frobnicate", "ttl"};
+			     "cafile=relative.pem", "token_store=vault", "frobnicate", "ttl",
+			     "history_budget=101", "history_days=-1"};
 	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
 		struct options o;
 		g_autoptr(GError) err = NULL;
@@ -141,6 +156,8 @@ int main(int argc, char **argv)
 			test_label_may_not_smuggle_mount_options);
 	g_test_add_func("/config/options_set_ours_pass_fuses_and_ignore_mounts",
 			test_options_set_ours_pass_fuses_and_ignore_mounts);
+	g_test_add_func("/config/history_is_filled_within_a_share_by_default",
+			test_history_is_filled_within_a_share_by_default);
 	g_test_add_func("/config/bad_options_are_refused_with_their_name",
 			test_bad_options_are_refused_with_their_name);
 	g_test_add_func("/config/config_section_of_the_account_applies",

@@ -22,14 +22,20 @@ static json_t *fixture(const char *name)
 static struct provider_path path_of(const char *s, char ***keep)
 {
 	*keep = *s ? g_strsplit(s, "/", -1) : g_new0(char *, 1);
-	return (struct provider_path){(const char *const *)*keep, g_strv_length(*keep)};
+	return (struct provider_path){.comp = (const char *const *)*keep,
+				      .n = g_strv_length(*keep)};
 }
 
-/* The names listed for @path from @body, joined by " " ("/" after a directory). */
-static char *list(const struct provider *pr, const char *path, json_t *body, int *r)
+/* The names listed for @path from @body at @now_s with history from @from_s, joined by
+ * " " ("/" after a directory). */
+static char *list_at(const struct provider *pr, const char *path, json_t *body, gint64 now_s,
+		     gint64 from_s, int *r)
 {
 	g_auto(GStrv) comp = NULL;
 	struct provider_path p = path_of(path, &comp);
+
+	p.now_s = now_s;
+	p.history_from_s = from_s;
 	g_autoptr(GPtrArray) entries = provider_entries_new();
 	GString *out = g_string_new(NULL);
 
@@ -41,6 +47,11 @@ static char *list(const struct provider *pr, const char *path, json_t *body, int
 				       e->type == ENTRY_DIR ? "/" : "");
 	}
 	return g_string_free(out, FALSE);
+}
+
+static char *list(const struct provider *pr, const char *path, json_t *body, int *r)
+{
+	return list_at(pr, path, body, 0, 0, r);
 }
 
 static char *render(const struct provider *pr, const char *path, json_t *body, int *r)
@@ -477,7 +488,8 @@ static void test_tado_units_json_gives_each_value_its_unit(void)
 		      "{\n  \"connected\": \"\",\n  \"firmware\": \"\",\n  \"type\": \"\"\n}\n");
 	g_autofree char *dev = render(t, "homes/1002/devices/VA1234567890/units.json", rad, &r);
 	g_assert_nonnull(strstr(dev, "  \"temperature_as_measured\": \"°C\",\n"));
-	assert_list(t, "homes/1001/zones/1", NULL, "zone.json state.json values/ units.json");
+	assert_list(t, "homes/1001/zones/1", NULL,
+		    "zone.json state.json values/ units.json history/");
 	json_decref(states);
 	json_decref(rooms);
 	json_decref(rad);
@@ -520,7 +532,7 @@ static void test_tado_zone_files_come_from_zones_and_zone_states(void)
 	g_assert_cmpint(r, ==, 0);
 	g_assert_true(g_str_has_prefix(zone, "{\n  \"id\": 2,\n  \"name\": \"Hot water\",\n"));
 	assert_list(t, "homes/1001/zones", zones, "1/ 2/");
-	assert_list(t, "homes/1001/zones/1", NULL, "zone.json state.json values/ units.json");
+	assert_list(t, "homes/1001/zones/1", NULL, "zone.json state.json values/ units.json history/");
 
 	state = render(t, "homes/1001/zones/1/state.json", states, &r);
 	g_assert_cmpint(r, ==, 0);
@@ -571,6 +583,109 @@ static void test_tado_zone_values_are_one_scalar_a_file(void)
 	g_free(render(t, "homes/1001/zones/1/values/nothing", states, &r));
 	g_assert_cmpint(r, ==, -ENOENT);
 	json_decref(states);
+}
+
+static void test_tado_zone_history_days_are_day_reports(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *home = fixture("tado-home.json");
+	json_t *xhome = fixture("tado-x-home.json");
+	json_t *zones = fixture("tado-zones.json");
+	json_t *none = json_array();
+	struct resource_ref ref = {0};
+	g_autofree char *asked = NULL;
+	g_autofree char *note = NULL;
+	const char *bad[] = {"2026-11-30", "2026-11-30.txt", "2026-02-30.json", "2026-1-30.json",
+			     "2026-11-30.json.csv", "x026-11-30.csv", "1969-12-31.csv", ".json"};
+	const gint64 t0 = 1764543600; /* 2025-11-30T23:00:00Z: 2025-12-01 in Berlin */
+	int r;
+
+	/* Whether the zone has day reports, the zone list says; which days there are and
+	 * whether the home has any, the home. */
+	g_assert_cmpint(resolve(t, "homes/1001/zones/1/history", &ref, &asked, &note, NULL), ==, 0);
+	g_assert_cmpstr(asked, ==, "/homes/1001/zones");
+	g_free(asked);
+	g_assert_cmpint(resolve(t, "homes/1001/zones/1/history", &ref, &asked, &note, zones, NULL),
+			==, 0);
+	g_assert_cmpstr(asked, ==, "/homes/1001");
+	assert_resolve(t, "homes/1001/zones/1/history", "/homes/1001", NULL, API_BASE_MAIN, zones,
+		       home);
+	/* Both files of a day are one resource: the day report, final at the home's next
+	 * midnight and tado's 15 minutes (Berlin in winter: 23:15 UTC). */
+	assert_resolve(t, "homes/1001/zones/1/history/2026-11-30.json",
+		       "/homes/1001/zones/1/dayReport?date=2026-11-30", NULL, API_BASE_MAIN, zones,
+		       home);
+	g_free(asked);
+	g_assert_cmpint(resolve(t, "homes/1001/zones/1/history/2026-11-30.csv", &ref, &asked,
+				&note, zones, home, NULL),
+			==, 0);
+	g_assert_cmpint(ref.immutable_at_s, ==, 1764544500 + 365 * 86400);
+	resource_ref_clear(&ref);
+	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+		g_autofree char *p = g_strconcat("homes/1001/zones/1/history/", bad[i], NULL);
+		g_assert_cmpint(source(t, p, &ref), ==, -ENOENT);
+	}
+	/* The home's local days, from history_days back (never before the home) to today. */
+	g_autofree char *days = list_at(t, "homes/1001/zones/1/history", home, t0, t0 - 86400, &r);
+	g_assert_cmpstr(days, ==,
+			"2025-11-30.json 2025-11-30.csv 2025-12-01.json 2025-12-01.csv");
+	json_object_set_new(home, "dateCreated", json_string("2025-11-30T23:30:00Z"));
+	g_free(days);
+	days = list_at(t, "homes/1001/zones/1/history", home, t0 + 3600, t0 - 86400, &r);
+	g_assert_cmpstr(days, ==, "2025-12-01.json 2025-12-01.csv");
+	g_free(days);
+	days = list_at(t, "homes/1001/zones/1/history", home, t0, G_MAXINT64, &r);
+	g_assert_cmpstr(days, ==, ""); /* history_days=0 */
+	/* tado X has no day reports: an empty history/. */
+	g_free(asked);
+	g_assert_cmpint(resolve(t, "homes/1002/zones/1/history/2026-11-30.csv", &ref, &asked,
+				&note, none, xhome, NULL),
+			==, -ENOENT);
+	assert_resolve(t, "homes/1002/zones/1/history", NULL, NULL, API_BASE_MAIN, none, xhome);
+	/* Nor has a hot water zone, nor a zone the home does not have. */
+	json_array_append_new(zones, json_pack("{s:i, s:s}", "id", 7, "type", "HOT_WATER"));
+	assert_resolve(t, "homes/1001/zones/7/history", NULL, NULL, API_BASE_MAIN, zones);
+	g_free(asked);
+	g_assert_cmpint(resolve(t, "homes/1001/zones/7/history/2026-11-30.csv", &ref, &asked,
+				&note, zones, NULL),
+			==, -ENOENT);
+	g_free(asked);
+	g_assert_cmpint(resolve(t, "homes/1001/zones/8/history", &ref, &asked, &note, zones, NULL),
+			==, -ENOENT);
+	assert_list(t, "homes/1002/zones/1/history", NULL, "");
+	assert_list(t, "homes/1001/zones/1", NULL,
+		    "zone.json state.json values/ units.json history/");
+	json_decref(home);
+	json_decref(xhome);
+	json_decref(zones);
+	json_decref(none);
+}
+
+static void test_tado_day_csv_is_the_local_day_one_row_a_quarter(void)
+{
+	const struct provider *t = provider_find("tado");
+	json_t *day = fixture("tado-dayReport.json");
+	int r;
+	g_autofree char *json = render(t, "homes/1001/zones/1/history/2026-11-30.json", day, &r);
+
+	g_assert_cmpint(r, ==, 0);
+	g_assert_true(g_str_has_prefix(json, "{\n  \"zoneType\": \"HEATING\",\n"));
+	/* The margins of 15 minutes either side and the row without a time are left out;
+	 * humidity in percent; text with a comma or a quote is quoted. */
+	assert_render(t, "homes/1001/zones/1/history/2026-11-30.csv", day,
+		      "time,inside_temperature[°C],humidity[%],setpoint[°C],power,call_for_heat,"
+		      "outside_temperature[°C],weather,sunny\n"
+		      "2026-11-29T23:00:00.000Z,19.5,45.1,17.0,ON,NONE,3.64,NIGHT_CLOUDY,false\n"
+		      "2026-11-29T23:15:00.000Z,19.58,,17.0,ON,LOW,3.64,NIGHT_CLOUDY,false\n"
+		      "2026-11-30T05:00:00.000Z,21.25,43.8,,OFF,LOW,5,\"SUN, \"\"mostly\"\"\",true\n");
+	json_object_set_new(day, "hoursInDay", json_string("24"));
+	g_free(render(t, "homes/1001/zones/1/history/2026-11-30.csv", day, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	json_t *none = json_array();
+	g_free(render(t, "homes/1001/zones/1/history/2026-11-30.csv", none, &r));
+	g_assert_cmpint(r, ==, -EIO);
+	json_decref(none);
+	json_decref(day);
 }
 
 static void test_tado_devices_are_named_by_serial_number(void)
@@ -672,7 +787,7 @@ static void test_tibber_ids_never_change_the_api_path(void)
 {
 	const struct provider *t = provider_find("tibber");
 	static const char *const comp[] = {"homes", "h1", "devices", "a/../b", "device.json"};
-	struct provider_path p = {comp, G_N_ELEMENTS(comp)};
+	struct provider_path p = {.comp = comp, .n = G_N_ELEMENTS(comp)};
 	struct resource_ref ref;
 
 	assert_source(t, "homes/../devices", "/homes/%2E%2E/devices", NULL, 3600);
@@ -700,7 +815,7 @@ static void test_tibber_lists_homes_and_devices_wrapped_or_bare(void)
 		    "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw/ ZWFzZWUgY2hhcmdlcjo0NTY/");
 	assert_list(t, "homes/h1/devices", json_object_get(devices, "devices"),
 		    "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw/ ZWFzZWUgY2hhcmdlcjo0NTY/");
-	assert_list(t, "homes/h1/devices/d1", NULL, "device.json values/ units.json");
+	assert_list(t, "homes/h1/devices/d1", NULL, "device.json values/ units.json history/");
 	json_decref(homes);
 	json_decref(devices);
 }
@@ -812,18 +927,23 @@ static void test_route_tables_match_ids_and_fixed_names(void)
 	const char *ids[PROVIDER_ROUTE_IDS] = {0};
 	g_autoptr(GPtrArray) entries = provider_entries_new();
 
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){deep, 4}, ids), ==,
-			5);
+	g_assert_cmpint(
+	    provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 4}, ids), ==,
+	    5);
 	g_assert_cmpstr(ids[0], ==, "x");
 	g_assert_cmpstr(ids[1], ==, "y");
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){deep, 0}, ids), ==,
-			0);
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){deep, 3}, ids), ==,
-			4);
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){file, 3}, ids), ==,
-			3);
-	g_assert_cmpint(provider_route_match(routes, 6, &(struct provider_path){empty_id, 2}, ids),
-			==, -ENOENT);
+	g_assert_cmpint(
+	    provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 0}, ids), ==,
+	    0);
+	g_assert_cmpint(
+	    provider_route_match(routes, 6, &(struct provider_path){.comp = deep, .n = 3}, ids), ==,
+	    4);
+	g_assert_cmpint(
+	    provider_route_match(routes, 6, &(struct provider_path){.comp = file, .n = 3}, ids), ==,
+	    3);
+	g_assert_cmpint(
+	    provider_route_match(routes, 6, &(struct provider_path){.comp = empty_id, .n = 2}, ids),
+	    ==, -ENOENT);
 	provider_route_children(routes, 6, 2, entries);
 	g_assert_cmpint(entries->len, ==, 2);
 	g_assert_cmpstr(((struct provider_entry *)entries->pdata[0])->name, ==, "f.json");
@@ -878,6 +998,91 @@ static void test_lenient_parse_reads_numbers_as_jansson_does(void)
 	json_decref(j);
 }
 
+#define DEV   "homes/h1/devices/ZWFz/"
+#define NOW_S 1796209200 /* 2026-12-02T11:00:00Z */
+
+static void test_tibber_history_lists_what_supported_history_says_in_any_shape(void)
+{
+	const char *shapes[] = {
+	    "{\"supportedHistory\": {\"resolutions\": [\"hour\", \"month\"], \"maxRetentionDays\": "
+	    "2}}",
+	    "{\"supportedHistory\": [\"hour\", \"month\", \"fortnight\"], \"maxRetentionDays\": 2}",
+	    "{\"supportedHistory\": [{\"resolution\": \"hour\", \"maxRetentionDays\": 2}, "
+	    "{\"resolution\": \"month\"}, 7]}",
+	};
+	int r;
+
+	for (size_t i = 0; i < G_N_ELEMENTS(shapes); i++) {
+		json_t *device = json_loads(shapes[i], 0, NULL);
+		g_autofree char *dirs =
+		    list_at(provider_find("tibber"), DEV "history", device, NOW_S, 0, &r);
+		g_assert_cmpint(r, ==, 0);
+		g_assert_cmpstr(dirs, ==, "hour/ month/");
+		/* Two days of retention: the day before yesterday is partly in it. */
+		g_autofree char *days =
+		    list_at(provider_find("tibber"), DEV "history/hour", device, NOW_S, 0, &r);
+		g_assert_cmpstr(days, ==,
+				"2026-11-30.json 2026-11-30.csv 2026-12-01.json 2026-12-01.csv "
+				"2026-12-02.json 2026-12-02.csv");
+		g_autofree char *none =
+		    list_at(provider_find("tibber"), DEV "history/day", device, NOW_S, 0, &r);
+		g_assert_cmpint(r, ==, -ENOENT);
+		json_decref(device);
+	}
+	json_t *vehicle = json_loads("{\"supportedHistory\": {\"resolutions\": []}}", 0, NULL);
+	g_autofree char *empty =
+	    list_at(provider_find("tibber"), DEV "history", vehicle, NOW_S, 0, &r);
+	g_assert_cmpstr(empty, ==, "");
+	/* history_days=1: today only; history_days=0: no history directory. */
+	json_t *device = json_loads("{\"supportedHistory\": [\"day\"]}", 0, NULL);
+	g_autofree char *today =
+	    list_at(provider_find("tibber"), DEV "history/day", device, NOW_S, NOW_S, &r);
+	g_assert_cmpstr(today, ==, "2026-12.json 2026-12.csv");
+	g_autofree char *off =
+	    list_at(provider_find("tibber"), "homes/h1/devices/ZWFz", NULL, NOW_S, G_MAXINT64, &r);
+	g_assert_cmpstr(off, ==, "device.json values/ units.json");
+	g_autofree char *on =
+	    list_at(provider_find("tibber"), "homes/h1/devices/ZWFz", NULL, NOW_S, 0, &r);
+	g_assert_cmpstr(on, ==, "device.json values/ units.json history/");
+	json_decref(device);
+	json_decref(vehicle);
+}
+
+static void test_tibber_a_period_is_one_paged_immutable_call(void)
+{
+	struct resource_ref ref = {0};
+	int r;
+
+	g_assert_cmpint(source(provider_find("tibber"), DEV "history/hour/2026-12-01.csv", &ref),
+			==, 0);
+	g_assert_cmpstr(ref.path, ==,
+			"/homes/h1/devices/ZWFz/history?resolution=hour&since=2026-12-01T00:00:00Z"
+			"&until=2026-12-02T00:00:00Z");
+	g_assert_true(ref.paged);
+	g_assert_cmpint(ref.immutable_at_s, ==, 1796169600);
+	resource_ref_clear(&ref);
+	g_assert_cmpint(source(provider_find("tibber"), DEV "history/hour/2026-12-1.csv", &ref), ==,
+			-ENOENT);
+	g_assert_cmpint(source(provider_find("tibber"), DEV "history/week/2026-12-01.csv", &ref),
+			==, -ENOENT);
+	resource_ref_clear(&ref);
+	json_t *pages =
+	    json_loads("[{\"data\": [{\"from\": \"2026-12-01T00:00:00.000Z\", \"to\": "
+		       "\"2026-12-01T01:00:00.000Z\", "
+		       "\"metrics\": {\"energyCharged\": 1.5, \"power\": 3}}]}, {\"data\": []}]",
+		       0, NULL);
+	g_autofree char *csv =
+	    render(provider_find("tibber"), DEV "history/hour/2026-12-01.csv", pages, &r);
+	g_assert_cmpint(r, ==, 0);
+	g_assert_cmpstr(csv, ==,
+			"from,to,energyCharged[kWh],power[W]\n"
+			"2026-12-01T00:00:00Z,2026-12-01T01:00:00Z,1.5,3\n");
+	g_autofree char *bad = render(provider_find("tibber"), DEV "history/hour/2026-12-01.json",
+				      json_object_get(json_array_get(pages, 0), "data"), &r);
+	g_assert_cmpint(r, ==, -EIO);
+	json_decref(pages);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -918,6 +1123,10 @@ int main(int argc, char **argv)
 			test_tado_zone_values_list_only_what_the_zone_has);
 	g_test_add_func("/tado/zone_values_are_one_scalar_a_file",
 			test_tado_zone_values_are_one_scalar_a_file);
+	g_test_add_func("/tado/zone_history_days_are_day_reports",
+			test_tado_zone_history_days_are_day_reports);
+	g_test_add_func("/tado/day_csv_is_the_local_day_one_row_a_quarter",
+			test_tado_day_csv_is_the_local_day_one_row_a_quarter);
 	g_test_add_func("/tado/devices_are_named_by_serial_number",
 			test_tado_devices_are_named_by_serial_number);
 	g_test_add_func("/tado/wrong_shapes_are_io_errors", test_tado_wrong_shapes_are_io_errors);
@@ -938,6 +1147,10 @@ int main(int argc, char **argv)
 			test_tibber_health_is_online_and_last_seen_and_units_say_what_the_api_says);
 	g_test_add_func("/provider/route_tables_match_ids_and_fixed_names",
 			test_route_tables_match_ids_and_fixed_names);
+	g_test_add_func("/tibber/history_lists_what_supported_history_says_in_any_shape",
+			test_tibber_history_lists_what_supported_history_says_in_any_shape);
+	g_test_add_func("/tibber/a_period_is_one_paged_immutable_call",
+			test_tibber_a_period_is_one_paged_immutable_call);
 	g_test_add_func("/tibber/wrong_shapes_are_io_errors",
 			test_tibber_wrong_shapes_are_io_errors);
 	return g_test_run();

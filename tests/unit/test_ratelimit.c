@@ -277,6 +277,81 @@ static void test_a_spent_budget_waits_for_a_known_refill_and_probes_an_assumed_o
 	g_assert_cmpint(budget_blocked_until(&b, 2, T0 + 20), >, 0);
 }
 
+/* A budget as tado announces it: q per day, r left, answered at @now_s. */
+static void budget_told(struct budget *b, long quota, long remaining, gint64 now_s)
+{
+	g_autofree char *rl = g_strdup_printf("\"perday\";r=%ld", remaining);
+	g_autofree char *policy = g_strdup_printf("\"perday\";q=%ld;w=86400", quota);
+
+	budget_note_answer(b, 200, rl, policy, NULL, 1, now_s);
+}
+
+static void test_background_calls_come_out_of_the_top_of_the_window_only(void)
+{
+	const gint64 t0 = 1767258000; /* a fake clock: nothing here reads the real one */
+	struct budget b;
+	long spent = 0;
+
+	budget_init(&b);
+	/* Nothing is known before the first answer: no background call. */
+	g_assert_false(budget_background_allows(&b, 20, 0, t0));
+	budget_told(&b, 100, 100, t0);
+	/* 20 % of 100: the background spends 20 calls and leaves the user 80. */
+	for (long r = 100; budget_background_allows(&b, 20, 0, t0 + spent); r--) {
+		spent++;
+		budget_told(&b, 100, r - 1, t0 + spent);
+	}
+	g_assert_cmpint(spent, ==, 20);
+	g_assert_cmpint(b.last.remaining, ==, 80);
+	/* The user's reads spend theirs: still nothing for the background. */
+	budget_told(&b, 100, 3, t0 + 3600);
+	g_assert_false(budget_background_allows(&b, 20, 0, t0 + 3600));
+	/* Calls in flight count as spent. */
+	budget_told(&b, 100, 90, t0 + 3601);
+	g_assert_true(budget_background_allows(&b, 20, 0, t0 + 3601));
+	g_assert_true(budget_background_allows(&b, 20, 9, t0 + 3601));
+	g_assert_false(budget_background_allows(&b, 20, 10, t0 + 3601));
+	/* No share, no call; a share past 100 % still leaves the user two. */
+	g_assert_false(budget_background_allows(&b, 0, 0, t0 + 3601));
+	budget_told(&b, 100, 3, t0 + 3602);
+	g_assert_true(budget_background_allows(&b, 1000, 0, t0 + 3602));
+	budget_told(&b, 100, 2, t0 + 3603);
+	g_assert_false(budget_background_allows(&b, 1000, 0, t0 + 3603));
+}
+
+static void test_background_calls_resume_when_the_window_refills(void)
+{
+	const gint64 t0 = 1767258000;
+	struct budget b;
+
+	budget_init(&b);
+	budget_told(&b, 100, 80, t0);
+	g_assert_false(budget_background_allows(&b, 20, 0, t0));
+	/* r jumped up: the window refilled (seen in a user's read). */
+	budget_told(&b, 100, 99, t0 + 600);
+	g_assert_true(budget_background_allows(&b, 20, 0, t0 + 600));
+	/* Nobody calls after the share was spent: once the expected refill (learned from
+	 * the jump: a day after it) has passed, one call at a time finds out. */
+	budget_told(&b, 100, 80, t0 + 700);
+	g_assert_false(budget_background_allows(&b, 20, 0, t0 + 600 + 86399));
+	g_assert_true(budget_background_allows(&b, 20, 0, t0 + 600 + 86400));
+	g_assert_false(budget_background_allows(&b, 20, 1, t0 + 600 + 86400));
+}
+
+static void test_background_calls_wait_while_a_429_blocks(void)
+{
+	const gint64 t0 = 1767258000;
+	struct budget b;
+
+	budget_init(&b);
+	budget_told(&b, 100, 100, t0);
+	budget_note_answer(&b, 429, "\"perday\";r=0;t=60", NULL, NULL, 1, t0 + 1);
+	g_assert_false(budget_background_allows(&b, 20, 0, t0 + 2));
+	g_assert_false(budget_background_allows(&b, 20, 0, t0 + 60));
+	/* Past t: what is left is unknown until one call tells. */
+	g_assert_true(budget_background_allows(&b, 20, 0, t0 + 61));
+}
+
 static void test_the_learned_reset_survives_in_its_file(void)
 {
 	g_autofree char *dir = g_dir_make_tmp("ratelimit-XXXXXX", NULL);
@@ -336,6 +411,12 @@ int main(int argc, char **argv)
 	g_test_add_func(
 	    "/ratelimit/a_spent_budget_waits_for_a_known_refill_and_probes_an_assumed_one_alone",
 	    test_a_spent_budget_waits_for_a_known_refill_and_probes_an_assumed_one_alone);
+	g_test_add_func("/ratelimit/background_calls_come_out_of_the_top_of_the_window_only",
+			test_background_calls_come_out_of_the_top_of_the_window_only);
+	g_test_add_func("/ratelimit/background_calls_resume_when_the_window_refills",
+			test_background_calls_resume_when_the_window_refills);
+	g_test_add_func("/ratelimit/background_calls_wait_while_a_429_blocks",
+			test_background_calls_wait_while_a_429_blocks);
 	g_test_add_func("/ratelimit/the_learned_reset_survives_in_its_file",
 			test_the_learned_reset_survives_in_its_file);
 	g_test_add_func("/ratelimit/retry_after_date_in_the_past_is_zero",

@@ -131,6 +131,8 @@ struct cloud {
 	int generation; /* the token endpoint takes RT-<generation> */
 	int api_requests;
 	int token_requests;
+	char *base; /* the server's URL, for the pages' next links */
+	char *date; /* a Date header for every answer, or NULL */
 };
 
 static void cloud_handler(const struct fake_request *req, int *status, GString *headers,
@@ -162,9 +164,20 @@ static void cloud_handler(const struct fake_request *req, int *status, GString *
 		g_string_append_printf(headers, "RateLimit: %s\r\n", c->ratelimit);
 	if (c->retry_after)
 		g_string_append_printf(headers, "Retry-After: %s\r\n", c->retry_after);
+	if (c->date)
+		g_string_append_printf(headers, "Date: %s\r\n", c->date);
 	if (!strstr(req->headers, bearer)) {
 		*status = 401;
 		g_string_append(body, "{\"error\":\"unauthorized\"}");
+	} else if (g_str_has_prefix(req->target, "/pages?at=")) {
+		/* Three pages; /pages?at=N&to=URL sends page N's next to URL instead. */
+		int at = atoi(req->target + strlen("/pages?at="));
+		const char *to = strstr(req->target, "&to=");
+		g_autofree char *next = to ? g_strdup(to + 4)
+					: at < 2
+					    ? g_strdup_printf("\"%s/pages?at=%d\"", c->base, at + 1)
+					    : g_strdup("null");
+		g_string_append_printf(body, "{\"data\": [{\"n\": %d}], \"next\": %s}", at, next);
 	} else if (c->status) {
 		*status = c->status;
 		g_string_append(body, "{}");
@@ -217,6 +230,7 @@ static void road_set_up(struct road *f, gconstpointer data)
 	g_assert_nonnull(f->dir);
 	g_mutex_init(&f->cloud.lock);
 	f->srv = fake_server_start(cloud_handler, &f->cloud);
+	f->cloud.base = fake_server_url(f->srv, "");
 	options_init(&opts);
 	opts.api_url = fake_server_url(f->srv, "");
 	opts.auth_url = fake_server_url(f->srv, "");
@@ -250,6 +264,8 @@ static void road_tear_down(struct road *f, gconstpointer data)
 	fake_server_stop(f->srv);
 	g_free(f->cloud.ratelimit);
 	g_free(f->cloud.retry_after);
+	g_free(f->cloud.base);
+	g_free(f->cloud.date);
 	g_mutex_clear(&f->cloud.lock);
 	g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", f->dir);
 	g_assert_cmpint(system(cmd), ==, 0);
@@ -408,6 +424,99 @@ static void test_a_refused_refresh_says_the_login_expired(struct road *f, gconst
 	json_decref(status);
 }
 
+/* Reads paged @path: its body in *ret_body (g_free), or a negative errno. */
+static int road_get_pages(struct road *f, const char *path, char **ret_body)
+{
+	struct resource_ref ref = {.path = (char *)path, .paged = true};
+	struct resource res = {0};
+	int r = session_get(f->session, &ref, &res);
+
+	*ret_body = r == 0
+			? g_strndup(g_bytes_get_data(res.bytes, NULL), g_bytes_get_size(res.bytes))
+			: NULL;
+	resource_clear(&res);
+	return r;
+}
+
+static void test_pages_are_followed_and_kept_as_one_array(struct road *f, gconstpointer data)
+{
+	g_autofree char *body = NULL;
+
+	g_assert_cmpint(road_get_pages(f, "/pages?at=0", &body), ==, 0);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 3);
+	json_t *pages = json_loads(body, 0, NULL);
+	g_assert_cmpuint(json_array_size(pages), ==, 3);
+	for (size_t i = 0; i < 3; i++)
+		g_assert_cmpint(
+		    json_integer_value(json_object_get(
+			json_array_get(json_object_get(json_array_get(pages, i), "data"), 0), "n")),
+		    ==, (json_int_t)i);
+	json_decref(pages);
+}
+
+static void test_a_next_link_off_the_resource_is_never_followed(struct road *f, gconstpointer data)
+{
+	const char *off[] = {
+	    "/pages?at=0&to=\"https://evil.example/pages?at=1\"",
+	    "/pages?at=0&to=\"/elsewhere?at=1\"",
+	    "/pages?at=0&to=\"/pagesX?at=1\"",
+	    "/pages?at=0&to=\"http://127.0.0.1:1/pages?at=1\"",
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(off); i++) {
+		g_autofree char *body = NULL;
+		int before = cloud_api_requests(&f->cloud);
+		g_assert_cmpint(road_get_pages(f, off[i], &body), ==, -EIO);
+		g_assert_cmpint(cloud_api_requests(&f->cloud), ==, before + 1);
+	}
+}
+
+static void
+test_a_final_resource_is_fetched_once_for_good_with_its_time_as_mtime(struct road *f,
+								      gconstpointer data)
+{
+	gint64 end_s = fake_now_us / G_USEC_PER_SEC - 60;
+	struct resource_ref ref = {.path = "/pages?at=2", .paged = true, .immutable_at_s = end_s};
+	struct resource res = {0};
+
+	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0);
+	g_assert_true(res.fixed_time);
+	g_assert_cmpint(res.changed_at_us, ==, end_s * G_USEC_PER_SEC);
+	resource_clear(&res);
+	/* Pinned: a TTL of 0 does not make it stale, and it is in memory. */
+	ref.ttl = 1;
+	g_assert_cmpint(session_get_cached(f->session, &ref, &res), ==, 0);
+	resource_clear(&res);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 1);
+	/* Not final yet (its end is ahead): an ordinary resource. */
+	ref.immutable_at_s = end_s + 3600;
+	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0);
+	g_assert_false(res.fixed_time);
+	resource_clear(&res);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 2);
+	/* Ended but settling (data may still arrive): an ordinary resource, which shows its
+	 * end as its time already. */
+	ref.immutable_at_s = end_s;
+	ref.settle_s = 3600;
+	ref.path = "/pages?at=1";
+	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0);
+	g_assert_true(res.fixed_time);
+	g_assert_cmpint(res.changed_at_us, ==, end_s * G_USEC_PER_SEC);
+	resource_clear(&res);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 4);
+}
+
+static void test_today_is_the_clouds_by_its_date_header(struct road *f, gconstpointer data)
+{
+	gint64 local_s = fake_now_us / G_USEC_PER_SEC;
+
+	g_assert_cmpint(session_now_s(f->session), ==, local_s);
+	g_mutex_lock(&f->cloud.lock);
+	f->cloud.date = g_strdup("Sat, 16 Jan 2027 08:00:00 GMT"); /* 1800000000 + 1 day */
+	g_mutex_unlock(&f->cloud.lock);
+	g_assert_cmpint(road_get(f, "/r/1"), ==, 0);
+	g_assert_cmpint(session_now_s(f->session), ==, 1800000000 + 86400);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -433,5 +542,16 @@ int main(int argc, char **argv)
 		   road_set_up, test_a_refused_refresh_says_the_login_expired, road_tear_down);
 	g_test_add("/session/a_401_after_a_refresh_is_eacces", struct road, NULL, road_set_up,
 		   test_a_401_after_a_refresh_is_eacces, road_tear_down);
+	g_test_add("/session/pages_are_followed_and_kept_as_one_array", struct road, NULL,
+		   road_set_up, test_pages_are_followed_and_kept_as_one_array, road_tear_down);
+	g_test_add("/session/a_next_link_off_the_resource_is_never_followed", struct road, NULL,
+		   road_set_up, test_a_next_link_off_the_resource_is_never_followed,
+		   road_tear_down);
+	g_test_add("/session/a_final_resource_is_fetched_once_for_good_with_its_time_as_mtime",
+		   struct road, NULL, road_set_up,
+		   test_a_final_resource_is_fetched_once_for_good_with_its_time_as_mtime,
+		   road_tear_down);
+	g_test_add("/session/today_is_the_clouds_by_its_date_header", struct road, NULL,
+		   road_set_up, test_today_is_the_clouds_by_its_date_header, road_tear_down);
 	return g_test_run();
 }
