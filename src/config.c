@@ -65,6 +65,7 @@ void options_init(struct options *o)
 	o->max_entries = 50000;
 	o->cache_memory_mib = 64;
 	o->cache_disk_mib = 512;
+	o->render_memory_mib = 64;
 	o->fuse_opts = g_ptr_array_new_with_free_func(g_free);
 }
 
@@ -110,6 +111,7 @@ static const struct opt_desc opt_table[] = {
 	OPT("max_entries", OPT_INT, max_entries, 1, 10000000),
 	OPT("cache_memory_mib", OPT_INT, cache_memory_mib, 1, 1024 * 1024),
 	OPT("cache_disk_mib", OPT_INT, cache_disk_mib, 1, 1024 * 1024),
+	OPT("render_memory_mib", OPT_INT, render_memory_mib, 1, 1024 * 1024),
 };
 
 /* mount(8) and systemd put these in the option string; they mean nothing to us. */

@@ -39,6 +39,7 @@ struct options {
 	int max_entries;    /* names one listing shows at most */
 	int cache_memory_mib; /* bodies kept in memory, least recently used evicted */
 	int cache_disk_mib;   /* bodies kept on disk (cache_dir), least recently used dropped */
+	int render_memory_mib; /* files' renderings kept for the reads of large files */
 	GPtrArray *fuse_opts; /* libfuse's own options, passed on as they are */
 };
 

@@ -19,10 +19,9 @@
 
 /* The latest renderings kept, so that the chunks of one read (128 KiB each) of a large
  * file are slices of one rendering, not a parse and a rendering each: the files being
- * read now, at most this many and this many bytes (the most recent one whatever its
- * size). */
-#define RENDERED_MAX	   64
-#define RENDERED_MAX_BYTES (64 * 1024 * 1024)
+ * read now, at most this many and options.render_memory_mib bytes (the most recent one
+ * whatever its size). The count bounds the search of the list, the bytes the memory. */
+#define RENDERED_MAX 64
 
 /* One file's bytes in one generation of its resource. */
 struct rendered {
@@ -43,6 +42,7 @@ struct fs_core {
 	GMutex rendered_lock;  /* guards rendered and rendered_bytes */
 	GQueue rendered;       /* struct rendered *, the most recently used first */
 	size_t rendered_bytes; /* the sum of their sizes */
+	size_t rendered_max_bytes; /* options.render_memory_mib, set once */
 };
 
 static void rendered_free(gpointer data)
@@ -94,7 +94,7 @@ static void rendered_put(struct fs_core *c, uint64_t ino, uint64_t gen, GBytes *
 	g_queue_push_head(&c->rendered, x);
 	c->rendered_bytes += g_bytes_get_size(bytes);
 	while (c->rendered.length > 1 &&
-	       (c->rendered.length > RENDERED_MAX || c->rendered_bytes > RENDERED_MAX_BYTES)) {
+	       (c->rendered.length > RENDERED_MAX || c->rendered_bytes > c->rendered_max_bytes)) {
 		struct rendered *last = g_queue_pop_tail(&c->rendered);
 		c->rendered_bytes -= g_bytes_get_size(last->bytes);
 		rendered_free(last);
@@ -117,6 +117,7 @@ struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed,
 	c->changed_data = data;
 	g_mutex_init(&c->rendered_lock);
 	g_queue_init(&c->rendered);
+	c->rendered_max_bytes = (size_t)MAX(session_options(session)->render_memory_mib, 0) << 20;
 	return c;
 }
 
