@@ -21,6 +21,7 @@
  *   smarthomefs-cache 1\n key=<key>\n changed_at=<unix s>.<µs>\n fetched_at=<unix s>\n \n <body>
  * (copies written before the microseconds were kept have "changed_at=<unix s>"). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,33 +308,66 @@ static GPtrArray *disk_book(struct cache *c, const char *key, uint64_t size, boo
 	return disk_trim(c, name);
 }
 
-/* Writes the disk copy of @key atomically (GLib writes a temporary file, fsyncs and
- * renames it); a failure only costs the copy. @changed_at_us is unix µs, @fetched_at_s
- * unix seconds. */
+static void disk_drop(struct cache *c, const char *key);
+
+static bool write_all(int fd, const char *data, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, data, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		data += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+/* Writes @head then @body to @file as g_file_set_contents_full does (CONSISTENT and
+ * DURABLE: a temporary file beside it, 0600, fsynced, renamed over it), from the two
+ * buffers: a body of up to 16 MiB is not copied once more to be written. */
+static bool disk_write(const char *file, const GString *head, GBytes *body)
+{
+	g_autofree char *tmp = g_strconcat(file, ".XXXXXX", NULL);
+	gsize len;
+	const char *bytes = g_bytes_get_data(body, &len);
+	int fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0600);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write_all(fd, head->str, head->len) && write_all(fd, bytes, len) && fsync(fd) == 0;
+	ok = close(fd) == 0 && ok;
+	if (ok && rename(tmp, file) == 0)
+		return true;
+	unlink(tmp);
+	return false;
+}
+
+/* Writes the disk copy of @key atomically; a failure only costs the copy. Its size is
+ * booked, and older copies deleted for it, before it is written, so that concurrent
+ * writes of large bodies do not take the directory past the disk bound. @changed_at_us
+ * is unix µs, @fetched_at_s unix seconds. */
 static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 changed_at_us,
 		       gint64 fetched_at_s)
 {
 	g_autofree char *file = disk_file(c, key);
-	g_autoptr(GString) data = NULL;
-	gsize len;
-	const char *bytes = g_bytes_get_data(body, &len);
+	g_autoptr(GString) head = NULL;
 
 	if (!file || strchr(key, '\n'))
 		return;
-	data = g_string_new(DISK_MAGIC);
-	g_string_append_printf(data,
+	head = g_string_new(DISK_MAGIC);
+	g_string_append_printf(head,
 			       "key=%s\nchanged_at=%" G_GINT64_FORMAT ".%06" G_GINT64_FORMAT
 			       "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
 			       key, changed_at_us / USEC, changed_at_us % USEC, fetched_at_s);
-	g_string_append_len(data, bytes, (gssize)len);
-	if (!g_file_set_contents_full(file, data->str, (gssize)data->len,
-				      G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
-				      0600, NULL))
-		return;
 	g_mutex_lock(&c->lock);
-	GPtrArray *victims = disk_book(c, key, data->len, false);
+	GPtrArray *victims = disk_book(c, key, head->len + g_bytes_get_size(body), false);
 	g_mutex_unlock(&c->lock);
 	disk_unlink_all(victims);
+	if (!disk_write(file, head, body))
+		disk_drop(c, key);
 }
 
 static void disk_drop(struct cache *c, const char *key)
