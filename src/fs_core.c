@@ -369,7 +369,9 @@ static int node_resource(struct fs_core *c, struct node *node, struct resource *
 }
 
 /* Provider file @node's bytes made from @res: the kept rendering of its generation, or
- * a new one, then kept. */
+ * a new one, then kept. A large body is rendered under the session's large lock (one
+ * tree of a large body at a time), and a reader that waited there finds the rendering
+ * another one just made (the reader and the readahead of the same file). */
 static int render_from(struct fs_core *c, struct node *node, const struct resource *res,
 		       GBytes **data)
 {
@@ -377,6 +379,12 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
 	if (*data)
 		return 0;
 
+	bool large = session_large_begin(c->session, res->bytes ? g_bytes_get_size(res->bytes) : 0);
+	*data = large ? rendered_take(c, node->ino, res->gen) : NULL;
+	if (*data) {
+		session_large_end(c->session, large);
+		return 0;
+	}
 	GString *out = g_string_new(NULL);
 	struct node_path np = {0};
 	json_t *body = resource_json(res);
@@ -385,6 +393,7 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
 	node_path_init(c, node, &np);
 	r = body ? session_provider(c->session)->render(&np.pp, body, out) : -EIO;
 	json_decref(body);
+	session_large_end(c->session, large);
 	node_path_clear(&np);
 	if (r == 0) {
 		*data = g_string_free_to_bytes(out);

@@ -65,6 +65,7 @@ struct session {
 	gint64 last_stale_at_s; /* unix */
 	int last_stale_error;
 
+	GMutex large_lock; /* held through the work on one large body (session_large_begin) */
 	GMutex json_lock;			    /* guards json_memo and json_memo_bytes */
 	struct json_memo json_memo[JSON_MEMO_SIZE]; /* the most recently used first */
 	size_t json_memo_bytes;			    /* the sum of the slots' len */
@@ -94,6 +95,7 @@ struct session *session_new(const struct account *account, struct options *opts)
 	s->started_at_s = g_get_real_time() / G_USEC_PER_SEC;
 	g_mutex_init(&s->mutex);
 	g_mutex_init(&s->json_lock);
+	g_mutex_init(&s->large_lock);
 	budget_init(&s->budget);
 	g_autofree char *file_name = g_strdelimit(g_strdup(s->account.id), "/", '_');
 	s->reset_phase_file = g_build_filename(s->store.state_dir, "quota", file_name, NULL);
@@ -124,6 +126,7 @@ void session_free(struct session *s)
 	for (size_t i = 0; i < JSON_MEMO_SIZE; i++)
 		json_decref(s->json_memo[i].json);
 	g_mutex_clear(&s->json_lock);
+	g_mutex_clear(&s->large_lock);
 	g_free(s);
 }
 
@@ -165,6 +168,20 @@ void session_set_wall_clock(struct session *s, gint64 (*wall_clock_us)(void))
 static gint64 now_s(struct session *s)
 {
 	return s->wall_clock_us() / G_USEC_PER_SEC;
+}
+
+bool session_large_begin(struct session *s, size_t len)
+{
+	if (!s || len <= SESSION_LARGE_BODY)
+		return false;
+	g_mutex_lock(&s->large_lock);
+	return true;
+}
+
+void session_large_end(struct session *s, bool locked)
+{
+	if (locked)
+		g_mutex_unlock(&s->large_lock);
 }
 
 void resource_clear(struct resource *r)
@@ -405,8 +422,14 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 			gsize len = 0;
 			const char *data = g_bytes_get_data(resp.body, &len);
 			json_error_t jerr;
+			bool large = session_large_begin(s, len);
 			json_t *json = provider_json_parse(data, len, &jerr);
-			if (!json && resp.status != 204) {
+			bool valid = json != NULL;
+			/* A tree the memo will not keep goes now, not after the disk write. */
+			if (len > JSON_MEMO_MAX_BODY)
+				g_clear_pointer(&json, json_decref);
+			session_large_end(s, large);
+			if (!valid && resp.status != 204) {
 				session_note_error(s, path, "malformed answer: %s", jerr.text);
 				http_response_clear(&resp);
 				return -EIO;
