@@ -82,6 +82,7 @@ struct disk_file {
 	uint64_t size;
 	uint64_t used;	/* disk_uses when last written or read (0: before this mount) */
 	gint64 mtime_s; /* for the files found at start: older ones go first */
+	int writing;	/* writers between booking it and their rename: not deleted */
 };
 
 /* Replaces @e's body by @body (a new reference taken; NULL: none), keeping the running
@@ -257,7 +258,7 @@ static GPtrArray *disk_trim(struct cache *c, const char *keep)
 		const char *name = names->pdata[i];
 		struct disk_file *f = g_hash_table_lookup(c->disk_files, name);
 
-		if (keep && strcmp(name, keep) == 0)
+		if ((keep && strcmp(name, keep) == 0) || f->writing)
 			continue;
 		c->stats.disk_bytes -= f->size;
 		g_ptr_array_add(victims, g_build_filename(c->disk_dir, name, NULL));
@@ -362,11 +363,25 @@ static void disk_store(struct cache *c, const char *key, GBytes *body, gint64 ch
 			       "key=%s\nchanged_at=%" G_GINT64_FORMAT ".%06" G_GINT64_FORMAT
 			       "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
 			       key, changed_at_us / USEC, changed_at_us % USEC, fetched_at_s);
+	g_autofree char *name = disk_name(key);
 	g_mutex_lock(&c->lock);
 	GPtrArray *victims = disk_book(c, key, head->len + g_bytes_get_size(body), false);
+	struct disk_file *f = g_hash_table_lookup(c->disk_files, name);
+	f->writing++;
 	g_mutex_unlock(&c->lock);
 	disk_unlink_all(victims);
-	if (!disk_write(file, head, body))
+	bool written = disk_write(file, head, body);
+	g_mutex_lock(&c->lock);
+	/* Gone when cache_forget dropped the key meanwhile (cache_get drops the copy
+	 * just written again). */
+	f = g_hash_table_lookup(c->disk_files, name);
+	if (f)
+		f->writing--;
+	/* Copies skipped while they were being written may be over the bound now. */
+	victims = written ? disk_trim(c, name) : NULL;
+	g_mutex_unlock(&c->lock);
+	disk_unlink_all(victims);
+	if (!written)
 		disk_drop(c, key);
 }
 
