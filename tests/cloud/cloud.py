@@ -1413,7 +1413,7 @@ BAD_UTF8 = "\ue000BADUTF8\ue000"  # replaced by invalid UTF-8 bytes after encodi
 
 def hostile_ids():
     return ["..", ".", "a/b", "", "x" * 300, "dup", "dup", BAD_UTF8, "nul\u0000byte",
-            "new\nline", "-rf"]
+            "new\nline", "-rf", "evil\u202etxt.exe", "line\u0085next"]
 
 
 def encode_hostile(text):
