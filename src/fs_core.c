@@ -39,9 +39,9 @@ struct fs_core {
 	struct stamps *stamps;	   /* the mtimes shown, for the next mount */
 	fs_core_changed_fn changed;
 	void *changed_data;
-	GMutex rendered_lock;  /* guards rendered and rendered_bytes */
-	GQueue rendered;       /* struct rendered *, the most recently used first */
-	size_t rendered_bytes; /* the sum of their sizes */
+	GMutex rendered_lock;	   /* guards rendered and rendered_bytes */
+	GQueue rendered;	   /* struct rendered *, the most recently used first */
+	size_t rendered_bytes;	   /* the sum of their sizes */
 	size_t rendered_max_bytes; /* options.render_memory_mib, set once */
 };
 

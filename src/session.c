@@ -65,7 +65,7 @@ struct session {
 	gint64 last_stale_at_s; /* unix */
 	int last_stale_error;
 
-	GMutex large_lock; /* held through the work on one large body (session_large_begin) */
+	GMutex large_lock;			    /* the work on one large body at a time */
 	GMutex json_lock;			    /* guards json_memo and json_memo_bytes */
 	struct json_memo json_memo[JSON_MEMO_SIZE]; /* the most recently used first */
 	size_t json_memo_bytes;			    /* the sum of the slots' len */

@@ -285,7 +285,7 @@ static void test_a_version_is_rendered_once(struct fixture *f, gconstpointer dat
 /* The renderings kept weigh at most render_memory_mib: reading a second large file lets
  * the first one's rendering go, and the first is rendered again when read again. */
 static void test_renderings_past_render_memory_mib_are_dropped(struct fixture *f,
-							    gconstpointer data)
+							       gconstpointer data)
 {
 	struct node *d1 = walk(f, "homes/h1/devices/d1/device.json");
 	struct node *d2 = walk(f, "homes/h1/devices/d2/device.json");
