@@ -33,7 +33,7 @@ _smarthomefs()
 		if [[ $cur == -* ]]; then
 			COMPREPLY=($(compgen -W "-o -s -f -n -v --help --version" -- "$cur"))
 		elif ((cword == 1)); then
-			COMPREPLY=($(compgen -W "$(_smarthomefs_accounts) tado tibber" -- "$cur"))
+			COMPREPLY=($(compgen -W "$(_smarthomefs_accounts) tado tibber all" -- "$cur"))
 		else
 			_filedir -d
 		fi
@@ -66,7 +66,7 @@ _smarthomefs()
 		if [[ $cur == -* ]]; then
 			COMPREPLY=($(compgen -W "-f --foreground -o --help --version" -- "$cur"))
 		elif ((cword == 2)); then
-			COMPREPLY=($(compgen -W "$(_smarthomefs_accounts)" -- "$cur"))
+			COMPREPLY=($(compgen -W "$(_smarthomefs_accounts) all" -- "$cur"))
 			_filedir -d
 		else
 			_filedir -d

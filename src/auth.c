@@ -51,6 +51,7 @@ struct auth {
 	int last_result;	 /* (mu) how the last refresh ended */
 	gint64 retry_not_before_us; /* (mu) monotonic; holdoff after a failed refresh */
 	unsigned refresh_count;	 /* (mu) */
+	bool forgotten;		 /* (mu) logged out (auth_forget): no token is handed out again */
 };
 
 /* ---- auth ---- */
@@ -326,7 +327,7 @@ static int auth_get(struct auth *a, bool force, char **token)
 	g_mutex_lock(&a->mu);
 	int r;
 	for (;;) {
-		if (!a->ts.access_token && !a->ts.refresh_token) {
+		if (a->forgotten || (!a->ts.access_token && !a->ts.refresh_token)) {
 			r = -EACCES;
 			break;
 		}
@@ -372,7 +373,7 @@ static int auth_get(struct auth *a, bool force, char **token)
 		token_set_clear(&snap);
 
 		g_mutex_lock(&a->mu);
-		if (fresh.access_token || fresh.refresh_token)
+		if (!a->forgotten && (fresh.access_token || fresh.refresh_token))
 			auth_publish_locked(a, &fresh);
 		token_set_clear(&fresh);
 		if (out.refreshed)
@@ -393,7 +394,7 @@ static int auth_get(struct auth *a, bool force, char **token)
 	 * use it rather than turn a cloud hiccup into a failed read. */
 	if (r < 0 && r != -EACCES && !force && token_usable_locked(a, 0))
 		r = 0;
-	if (r == 0 && !a->ts.access_token)
+	if (r == 0 && (a->forgotten || !a->ts.access_token))
 		r = -EACCES;
 	if (r == 0 && token)
 		*token = g_strdup(a->ts.access_token);
@@ -416,6 +417,17 @@ void auth_rejected(struct auth *a, const char *token)
 		a->rejected = true;
 		a->retry_not_before_us = 0;
 	}
+	g_mutex_unlock(&a->mu);
+}
+
+void auth_forget(struct auth *a)
+{
+	g_mutex_lock(&a->mu);
+	/* A refresh in flight publishes nothing once this is set. */
+	a->forgotten = true;
+	token_set_clear(&a->ts);
+	a->rejected = false;
+	a->save_pending = false;
 	g_mutex_unlock(&a->mu);
 }
 

@@ -40,5 +40,8 @@ gint64 auth_expires_at_s(struct auth *a);
 gint64 auth_login_expires_at_s(struct auth *a);
 /* How many refreshes this process made. */
 unsigned auth_refresh_count(struct auth *a);
+/* The account was logged out: the tokens held in memory go, and every later
+ * auth_bearer answers -EACCES without reading the store or calling the cloud. */
+void auth_forget(struct auth *a);
 /* Refreshes now, whatever the expiry (used by the tests). */
 int auth_refresh_now(struct auth *a, GError **err);

@@ -22,6 +22,7 @@
  * (copies written before the microseconds were kept have "changed_at=<unix s>"). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,6 @@ struct cache {
 	GHashTable *entries; /* key -> struct cache_entry * */
 	char *disk_dir;
 	int timeout_s;
-	uint64_t next_gen;
 	struct cache_stats stats; /* entries and bytes kept running by entry_set_body */
 	GQueue lru;		  /* entries with a body, the most recently used first */
 	uint64_t memory_max;	  /* bytes of bodies in memory; 0: unbounded */
@@ -171,6 +171,16 @@ static void disk_scan(struct cache *c)
 	}
 }
 
+/* Generations are unique across the caches of one process, not only within one: a mount
+ * of several accounts may serve a home from another account's cache than before (its
+ * first account's login ended), and a generation must then still name one body. */
+static uint64_t next_generation(void)
+{
+	static atomic_uint_fast64_t next = 1;
+
+	return atomic_fetch_add(&next, 1);
+}
+
 struct cache *cache_new(const char *disk_dir, int timeout_s)
 {
 	struct cache *c = g_new0(struct cache, 1);
@@ -180,7 +190,6 @@ struct cache *cache_new(const char *disk_dir, int timeout_s)
 	c->disk_files = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 	g_queue_init(&c->lru);
 	c->timeout_s = timeout_s > 0 ? timeout_s : 1;
-	c->next_gen = 1;
 	if (disk_dir && *disk_dir) {
 		if (g_mkdir_with_parents(disk_dir, 0700) == 0) {
 			c->disk_dir = g_strdup(disk_dir);
@@ -466,7 +475,7 @@ static void disk_load(struct cache *c, struct cache_entry *e)
 		entry_set_body(c, e, body);
 		/* An evicted body read back is the same version: same generation. */
 		if (!e->gen || e->changed_at_us != changed_at_us)
-			e->gen = c->next_gen++;
+			e->gen = next_generation();
 		e->changed_at_us = changed_at_us;
 		/* Carry the copy's age over to the monotonic clock: a remount within the TTL
 		 * must not spend an API call. A clock that went back counts as age 0. */
@@ -650,7 +659,7 @@ int cache_get(struct cache *c, const char *key, const char *path, int ttl_s, boo
 	if (r == 0) {
 		if (!e->body || !g_bytes_equal(e->body, body)) {
 			entry_set_body(c, e, body);
-			e->gen = c->next_gen++;
+			e->gen = next_generation();
 			e->changed_at_us = g_get_real_time();
 		}
 		e->fetched_at_us = g_get_monotonic_time();

@@ -82,20 +82,23 @@ void cli_cleanup(void)
 	g_clear_pointer(&opt_o, g_strfreev);
 }
 
+int cli_read_options(const char *account, struct options *opts, GError **err)
+{
+	const char *config = g_getenv("SMARTHOMEFS_CONFIG");
+	int r = options_load_config(opts, config, account, err);
+
+	for (char **o = opt_o; r == 0 && o && *o; o++)
+		r = options_parse(opts, *o, err);
+	return r;
+}
+
 int cli_load_options(const char *account, struct options *opts)
 {
 	g_autoptr(GError) err = NULL;
-	const char *config = g_getenv("SMARTHOMEFS_CONFIG");
 
-	if (options_load_config(opts, config, account, &err) < 0) {
+	if (cli_read_options(account, opts, &err) < 0) {
 		cli_fail("%s", err->message);
 		return EXIT_USAGE;
-	}
-	for (char **o = opt_o; o && *o; o++) {
-		if (options_parse(opts, *o, &err) < 0) {
-			cli_fail("%s", err->message);
-			return EXIT_USAGE;
-		}
 	}
 	log_setup(cli_prog, false, opts->debug);
 	return EXIT_OK;

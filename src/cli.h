@@ -16,6 +16,10 @@ enum {
 	EXIT_USAGE = 2, /* the command line was wrong */
 };
 
+/* The ACCOUNT that names every account logged in: a mount of all of them (the fsname of
+ * that mount, and the source of its fstab line). */
+#define ALL_ACCOUNTS "all"
+
 /* The program name in messages: "smarthomefs" or "mount.smarthomefs". */
 extern const char *cli_prog;
 
@@ -32,6 +36,9 @@ void cli_cleanup(void);
 /* Fills @opts (options_init'ed) for @account: the config file's section, then every -o,
  * and sets up the log. EXIT_OK, or EXIT_USAGE after printing why. */
 int cli_load_options(const char *account, struct options *opts);
+/* The same, without printing or touching the log: for a daemon opening an account that
+ * was logged in while it was mounted. -EINVAL with @err naming file, line and key. */
+int cli_read_options(const char *account, struct options *opts, GError **err);
 
 /* The commands: argv[0] is the command's name. Each returns an exit status. */
 int cli_login(int argc, char **argv);

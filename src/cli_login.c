@@ -28,8 +28,6 @@ static char *read_client_secret(void)
 	struct termios old, quiet;
 
 	if (tty) {
-		fprintf(stderr, "Client secret (input hidden, empty for none): ");
-		fflush(stderr);
 		if (tcgetattr(STDIN_FILENO, &old) != 0) {
 			/* Without it the secret would be echoed, and echo could not be
 			 * restored afterwards. */
@@ -41,6 +39,10 @@ static char *read_client_secret(void)
 		quiet = old;
 		quiet.c_lflag &= ~(tcflag_t)ECHO;
 		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+		/* The prompt only once echo is off: TCSAFLUSH drops what was typed before
+		 * it, so a secret typed (or pasted) as soon as the prompt shows is kept. */
+		fprintf(stderr, "Client secret (input hidden, empty for none): ");
+		fflush(stderr);
 	}
 	char *line = fgets(buf, sizeof(buf), stdin);
 	if (tty) {

@@ -18,28 +18,8 @@
 #include "fs.h"
 #include "keyring.h"
 #include "log.h"
+#include "accounts.h"
 #include "session.h"
-
-/* With one account logged in, the ACCOUNT may be left out. */
-static int pick_account(const struct options *opts, char **id, GError **err)
-{
-	struct token_store store;
-	g_autoptr(GPtrArray) ids = g_ptr_array_new_with_free_func(g_free);
-
-	options_token_store(opts, &store);
-	int r = token_store_list(&store, ids, err);
-	token_store_clear(&store);
-	if (r < 0)
-		return r;
-	if (ids->len == 1) {
-		*id = g_strdup(ids->pdata[0]);
-		return 0;
-	}
-	g_set_error(err, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-		    ids->len ? "several accounts are logged in: name one (see `smarthomefs status`)"
-			     : "no account is logged in: run `smarthomefs login PROVIDER` first");
-	return -EINVAL;
-}
 
 /* mount(8) runs a user's helper without HOME, and mount.fuse3 sets HOME=/root: the
  * user's config file, disk cache and state would be looked for where they are not, the
@@ -199,39 +179,26 @@ static int fork_daemon(void)
 	return pipefd[1];
 }
 
-/* The account to mount (@account_arg, or the only one logged in) and its options. */
+/* The account to mount and its options. */
 static int mount_account(const char *account_arg, struct account *account, struct options *opts)
 {
 	g_autoptr(GError) err = NULL;
-	g_autofree char *account_id = g_strdup(account_arg);
-	int r;
 
-	if (!account_id) {
-		/* The store to look in may only be given by -o. */
-		r = cli_load_options("", opts);
-		if (r != EXIT_OK)
-			return r;
-		if (pick_account(opts, &account_id, &err) < 0) {
-			cli_fail("%s", err->message);
-			return EXIT_FAIL;
-		}
-		options_clear(opts);
-		options_init(opts);
-	}
-	if (account_parse(account_id, account, &err) < 0) {
+	if (account_parse(account_arg, account, &err) < 0) {
 		cli_fail("%s", err->message);
 		return EXIT_USAGE;
 	}
 	return cli_load_options(account->id, opts);
 }
 
-/* libfuse's arguments for mounting @account: read-only, the kernel checks permissions,
- * the account as fsname, and the user's own libfuse options. */
-static void mount_fuse_args(const struct account *account, const struct options *opts,
+/* libfuse's arguments for mounting @source (the account, or ALL_ACCOUNTS): read-only,
+ * the kernel checks permissions, the source as fsname, and the user's own libfuse
+ * options. */
+static void mount_fuse_args(const char *source, const struct options *opts,
 			    struct fuse_args *args)
 {
 	g_autoptr(GString) o = g_string_new("ro,default_permissions,subtype=smarthomefs");
-	g_autofree char *fsname = g_strescape(account->id, NULL);
+	g_autofree char *fsname = g_strescape(source, NULL);
 	g_string_append_printf(o, ",fsname=%s", fsname);
 	if (opts->allow_other)
 		g_string_append(o, ",allow_other");
@@ -300,6 +267,160 @@ static int serve(struct fuse_session *se, int max_threads)
 	return loop;
 }
 
+/* What a mount starts with, one account or all. */
+struct mount_start {
+	struct accounts *accounts;
+	char *source;	 /* fsname: the account, or ALL_ACCOUNTS */
+	int max_threads; /* the mount's options, read before the sessions take theirs */
+	bool debug;
+	bool allow_other;
+	struct fuse_args args;
+	GPtrArray *made; /* directories made for the mount: removed when it fails */
+	GHashTable *cache_dirs; /* all accounts: cache directory -> the account using it */
+	char *no_cache;		/* a cache directory that could not be used, said again
+				 * in the journal once detached */
+};
+
+/* Adds to @ms->made the directories of @dir that do not exist, and makes @dir; false
+ * when it cannot be used. */
+static bool make_cache_dir(struct mount_start *ms, const char *dir)
+{
+	g_autoptr(GPtrArray) missing = missing_dirs(dir);
+
+	for (guint i = 0; ms->made && i < missing->len; i++)
+		g_ptr_array_add(ms->made, g_strdup(missing->pdata[i]));
+	if (cache_dir_usable(dir))
+		return true;
+	if (!ms->no_cache)
+		ms->no_cache = g_strdup(dir);
+	return false;
+}
+
+/* The mount of @account_arg alone. */
+static int start_one(const char *account_arg, struct mount_start *ms)
+{
+	struct options opts;
+	struct account account = {0};
+	g_autoptr(GError) err = NULL;
+	g_autofree char *cache_dir = NULL;
+	int r;
+
+	options_init(&opts);
+	r = mount_account(account_arg, &account, &opts);
+	if (r != EXIT_OK)
+		goto out;
+	r = EXIT_FAIL;
+	if (options_check_trust(&opts, account.id, &err) < 0) {
+		cli_fail("%s", err->message);
+		goto out;
+	}
+	mount_fuse_args(account.id, &opts, &ms->args);
+	ms->source = g_strdup(account.id);
+	/* The session takes the options over. */
+	ms->max_threads = opts.max_threads;
+	ms->debug = opts.debug;
+	ms->allow_other = opts.allow_other;
+	cache_dir = options_cache_dir(&opts, account.id);
+	make_cache_dir(ms, cache_dir);
+	struct session *session = session_new(&account, &opts);
+	ms->accounts = accounts_new_one(session);
+	/* The account before the directory: a login that is missing is the first thing
+	 * to mend. */
+	if (session_start(session, &err) < 0) {
+		cli_fail("%s", err ? err->message : "cannot load the login");
+		goto out;
+	}
+	r = EXIT_OK;
+out:
+	options_clear(&opts);
+	account_clear(&account);
+	return r;
+}
+
+/* accounts_open_fn of a mount of all accounts: the session of @id, with the options of
+ * its section of the config file and -o, started. Two accounts may not share a cache
+ * directory (the same -o cache_dir= for all): their copies would mix. */
+static int open_account(void *data, const char *id, struct session **ret, GError **err)
+{
+	struct mount_start *ms = data;
+	struct account account = {0};
+	struct options opts;
+	g_autofree char *cache_dir = NULL;
+	int r;
+
+	options_init(&opts);
+	r = account_parse(id, &account, err);
+	if (r == 0)
+		r = cli_read_options(account.id, &opts, err);
+	if (r == 0)
+		r = options_check_trust(&opts, account.id, err);
+	if (r == 0) {
+		cache_dir = options_cache_dir(&opts, account.id);
+		const char *other = g_hash_table_lookup(ms->cache_dirs, cache_dir);
+		if (other && strcmp(other, account.id) != 0) {
+			g_set_error(err, G_IO_ERROR, G_IO_ERROR_EXISTS,
+				    "the accounts %s and %s would share the cache directory %s: "
+				    "give each its own cache_dir= in its section of the config file",
+				    other, account.id, cache_dir);
+			r = -EEXIST;
+		}
+	}
+	if (r == 0) {
+		make_cache_dir(ms, cache_dir);
+		struct session *session = session_new(&account, &opts);
+		r = session_start(session, err);
+		if (r < 0) {
+			session_free(session);
+		} else {
+			g_hash_table_replace(ms->cache_dirs, g_strdup(cache_dir),
+					     g_strdup(account.id));
+			*ret = session;
+		}
+	}
+	options_clear(&opts);
+	account_clear(&account);
+	return r;
+}
+
+/* The mount of every account logged in: the mount's own options from -o, each
+ * account's from its section of the config file and -o. */
+static int start_all(struct mount_start *ms)
+{
+	struct options opts;
+	struct token_store store;
+	g_autoptr(GError) err = NULL;
+
+	options_init(&opts);
+	int r = cli_load_options("", &opts);
+	if (r != EXIT_OK) {
+		options_clear(&opts);
+		return r;
+	}
+	if (options_check_trust(&opts, NULL, &err) < 0) {
+		cli_fail("%s", err->message);
+		options_clear(&opts);
+		return EXIT_FAIL;
+	}
+	mount_fuse_args(ALL_ACCOUNTS, &opts, &ms->args);
+	ms->source = g_strdup(ALL_ACCOUNTS);
+	ms->max_threads = opts.max_threads;
+	ms->debug = opts.debug;
+	ms->allow_other = opts.allow_other;
+	ms->cache_dirs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+	g_autofree char *own_dir = options_cache_dir(&opts, ALL_ACCOUNTS);
+	g_autoptr(GPtrArray) missing = missing_dirs(own_dir);
+	for (guint i = 0; i < missing->len; i++)
+		g_ptr_array_add(ms->made, g_strdup(missing->pdata[i]));
+	options_token_store(&opts, &store);
+	ms->accounts = accounts_new_all(&opts, &store, open_account, ms);
+	token_store_clear(&store);
+	if (accounts_start(ms->accounts, true, &err) < 0) {
+		cli_fail("%s", err ? err->message : "cannot load the logins");
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
 static int run_mount(const char *account_arg, const char *mountpoint_arg, bool foreground)
 {
 	int status_fd = -1;
@@ -309,65 +430,42 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 			return EXIT_FAIL;
 	}
 
-	struct options opts;
-	struct account account = {0};
-	struct session *session = NULL;
+	struct mount_start ms = {.args = FUSE_ARGS_INIT(0, NULL)};
 	struct fs *fs = NULL;
 	struct fuse_session *se = NULL;
-	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	g_autoptr(GError) err = NULL;
-	g_autoptr(GPtrArray) made = NULL;
 	g_autofree char *mountpoint = NULL;
-	g_autofree char *cache_dir = NULL;
-	bool cached = true;
+	bool all = !account_arg || strcmp(account_arg, ALL_ACCOUNTS) == 0;
+	int r;
 
-	options_init(&opts);
-	int r = mount_account(account_arg, &account, &opts);
+	ms.made = g_ptr_array_new_with_free_func(g_free);
+	r = all ? start_all(&ms) : start_one(account_arg, &ms);
 	if (r != EXIT_OK)
 		goto out;
 	r = EXIT_FAIL;
-	if (options_check_trust(&opts, account.id, &err) < 0) {
-		cli_fail("%s", err->message);
-		goto out;
-	}
-	mount_fuse_args(&account, &opts, &args);
-	/* The session takes the options over. */
-	int max_threads = opts.max_threads;
-	bool debug = opts.debug;
-	bool allow_other = opts.allow_other;
-	cache_dir = options_cache_dir(&opts, account.id);
-	made = missing_dirs(cache_dir);
-	cached = cache_dir_usable(cache_dir);
-	session = session_new(&account, &opts);
-	/* The account before the directory: a login that is missing is the first thing
-	 * to mend. */
-	if (session_start(session, &err) < 0) {
-		cli_fail("%s", err ? err->message : "cannot load the login");
-		goto out;
-	}
 	mountpoint = mountpoint_check(mountpoint_arg);
 	if (!mountpoint)
 		goto out;
-	if (allow_other && !allow_other_allowed()) {
+	if (ms.allow_other && !allow_other_allowed()) {
 		cli_fail("allow_other is refused to users unless /etc/fuse.conf has the line "
 			 "user_allow_other (root's to add); mount without it");
 		goto out;
 	}
-	fs = fs_new(session);
-	se = mount_fuse(fs, &args, mountpoint);
+	fs = fs_new(ms.accounts);
+	se = mount_fuse(fs, &ms.args, mountpoint);
 	if (!se)
 		goto out;
 	if (!foreground) {
-		detach(debug);
+		detach(ms.debug);
 		report_start(status_fd, EXIT_OK);
 		status_fd = -1;
-		if (!cached) /* said on the terminal; now in the journal too */
-			cache_dir_usable(cache_dir);
+		if (ms.no_cache) /* said on the terminal; now in the journal too */
+			cache_dir_usable(ms.no_cache);
 	}
-	g_clear_pointer(&made, g_ptr_array_unref);
-	log_info("mounted %s on %s", account.id, mountpoint);
+	g_ptr_array_set_size(ms.made, 0);
+	log_info("mounted %s on %s", ms.source, mountpoint);
 
-	r = serve(se, max_threads) == 0 ? EXIT_OK : EXIT_FAIL;
+	r = serve(se, ms.max_threads) == 0 ? EXIT_OK : EXIT_FAIL;
+	accounts_stop(ms.accounts);
 	fs_stop(fs);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
@@ -375,15 +473,20 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 out:
 	if (se)
 		fuse_session_destroy(se);
+	if (ms.accounts)
+		accounts_stop(ms.accounts);
 	fs_free(fs);
-	session_free(session);
+	accounts_free(ms.accounts);
 	/* A mount that failed leaves no empty cache directories of its making. */
-	for (guint i = 0; made && i < made->len; i++)
-		if (rmdir(made->pdata[i]) < 0)
+	for (guint i = 0; i < ms.made->len; i++)
+		if (rmdir(ms.made->pdata[i]) < 0)
 			break;
-	fuse_opt_free_args(&args);
-	options_clear(&opts);
-	account_clear(&account);
+	g_ptr_array_unref(ms.made);
+	if (ms.cache_dirs)
+		g_hash_table_destroy(ms.cache_dirs);
+	g_free(ms.source);
+	g_free(ms.no_cache);
+	fuse_opt_free_args(&ms.args);
 	report_start(status_fd, (unsigned char)r);
 	return r;
 }
@@ -396,8 +499,9 @@ static char *mount_summary(void)
 
 	options_init(&o);
 	char *summary = g_strdup_printf(
-	    "Mounts a cloud account as files. ACCOUNT is PROVIDER or PROVIDER:NAME; with one "
-	    "account logged in it may be left out.\n\n"
+	    "Mounts a cloud account as files. ACCOUNT is PROVIDER or PROVIDER:NAME; left out "
+	    "(or \"all\"), every account logged in is mounted in one tree, and accounts logged "
+	    "in or out later join or leave it.\n\n"
 	    "Bounds (-o NAME=N; the defaults): cache_memory_mib=%d, cache_disk_mib=%d, "
 	    "render_memory_mib=%d, max_entries=%d, prefetch_max=%d.",
 	    o.cache_memory_mib, o.cache_disk_mib, o.render_memory_mib, o.max_entries,
@@ -426,7 +530,7 @@ int cli_mount(int argc, char **argv, bool helper)
 	    G_OPTION_ENTRY_NULL,
 	};
 	home_of_the_caller();
-	int r = cli_parse_args("[ACCOUNT] MOUNTPOINT - mount an account", summary,
+	int r = cli_parse_args("[ACCOUNT] MOUNTPOINT - mount an account, or all of them", summary,
 			       helper ? helper_entries : entries, &argc, &argv);
 	if (r != EXIT_OK)
 		return r;

@@ -29,7 +29,7 @@ static bool mounted_by(const char *opts, uid_t uid)
 }
 
 /* The mount points of @account made by the calling user, from /proc/self/mounts
- * (fsname is the account). Another user's mount of an account with the same name is
+ * (fsname is the account, or ALL_ACCOUNTS for a mount of all). Another user's mount of an account with the same name is
  * their login, from their keyring, not ours: it is left out, for root too (`findmnt
  * -t fuse.smarthomefs` lists every mount). */
 static GPtrArray *mounts_of(const char *account)
@@ -44,7 +44,8 @@ static GPtrArray *mounts_of(const char *account)
 		g_auto(GStrv) f = g_strsplit(*l, " ", 5);
 		if (g_strv_length(f) < 4 || strcmp(f[2], "fuse.smarthomefs") != 0)
 			continue;
-		if (strcmp(f[0], account) == 0 && mounted_by(f[3], getuid()))
+		if ((strcmp(f[0], account) == 0 || strcmp(f[0], ALL_ACCOUNTS) == 0) &&
+		    mounted_by(f[3], getuid()))
 			g_ptr_array_add(out, g_strcompress(f[1]));
 	}
 	return out;
@@ -96,10 +97,16 @@ static json_t *account_status(const struct token_store *store, const char *id)
 	json_t *ma = json_array();
 	for (guint i = 0; i < mounts->len; i++) {
 		const char *mp = mounts->pdata[i];
-		json_t *m = json_pack("{s:s}", "mountpoint", mp);
 		g_autofree char *status_path =
 		    g_build_filename(mp, INTERNAL_DIR, INTERNAL_STATUS, NULL);
-		json_t *st = json_load_file(status_path, 0, NULL);
+		json_t *file = json_load_file(status_path, 0, NULL);
+		json_t *all = json_object_get(file, "accounts");
+		/* A mount of all accounts has one object per account it serves. */
+		json_t *st = all ? json_incref(json_object_get(all, id)) : json_incref(file);
+		json_decref(file);
+		if (all && !st)
+			continue; /* a mount of all that does not serve this account (yet) */
+		json_t *m = json_pack("{s:s}", "mountpoint", mp);
 		json_t *rl = st ? json_object_get(st, "rate_limit") : NULL;
 		if (rl)
 			json_object_set(m, "rate_limit", rl);

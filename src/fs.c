@@ -82,16 +82,16 @@ static void fs_content_changed(void *data, uint64_t ino)
 	notify_inval(fs->notify, ino);
 }
 
-struct fs *fs_new(struct session *session)
+struct fs *fs_new(struct accounts *accounts)
 {
 	struct fs *fs = g_new0(struct fs, 1);
 
-	fs->core = fs_core_new(session, fs_content_changed, fs);
+	fs->core = fs_core_new(accounts, fs_content_changed, fs);
 	fs->tree = fs_core_tree(fs->core);
-	fs->internal = internal_files_new(session);
+	fs->internal = internal_files_new(accounts);
 	fs->prefetch = prefetch_new(fs->core);
 	fs->notify = notify_new(fs->core);
-	fs->timeout_us = (gint64)session_options(session)->timeout * G_USEC_PER_SEC;
+	fs->timeout_us = (gint64)accounts_options(accounts)->timeout * G_USEC_PER_SEC;
 	g_mutex_init(&fs->fetch_lock);
 	return fs;
 }
@@ -181,7 +181,7 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	prefetch_start(fs->prefetch);
 	GThreadPool *pool = g_thread_pool_new_full(
 	    fs_fetch_one, fs, fs_fetch_dropped,
-	    session_options(fs_core_session(fs->core))->max_threads, FALSE, NULL);
+	    accounts_options(fs_core_accounts(fs->core))->max_threads, FALSE, NULL);
 	g_mutex_lock(&fs->fetch_lock);
 	fs->fetch = pool;
 	g_mutex_unlock(&fs->fetch_lock);

@@ -1,5 +1,6 @@
 /* fs: the mount's FUSE face — the libfuse low-level operations over fs_core, and the
- * threads behind them (prefetch, notify, the fetch pool), for one session.
+ * threads behind them (prefetch, notify, the fetch pool), for the sessions of a mount
+ * (accounts.h: one account, or all).
  *
  * Modules, each arrow pointing down: fs (fs.c) -> prefetch, notify -> fs_core ->
  * internal_files -> tree; fs_core, prefetch and internal_files -> session.
@@ -15,11 +16,11 @@
 
 #include <fuse_lowlevel.h>
 
-struct session;
+struct accounts;
 struct fs;
 
-/* A filesystem serving @session (not owned). */
-struct fs *fs_new(struct session *session);
+/* A filesystem serving the sessions of @accounts (not owned). */
+struct fs *fs_new(struct accounts *accounts);
 void fs_free(struct fs *fs);
 /* The operations table for fuse_session_new(), with @fs as userdata. */
 const struct fuse_lowlevel_ops *fs_operations(void);

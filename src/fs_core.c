@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "accounts.h"
 #include "fnv.h"
 #include "internal_files.h"
 #include "log.h"
@@ -31,7 +32,7 @@ struct rendered {
 };
 
 struct fs_core {
-	struct session *session;
+	struct accounts *accounts;
 	struct tree *tree;
 	uid_t uid;
 	gid_t gid;
@@ -102,22 +103,22 @@ static void rendered_put(struct fs_core *c, uint64_t ino, uint64_t gen, GBytes *
 	g_mutex_unlock(&c->rendered_lock);
 }
 
-struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed, void *data)
+struct fs_core *fs_core_new(struct accounts *accounts, fs_core_changed_fn changed, void *data)
 {
 	struct fs_core *c = g_new0(struct fs_core, 1);
 
-	c->session = session;
+	c->accounts = accounts;
 	c->tree = tree_new();
 	c->uid = getuid();
 	c->gid = getgid();
 	c->mounted_at_wall_us = g_get_real_time();
-	g_autofree char *cache_dir = session_cache_dir(session);
+	g_autofree char *cache_dir = accounts_cache_dir(accounts);
 	c->stamps = stamps_open(cache_dir, STAMPS_SAVE_DELAY_US);
 	c->changed = changed;
 	c->changed_data = data;
 	g_mutex_init(&c->rendered_lock);
 	g_queue_init(&c->rendered);
-	c->rendered_max_bytes = (size_t)MAX(session_options(session)->render_memory_mib, 0) << 20;
+	c->rendered_max_bytes = (size_t)MAX(accounts_options(accounts)->render_memory_mib, 0) << 20;
 	return c;
 }
 
@@ -142,9 +143,9 @@ struct tree *fs_core_tree(struct fs_core *c)
 	return c->tree;
 }
 
-struct session *fs_core_session(struct fs_core *c)
+struct accounts *fs_core_accounts(struct fs_core *c)
 {
-	return c->session;
+	return c->accounts;
 }
 
 static uint64_t bytes_hash(GBytes *data)
@@ -162,6 +163,7 @@ void node_path_init(struct fs_core *c, struct node *node, struct node_path *np)
 	np->comp = tree_raw_path(c->tree, node, &n);
 	np->pp.comp = (const char *const *)np->comp;
 	np->pp.n = n;
+	np->session = accounts_route(c->accounts, &np->pp);
 }
 
 void node_path_clear(struct node_path *np)
@@ -173,7 +175,9 @@ int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *re
 		   struct node_path *np)
 {
 	node_path_init(c, node, np);
-	return session_source(c->session, &np->pp, ref, false);
+	if (!np->session)
+		return accounts_owns(c->accounts, &np->pp) ? 0 : -ENOENT;
+	return session_source(np->session, &np->pp, ref, false);
 }
 
 /* When @node, never remembered, was first seen: when its directory's listing showed it
@@ -212,26 +216,25 @@ static void dir_settle(struct fs_core *c, struct node *dir, GPtrArray *entries, 
 	tree_unlock(c->tree);
 }
 
-/* The resource of @ref through the cache; without @may_fetch, -EINPROGRESS when that
+/* The resource of @ref through @s's cache; without @may_fetch, -EINPROGRESS when that
  * needs a fetch. */
-static int core_get(struct fs_core *c, const struct resource_ref *ref, struct resource *res,
+static int core_get(struct session *s, const struct resource_ref *ref, struct resource *res,
 		    bool may_fetch)
 {
-	return may_fetch ? session_get(c->session, ref, res)
-			 : session_get_cached(c->session, ref, res);
+	return may_fetch ? session_get(s, ref, res) : session_get_cached(s, ref, res);
 }
 
 /* Drops the cached copy of @ref (memory and disk) when it is @node's own: a resource
  * whose API path names @node's id. Others (a home's zoneStates, made into the state.json
  * of every zone) are shared with the nodes still listed. */
-static void forget_if_own(struct fs_core *c, struct node *node, struct resource_ref *ref)
+static void forget_if_own(struct session *s, struct node *node, struct resource_ref *ref)
 {
 	g_autofree char *segment = provider_path_segment(tree_node_raw(node));
 	g_autofree char *inner = segment ? g_strconcat("/", segment, "/", NULL) : NULL;
 	g_autofree char *last = segment ? g_strconcat("/", segment, NULL) : NULL;
 
 	if (ref->path && segment && (strstr(ref->path, inner) || g_str_has_suffix(ref->path, last)))
-		session_forget(c->session, ref);
+		session_forget(s, ref);
 	resource_ref_clear(ref);
 }
 
@@ -240,12 +243,15 @@ static void forget_if_own(struct fs_core *c, struct node *node, struct resource_
  * those of its static children's files (a device's device.json), as prefetch does. */
 static void forget_gone(struct fs_core *c, struct node *node)
 {
-	const struct provider *p = session_provider(c->session);
 	struct resource_ref ref = {0};
 	struct node_path np = {0};
+	int r = fs_core_source(c, node, &ref, &np);
+	const struct provider *p = np.session ? session_provider(np.session) : NULL;
 
-	if (fs_core_source(c, node, &ref, &np) == 0 && ref.path) {
-		forget_if_own(c, node, &ref);
+	if (!p) {
+		/* Nobody serves it (anymore): nothing of its own is cached. */
+	} else if (r == 0 && ref.path) {
+		forget_if_own(np.session, node, &ref);
 	} else if (!ref.path && tree_node_is_dir(c->tree, node)) {
 		g_autoptr(GPtrArray) files = provider_entries_new();
 		const char **cc = g_new0(const char *, np.pp.n + 2);
@@ -257,7 +263,7 @@ static void forget_gone(struct fs_core *c, struct node *node)
 				struct resource_ref fref = {0};
 				cc[np.pp.n] = f->name;
 				if (p->source(&fp, &fref) == 0)
-					forget_if_own(c, node, &fref);
+					forget_if_own(np.session, node, &fref);
 				else
 					resource_ref_clear(&fref);
 			}
@@ -268,11 +274,36 @@ static void forget_gone(struct fs_core *c, struct node *node)
 	node_path_clear(&np);
 }
 
+/* Puts @entries, listed from @res, as @dir's children (listed before in generation
+ * @listed, 0: never): the children gone have their copies dropped, and the directory's
+ * mtime follows its names. */
+static void apply_listing(struct fs_core *c, struct node *dir, const struct node_path *np,
+			  GPtrArray *entries, const struct resource *res, uint64_t listed)
+{
+	const struct options *o =
+	    np->session ? session_options(np->session) : accounts_options(c->accounts);
+	guint max = (guint)o->max_entries;
+	g_autoptr(GPtrArray) gone = g_ptr_array_new();
+
+	if (entries->len > max) {
+		/* A bound on what one listing may cost in names and nodes. */
+		log_warn("%s lists %u entries; showing the first %u (max_entries)",
+			 np->pp.n ? np->comp[np->pp.n - 1] : "/", entries->len, max);
+		g_ptr_array_set_size(entries, max);
+	}
+	tree_set_children_gone(c->tree, dir, entries, res->gen, gone);
+	for (guint i = 0; i < gone->len; i++)
+		forget_gone(c, gone->pdata[i]);
+	dir_settle(c, dir, entries, !listed, res->changed_at_us);
+	if (np->pp.n == 0 && !listed)
+		internal_files_add(c->tree);
+}
+
 /* Brings @dir's children up to date with its resource, which goes to @listing when it
- * is not NULL (gen 0: a static directory). */
+ * is not NULL (gen 0: a static directory). The root and its directories in a mount of
+ * several accounts are listed by the accounts (accounts_list). */
 static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listing, bool may_fetch)
 {
-	const struct provider *p = session_provider(c->session);
 	struct resource_ref ref = {0};
 	struct node_path np = {0};
 	struct resource res = {0};
@@ -289,6 +320,13 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 	r = fs_core_source(c, dir, &ref, &np);
 	if (r < 0)
 		goto out;
+	if (!np.session) {
+		r = accounts_list(c->accounts, &np.pp, may_fetch, &res, entries);
+		if (r == 0 && res.gen != listed)
+			apply_listing(c, dir, &np, entries, &res, listed);
+		goto out;
+	}
+	const struct provider *p = session_provider(np.session);
 	if (!ref.path) {
 		if (listed)
 			goto out;
@@ -302,30 +340,18 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		goto out;
 	}
 
-	r = core_get(c, &ref, &res, may_fetch);
+	r = core_get(np.session, &ref, &res, may_fetch);
 	if (r < 0)
 		goto out;
 	if (res.gen != listed) {
 		json_t *body = resource_json(&res);
 		r = body ? p->list(&np.pp, body, entries) : -EIO;
 		json_decref(body);
-		guint max = (guint)session_options(c->session)->max_entries;
-		if (r == 0 && entries->len > max) {
-			/* A bound on what one listing may cost in names and nodes. */
-			log_warn("%s lists %u entries; showing the first %u (max_entries)",
-				 ref.path, entries->len, max);
-			g_ptr_array_set_size(entries, max);
-		}
-		if (r == 0) {
-			g_autoptr(GPtrArray) gone = g_ptr_array_new();
-			tree_set_children_gone(c->tree, dir, entries, res.gen, gone);
-			for (guint i = 0; i < gone->len; i++)
-				forget_gone(c, gone->pdata[i]);
-			dir_settle(c, dir, entries, !listed, res.changed_at_us);
-		} else {
+		if (r == 0)
+			apply_listing(c, dir, &np, entries, &res, listed);
+		else
 			log_warn("cannot list %s from %s: %s", np.pp.n ? np.comp[np.pp.n - 1] : "/",
 				 ref.path, g_strerror(-r));
-		}
 	}
 out:
 	if (listing && r == 0)
@@ -362,15 +388,15 @@ static int node_resource(struct fs_core *c, struct node *node, struct resource *
 	int r = fs_core_source(c, node, &ref, &np);
 
 	if (r == 0)
-		r = ref.path ? core_get(c, &ref, res, may_fetch) : -EIO;
+		r = ref.path && np.session ? core_get(np.session, &ref, res, may_fetch) : -EIO;
 	resource_ref_clear(&ref);
 	node_path_clear(&np);
 	return r;
 }
 
 /* Provider file @node's bytes made from @res: the kept rendering of its generation, or
- * a new one, then kept. A large body is rendered under the session's large lock (one
- * tree of a large body at a time), and a reader that waited there finds the rendering
+ * a new one, then kept. A large body is rendered under the large lock (one tree of a
+ * large body at a time), and a reader that waited there finds the rendering
  * another one just made (the reader and the readahead of the same file). */
 static int render_from(struct fs_core *c, struct node *node, const struct resource *res,
 		       GBytes **data)
@@ -379,10 +405,10 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
 	if (*data)
 		return 0;
 
-	bool large = session_large_begin(c->session, res->bytes ? g_bytes_get_size(res->bytes) : 0);
+	bool large = session_large_begin(res->bytes ? g_bytes_get_size(res->bytes) : 0);
 	*data = large ? rendered_take(c, node->ino, res->gen) : NULL;
 	if (*data) {
-		session_large_end(c->session, large);
+		session_large_end(large);
 		return 0;
 	}
 	GString *out = g_string_new(NULL);
@@ -391,9 +417,9 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
 	int r;
 
 	node_path_init(c, node, &np);
-	r = body ? session_provider(c->session)->render(&np.pp, body, out) : -EIO;
+	r = body && np.session ? session_provider(np.session)->render(&np.pp, body, out) : -EIO;
 	json_decref(body);
-	session_large_end(c->session, large);
+	session_large_end(large);
 	node_path_clear(&np);
 	if (r == 0) {
 		*data = g_string_free_to_bytes(out);
@@ -461,9 +487,17 @@ double fs_core_dir_timeout_s(struct fs_core *c, struct node *dir)
 {
 	if (dir->internal)
 		return 0;
-	const struct options *o = session_options(c->session);
-	int ttl = o->ttl >= 0 ? o->ttl : session_provider(c->session)->default_ttl;
-	return ttl;
+	struct session *s = accounts_one(c->accounts);
+	if (!s) {
+		struct node_path np = {0};
+		node_path_init(c, dir, &np);
+		s = np.session;
+		node_path_clear(&np);
+	}
+	if (!s)
+		return 1; /* the accounts' own: logins and logouts show within a second */
+	const struct options *o = session_options(s);
+	return o->ttl >= 0 ? o->ttl : session_provider(s)->default_ttl;
 }
 
 int fs_core_stat(struct fs_core *c, struct node *node, enum stat_how how, bool may_fetch,
@@ -569,9 +603,9 @@ int fs_core_told_bytes(struct fs_core *c, struct node *node, GBytes **ret_bytes,
 	if (node->internal)
 		return -ENOENT;
 	node_path_init(c, node, &np);
-	r = session_source(c->session, &np.pp, &ref, true);
+	r = np.session ? session_source(np.session, &np.pp, &ref, true) : -ENOENT;
 	if (r == 0)
-		r = ref.path ? session_peek(c->session, &ref, &res) : -ENOENT;
+		r = ref.path ? session_peek(np.session, &ref, &res) : -ENOENT;
 	if (r == 0 && !fs_core_is_told(c, node, res.gen))
 		r = -ESTALE;
 	if (r == 0)

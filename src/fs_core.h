@@ -13,8 +13,8 @@
  * it calls the @changed function given to fs_core_new (the kernel's copy must go).
  *
  * mtimes outlive the mount: what each file and directory showed is kept in a stamps
- * table (stamps.h) in the session's cache directory, so a remount shows the same mtime
- * for the same bytes (a directory: the same names). A node never remembered shows its
+ * table (stamps.h) in the mount's cache directory (accounts_cache_dir), so a remount
+ * shows the same mtime for the same bytes (a directory: the same names). A node never remembered shows its
  * directory's mtime at most (the root: the mount's time).
  *
  * It also keeps the latest renderings (of the files read lately, bounded in count and
@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <glib.h>
 
+#include "accounts.h"
 #include "provider.h"
 #include "session.h"
 #include "tree.h"
@@ -40,23 +41,26 @@ struct fs_core;
 /* Told the inode of a file whose bytes changed; called with no lock held. */
 typedef void (*fs_core_changed_fn)(void *data, uint64_t ino);
 
-/* A core over @session (not owned), with a tree of its own. */
-struct fs_core *fs_core_new(struct session *session, fs_core_changed_fn changed, void *data);
+/* A core over the sessions of @accounts (not owned), with a tree of its own. */
+struct fs_core *fs_core_new(struct accounts *accounts, fs_core_changed_fn changed, void *data);
 void fs_core_free(struct fs_core *c);
 struct tree *fs_core_tree(struct fs_core *c);
 /* Saves the mtimes shown so far for the next mount (at unmount; fs_core_free does too). */
 void fs_core_save(struct fs_core *c);
-struct session *fs_core_session(struct fs_core *c);
+struct accounts *fs_core_accounts(struct fs_core *c);
 
-/* A node's raw path, as the provider takes it. */
+/* A node's raw path, as the provider takes it, and the session that serves it (NULL:
+ * none, or the accounts' own directory: accounts.h). */
 struct node_path {
 	char **comp;
 	struct provider_path pp;
+	struct session *session;
 };
 void node_path_init(struct fs_core *c, struct node *node, struct node_path *np);
 void node_path_clear(struct node_path *np);
-/* The resource @node is made from, in *ref (ref->path NULL: a static node), and its path
- * in *np; clear both whatever it returns. -ENOENT: no such path. */
+/* The resource @node is made from, in *ref (ref->path NULL: a static node, or with
+ * np->session NULL a directory the accounts list), and its path in *np; clear both
+ * whatever it returns. -ENOENT: no such path. */
 int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *ref,
 		   struct node_path *np);
 

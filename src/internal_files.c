@@ -4,11 +4,11 @@
 #include <string.h>
 
 #include "fnv.h"
-#include "session.h"
+#include "accounts.h"
 #include "tree.h"
 
 struct internal_files {
-	struct session *session;
+	struct accounts *accounts;
 	GMutex lock;		  /* guards all of the below and each rendering's nlookup */
 	GHashTable *renderings;	  /* FUSE node id -> struct rendering, the kernel's */
 	GHashTable *latest;	  /* internal file inode -> its latest struct rendering */
@@ -23,11 +23,11 @@ static void rendering_free(gpointer data)
 	g_free(r);
 }
 
-struct internal_files *internal_files_new(struct session *session)
+struct internal_files *internal_files_new(struct accounts *accounts)
 {
 	struct internal_files *f = g_new0(struct internal_files, 1);
 
-	f->session = session;
+	f->accounts = accounts;
 	g_mutex_init(&f->lock);
 	f->renderings = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, rendering_free);
 	f->latest = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
@@ -60,9 +60,9 @@ struct rendering *internal_files_lookup(struct internal_files *f, struct node *n
 	gsize len = 0;
 
 	if (strcmp(node->name, INTERNAL_STATUS) == 0)
-		session_render_status(f->session, out);
+		accounts_render_status(f->accounts, out);
 	else
-		session_render_metrics(f->session, out);
+		accounts_render_metrics(f->accounts, out);
 	r->bytes = g_string_free_to_bytes(out);
 	r->node = node;
 	const void *data = g_bytes_get_data(r->bytes, &len);

@@ -1,5 +1,5 @@
 /* internal_files: the files of .smarthomefs/ (status.json, metrics), rendered by the
- * session from its counters. Their bytes change with every request the mount makes, so
+ * accounts from their sessions' counters. Their bytes change with every request the mount makes, so
  * every lookup renders them, and bytes that differ from the latest rendering become a
  * FUSE node of their own (struct rendering), which a file open since keeps: a true
  * snapshot with an exact size, while the next open sees the new bytes.
@@ -18,7 +18,7 @@
 #define INTERNAL_STATUS	 "status.json"
 #define INTERNAL_METRICS "metrics"
 
-struct session;
+struct accounts;
 struct tree;
 struct node;
 struct internal_files;
@@ -35,8 +35,8 @@ struct rendering {
 	uint64_t generation;  /* FUSE generation: an address may come back for a later one */
 };
 
-/* Renderings of @session's internal files (not owned). */
-struct internal_files *internal_files_new(struct session *session);
+/* Renderings of the internal files of @accounts' mount (not owned). */
+struct internal_files *internal_files_new(struct accounts *accounts);
 void internal_files_free(struct internal_files *f);
 /* Adds INTERNAL_DIR under @t's root, and its files below it; returns the directory. */
 struct node *internal_files_add(struct tree *t);

@@ -138,20 +138,63 @@ static int keyring_delete(const char *account, GError **err)
 	return removed ? 0 : -ENOENT;
 }
 
+#define SECRETS_NAME "org.freedesktop.secrets"
+
+/* The account attribute of the item at @path (NULL: gone meanwhile, or not a string). */
+static char *keyring_item_account(GDBusConnection *bus, const char *path)
+{
+	g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
+	    bus, SECRETS_NAME, path, "org.freedesktop.DBus.Properties", "Get",
+	    g_variant_new("(ss)", "org.freedesktop.Secret.Item", "Attributes"),
+	    G_VARIANT_TYPE("(v)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, NULL);
+	g_autoptr(GVariant) attrs = NULL;
+	const char *account = NULL;
+
+	if (!reply)
+		return NULL;
+	g_variant_get(reply, "(v)", &attrs);
+	if (!g_variant_is_of_type(attrs, G_VARIANT_TYPE("a{ss}")) ||
+	    !g_variant_lookup(attrs, "account", "&s", &account) || !*account)
+		return NULL;
+	return g_strdup(account);
+}
+
+/* The accounts of our schema's items, asked of the Secret Service's D-Bus interface
+ * itself (SearchItems, then each item's Attributes), locked items included. Not through
+ * libsecret's search: it makes a SecretItem proxy of every item found and, called from a
+ * thread of its own as a mount of all accounts does every few seconds, leaves a few bytes
+ * of each proxy's initialisation unreachable. */
 static int keyring_list(GPtrArray *accounts, GError **err)
 {
 	g_autoptr(GError) e = NULL;
-	GList *items =
-	    secret_password_search_sync(&token_schema, SECRET_SEARCH_ALL, NULL, &e, NULL);
-	if (e)
+	g_autoptr(GDBusConnection) bus = g_bus_get_sync(G_BUS_TYPE_SESSION, NULL, &e);
+	if (!bus)
 		return keyring_error("listed", e, err);
-	for (GList *l = items; l; l = l->next) {
-		g_autoptr(GHashTable) attrs = secret_retrievable_get_attributes(l->data);
-		const char *account = attrs ? g_hash_table_lookup(attrs, "account") : NULL;
-		if (account && *account)
-			g_ptr_array_add(accounts, g_strdup(account));
+	GVariantBuilder match;
+	g_variant_builder_init(&match, G_VARIANT_TYPE("a{ss}"));
+	g_variant_builder_add(&match, "{ss}", "xdg:schema", token_schema.name);
+	g_autoptr(GVariant) found = g_dbus_connection_call_sync(
+	    bus, SECRETS_NAME, "/org/freedesktop/secrets", "org.freedesktop.Secret.Service",
+	    "SearchItems", g_variant_new("(a{ss})", &match), G_VARIANT_TYPE("(aoao)"),
+	    G_DBUS_CALL_FLAGS_NONE, -1, NULL, &e);
+	if (!found)
+		return keyring_error("listed", e, err);
+	for (gsize half = 0; half < 2; half++) { /* the unlocked items, then the locked */
+		g_autoptr(GVariant) paths = g_variant_get_child_value(found, half);
+		GVariantIter it;
+		const char *path;
+		g_variant_iter_init(&it, paths);
+		while (g_variant_iter_next(&it, "&o", &path)) {
+			char *account = keyring_item_account(bus, path);
+			bool known = false;
+			for (guint i = 0; account && i < accounts->len && !known; i++)
+				known = strcmp(accounts->pdata[i], account) == 0;
+			if (account && !known)
+				g_ptr_array_add(accounts, account);
+			else
+				g_free(account);
+		}
 	}
-	g_list_free_full(items, g_object_unref);
 	return 0;
 }
 

@@ -25,7 +25,9 @@ static void usage(FILE *to)
 		    "  mount.smarthomefs [ACCOUNT] MOUNTPOINT [-o OPT[,OPT...]]\n"
 		    "\n"
 		    "Mounts a smart-home cloud account (tado, tibber) as files.\n"
-		    "ACCOUNT is PROVIDER or PROVIDER:NAME. `smarthomefs COMMAND --help` for more;\n"
+		    "ACCOUNT is PROVIDER or PROVIDER:NAME; a mount without one (or with \"all\")\n"
+		    "serves every account logged in, in one tree. `smarthomefs COMMAND --help`\n"
+		    "for more; "
 		    "smarthomefs(1) for options, the config file and exit status.\n");
 }
 

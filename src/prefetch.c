@@ -7,7 +7,7 @@
 
 struct prefetch {
 	struct fs_core *core;
-	struct session *session;
+	struct accounts *accounts;
 	struct tree *tree;
 	GMutex lock;		/* guards pool and prefetched */
 	GThreadPool *pool;	/* struct prefetch_job *; NULL before the start or after the end */
@@ -30,6 +30,7 @@ struct listed {
  * listing of directory @comp, and its entries' resources are queued next, at the same
  * priority. The pool runs lower @prio first, and among equals the older @seq. */
 struct prefetch_job {
+	struct session *session; /* whose resource */
 	struct resource_ref ref;
 	int prio;
 	uint64_t seq;
@@ -59,26 +60,33 @@ static gint prefetch_job_cmp(gconstpointer a, gconstpointer b, gpointer unused)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* How many resources one listing may have prefetched: options.prefetch_max, and never
- * past what the cloud's quota affords (half of what is left, the rest for the reads). */
-static size_t prefetch_limit(struct prefetch *pf)
+/* How many resources one listing of @session's may have prefetched: prefetch_max, and
+ * never past what the cloud's quota affords (half of what is left, the rest for the
+ * reads). */
+static size_t prefetch_limit(struct prefetch *pf, struct session *session)
 {
-	size_t max = (size_t)MAX(session_options(pf->session)->prefetch_max, 0);
-	long left = session_budget_remaining(pf->session);
+	size_t max = (size_t)MAX(session_options(session)->prefetch_max, 0);
+	long left = session_budget_remaining(session);
 
 	return left >= 0 ? MIN(max, (size_t)(left / 2)) : max;
 }
 
-/* Queues @ref (taking over its strings, and @comp's) unless a resource of the same key
- * is queued already (@seen, what was queued for this listing) or is the listing's own
- * (@own). Returns false when the listing has had its share (prefetch_limit): nothing
- * more is queued for it. */
-static bool prefetch_push(struct prefetch *pf, struct resource_ref *ref, int prio, char **comp,
-			  size_t n, const char *own, GHashTable *seen)
+/* Queues @session's @ref (taking over its strings, and @comp's) unless a resource of the
+ * same key is queued already (@seen, what was queued for this listing) or is the
+ * listing's own (@own), or its cloud's quota is too scarce to prefetch from. Returns
+ * false when the listing has had its share (prefetch_limit): nothing more is queued for
+ * it. */
+static bool prefetch_push(struct prefetch *pf, struct session *session, struct resource_ref *ref,
+			  int prio, char **comp, size_t n, const char *own, GHashTable *seen)
 {
 	const char *key = ref->key ? ref->key : ref->path;
-	bool room = g_hash_table_size(seen) < prefetch_limit(pf);
+	bool room = g_hash_table_size(seen) < prefetch_limit(pf, session);
 
+	if (session_provider(session)->quota_is_scarce) {
+		resource_ref_clear(ref);
+		g_strfreev(comp);
+		return false;
+	}
 	if (!room || !ref->path || g_strcmp0(key, own) == 0 || g_hash_table_contains(seen, key)) {
 		resource_ref_clear(ref);
 		g_strfreev(comp);
@@ -86,6 +94,7 @@ static bool prefetch_push(struct prefetch *pf, struct resource_ref *ref, int pri
 	}
 	g_hash_table_add(seen, g_strdup(key));
 	struct prefetch_job *job = g_new0(struct prefetch_job, 1);
+	job->session = session;
 	job->ref = *ref;
 	job->prio = prio;
 	job->seq = atomic_fetch_add(&pf->seq, 1);
@@ -107,10 +116,11 @@ static bool prefetch_push(struct prefetch *pf, struct resource_ref *ref, int pri
  * listings are not queued, so listing homes/ does not fetch every home's devices. The
  * provider says which resources through source() and list(); nothing here knows a
  * cloud. */
-static void prefetch_entries(struct prefetch *pf, const char *const *comp, size_t n,
-			     GPtrArray *entries, const char *own, int prio)
+static void prefetch_entries(struct prefetch *pf, struct session *session,
+			     const char *const *comp, size_t n, GPtrArray *entries, const char *own,
+			     int prio)
 {
-	const struct provider *p = session_provider(pf->session);
+	const struct provider *p = session_provider(session);
 	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	const char **cc = g_new0(const char *, n + 2);
 
@@ -128,7 +138,7 @@ static void prefetch_entries(struct prefetch *pf, const char *const *comp, size_
 			continue;
 		}
 		if (e->type == ENTRY_FILE) {
-			room = prefetch_push(pf, &ref, prio, NULL, 0, own, seen);
+			room = prefetch_push(pf, session, &ref, prio, NULL, 0, own, seen);
 			continue;
 		}
 		if (!ref.path) {
@@ -141,8 +151,9 @@ static void prefetch_entries(struct prefetch *pf, const char *const *comp, size_
 					struct resource_ref gref = {0};
 					cc[n + 1] = f->name;
 					if (f->type == ENTRY_FILE && p->source(&gp, &gref) == 0)
-						room = room && prefetch_push(pf, &gref, prio, NULL,
-									     0, own, seen);
+						room = room && prefetch_push(pf, session, &gref,
+									     prio, NULL, 0, own,
+									     seen);
 					resource_ref_clear(&gref);
 				}
 			}
@@ -152,16 +163,19 @@ static void prefetch_entries(struct prefetch *pf, const char *const *comp, size_
 	g_free(cc);
 }
 
-/* Queues the resources of the entries of directory @comp (@n deep) listed from @res. */
-static void prefetch_listed(struct prefetch *pf, const char *const *comp, size_t n,
-			    const struct resource_ref *ref, const struct resource *res, int prio)
+/* Queues the resources of the entries of directory @comp (@n deep) listed from @res,
+ * @session's. */
+static void prefetch_listed(struct prefetch *pf, struct session *session,
+			    const char *const *comp, size_t n, const struct resource_ref *ref,
+			    const struct resource *res, int prio)
 {
 	g_autoptr(GPtrArray) entries = provider_entries_new();
 	struct provider_path pp = {comp, n};
 	json_t *body = resource_json(res);
 
-	if (body && session_provider(pf->session)->list(&pp, body, entries) == 0)
-		prefetch_entries(pf, comp, n, entries, ref->key ? ref->key : ref->path, prio);
+	if (body && session_provider(session)->list(&pp, body, entries) == 0)
+		prefetch_entries(pf, session, comp, n, entries, ref->key ? ref->key : ref->path,
+				 prio);
 	json_decref(body);
 }
 
@@ -174,9 +188,9 @@ static void prefetch_one(gpointer data, gpointer user_data)
 	struct resource res = {0};
 
 	atomic_fetch_add(&pf->running, 1);
-	if (session_get(pf->session, &job->ref, &res) == 0 && job->comp)
-		prefetch_listed(pf, (const char *const *)job->comp, job->n, &job->ref, &res,
-				job->prio);
+	if (session_get(job->session, &job->ref, &res) == 0 && job->comp)
+		prefetch_listed(pf, job->session, (const char *const *)job->comp, job->n,
+				&job->ref, &res, job->prio);
 	resource_clear(&res);
 	prefetch_job_free(job);
 
@@ -220,7 +234,6 @@ static bool listed_lately(struct prefetch *pf, struct node *dir)
 static void prefetch_cousins(struct prefetch *pf, struct node *dir, const struct node_path *np,
 			     const char *own)
 {
-	const struct provider *p = session_provider(pf->session);
 	struct node *parent = dir->parent;
 	size_t n = np->pp.n;
 	bool branches = false, walking = false;
@@ -260,8 +273,10 @@ static void prefetch_cousins(struct prefetch *pf, struct node *dir, const struct
 		g_free(comp[n - 2]);
 		comp[n - 2] = g_strdup(tree_node_raw(uncle));
 		struct provider_path cp = {(const char *const *)comp, n};
-		if (p->source(&cp, &ref) == 0)
-			prefetch_push(pf, &ref, PREFETCH_NOW, NULL, 0, own, seen);
+		/* In a mount of several accounts a cousin may be another account's. */
+		struct session *s = accounts_route(pf->accounts, &cp);
+		if (s && session_provider(s)->source(&cp, &ref) == 0)
+			prefetch_push(pf, s, &ref, PREFETCH_NOW, NULL, 0, own, seen);
 		else
 			resource_ref_clear(&ref);
 		if (uncle == next)
@@ -275,9 +290,10 @@ static void prefetch_cousins(struct prefetch *pf, struct node *dir, const struct
 		struct resource_ref ref = {0};
 		g_autoptr(GHashTable) once =
 		    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-		if (p->source(&cp, &ref) == 0) {
-			prefetch_push(pf, &ref, PREFETCH_NEXT, g_steal_pointer(&next_comp), n, own,
-				      once);
+		struct session *s = accounts_route(pf->accounts, &cp);
+		if (s && session_provider(s)->source(&cp, &ref) == 0) {
+			prefetch_push(pf, s, &ref, PREFETCH_NEXT, g_steal_pointer(&next_comp), n,
+				      own, once);
 		} else {
 			resource_ref_clear(&ref);
 		}
@@ -295,7 +311,7 @@ void prefetch_listing(struct prefetch *pf, struct node *dir, const struct resour
 	bool running = pf->pool != NULL;
 	g_mutex_unlock(&pf->lock);
 	if (!running || !res->gen || dir->internal ||
-	    fs_core_source(pf->core, dir, &ref, &np) < 0 || !ref.path)
+	    fs_core_source(pf->core, dir, &ref, &np) < 0 || !ref.path || !np.session)
 		goto out;
 	struct listed *l = g_new(struct listed, 1);
 	l->gen = res->gen;
@@ -306,7 +322,7 @@ void prefetch_listing(struct prefetch *pf, struct node *dir, const struct resour
 	g_hash_table_replace(pf->prefetched, g_memdup2(&dir->ino, sizeof(dir->ino)), l);
 	g_mutex_unlock(&pf->lock);
 	if (todo) {
-		prefetch_listed(pf, np.pp.comp, np.pp.n, &ref, res, PREFETCH_NOW);
+		prefetch_listed(pf, np.session, np.pp.comp, np.pp.n, &ref, res, PREFETCH_NOW);
 		prefetch_cousins(pf, dir, &np, ref.key ? ref.key : ref.path);
 	}
 out:
@@ -319,7 +335,7 @@ struct prefetch *prefetch_new(struct fs_core *core)
 	struct prefetch *pf = g_new0(struct prefetch, 1);
 
 	pf->core = core;
-	pf->session = fs_core_session(core);
+	pf->accounts = fs_core_accounts(core);
 	pf->tree = fs_core_tree(core);
 	g_mutex_init(&pf->lock);
 	pf->prefetched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
@@ -328,9 +344,12 @@ struct prefetch *prefetch_new(struct fs_core *core)
 
 void prefetch_start(struct prefetch *pf)
 {
-	const struct options *o = session_options(pf->session);
+	struct session *one = accounts_one(pf->accounts);
+	const struct options *o = accounts_options(pf->accounts);
 
-	if (o->prefetch <= 0 || session_provider(pf->session)->quota_is_scarce)
+	/* One account whose quota is scarce never prefetches (prefetch_push says so for each
+	 * resource of such an account in a mount of several). */
+	if (o->prefetch <= 0 || (one && session_provider(one)->quota_is_scarce))
 		return;
 	GThreadPool *pool =
 	    g_thread_pool_new_full(prefetch_one, pf, prefetch_job_free, o->prefetch, FALSE, NULL);

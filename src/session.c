@@ -65,7 +65,6 @@ struct session {
 	gint64 last_stale_at_s; /* unix */
 	int last_stale_error;
 
-	GMutex large_lock;			    /* the work on one large body at a time */
 	GMutex json_lock;			    /* guards json_memo and json_memo_bytes */
 	struct json_memo json_memo[JSON_MEMO_SIZE]; /* the most recently used first */
 	size_t json_memo_bytes;			    /* the sum of the slots' len */
@@ -95,7 +94,6 @@ struct session *session_new(const struct account *account, struct options *opts)
 	s->started_at_s = g_get_real_time() / G_USEC_PER_SEC;
 	g_mutex_init(&s->mutex);
 	g_mutex_init(&s->json_lock);
-	g_mutex_init(&s->large_lock);
 	budget_init(&s->budget);
 	g_autofree char *file_name = g_strdelimit(g_strdup(s->account.id), "/", '_');
 	s->reset_phase_file = g_build_filename(s->store.state_dir, "quota", file_name, NULL);
@@ -126,7 +124,6 @@ void session_free(struct session *s)
 	for (size_t i = 0; i < JSON_MEMO_SIZE; i++)
 		json_decref(s->json_memo[i].json);
 	g_mutex_clear(&s->json_lock);
-	g_mutex_clear(&s->large_lock);
 	g_free(s);
 }
 
@@ -154,6 +151,17 @@ const struct options *session_options(struct session *s)
 	return &s->opts;
 }
 
+const char *session_account_id(struct session *s)
+{
+	return s->account.id;
+}
+
+void session_log_out(struct session *s)
+{
+	if (s->auth)
+		auth_forget(s->auth);
+}
+
 char *session_cache_dir(struct session *s)
 {
 	return options_cache_dir(&s->opts, s->account.id);
@@ -170,18 +178,22 @@ static gint64 now_s(struct session *s)
 	return s->wall_clock_us() / G_USEC_PER_SEC;
 }
 
-bool session_large_begin(struct session *s, size_t len)
+/* Held through the work on one large body (session_large_begin); one for the process,
+ * since a mount of all accounts has a session each. A static GMutex needs no init. */
+static GMutex large_lock;
+
+bool session_large_begin(size_t len)
 {
-	if (!s || len <= SESSION_LARGE_BODY)
+	if (len <= SESSION_LARGE_BODY)
 		return false;
-	g_mutex_lock(&s->large_lock);
+	g_mutex_lock(&large_lock);
 	return true;
 }
 
-void session_large_end(struct session *s, bool locked)
+void session_large_end(bool locked)
 {
 	if (locked)
-		g_mutex_unlock(&s->large_lock);
+		g_mutex_unlock(&large_lock);
 }
 
 void resource_clear(struct resource *r)
@@ -422,13 +434,13 @@ static int session_fetch(void *ctx, const char *path, GBytes **body)
 			gsize len = 0;
 			const char *data = g_bytes_get_data(resp.body, &len);
 			json_error_t jerr;
-			bool large = session_large_begin(s, len);
+			bool large = session_large_begin(len);
 			json_t *json = provider_json_parse(data, len, &jerr);
 			bool valid = json != NULL;
 			/* A tree the memo will not keep goes now, not after the disk write. */
 			if (len > JSON_MEMO_MAX_BODY)
 				g_clear_pointer(&json, json_decref);
-			session_large_end(s, large);
+			session_large_end(large);
 			if (!valid && resp.status != 204) {
 				session_note_error(s, path, "malformed answer: %s", jerr.text);
 				http_response_clear(&resp);
@@ -693,7 +705,7 @@ static void session_snapshot_clear(struct session_snapshot *snap)
 	g_free(snap->last_stale_path);
 }
 
-void session_render_status(struct session *s, GString *out)
+json_t *session_status_json(struct session *s)
 {
 	struct session_snapshot snap;
 	session_snapshot(s, &snap);
@@ -740,48 +752,88 @@ void session_render_status(struct session *s, GString *out)
 			    json_time(s->auth ? auth_login_expires_at_s(s->auth) : 0));
 	/* main.c turns core dumps off: show that it holds in the process with the tokens. */
 	json_object_set_new(root, "dumpable", json_boolean(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) > 0));
+	session_snapshot_clear(&snap);
+	return root;
+}
+
+void session_render_status(struct session *s, GString *out)
+{
+	json_t *root = session_status_json(s);
+
 	provider_render_json(root, out);
 	json_decref(root);
-	session_snapshot_clear(&snap);
 }
 
+/* One metric family: its HELP and TYPE once, then one sample per account (the text
+ * format allows no second HELP line for a name). */
 static void metric(GString *out, const char *name, const char *type, const char *help,
-		   const char *account, double value)
+		   struct session *const *s, const struct session_snapshot *snap, size_t n,
+		   double (*value)(const struct session_snapshot *snap))
 {
-	g_string_append_printf(out, "# HELP smarthomefs_%s %s\n# TYPE smarthomefs_%s %s\n", name,
-			       help, name, type);
-	g_string_append_printf(out, "smarthomefs_%s{account=\"%s\"} %.17g\n", name, account, value);
+	bool any = false;
+
+	for (size_t i = 0; i < n; i++) {
+		double v = value(&snap[i]);
+		if (v < 0)
+			continue; /* unknown for this account */
+		if (!any)
+			g_string_append_printf(out, "# HELP smarthomefs_%s %s\n# TYPE smarthomefs_%s %s\n",
+					       name, help, name, type);
+		any = true;
+		g_string_append_printf(out, "smarthomefs_%s{account=\"%s\"} %.17g\n", name,
+				       s[i]->account.id, v);
+	}
 }
 
-void session_render_metrics(struct session *s, GString *out)
+static double m_api_calls(const struct session_snapshot *x) { return (double)x->api_calls; }
+static double m_api_errors(const struct session_snapshot *x) { return (double)x->api_errors; }
+static double m_hits(const struct session_snapshot *x) { return (double)x->cache.hits; }
+static double m_stale(const struct session_snapshot *x) { return (double)x->cache.stale_served; }
+static double m_entries(const struct session_snapshot *x) { return (double)x->cache.entries; }
+static double m_bytes(const struct session_snapshot *x) { return (double)x->cache.bytes; }
+static double m_remaining(const struct session_snapshot *x) { return (double)x->budget.remaining; }
+static double m_quota(const struct session_snapshot *x) { return (double)x->budget.quota; }
+static double m_refill(const struct session_snapshot *x)
 {
-	struct session_snapshot snap;
-	const char *a = s->account.id;
-	session_snapshot(s, &snap);
+	return x->refill_at_s > 0 ? (double)x->refill_at_s : -1;
+}
+static double m_token_expiry(const struct session_snapshot *x)
+{
+	return (double)x->token_expires_at;
+}
+static double m_refreshes(const struct session_snapshot *x) { return (double)x->refreshes; }
+static double m_login_expired(const struct session_snapshot *x) { return x->login_expired; }
 
-	metric(out, "api_calls_total", "counter", "Requests answered by the cloud's API.", a,
-	       (double)snap.api_calls);
-	metric(out, "api_errors_total", "counter", "Failed API requests.", a,
-	       (double)snap.api_errors);
-	metric(out, "cache_hits_total", "counter", "Reads served from the cache.", a,
-	       (double)snap.cache.hits);
+void session_render_metrics(struct session *const *s, size_t n, GString *out)
+{
+	struct session_snapshot *snap = g_new0(struct session_snapshot, n);
+
+	for (size_t i = 0; i < n; i++)
+		session_snapshot(s[i], &snap[i]);
+	metric(out, "api_calls_total", "counter", "Requests answered by the cloud's API.", s, snap,
+	       n, m_api_calls);
+	metric(out, "api_errors_total", "counter", "Failed API requests.", s, snap, n,
+	       m_api_errors);
+	metric(out, "cache_hits_total", "counter", "Reads served from the cache.", s, snap, n,
+	       m_hits);
 	metric(out, "cache_stale_served_total", "counter",
-	       "Reads served from a stale copy after an error.", a,
-	       (double)snap.cache.stale_served);
-	metric(out, "cache_entries", "gauge", "Resources cached.", a, (double)snap.cache.entries);
-	metric(out, "cache_bytes", "gauge", "Bytes of cached bodies.", a, (double)snap.cache.bytes);
-	if (snap.budget.remaining >= 0)
-		metric(out, "rate_limit_remaining", "gauge", "API calls left in the window.", a,
-		       (double)snap.budget.remaining);
-	if (snap.budget.quota >= 0)
-		metric(out, "rate_limit_quota", "gauge", "API calls allowed per window.", a,
-		       (double)snap.budget.quota);
-	if (snap.refill_at_s > 0)
-		metric(out, "rate_limit_refill_timestamp_seconds", "gauge",
-		       "When the API budget refills.", a, (double)snap.refill_at_s);
-	metric(out, "token_expiry_timestamp_seconds", "gauge", "When the access token expires.", a,
-	       (double)snap.token_expires_at);
-	metric(out, "token_refreshes_total", "counter", "Access token refreshes.", a,
-	       (double)snap.refreshes);
-	session_snapshot_clear(&snap);
+	       "Reads served from a stale copy after an error.", s, snap, n, m_stale);
+	metric(out, "cache_entries", "gauge", "Resources cached.", s, snap, n, m_entries);
+	metric(out, "cache_bytes", "gauge", "Bytes of cached bodies.", s, snap, n, m_bytes);
+	metric(out, "rate_limit_remaining", "gauge", "API calls left in the window.", s, snap, n,
+	       m_remaining);
+	metric(out, "rate_limit_quota", "gauge", "API calls allowed per window.", s, snap, n,
+	       m_quota);
+	metric(out, "rate_limit_refill_timestamp_seconds", "gauge", "When the API budget refills.",
+	       s, snap, n, m_refill);
+	metric(out, "token_expiry_timestamp_seconds", "gauge", "When the access token expires.", s,
+	       snap, n, m_token_expiry);
+	metric(out, "token_refreshes_total", "counter", "Access token refreshes.", s, snap, n,
+	       m_refreshes);
+	metric(out, "login_expired", "gauge",
+	       "1 when the login ended (a refresh was refused): run smarthomefs login.", s, snap, n,
+	       m_login_expired);
+	for (size_t i = 0; i < n; i++)
+		session_snapshot_clear(&snap[i]);
+	g_free(snap);
 }

@@ -21,6 +21,12 @@ void session_free(struct session *s);
 int session_start(struct session *s, GError **err);
 
 const struct provider *session_provider(struct session *s);
+/* The account's name ("tado", "tado:second"). */
+const char *session_account_id(struct session *s);
+/* The account was logged out while mounted: its tokens are dropped from memory and no
+ * request is sent for it again (every fetch: -EACCES); what is cached stays readable
+ * to whoever still holds the session. */
+void session_log_out(struct session *s);
 const struct options *session_options(struct session *s);
 /* The directory of the account's disk cache (g_free); the filesystem keeps its mtimes
  * there too. */
@@ -45,16 +51,17 @@ void resource_clear(struct resource *r);
  * read it, never change it. */
 json_t *resource_json(const struct resource *r);
 
-/* A body larger than this is large: its parse weighs about three times the body. */
+/* A body larger than this is large: its tree weighs up to 12 times the body. */
 #define SESSION_LARGE_BODY (1024 * 1024)
 /* The work on a large body (its parse, and what is made of the tree until it is freed)
- * runs one at a time in a session, so that the trees of large bodies in memory add up
- * to one: call session_large_begin with the body's length before parsing and
- * session_large_end with its result after freeing the tree. Returns whether it locked
- * (only for a large body). The lock is taken before any other; leaf locks (the tree's,
- * the JSON memo's, the renderings') may be taken under it, never a network call. */
-bool session_large_begin(struct session *s, size_t len);
-void session_large_end(struct session *s, bool locked);
+ * runs one at a time in the process (a mount, whatever its accounts), so that the trees
+ * of large bodies in memory add up to one: call session_large_begin with the body's
+ * length before parsing and session_large_end with its result after freeing the tree.
+ * Returns whether it locked (only for a large body). The lock is taken before any
+ * other; leaf locks (the tree's, the JSON memo's, the renderings') may be taken under
+ * it, never a network call. */
+bool session_large_begin(size_t len);
+void session_large_end(bool locked);
 
 /* Sets @ref to the resource @path is made from: the provider's source(), then, for a
  * path that depends on another resource, source_in() with that resource's body, got
@@ -80,6 +87,10 @@ int session_peek(struct session *s, const struct resource_ref *ref, struct resou
 /* The effective TTL for @ref now (stretched when the quota runs low). */
 int session_ttl(struct session *s, const struct resource_ref *ref);
 
-/* .smarthomefs/status.json and .smarthomefs/metrics. */
+/* .smarthomefs/status.json of a mount of this one account, and its object (a new
+ * reference): one account's entry in a mount of several. */
 void session_render_status(struct session *s, GString *out);
-void session_render_metrics(struct session *s, GString *out);
+json_t *session_status_json(struct session *s);
+/* .smarthomefs/metrics of @n sessions: each metric's HELP and TYPE once, one sample per
+ * account (label account="ID"). */
+void session_render_metrics(struct session *const *s, size_t n, GString *out);

@@ -35,6 +35,10 @@ import uuid
 
 TADO_CLIENT_ID = "1bb50063-6b0c-4d11-bd99-387f4a91cc46"
 TADO_USER_ID = "5d4c8a1e2f3b7a6c9e0d1f2a"
+# A second tado user, a member of no home until invited to one (/_control/tado/invite):
+# tado lets a home's user invite others by e-mail, who then see that home with their own
+# login (README: "Two users of one home").
+TADO_SECOND_USER_ID = "6e5d9b2f3a4c8b7d0f1e2a3b"
 TIBBER_USER_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 BASE_TIME = 1767258000  # 2026-01-01T09:00:00Z: fixed, so the dataset is deterministic
@@ -216,7 +220,8 @@ class Tokens:
         now_s = now()
         token = make_jwt({**claims, "iat": int(now_s), "exp": int(now_s + ttl),
                           "jti": secrets.token_hex(8)})
-        self.access[token] = {"exp": now_s + ttl, "scope": list(scope)}
+        self.access[token] = {"exp": now_s + ttl, "scope": list(scope),
+                              "user": claims.get("sub")}
         return token
 
     def check_access(self, token):
@@ -225,10 +230,11 @@ class Tokens:
             return None
         return rec
 
-    def issue_refresh(self, scope, ttl=None):
-        """A new refresh token; with ttl (seconds) it dies that long after issue."""
+    def issue_refresh(self, scope, ttl=None, user=None):
+        """A new refresh token (of @user); with ttl (seconds) it dies that long after
+        issue."""
         token = secrets.token_urlsafe(48)
-        self.refresh[token] = {"scope": list(scope),
+        self.refresh[token] = {"scope": list(scope), "user": user,
                                "exp": None if ttl is None else now() + ttl}
         return token
 
@@ -278,6 +284,7 @@ class Stats:
         self.connections = 0  # TLS connections that carried a cloud request
         self.tls_resumed = 0  # of which resumed an earlier TLS session
         self.too_many = {}    # 429 answers by the tado quota window's start ("other": not tado)
+        self.tado_api_by_user = {}  # tado API requests with a valid token: "first"/"second"
 
     def request(self, req):
         key = f"{req.method} {req.path}"
@@ -308,7 +315,8 @@ class Stats:
                 "requests_without_user_agent": self.requests_without_user_agent,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
                 "connections": self.connections, "tls_resumed": self.tls_resumed,
-                "too_many_requests_by_window": self.too_many}
+                "too_many_requests_by_window": self.too_many,
+                "tado_api_by_user": self.tado_api_by_user}
 
 
 # ---------------------------------------------------------------- tado
@@ -346,7 +354,9 @@ class Tado:
         self.device_codes = {}   # device_code -> record
         self.user_codes = {}     # user_code -> device_code
         self.window = None       # the quota window's index (see window_index)
-        self.used = 0
+        self.used = 0            # one count for every user: stricter than tado's own
+        self.login_user = TADO_USER_ID  # who approves the next device codes
+        self.user = TADO_USER_ID        # whose token the request being handled carries
         self.build()
         self.auth_router = Router([
             ("POST", "/oauth2/device_authorize", self.device_authorize),
@@ -379,6 +389,12 @@ class Tado:
         o = self.opts
         self.homes = {}      # id -> home record
         self.devices = {}    # serialNo -> device object (as served)
+        # user id -> profile and the homes it is a member of (None: every home)
+        self.users = {TADO_USER_ID: {"name": "Test User", "email": "test.user@example.com",
+                                     "homes": None},
+                      TADO_SECOND_USER_ID: {"name": "Second User",
+                                            "email": "second.user@example.com",
+                                            "homes": set()}}
         for hi in range(o.tado_homes):
             hid = 1001 + hi
             self.homes[hid] = self.build_home(hid, hi, o.tado_zones, o.tado_devices)
@@ -590,11 +606,19 @@ class Tado:
 
     # ---- served bodies (also used by /_control/data)
 
-    def body_me(self):
-        mobiles = [m for h in self.homes.values() for m in h["mobile"]]
-        return {"name": "Test User", "email": "test.user@example.com",
-                "username": "test.user@example.com", "id": TADO_USER_ID,
-                "homes": [{"id": hid, "name": h["home"]["name"]} for hid, h in self.homes.items()],
+    def visible_homes(self, user=None):
+        """{id: home} of the homes @user (default: the request's) is a member of."""
+        member = self.users[user or self.user]["homes"]
+        return {hid: h for hid, h in self.homes.items() if member is None or hid in member}
+
+    def body_me(self, user=None):
+        user = user or self.user
+        homes = self.visible_homes(user)
+        mobiles = [m for h in homes.values() for m in h["mobile"]]
+        profile = self.users[user]
+        return {"name": profile["name"], "email": profile["email"],
+                "username": profile["email"], "id": user,
+                "homes": [{"id": hid, "name": h["home"]["name"]} for hid, h in homes.items()],
                 "locale": "de_DE", "mobileDevices": mobiles}
 
     def body_zones(self, h):
@@ -662,7 +686,7 @@ class Tado:
                 homes[str(hid)]["hops"] = {"home": self.body_hops_home(h),
                                            "rooms": self.body_rooms(h),
                                            "roomsAndDevices": self.body_rooms_and_devices(h)}
-        return {"me": self.body_me(), "homes": homes}
+        return {"me": self.body_me(TADO_USER_ID), "homes": homes}
 
     # ---- auth (/oauth2)
 
@@ -688,7 +712,7 @@ class Tado:
         self.device_codes[device_code] = {
             "user_code": user_code, "scope": p.get("scope", ""),
             "expires": now_s + cfg["device_expires_in"], "interval": cfg["device_interval"],
-            "last_poll": None,
+            "last_poll": None, "user": self.login_user,
             "status": "approved" if cfg["auto_approve"] else "pending"}
         self.user_codes[user_code] = device_code
         uri = req.base + "/oauth2/device"
@@ -730,7 +754,7 @@ class Tado:
             return oauth_error(400, "authorization_pending",
                                "The user has not yet authorized this device.")
         rec["status"] = "redeemed"
-        return json_response(200, self.issue(rec["scope"]))
+        return json_response(200, self.issue(rec["scope"], rec["user"]))
 
     def grant_refresh(self, p):
         token = p.get("refresh_token")
@@ -744,19 +768,19 @@ class Tado:
                 self.world.stats.refresh_reuse += 1
             return oauth_error(400, "invalid_grant", "The refresh_token is invalid.",
                                error_reason="refresh_token_not_found")
-        return json_response(200, self.issue(" ".join(rec["scope"])))
+        return json_response(200, self.issue(" ".join(rec["scope"]), rec["user"]))
 
-    def issue(self, scope):
+    def issue(self, scope, user):
         ttl = self.world.config["access_ttl"]
         scopes = scope.split()
         out = {"access_token": self.tokens.issue_access(
-            ttl, scopes, {"iss": "https://login.tado.com/oauth2", "sub": TADO_USER_ID,
+            ttl, scopes, {"iss": "https://login.tado.com/oauth2", "sub": user,
                           "aud": "tado", "client_id": TADO_CLIENT_ID, "scope": scope}),
                "expires_in": ttl}
         if "offline_access" in scopes:
             out["refresh_token"] = self.tokens.issue_refresh(
-                scopes, self.world.config["refresh_ttl"])
-        out.update({"scope": scope, "token_type": "Bearer", "userId": TADO_USER_ID})
+                scopes, self.world.config["refresh_ttl"], user)
+        out.update({"scope": scope, "token_type": "Bearer", "userId": user})
         return out
 
     def device_page(self, req):
@@ -834,10 +858,15 @@ class Tado:
 
     def handle_api(self, req):
         now_s = now()
-        if self.tokens.check_access(req.bearer) is None:
+        access = self.tokens.check_access(req.bearer)
+        if access is None:
             return tado_error(401, "unauthorized",
                               "Full authentication is required to access this resource",
                               self.ratelimit_headers(now_s))
+        self.user = access.get("user") or TADO_USER_ID
+        who = "second" if self.user == TADO_SECOND_USER_ID else "first"
+        by_user = self.world.stats.tado_api_by_user
+        by_user[who] = by_user.get(who, 0) + 1
         self.roll_window(now_s)
         if self.used >= self.world.config["quota"]:
             return self.too_many(now_s)
@@ -858,7 +887,7 @@ class Tado:
         account's homes is 403 accessDenied (tado_ce #1, ckuburlis/homebridge-tado #20),
         anything else 404."""
         hid = as_int(home)
-        h = self.homes.get(hid)
+        h = self.visible_homes().get(hid)
         if h is None and hid is not None:
             raise NotFound(tado_error(403, "accessDenied",
                                       f"current user is not allowed to access home {hid}"))
@@ -871,7 +900,7 @@ class Tado:
         not the account's, 404 for a home that is not tado X (UNCONFIRMED: no public
         trace of what hops answers for a pre-X home)."""
         hid = as_int(home)
-        h = self.homes.get(hid)
+        h = self.visible_homes().get(hid)
         if h is None and hid is not None:
             raise NotFound(spring_error(403, "Forbidden", path))
         if h is None or not self.is_x(h):
@@ -917,6 +946,9 @@ class Tado:
 
     def api_device(self, serial):
         dev = self.devices.get(serial)
+        if dev is not None and not any(serial in h["devices"]
+                                       for h in self.visible_homes().values()):
+            dev = None  # another user's device: as if there were none
         if dev is None:
             return tado_error(404, "notFound", f"device {serial} not found")
         return self.ok(dev)
@@ -1576,6 +1608,8 @@ class Control:
             ("POST", "/_control/tado/zone_temperature", self.zone_temperature),
             ("POST", "/_control/tado/remove_zone", self.remove_zone),
             ("POST", "/_control/tado/generation", self.generation),
+            ("POST", "/_control/tado/invite", self.invite),
+            ("POST", "/_control/tado/login_as", self.login_as),
             ("POST", "/_control/tibber/capability", self.capability),
             ("POST", "/_control/tibber/remove_device", self.remove_device),
             ("POST", "/_control/tibber/online", self.online),
@@ -1673,6 +1707,19 @@ class Control:
         if h is None:
             raise NotFound(json_response(404, {"error": "no such home"}))
         h["home"]["generation"] = str(body["generation"])
+
+    def invite(self, body):
+        """The second user accepted an invitation to @home: /me lists it, and the home's
+        resources answer that user's token."""
+        hid = int(body["home"])
+        if hid not in self.world.tado.homes:
+            raise NotFound(json_response(404, {"error": "no such home"}))
+        self.world.tado.users[TADO_SECOND_USER_ID]["homes"].add(hid)
+
+    def login_as(self, body):
+        """Who approves the device codes asked for from now on: "first" or "second"."""
+        self.world.tado.login_user = {"first": TADO_USER_ID,
+                                      "second": TADO_SECOND_USER_ID}[body["user"]]
 
     def remove_zone(self, body):
         if not self.world.tado.remove_zone(body["home"], body["zone"]):

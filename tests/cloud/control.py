@@ -169,6 +169,16 @@ class Cloud:
         return self.call("POST", "/_control/tado/generation",
                          {"home": home, "generation": generation})
 
+    def tado_invite(self, home):
+        """The second tado user accepts an invitation to @home (tado's "Invite People to
+        Join Home"): its login sees the home too."""
+        return self.call("POST", "/_control/tado/invite", {"home": home})
+
+    def tado_login_as(self, user):
+        """Device codes asked for from now on are approved by tado user "first" (every
+        home) or "second" (the homes it was invited to)."""
+        return self.call("POST", "/_control/tado/login_as", {"user": user})
+
     def tado_remove_zone(self, home, zone):
         return self.call("POST", "/_control/tado/remove_zone", {"home": home, "zone": zone})
 

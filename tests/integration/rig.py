@@ -143,9 +143,11 @@ class Keyring:
         return r.stdout if r.returncode == 0 and r.stdout else None
 
     def clear(self):
-        for acct in ("tado", "tibber", "tado:second", "tibber:second"):
-            subprocess.run([*self.prefix, "secret-tool", "clear", "account", acct], env=self.env,
-                           capture_output=True, timeout=10)
+        """Every login of every account: a test's logins must not join the next test's
+        mount of all accounts."""
+        for provider in ("tado", "tibber"):
+            subprocess.run([*self.prefix, "secret-tool", "clear", "provider", provider],
+                           env=self.env, capture_output=True, timeout=10)
 
     def stop(self):
         for proc in (self.daemon, self.dbus):
@@ -225,7 +227,9 @@ class Mount:
         rig.mkdirs(self.path)
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        args = [*wrapper, *rig.prefix, str(BIN), "mount", account, str(self.path), "-f"]
+        # No account: every account logged in, in one tree.
+        args = [*wrapper, *rig.prefix, str(BIN), "mount", *([account] if account else []),
+                str(self.path), "-f"]
         if options:
             args += ["-o", ",".join(options)]
         self.proc = subprocess.Popen(args, env=rig.env, stdout=self.log, stderr=self.log,
@@ -346,6 +350,32 @@ class Rig:
         log = self.tmp / f"mount-{len(self.mounts)}.log"
         self.logs.append(log)
         m = Mount(self, account, self.tmp / name, self.options(provider, extra), log, wrapper)
+        self.mounts.append(m)
+        return m
+
+    def config_text(self, accounts, extra=None):
+        """A config file with a section per account of @accounts pointing it at the
+        emulated cloud, with @extra[account] options added to its section."""
+        text = ""
+        for account in accounts:
+            opts = self.options(account.split(":")[0], (extra or {}).get(account, ()))
+            text += f"[{account}]\n" + "".join(
+                f"{o.replace('=', ' = ', 1)}\n" if "=" in o else f"{o} = true\n" for o in opts)
+        return text
+
+    def write_accounts_config(self, accounts, extra=None):
+        path = self.home / ".config/smarthomefs/config"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.config_text(accounts, extra))
+        return path
+
+    def mount_all(self, accounts, extra=None, options=(), name="home-data"):
+        """Mounts every account logged in (no ACCOUNT), each of @accounts given its
+        section of the config file (with @extra[account]); @options go to -o."""
+        self.write_accounts_config(accounts, extra)
+        log = self.tmp / f"mount-{len(self.mounts)}.log"
+        self.logs.append(log)
+        m = Mount(self, None, self.home / name, list(options), log)
         self.mounts.append(m)
         return m
 
@@ -684,11 +714,11 @@ class UserRig(Rig):
     def write_config(self, account="tado", extra=()):
         """~/.config/smarthomefs/config pointing @account at the emulated cloud, so that
         the README's commands run as written."""
-        provider = account.split(":")[0]
-        lines = "".join(f"{o.replace('=', ' = ', 1)}\n" if "=" in o else f"{o} = true\n"
-                        for o in self.options(provider, extra))
+        return self.write_accounts_config([account], {account: extra})
+
+    def write_accounts_config(self, accounts, extra=None):
         path = self.home / ".config/smarthomefs/config"
-        self.user.write(path, f"[{account}]\n{lines}")
+        self.user.write(path, self.config_text(accounts, extra))
         return path
 
     def sh(self, script, check=True, timeout=120, env=None, input=None):

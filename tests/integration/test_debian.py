@@ -161,13 +161,14 @@ def test_package_is_lintian_clean_with_the_files_and_depends_it_promises(package
                  "./usr/share/man/man1/smarthomefs.1.gz",
                  "./usr/share/man/man8/mount.smarthomefs.8.gz",
                  "./usr/lib/systemd/user/smarthomefs@.service",
+                 "./usr/lib/systemd/user/smarthomefs.service",
                  "./usr/share/bash-completion/completions/smarthomefs",
                  "./usr/share/doc/smarthomefs/copyright"):
         assert re.search(rf" {re.escape(path)}$", contents, re.M), f"{path} not in:\n{contents}"
     depends = run(["dpkg-deb", "-f", str(deb(package)), "Depends"]).stdout
     assert "fuse3" in [d.split()[0] for d in depends.split(", ")], depends
-    # No maintainer script enables the template unit for every user: one instance an
-    # account, enabled by its user.
+    # No maintainer script enables a unit for every user: the template has one instance
+    # an account, and the unit of all accounts is each user's to enable.
     assert "postinst" not in run(["dpkg-deb", "--info", str(deb(package))]).stdout
 
 
@@ -249,6 +250,34 @@ def test_installed_helper_mounts_tibber_when_run_itself(installed_rig):
         assert json.loads((device / "device.json").read_text())["id"] == CHARGER
     finally:
         unmount(mnt)
+
+
+def test_installed_helper_mounts_every_login_in_one_tree(installed_rig):
+    """The issue's promise: logged in to two accounts, `mount.smarthomefs ~/home-data`
+    shows both, each account's options from its section of the config file."""
+    rig = installed_rig
+    rig.login_tado(ACCOUNT)
+    rig.login_tibber()
+    rig.write_accounts_config([ACCOUNT, "tibber"])
+    mnt = rig.tmp / "home-data"
+    mnt.mkdir()
+    try:
+        r = run(["/usr/sbin/mount.smarthomefs", str(mnt)], env=rig.env, timeout=60)
+        rig.outputs += [r.stdout, r.stderr]
+        assert r.returncode == 0, r.stderr
+        r = run(["findmnt", "-n", "-o", "SOURCE,FSTYPE", str(mnt)])
+        assert r.stdout.split() == ["all", "fuse.smarthomefs"]
+        assert list(daemons(mnt).values()) == ["/usr/bin/smarthomefs"]
+        assert {TADO_HOME, TIBBER_HOME} <= set(os.listdir(mnt / "homes"))
+        device = json.loads((mnt / f"homes/{TIBBER_HOME}/devices/{CHARGER}/device.json")
+                            .read_text())
+        assert device["id"] == CHARGER
+        assert (mnt / f"homes/{TADO_HOME}/zones/1/values/inside_temperature").read_text()
+        status = json.loads((mnt / ".smarthomefs/status.json").read_text())
+        assert sorted(status["accounts"]) == sorted([ACCOUNT, "tibber"])
+    finally:
+        unmount(mnt)
+    assert not mnt.is_mount()
 
 
 def test_autopkgtest_passes_against_the_installed_package(installed):

@@ -66,6 +66,8 @@ def test_meson_install_lays_out_binary_mount_helper_man_pages_unit_and_completio
     assert (usr / "share/man/man8/mount.smarthomefs.8").is_file()
     unit = (usr / "lib/systemd/user/smarthomefs@.service").read_text()
     assert "ExecStart=/usr/bin/smarthomefs mount %i %h/home-data/%i --foreground" in unit
+    unit = (usr / "lib/systemd/user/smarthomefs.service").read_text()
+    assert "ExecStart=/usr/bin/smarthomefs mount %h/home-data --foreground" in unit
     completion = usr / "share/bash-completion/completions/smarthomefs"
     assert "complete -F _smarthomefs smarthomefs mount.smarthomefs" in completion.read_text()
     assert os.readlink(usr / "share/bash-completion/completions/mount.smarthomefs") == \
@@ -103,9 +105,11 @@ def test_bash_completion_completes_commands_and_options(installed):
         COMP_WORDS=(smarthomefs st); COMP_CWORD=1; _smarthomefs; echo "${{COMPREPLY[@]}}"
         COMP_WORDS=(smarthomefs mount -o ttl=5,of); COMP_CWORD=3; _smarthomefs
         echo "${{COMPREPLY[@]}}"
+        _filedir() {{ :; }}
+        COMP_WORDS=(smarthomefs mount al); COMP_CWORD=2; _smarthomefs; echo "${{COMPREPLY[@]}}"
     """
     r = run(["bash", "-c", probe])
-    assert r.stdout.splitlines() == ["status", "ttl=5,offline"], r.stderr
+    assert r.stdout.splitlines() == ["status", "ttl=5,offline", "all"], r.stderr
 
 
 # --- systemd -------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 remount (what a reboot does): restic, rsync and tar --listed-incremental must each see
 exactly the files whose bytes changed in the cloud, and nothing when nothing changed.
 
-The mount is the README's own (`smarthomefs mount tado ~/home-data`, daemonized, the
-options in ~/.config/smarthomefs/config) with ttl=1, so that a read after the change
+The mount is the README's own (`smarthomefs mount ~/home-data`: every account logged
+in, here tado; daemonized, the options in ~/.config/smarthomefs/config) with ttl=1, so that a read after the change
 sees the cloud's new value; the backup targets of the README's /srv/ are under the
 user's home (~/srv/), the rest of each command is as written."""
 
@@ -47,7 +47,7 @@ def desk(user_rig):
 
 
 def mount(desk):
-    desk.sh("mkdir -p ~/home-data && " + recipe("smarthomefs mount tado ~/home-data"))
+    desk.sh("mkdir -p ~/home-data && " + recipe("smarthomefs mount ~/home-data"))
     assert desk.is_mount(desk.home / "home-data")
 
 

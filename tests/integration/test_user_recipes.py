@@ -32,9 +32,13 @@ def readme_block_after(marker, lang=""):
 
 @pytest.fixture
 def desk(user_rig):
+    """Two tado logins in one mount of all accounts, as the README mounts: the metrics
+    have a sample an account under one HELP a metric."""
     user_rig.login_tado()
-    user_rig.write_config()
-    user_rig.sh("mkdir -p ~/home-data && smarthomefs mount tado ~/home-data")
+    user_rig.cloud.control.tado_login_as("second")
+    user_rig.login_tado("tado:second")
+    user_rig.write_accounts_config(["tado", "tado:second"])
+    user_rig.sh("mkdir -p ~/home-data && smarthomefs mount ~/home-data")
     return user_rig
 
 
@@ -119,7 +123,8 @@ def test_prometheus_recipe_feeds_node_exporters_textfile_collector(desk, debian_
         exporter.wait(5)
     assert re.search(r"^node_textfile_scrape_error 0$", text, re.M), text
     assert f'tado_inside_temperature_celsius{{home="{HOME_ID}",zone="1"}} {celsius}\n' in text
-    # smarthomefs's own metrics made it through as well.
+    # smarthomefs's own metrics made it through as well, for each account.
+    assert re.search(r'^smarthomefs_api_calls_total\{account="tado:second"\} ', text, re.M), text
     own = {m for m in re.findall(r"^# TYPE (\S+)", prom.read_text(), re.M)}
     assert own - {"tado_inside_temperature_celsius"}
     assert all(f"# TYPE {m} " in text for m in own)

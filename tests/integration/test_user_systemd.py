@@ -4,6 +4,7 @@ started by systemd: `systemd-analyze verify` checks it, and the commands the tes
 are the ones systemd itself expands from it (a probe unit made of the unit's Exec lines,
 whose expanded paths `verify` reports)."""
 
+import json
 import re
 import subprocess
 
@@ -15,13 +16,11 @@ HOME_ID = "1001"
 ACCOUNT = "tado:holiday-home"
 
 
-@pytest.fixture
-def unit(user_rig):
-    """The unit as `meson install --prefix=/usr` installs it, in a directory of the
+def install_unit(user_rig, name):
+    """Unit @name as `meson install --prefix=/usr` installs it, in a directory of the
     user's, with the man pages its Documentation= names: -> (unit file, MANPATH)."""
-    text = (ROOT / "contrib/smarthomefs@.service.in").read_text().replace("@bindir@",
-                                                                         "/usr/bin")
-    path = user_rig.home / "units/smarthomefs@.service"
+    text = (ROOT / f"contrib/{name}.in").read_text().replace("@bindir@", "/usr/bin")
+    path = user_rig.home / f"units/{name}"
     user_rig.user.write(path, text)
     man = user_rig.home / "man"
     for page in ("smarthomefs.1", "mount.smarthomefs.8"):
@@ -29,6 +28,18 @@ def unit(user_rig):
             roff = subprocess.run(["scdoc"], stdin=src, capture_output=True, check=True)
         user_rig.user.write(man / f"man{page[-1]}/{page}", roff.stdout)
     return path, man
+
+
+@pytest.fixture
+def unit(user_rig):
+    """The template unit, one account a mount."""
+    return install_unit(user_rig, "smarthomefs@.service")
+
+
+@pytest.fixture
+def all_unit(user_rig):
+    """The unit of all accounts in one mount."""
+    return install_unit(user_rig, "smarthomefs.service")
 
 
 def verify(user_rig, unit_path, instance, manpath=None):
@@ -61,6 +72,32 @@ def expanded_commands(user_rig, unit_path, instance):
     return commands
 
 
+def run_unit(user_rig, cmds, mnt, check):
+    """Runs what systemd runs for a unit: ExecStartPre, ExecStart in the foreground until
+    @mnt is mounted, @check(), then ExecStop, which must end the service with 0."""
+    for cmd in cmds["ExecStartPre"]:
+        subprocess.run([*user_rig.prefix, *cmd], env=user_rig.env, capture_output=True)
+    log_path = user_rig.tmp / "unit.log"
+    user_rig.logs.append(log_path)
+    with open(log_path, "wb") as log:
+        service = subprocess.Popen([*user_rig.prefix, *cmds["ExecStart"][0]],
+                                   env=user_rig.env, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: user_rig.is_mount(mnt) or service.poll() is not None, 20,
+                   "the unit's mount")
+        check()
+        for cmd in cmds["ExecStop"]:
+            r = subprocess.run([*user_rig.prefix, *cmd], env=user_rig.env,
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        assert service.wait(15) == 0
+        assert not user_rig.is_mount(mnt)
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait(5)
+
+
 def test_unit_passes_systemd_analyze_verify_for_an_account_with_a_dash(user_rig, unit):
     path, man = unit
     r = verify(user_rig, path, f"smarthomefs@{ACCOUNT}.service", man)
@@ -79,28 +116,11 @@ def test_systemd_passes_the_account_with_its_dash_and_the_unit_mounts_it(user_ri
     assert cmds["ExecStart"] == [["/usr/bin/smarthomefs", "mount", ACCOUNT, str(mnt),
                                   "--foreground"]]
 
-    for cmd in cmds["ExecStartPre"]:
-        subprocess.run([*user_rig.prefix, *cmd], env=user_rig.env, capture_output=True)
-    log_path = user_rig.tmp / "unit.log"
-    user_rig.logs.append(log_path)
-    with open(log_path, "wb") as log:
-        service = subprocess.Popen([*user_rig.prefix, *cmds["ExecStart"][0]],
-                                   env=user_rig.env, stdout=log, stderr=log)
-    try:
-        wait_until(lambda: user_rig.is_mount(mnt) or service.poll() is not None, 20,
-                   "the unit's mount")
+    def check():
         value = user_rig.read(mnt / f"homes/{HOME_ID}/zones/1/values/inside_temperature")
         assert re.fullmatch(r"-?\d+(\.\d+)?\n", value)
-        for cmd in cmds["ExecStop"]:
-            r = subprocess.run([*user_rig.prefix, *cmd], env=user_rig.env,
-                               capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr
-        assert service.wait(15) == 0
-        assert not user_rig.is_mount(mnt)
-    finally:
-        if service.poll() is None:
-            service.kill()
-            service.wait(5)
+
+    run_unit(user_rig, cmds, mnt, check)
 
 
 def test_a_usage_error_ends_the_unit_for_good(user_rig, unit):
@@ -122,3 +142,39 @@ def test_a_usage_error_ends_the_unit_for_good(user_rig, unit):
                    if "=" in line and not line.startswith("#"))
     assert service["Restart"] == "on-failure"
     assert "2" in service["RestartPreventExitStatus"].split()
+
+
+def test_the_unit_of_all_accounts_passes_systemd_analyze_verify(user_rig, all_unit):
+    path, man = all_unit
+    r = verify(user_rig, path, "smarthomefs.service", man)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+
+
+def test_the_unit_of_all_accounts_mounts_both_logins_at_home_data(user_rig, all_unit):
+    """Two tado logins (the second user invited to home 1001): the unit mounts both at
+    ~/home-data, the shared home once; a third login while it runs joins the mount."""
+    path, _ = all_unit
+    user_rig.cloud.control.tado_invite(int(HOME_ID))
+    user_rig.login_tado()
+    user_rig.cloud.control.tado_login_as("second")
+    user_rig.login_tado("tado:second")
+    user_rig.write_accounts_config(["tado", "tado:second", "tado:third"])
+    cmds = expanded_commands(user_rig, path, "smarthomefs.service")
+    mnt = user_rig.home / "home-data"
+    assert cmds["ExecStart"] == [["/usr/bin/smarthomefs", "mount", str(mnt), "--foreground"]]
+
+    def check():
+        assert user_rig.sh(f"ls {mnt}/homes").stdout == f"{HOME_ID}\n"
+        value = user_rig.read(mnt / f"homes/{HOME_ID}/zones/1/values/inside_temperature")
+        assert re.fullmatch(r"-?\d+(\.\d+)?\n", value)
+        status = json.loads(user_rig.read(mnt / ".smarthomefs/status.json"))
+        assert sorted(status["accounts"]) == ["tado", "tado:second"]
+        assert status["homes"][HOME_ID] == {"account": "tado",
+                                            "listed_by": ["tado", "tado:second"]}
+        user_rig.login_tado("tado:third")
+        wait_until(lambda: "tado:third" in json.loads(
+            user_rig.read(mnt / ".smarthomefs/status.json"))["accounts"], 30,
+            "the new login to join the mount")
+
+    run_unit(user_rig, cmds, mnt, check)

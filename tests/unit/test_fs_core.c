@@ -39,7 +39,8 @@ struct fixture {
 	char *dir;
 	struct cloud cloud;
 	struct fake_server *server;
-	struct session *session;
+	struct session *session; /* the accounts' */
+	struct accounts *accounts;
 	struct fs_core *core;
 	GArray *changed; /* uint64_t inodes the core said changed */
 };
@@ -129,7 +130,8 @@ static void fixture_set_up(struct fixture *f, gconstpointer data)
 	f->session = session_new(&account, &opts);
 	g_assert_cmpint(session_start(f->session, NULL), ==, 0);
 	f->changed = g_array_new(FALSE, FALSE, sizeof(uint64_t));
-	f->core = fs_core_new(f->session, note_changed, f);
+	f->accounts = accounts_new_one(f->session);
+	f->core = fs_core_new(f->accounts, note_changed, f);
 	account_clear(&account);
 	token_set_clear(&ts);
 }
@@ -137,7 +139,7 @@ static void fixture_set_up(struct fixture *f, gconstpointer data)
 static void fixture_tear_down(struct fixture *f, gconstpointer data)
 {
 	fs_core_free(f->core);
-	session_free(f->session);
+	accounts_free(f->accounts);
 	fake_server_stop(f->server);
 	g_array_free(f->changed, TRUE);
 	g_mutex_clear(&f->cloud.lock);

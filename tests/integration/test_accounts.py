@@ -1,0 +1,209 @@
+"""One mount for all the accounts logged in (`smarthomefs mount DIR`, no ACCOUNT): a tado
+and a Tibber account side by side under homes/, one account's failure (its cloud down,
+its login ended) leaving the other's homes alone, a home two tado users share shown once,
+and logins and logouts while mounted."""
+
+import errno
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from rig import ROOT, read, read_error, wait_until
+
+TADO_HOME = "1001"
+TIBBER_HOME1 = "92b82b1f-0196-56ab-bd6e-3588c700d94b"
+TIBBER_HOME2 = "3a67085e-c93a-508e-a265-aa2ac38615cd"
+CHARGER = "ZWFzZWUgZW5vZGUgY2hhcmdlcjoxMDA"
+TADO_VALUE = f"homes/{TADO_HOME}/zones/1/values/inside_temperature"
+TIBBER_DEVICE = f"homes/{TIBBER_HOME1}/devices/{CHARGER}/device.json"
+NUMBER = re.compile(r"-?\d+(\.\d+)?\n")
+EXPIRING = "tado:expiring"
+
+
+@pytest.fixture
+def cloud_options():
+    # A quota this large never stretches a TTL (tado's 100 a day would: ttl=0 fetches).
+    return {"tado_homes": 2, "quota": 10_000_000}
+
+
+def status(m):
+    return json.loads(read(m / ".smarthomefs/status.json"))
+
+
+def homes(m):
+    return sorted(os.listdir(m / "homes"))
+
+
+def test_a_tado_and_a_tibber_account_share_one_mount(rig):
+    rig.login_tado()
+    rig.login_tibber()
+    m = rig.mount_all(["tado", "tibber"])
+
+    assert homes(m) == sorted(["1001", "1002", TIBBER_HOME1, TIBBER_HOME2])
+    assert NUMBER.fullmatch(read(m / TADO_VALUE).decode())
+    assert json.loads(read(m / TIBBER_DEVICE))["id"] == CHARGER
+    assert sorted(os.listdir(m.path)) == ["homes"]  # .smarthomefs is reachable, not listed
+
+    st = status(m)
+    assert sorted(st["accounts"]) == ["tado", "tibber"]
+    assert st["accounts"]["tado"]["provider"] == "tado"
+    assert st["accounts"]["tibber"]["api_calls"] > 0
+    assert st["homes"][TADO_HOME] == {"account": "tado", "listed_by": ["tado"]}
+    assert st["homes"][TIBBER_HOME2] == {"account": "tibber", "listed_by": ["tibber"]}
+
+    # One HELP and TYPE per metric, one sample per account (Prometheus' text format).
+    metrics = read(m / ".smarthomefs/metrics").decode()
+    helps = [l for l in metrics.splitlines() if l.startswith("# HELP")]
+    assert len(helps) == len(set(helps))
+    calls = [l for l in metrics.splitlines() if l.startswith("smarthomefs_api_calls_total{")]
+    assert sorted(l.split("}")[0] for l in calls) == [
+        'smarthomefs_api_calls_total{account="tado"', 'smarthomefs_api_calls_total{account="tibber"']
+
+    # The mount's source is "all"; `smarthomefs status` finds it for each account.
+    assert m.path.is_mount()
+    out = rig.run("status", options=False).stdout
+    assert out.count(f"mounted at:    {m.path}") == 2, out
+
+
+def test_one_accounts_cloud_down_then_its_login_ended_leave_the_others_homes_alone(rig):
+    """tado's API answers 503 (its cloud down), then its login ends (refresh refused):
+    its homes stay listed, cached copies are served while the cloud is down, EIO then
+    EACCES say why for the rest, status.json says which account; Tibber, which refreshes
+    its own token meanwhile, keeps working all along."""
+    # A label of its own: `smarthomefs status` reads every root mount of an account on
+    # the machine, and other runs' tests must not find this one's ended login.
+    rig.login_tado(EXPIRING)
+    rig.login_tibber()
+    # ttl=0: every tado read goes to its cloud, so what a reader gets is what it answers.
+    m = rig.mount_all([EXPIRING, "tibber"], extra={EXPIRING: ["ttl=0"]})
+    assert TADO_HOME in homes(m)
+    value = read(m / TADO_VALUE)
+    tibber_before = read(m / TIBBER_DEVICE)
+
+    rig.cloud.control.fail("503", 100000, "/api/v2/")
+    rig.cloud.control.fail("503", 100000, "/oauth2/")
+    # The cached copy, stale, is served; what was never read says EIO.
+    assert read(m / TADO_VALUE) == value
+    assert read_error(m / f"homes/{TADO_HOME}/weather.json")[0] == errno.EIO
+    assert homes(m) == sorted(["1001", "1002", TIBBER_HOME1, TIBBER_HOME2])
+    st = status(m)
+    assert st["accounts"][EXPIRING]["last_stale"] is not None
+    assert st["accounts"]["tibber"]["last_stale"] is None
+    assert read(m / TIBBER_DEVICE) == tibber_before
+    assert read(m / f"homes/{TIBBER_HOME2}/home.json")
+
+    # The cloud is back, but the login has ended (and every access token expired).
+    rig.cloud.control.clear_faults()
+    rig.cloud.control.revoke_refresh_tokens("tado")
+    rig.cloud.control.expire_tokens()
+    assert read_error(m / f"homes/{TADO_HOME}/state.json")[0] == errno.EACCES
+    assert homes(m) == sorted(["1001", "1002", TIBBER_HOME1, TIBBER_HOME2])
+    st = status(m)
+    assert st["accounts"][EXPIRING]["login"]["expired"] is True
+    assert st["accounts"]["tibber"]["login"]["expired"] is False
+    assert st["homes"][TADO_HOME]["account"] == EXPIRING
+    # Tibber refreshes its expired token for what it has not fetched yet, and reads on.
+    assert json.loads(read(m / f"homes/{TIBBER_HOME2}/home.json"))["id"] == TIBBER_HOME2
+    assert os.listdir(m / f"homes/{TIBBER_HOME2}/devices")
+    assert status(m)["accounts"]["tibber"]["token"]["refreshes"] == 1
+
+    r = rig.run("status", options=False, check=False)
+    assert r.returncode == 1
+    assert f"the login of {EXPIRING} has expired" in r.stderr
+    assert "tibber" not in r.stderr
+
+
+def test_one_accounts_spent_quota_leaves_the_other_reading(rig):
+    """tado's daily quota is spent (every call answers 429): what tado has not fetched
+    says EAGAIN and status.json says until when; Tibber reads on, homes/ shows both."""
+    rig.login_tado()
+    rig.login_tibber()
+    m = rig.mount_all(["tado", "tibber"])
+    assert homes(m) == sorted(["1001", "1002", TIBBER_HOME1, TIBBER_HOME2])
+    rig.cloud.control.config(quota=0)
+
+    assert read_error(m / f"homes/{TADO_HOME}/weather.json")[0] == errno.EAGAIN
+    assert read(m / TIBBER_DEVICE)
+    assert os.listdir(m / f"homes/{TIBBER_HOME2}/devices")
+    assert homes(m) == sorted(["1001", "1002", TIBBER_HOME1, TIBBER_HOME2])
+    st = status(m)
+    assert st["accounts"]["tado"]["rate_limit"]["blocked_until"] is not None
+    assert st["accounts"]["tibber"]["rate_limit"]["blocked_until"] is None
+
+
+def test_a_home_two_tado_users_share_is_shown_once_and_served_by_one_account(rig):
+    """The second tado user was invited to home 1001: logged in as tado and tado:second,
+    the home is listed once, served by "tado" (the first by name), and status.json names
+    both. When tado is logged out while mounted, tado:second serves it, 1002 (tado's
+    alone) leaves the mount, and tado's tokens are not used again."""
+    rig.cloud.control.tado_invite(1001)
+    rig.login_tado()
+    rig.cloud.control.tado_login_as("second")
+    rig.login_tado("tado:second")
+    m = rig.mount_all(["tado", "tado:second"])
+
+    assert homes(m) == ["1001", "1002"]
+    first = read(m / f"homes/{TADO_HOME}/home.json")
+    st = status(m)
+    assert st["homes"][TADO_HOME] == {"account": "tado", "listed_by": ["tado", "tado:second"]}
+    assert st["homes"]["1002"] == {"account": "tado", "listed_by": ["tado"]}
+
+    rig.run("logout", "tado", options=False)
+    wait_until(lambda: homes(m) == ["1001"], 30, "tado's own home to leave the mount")
+    st = status(m)
+    assert sorted(st["accounts"]) == ["tado:second"]
+    assert st["homes"][TADO_HOME] == {"account": "tado:second", "listed_by": ["tado:second"]}
+    assert read_error(m / "homes/1002/home.json")[0] == errno.ENOENT
+
+    rig.cloud.control.reset_stats()
+    rig.cloud.control.expire_tokens()
+    assert read(m / f"homes/{TADO_HOME}/state.json")
+    assert read(m / f"homes/{TADO_HOME}/home.json") == first
+    users = rig.cloud.control.stats()["tado_api_by_user"]
+    assert set(users) == {"second"}, users
+
+
+def test_an_account_logged_in_while_mounted_joins_the_mount(rig):
+    rig.login_tado()
+    m = rig.mount_all(["tado", "tibber"])
+    assert homes(m) == ["1001", "1002"]
+    assert sorted(status(m)["accounts"]) == ["tado"]
+
+    rig.login_tibber()
+    wait_until(lambda: TIBBER_HOME1 in homes(m), 30, "the Tibber homes to appear")
+    assert json.loads(read(m / TIBBER_DEVICE))["id"] == CHARGER
+    assert sorted(status(m)["accounts"]) == ["tado", "tibber"]
+
+
+def readme_jq_filter():
+    """The README's jq filter that reads status.json of both shapes."""
+    line = next(l for l in (ROOT / "README.md").read_text().splitlines()
+                if l.startswith("$ jq '.accounts //"))
+    return line.split("'")[1]
+
+
+def logins_ended(m):
+    r = subprocess.run(["jq", "-c", readme_jq_filter(), str(m / ".smarthomefs/status.json")],
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)
+
+
+def test_naming_an_account_still_mounts_it_alone_and_the_readmes_jq_reads_both_shapes(rig):
+    rig.login_tado()
+    rig.login_tibber()
+    m = rig.mount("tado")
+    assert homes(m) == ["1001", "1002"]
+    assert status(m)["account"] == "tado"  # the one-account shape
+    assert logins_ended(m) == {"tado": False}
+    every = rig.mount_all(["tado", "tibber"], name="all-data")
+    assert logins_ended(every) == {"tado": False, "tibber": False}
+
+
+def test_no_account_logged_in_fails_the_mount_of_all_with_the_command(rig, tmp_path):
+    rig.write_accounts_config(["tado"])
+    r = rig.run("mount", str(tmp_path), "-f", options=False, check=False)
+    assert r.returncode == 1
+    assert "no account is logged in" in r.stderr and "smarthomefs login" in r.stderr
