@@ -114,7 +114,8 @@ static void entry_touch(struct cache *c, struct cache_entry *e)
 
 /* Drops the bodies of the least recently used entries until the memory bound holds; an
  * evicted entry keeps its generation and loads its disk copy when read again. @keep
- * (just stored) is never evicted: a body larger than the bound is still answered.
+ * (just stored) is never evicted: a body larger than the bound is still answered; nor
+ * is an entry with waiters, woken by its fetch but not yet answered from its body.
  * Caller holds the lock. */
 static void memory_trim(struct cache *c, struct cache_entry *keep)
 {
@@ -124,7 +125,7 @@ static void memory_trim(struct cache *c, struct cache_entry *keep)
 		struct cache_entry *e = link->data;
 
 		link = link->prev;
-		if (e == keep || e->fetching || e->loading)
+		if (e == keep || e->fetching || e->loading || e->waiters)
 			continue;
 		entry_set_body(c, e, NULL);
 		e->disk_checked = false;
