@@ -28,6 +28,7 @@
  *   smarthomefs-cache 1\n key=<key>\n changed_at=<unix s>.<µs>\n fetched_at=<unix s>\n \n <body>
  * (copies written before the microseconds were kept have "changed_at=<unix s>"). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +91,7 @@ struct disk_file {
 	uint64_t size;
 	uint64_t used;	/* disk_uses when last written or read (0: before this mount) */
 	gint64 mtime_s; /* for the files found at start: older ones go first */
+	int writing;	/* writers between booking it and their rename: not deleted */
 };
 
 /* Replaces @e's body by @body (a new reference taken; NULL: none), keeping the running
@@ -121,7 +123,8 @@ static void entry_touch(struct cache *c, struct cache_entry *e)
 
 /* Drops the bodies of the least recently used entries until the memory bound holds; an
  * evicted entry keeps its generation and loads its disk copy when read again. @keep
- * (just stored) is never evicted: a body larger than the bound is still answered.
+ * (just stored) is never evicted: a body larger than the bound is still answered; nor
+ * is an entry with waiters, woken by its fetch but not yet answered from its body.
  * Caller holds the lock. */
 static void memory_trim(struct cache *c, struct cache_entry *keep)
 {
@@ -131,7 +134,7 @@ static void memory_trim(struct cache *c, struct cache_entry *keep)
 		struct cache_entry *e = link->data;
 
 		link = link->prev;
-		if (e == keep || e->fetching || e->loading)
+		if (e == keep || e->fetching || e->loading || e->waiters)
 			continue;
 		entry_set_body(c, e, NULL);
 		e->disk_checked = false;
@@ -288,7 +291,7 @@ static GPtrArray *disk_trim(struct cache *c, const char *keep)
 		const char *name = names->pdata[i];
 		struct disk_file *f = g_hash_table_lookup(c->disk_files, name);
 
-		if (keep && strcmp(name, keep) == 0)
+		if ((keep && strcmp(name, keep) == 0) || f->writing)
 			continue;
 		c->stats.disk_bytes -= f->size;
 		g_ptr_array_add(victims, g_build_filename(c->disk_dir, name, NULL));
@@ -346,38 +349,105 @@ static GPtrArray *disk_book(struct cache *c, const char *key, uint64_t size, boo
 	return disk_trim(c, name);
 }
 
-/* Writes the disk copy of @key atomically (GLib writes a temporary file, fsyncs and
- * renames it); a failure only costs the copy. @changed_at_us is unix µs, @fetched_at_s
- * unix seconds. */
+static void disk_drop(struct cache *c, const char *key);
+
+static bool write_all(int fd, const char *data, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, data, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		data += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+/* Writes @head then @body to @file as g_file_set_contents_full does (CONSISTENT and
+ * DURABLE: a temporary file beside it, 0600, fsynced, renamed over it), from the two
+ * buffers: a body of up to 16 MiB is not copied once more to be written. */
+static bool disk_write(const char *file, const GString *head, GBytes *body)
+{
+	g_autofree char *tmp = g_strconcat(file, ".XXXXXX", NULL);
+	gsize len;
+	const char *bytes = g_bytes_get_data(body, &len);
+	int fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0600);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write_all(fd, head->str, head->len) && write_all(fd, bytes, len) && fsync(fd) == 0;
+	ok = close(fd) == 0 && ok;
+	if (ok && rename(tmp, file) == 0)
+		return true;
+	unlink(tmp);
+	return false;
+}
+
+/* Writes a pinned copy (kept for good, counted apart from the disk bound). */
+static void disk_store_pinned(struct cache *c, const char *key, const char *file,
+			      const GString *head, GBytes *body)
+{
+	GStatBuf old;
+
+	if (g_mkdir_with_parents(c->pinned_dir, 0700) != 0)
+		return;
+	if (g_lstat(file, &old) != 0 || !S_ISREG(old.st_mode))
+		old.st_size = 0;
+	if (!disk_write(file, head, body))
+		return;
+	g_mutex_lock(&c->lock);
+	disk_book(c, key, head->len + g_bytes_get_size(body), false, true, (uint64_t)old.st_size);
+	g_mutex_unlock(&c->lock);
+}
+
+/* Writes the disk copy of @key atomically; a failure only costs the copy. Its size is
+ * booked, and older copies deleted for it, before it is written, so that concurrent
+ * writes of large bodies do not take the directory past the disk bound (a pinned copy
+ * is booked apart, after its write). @changed_at_us is unix µs, @fetched_at_s unix
+ * seconds. */
 static void disk_store(struct cache *c, const char *key, bool pinned, GBytes *body,
 		       gint64 changed_at_us, gint64 fetched_at_s)
 {
 	g_autofree char *file = disk_file(c, key, pinned);
-	GStatBuf old;
-	g_autoptr(GString) data = NULL;
-	gsize len;
-	const char *bytes = g_bytes_get_data(body, &len);
+	g_autoptr(GString) head = NULL;
 
 	if (!file || strchr(key, '\n'))
 		return;
-	data = g_string_new(DISK_MAGIC);
-	g_string_append_printf(data,
+	head = g_string_new(DISK_MAGIC);
+	g_string_append_printf(head,
 			       "key=%s\nchanged_at=%" G_GINT64_FORMAT ".%06" G_GINT64_FORMAT
 			       "\nfetched_at=%" G_GINT64_FORMAT "\n\n",
 			       key, changed_at_us / USEC, changed_at_us % USEC, fetched_at_s);
-	g_string_append_len(data, bytes, (gssize)len);
-	if (pinned && g_mkdir_with_parents(c->pinned_dir, 0700) != 0)
+	if (pinned) {
+		disk_store_pinned(c, key, file, head, body);
 		return;
-	if (g_lstat(file, &old) != 0 || !S_ISREG(old.st_mode))
-		old.st_size = 0;
-	if (!g_file_set_contents_full(file, data->str, (gssize)data->len,
-				      G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
-				      0600, NULL))
-		return;
+	}
+	g_autofree char *name = disk_name(key);
 	g_mutex_lock(&c->lock);
-	GPtrArray *victims = disk_book(c, key, data->len, false, pinned, (uint64_t)old.st_size);
+	GPtrArray *victims =
+		disk_book(c, key, head->len + g_bytes_get_size(body), false, false, 0);
+	struct disk_file *f = g_hash_table_lookup(c->disk_files, name);
+	f->writing++;
 	g_mutex_unlock(&c->lock);
 	disk_unlink_all(victims);
+	bool written = disk_write(file, head, body);
+	g_mutex_lock(&c->lock);
+	/* Gone when cache_forget dropped the key meanwhile (cache_get drops the copy
+	 * just written again). */
+	f = g_hash_table_lookup(c->disk_files, name);
+	if (f)
+		f->writing--;
+	/* Copies skipped while they were being written may be over the bound now. */
+	victims = written ? disk_trim(c, name) : NULL;
+	if (!written) /* the booking goes, whether or not an older copy is still there */
+		disk_book(c, key, 0, true, false, 0);
+	g_mutex_unlock(&c->lock);
+	disk_unlink_all(victims);
+	if (!written)
+		disk_drop(c, key);
 }
 
 static void disk_drop(struct cache *c, const char *key)

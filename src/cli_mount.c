@@ -491,8 +491,28 @@ out:
 	return r;
 }
 
+/* mount --help's summary: what it does, and the bounds with their defaults (from
+ * options_init, so that the help cannot tell another number than the code uses). */
+static char *mount_summary(void)
+{
+	struct options o;
+
+	options_init(&o);
+	char *summary = g_strdup_printf(
+	    "Mounts a cloud account as files. ACCOUNT is PROVIDER or PROVIDER:NAME; left out "
+	    "(or \"all\"), every account logged in is mounted in one tree, and accounts logged "
+	    "in or out later join or leave it.\n\n"
+	    "Bounds (-o NAME=N; the defaults): cache_memory_mib=%d, cache_disk_mib=%d, "
+	    "render_memory_mib=%d, max_entries=%d, prefetch_max=%d.",
+	    o.cache_memory_mib, o.cache_disk_mib, o.render_memory_mib, o.max_entries,
+	    o.prefetch_max);
+	options_clear(&o);
+	return summary;
+}
+
 int cli_mount(int argc, char **argv, bool helper)
 {
+	g_autofree char *summary = mount_summary();
 	gboolean foreground = FALSE, sloppy = FALSE, fake = FALSE, no_mtab = FALSE, verbose = FALSE;
 	GOptionEntry entries[] = {
 	    {"foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground,
@@ -510,11 +530,7 @@ int cli_mount(int argc, char **argv, bool helper)
 	    G_OPTION_ENTRY_NULL,
 	};
 	home_of_the_caller();
-	int r = cli_parse_args("[ACCOUNT] MOUNTPOINT - mount an account, or all of them",
-			       "Mounts a cloud account as files. ACCOUNT is PROVIDER or "
-			       "PROVIDER:NAME; left out (or \"all\"), every account logged in is "
-			       "mounted in one tree, and accounts logged in or out later join or "
-			       "leave it.",
+	int r = cli_parse_args("[ACCOUNT] MOUNTPOINT - mount an account, or all of them", summary,
 			       helper ? helper_entries : entries, &argc, &argv);
 	if (r != EXIT_OK)
 		return r;

@@ -67,6 +67,7 @@ void options_init(struct options *o)
 	o->cache_disk_mib = 512;
 	o->history_days = 31;
 	o->history_budget = 20;
+	o->render_memory_mib = 64;
 	o->fuse_opts = g_ptr_array_new_with_free_func(g_free);
 }
 
@@ -114,6 +115,7 @@ static const struct opt_desc opt_table[] = {
 	OPT("cache_disk_mib", OPT_INT, cache_disk_mib, 1, 1024 * 1024),
 	OPT("history_days", OPT_INT, history_days, 0, 1830),
 	OPT("history_budget", OPT_INT, history_budget, 0, 100),
+	OPT("render_memory_mib", OPT_INT, render_memory_mib, 1, 1024 * 1024),
 };
 
 /* mount(8) and systemd put these in the option string; they mean nothing to us. */

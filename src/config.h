@@ -41,6 +41,7 @@ struct options {
 	int cache_disk_mib;   /* bodies kept on disk (cache_dir), least recently used dropped */
 	int history_days;     /* days of history listed (today included); 0: none */
 	int history_budget;   /* percent of a scarce quota (tado) the history fill may spend */
+	int render_memory_mib; /* files' renderings kept for the reads of large files */
 	GPtrArray *fuse_opts; /* libfuse's own options, passed on as they are */
 };
 

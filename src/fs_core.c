@@ -20,10 +20,9 @@
 
 /* The latest renderings kept, so that the chunks of one read (128 KiB each) of a large
  * file are slices of one rendering, not a parse and a rendering each: the files being
- * read now, at most this many and this many bytes (the most recent one whatever its
- * size). */
-#define RENDERED_MAX	   64
-#define RENDERED_MAX_BYTES (64 * 1024 * 1024)
+ * read now, at most this many and options.render_memory_mib bytes (the most recent one
+ * whatever its size). The count bounds the search of the list, the bytes the memory. */
+#define RENDERED_MAX 64
 
 /* One file's bytes in one generation of its resource. */
 struct rendered {
@@ -41,9 +40,10 @@ struct fs_core {
 	struct stamps *stamps;	   /* the mtimes shown, for the next mount */
 	fs_core_changed_fn changed;
 	void *changed_data;
-	GMutex rendered_lock;  /* guards rendered and rendered_bytes */
-	GQueue rendered;       /* struct rendered *, the most recently used first */
-	size_t rendered_bytes; /* the sum of their sizes */
+	GMutex rendered_lock;	   /* guards rendered and rendered_bytes */
+	GQueue rendered;	   /* struct rendered *, the most recently used first */
+	size_t rendered_bytes;	   /* the sum of their sizes */
+	size_t rendered_max_bytes; /* options.render_memory_mib, set once */
 };
 
 static void rendered_free(gpointer data)
@@ -95,7 +95,7 @@ static void rendered_put(struct fs_core *c, uint64_t ino, uint64_t gen, GBytes *
 	g_queue_push_head(&c->rendered, x);
 	c->rendered_bytes += g_bytes_get_size(bytes);
 	while (c->rendered.length > 1 &&
-	       (c->rendered.length > RENDERED_MAX || c->rendered_bytes > RENDERED_MAX_BYTES)) {
+	       (c->rendered.length > RENDERED_MAX || c->rendered_bytes > c->rendered_max_bytes)) {
 		struct rendered *last = g_queue_pop_tail(&c->rendered);
 		c->rendered_bytes -= g_bytes_get_size(last->bytes);
 		rendered_free(last);
@@ -118,6 +118,7 @@ struct fs_core *fs_core_new(struct accounts *accounts, fs_core_changed_fn change
 	c->changed_data = data;
 	g_mutex_init(&c->rendered_lock);
 	g_queue_init(&c->rendered);
+	c->rendered_max_bytes = (size_t)MAX(accounts_options(accounts)->render_memory_mib, 0) << 20;
 	return c;
 }
 
@@ -459,7 +460,9 @@ static int node_resource(struct fs_core *c, struct node *node, struct resource *
 }
 
 /* Provider file @node's bytes made from @res: the kept rendering of its generation, or
- * a new one, then kept. */
+ * a new one, then kept. A large body is rendered under the large lock (one tree of a
+ * large body at a time), and a reader that waited there finds the rendering
+ * another one just made (the reader and the readahead of the same file). */
 static int render_from(struct fs_core *c, struct node *node, const struct resource *res,
 		       GBytes **data)
 {
@@ -467,6 +470,12 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
 	if (*data)
 		return 0;
 
+	bool large = session_large_begin(res->bytes ? g_bytes_get_size(res->bytes) : 0);
+	*data = large ? rendered_take(c, node->ino, res->gen) : NULL;
+	if (*data) {
+		session_large_end(large);
+		return 0;
+	}
 	GString *out = g_string_new(NULL);
 	struct node_path np = {0};
 	json_t *body = resource_json(res);
@@ -475,6 +484,7 @@ static int render_from(struct fs_core *c, struct node *node, const struct resour
 	node_path_init(c, node, &np);
 	r = body && np.session ? session_provider(np.session)->render(&np.pp, body, out) : -EIO;
 	json_decref(body);
+	session_large_end(large);
 	node_path_clear(&np);
 	if (r == 0) {
 		*data = g_string_free_to_bytes(out);

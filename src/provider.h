@@ -139,7 +139,9 @@ GPtrArray *provider_entries_new(void);
 /* Parses an API body (new reference, or NULL with @err filled). Clouds send ids that are
  * not valid JSON text: a byte that is not UTF-8 inside a string reads as the Latin-1
  * character of that byte, and \u0000 is allowed (the C id ends there), so one bad id
- * costs its own entry instead of the whole listing. Depth is bounded by jansson. */
+ * costs its own entry instead of the whole listing. Depth is bounded by jansson, the
+ * tree's weight by the parse: at most 12 times the text plus 1 MiB (a body of empty
+ * objects would weigh 75 times its text); past it, NULL with @err saying so. */
 json_t *provider_json_parse(const char *data, size_t len, json_error_t *err);
 
 /* Helpers shared by the providers' mappings. */

@@ -207,6 +207,24 @@ gint64 session_history_from_s(struct session *s, gint64 now)
 	return days > 0 ? now - (gint64)(days - 1) * 86400 : G_MAXINT64;
 }
 
+/* Held through the work on one large body (session_large_begin); one for the process,
+ * since a mount of all accounts has a session each. A static GMutex needs no init. */
+static GMutex large_lock;
+
+bool session_large_begin(size_t len)
+{
+	if (len <= SESSION_LARGE_BODY)
+		return false;
+	g_mutex_lock(&large_lock);
+	return true;
+}
+
+void session_large_end(bool locked)
+{
+	if (locked)
+		g_mutex_unlock(&large_lock);
+}
+
 void resource_clear(struct resource *r)
 {
 	g_clear_pointer(&r->bytes, g_bytes_unref);
@@ -452,8 +470,14 @@ static int fetch_one(struct fetch_call *call, const char *path, GBytes **body, j
 			gsize len = 0;
 			const char *data = g_bytes_get_data(resp.body, &len);
 			json_error_t jerr;
+			bool large = session_large_begin(len);
 			json_t *json = provider_json_parse(data, len, &jerr);
-			if (!json && resp.status != 204) {
+			bool valid = json != NULL;
+			/* A tree the memo will not keep goes now, not after the disk write. */
+			if (len > JSON_MEMO_MAX_BODY)
+				g_clear_pointer(&json, json_decref);
+			session_large_end(large);
+			if (!valid && resp.status != 204) {
 				session_note_error(s, path, "malformed answer: %s", jerr.text);
 				http_response_clear(&resp);
 				return -EIO;

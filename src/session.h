@@ -60,6 +60,18 @@ void resource_clear(struct resource *r);
  * read it, never change it. */
 json_t *resource_json(const struct resource *r);
 
+/* A body larger than this is large: its tree weighs up to 12 times the body. */
+#define SESSION_LARGE_BODY (1024 * 1024)
+/* The work on a large body (its parse, and what is made of the tree until it is freed)
+ * runs one at a time in the process (a mount, whatever its accounts), so that the trees
+ * of large bodies in memory add up to one: call session_large_begin with the body's
+ * length before parsing and session_large_end with its result after freeing the tree.
+ * Returns whether it locked (only for a large body). The lock is taken before any
+ * other; leaf locks (the tree's, the JSON memo's, the renderings') may be taken under
+ * it, never a network call. */
+bool session_large_begin(size_t len);
+void session_large_end(bool locked);
+
 /* Sets @ref to the resource @path is made from: the provider's source(), then, for a
  * path that depends on another resource, source_in() with that resource's body, got
  * through the cache (@peek: only a copy held in memory, never a fetch). A sentence the

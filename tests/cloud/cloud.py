@@ -1262,14 +1262,10 @@ class Tibber:
         self.home_devices = {}   # home id -> [device ids]
         self.details = {}        # device id -> detail object
         self.kind = {}           # device id -> category
+        self.padding = {}        # device id -> bytes its detail is padded to (add_home)
+        self.padding_text = {}   # size -> the padding attributes' text, made once
         for hi in range(o.tibber_homes):
-            hid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulator.invalid/tibber/home/{hi + 1}"))
-            self.homes.append({
-                "id": hid, "timeZone": "Europe/Berlin",
-                "info": {"name": f"Home {hi + 1}", "type": "HOUSE" if hi % 2 == 0 else "APARTMENT",
-                         "size": 140 - hi * 30, "numberOfResidents": 3, "mainFuseSize": 25},
-                "address": {"address1": f"Beispielweg {hi + 1}", "address2": None,
-                            "postalCode": "20095", "city": "Hamburg", "country": "DE"}})
+            hid = self.new_home()
             ids = []
             for di in range(o.tibber_devices):
                 did = self.add_device(self.KINDS[di % len(self.KINDS)], 100 + hi * 10 + di, hi, di)
@@ -1281,7 +1277,50 @@ class Tibber:
             for home in self.homes[:2]:
                 self.home_devices[home["id"]].append(shared)
 
-    def add_device(self, kind, n, hi, di, shared=False):
+    def new_home(self):
+        """Appends the next home (no devices yet) and returns its id."""
+        hi = len(self.homes)
+        hid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulator.invalid/tibber/home/{hi + 1}"))
+        self.homes.append({
+            "id": hid, "timeZone": "Europe/Berlin",
+            "info": {"name": f"Home {hi + 1}", "type": "HOUSE" if hi % 2 == 0 else "APARTMENT",
+                     "size": 140 - hi * 30, "numberOfResidents": 3, "mainFuseSize": 25},
+            "address": {"address1": f"Beispielweg {hi + 1}", "address2": None,
+                        "postalCode": "20095", "city": "Hamburg", "country": "DE"}})
+        self.home_devices[hid] = []
+        return hid
+
+    def add_home(self, devices, detail_bytes=0):
+        """A new home with @devices chargers whose ids and names are short (ids are
+        opaque, names the user's: a 100 000-device listing stays under a client's 16 MiB
+        cap), each detail padded to about @detail_bytes with extra attributes. Returns
+        the home's id."""
+        hid = self.new_home()
+        hi = len(self.homes) - 1
+        for di in range(devices):
+            did = self.add_device("charger", 1000 + di, hi, di,
+                                  short_id=device_id(f"{hi + 1}.{di}"))
+            self.details[did]["info"]["name"] = f"c{di}"
+            self.home_devices[hid].append(did)
+            if detail_bytes:
+                self.padding[did] = detail_bytes
+        return hid
+
+    def padded_body(self, detail, size):
+        """@detail as served with its attributes followed by padding attributes, about
+        @size bytes in all; the padding's text is made once per size."""
+        cache = self.padding_text
+        if size not in cache:
+            value = "x" * 1000
+            piece = json.dumps({"id": "diagnostics.log", "value": value})
+            cache[size] = ", ".join([piece] * max(1, size // (len(piece) + 2))).encode()
+        head = {k: v for k, v in detail.items() if k != "attributes"}
+        attrs = [json.dumps(a, ensure_ascii=False) for a in detail.get("attributes", [])]
+        return b"".join([json.dumps(head, ensure_ascii=False)[:-1].encode(),
+                         b', "attributes": [', ", ".join(attrs).encode(),
+                         b", " if attrs else b"", cache[size], b"]}"])
+
+    def add_device(self, kind, n, hi, di, shared=False, short_id=None):
         seen = iso(BASE_TIME - 300 + n)
         if kind == "vehicle" and shared:  # the tibber.md example vehicle
             did, ext = device_id("volkswagen enode vehicle:123"), "WVWZZZE1ZMP000001"
@@ -1301,6 +1340,7 @@ class Tibber:
             ext = f"NA{digits('thermostat', n, n=8)}"
             info = ("Living room thermostat", "Netatmo", "Smart Thermostat")
         info = dict(zip(("name", "brand", "model"), info))
+        did = short_id or did
         odd = (n + di) % 2 == 1
         detail = {"id": did, "externalId": ext, "info": info,
                   "supportedHistory": {"resolutions": list(HISTORY_RESOLUTIONS.get(kind, ())),
@@ -1546,6 +1586,9 @@ class Tibber:
     def api_device(self, scopes, home, device):
         if device not in self.visible(home, scopes):
             return problem(404, "Not Found", "Device not found.")
+        if device in self.padding:
+            return Response(200, self.padded_body(self.details[device], self.padding[device]),
+                            TIBBER_JSON)
         return json_response(200, self.details[device], TIBBER_JSON)
 
     def api_history(self, scopes, home, device):
@@ -1618,6 +1661,7 @@ class Tibber:
         if device not in self.details:
             return False
         del self.details[device], self.kind[device]
+        self.padding.pop(device, None)
         for ids in self.home_devices.values():
             if device in ids:
                 ids.remove(device)
@@ -1710,7 +1754,7 @@ BAD_UTF8 = "\ue000BADUTF8\ue000"  # replaced by invalid UTF-8 bytes after encodi
 
 def hostile_ids():
     return ["..", ".", "a/b", "", "x" * 300, "dup", "dup", BAD_UTF8, "nul\u0000byte",
-            "new\nline", "-rf"]
+            "new\nline", "-rf", "evil\u202etxt.exe", "line\u0085next"]
 
 
 def encode_hostile(text):
@@ -1879,6 +1923,7 @@ class Control:
             ("POST", "/_control/tibber/capability", self.capability),
             ("POST", "/_control/tibber/remove_device", self.remove_device),
             ("POST", "/_control/tibber/online", self.online),
+            ("POST", "/_control/tibber/add_home", self.add_home),
             ("GET", "/_control/data", lambda b: world.data()),
             ("POST", "/_control/reset", self.reset),
             ("GET", "/_control/clock", self.clock),
@@ -2014,6 +2059,12 @@ class Control:
     def remove_device(self, body):
         if not self.world.tibber.remove_device(body["device"]):
             raise NotFound(json_response(404, {"error": "no such device"}))
+
+    def add_home(self, body):
+        devices, detail_bytes = int(body["devices"]), int(body.get("detail_bytes", 0))
+        if not 0 <= devices <= 1_000_000 or not 0 <= detail_bytes <= 64 << 20:
+            raise ValueError("devices: 0..1000000, detail_bytes: 0..64 MiB")
+        return {"home": self.world.tibber.add_home(devices, detail_bytes)}
 
     def reset(self, body):
         self.world.reset()

@@ -197,6 +197,12 @@ class Cloud:
     def tibber_remove_device(self, device):
         return self.call("POST", "/_control/tibber/remove_device", {"device": device})
 
+    def tibber_add_home(self, devices, detail_bytes=0):
+        """A new Tibber home with @devices chargers, details padded to @detail_bytes;
+        -> its id."""
+        return self.call("POST", "/_control/tibber/add_home",
+                         {"devices": devices, "detail_bytes": detail_bytes})["home"]
+
     def data(self):
         return self.call("GET", "/_control/data")
 

@@ -890,6 +890,27 @@ def test_tibber_capability_change_and_device_removal(cloud):
     assert e.value.code == 404
 
 
+def test_tibber_add_home_lists_many_devices_and_pads_their_details(cloud):
+    token = cloud.control.tibber_login()["access_token"]
+    many = cloud.control.tibber_add_home(3000)
+    big = cloud.control.tibber_add_home(2, detail_bytes=2_000_000)
+    homes = [h["id"] for h in api(cloud, "/v1/homes", token).json()["homes"]]
+    assert homes[-2:] == [many, big]
+    listing = api(cloud, f"/v1/homes/{many}/devices", token)
+    devices = listing.json()["devices"]
+    assert len(devices) == 3000 and len({d["id"] for d in devices}) == 3000
+    # Short entries: 100 000 of them stay under a client's 16 MiB body cap.
+    assert len(listing.body) * 100_000 / 3000 < 16 << 20
+    small = api(cloud, f"/v1/homes/{many}/devices/{devices[0]['id']}", token).json()
+    assert small["info"] == devices[0]["info"] and small["capabilities"]
+    entry = api(cloud, f"/v1/homes/{big}/devices", token).json()["devices"][0]
+    padded = api(cloud, f"/v1/homes/{big}/devices/{entry['id']}", token)
+    assert 1_900_000 < len(padded.body) < 2_100_000
+    detail = padded.json()
+    assert {"id": "isOnline", "value": True} in detail["attributes"]
+    assert detail["id"] == entry["id"] and detail["capabilities"]
+
+
 # ------------------------------------------------------------------ faults, latency, stats
 
 def test_fault_status_codes_count_down_and_match_path(cloud):

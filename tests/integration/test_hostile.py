@@ -107,6 +107,7 @@ def hostile_names_ok(names):
     for n in names:
         assert n not in (".", "..", "") and "/" not in n and "\0" not in n
         assert "\n" not in n and len(n.encode("utf-8", "surrogateescape")) <= 255
+        assert "\u202e" not in n and "\u0085" not in n  # reorders or breaks the line
     assert len(set(names)) == len(names)
 
 
@@ -136,7 +137,8 @@ def test_hostile_ids_become_escaped_unique_names_inside_the_tree(rig):
     hostile_names_ok(homes)
     # Each id of the body shows up once, escaped: '..', '.', 'a/b' and the rest. An empty
     # id names no API resource, so the provider leaves it out.
-    for expected in ("%2E%2E", "%2E", "a%2Fb", "dup", "-rf", "1001", "new%0Aline"):
+    for expected in ("%2E%2E", "%2E", "a%2Fb", "dup", "-rf", "1001", "new%0Aline",
+                     "evil%E2%80%AEtxt.exe", "line%C2%85next"):
         assert expected in homes, homes
     assert "" not in homes and "%" not in homes
     assert any(n.startswith("xxxx") and "%~" in n for n in homes), homes

@@ -504,3 +504,31 @@ def test_open_directories_hold_no_copy_of_their_names(rig):
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def file_bytes(directory, skip=("stamps",)):
+    return sum(f.stat().st_size for f in Path(directory).iterdir() if f.name not in skip)
+
+
+def test_memory_and_disk_stay_within_their_bounds_reading_more_than_both(rig):
+    """Issue 17 #1: reading 2.4 MB of details through a mount bounded to 1 MiB in memory
+    and on disk keeps both bounds, and every file still reads right, evicted or not."""
+    rig.login_tibber()
+    home = rig.cloud.control.tibber_add_home(8, detail_bytes=300_000)
+    m = rig.mount("tibber", extra=["cache_memory_mib=1", "cache_disk_mib=1", "ttl=3600"])
+    devices = m / "homes" / home / "devices"
+    names = sorted(os.listdir(devices))
+    first = {n: read(devices / n / "device.json") for n in names}
+    assert len(names) == 8 and all(len(b) > 300_000 for b in first.values())
+    cache = rig.home / ".cache" / "smarthomefs" / "tibber"
+
+    for _ in range(2):  # once cold, once with evicted bodies and deleted copies
+        for n in names:
+            fd = os.open(devices / n / "device.json", os.O_RDONLY | os.O_DIRECT)
+            try:  # past the page cache: the daemon answers from what it kept
+                assert b"".join(iter(lambda: os.read(fd, 1 << 20), b"")) == first[n]
+            finally:
+                os.close(fd)
+        st = json.loads(read(m / ".smarthomefs/status.json"))["cache"]
+        assert st["bytes"] <= 1 << 20 and st["evictions"] > 0
+        assert st["disk_bytes"] <= 1 << 20 and file_bytes(cache) <= 1 << 20

@@ -266,6 +266,29 @@ def test_offline_serves_the_disk_cache_without_any_request(rig):
     assert not any(stats["token_requests"].values())
 
 
+def test_a_device_dropped_from_its_list_is_gone_after_an_offline_remount(rig):
+    m = rig.mount_tibber("ttl=0")
+    home = sorted(os.listdir(m / "homes"))[0]
+    devices = m / "homes" / home / "devices"
+    names = os.listdir(devices)
+    dropped = next(n for n in names if n != "dm9sa3N3YWdlbiBlbm9kZSB2ZWhpY2xlOjEyMw")
+    for name in names:  # every detail has its disk copy
+        read(devices / name / "device.json")
+    rig.cloud.control.tibber_remove_device(dropped)
+    assert dropped not in os.listdir(devices)
+    m.stop()
+    rig.mounts.remove(m)
+
+    m2 = rig.mount("tibber", extra=["offline"])
+    devices = m2 / "homes" / home / "devices"
+    assert set(os.listdir(devices)) == set(names) - {dropped}
+    code, _ = read_error(devices / dropped / "device.json")
+    assert code == errno.ENOENT
+    # Not hidden but gone: no file of the cache names it any more.
+    cache = rig.home / ".cache" / "smarthomefs" / "tibber"
+    assert [f for f in cache.iterdir() if dropped.encode() in f.read_bytes()] == []
+
+
 def test_a_remount_within_the_ttl_spends_no_api_call(rig):
     rig.login_tado()
     m = rig.mount(extra=["ttl=600"])

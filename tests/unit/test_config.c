@@ -76,11 +76,30 @@ static void test_history_is_filled_within_a_share_by_default(void)
 	options_clear(&o);
 }
 
+/* The bounds: their defaults (as smarthomefs(1) and mount --help state them) and -o. */
+static void test_bounds_have_their_documented_defaults_and_can_be_set(void)
+{
+	struct options o;
+	g_autoptr(GError) err = NULL;
+
+	options_init(&o);
+	g_assert_cmpint(o.cache_memory_mib, ==, 64);
+	g_assert_cmpint(o.cache_disk_mib, ==, 512);
+	g_assert_cmpint(o.render_memory_mib, ==, 64);
+	g_assert_cmpint(o.max_entries, ==, 50000);
+	g_assert_cmpint(o.prefetch_max, ==, 1000);
+	g_assert_cmpint(options_parse(&o, "render_memory_mib=8,cache_memory_mib=16", &err), ==, 0);
+	g_assert_cmpint(o.render_memory_mib, ==, 8);
+	g_assert_cmpint(o.cache_memory_mib, ==, 16);
+	options_clear(&o);
+}
+
 static void test_bad_options_are_refused_with_their_name(void)
 {
 	const char *bad[] = {"ttl=-1", "ttl=abc", "timeout=0", "api_url=http://h",
 			     "cafile=relative.pem", "token_store=vault", "frobnicate", "ttl",
-			     "history_budget=101", "history_days=-1"};
+			     "history_budget=101", "history_days=-1",
+			     "render_memory_mib=0"};
 	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
 		struct options o;
 		g_autoptr(GError) err = NULL;
@@ -158,6 +177,8 @@ int main(int argc, char **argv)
 			test_options_set_ours_pass_fuses_and_ignore_mounts);
 	g_test_add_func("/config/history_is_filled_within_a_share_by_default",
 			test_history_is_filled_within_a_share_by_default);
+	g_test_add_func("/config/bounds_have_their_documented_defaults_and_can_be_set",
+			test_bounds_have_their_documented_defaults_and_can_be_set);
 	g_test_add_func("/config/bad_options_are_refused_with_their_name",
 			test_bad_options_are_refused_with_their_name);
 	g_test_add_func("/config/config_section_of_the_account_applies",

@@ -14,11 +14,14 @@
 #include "session.h"
 
 /* What a test sets: the ttl in seconds (0: every stat or read fetches anew), and when not
- * 0, options.prefetch_max and options.max_entries. */
+ * 0, options.prefetch_max, options.max_entries, options.render_memory_mib and the bytes of
+ * padding each device's detail carries. */
 struct params {
 	int ttl;
 	int prefetch_max;
 	int max_entries;
+	int render_memory_mib;
+	int detail_padding;
 };
 
 struct cloud {
@@ -26,6 +29,7 @@ struct cloud {
 	int soc;       /* (lock) the devices' state of charge, as the API tells it */
 	int remaining; /* (lock) the calls its RateLimit header says are left; -1: no header */
 	int dropped;   /* (lock) a device its listing leaves out now; 0: none */
+	int padding;   /* bytes of a "note" in each device's detail */
 };
 
 /* The devices of home h1: d1 .. d10. */
@@ -68,8 +72,11 @@ static void cloud_answer(const struct fake_request *req, int *status, GString *h
 		g_mutex_lock(&c->lock);
 		g_string_append_printf(body,
 				       "{\"id\": \"%s\", \"capabilities\": [{\"id\": \"soc\", "
-				       "\"value\": %d}]}",
+				       "\"value\": %d}], \"note\": \"",
 				       req->target + strlen("/homes/h1/devices/"), c->soc);
+		for (int i = 0; i < c->padding; i++)
+			g_string_append_c(body, 'x');
+		g_string_append(body, "\"}");
 		g_mutex_unlock(&c->lock);
 	} else {
 		*status = 404;
@@ -102,6 +109,7 @@ static void fixture_set_up(struct fixture *f, gconstpointer data)
 	g_mutex_init(&f->cloud.lock);
 	f->cloud.soc = 74;
 	f->cloud.remaining = -1;
+	f->cloud.padding = params->detail_padding;
 	f->server = fake_server_start(cloud_answer, &f->cloud);
 	g_assert_cmpint(account_parse("tibber", &account, NULL), ==, 0);
 	options_init(&opts);
@@ -111,6 +119,8 @@ static void fixture_set_up(struct fixture *f, gconstpointer data)
 		opts.prefetch_max = params->prefetch_max;
 	if (params->max_entries)
 		opts.max_entries = params->max_entries;
+	if (params->render_memory_mib)
+		opts.render_memory_mib = params->render_memory_mib;
 	opts.api_url = fake_server_url(f->server, "");
 	opts.cache_dir = g_build_filename(f->dir, "cache", NULL);
 	opts.state_dir = g_build_filename(f->dir, "state", NULL);
@@ -272,6 +282,30 @@ static void test_a_version_is_rendered_once(struct fixture *f, gconstpointer dat
 	g_bytes_unref(first);
 	g_bytes_unref(chunk);
 	g_bytes_unref(later);
+}
+
+/* The renderings kept weigh at most render_memory_mib: reading a second large file lets
+ * the first one's rendering go, and the first is rendered again when read again. */
+static void test_renderings_past_render_memory_mib_are_dropped(struct fixture *f,
+							       gconstpointer data)
+{
+	struct node *d1 = walk(f, "homes/h1/devices/d1/device.json");
+	struct node *d2 = walk(f, "homes/h1/devices/d2/device.json");
+	GBytes *first = NULL, *again = NULL, *other = NULL;
+
+	g_assert_cmpint(fs_core_read(f->core, d1, true, &first), ==, 0);
+	g_assert_cmpuint(g_bytes_get_size(first), >, 600 * 1024);
+	g_assert_cmpint(fs_core_read(f->core, d1, true, &again), ==, 0);
+	g_assert_true(g_bytes_get_data(again, NULL) == g_bytes_get_data(first, NULL));
+	g_bytes_unref(again);
+	/* Both renderings weigh more than the 1 MiB bound: the older goes. */
+	g_assert_cmpint(fs_core_read(f->core, d2, true, &other), ==, 0);
+	g_assert_cmpint(fs_core_read(f->core, d1, true, &again), ==, 0);
+	g_assert_true(g_bytes_get_data(again, NULL) != g_bytes_get_data(first, NULL));
+	g_assert_true(g_bytes_equal(again, first));
+	g_bytes_unref(first);
+	g_bytes_unref(again);
+	g_bytes_unref(other);
 }
 
 static void test_a_new_version_is_rendered_anew(struct fixture *f, gconstpointer data)
@@ -455,6 +489,9 @@ int main(int argc, char **argv)
 	    test_told_bytes_are_the_generation_the_kernel_knows, 60);
 	ADD("a_version_is_rendered_once", test_a_version_is_rendered_once, 60);
 	ADD("a_new_version_is_rendered_anew", test_a_new_version_is_rendered_anew, 0);
+	ADD("renderings_past_render_memory_mib_are_dropped",
+	    test_renderings_past_render_memory_mib_are_dropped, 60, .render_memory_mib = 1,
+	    .detail_padding = 600 * 1024);
 	ADD("without_fetching_only_the_cache_answers", test_without_fetching_only_the_cache_answers,
 	    60);
 	ADD("directories_and_errors", test_directories_and_errors, 60);

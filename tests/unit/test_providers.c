@@ -1083,6 +1083,38 @@ static void test_tibber_a_period_is_one_paged_immutable_call(void)
 	json_decref(pages);
 }
 
+/* A body's tree may weigh 12 times its text (plus 1 MiB): a listing of Tibber devices
+ * (about 10 times) parses, 2 MiB of empty objects (75 times) is refused, and the next
+ * parse has its own budget. */
+static void test_a_parse_is_bounded_by_its_text(void)
+{
+	g_autoptr(GString) listing = g_string_new("{\"devices\": [");
+	g_autoptr(GString) bomb = g_string_new("[");
+	json_error_t err;
+
+	for (int i = 0; listing->len < 2 << 20; i++)
+		g_string_append_printf(
+		    listing,
+		    "%s{\"id\": \"My4%d\", \"externalId\": \"EH%06d\", \"info\": "
+		    "{\"name\": \"c%d\", \"brand\": \"Easee\", \"model\": "
+		    "\"Home\"}, \"supportedHistory\": {\"resolutions\": [\"hour\", "
+		    "\"day\"]}}",
+		    i ? ", " : "", i, i, i);
+	g_string_append(listing, "]}");
+	while (bomb->len < 2 << 20)
+		g_string_append(bomb, "{},");
+	g_string_append(bomb, "{}]");
+
+	json_t *ok = provider_json_parse(listing->str, listing->len, &err);
+	g_assert_nonnull(ok);
+	json_decref(ok);
+	g_assert_null(provider_json_parse(bomb->str, bomb->len, &err));
+	g_assert_nonnull(strstr(err.text, "12 times"));
+	ok = provider_json_parse(listing->str, listing->len, &err);
+	g_assert_nonnull(ok);
+	json_decref(ok);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -1094,6 +1126,8 @@ int main(int argc, char **argv)
 	g_test_add_func("/provider/lenient_parse_reads_numbers_as_jansson_does",
 			test_lenient_parse_reads_numbers_as_jansson_does);
 	g_test_add_func("/provider/objects_are_no_scalars", test_objects_are_no_scalars);
+	g_test_add_func("/provider/a_parse_is_bounded_by_its_text",
+			test_a_parse_is_bounded_by_its_text);
 	g_test_add_func("/provider/json_is_pretty_in_api_order_and_round_trips",
 			test_json_is_pretty_in_api_order_and_round_trips);
 	g_test_add_func("/provider/ids_are_strings_or_integers", test_ids_are_strings_or_integers);
