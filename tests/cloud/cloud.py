@@ -1301,6 +1301,9 @@ class Tibber:
             did = self.add_device("charger", 1000 + di, hi, di,
                                   short_id=device_id(f"{hi + 1}.{di}"))
             self.details[did]["info"]["name"] = f"c{di}"
+            # No history, as tibber.md's vehicle: 100 000 entries with a retention and
+            # three resolutions each would pass the 16 MiB cap.
+            self.details[did]["supportedHistory"] = {"resolutions": []}
             self.home_devices[hid].append(did)
             if detail_bytes:
                 self.padding[did] = detail_bytes
