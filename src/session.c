@@ -57,6 +57,7 @@ struct session {
 	gint64 started_at_s;	       /* unix */
 	gint64 (*wall_clock_us)(void); /* unix µs: g_get_real_time, or a test's clock */
 	char *reset_phase_file;	       /* where the learned reset phase is kept */
+	char *clock_file;	       /* where the cloud's clock offset is kept */
 
 	GMutex mutex;	    /* guards the fields below */
 	uint64_t api_calls; /* answered requests to the API (auth not counted) */
@@ -80,6 +81,33 @@ struct session {
 	struct json_memo json_memo[JSON_MEMO_SIZE]; /* the most recently used first */
 	size_t json_memo_bytes;			    /* the sum of the slots' len */
 };
+
+/* The cloud's clock (its Date) minus ours, as the last mount learned it, so that a new
+ * mount's listings of history ("today") agree with the cloud before its first answer.
+ * A missing or damaged file is 0: the first answer corrects it. */
+static gint64 clock_offset_load(const char *file)
+{
+	g_autoptr(GKeyFile) kf = g_key_file_new();
+
+	if (!g_key_file_load_from_file(kf, file, G_KEY_FILE_NONE, NULL))
+		return 0;
+	gint64 offset_s = g_key_file_get_int64(kf, "clock", "offset_s", NULL);
+	/* The emulator's and a misset machine's clocks: years are a damaged file. */
+	return ABS(offset_s) <= (gint64)HISTORY_MAX_DAYS * 86400 ? offset_s * G_USEC_PER_SEC : 0;
+}
+
+static void clock_offset_save(const char *file, gint64 offset_us)
+{
+	g_autofree char *dir = g_path_get_dirname(file);
+	g_autofree char *text = g_strdup_printf(
+	    "# smarthomefs: the cloud's clock (its Date header) minus this machine's, in s\n"
+	    "[clock]\noffset_s=%" G_GINT64_FORMAT "\n",
+	    offset_us / G_USEC_PER_SEC);
+
+	if (g_mkdir_with_parents(dir, 0700) != 0 ||
+	    !g_file_set_contents_full(file, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, NULL))
+		log_warn("could not keep the cloud's clock in %s", file);
+}
 
 struct session *session_new(const struct account *account, struct options *opts)
 {
@@ -112,6 +140,8 @@ struct session *session_new(const struct account *account, struct options *opts)
 	g_autofree char *file_name = g_strdelimit(g_strdup(s->account.id), "/", '_');
 	s->reset_phase_file = g_build_filename(s->store.state_dir, "quota", file_name, NULL);
 	reset_phase_load(s->reset_phase_file, &s->budget.learned);
+	s->clock_file = g_build_filename(s->store.state_dir, "clock", file_name, NULL);
+	s->cloud_offset_us = clock_offset_load(s->clock_file);
 	return s;
 }
 
@@ -129,6 +159,7 @@ void session_free(struct session *s)
 	g_free(s->auth_url);
 	token_store_clear(&s->store);
 	g_free(s->reset_phase_file);
+	g_free(s->clock_file);
 	g_free(s->last_error);
 	g_free(s->last_error_path);
 	g_free(s->last_stale_path);
@@ -343,12 +374,14 @@ static void session_account_call(struct session *s, const struct http_response *
 	struct reset_phase learned;
 	bool save;
 
+	gint64 clock_moved_us = G_MININT64;
+
 	g_mutex_lock(&s->mutex);
 	/* Date has whole seconds: a jump under 2 s is its rounding, not the cloud's clock. */
 	if (resp->date_s > 0) {
 		gint64 offset_us = resp->date_s * G_USEC_PER_SEC - s->wall_clock_us();
 		if (ABS(offset_us - s->cloud_offset_us) >= 2 * G_USEC_PER_SEC)
-			s->cloud_offset_us = offset_us;
+			s->cloud_offset_us = clock_moved_us = offset_us;
 	}
 	s->api_calls++;
 	save = budget_note_answer(&s->budget, resp->status, resp->ratelimit, resp->ratelimit_policy,
@@ -358,6 +391,8 @@ static void session_account_call(struct session *s, const struct http_response *
 	g_mutex_unlock(&s->mutex);
 	if (save && reset_phase_save(s->reset_phase_file, &learned) < 0)
 		log_warn("could not keep the API budget's reset time in %s", s->reset_phase_file);
+	if (clock_moved_us != G_MININT64)
+		clock_offset_save(s->clock_file, clock_moved_us);
 }
 
 /* Whether a call may be sent now; if so, it counts as in flight until
