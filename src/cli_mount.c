@@ -541,10 +541,18 @@ int cli_mount(int argc, char **argv, bool helper)
 	if (verbose)
 		cli_add_option("debug");
 	if (fake) {
-		/* mount -f: check the options and the config file, but do not mount. */
+		/* mount -f: check the account, the options and the config file, but do not
+		 * mount: a misspelled account in fstab is a usage error here too. */
+		const char *source = argc == 3 ? argv[1] : ALL_ACCOUNTS;
 		struct options opts;
 		options_init(&opts);
-		r = cli_load_options(argc == 3 ? argv[1] : "", &opts);
+		if (strcmp(source, ALL_ACCOUNTS) == 0) {
+			r = cli_load_options("", &opts);
+		} else {
+			struct account account = {0};
+			r = mount_account(source, &account, &opts);
+			account_clear(&account);
+		}
 		options_clear(&opts);
 		return r;
 	}

@@ -395,6 +395,12 @@ def test_mount_helper_fake_mode_checks_options_without_mounting(rig, helper):
     assert not mnt.is_mount()
     r = run([str(helper), "tado", str(mnt), "-f", "-o", "ttl=5,colour=blue"], env=rig.env)
     assert r.returncode == 2 and "colour=blue" in r.stderr
+    # A misspelled account in an fstab line is found by mount -f too, before a mount.
+    r = run([str(helper), "tadoo", str(mnt), "-f"], env=rig.env)
+    assert r.returncode == 2 and "unknown account 'tadoo'" in r.stderr
+    r = run([str(helper), "all", str(mnt), "-f"], env=rig.env)
+    assert r.returncode == 0, r.stderr
+    assert not mnt.is_mount()
 
 
 def test_usage_errors_exit_2(helper):
