@@ -127,7 +127,12 @@ static char *mountpoint_check(const char *arg)
 		return NULL;
 	}
 	if (!realpath(arg, real)) {
-		cli_fail("cannot mount on %s: %s", arg, g_strerror(errno));
+		int e = errno;
+		if (e == ENOENT)
+			cli_fail("cannot mount on %s: no such directory; make it first: mkdir -p %s",
+				 arg, arg);
+		else
+			cli_fail("cannot mount on %s: %s", arg, g_strerror(e));
 		return NULL;
 	}
 	g_free(on);

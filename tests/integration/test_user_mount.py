@@ -104,6 +104,14 @@ def test_the_account_is_checked_before_the_directory(desk):
     assert "no-such-dir" not in r.stderr
 
 
+def test_a_missing_mount_point_says_how_to_make_it(desk):
+    r = desk.sh("smarthomefs mount tado ~/no-such-dir", check=False)
+    assert r.returncode == 1
+    assert f"cannot mount on {desk.home}/no-such-dir: no such directory; make it first: " \
+        f"mkdir -p {desk.home}/no-such-dir" in r.stderr, r.stderr
+    assert mounts_at(desk, desk.home / "no-such-dir") == 0
+
+
 def test_a_failed_mount_of_an_account_not_logged_in_leaves_no_cache_directory(desk):
     assert not (desk.home / ".cache").exists()
     r = desk.sh("smarthomefs mount tado:nobody ~/home-data", check=False)
