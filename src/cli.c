@@ -54,7 +54,8 @@ int cli_parse_args(const char *usage, const char *summary, GOptionEntry *entries
 	}
 	g_option_context_set_summary(ctx, summary);
 	g_option_context_set_description(
-	    ctx, "Exit status: 0 success, 1 failure (the message says why), 2 usage error.\n"
+	    ctx, "Exit status: 0 success, 1 failure (the message says why), 2 usage or config "
+		 "error.\n"
 		 "See smarthomefs(1) for the options and the config file.");
 	if (entries)
 		g_option_context_add_main_entries(ctx, entries, NULL);
