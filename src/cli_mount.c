@@ -421,7 +421,9 @@ static int start_all(struct mount_start *ms)
 	token_store_clear(&store);
 	if (accounts_start(ms->accounts, true, &err) < 0) {
 		cli_fail("%s", err ? err->message : "cannot load the logins");
-		return EXIT_FAIL;
+		/* No account could be served because of a config file or option error: a
+		 * retry (smarthomefs.service's) cannot mend that. */
+		return config_error(err) ? EXIT_USAGE : EXIT_FAIL;
 	}
 	return EXIT_OK;
 }
@@ -552,7 +554,14 @@ int cli_mount(int argc, char **argv, bool helper)
 		struct options opts;
 		options_init(&opts);
 		if (strcmp(source, ALL_ACCOUNTS) == 0) {
+			/* Each account logged in reads its own section. */
+			g_autoptr(GError) err = NULL;
 			r = cli_load_options("", &opts);
+			if (r == EXIT_OK &&
+			    options_check_config(g_getenv("SMARTHOMEFS_CONFIG"), &err) < 0) {
+				cli_fail("%s", err->message);
+				r = EXIT_USAGE;
+			}
 		} else {
 			struct account account = {0};
 			r = mount_account(source, &account, &opts);
