@@ -408,3 +408,23 @@ def test_usage_errors_exit_2(helper):
     assert run([str(BIN), "frobnicate"]).returncode == 2
     assert run([str(BIN), "status", "--no-such-flag"]).returncode == 2
     assert run([str(helper)]).returncode == 2
+
+
+def test_every_option_of_the_code_is_in_the_readme_the_man_pages_and_the_completion():
+    """The lists a user reads (and tab-completes) are the code's option table."""
+    table = (ROOT / "src/config.c").read_text()
+    names = re.findall(r'^\tOPT\("(\w+)", OPT_(\w+)', table, re.M)
+    assert len(names) > 10
+    readme = (ROOT / "README.md").read_text()
+    readme_list = readme[readme.index("are all in `man smarthomefs`"):]
+    readme_list = readme_list[:readme_list.index("\n\n")]
+    man1 = (ROOT / "docs/smarthomefs.1.scd").read_text()
+    man8 = (ROOT / "docs/mount.smarthomefs.8.scd").read_text()
+    completion = (ROOT / "contrib/smarthomefs.bash").read_text()
+    for name, kind in names:
+        assert f"`{name}`" in readme_list, name
+        assert re.search(rf"^\*{name}(=|\*)", man1, re.M), name
+        assert f"*{name}" in man8, name
+        word = name if kind == "BOOL" else f"{name}="
+        assert re.search(rf"[\s\"]{word}[\s\"]", completion) or \
+            f"{name}=keyring" in completion, name
