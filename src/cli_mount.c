@@ -327,14 +327,23 @@ static int start_one(const char *account_arg, struct mount_start *ms)
 	ms->allow_other = opts.allow_other;
 	cache_dir = options_cache_dir(&opts, account.id);
 	make_cache_dir(ms, cache_dir);
+	struct token_store store; /* before the session takes the options */
+	options_token_store(&opts, &store);
 	struct session *session = session_new(&account, &opts);
 	ms->accounts = accounts_new_one(session);
 	/* The account before the directory: a login that is missing is the first thing
 	 * to mend. */
 	if (session_start(session, &err) < 0) {
-		cli_fail("%s", err ? err->message : "cannot load the login");
+		/* A misspelled account: name the ones there are. */
+		g_autofree char *in = g_error_matches(err, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)
+					  ? cli_logged_in(&store)
+					  : NULL;
+		cli_fail("%s%s%s%s", err ? err->message : "cannot load the login",
+			 in ? " Logged in: " : "", in ?: "", in ? "." : "");
+		token_store_clear(&store);
 		goto out;
 	}
+	token_store_clear(&store);
 	r = EXIT_OK;
 out:
 	options_clear(&opts);

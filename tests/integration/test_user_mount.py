@@ -104,6 +104,18 @@ def test_the_account_is_checked_before_the_directory(desk):
     assert "no-such-dir" not in r.stderr
 
 
+def test_a_misspelled_account_names_the_accounts_logged_in(desk):
+    r = desk.sh("smarthomefs mount tado:holday ~/home-data", check=False)
+    assert r.returncode == 1
+    assert "No login for tado:holday is stored" in r.stderr and "Logged in: tado." in r.stderr
+    assert mounts_at(desk, desk.home / "home-data") == 0
+    for cmd in ("status", "logout"):
+        r = desk.sh(f"smarthomefs {cmd} tado:holday", check=False)
+        assert r.returncode == 1
+        assert "no login is stored for 'tado:holday' in the keyring (logged in: tado)" \
+            in r.stderr, r.stderr
+
+
 def test_a_missing_mount_point_says_how_to_make_it(desk):
     r = desk.sh("smarthomefs mount tado ~/no-such-dir", check=False)
     assert r.returncode == 1
