@@ -142,6 +142,12 @@ static char *mountpoint_check(const char *arg)
 			 on, real);
 		return NULL;
 	}
+	/* fusermount3 mounts on a file of the user's too, where the tree's root directory
+	 * then fails every access with EIO. */
+	if (!g_file_test(real, G_FILE_TEST_IS_DIR)) {
+		cli_fail("cannot mount on %s: not a directory", real);
+		return NULL;
+	}
 	return g_strdup(real);
 }
 

@@ -122,6 +122,11 @@ def test_a_missing_mount_point_says_how_to_make_it(desk):
     assert f"cannot mount on {desk.home}/no-such-dir: no such directory; make it first: " \
         f"mkdir -p {desk.home}/no-such-dir" in r.stderr, r.stderr
     assert mounts_at(desk, desk.home / "no-such-dir") == 0
+    desk.sh("touch ~/a-file")
+    r = desk.sh("smarthomefs mount tado ~/a-file", check=False)
+    assert r.returncode == 1
+    assert f"cannot mount on {desk.home}/a-file: not a directory" in r.stderr, r.stderr
+    assert mounts_at(desk, desk.home / "a-file") == 0
 
 
 def test_a_failed_mount_of_an_account_not_logged_in_leaves_no_cache_directory(desk):
