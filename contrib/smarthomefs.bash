@@ -3,7 +3,8 @@
 _smarthomefs_options()
 {
 	echo "ttl= timeout= api_url= hops_url= auth_url= cafile= cache_dir= state_dir= token_store=keyring
-		token_store=file offline debug allow_other max_threads= prefetch= prefetch_max= max_entries= fsname=
+		token_store=file offline debug allow_other max_threads= prefetch= prefetch_max= max_entries= cache_memory_mib= cache_disk_mib= render_memory_mib=
+		history_days= history_budget= fuse_debug fsname=
 		allow_root auto_unmount default_permissions"
 }
 

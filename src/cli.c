@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "keyring.h"
 #include "log.h"
 #include "version.h"
 
@@ -54,7 +55,8 @@ int cli_parse_args(const char *usage, const char *summary, GOptionEntry *entries
 	}
 	g_option_context_set_summary(ctx, summary);
 	g_option_context_set_description(
-	    ctx, "Exit status: 0 success, 1 failure (the message says why), 2 usage error.\n"
+	    ctx, "Exit status: 0 success, 1 failure (the message says why), 2 usage or config "
+		 "error.\n"
 		 "See smarthomefs(1) for the options and the config file.");
 	if (entries)
 		g_option_context_add_main_entries(ctx, entries, NULL);
@@ -91,6 +93,16 @@ int cli_read_options(const char *account, struct options *opts, GError **err)
 	for (char **o = opt_o; r == 0 && o && *o; o++)
 		r = options_parse(opts, *o, err);
 	return r;
+}
+
+char *cli_logged_in(const struct token_store *store)
+{
+	g_autoptr(GPtrArray) ids = g_ptr_array_new_with_free_func(g_free);
+
+	if (token_store_list(store, ids, NULL) < 0 || ids->len == 0)
+		return NULL;
+	g_ptr_array_add(ids, NULL);
+	return g_strjoinv(", ", (char **)ids->pdata);
 }
 
 int cli_load_options(const char *account, struct options *opts)

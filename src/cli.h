@@ -8,6 +8,7 @@
 #include <glib.h>
 
 struct options;
+struct token_store;
 
 /* Exit codes, as the man page documents them. */
 enum {
@@ -39,6 +40,9 @@ int cli_load_options(const char *account, struct options *opts);
 /* The same, without printing or touching the log: for a daemon opening an account that
  * was logged in while it was mounted. -EINVAL with @err naming file, line and key. */
 int cli_read_options(const char *account, struct options *opts, GError **err);
+/* The accounts logged in to @store, "tado, tibber", for a message about an account
+ * that is not (a misspelled name); NULL when none or the store cannot say (g_free). */
+char *cli_logged_in(const struct token_store *store);
 
 /* The commands: argv[0] is the command's name. Each returns an exit status. */
 int cli_login(int argc, char **argv);

@@ -30,8 +30,10 @@ int cli_logout(int argc, char **argv)
 		options_token_store(&opts, &store);
 		int d = token_store_delete(&store, account.id, &err);
 		if (d == -ENOENT) {
-			cli_fail("no login is stored for '%s' in the %s", account.id,
-				 token_store_name(store.kind));
+			g_autofree char *in = cli_logged_in(&store);
+			cli_fail("no login is stored for '%s' in the %s%s%s%s", account.id,
+				 token_store_name(store.kind), in ? " (logged in: " : "", in ?: "",
+				 in ? ")" : "");
 			r = EXIT_FAIL;
 		} else if (d < 0) {
 			cli_fail("%s", err->message);

@@ -127,7 +127,12 @@ static char *mountpoint_check(const char *arg)
 		return NULL;
 	}
 	if (!realpath(arg, real)) {
-		cli_fail("cannot mount on %s: %s", arg, g_strerror(errno));
+		int e = errno;
+		if (e == ENOENT)
+			cli_fail("cannot mount on %s: no such directory; make it first: mkdir -p %s",
+				 arg, arg);
+		else
+			cli_fail("cannot mount on %s: %s", arg, g_strerror(e));
 		return NULL;
 	}
 	g_free(on);
@@ -135,6 +140,12 @@ static char *mountpoint_check(const char *arg)
 	if (on && g_str_has_prefix(on, "fuse")) {
 		cli_fail("%s is already mounted (%s); unmount it first: fusermount3 -u %s", real,
 			 on, real);
+		return NULL;
+	}
+	/* fusermount3 mounts on a file of the user's too, where the tree's root directory
+	 * then fails every access with EIO. */
+	if (!g_file_test(real, G_FILE_TEST_IS_DIR)) {
+		cli_fail("cannot mount on %s: not a directory", real);
 		return NULL;
 	}
 	return g_strdup(real);
@@ -322,14 +333,23 @@ static int start_one(const char *account_arg, struct mount_start *ms)
 	ms->allow_other = opts.allow_other;
 	cache_dir = options_cache_dir(&opts, account.id);
 	make_cache_dir(ms, cache_dir);
+	struct token_store store; /* before the session takes the options */
+	options_token_store(&opts, &store);
 	struct session *session = session_new(&account, &opts);
 	ms->accounts = accounts_new_one(session);
 	/* The account before the directory: a login that is missing is the first thing
 	 * to mend. */
 	if (session_start(session, &err) < 0) {
-		cli_fail("%s", err ? err->message : "cannot load the login");
+		/* A misspelled account: name the ones there are. */
+		g_autofree char *in = g_error_matches(err, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)
+					  ? cli_logged_in(&store)
+					  : NULL;
+		cli_fail("%s%s%s%s", err ? err->message : "cannot load the login",
+			 in ? " Logged in: " : "", in ?: "", in ? "." : "");
+		token_store_clear(&store);
 		goto out;
 	}
+	token_store_clear(&store);
 	r = EXIT_OK;
 out:
 	options_clear(&opts);
@@ -416,7 +436,9 @@ static int start_all(struct mount_start *ms)
 	token_store_clear(&store);
 	if (accounts_start(ms->accounts, true, &err) < 0) {
 		cli_fail("%s", err ? err->message : "cannot load the logins");
-		return EXIT_FAIL;
+		/* No account could be served because of a config file or option error: a
+		 * retry (smarthomefs.service's) cannot mend that. */
+		return config_error(err) ? EXIT_USAGE : EXIT_FAIL;
 	}
 	return EXIT_OK;
 }
@@ -541,10 +563,25 @@ int cli_mount(int argc, char **argv, bool helper)
 	if (verbose)
 		cli_add_option("debug");
 	if (fake) {
-		/* mount -f: check the options and the config file, but do not mount. */
+		/* mount -f: check the account, the options and the config file, but do not
+		 * mount: a misspelled account in fstab is a usage error here too. */
+		const char *source = argc == 3 ? argv[1] : ALL_ACCOUNTS;
 		struct options opts;
 		options_init(&opts);
-		r = cli_load_options(argc == 3 ? argv[1] : "", &opts);
+		if (strcmp(source, ALL_ACCOUNTS) == 0) {
+			/* Each account logged in reads its own section. */
+			g_autoptr(GError) err = NULL;
+			r = cli_load_options("", &opts);
+			if (r == EXIT_OK &&
+			    options_check_config(g_getenv("SMARTHOMEFS_CONFIG"), &err) < 0) {
+				cli_fail("%s", err->message);
+				r = EXIT_USAGE;
+			}
+		} else {
+			struct account account = {0};
+			r = mount_account(source, &account, &opts);
+			account_clear(&account);
+		}
 		options_clear(&opts);
 		return r;
 	}

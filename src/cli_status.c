@@ -205,8 +205,10 @@ int cli_status(int argc, char **argv)
 		if (argc < 2 || strcmp(ids->pdata[i], argv[1]) == 0)
 			json_array_append_new(all, account_status(&store, ids->pdata[i]));
 	if (argc == 2 && json_array_size(all) == 0) {
-		cli_fail("no login is stored for '%s' in the %s", argv[1],
-			 token_store_name(store.kind));
+		g_autofree char *in = cli_logged_in(&store);
+		cli_fail("no login is stored for '%s' in the %s%s%s%s", argv[1],
+			 token_store_name(store.kind), in ? " (logged in: " : "", in ?: "",
+			 in ? ")" : "");
 		r = EXIT_FAIL;
 	} else if (as_json) {
 		g_autoptr(GString) out = g_string_new(NULL);

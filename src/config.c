@@ -291,26 +291,66 @@ char *config_default_path(void)
 	return g_build_filename(g_get_user_config_dir(), "smarthomefs", "config", NULL);
 }
 
-int options_load_config(struct options *o, const char *path, const char *account, GError **err)
+bool config_error(const GError *err)
+{
+	return err && err->domain == CONFIG_ERROR;
+}
+
+/* The config file @path (NULL: the default one) read into *@text and *@kf; 1 when the
+ * default file is absent, 0 when read, or -errno with @err naming the file. */
+static int config_read(const char *path, char **file, char **text, GKeyFile **kf,
+		       GError **err)
 {
 	g_autofree char *default_path = path ? NULL : config_default_path();
-	const char *file = path ? path : default_path;
-	g_autofree char *text = NULL;
-	gsize len = 0;
 	g_autoptr(GError) local = NULL;
+	gsize len = 0;
 
-	if (!g_file_get_contents(file, &text, &len, &local)) {
+	*file = g_strdup(path ? path : default_path);
+	*text = NULL;
+	*kf = NULL;
+	if (!g_file_get_contents(*file, text, &len, &local)) {
 		if (!path && g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
-			return 0;
-		g_set_error(err, CONFIG_ERROR, EIO, "cannot read the config file %s: %s", file,
+			return 1;
+		g_set_error(err, CONFIG_ERROR, EIO, "cannot read the config file %s: %s", *file,
 			    local->message);
 		return -EIO;
 	}
-	g_autoptr(GKeyFile) kf = g_key_file_new();
-	if (!g_key_file_load_from_data(kf, text, len, G_KEY_FILE_NONE, &local)) {
-		g_set_error(err, CONFIG_ERROR, EINVAL, "%s: %s", file, local->message);
+	*kf = g_key_file_new();
+	if (!g_key_file_load_from_data(*kf, *text, len, G_KEY_FILE_NONE, &local)) {
+		g_set_error(err, CONFIG_ERROR, EINVAL, "%s: %s", *file, local->message);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+int options_check_config(const char *path, GError **err)
+{
+	g_autofree char *file = NULL;
+	g_autofree char *text = NULL;
+	g_autoptr(GKeyFile) kf = NULL;
+	int r = config_read(path, &file, &text, &kf, err);
+
+	if (r != 0)
+		return r < 0 ? r : 0;
+	g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
+	for (char **g = groups; r == 0 && *g; g++) {
+		struct options o;
+		options_init(&o);
+		r = options_load_config(&o, path, *g, err);
+		options_clear(&o);
+	}
+	return r;
+}
+
+int options_load_config(struct options *o, const char *path, const char *account, GError **err)
+{
+	g_autofree char *file = NULL;
+	g_autofree char *text = NULL;
+	g_autoptr(GKeyFile) kf = NULL;
+	int r = config_read(path, &file, &text, &kf, err);
+
+	if (r != 0)
+		return r < 0 ? r : 0;
 	if (!g_key_file_has_group(kf, account))
 		return 0;
 

@@ -53,6 +53,11 @@ int options_parse(struct options *o, const char *list, GError **err);
  * means the default location, which may be absent. Errors name file, line and key. */
 int options_load_config(struct options *o, const char *path, const char *account,
 			GError **err);
+/* Checks every section of the config file as options_load_config() applies it: a mount
+ * of all accounts reads the section of each account logged in. */
+int options_check_config(const char *path, GError **err);
+/* Whether @err is a config file's or an option's error (exit status 2, not 1). */
+bool config_error(const GError *err);
 /* The default config file path (g_free). */
 char *config_default_path(void);
 /* Directories with the XDG defaults applied (g_free). Never NULL: without HOME and XDG

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from rig import ROOT, read, read_error, wait_until
+from rig import BIN, ROOT, read, read_error, wait_until
 
 TADO_HOME = "1001"
 TIBBER_HOME1 = "92b82b1f-0196-56ab-bd6e-3588c700d94b"
@@ -220,3 +220,32 @@ def test_tado_history_is_filled_in_a_mount_of_all_accounts(rig):
     reports = rig.cloud.control.stats()["day_reports"]
     assert {k for k in reports if k.startswith(f"{TADO_HOME}/1/")} and set(reports.values()) == {1}
     assert all(json.loads(read(hist / n)) for n in os.listdir(hist) if n.endswith(".json"))
+
+
+def test_a_config_typo_in_the_only_accounts_section_fails_the_mount_of_all_with_2(rig, tmp_path):
+    """smarthomefs.service stops retrying on exit status 2: a typo is not mended by a retry."""
+    rig.login_tado()
+    path = rig.write_accounts_config(["tado"], {"tado": ["tll=120"]})
+    r = rig.run("mount", str(tmp_path), "-f", options=False, check=False)
+    assert r.returncode == 2, r.stderr
+    assert f"{path}:" in r.stderr and "unknown key 'tll' in [tado]" in r.stderr
+    assert not os.path.ismount(tmp_path)
+
+
+def test_mount_helper_fake_run_of_all_checks_every_section(rig, tmp_path):
+    """mount -f of an fstab line `all ...` reads the sections the real mount would."""
+    helper = tmp_path / "mount.smarthomefs"
+    helper.symlink_to(BIN)
+    mnt = tmp_path / "home-data"
+    mnt.mkdir()
+    rig.write_accounts_config(["tado", "tibber"])
+    r = subprocess.run([str(helper), "all", str(mnt), "-f"], env=rig.env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    path = rig.write_accounts_config(["tado", "tibber"], {"tibber": ["timeout=0"]})
+    r = subprocess.run([str(helper), "all", str(mnt), "-f"], env=rig.env,
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert f"{path}:" in r.stderr
+    assert "key 'timeout': timeout takes a whole number from 1 to 600" in r.stderr
+    assert not os.path.ismount(mnt)

@@ -395,6 +395,12 @@ def test_mount_helper_fake_mode_checks_options_without_mounting(rig, helper):
     assert not mnt.is_mount()
     r = run([str(helper), "tado", str(mnt), "-f", "-o", "ttl=5,colour=blue"], env=rig.env)
     assert r.returncode == 2 and "colour=blue" in r.stderr
+    # A misspelled account in an fstab line is found by mount -f too, before a mount.
+    r = run([str(helper), "tadoo", str(mnt), "-f"], env=rig.env)
+    assert r.returncode == 2 and "unknown account 'tadoo'" in r.stderr
+    r = run([str(helper), "all", str(mnt), "-f"], env=rig.env)
+    assert r.returncode == 0, r.stderr
+    assert not mnt.is_mount()
 
 
 def test_usage_errors_exit_2(helper):
@@ -402,3 +408,23 @@ def test_usage_errors_exit_2(helper):
     assert run([str(BIN), "frobnicate"]).returncode == 2
     assert run([str(BIN), "status", "--no-such-flag"]).returncode == 2
     assert run([str(helper)]).returncode == 2
+
+
+def test_every_option_of_the_code_is_in_the_readme_the_man_pages_and_the_completion():
+    """The lists a user reads (and tab-completes) are the code's option table."""
+    table = (ROOT / "src/config.c").read_text()
+    names = re.findall(r'^\tOPT\("(\w+)", OPT_(\w+)', table, re.M)
+    assert len(names) > 10
+    readme = (ROOT / "README.md").read_text()
+    readme_list = readme[readme.index("are all in `man smarthomefs`"):]
+    readme_list = readme_list[:readme_list.index("\n\n")]
+    man1 = (ROOT / "docs/smarthomefs.1.scd").read_text()
+    man8 = (ROOT / "docs/mount.smarthomefs.8.scd").read_text()
+    completion = (ROOT / "contrib/smarthomefs.bash").read_text()
+    for name, kind in names:
+        assert f"`{name}`" in readme_list, name
+        assert re.search(rf"^\*{name}(=|\*)", man1, re.M), name
+        assert f"*{name}" in man8, name
+        word = name if kind == "BOOL" else f"{name}="
+        assert re.search(rf"[\s\"]{word}[\s\"]", completion) or \
+            f"{name}=keyring" in completion, name

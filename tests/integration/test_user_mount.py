@@ -104,6 +104,31 @@ def test_the_account_is_checked_before_the_directory(desk):
     assert "no-such-dir" not in r.stderr
 
 
+def test_a_misspelled_account_names_the_accounts_logged_in(desk):
+    r = desk.sh("smarthomefs mount tado:holday ~/home-data", check=False)
+    assert r.returncode == 1
+    assert "No login for tado:holday is stored" in r.stderr and "Logged in: tado." in r.stderr
+    assert mounts_at(desk, desk.home / "home-data") == 0
+    for cmd in ("status", "logout"):
+        r = desk.sh(f"smarthomefs {cmd} tado:holday", check=False)
+        assert r.returncode == 1
+        assert "no login is stored for 'tado:holday' in the keyring (logged in: tado)" \
+            in r.stderr, r.stderr
+
+
+def test_a_missing_mount_point_says_how_to_make_it(desk):
+    r = desk.sh("smarthomefs mount tado ~/no-such-dir", check=False)
+    assert r.returncode == 1
+    assert f"cannot mount on {desk.home}/no-such-dir: no such directory; make it first: " \
+        f"mkdir -p {desk.home}/no-such-dir" in r.stderr, r.stderr
+    assert mounts_at(desk, desk.home / "no-such-dir") == 0
+    desk.sh("touch ~/a-file")
+    r = desk.sh("smarthomefs mount tado ~/a-file", check=False)
+    assert r.returncode == 1
+    assert f"cannot mount on {desk.home}/a-file: not a directory" in r.stderr, r.stderr
+    assert mounts_at(desk, desk.home / "a-file") == 0
+
+
 def test_a_failed_mount_of_an_account_not_logged_in_leaves_no_cache_directory(desk):
     assert not (desk.home / ".cache").exists()
     r = desk.sh("smarthomefs mount tado:nobody ~/home-data", check=False)

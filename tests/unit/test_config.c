@@ -152,6 +152,22 @@ static void test_config_errors_name_file_line_and_key(void)
 	g_unlink(path);
 }
 
+static void test_check_config_reads_every_section(void)
+{
+	g_autofree char *good = write_config("[tado]\nttl=60\n[tibber]\ntimeout=5\n");
+	g_autofree char *bad = write_config("[tado]\nttl=60\n[tibber]\ntimeout=0\n");
+	g_autoptr(GError) err = NULL;
+
+	g_assert_cmpint(options_check_config(good, &err), ==, 0);
+	g_assert_no_error(err);
+	g_assert_cmpint(options_check_config(bad, &err), ==, -EINVAL);
+	g_autofree char *where = g_strdup_printf("%s:4: key 'timeout'", bad);
+	g_assert_true(g_str_has_prefix(err->message, where));
+	g_assert_true(config_error(err));
+	g_unlink(good);
+	g_unlink(bad);
+}
+
 static void test_missing_default_config_is_no_error(void)
 {
 	struct options o;
@@ -185,6 +201,8 @@ int main(int argc, char **argv)
 			test_config_section_of_the_account_applies);
 	g_test_add_func("/config/config_errors_name_file_line_and_key",
 			test_config_errors_name_file_line_and_key);
+	g_test_add_func("/config/check_config_reads_every_section",
+			test_check_config_reads_every_section);
 	g_test_add_func("/config/missing_default_config_is_no_error",
 			test_missing_default_config_is_no_error);
 	return g_test_run();
