@@ -457,15 +457,27 @@ def _alive(holder):
     return process_start(holder[0]) == holder[1]
 
 
-def _kill_uid(uid):
-    """Ends the processes of @uid (a test user's: mount daemons, its keyring), by pid."""
+def _pids_of(uid):
+    pids = []
     for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if p.stat().st_uid == uid:
-                    os.kill(int(p.name), 9)
-            except OSError:
-                pass
+        try:
+            if p.name.isdigit() and p.stat().st_uid == uid:
+                pids.append(int(p.name))
+        except OSError:
+            pass
+    return pids
+
+
+def _kill_uid(uid, timeout=15):
+    """Ends the processes of @uid (a test user's: mount daemons, its keyring), by pid, and
+    waits until they are gone: userdel refuses a user while a process of theirs is still
+    there, and a killed process takes its time to go (a sanitizer build's maps)."""
+    deadline = time.monotonic() + timeout
+    while (pids := _pids_of(uid)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
 
 
 def _delete_user(name):
