@@ -1,5 +1,6 @@
-/* What GLib's synchronisation means, told to ThreadSanitizer; linked only into the
- * -Dsanitize=thread build (meson.build), which wraps the functions below with
+/* What GLib's synchronisation means, told to ThreadSanitizer, and the one ignore that
+ * libfuse's cancel of a worker leaves on (at the end); linked only into the
+ * -Dsanitize=thread build (meson.build), which wraps the GLib functions below with
  * `ld --wrap`, so every call from our code goes through here first.
  *
  * Why: on Linux GMutex and GCond are an atomic word and the futex system call inside

@@ -410,11 +410,11 @@ class Rig:
         """A sanitizer build reports to the daemon's stderr, which is the mount log, and
         to a command's stderr; so does GLib when a precondition of its API fails (a bug
         of ours, in any build). ThreadSanitizer's reports are its WARNING, ERROR and
-        FATAL lines; its line that a thread "finished with ignores enabled" is not one:
-        libfuse cancels its idle workers inside read(2) at unmount (src/tsan_glib.c)."""
+        FATAL lines, and a thread that "finished with ignores enabled", after which
+        TSan ends the process on the spot (src/tsan_glib.c: libfuse's workers)."""
         sanitizers = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                       "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer",
-                      "FATAL: ThreadSanitizer")
+                      "FATAL: ThreadSanitizer", "finished with ignores enabled")
         texts = [(p.name, p.read_text(errors="replace") if p.exists() else "",
                   sanitizers + ("-CRITICAL **", "-WARNING **")) for p in self.logs]
         texts += [("a command's output", t or "", sanitizers) for t in self.outputs]
