@@ -223,6 +223,11 @@ static void fs_answer_until_notify_ends(struct fs *fs)
 
 void fs_stop(struct fs *fs)
 {
+	/* The pools' threads wait in GLib once their pool is freed (GLib ends them after 15
+	 * idle seconds) instead of ending at once, while the daemon exits: libcrypto's exit
+	 * handler deletes the keys of each thread's own state (error queue, random
+	 * generators), and a thread ending after it drops that state unfreed. */
+	g_thread_pool_set_max_unused_threads(-1);
 	/* First, before waiting for prefetches: what a remount shows must not hang on them. */
 	fs_core_save(fs->core);
 	prefetch_stop(fs->prefetch);

@@ -1,7 +1,10 @@
 /* http: libcurl behind one small function. Every FUSE worker may call http_request()
  * at once, so the client shares what is expensive to rebuild (connections, TLS
- * sessions, DNS answers) through a CURLSH, and each thread keeps its own easy handle,
- * which curl requires and which keeps its connections warm between requests. */
+ * sessions, DNS answers) through a CURLSH, and a request borrows an easy handle that no
+ * other request is using (curl allows one thread per handle) and gives it back.
+ * Handles are not tied to threads: a thread's exit (a pool's spare thread, a FUSE
+ * worker going idle) may come at any time, also while the client is freed, and would
+ * otherwise race with http_client_free for its handle and the share it holds. */
 #include "http.h"
 
 #include <errno.h>
@@ -25,19 +28,11 @@
  * oldest idle connection: a walk would open a new TLS connection for most requests. */
 #define POOL_CONNECTIONS 64
 
-/* One thread's easy handle; listed in its client so http_client_free can release the
- * handles of threads that are still alive. */
-struct http_easy {
-	CURL *curl;
-	struct http_client *client;
-};
-
 struct http_client {
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
-	pthread_key_t easy_key;
-	pthread_mutex_t easies_lock;
-	GPtrArray *easies; /* (easies_lock) struct http_easy * */
+	pthread_mutex_t idle_lock;
+	GPtrArray *idle; /* (idle_lock) CURL *: the handles no request is using */
 	char *cafile;
 	gint64 timeout_us;
 	size_t max_body;
@@ -82,18 +77,6 @@ static void share_unlock(CURL *handle, curl_lock_data data, void *userptr)
 		pthread_mutex_unlock(&c->share_locks[data]);
 }
 
-/* Runs when a thread that made requests exits. */
-static void easy_destroy(void *p)
-{
-	struct http_easy *e = p;
-	struct http_client *c = e->client;
-	pthread_mutex_lock(&c->easies_lock);
-	g_ptr_array_remove_fast(c->easies, e);
-	pthread_mutex_unlock(&c->easies_lock);
-	curl_easy_cleanup(e->curl);
-	g_free(e);
-}
-
 void http_global_init(void)
 {
 	pthread_once(&curl_init_once, curl_init);
@@ -107,10 +90,8 @@ struct http_client *http_client_new(const char *cafile, int timeout_s, size_t ma
 	struct http_client *c = g_new0(struct http_client, 1);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&c->share_locks[i], NULL);
-	pthread_mutex_init(&c->easies_lock, NULL);
-	c->easies = g_ptr_array_new();
-	if (pthread_key_create(&c->easy_key, easy_destroy) != 0)
-		g_error("http: out of thread-specific keys");
+	pthread_mutex_init(&c->idle_lock, NULL);
+	c->idle = g_ptr_array_new();
 	c->cafile = g_strdup(cafile && *cafile ? cafile : NULL);
 	c->timeout_us = (gint64)(timeout_s > 0 ? timeout_s : DEFAULT_TIMEOUT_S) * G_USEC_PER_SEC;
 	c->max_body = max_body ? max_body : (size_t)16 << 20;
@@ -133,20 +114,13 @@ void http_client_free(struct http_client *c)
 {
 	if (!c)
 		return;
-	/* Threads still alive keep their handles in the key; free them here and delete
-	 * the key so their exit does not touch the freed client. */
-	pthread_key_delete(c->easy_key);
-	pthread_mutex_lock(&c->easies_lock);
-	for (guint i = 0; i < c->easies->len; i++) {
-		struct http_easy *e = c->easies->pdata[i];
-		curl_easy_cleanup(e->curl);
-		g_free(e);
-	}
-	g_ptr_array_set_size(c->easies, 0);
-	pthread_mutex_unlock(&c->easies_lock);
-	curl_share_cleanup(c->share);
-	g_ptr_array_unref(c->easies);
-	pthread_mutex_destroy(&c->easies_lock);
+	for (guint i = 0; i < c->idle->len; i++)
+		curl_easy_cleanup(c->idle->pdata[i]);
+	g_ptr_array_unref(c->idle);
+	pthread_mutex_destroy(&c->idle_lock);
+	/* Refused only while a handle still holds the share: a request outlived us. */
+	if (curl_share_cleanup(c->share) != CURLSHE_OK)
+		log_warn("http: freed while a request still ran (a bug: libcurl's share is left)");
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&c->share_locks[i]);
 	g_free(c->cafile);
@@ -159,22 +133,24 @@ gint64 http_client_timeout_us(const struct http_client *c)
 	return c->timeout_us;
 }
 
-static CURL *http_thread_easy(struct http_client *c)
+/* An easy handle for one request: an idle one, or a new one (NULL when curl cannot
+ * make one). Give it back with easy_give_back. */
+static CURL *easy_borrow(struct http_client *c)
 {
-	struct http_easy *e = pthread_getspecific(c->easy_key);
-	if (e)
-		return e->curl;
-	CURL *curl = curl_easy_init();
-	if (!curl)
-		return NULL;
-	e = g_new0(struct http_easy, 1);
-	e->curl = curl;
-	e->client = c;
-	pthread_mutex_lock(&c->easies_lock);
-	g_ptr_array_add(c->easies, e);
-	pthread_mutex_unlock(&c->easies_lock);
-	pthread_setspecific(c->easy_key, e);
-	return curl;
+	CURL *curl = NULL;
+
+	pthread_mutex_lock(&c->idle_lock);
+	if (c->idle->len)
+		curl = g_ptr_array_steal_index_fast(c->idle, c->idle->len - 1);
+	pthread_mutex_unlock(&c->idle_lock);
+	return curl ? curl : curl_easy_init();
+}
+
+static void easy_give_back(struct http_client *c, CURL *curl)
+{
+	pthread_mutex_lock(&c->idle_lock);
+	g_ptr_array_add(c->idle, curl);
+	pthread_mutex_unlock(&c->idle_lock);
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
@@ -452,7 +428,7 @@ static void transfer_to_response(struct http_transfer *t, long status, struct ht
 int http_request(struct http_client *c, const struct http_request *req, struct http_response *resp)
 {
 	memset(resp, 0, sizeof(*resp));
-	CURL *curl = http_thread_easy(c);
+	CURL *curl = easy_borrow(c);
 	if (!curl)
 		return -ENOMEM;
 
@@ -509,6 +485,7 @@ int http_request(struct http_client *c, const struct http_request *req, struct h
 		g_usleep((gulong)wait);
 	}
 
+	easy_give_back(c, curl);
 	resp->seconds = (double)(g_get_monotonic_time() - start) / G_USEC_PER_SEC;
 	if (r < 0) {
 		http_response_clear(resp);

@@ -1,6 +1,6 @@
 /* http: libcurl for every request the program makes. One client is shared by all
- * threads: connections, TLS sessions and DNS answers are shared through a CURLSH, each
- * thread reuses its own easy handle. TLS is always verified; @cafile adds trust.
+ * threads: connections, TLS sessions and DNS answers are shared through a CURLSH, and
+ * each request borrows an idle easy handle (or makes one) and gives it back. TLS is always verified; @cafile adds trust.
  *
  * Retries: http_request() retries 500, 502, 503, 504 and connection failures with
  * exponential backoff and full jitter (base 400 ms, factor 2, cap 15 s), honouring
@@ -44,6 +44,7 @@ struct http_response {
  * "smarthomefs/VERSION" (only tests pass another). */
 struct http_client *http_client_new(const char *cafile, int timeout_s, size_t max_body,
 				    const char *user_agent);
+/* Once no request runs (the threads that make them need not have ended). */
 void http_client_free(struct http_client *c);
 /* The bound of one request, retries included, in microseconds. */
 gint64 http_client_timeout_us(const struct http_client *c);

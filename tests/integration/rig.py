@@ -410,11 +410,11 @@ class Rig:
         """A sanitizer build reports to the daemon's stderr, which is the mount log, and
         to a command's stderr; so does GLib when a precondition of its API fails (a bug
         of ours, in any build). ThreadSanitizer's reports are its WARNING, ERROR and
-        FATAL lines; its line that a thread "finished with ignores enabled" is not one:
-        libfuse cancels its idle workers inside read(2) at unmount (src/tsan_glib.c)."""
+        FATAL lines, and a thread that "finished with ignores enabled", after which
+        TSan ends the process on the spot (src/tsan_glib.c: libfuse's workers)."""
         sanitizers = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                       "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer",
-                      "FATAL: ThreadSanitizer")
+                      "FATAL: ThreadSanitizer", "finished with ignores enabled")
         texts = [(p.name, p.read_text(errors="replace") if p.exists() else "",
                   sanitizers + ("-CRITICAL **", "-WARNING **")) for p in self.logs]
         texts += [("a command's output", t or "", sanitizers) for t in self.outputs]
@@ -457,15 +457,27 @@ def _alive(holder):
     return process_start(holder[0]) == holder[1]
 
 
-def _kill_uid(uid):
-    """Ends the processes of @uid (a test user's: mount daemons, its keyring), by pid."""
+def _pids_of(uid):
+    pids = []
     for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if p.stat().st_uid == uid:
-                    os.kill(int(p.name), 9)
-            except OSError:
-                pass
+        try:
+            if p.name.isdigit() and p.stat().st_uid == uid:
+                pids.append(int(p.name))
+        except OSError:
+            pass
+    return pids
+
+
+def _kill_uid(uid, timeout=15):
+    """Ends the processes of @uid (a test user's: mount daemons, its keyring), by pid, and
+    waits until they are gone: userdel refuses a user while a process of theirs is still
+    there, and a killed process takes its time to go (a sanitizer build's maps)."""
+    deadline = time.monotonic() + timeout
+    while (pids := _pids_of(uid)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
 
 
 def _delete_user(name):
