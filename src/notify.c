@@ -91,7 +91,9 @@ static gpointer notify_thread(gpointer data)
 			return NULL;
 		}
 		if (x->fill) {
+			unsigned held = tree_hold(n->tree);
 			fill_pages(n, se, x->ino);
+			tree_release(n->tree, held);
 		} else {
 			/* -ENOENT: the kernel has forgotten the inode, nothing to drop. */
 			int r = fuse_lowlevel_notify_inval_inode(se, x->ino, 0, 0);
