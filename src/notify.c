@@ -8,13 +8,11 @@
 struct notify {
 	struct fs_core *core;
 	struct tree *tree;
-	GMutex lock;		 /* guards se, thread and filled */
+	GMutex lock;		 /* guards se and thread */
 	struct fuse_session *se; /* NULL before the start and after the stop */
 	GThread *thread;
 	gint ended;	      /* atomic: the thread has returned, or never started */
 	GAsyncQueue *notices; /* struct notice *, or &stop_mark */
-	GHashTable *filled;   /* directory inode -> listing generation its files were put in
-			       * the page cache for */
 };
 
 /* What the thread tells the kernel about a file. */
@@ -35,7 +33,6 @@ struct notify *notify_new(struct fs_core *core)
 	g_mutex_init(&n->lock);
 	n->ended = 1;
 	n->notices = g_async_queue_new_full(g_free);
-	n->filled = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	return n;
 }
 
@@ -45,7 +42,6 @@ void notify_free(struct notify *n)
 		return;
 	notify_stop(n);
 	g_async_queue_unref(n->notices);
-	g_hash_table_destroy(n->filled);
 	g_mutex_clear(&n->lock);
 	g_free(n);
 }
@@ -174,22 +170,13 @@ void notify_inval(struct notify *n, uint64_t ino)
 static bool fill_mark(struct notify *n, struct node *dir)
 {
 	uint64_t gen;
-	bool todo;
 
 	if (dir->internal)
 		return false;
 	tree_lock(n->tree);
 	gen = dir->is_dir ? dir->listed_gen : 0;
 	tree_unlock(n->tree);
-	if (!gen)
-		return false;
-	g_mutex_lock(&n->lock);
-	todo = GPOINTER_TO_SIZE(g_hash_table_lookup(n->filled, &dir->ino)) != (gsize)gen;
-	if (todo)
-		g_hash_table_replace(n->filled, g_memdup2(&dir->ino, sizeof(dir->ino)),
-				     GSIZE_TO_POINTER((gsize)gen));
-	g_mutex_unlock(&n->lock);
-	return todo;
+	return gen && tree_mark(n->tree, dir, TREE_MARK_FILLED, gen);
 }
 
 /* Has the files of @dir put in the page cache, but for @except, and those of its

@@ -11,6 +11,7 @@
 #define SLAB_SIZE	    (64 * 1024) /* nodes are carved from blocks of this size */
 #define PIECE_MAX	    (SLAB_SIZE / 4) /* larger pieces are blocks of their own */
 #define PIECE_ALIGN	    _Alignof(struct node)
+#define MARK_TICK	    0x80	/* node.marks: tick is set (it outlives listings) */
 #define INDEX_SHIFT	    6		/* the index starts with 1 << INDEX_SHIFT slots */
 
 struct tree {
@@ -462,6 +463,7 @@ static void mark_gone(struct tree *t, struct node *n)
 	n->gone = true;
 	if (n->is_dir) {
 		n->listed_gen = 0;
+		n->marks &= MARK_TICK;
 		children_gone(t, n);
 	}
 }
@@ -479,6 +481,7 @@ static void node_set_kind(struct tree *t, struct node *n, bool is_dir)
 		order_replace(t, n, NULL, 0);
 	}
 	n->is_dir = is_dir;
+	n->marks = 0;
 	if (is_dir) {
 		n->listed_gen = 0;
 		n->order = NULL;
@@ -621,6 +624,8 @@ bool tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries
 		order_replace(t, dir, (struct node **)order->pdata, order->len);
 		changed = true;
 	}
+	if (dir->listed_gen != gen)
+		dir->marks &= MARK_TICK;
 	dir->listed_gen = gen;
 	tree_unlock(t);
 	return changed;
@@ -715,6 +720,36 @@ void tree_for_each(struct tree *t, void (*fn)(struct node *n, void *data), void 
 		if (t->index[i])
 			fn(t->index[i], data);
 	tree_unlock(t);
+}
+
+bool tree_mark(struct tree *t, struct node *dir, unsigned mark, uint64_t gen)
+{
+	bool fresh = true;
+
+	tree_lock(t);
+	if (dir->is_dir && dir->listed_gen == gen && gen) {
+		fresh = (dir->marks & mark) != mark;
+		dir->marks |= (uint8_t)mark;
+	}
+	tree_unlock(t);
+	return fresh;
+}
+
+void tree_tick_set(struct tree *t, struct node *dir, uint8_t now)
+{
+	tree_lock(t);
+	dir->tick = now;
+	dir->marks |= MARK_TICK;
+	tree_unlock(t);
+}
+
+bool tree_tick_get(struct tree *t, struct node *dir, uint8_t *ret_tick)
+{
+	tree_lock(t);
+	bool set = dir->marks & MARK_TICK;
+	*ret_tick = dir->tick;
+	tree_unlock(t);
+	return set;
 }
 
 bool tree_node_is_dir(struct tree *t, struct node *node)

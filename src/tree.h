@@ -60,7 +60,7 @@ struct tree;
  * and a remount the same mtime for the same bytes (stamps.h). fs_core's alone to read
  * and write (with tree_lock held); the tree only zeroes it when the node is made or
  * turns from a directory into a file (a new file has no rendering). Packed, as is a
- * directory's part, so that a node takes 52 bytes before its name. */
+ * directory's part, so that a node takes 54 bytes before its name. */
 struct __attribute__((packed)) file_memo {
 	uint64_t gen;  /* resource generation it was rendered from; 0: none */
 	uint64_t hash; /* fnv1a_64 of the bytes */
@@ -86,6 +86,8 @@ struct node {
 		};
 	};
 	uint32_t nlookup; /* (lock) the kernel's lookup count (tree_ref, tree_forget) */
+	uint8_t marks;	  /* (lock) a directory's bits for the modules above (tree_mark) */
+	uint8_t tick;	  /* (lock) a directory's time, the caller's clock (tree_tick_set) */
 	bool is_dir;	  /* (lock) to change it; a file's kind may change on a listing */
 	bool internal;	  /* under .smarthomefs: served by the session, not the provider */
 	bool gone;	  /* (lock) the resource no longer lists it */
@@ -131,6 +133,20 @@ void tree_forget(struct tree *t, uint64_t ino, uint64_t n);
 size_t tree_count(struct tree *t);
 /* Calls @fn for every node, with the tree lock held (fn takes no lock but a leaf). */
 void tree_for_each(struct tree *t, void (*fn)(struct node *n, void *data), void *data);
+/* What the modules above remember of a directory's listing, in the node rather than in
+ * tables of their own (which grew with every directory ever listed): */
+enum tree_mark {
+	TREE_MARK_FILLED = 1,	  /* notify put its files in the page cache */
+	TREE_MARK_PREFETCHED = 2, /* prefetch queued its entries */
+};
+/* Sets @mark on directory @dir for its listing of generation @gen; returns whether it was
+ * not set yet (true, and nothing kept, when @gen is not @dir's listing now: a new
+ * listing clears every mark). */
+bool tree_mark(struct tree *t, struct node *dir, unsigned mark, uint64_t gen);
+/* Sets a byte of time kept in directory @dir (a coarse clock of the caller's) to @now. */
+void tree_tick_set(struct tree *t, struct node *dir, uint8_t now);
+/* The byte of time @dir holds in *ret_tick; false when none was set. */
+bool tree_tick_get(struct tree *t, struct node *dir, uint8_t *ret_tick);
 /* @node's is_dir and gone, read under the lock. */
 bool tree_node_is_dir(struct tree *t, struct node *node);
 bool tree_node_gone(struct tree *t, struct node *node);
