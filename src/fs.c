@@ -84,6 +84,14 @@ static void fs_content_changed(void *data, uint64_t ino)
 	notify_inval(fs->notify, ino);
 }
 
+/* fs_core's gone function: the kernel is told the node is deleted, to forget it. */
+static void fs_node_gone(void *data, uint64_t parent, uint64_t ino, const char *name)
+{
+	struct fs *fs = data;
+
+	notify_delete(fs->notify, parent, ino, name);
+}
+
 struct fs *fs_new(struct accounts *accounts)
 {
 	struct fs *fs = g_new0(struct fs, 1);
@@ -93,6 +101,7 @@ struct fs *fs_new(struct accounts *accounts)
 	fs->internal = internal_files_new(accounts);
 	fs->prefetch = prefetch_new(fs->core);
 	fs->notify = notify_new(fs->core);
+	fs_core_set_gone(fs->core, fs_node_gone, fs);
 	fs->timeout_us = (gint64)accounts_options(accounts)->timeout * G_USEC_PER_SEC;
 	g_mutex_init(&fs->fetch_lock);
 	return fs;

@@ -40,6 +40,8 @@ struct fs_core {
 	struct stamps *stamps;	   /* the mtimes shown, for the next mount */
 	fs_core_changed_fn changed;
 	void *changed_data;
+	fs_core_gone_fn gone;
+	void *gone_data;
 	GMutex rendered_lock;	   /* guards rendered and rendered_bytes */
 	GQueue rendered;	   /* struct rendered *, the most recently used first */
 	size_t rendered_bytes;	   /* the sum of their sizes */
@@ -175,6 +177,27 @@ struct fs_core *fs_core_new(struct accounts *accounts, fs_core_changed_fn change
 	g_queue_init(&c->rendered);
 	c->rendered_max_bytes = (size_t)MAX(accounts_options(accounts)->render_memory_mib, 0) << 20;
 	return c;
+}
+
+void fs_core_set_gone(struct fs_core *c, fs_core_gone_fn gone, void *data)
+{
+	c->gone = gone;
+	c->gone_data = data;
+}
+
+/* Tells the gone hook of @node and what the kernel holds below it. */
+static void tell_gone(struct fs_core *c, struct node *node)
+{
+	if (!c->gone)
+		return;
+	GArray *held = g_array_new(FALSE, FALSE, sizeof(struct tree_held));
+	tree_held_below(c->tree, node, held);
+	for (guint i = 0; i < held->len; i++) {
+		struct tree_held *h = &g_array_index(held, struct tree_held, i);
+		c->gone(c->gone_data, h->parent, h->ino, h->name);
+		g_free(h->name);
+	}
+	g_array_free(held, TRUE);
 }
 
 void fs_core_free(struct fs_core *c)
@@ -369,8 +392,10 @@ static void apply_listing(struct fs_core *c, struct node *dir, const struct node
 		g_ptr_array_set_size(entries, max);
 	}
 	bool changed = tree_set_children_gone(c->tree, dir, entries, gen, gone);
-	for (guint i = 0; i < gone->len; i++)
+	for (guint i = 0; i < gone->len; i++) {
 		forget_gone(c, gone->pdata[i]);
+		tell_gone(c, gone->pdata[i]);
+	}
 	dir_settle(c, dir, entries, changed, changed_at_us);
 	if (np->pp.n == 0 && !listed)
 		internal_files_add(c->tree);

@@ -705,6 +705,25 @@ void tree_forget(struct tree *t, uint64_t ino, uint64_t n)
 	tree_unlock(t);
 }
 
+/* tree_held_below, with the lock held. */
+static void held_below(struct node *n, GArray *out)
+{
+	if (n->is_dir)
+		for (uint32_t i = 0; i < n->n_order; i++)
+			held_below(n->order[i], out);
+	if (n->nlookup && n->gone && n->parent) {
+		struct tree_held h = {n->parent->ino, n->ino, g_strdup(n->name)};
+		g_array_append_val(out, h);
+	}
+}
+
+void tree_held_below(struct tree *t, struct node *node, GArray *out)
+{
+	tree_lock(t);
+	held_below(node, out);
+	tree_unlock(t);
+}
+
 size_t tree_count(struct tree *t)
 {
 	tree_lock(t);

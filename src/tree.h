@@ -129,6 +129,16 @@ bool tree_ref(struct tree *t, struct node *node);
 /* The kernel forgot @n lookups of inode @ino (FORGET): a gone node it no longer holds,
  * and what waited for it, leave the tree. */
 void tree_forget(struct tree *t, uint64_t ino, uint64_t n);
+/* A node the kernel holds, with what it knows it by. */
+struct tree_held {
+	uint64_t parent; /* the directory's inode */
+	uint64_t ino;
+	char *name; /* g_free */
+};
+/* Appends to @out (of struct tree_held) gone node @node and the gone nodes below it that
+ * the kernel still holds, children before their directory: what to tell the kernel is
+ * deleted, so that it forgets them. */
+void tree_held_below(struct tree *t, struct node *node, GArray *out);
 /* How many nodes the tree holds (linked; the root included). */
 size_t tree_count(struct tree *t);
 /* Calls @fn for every node, with the tree lock held (fn takes no lock but a leaf). */
