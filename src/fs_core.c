@@ -115,12 +115,20 @@ static uint64_t listing_hash(uint64_t hash, bool is_dir, const char *raw)
 	return fnv1a_64(hash, raw, strlen(raw) + 1);
 }
 
-/* tree_for_each: appends @n's stamp, if it has one, to the GArray @data. (tree lock) */
+/* Where collect_stamp puts the stamps. */
+struct stamp_sink {
+	struct stamp *out;
+	size_t max, n;
+};
+
+/* tree_for_each: puts @n's stamp, if it has one, in the struct stamp_sink @data. (tree
+ * lock) */
 static void collect_stamp(struct node *n, void *data)
 {
+	struct stamp_sink *sink = data;
 	struct stamp s = {n->ino, 0, 0, n->mtime_wall_us};
 
-	if (n->internal || !s.mtime_wall_us)
+	if (n->internal || !s.mtime_wall_us || sink->n == sink->max)
 		return;
 	if (!n->is_dir) {
 		if (!n->memo.gen)
@@ -139,15 +147,19 @@ static void collect_stamp(struct node *n, void *data)
 			s.size++;
 		}
 	}
-	g_array_append_val((GArray *)data, s);
+	sink->out[sink->n++] = s;
 }
 
 /* stamps' collect: the stamps the nodes hold (fs_core's memo and mtime). */
-static void collect_stamps(void *data, GArray *out)
+static size_t collect_stamps(void *data, struct stamp *out, size_t max)
 {
 	struct fs_core *c = data;
+	struct stamp_sink sink = {out, max, 0};
 
-	tree_for_each(c->tree, collect_stamp, out);
+	if (!out)
+		return tree_count(c->tree);
+	tree_for_each(c->tree, collect_stamp, &sink);
+	return sink.n;
 }
 
 /* The accounts' gauges, for status.json and metrics. */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,7 +53,7 @@ static uint32_t size32(uint64_t size)
 	return size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
 }
 
-static gint stamp_cmp(gconstpointer a, gconstpointer b)
+static int stamp_cmp(const void *a, const void *b)
 {
 	const struct stamp *x = a, *y = b;
 
@@ -67,11 +68,6 @@ static uint64_t get_u64(const char *p)
 	return GUINT64_FROM_LE(v);
 }
 
-static void put_u64(GByteArray *out, uint64_t v)
-{
-	v = GUINT64_TO_LE(v);
-	g_byte_array_append(out, (const guint8 *)&v, sizeof(v));
-}
 
 /* Record @i of the last mount's table. */
 static struct stamp old_record(const struct stamps *st, size_t i)
@@ -213,68 +209,89 @@ static gssize old_find(const struct stamps *st, uint64_t ino)
 	return -1;
 }
 
-/* The file as the next mount reads it: @nodes (sorted by ino, this mount's), then the
- * records of the last mount's table that no node of this one has claimed, only those
- * seen in this mount when all would fill more than three quarters of the table, and at
- * most STAMPS_MAX in all. (lock) */
-static GByteArray *serialize(struct stamps *st, GArray *nodes)
+/* @bytes of zeroed memory of their own, not the heap's: what a save takes for a moment
+ * (some 7 MiB with 100 000 nodes) is given back whole when it ends, and leaves no free
+ * space in the heap that its pages would keep counting in the resident memory. */
+static void *pages_new(size_t bytes)
 {
-	size_t unclaimed = 0, seen = 0;
+	void *p = mmap(NULL, MAX(bytes, 1), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		       0);
 
-	for (size_t i = 0; i < st->n_old; i++) {
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void pages_free(void *p, size_t bytes)
+{
+	if (p)
+		munmap(p, MAX(bytes, 1));
+}
+
+static void put_record(char *at, const struct stamp *s)
+{
+	uint64_t v[4] = {GUINT64_TO_LE(s->ino), GUINT64_TO_LE(s->hash), GUINT64_TO_LE(s->size),
+			 GUINT64_TO_LE((uint64_t)s->mtime_wall_us)};
+
+	memcpy(at, v, RECORD_LEN);
+}
+
+/* Whether the last mount's record @j goes to the file. (lock) */
+static bool old_kept(const struct stamps *st, size_t j, bool only_seen)
+{
+	return !(st->old_flags[j] & OLD_CLAIMED) && (!only_seen || (st->old_flags[j] & OLD_SEEN));
+}
+
+/* Writes into @out (room for HEAD_LEN + 8 + STAMPS_MAX records) the file as the next
+ * mount reads it: @nodes (@n of them, sorted by ino, this mount's), then the records of
+ * the last mount's table that no node of this one has claimed, only those seen in this
+ * mount when all would fill more than three quarters of the table, and at most
+ * STAMPS_MAX in all. Returns its length. (lock) */
+static size_t serialize(struct stamps *st, const struct stamp *nodes, size_t n, char *out)
+{
+	size_t unclaimed = 0;
+
+	for (size_t i = 0; i < st->n_old; i++)
 		unclaimed += !(st->old_flags[i] & OLD_CLAIMED);
-		seen += st->old_flags[i] == OLD_SEEN;
+	bool only_seen = n + unclaimed > STAMPS_MAX / 4 * 3;
+	memcpy(out, MAGIC, MAGIC_LEN);
+	char *rec = out + HEAD_LEN;
+	size_t i = 0, j = 0, count = 0;
+	for (;; count++) {
+		while (j < st->n_old && !old_kept(st, j, only_seen))
+			j++;
+		if ((i == n && j == st->n_old) || count == STAMPS_MAX)
+			break;
+		struct stamp old = j < st->n_old ? old_record(st, j) : (struct stamp){0};
+		if (i < n && (j == st->n_old || nodes[i].ino <= old.ino)) {
+			if (j < st->n_old && nodes[i].ino == old.ino)
+				j++; /* this mount's wins */
+			put_record(rec + count * RECORD_LEN, &nodes[i++]);
+		} else {
+			put_record(rec + count * RECORD_LEN, &old);
+			j++;
+		}
 	}
-	bool only_seen = nodes->len + unclaimed > STAMPS_MAX / 4 * 3;
-	size_t room = STAMPS_MAX;
-	if (nodes->len + (only_seen ? seen : unclaimed) > STAMPS_MAX && !st->full_logged) {
+	if ((i < n || j < st->n_old) && !st->full_logged) {
 		st->full_logged = true;
 		log_warn("more than %u files and directories: some show their resource's change "
 			 "time after a remount",
 			 STAMPS_MAX);
 	}
-	GByteArray *out = g_byte_array_sized_new(
-	    HEAD_LEN + sizeof(uint64_t) +
-	    MIN(nodes->len + (only_seen ? seen : unclaimed), STAMPS_MAX) * RECORD_LEN);
-	g_byte_array_append(out, (const guint8 *)MAGIC, MAGIC_LEN);
-	put_u64(out, 0); /* the count, known at the end */
-	size_t i = 0, j = 0, count = 0;
-	for (; (i < nodes->len || j < st->n_old) && count < room; count++) {
-		struct stamp s;
-		while (j < st->n_old && ((st->old_flags[j] & OLD_CLAIMED) ||
-					 (only_seen && !(st->old_flags[j] & OLD_SEEN))))
-			j++;
-		if (i == nodes->len && j == st->n_old)
-			break;
-		struct stamp old = j < st->n_old ? old_record(st, j) : (struct stamp){0};
-		const struct stamp *node = i < nodes->len ? &g_array_index(nodes, struct stamp, i)
-							  : NULL;
-		if (node && (j == st->n_old || node->ino <= old.ino)) {
-			s = *node;
-			if (j < st->n_old && node->ino == old.ino)
-				j++; /* this mount's wins */
-			i++;
-		} else {
-			s = old;
-			j++;
-		}
-		put_u64(out, s.ino);
-		put_u64(out, s.hash);
-		put_u64(out, s.size);
-		put_u64(out, (uint64_t)s.mtime_wall_us);
-	}
 	uint64_t le = GUINT64_TO_LE((uint64_t)count);
-	memcpy(out->data + MAGIC_LEN, &le, sizeof(le));
-	put_u64(out, fnv1a_64(FNV1A_64_OFFSET, out->data + HEAD_LEN, count * RECORD_LEN));
+	memcpy(out + MAGIC_LEN, &le, sizeof(le));
+	le = GUINT64_TO_LE(fnv1a_64(FNV1A_64_OFFSET, rec, count * RECORD_LEN));
+	memcpy(rec + count * RECORD_LEN, &le, sizeof(le));
 	st->saved = count;
-	return out;
+	return HEAD_LEN + count * RECORD_LEN + sizeof(uint64_t);
 }
 
 /* Writes the table when it changed since the last save: 0, or -EIO (logged once). */
 static int save(struct stamps *st)
 {
 	g_autoptr(GError) err = NULL;
-	GByteArray *data = NULL;
+	struct stamp *nodes = NULL;
+	char *image = NULL;
+	size_t max = 0, n = 0, len = 0;
+	size_t image_size = HEAD_LEN + sizeof(uint64_t) + (size_t)STAMPS_MAX * RECORD_LEN;
 
 	g_mutex_lock(&st->save_lock);
 	g_mutex_lock(&st->lock);
@@ -282,37 +299,41 @@ static int save(struct stamps *st)
 	st->dirty = false;
 	g_mutex_unlock(&st->lock);
 	if (todo) {
-		/* The nodes' records, taken with the caller's lock (the tree's), never with
-		 * ours held: the tree lock comes first. */
-		GArray *nodes = g_array_new(FALSE, FALSE, sizeof(struct stamp));
-		if (st->collect)
-			st->collect(st->collect_data, nodes);
-		g_array_sort(nodes, stamp_cmp);
-		g_mutex_lock(&st->lock);
-		data = serialize(st, nodes);
-		g_mutex_unlock(&st->lock);
-		g_array_free(nodes, TRUE);
+		/* The nodes' stamps, taken with the caller's lock (the tree's), never with
+		 * ours held: the tree lock comes first. Nodes made since the count wait for
+		 * the next save. */
+		max = st->collect ? st->collect(st->collect_data, NULL, 0) : 0;
+		nodes = pages_new(max * sizeof(*nodes));
+		image = pages_new(image_size);
+		if (nodes && image) {
+			n = st->collect ? st->collect(st->collect_data, nodes, max) : 0;
+			qsort(nodes, n, sizeof(*nodes), stamp_cmp);
+			g_mutex_lock(&st->lock);
+			len = serialize(st, nodes, n, image);
+			g_mutex_unlock(&st->lock);
+		}
 	}
 	int r = 0;
-	if (data && !g_file_set_contents_full(st->file, (const char *)data->data, (gssize)data->len,
-					      G_FILE_SET_CONTENTS_CONSISTENT, 0600, &err)) {
+	if (todo && (!len || !g_file_set_contents_full(st->file, image, (gssize)len,
+						       G_FILE_SET_CONTENTS_CONSISTENT, 0600, &err))) {
 		r = -EIO;
 		g_mutex_lock(&st->lock);
 		if (!st->save_failing)
-			log_warn("cannot save mtimes for the next mount: %s", err->message);
+			log_warn("cannot save mtimes for the next mount: %s",
+				 err ? err->message : g_strerror(ENOMEM));
 		st->save_failing = true;
 		/* Again after a delay, not at once. */
 		st->dirty = true;
 		st->dirty_since_mono_us = g_get_monotonic_time();
 		g_mutex_unlock(&st->lock);
-	} else if (data) {
+	} else if (todo) {
 		g_mutex_lock(&st->lock);
 		st->save_failing = false;
 		g_mutex_unlock(&st->lock);
 	}
 	g_mutex_unlock(&st->save_lock);
-	if (data)
-		g_byte_array_unref(data);
+	pages_free(nodes, max * sizeof(*nodes));
+	pages_free(image, image_size);
 	return r;
 }
 

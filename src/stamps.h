@@ -54,8 +54,9 @@ struct stamp {
 	gint64 mtime_wall_us; /* unix µs */
 };
 
-/* Appends to @out (of struct stamp) the stamp of every node shown now that has one. */
-typedef void (*stamps_collect_fn)(void *data, GArray *out);
+/* Puts in @out the stamps of the nodes shown now that have one, at most @max; returns
+ * how many. With @out NULL: how many nodes there are (at most that many stamps). */
+typedef size_t (*stamps_collect_fn)(void *data, struct stamp *out, size_t max);
 
 /* A table read from @dir/stamps (@dir created 0700 when missing; NULL: memory only),
  * saved at most every @save_delay_us (monotonic µs) after a change, with the stamps

@@ -17,14 +17,18 @@
 /* The nodes of one mount, as the tree holds their stamps: ino -> struct stamp. */
 static GHashTable *nodes;
 
-static void collect(void *data, GArray *out)
+static size_t collect(void *data, struct stamp *out, size_t max)
 {
 	GHashTableIter it;
 	gpointer value;
+	size_t n = 0;
 
+	if (!out)
+		return g_hash_table_size(nodes);
 	g_hash_table_iter_init(&it, nodes);
-	while (g_hash_table_iter_next(&it, NULL, &value))
-		g_array_append_vals(out, value, 1);
+	while (n < max && g_hash_table_iter_next(&it, NULL, &value))
+		out[n++] = *(struct stamp *)value;
+	return n;
 }
 
 /* A table of @dir for a new mount (no node settled yet). */
