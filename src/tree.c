@@ -419,6 +419,7 @@ static bool can_unlink(struct tree *t, struct node *n)
 static void unlink_node(struct tree *t, struct node *n)
 {
 	index_remove(t, n);
+	g_ptr_array_remove_fast(t->orphans, n); /* a directory that was a file keeps none */
 	g_ptr_array_add(t->limbo_new, n);
 }
 
@@ -511,24 +512,19 @@ static void order_append(struct tree *t, struct node *dir, struct node *n)
 	dir->n_order++;
 }
 
-/* Takes @n out of its parent's order (or the orphans), then frees upwards what that
- * lets go: the parent, if gone and now empty, and the node before @n's number, if it
- * waited for @n's. Caller holds the lock. */
+/* Takes @n out of its parent's order (or the orphans: unlink_node), then frees upwards
+ * what that lets go: the parent, if gone and now empty, and the node before @n's number,
+ * if it waited for @n's. Caller holds the lock. */
 static void unlink_up(struct tree *t, struct node *n)
 {
 	while (n && can_unlink(t, n)) {
 		struct node *p = n->parent;
-		struct node **from = p->is_dir ? p->order : (struct node **)t->orphans->pdata;
-		uint32_t len = p->is_dir ? p->n_order : t->orphans->len;
-		for (uint32_t i = 0; i < len; i++) {
-			if (from[i] != n)
+		for (uint32_t i = 0; p->is_dir && i < p->n_order; i++) {
+			if (p->order[i] != n)
 				continue;
-			if (p->is_dir) {
-				memmove(from + i, from + i + 1, (len - i - 1) * sizeof(*from));
-				order_replace(t, p, p->order, len - 1);
-			} else {
-				g_ptr_array_remove_index(t->orphans, i);
-			}
+			memmove(p->order + i, p->order + i + 1,
+				(p->n_order - i - 1) * sizeof(*p->order));
+			order_replace(t, p, p->order, p->n_order - 1);
 			break;
 		}
 		uint64_t ino = n->ino;

@@ -823,6 +823,33 @@ static void test_a_node_is_freed_only_after_the_sections_that_may_hold_it(void) 
   tree_free(t);
 }
 
+/* A directory that turns into a file while the kernel holds a child of it: the child
+ * waits (an orphan) until forgotten, and the former directory is not freed before. */
+static void test_a_child_the_kernel_holds_outlives_its_directory_turned_file(void) {
+  struct tree *t = tree_new();
+  struct node *values = tree_add_child(t, tree_root(t), "values", true);
+  g_autoptr(GPtrArray) as_dir = provider_entries_new();
+  g_autoptr(GPtrArray) as_file = provider_entries_new();
+
+  g_ptr_array_add(as_dir, provider_entry_new("x", ENTRY_DIR));
+  g_ptr_array_add(as_file, provider_entry_new("x", ENTRY_FILE));
+  tree_set_children(t, values, as_dir, 1);
+  struct node *x = tree_child(t, values, "x");
+  struct node *y = tree_add_child(t, x, "y", false);
+  uint64_t x_ino = x->ino, y_ino = y->ino;
+  g_assert_true(tree_ref(t, y));
+
+  tree_set_children(t, values, as_file, 2); /* x is a file now; y waits */
+  g_assert_true(tree_get(t, y_ino) == y);
+  g_assert_true(y->gone);
+  set_children(t, values, (const char *const[]){NULL}, 3); /* x leaves too */
+  g_assert_true(tree_get(t, x_ino) == x); /* gone, but its child is held */
+  tree_forget(t, y_ino, 1);
+  g_assert_null(tree_get(t, y_ino));
+  g_assert_null(tree_get(t, x_ino)); /* it waited for y */
+  tree_free(t);
+}
+
 /* Under collisions, freeing never breaks the search for a name that took a later
  * number: a node waits while the number after it is taken. */
 static void test_freeing_under_collisions_keeps_every_name_found(void) {
@@ -910,6 +937,8 @@ int main(int argc, char **argv) {
                   test_a_gone_node_the_kernel_holds_stays_until_forgotten);
   g_test_add_func("/tree/a_node_is_freed_only_after_the_sections_that_may_hold_it",
                   test_a_node_is_freed_only_after_the_sections_that_may_hold_it);
+  g_test_add_func("/tree/a_child_the_kernel_holds_outlives_its_directory_turned_file",
+                  test_a_child_the_kernel_holds_outlives_its_directory_turned_file);
   g_test_add_func("/tree/freeing_under_collisions_keeps_every_name_found",
                   test_freeing_under_collisions_keeps_every_name_found);
   return g_test_run();
