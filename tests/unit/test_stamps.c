@@ -14,8 +14,10 @@
 #define SECOND	 G_USEC_PER_SEC
 #define T0	 ((gint64)1700000000 * SECOND)
 
-/* The nodes of one mount, as the tree holds their stamps: ino -> struct stamp. */
+/* The nodes of one mount, as the tree holds their stamps: ino -> struct stamp; guarded
+ * by nodes_lock, as the tree's lock guards the nodes (the saver thread collects). */
 static GHashTable *nodes;
+static GMutex nodes_lock;
 
 static size_t collect(void *data, struct stamp *out, size_t max)
 {
@@ -23,21 +25,27 @@ static size_t collect(void *data, struct stamp *out, size_t max)
 	gpointer value;
 	size_t n = 0;
 
-	if (!out)
-		return g_hash_table_size(nodes);
-	g_hash_table_iter_init(&it, nodes);
-	while (n < max && g_hash_table_iter_next(&it, NULL, &value))
-		out[n++] = *(struct stamp *)value;
+	g_mutex_lock(&nodes_lock);
+	if (!out) {
+		n = g_hash_table_size(nodes);
+	} else {
+		g_hash_table_iter_init(&it, nodes);
+		while (n < max && g_hash_table_iter_next(&it, NULL, &value))
+			out[n++] = *(struct stamp *)value;
+	}
+	g_mutex_unlock(&nodes_lock);
 	return n;
 }
 
 /* A table of @dir for a new mount (no node settled yet). */
 static struct stamps *mount_table(const char *dir, gint64 delay_us)
 {
+	g_mutex_lock(&nodes_lock);
 	if (nodes)
 		g_hash_table_remove_all(nodes);
 	else
 		nodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
+	g_mutex_unlock(&nodes_lock);
 	return stamps_open(dir, delay_us, collect, NULL);
 }
 
@@ -47,6 +55,7 @@ static struct stamps *mount_table(const char *dir, gint64 delay_us)
 static gint64 settle_first_seen(struct stamps *st, uint64_t ino, uint64_t hash, uint64_t size,
 				gint64 changed_at_wall_us, gint64 first_seen_wall_us)
 {
+	g_mutex_lock(&nodes_lock);
 	struct stamp *s = g_hash_table_lookup(nodes, &ino);
 
 	if (!s) {
@@ -60,7 +69,9 @@ static gint64 settle_first_seen(struct stamps *st, uint64_t ino, uint64_t hash, 
 		s->size = size;
 		s->mtime_wall_us = stamps_change(st, s->mtime_wall_us, changed_at_wall_us);
 	}
-	return s->mtime_wall_us;
+	gint64 mtime_wall_us = s->mtime_wall_us;
+	g_mutex_unlock(&nodes_lock);
+	return mtime_wall_us;
 }
 
 /* Settles @ino as a node whose first sighting is not known (G_MAXINT64), or one seen
@@ -74,7 +85,9 @@ static gint64 settle(struct stamps *st, uint64_t ino, uint64_t hash, uint64_t si
 /* Node @ino is freed (gone from its listing, forgotten by the kernel). */
 static void free_node(uint64_t ino)
 {
+	g_mutex_lock(&nodes_lock);
 	g_hash_table_remove(nodes, &ino);
+	g_mutex_unlock(&nodes_lock);
 }
 
 static char *temp_dir(void)
