@@ -33,6 +33,8 @@ struct accounts {
 	accounts_open_fn open;
 	void *open_data;
 	gint64 started_at_s; /* unix */
+	accounts_gauges_fn gauges; /* set before any read, then read only */
+	void *gauges_data;
 
 	GMutex lock;
 	GPtrArray *members;   /* (lock) struct member *, in account name order, retired kept */
@@ -546,10 +548,29 @@ int accounts_list(struct accounts *a, const struct provider_path *path, bool may
 	return r;
 }
 
+void accounts_set_gauges(struct accounts *a, accounts_gauges_fn fn, void *data)
+{
+	a->gauges = fn;
+	a->gauges_data = data;
+}
+
+/* status.json's "tree": the nodes the mount holds and the mtimes kept for the next. */
+static json_t *tree_json(struct accounts *a)
+{
+	size_t nodes = 0, stamps = 0;
+
+	if (a->gauges)
+		a->gauges(a->gauges_data, &nodes, &stamps);
+	return json_pack("{s:I, s:I}", "nodes", (json_int_t)nodes, "stamps", (json_int_t)stamps);
+}
+
 void accounts_render_status(struct accounts *a, GString *out)
 {
 	if (!a->all) {
-		session_render_status(the_one(a), out);
+		json_t *one = session_status_json(the_one(a));
+		json_object_set_new(one, "tree", tree_json(a));
+		provider_render_json(one, out);
+		json_decref(one);
 		return;
 	}
 	g_autoptr(GPtrArray) members = active_members(a);
@@ -562,6 +583,7 @@ void accounts_render_status(struct accounts *a, GString *out)
 		json_object_set_new(accounts, m->id, session_status_json(m->session));
 	}
 	json_object_set_new(root, "accounts", accounts);
+	json_object_set_new(root, "tree", tree_json(a));
 	/* Which account serves each id a directory of the root shows, and who lists it. */
 	g_mutex_lock(&a->lock);
 	GHashTableIter it;
@@ -600,4 +622,14 @@ void accounts_render_metrics(struct accounts *a, GString *out)
 	g_autoptr(GPtrArray) sessions = accounts_sessions(a);
 
 	session_render_metrics((struct session *const *)sessions->pdata, sessions->len, out);
+	size_t nodes = 0, stamps = 0;
+	if (a->gauges)
+		a->gauges(a->gauges_data, &nodes, &stamps);
+	g_string_append_printf(out,
+			       "# HELP smarthomefs_tree_nodes Files and directories the mount "
+			       "holds in memory.\n# TYPE smarthomefs_tree_nodes gauge\n"
+			       "smarthomefs_tree_nodes %zu\n"
+			       "# HELP smarthomefs_stamps Mtimes kept on disk for the next mount.\n"
+			       "# TYPE smarthomefs_stamps gauge\nsmarthomefs_stamps %zu\n",
+			       nodes, stamps);
 }

@@ -84,6 +84,14 @@ static void fs_content_changed(void *data, uint64_t ino)
 	notify_inval(fs->notify, ino);
 }
 
+/* fs_core's gone function: the kernel is told the node is deleted, to forget it. */
+static void fs_node_gone(void *data, uint64_t parent, uint64_t ino, const char *name)
+{
+	struct fs *fs = data;
+
+	notify_delete(fs->notify, parent, ino, name);
+}
+
 struct fs *fs_new(struct accounts *accounts)
 {
 	struct fs *fs = g_new0(struct fs, 1);
@@ -93,6 +101,7 @@ struct fs *fs_new(struct accounts *accounts)
 	fs->internal = internal_files_new(accounts);
 	fs->prefetch = prefetch_new(fs->core);
 	fs->notify = notify_new(fs->core);
+	fs_core_set_gone(fs->core, fs_node_gone, fs);
 	fs->timeout_us = (gint64)accounts_options(accounts)->timeout * G_USEC_PER_SEC;
 	g_mutex_init(&fs->fetch_lock);
 	return fs;
@@ -146,6 +155,20 @@ static int fs_fill_entry(struct fs *fs, struct node *node, bool may_fetch,
 	e->attr_timeout = timeout_s;
 	e->entry_timeout = timeout_s;
 	return 0;
+}
+
+/* Answers @req with the entry of tree node @node (filled by fs_fill_entry), counting the
+ * kernel's lookup before the answer (a FORGET may follow it at once) and taking it back
+ * when the answer did not arrive. A node that left the tree meanwhile is no entry. */
+static void fs_reply_node_entry(struct fs *fs, fuse_req_t req, struct node *node,
+				struct fuse_entry_param *e)
+{
+	if (!tree_ref(fs->tree, node)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (fuse_reply_entry(req, e) != 0)
+		tree_forget(fs->tree, node->ino, 1);
 }
 
 static void fs_rendering_stat(struct fs *fs, const struct rendering *rd, struct stat *st)
@@ -299,7 +322,7 @@ static int op_lookup(struct fs *fs, fuse_req_t req, fuse_ino_t parent, const cha
 	if (r < 0)
 		fuse_reply_err(req, fs_errno(r));
 	else
-		fuse_reply_entry(req, &e);
+		fs_reply_node_entry(fs, req, node, &e);
 	return 0;
 }
 
@@ -375,6 +398,9 @@ static int op_readdir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size
 	size_t max = size / DIRENT_MIN_BYTES + 1;
 	g_autofree struct tree_dirent *window = g_new0(struct tree_dirent, max);
 	int r = 0;
+	/* The entries answered with a node (readdirplus): each is a lookup the kernel
+	 * counts, taken back if the answer does not arrive. */
+	g_autoptr(GArray) counted = g_array_new(FALSE, FALSE, sizeof(uint64_t));
 
 	if (!dir) {
 		fuse_reply_err(req, ENOENT);
@@ -417,7 +443,7 @@ static int op_readdir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size
 			r = child ? fs_fill_entry(fs, child, may_fetch, &e) : 0;
 			if (r == -EINPROGRESS)
 				break; /* the fetch pool answers all of it */
-			if (r < 0) {
+			if (r < 0 || (child && !tree_ref(fs->tree, child))) {
 				memset(&e, 0, sizeof(e));
 				e.attr.st_ino = d->ino;
 				e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
@@ -428,16 +454,26 @@ static int op_readdir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size
 						     next_off)
 			    : fuse_add_direntry(req, buf + used, size - used, d->name, &e.attr,
 						next_off);
-		if (need > size - used)
+		if (need > size - used) {
+			if (e.ino)
+				tree_forget(fs->tree, e.ino, 1);
 			break;
+		}
+		if (e.ino)
+			g_array_append_val(counted, e.ino);
 		used += need;
 	}
 	for (size_t k = 0; k < n; k++)
 		g_free(window[k].name);
-	if (r == -EINPROGRESS)
+	if (r == -EINPROGRESS) {
+		for (guint k = 0; k < counted->len; k++)
+			tree_forget(fs->tree, g_array_index(counted, uint64_t, k), 1);
 		return r;
+	}
 reply:
-	fuse_reply_buf(req, buf, used);
+	if (fuse_reply_buf(req, buf, used) != 0)
+		for (guint k = 0; k < counted->len; k++)
+			tree_forget(fs->tree, g_array_index(counted, uint64_t, k), 1);
 	return 0;
 }
 
@@ -501,6 +537,7 @@ static void fs_fetch_one(gpointer data, gpointer user_data)
 	struct deferred *d = data;
 	struct fs *fs = user_data;
 
+	unsigned held = tree_hold(fs->tree);
 	if (g_get_monotonic_time() - d->queued_mono_us > fs->timeout_us) {
 		/* Waited its whole timeout in the queue: what the cache holds, or the error
 		 * the man page promises after the timeout. */
@@ -509,6 +546,7 @@ static void fs_fetch_one(gpointer data, gpointer user_data)
 	} else {
 		fs_run(fs, d, true);
 	}
+	tree_release(fs->tree, held);
 	deferred_free(d);
 }
 
@@ -527,7 +565,11 @@ static void fs_answer(fuse_req_t req, struct deferred d)
 	struct fs *fs = fuse_req_userdata(req);
 
 	d.req = req;
-	if (fs_run(fs, &d, false) != -EINPROGRESS)
+	/* Node pointers are held only inside a section (tree.h). */
+	unsigned held = tree_hold(fs->tree);
+	int r = fs_run(fs, &d, false);
+	tree_release(fs->tree, held);
+	if (r != -EINPROGRESS)
 		return;
 	struct deferred *copy = g_memdup2(&d, sizeof(d));
 	copy->name = g_strdup(d.name);
@@ -537,7 +579,9 @@ static void fs_answer(fuse_req_t req, struct deferred d)
 	g_mutex_unlock(&fs->fetch_lock);
 	if (!queued) {
 		/* No pool (the mount starts or ends): wait here. */
+		held = tree_hold(fs->tree);
 		fs_run(fs, copy, true);
+		tree_release(fs->tree, held);
 		deferred_free(copy);
 	}
 }
@@ -547,22 +591,26 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fs_answer(req, (struct deferred){.op = OP_LOOKUP, .ino = parent, .name = (char *)name});
 }
 
-/* Tree nodes live until unmount, so an inode number never changes its meaning; only
- * renderings of internal files go when forgotten. */
+/* The kernel forgot @nlookup lookups of node @ino: a tree node gone from its listing
+ * that it no longer holds is freed (tree.h), a rendering of an internal file goes. */
+static void fs_forget_one(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
+{
+	if (tree_get(fs->tree, ino))
+		tree_forget(fs->tree, ino, nlookup);
+	else
+		internal_files_forget(fs->internal, ino, nlookup);
+}
+
 static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	struct fs *fs = fuse_req_userdata(req);
-
-	internal_files_forget(fs->internal, ino, nlookup);
+	fs_forget_one(fuse_req_userdata(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
-	struct fs *fs = fuse_req_userdata(req);
-
 	for (size_t i = 0; i < count; i++)
-		internal_files_forget(fs->internal, forgets[i].ino, forgets[i].nlookup);
+		fs_forget_one(fuse_req_userdata(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -603,13 +651,16 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	unsigned held = tree_hold(fs->tree);
 	struct node *node = tree_get(fs->tree, ino);
+	bool is_dir = node && tree_node_is_dir(fs->tree, node);
 
+	tree_release(fs->tree, held);
 	if (!node && !internal_files_find(fs->internal, ino)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	if (node && tree_node_is_dir(fs->tree, node)) {
+	if (is_dir) {
 		fuse_reply_err(req, EISDIR);
 		return;
 	}

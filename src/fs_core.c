@@ -40,6 +40,8 @@ struct fs_core {
 	struct stamps *stamps;	   /* the mtimes shown, for the next mount */
 	fs_core_changed_fn changed;
 	void *changed_data;
+	fs_core_gone_fn gone;
+	void *gone_data;
 	GMutex rendered_lock;	   /* guards rendered and rendered_bytes */
 	GQueue rendered;	   /* struct rendered *, the most recently used first */
 	size_t rendered_bytes;	   /* the sum of their sizes */
@@ -103,6 +105,72 @@ static void rendered_put(struct fs_core *c, uint64_t ino, uint64_t gen, GBytes *
 	g_mutex_unlock(&c->rendered_lock);
 }
 
+/* The fingerprint of a listing (what dir_settle saves for a directory): each entry's
+ * kind and raw name, in order. */
+static uint64_t listing_hash(uint64_t hash, bool is_dir, const char *raw)
+{
+	const char type = is_dir ? 'd' : 'f';
+
+	hash = fnv1a_64(hash, &type, 1);
+	return fnv1a_64(hash, raw, strlen(raw) + 1);
+}
+
+/* Where collect_stamp puts the stamps. */
+struct stamp_sink {
+	struct stamp *out;
+	size_t max, n;
+};
+
+/* tree_for_each: puts @n's stamp, if it has one, in the struct stamp_sink @data. (tree
+ * lock) */
+static void collect_stamp(struct node *n, void *data)
+{
+	struct stamp_sink *sink = data;
+	struct stamp s = {n->ino, 0, 0, n->mtime_wall_us};
+
+	if (n->internal || !s.mtime_wall_us || sink->n == sink->max)
+		return;
+	if (!n->is_dir) {
+		if (!n->memo.gen)
+			return;
+		s.hash = n->memo.hash;
+		s.size = n->memo.size;
+	} else {
+		if (!n->listed_gen)
+			return;
+		s.hash = FNV1A_64_OFFSET;
+		for (uint32_t i = 0; i < n->n_order; i++) {
+			const struct node *k = n->order[i];
+			if (k->gone || k->internal)
+				continue;
+			s.hash = listing_hash(s.hash, k->is_dir, tree_node_raw(k));
+			s.size++;
+		}
+	}
+	sink->out[sink->n++] = s;
+}
+
+/* stamps' collect: the stamps the nodes hold (fs_core's memo and mtime). */
+static size_t collect_stamps(void *data, struct stamp *out, size_t max)
+{
+	struct fs_core *c = data;
+	struct stamp_sink sink = {out, max, 0};
+
+	if (!out)
+		return tree_count(c->tree);
+	tree_for_each(c->tree, collect_stamp, &sink);
+	return sink.n;
+}
+
+/* The accounts' gauges, for status.json and metrics. */
+static void core_gauges(void *data, size_t *ret_nodes, size_t *ret_stamps)
+{
+	struct fs_core *c = data;
+
+	*ret_nodes = tree_count(c->tree);
+	*ret_stamps = stamps_saved(c->stamps);
+}
+
 struct fs_core *fs_core_new(struct accounts *accounts, fs_core_changed_fn changed, void *data)
 {
 	struct fs_core *c = g_new0(struct fs_core, 1);
@@ -113,13 +181,35 @@ struct fs_core *fs_core_new(struct accounts *accounts, fs_core_changed_fn change
 	c->gid = getgid();
 	c->mounted_at_wall_us = g_get_real_time();
 	g_autofree char *cache_dir = accounts_cache_dir(accounts);
-	c->stamps = stamps_open(cache_dir, STAMPS_SAVE_DELAY_US);
+	c->stamps = stamps_open(cache_dir, STAMPS_SAVE_DELAY_US, collect_stamps, c);
+	accounts_set_gauges(accounts, core_gauges, c);
 	c->changed = changed;
 	c->changed_data = data;
 	g_mutex_init(&c->rendered_lock);
 	g_queue_init(&c->rendered);
 	c->rendered_max_bytes = (size_t)MAX(accounts_options(accounts)->render_memory_mib, 0) << 20;
 	return c;
+}
+
+void fs_core_set_gone(struct fs_core *c, fs_core_gone_fn gone, void *data)
+{
+	c->gone = gone;
+	c->gone_data = data;
+}
+
+/* Tells the gone hook of @node and what the kernel holds below it. */
+static void tell_gone(struct fs_core *c, struct node *node)
+{
+	if (!c->gone)
+		return;
+	GArray *held = g_array_new(FALSE, FALSE, sizeof(struct tree_held));
+	tree_held_below(c->tree, node, held);
+	for (guint i = 0; i < held->len; i++) {
+		struct tree_held *h = &g_array_index(held, struct tree_held, i);
+		c->gone(c->gone_data, h->parent, h->ino, h->name);
+		g_free(h->name);
+	}
+	g_array_free(held, TRUE);
 }
 
 void fs_core_free(struct fs_core *c)
@@ -195,10 +285,10 @@ static gint64 first_seen_wall_us(struct fs_core *c, struct node *node)
 }
 
 /* Sets @dir's mtime after a listing of @entries from a resource whose bytes changed at
- * @changed_at_wall_us: it changes only when the names do (a resource can change its
- * bytes but not its names). A directory never remembered keeps at its @first listing of
- * the mount the time its stat showed until then. */
-static void dir_settle(struct fs_core *c, struct node *dir, GPtrArray *entries, bool first,
+ * @changed_at_wall_us: it changes only when the names do (@changed: the tree says they
+ * did; a resource can change its bytes but not its names). A directory never settled in
+ * this mount keeps at its first listing the time its stat showed until then. */
+static void dir_settle(struct fs_core *c, struct node *dir, GPtrArray *entries, bool changed,
 		       gint64 changed_at_wall_us)
 {
 	uint64_t hash = FNV1A_64_OFFSET;
@@ -207,16 +297,18 @@ static void dir_settle(struct fs_core *c, struct node *dir, GPtrArray *entries, 
 		const struct provider_entry *e = g_ptr_array_index(entries, i);
 		if (!e || !e->name)
 			continue; /* as tree_set_children */
-		const char type = e->type == ENTRY_DIR ? 'd' : 'f';
-		hash = fnv1a_64(hash, &type, 1);
-		hash = fnv1a_64(hash, e->name, strlen(e->name) + 1);
+		hash = listing_hash(hash, e->type == ENTRY_DIR, e->name);
 	}
 	tree_lock(c->tree);
-	gint64 first_seen = first ? first_seen_wall_us(c, dir) : G_MAXINT64;
-	if (first)
-		changed_at_wall_us = MAX(changed_at_wall_us, first_seen);
-	dir->mtime_wall_us =
-	    stamps_settle(c->stamps, dir->ino, hash, entries->len, changed_at_wall_us, first_seen);
+	if (!dir->mtime_wall_us) {
+		gint64 first_seen = first_seen_wall_us(c, dir);
+		dir->mtime_wall_us =
+		    stamps_settle(c->stamps, dir->ino, hash, entries->len,
+				  MAX(changed_at_wall_us, first_seen), first_seen);
+	} else if (changed) {
+		dir->mtime_wall_us =
+		    stamps_change(c->stamps, dir->mtime_wall_us, changed_at_wall_us);
+	}
 	tree_unlock(c->tree);
 }
 
@@ -311,10 +403,12 @@ static void apply_listing(struct fs_core *c, struct node *dir, const struct node
 			 np->pp.n ? np->comp[np->pp.n - 1] : "/", entries->len, max);
 		g_ptr_array_set_size(entries, max);
 	}
-	tree_set_children_gone(c->tree, dir, entries, gen, gone);
-	for (guint i = 0; i < gone->len; i++)
+	bool changed = tree_set_children_gone(c->tree, dir, entries, gen, gone);
+	for (guint i = 0; i < gone->len; i++) {
 		forget_gone(c, gone->pdata[i]);
-	dir_settle(c, dir, entries, !listed, changed_at_us);
+		tell_gone(c, gone->pdata[i]);
+	}
+	dir_settle(c, dir, entries, changed, changed_at_us);
 	if (np->pp.n == 0 && !listed)
 		internal_files_add(c->tree);
 }
@@ -392,8 +486,8 @@ static int sync_dir(struct fs_core *c, struct node *dir, struct resource *listin
 		r = p->list(&np.pp, NULL, entries);
 		if (r < 0)
 			goto out;
-		tree_set_children(c->tree, dir, entries, 1);
-		dir_settle(c, dir, entries, true, c->mounted_at_wall_us);
+		bool changed = tree_set_children_gone(c->tree, dir, entries, 1, NULL);
+		dir_settle(c, dir, entries, changed, c->mounted_at_wall_us);
 		if (np.pp.n == 0)
 			internal_files_add(c->tree);
 		goto out;
@@ -517,13 +611,16 @@ static bool note_content(struct fs_core *c, struct node *node, GBytes *data, uin
 	 * without a fetch and the same on every mount, unless the same bytes were shown
 	 * with another time before (the period's file while it was today's): then that one,
 	 * so that a period turning final changes no mtime. */
-	if (!node->memo.gen || changed)
+	if (changed)
+		node->mtime_wall_us =
+		    stamps_change(c->stamps, node->mtime_wall_us, changed_at_wall_us);
+	else if (!node->memo.gen)
 		node->mtime_wall_us = stamps_settle(
 		    c->stamps, node->ino, hash, g_bytes_get_size(data), changed_at_wall_us,
-		    changed || fixed_time ? G_MAXINT64 : first_seen_wall_us(c, node));
+		    fixed_time ? G_MAXINT64 : first_seen_wall_us(c, node));
 	node->memo.gen = gen ? gen : 1;
 	node->memo.hash = hash;
-	node->memo.size = g_bytes_get_size(data);
+	node->memo.size = (uint32_t)MIN(g_bytes_get_size(data), UINT32_MAX);
 	tree_unlock(c->tree);
 	if (changed && c->changed)
 		c->changed(c->changed_data, node->ino);

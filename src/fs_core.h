@@ -43,6 +43,11 @@ typedef void (*fs_core_changed_fn)(void *data, uint64_t ino);
 
 /* A core over the sessions of @accounts (not owned), with a tree of its own. */
 struct fs_core *fs_core_new(struct accounts *accounts, fs_core_changed_fn changed, void *data);
+/* Told a node that left its listing and that the kernel holds (parent's inode, its inode
+ * and name), children before their directory: the kernel is to forget it. Called with no
+ * lock held, from inside a request. Set before any request. */
+typedef void (*fs_core_gone_fn)(void *data, uint64_t parent, uint64_t ino, const char *name);
+void fs_core_set_gone(struct fs_core *c, fs_core_gone_fn gone, void *data);
 void fs_core_free(struct fs_core *c);
 struct tree *fs_core_tree(struct fs_core *c);
 /* Saves the mtimes shown so far for the next mount (at unmount; fs_core_free does too). */

@@ -2,25 +2,26 @@
 #include "notify.h"
 
 #include <errno.h>
+#include <string.h>
 
 #include "log.h"
 
 struct notify {
 	struct fs_core *core;
 	struct tree *tree;
-	GMutex lock;		 /* guards se, thread and filled */
+	GMutex lock;		 /* guards se and thread */
 	struct fuse_session *se; /* NULL before the start and after the stop */
 	GThread *thread;
 	gint ended;	      /* atomic: the thread has returned, or never started */
 	GAsyncQueue *notices; /* struct notice *, or &stop_mark */
-	GHashTable *filled;   /* directory inode -> listing generation its files were put in
-			       * the page cache for */
 };
 
 /* What the thread tells the kernel about a file. */
 struct notice {
 	uint64_t ino;
-	bool fill; /* put its bytes in the page cache; else drop its pages and attributes */
+	bool fill;	 /* put its bytes in the page cache; else drop its pages and attributes */
+	uint64_t parent; /* with name: it is deleted from this directory */
+	char name[];
 };
 
 /* Tells the thread to end. */
@@ -35,7 +36,6 @@ struct notify *notify_new(struct fs_core *core)
 	g_mutex_init(&n->lock);
 	n->ended = 1;
 	n->notices = g_async_queue_new_full(g_free);
-	n->filled = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	return n;
 }
 
@@ -45,7 +45,6 @@ void notify_free(struct notify *n)
 		return;
 	notify_stop(n);
 	g_async_queue_unref(n->notices);
-	g_hash_table_destroy(n->filled);
 	g_mutex_clear(&n->lock);
 	g_free(n);
 }
@@ -90,8 +89,18 @@ static gpointer notify_thread(gpointer data)
 			g_atomic_int_set(&n->ended, 1);
 			return NULL;
 		}
-		if (x->fill) {
+		if (x->parent) {
+			int r = fuse_lowlevel_notify_delete(se, x->parent, x->ino, x->name,
+							    strlen(x->name));
+			/* -ENOENT: the kernel has forgotten it already; -ENOTEMPTY: a directory
+			 * with entries still cached, which it then drops all the same. */
+			if (r < 0 && r != -ENOENT && r != -ENOTEMPTY)
+				log_debug("cannot delete inode %" G_GUINT64_FORMAT ": %s", x->ino,
+					  g_strerror(-r));
+		} else if (x->fill) {
+			unsigned held = tree_hold(n->tree);
 			fill_pages(n, se, x->ino);
+			tree_release(n->tree, held);
 		} else {
 			/* -ENOENT: the kernel has forgotten the inode, nothing to drop. */
 			int r = fuse_lowlevel_notify_inval_inode(se, x->ino, 0, 0);
@@ -143,18 +152,23 @@ void notify_stop(struct notify *n)
 			g_free(x);
 }
 
-/* Queues a notice, unless the thread is not running. */
-static void notice(struct notify *n, uint64_t ino, bool fill)
+/* Queues a notice (a deletion with @name), unless the thread is not running. */
+static void notice(struct notify *n, uint64_t ino, bool fill, uint64_t parent, const char *name)
 {
 	g_mutex_lock(&n->lock);
 	if (n->se) {
-		struct notice *x = g_new(struct notice, 1);
+		size_t len = name ? strlen(name) + 1 : 0;
+		struct notice *x = g_malloc0(sizeof(*x) + len);
 		x->ino = ino;
 		x->fill = fill;
+		x->parent = parent;
+		if (len)
+			memcpy(x->name, name, len);
 		/* Dropping old bytes goes before filling: a fill checks again what the
 		 * kernel was told when it runs, so it may safely come after an
-		 * invalidation queued later. */
-		if (fill)
+		 * invalidation queued later. Deletions keep their order (children before
+		 * their directory). */
+		if (fill || parent)
 			g_async_queue_push(n->notices, x);
 		else
 			g_async_queue_push_front(n->notices, x);
@@ -164,7 +178,12 @@ static void notice(struct notify *n, uint64_t ino, bool fill)
 
 void notify_inval(struct notify *n, uint64_t ino)
 {
-	notice(n, ino, false);
+	notice(n, ino, false, 0, NULL);
+}
+
+void notify_delete(struct notify *n, uint64_t parent, uint64_t ino, const char *name)
+{
+	notice(n, ino, false, parent, name);
 }
 
 /* Marks @dir's files as put in the page cache for its current listing; false when they
@@ -172,22 +191,13 @@ void notify_inval(struct notify *n, uint64_t ino)
 static bool fill_mark(struct notify *n, struct node *dir)
 {
 	uint64_t gen;
-	bool todo;
 
 	if (dir->internal)
 		return false;
 	tree_lock(n->tree);
 	gen = dir->is_dir ? dir->listed_gen : 0;
 	tree_unlock(n->tree);
-	if (!gen)
-		return false;
-	g_mutex_lock(&n->lock);
-	todo = GPOINTER_TO_SIZE(g_hash_table_lookup(n->filled, &dir->ino)) != (gsize)gen;
-	if (todo)
-		g_hash_table_replace(n->filled, g_memdup2(&dir->ino, sizeof(dir->ino)),
-				     GSIZE_TO_POINTER((gsize)gen));
-	g_mutex_unlock(&n->lock);
-	return todo;
+	return gen && tree_mark(n->tree, dir, TREE_MARK_FILLED, gen);
 }
 
 /* Has the files of @dir put in the page cache, but for @except, and those of its
@@ -202,7 +212,7 @@ static void fill_dir(struct notify *n, struct node *dir, uint64_t except, int de
 		struct tree_dirent *d = &g_array_index(entries, struct tree_dirent, i);
 		struct node *sub = d->is_dir && depth > 0 ? tree_get(n->tree, d->ino) : NULL;
 		if (!d->is_dir && d->ino != except)
-			notice(n, d->ino, true);
+			notice(n, d->ino, true, 0, NULL);
 		else if (sub)
 			fill_dir(n, sub, 0, depth - 1);
 	}

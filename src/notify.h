@@ -1,6 +1,7 @@
 /* notify: what the kernel is told about files outside of any request, by one thread of
  * its own: invalidations (a file's bytes changed: its attributes and pages go) and page
- * fills (notify_store of bytes the cache holds, the readahead across files). A notice
+ * fills (notify_store of bytes the cache holds, the readahead across files), and
+ * deletions (a node left its listing: the kernel is to forget it). A notice
  * for an inode must not be sent from inside a request on that inode (the kernel may
  * hold the inode's lock while it waits for our reply), hence the thread; one thread, so
  * that notices about one file keep their order. Invalidations overtake queued fills.
@@ -43,5 +44,10 @@ bool notify_ended(struct notify *n);
 void notify_stop(struct notify *n);
 /* Has the kernel drop inode @ino's attributes and pages; nothing before notify_start. */
 void notify_inval(struct notify *n, uint64_t ino);
+/* Tells the kernel that node @ino, named @name in directory @parent, is deleted (it left
+ * its listing): its dentry goes and, when nobody has it open, the inode too, which the
+ * kernel then forgets (FORGET), so the tree may free the node. Nothing before
+ * notify_start. */
+void notify_delete(struct notify *n, uint64_t parent, uint64_t ino, const char *name);
 /* After file @node was read from its start: the readahead across files. */
 void notify_fill_around(struct notify *n, struct node *node);

@@ -9,22 +9,25 @@ struct prefetch {
 	struct fs_core *core;
 	struct accounts *accounts;
 	struct tree *tree;
-	GMutex lock;		/* guards pool and prefetched */
-	GThreadPool *pool;	/* struct prefetch_job *; NULL before the start or after the end */
-	GHashTable *prefetched; /* directory inode -> struct listed: prefetched for */
+	GMutex lock;	   /* guards pool */
+	GThreadPool *pool; /* struct prefetch_job *; NULL before the start or after the end */
 	atomic_uint_fast64_t seq; /* the order of queueing, for prefetch_job_cmp */
 	atomic_int running;	  /* jobs in prefetch_one now */
 };
 
-/* A directory whose listing was prefetched for: which generation of it, and when. */
-struct listed {
-	uint64_t gen;
-	gint64 at_mono_us;
-};
-
 /* A directory listed this long after the one before it in its parent (a Tibber home's
- * devices/ after the previous home's) is taken for the next step of one walk. */
-#define WALK_STEP_US (60 * G_USEC_PER_SEC)
+ * devices/ after the previous home's) is taken for the next step of one walk. When a
+ * directory was listed is kept in its node as a byte of WALK_TICK_US ticks (tree_tick_set):
+ * one that wrapped around (listed a multiple of 17 minutes before) may be taken for a
+ * step, which costs a prefetch of what is cached or within the quota, never a wrong
+ * answer. */
+#define WALK_STEP_US  (60 * G_USEC_PER_SEC)
+#define WALK_TICK_US  (4 * G_USEC_PER_SEC)
+
+static uint8_t walk_tick(void)
+{
+	return (uint8_t)(g_get_monotonic_time() / WALK_TICK_US);
+}
 
 /* A prefetch job: warms the cache with one resource; with @comp, the resource is the
  * listing of directory @comp, and its entries' resources are queued next, at the same
@@ -213,17 +216,10 @@ static void prefetch_one(gpointer data, gpointer user_data)
 /* Whether directory @dir was listed (for prefetch) less than WALK_STEP_US ago. */
 static bool listed_lately(struct prefetch *pf, struct node *dir)
 {
-	struct listed *l = NULL;
-	gint64 at_mono_us = 0;
+	uint8_t tick;
 
-	if (!dir)
-		return false;
-	g_mutex_lock(&pf->lock);
-	l = g_hash_table_lookup(pf->prefetched, &dir->ino);
-	if (l)
-		at_mono_us = l->at_mono_us;
-	g_mutex_unlock(&pf->lock);
-	return l && g_get_monotonic_time() - at_mono_us < WALK_STEP_US;
+	return dir && tree_tick_get(pf->tree, dir, &tick) &&
+	       (uint8_t)(walk_tick() - tick) < WALK_STEP_US / WALK_TICK_US;
 }
 
 /* After @dir (at @np, made from resource @own) was listed for the first time in its
@@ -316,14 +312,8 @@ void prefetch_listing(struct prefetch *pf, struct node *dir, const struct resour
 	if (!running || !res->gen || dir->internal ||
 	    fs_core_source(pf->core, dir, &ref, &np) < 0 || !ref.path || !np.session)
 		goto out;
-	struct listed *l = g_new(struct listed, 1);
-	l->gen = res->gen;
-	l->at_mono_us = g_get_monotonic_time();
-	g_mutex_lock(&pf->lock);
-	struct listed *was = g_hash_table_lookup(pf->prefetched, &dir->ino);
-	todo = !was || was->gen != l->gen;
-	g_hash_table_replace(pf->prefetched, g_memdup2(&dir->ino, sizeof(dir->ino)), l);
-	g_mutex_unlock(&pf->lock);
+	tree_tick_set(pf->tree, dir, walk_tick());
+	todo = tree_mark(pf->tree, dir, TREE_MARK_PREFETCHED, res->gen);
 	if (todo) {
 		prefetch_listed(pf, np.session, np.pp.comp, np.pp.n, &ref, res, PREFETCH_NOW);
 		prefetch_cousins(pf, dir, &np, ref.key ? ref.key : ref.path);
@@ -341,7 +331,6 @@ struct prefetch *prefetch_new(struct fs_core *core)
 	pf->accounts = fs_core_accounts(core);
 	pf->tree = fs_core_tree(core);
 	g_mutex_init(&pf->lock);
-	pf->prefetched = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	return pf;
 }
 
@@ -383,7 +372,6 @@ void prefetch_free(struct prefetch *pf)
 	if (!pf)
 		return;
 	prefetch_stop(pf);
-	g_hash_table_destroy(pf->prefetched);
 	g_mutex_clear(&pf->lock);
 	g_free(pf);
 }

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,25 +18,28 @@
 #define FILE_NAME  "stamps"
 #define MAGIC	   "smarthomefs stamps 1\n"
 #define MAGIC_LEN  (sizeof(MAGIC) - 1)
+#define HEAD_LEN   (MAGIC_LEN + sizeof(uint64_t))
 #define RECORD_LEN (4 * sizeof(uint64_t))
 
-struct stamp {
-	uint64_t ino;
-	uint64_t hash;
-	gint64 mtime_wall_us; /* unix µs */
-	uint32_t size;	      /* saturated at UINT32_MAX: with the hash, only a check */
-	uint32_t seen;	      /* settled or peeked in this mount */
-};
+/* What this mount did with a record of the last mount's table (stamps.old_flags). */
+enum { OLD_SEEN = 1, OLD_CLAIMED = 2 };
 
 struct stamps {
 	char *file; /* NULL: memory only */
 	gint64 save_delay_us;
+	stamps_collect_fn collect;
+	void *collect_data;
 
 	GMutex save_lock; /* orders saves, so an older table never replaces a newer one */
 	GMutex lock;	  /* guards every field below */
 	GCond wake;	  /* the saver: a change, or the end */
-	GArray *sorted;	  /* struct stamp, by ino */
-	GHashTable *new;  /* ino -> struct stamp *: not in sorted yet */
+	/* The last mount's table, mapped from the file read at open (its pages are the
+	 * file's, not the heap's): n_old records from old_recs, and a byte of OLD_* each. */
+	GMappedFile *old;
+	const char *old_recs;
+	size_t n_old;
+	guint8 *old_flags;
+	size_t saved;	    /* records in the file now */
 	bool dirty;
 	gint64 dirty_since_mono_us; /* monotonic */
 	bool full_logged;
@@ -49,7 +53,7 @@ static uint32_t size32(uint64_t size)
 	return size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
 }
 
-static gint stamp_cmp(gconstpointer a, gconstpointer b)
+static int stamp_cmp(const void *a, const void *b)
 {
 	const struct stamp *x = a, *y = b;
 
@@ -64,39 +68,35 @@ static uint64_t get_u64(const char *p)
 	return GUINT64_FROM_LE(v);
 }
 
-static void put_u64(GByteArray *out, uint64_t v)
+
+/* Record @i of the last mount's table. */
+static struct stamp old_record(const struct stamps *st, size_t i)
 {
-	v = GUINT64_TO_LE(v);
-	g_byte_array_append(out, (const guint8 *)&v, sizeof(v));
+	const char *rec = st->old_recs + i * RECORD_LEN;
+
+	return (struct stamp){get_u64(rec), get_u64(rec + 8), get_u64(rec + 16),
+			      (gint64)get_u64(rec + 24)};
 }
 
-/* Reads the records of @data (@len bytes) into st->sorted. NULL, or how it is not a
- * well-formed table. */
-static const char *parse(struct stamps *st, const char *data, size_t len)
+/* NULL when @data (@len bytes) is a well-formed table (its records then from @data +
+ * HEAD_LEN, their count in *ret_count), or how it is not. */
+static const char *check(const char *data, size_t len, size_t *ret_count)
 {
-	size_t head = MAGIC_LEN + sizeof(uint64_t);
-
-	if (len < head + sizeof(uint64_t) || memcmp(data, MAGIC, MAGIC_LEN) != 0)
+	if (len < HEAD_LEN + sizeof(uint64_t) || memcmp(data, MAGIC, MAGIC_LEN) != 0)
 		return "not a table of this version";
 	uint64_t count = get_u64(data + MAGIC_LEN);
-	if (count > STAMPS_MAX || len != head + count * RECORD_LEN + sizeof(uint64_t))
+	if (count > STAMPS_MAX || len != HEAD_LEN + count * RECORD_LEN + sizeof(uint64_t))
 		return "its length does not match its count";
-	const char *rec = data + head;
+	const char *rec = data + HEAD_LEN;
 	if (fnv1a_64(FNV1A_64_OFFSET, rec, count * RECORD_LEN) != get_u64(rec + count * RECORD_LEN))
 		return "its checksum does not match";
-	g_array_set_size(st->sorted, count);
 	for (uint64_t i = 0; i < count; i++, rec += RECORD_LEN) {
-		struct stamp *s = &g_array_index(st->sorted, struct stamp, i);
-		s->ino = get_u64(rec);
-		s->hash = get_u64(rec + 8);
-		s->size = size32(get_u64(rec + 16));
-		s->mtime_wall_us = (gint64)get_u64(rec + 24);
-		s->seen = 0;
-		if (s->ino == 0 || s->mtime_wall_us < 0 || (i > 0 && s[-1].ino >= s->ino)) {
-			g_array_set_size(st->sorted, 0);
+		uint64_t ino = get_u64(rec);
+		if (ino == 0 || (gint64)get_u64(rec + 24) < 0 ||
+		    (i > 0 && get_u64(rec - RECORD_LEN) >= ino))
 			return "its entries are out of order";
-		}
 	}
+	*ret_count = count;
 	return NULL;
 }
 
@@ -113,13 +113,15 @@ static const char *untrusted(const struct stat *sb, mode_t type)
 	return NULL;
 }
 
-/* Loads st->file when it is a well-formed file that can be trusted; anything else is
+/* Maps st->file when it is a well-formed file that can be trusted; anything else is
  * logged and left to be replaced at the next save. */
 static void load(struct stamps *st)
 {
 	g_autoptr(GError) err = NULL;
 	const char *why = NULL;
 	struct stat sb;
+	GMappedFile *map = NULL;
+	size_t count = 0;
 	int fd = open(st->file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0 && errno == ENOENT)
@@ -127,23 +129,29 @@ static void load(struct stamps *st)
 	if (fd < 0 || fstat(fd, &sb) != 0)
 		why = g_strerror(errno);
 	else if (!(why = untrusted(&sb, S_IFREG)) &&
-		 (uint64_t)sb.st_size >
-		     MAGIC_LEN + 2 * sizeof(uint64_t) + (uint64_t)STAMPS_MAX * RECORD_LEN)
+		 (uint64_t)sb.st_size > HEAD_LEN + sizeof(uint64_t) + (uint64_t)STAMPS_MAX * RECORD_LEN)
 		why = "too large";
 	else if (!why && sb.st_size == 0)
 		why = "empty";
 	if (!why) {
-		GMappedFile *map = g_mapped_file_new_from_fd(fd, FALSE, &err);
+		map = g_mapped_file_new_from_fd(fd, FALSE, &err);
 		if (!map)
 			why = err->message;
 		else
-			why = parse(st, g_mapped_file_get_contents(map),
-				    g_mapped_file_get_length(map));
+			why = check(g_mapped_file_get_contents(map), g_mapped_file_get_length(map),
+				    &count);
+	}
+	if (why) {
+		log_warn("ignoring %s: %s; mtimes start anew", st->file, why);
 		if (map)
 			g_mapped_file_unref(map);
+	} else {
+		st->old = map;
+		st->old_recs = g_mapped_file_get_contents(map) + HEAD_LEN;
+		st->n_old = count;
+		st->old_flags = g_malloc0(MAX(count, 1));
+		st->saved = count;
 	}
-	if (why)
-		log_warn("ignoring %s: %s; mtimes start anew", st->file, why);
 	if (fd >= 0)
 		close(fd);
 }
@@ -164,7 +172,8 @@ static bool dir_is_ours(const char *dir)
 	return !why;
 }
 
-struct stamps *stamps_open(const char *dir, gint64 save_delay_us)
+struct stamps *stamps_open(const char *dir, gint64 save_delay_us, stamps_collect_fn collect,
+			   void *data)
 {
 	struct stamps *st = g_new0(struct stamps, 1);
 
@@ -172,8 +181,8 @@ struct stamps *stamps_open(const char *dir, gint64 save_delay_us)
 	g_mutex_init(&st->lock);
 	g_cond_init(&st->wake);
 	st->save_delay_us = save_delay_us;
-	st->sorted = g_array_new(FALSE, FALSE, sizeof(struct stamp));
-	st->new = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+	st->collect = collect;
+	st->collect_data = data;
 	if (dir && *dir && dir_is_ours(dir)) {
 		st->file = g_build_filename(dir, FILE_NAME, NULL);
 		load(st);
@@ -181,121 +190,150 @@ struct stamps *stamps_open(const char *dir, gint64 save_delay_us)
 	return st;
 }
 
-/* Moves the new nodes into the sorted array. (lock) */
-static void merge(struct stamps *st)
+/* The index of @ino's record in the last mount's table, or -1. (lock, or the table
+ * alone: it never changes.) */
+static gssize old_find(const struct stamps *st, uint64_t ino)
 {
-	guint n_new = g_hash_table_size(st->new);
+	size_t lo = 0, hi = st->n_old;
 
-	if (!n_new)
-		return;
-	GArray *add = g_array_sized_new(FALSE, FALSE, sizeof(struct stamp), n_new);
-	GHashTableIter it;
-	gpointer value;
-	g_hash_table_iter_init(&it, st->new);
-	while (g_hash_table_iter_next(&it, NULL, &value))
-		g_array_append_vals(add, value, 1);
-	g_array_sort(add, stamp_cmp);
-	g_hash_table_remove_all(st->new);
-
-	GArray *out =
-	    g_array_sized_new(FALSE, FALSE, sizeof(struct stamp), st->sorted->len + add->len);
-	guint i = 0, j = 0;
-	while (i < st->sorted->len || j < add->len) {
-		bool take_old = j == add->len || (i < st->sorted->len &&
-						  g_array_index(st->sorted, struct stamp, i).ino <
-						      g_array_index(add, struct stamp, j).ino);
-		if (take_old)
-			g_array_append_vals(out, &g_array_index(st->sorted, struct stamp, i++), 1);
-		else
-			g_array_append_vals(out, &g_array_index(add, struct stamp, j++), 1);
-	}
-	g_array_free(add, TRUE);
-	g_array_free(st->sorted, TRUE);
-	st->sorted = out;
-}
-
-/* The entry of @ino, or NULL. (lock) */
-static struct stamp *find(struct stamps *st, uint64_t ino)
-{
-	struct stamp *s = g_hash_table_lookup(st->new, GSIZE_TO_POINTER((gsize)ino));
-	guint lo = 0, hi = st->sorted->len;
-
-	if (s)
-		return s;
 	while (lo < hi) {
-		guint mid = lo + (hi - lo) / 2;
-		s = &g_array_index(st->sorted, struct stamp, mid);
-		if (s->ino == ino)
-			return s;
-		if (s->ino < ino)
+		size_t mid = lo + (hi - lo) / 2;
+		uint64_t at = get_u64(st->old_recs + mid * RECORD_LEN);
+		if (at == ino)
+			return (gssize)mid;
+		if (at < ino)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return NULL;
+	return -1;
 }
 
-/* The table as the file holds it, leaving out the nodes not seen in this mount when it
- * is over three quarters full. (lock) */
-static GByteArray *serialize(struct stamps *st)
+/* @bytes of zeroed memory of their own, not the heap's: what a save takes for a moment
+ * (some 7 MiB with 100 000 nodes) is given back whole when it ends, and leaves no free
+ * space in the heap that its pages would keep counting in the resident memory. */
+static void *pages_new(size_t bytes)
 {
-	guint count = 0;
+	void *p = mmap(NULL, MAX(bytes, 1), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		       0);
 
-	merge(st);
-	bool only_seen = st->sorted->len > STAMPS_MAX / 4 * 3;
-	GByteArray *out = g_byte_array_sized_new(MAGIC_LEN + 16 + st->sorted->len * RECORD_LEN);
-	g_byte_array_append(out, (const guint8 *)MAGIC, MAGIC_LEN);
-	put_u64(out, 0); /* the count, known at the end */
-	for (guint i = 0; i < st->sorted->len; i++) {
-		const struct stamp *s = &g_array_index(st->sorted, struct stamp, i);
-		if (only_seen && !s->seen)
-			continue;
-		put_u64(out, s->ino);
-		put_u64(out, s->hash);
-		put_u64(out, s->size);
-		put_u64(out, (uint64_t)s->mtime_wall_us);
-		count++;
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void pages_free(void *p, size_t bytes)
+{
+	if (p)
+		munmap(p, MAX(bytes, 1));
+}
+
+static void put_record(char *at, const struct stamp *s)
+{
+	uint64_t v[4] = {GUINT64_TO_LE(s->ino), GUINT64_TO_LE(s->hash), GUINT64_TO_LE(s->size),
+			 GUINT64_TO_LE((uint64_t)s->mtime_wall_us)};
+
+	memcpy(at, v, RECORD_LEN);
+}
+
+/* Whether the last mount's record @j goes to the file. (lock) */
+static bool old_kept(const struct stamps *st, size_t j, bool only_seen)
+{
+	return !(st->old_flags[j] & OLD_CLAIMED) && (!only_seen || (st->old_flags[j] & OLD_SEEN));
+}
+
+/* Writes into @out (room for HEAD_LEN + 8 + STAMPS_MAX records) the file as the next
+ * mount reads it: @nodes (@n of them, sorted by ino, this mount's), then the records of
+ * the last mount's table that no node of this one has claimed, only those seen in this
+ * mount when all would fill more than three quarters of the table, and at most
+ * STAMPS_MAX in all. Returns its length. (lock) */
+static size_t serialize(struct stamps *st, const struct stamp *nodes, size_t n, char *out)
+{
+	size_t unclaimed = 0;
+
+	for (size_t i = 0; i < st->n_old; i++)
+		unclaimed += !(st->old_flags[i] & OLD_CLAIMED);
+	bool only_seen = n + unclaimed > STAMPS_MAX / 4 * 3;
+	memcpy(out, MAGIC, MAGIC_LEN);
+	char *rec = out + HEAD_LEN;
+	size_t i = 0, j = 0, count = 0;
+	for (;; count++) {
+		while (j < st->n_old && !old_kept(st, j, only_seen))
+			j++;
+		if ((i == n && j == st->n_old) || count == STAMPS_MAX)
+			break;
+		struct stamp old = j < st->n_old ? old_record(st, j) : (struct stamp){0};
+		if (i < n && (j == st->n_old || nodes[i].ino <= old.ino)) {
+			if (j < st->n_old && nodes[i].ino == old.ino)
+				j++; /* this mount's wins */
+			put_record(rec + count * RECORD_LEN, &nodes[i++]);
+		} else {
+			put_record(rec + count * RECORD_LEN, &old);
+			j++;
+		}
+	}
+	if ((i < n || j < st->n_old) && !st->full_logged) {
+		st->full_logged = true;
+		log_warn("more than %u files and directories: some show their resource's change "
+			 "time after a remount",
+			 STAMPS_MAX);
 	}
 	uint64_t le = GUINT64_TO_LE((uint64_t)count);
-	memcpy(out->data + MAGIC_LEN, &le, sizeof(le));
-	put_u64(out,
-		fnv1a_64(FNV1A_64_OFFSET, out->data + MAGIC_LEN + 8, (size_t)count * RECORD_LEN));
-	return out;
+	memcpy(out + MAGIC_LEN, &le, sizeof(le));
+	le = GUINT64_TO_LE(fnv1a_64(FNV1A_64_OFFSET, rec, count * RECORD_LEN));
+	memcpy(rec + count * RECORD_LEN, &le, sizeof(le));
+	st->saved = count;
+	return HEAD_LEN + count * RECORD_LEN + sizeof(uint64_t);
 }
 
 /* Writes the table when it changed since the last save: 0, or -EIO (logged once). */
 static int save(struct stamps *st)
 {
 	g_autoptr(GError) err = NULL;
-	GByteArray *data = NULL;
+	struct stamp *nodes = NULL;
+	char *image = NULL;
+	size_t max = 0, n = 0, len = 0;
+	size_t image_size = HEAD_LEN + sizeof(uint64_t) + (size_t)STAMPS_MAX * RECORD_LEN;
 
 	g_mutex_lock(&st->save_lock);
 	g_mutex_lock(&st->lock);
-	if (st->dirty && st->file) {
-		data = serialize(st);
-		st->dirty = false;
-	}
+	bool todo = st->dirty && st->file;
+	st->dirty = false;
 	g_mutex_unlock(&st->lock);
+	if (todo) {
+		/* The nodes' stamps, taken with the caller's lock (the tree's), never with
+		 * ours held: the tree lock comes first. Nodes made since the count wait for
+		 * the next save. */
+		max = st->collect ? st->collect(st->collect_data, NULL, 0) : 0;
+		nodes = pages_new(max * sizeof(*nodes));
+		image = pages_new(image_size);
+		if (nodes && image) {
+			n = st->collect ? st->collect(st->collect_data, nodes, max) : 0;
+			qsort(nodes, n, sizeof(*nodes), stamp_cmp);
+			g_mutex_lock(&st->lock);
+			len = serialize(st, nodes, n, image);
+			g_mutex_unlock(&st->lock);
+		}
+	}
 	int r = 0;
-	if (data && !g_file_set_contents_full(st->file, (const char *)data->data, (gssize)data->len,
-					      G_FILE_SET_CONTENTS_CONSISTENT, 0600, &err)) {
+	if (todo && (!len || !g_file_set_contents_full(st->file, image, (gssize)len,
+						       G_FILE_SET_CONTENTS_CONSISTENT, 0600, &err))) {
 		r = -EIO;
 		g_mutex_lock(&st->lock);
 		if (!st->save_failing)
-			log_warn("cannot save mtimes for the next mount: %s", err->message);
+			log_warn("cannot save mtimes for the next mount: %s",
+				 err ? err->message : g_strerror(ENOMEM));
 		st->save_failing = true;
 		/* Again after a delay, not at once. */
 		st->dirty = true;
 		st->dirty_since_mono_us = g_get_monotonic_time();
 		g_mutex_unlock(&st->lock);
-	} else if (data) {
+	} else if (todo) {
 		g_mutex_lock(&st->lock);
 		st->save_failing = false;
 		g_mutex_unlock(&st->lock);
 	}
 	g_mutex_unlock(&st->save_lock);
-	if (data)
-		g_byte_array_unref(data);
+	pages_free(nodes, max * sizeof(*nodes));
+	pages_free(image, image_size);
 	return r;
 }
 
@@ -326,12 +364,6 @@ static gpointer saver(gpointer data)
 	return NULL;
 }
 
-/* How many nodes the table holds. (lock) */
-static size_t count_locked(struct stamps *st)
-{
-	return st->sorted->len + g_hash_table_size(st->new);
-}
-
 /* Notes a change to be saved. (lock) */
 static void mark_dirty(struct stamps *st)
 {
@@ -350,41 +382,37 @@ gint64 stamps_settle(struct stamps *st, uint64_t ino, uint64_t hash, uint64_t si
 	gint64 mtime_wall_us = changed_at_wall_us;
 
 	g_mutex_lock(&st->lock);
-	struct stamp *s = find(st, ino);
-	if (s && s->hash == hash && s->size == size32(size)) {
-		mtime_wall_us = s->mtime_wall_us;
-	} else if (s) {
-		/* Other bytes: a time no backup has seen for this node. */
-		mtime_wall_us = MAX(mtime_wall_us, s->mtime_wall_us + 1);
-		s->hash = hash;
-		s->size = size32(size);
-		s->mtime_wall_us = mtime_wall_us;
+	gssize i = old_find(st, ino);
+	struct stamp old = i >= 0 ? old_record(st, (size_t)i) : (struct stamp){0};
+	if (i >= 0 && !(st->old_flags[i] & OLD_CLAIMED) && old.hash == hash &&
+	    size32(old.size) == size32(size)) {
+		mtime_wall_us = old.mtime_wall_us;
+	} else if (i >= 0) {
+		/* Other bytes, or a node freed and made again in this mount, which may have
+		 * shown other bytes since: a time no backup has seen for this node. */
+		mtime_wall_us = MAX(mtime_wall_us, old.mtime_wall_us + 1);
 		mark_dirty(st);
 	} else {
 		/* A node first seen: its bytes are as old as the mount knows them, so that
 		 * a file first read during a backup does not look changed to the next one
 		 * (tar --listed-incremental compares with the time the backup started). */
 		mtime_wall_us = MIN(mtime_wall_us, first_seen_wall_us);
-		if (count_locked(st) < STAMPS_MAX) {
-			s = g_new(struct stamp, 1);
-			*s = (struct stamp){ino, hash, mtime_wall_us, size32(size), 0};
-			g_hash_table_insert(st->new, GSIZE_TO_POINTER((gsize)ino), s);
-			if (g_hash_table_size(st->new) > MAX(4096, st->sorted->len / 4)) {
-				merge(st);
-				s = find(st, ino);
-			}
-			mark_dirty(st);
-		} else if (!st->full_logged) {
-			st->full_logged = true;
-			log_warn("more than %u files and directories: the new ones show their "
-				 "resource's change time after a remount",
-				 STAMPS_MAX);
-		}
+		mark_dirty(st);
 	}
-	if (s)
-		s->seen = 1;
+	if (i >= 0)
+		st->old_flags[i] |= OLD_SEEN | OLD_CLAIMED;
 	g_mutex_unlock(&st->lock);
 	return mtime_wall_us;
+}
+
+gint64 stamps_change(struct stamps *st, gint64 shown_wall_us, gint64 changed_at_wall_us)
+{
+	g_mutex_lock(&st->lock);
+	mark_dirty(st);
+	g_mutex_unlock(&st->lock);
+	/* A change time older than what was shown (a clock step, an old disk copy) is still
+	 * a time no backup has seen. */
+	return MAX(changed_at_wall_us, shown_wall_us + 1);
 }
 
 gint64 stamps_peek(struct stamps *st, uint64_t ino)
@@ -392,10 +420,10 @@ gint64 stamps_peek(struct stamps *st, uint64_t ino)
 	gint64 mtime_wall_us = 0;
 
 	g_mutex_lock(&st->lock);
-	struct stamp *s = find(st, ino);
-	if (s) {
-		s->seen = 1;
-		mtime_wall_us = s->mtime_wall_us;
+	gssize i = old_find(st, ino);
+	if (i >= 0 && !(st->old_flags[i] & OLD_CLAIMED)) {
+		st->old_flags[i] |= OLD_SEEN;
+		mtime_wall_us = old_record(st, (size_t)i).mtime_wall_us;
 	}
 	g_mutex_unlock(&st->lock);
 	return mtime_wall_us;
@@ -406,10 +434,10 @@ int stamps_flush(struct stamps *st)
 	return save(st);
 }
 
-size_t stamps_count(struct stamps *st)
+size_t stamps_saved(struct stamps *st)
 {
 	g_mutex_lock(&st->lock);
-	size_t n = count_locked(st);
+	size_t n = st->saved;
 	g_mutex_unlock(&st->lock);
 	return n;
 }
@@ -425,8 +453,9 @@ void stamps_free(struct stamps *st)
 	if (st->saver)
 		g_thread_join(st->saver);
 	save(st);
-	g_array_free(st->sorted, TRUE);
-	g_hash_table_destroy(st->new);
+	if (st->old)
+		g_mapped_file_unref(st->old);
+	g_free(st->old_flags);
 	g_cond_clear(&st->wake);
 	g_mutex_clear(&st->lock);
 	g_mutex_clear(&st->save_lock);

@@ -5,40 +5,61 @@
 #include "fnv.h"
 #include "tree.h"
 
-#define ROOT_INO     1
-#define NAME_MAX_LEN 255	 /* NAME_MAX of Linux */
-#define CUT_AT	     200	 /* bytes of escaped name kept before "%~<hash>" */
-#define SLAB_SIZE    (64 * 1024) /* nodes are carved from blocks of this size */
-#define INDEX_SHIFT  6		 /* the index starts with 1 << INDEX_SHIFT slots */
+#define ROOT_INO	    1
+#define NAME_MAX_LEN	    255		/* NAME_MAX of Linux */
+#define CUT_AT		    200		/* bytes of escaped name kept before "%~<hash>" */
+#define SLAB_SIZE	    (64 * 1024) /* nodes are carved from blocks of this size */
+#define PIECE_MAX	    (SLAB_SIZE / 4) /* larger pieces are blocks of their own */
+#define PIECE_ALIGN	    _Alignof(struct node)
+#define MARK_TICK	    0x80	/* node.marks: tick is set (it outlives listings) */
+#define INDEX_SHIFT	    6		/* the index starts with 1 << INDEX_SHIFT slots */
 
 struct tree {
 	GMutex lock; /* guards every node's (lock) fields and all of the below */
-	/* Every node, by inode number: open addressing with linear probing, at most 3/4
-	 * full. A pointer a slot, where a GHashTable kept a hash and a key besides, and a
-	 * second table by (parent, name). */
+	/* Every linked node, by inode number: open addressing with linear probing, at most
+	 * 13/16 full. A pointer a slot, where a GHashTable kept a hash and a key besides,
+	 * and a second table by (parent, name). */
 	struct node **index;
 	unsigned index_shift; /* 1 << index_shift slots */
 	size_t n_nodes;
 	uint64_t hash_mask; /* the bits of a path hash an inode number keeps */
 	struct node *root;
-	/* Nodes live until tree_free, so they are carved from slabs: no malloc header
-	 * and rounding per node. */
+	/* Nodes and listing orders are carved from slabs (no malloc header and rounding per
+	 * node); a freed piece waits in its size's list for the next one of that size, so
+	 * the slabs weigh what the most nodes alive at once did. */
 	GSList *slabs;
 	size_t slab_used;
+	void *free_pieces[PIECE_MAX / PIECE_ALIGN + 1];
+	/* Freeing waits until no thread may hold the node (tree_hold): nodes unlinked since
+	 * the last flip wait in limbo_new, those before it in limbo_old, and a section counts
+	 * in active[cur] (the old bucket, !cur, drains). */
+	unsigned active[2];
+	unsigned cur;
+	GPtrArray *limbo_new;
+	GPtrArray *limbo_old;
+	/* Gone children the kernel still holds of a directory that became a file (no
+	 * listing order keeps them any more). */
+	GPtrArray *orphans;
 };
 
-/* @size bytes, zeroed, aligned for a struct node, freed by tree_free; caller holds
- * the lock (or owns the tree alone). */
-static void *slab_alloc(struct tree *t, size_t size)
+/* The bytes a piece of @size takes. */
+static size_t piece_round(size_t size)
+{
+	return (size + PIECE_ALIGN - 1) & ~(PIECE_ALIGN - 1);
+}
+
+/* @size bytes, zeroed, aligned for a struct node, given back by piece_free (or freed by
+ * tree_free); caller holds the lock (or owns the tree alone). */
+static void *piece_alloc(struct tree *t, size_t size)
 {
 	void *p;
 
-	size = (size + _Alignof(struct node) - 1) & ~(_Alignof(struct node) - 1);
-	if (size > SLAB_SIZE / 4) {
-		/* A rare long id: a block of its own, and the next node starts a slab. */
-		t->slabs = g_slist_prepend(t->slabs, g_malloc0(size));
-		t->slab_used = SLAB_SIZE;
-		return t->slabs->data;
+	size = piece_round(size);
+	if (size > PIECE_MAX)
+		return g_malloc0(size); /* a rare long id or listing: a block of its own */
+	if ((p = t->free_pieces[size / PIECE_ALIGN])) {
+		t->free_pieces[size / PIECE_ALIGN] = *(void **)p;
+		return memset(p, 0, size);
 	}
 	if (!t->slabs || t->slab_used + size > SLAB_SIZE) {
 		t->slabs = g_slist_prepend(t->slabs, g_malloc0(SLAB_SIZE));
@@ -49,6 +70,30 @@ static void *slab_alloc(struct tree *t, size_t size)
 	return p;
 }
 
+/* Gives back piece @p of @size bytes (as it was asked of piece_alloc). */
+static void piece_free(struct tree *t, void *p, size_t size)
+{
+	if (!p)
+		return;
+	size = piece_round(size);
+	if (size > PIECE_MAX) {
+		g_free(p);
+		return;
+	}
+	*(void **)p = t->free_pieces[size / PIECE_ALIGN];
+	t->free_pieces[size / PIECE_ALIGN] = p;
+}
+
+/* The bytes of @n's piece: the node and its names. */
+static size_t node_size(const struct node *n)
+{
+	size_t size = offsetof(struct node, name) + strlen(n->name) + 1;
+
+	if (n->raw_follows)
+		size += strlen(n->name + strlen(n->name) + 1) + 1;
+	return size;
+}
+
 /* One piece of a slab: the node, its escaped name, and its raw name only when it differs
  * (most ids need no escaping, so most nodes hold one copy). */
 static struct node *node_new(struct tree *t, const char *name, const char *raw, bool is_dir)
@@ -56,7 +101,7 @@ static struct node *node_new(struct tree *t, const char *name, const char *raw, 
 	size_t name_size = strlen(name) + 1;
 	bool same = strcmp(name, raw) == 0;
 	size_t raw_size = same ? 0 : strlen(raw) + 1;
-	struct node *n = slab_alloc(t, offsetof(struct node, name) + name_size + raw_size);
+	struct node *n = piece_alloc(t, offsetof(struct node, name) + name_size + raw_size);
 
 	memcpy(n->name, name, name_size);
 	if (!same) {
@@ -108,7 +153,7 @@ static void index_add(struct tree *t, struct node *n)
 {
 	size_t slots = (size_t)1 << t->index_shift;
 
-	if ((t->n_nodes + 1) * 4 > slots * 3) {
+	if ((t->n_nodes + 1) * 16 > slots * 13) {
 		struct node **bigger = g_new0(struct node *, slots * 2);
 
 		for (size_t i = 0; i < slots; i++)
@@ -122,6 +167,29 @@ static void index_add(struct tree *t, struct node *n)
 	t->n_nodes++;
 }
 
+/* Takes @n out of the index, moving back the nodes after it whose search would now stop
+ * short of them (deletion under linear probing); caller holds the lock. */
+static void index_remove(struct tree *t, struct node *n)
+{
+	size_t mask = ((size_t)1 << t->index_shift) - 1;
+	size_t hole = index_start(t, n->ino);
+
+	while (t->index[hole] != n)
+		hole = (hole + 1) & mask;
+	t->index[hole] = NULL;
+	for (size_t i = (hole + 1) & mask; t->index[i]; i = (i + 1) & mask) {
+		size_t home = index_start(t, t->index[i]->ino);
+		/* It stays when its home lies cyclically in (hole, i]. */
+		bool stays = hole <= i ? (hole < home && home <= i) : (hole < home || home <= i);
+		if (stays)
+			continue;
+		t->index[hole] = t->index[i];
+		t->index[i] = NULL;
+		hole = i;
+	}
+	t->n_nodes--;
+}
+
 struct tree *tree_new_hash_bits(unsigned bits)
 {
 	struct tree *t = g_new0(struct tree, 1);
@@ -130,6 +198,9 @@ struct tree *tree_new_hash_bits(unsigned bits)
 	t->hash_mask = bits >= 64 ? UINT64_MAX : ((uint64_t)1 << bits) - 1;
 	t->index_shift = INDEX_SHIFT;
 	t->index = g_new0(struct node *, (size_t)1 << INDEX_SHIFT);
+	t->limbo_new = g_ptr_array_new();
+	t->limbo_old = g_ptr_array_new();
+	t->orphans = g_ptr_array_new();
 	t->root = node_new(t, "", "", true);
 	t->root->ino = ROOT_INO;
 	index_add(t, t->root);
@@ -141,13 +212,33 @@ struct tree *tree_new(void)
 	return tree_new_hash_bits(64);
 }
 
+/* Frees the pieces of @n (unlinked, or the tree ends): its order and itself. */
+static void node_free(struct tree *t, struct node *n)
+{
+	if (n->is_dir)
+		piece_free(t, n->order, n->n_order * sizeof(*n->order));
+	piece_free(t, n, node_size(n));
+}
+
+static void limbo_free(struct tree *t, GPtrArray *limbo)
+{
+	for (guint i = 0; i < limbo->len; i++)
+		node_free(t, limbo->pdata[i]);
+	g_ptr_array_set_size(limbo, 0);
+}
+
 void tree_free(struct tree *t)
 {
 	if (!t)
 		return;
 	for (size_t i = 0; i < (size_t)1 << t->index_shift; i++)
-		if (t->index[i] && t->index[i]->is_dir && !t->index[i]->order_in_slab)
-			g_free(t->index[i]->order);
+		if (t->index[i])
+			node_free(t, t->index[i]);
+	limbo_free(t, t->limbo_old);
+	limbo_free(t, t->limbo_new);
+	g_ptr_array_free(t->limbo_old, TRUE);
+	g_ptr_array_free(t->limbo_new, TRUE);
+	g_ptr_array_free(t->orphans, TRUE);
 	g_free(t->index);
 	g_slist_free_full(t->slabs, g_free);
 	g_mutex_clear(&t->lock);
@@ -162,6 +253,41 @@ void tree_lock(struct tree *t)
 void tree_unlock(struct tree *t)
 {
 	g_mutex_unlock(&t->lock);
+}
+
+/* Frees what waited long enough: the nodes unlinked before the last flip once no section
+ * of that time is left, then flips if more wait. Caller holds the lock. */
+static void reclaim(struct tree *t)
+{
+	for (;;) {
+		unsigned old = !t->cur;
+		if (t->active[old])
+			return;
+		limbo_free(t, t->limbo_old);
+		if (!t->limbo_new->len)
+			return;
+		GPtrArray *swap = t->limbo_old;
+		t->limbo_old = t->limbo_new;
+		t->limbo_new = swap;
+		t->cur = old;
+	}
+}
+
+unsigned tree_hold(struct tree *t)
+{
+	tree_lock(t);
+	unsigned bucket = t->cur;
+	t->active[bucket]++;
+	tree_unlock(t);
+	return bucket;
+}
+
+void tree_release(struct tree *t, unsigned bucket)
+{
+	tree_lock(t);
+	t->active[bucket]--;
+	reclaim(t);
+	tree_unlock(t);
 }
 
 struct node *tree_root(struct tree *t)
@@ -194,6 +320,15 @@ static uint64_t ino_next(uint64_t ino)
 	return ino;
 }
 
+/* The number before @ino in that order. */
+static uint64_t ino_prev(uint64_t ino)
+{
+	do
+		ino--;
+	while (ino <= ROOT_INO);
+	return ino;
+}
+
 uint64_t tree_path_ino(const char *path)
 {
 	return ino_of_hash(fnv1a_64(FNV1A_64_OFFSET, path, strlen(path)));
@@ -213,8 +348,9 @@ static uint64_t path_hash(const struct node *n)
 
 /* The child of @dir named @name (escaped), or NULL; @dir_hash is path_hash(@dir).
  * A child has the number its path hashes to, or the first free one after it when it was
- * made; nodes are never freed, so the numbers it skipped are still taken, and the
- * search for it ends at the first free number, in *free_ino. Caller holds the lock. */
+ * made; a node is only unlinked when the number after it is free (can_unlink), so the
+ * numbers it skipped are still taken, and the search for it ends at the first free
+ * number, in *free_ino. Caller holds the lock. */
 static struct node *child_find(struct tree *t, struct node *dir, uint64_t dir_hash,
 			       const char *name, uint64_t *free_ino)
 {
@@ -258,59 +394,146 @@ static struct node *child_create(struct tree *t, struct node *dir, uint64_t ino,
 	return n;
 }
 
+/* Whether some orphan (tree.orphans) is a child of @n. */
+static bool has_orphans(struct tree *t, const struct node *n)
+{
+	for (guint i = 0; i < t->orphans->len; i++)
+		if (((struct node *)t->orphans->pdata[i])->parent == n)
+			return true;
+	return false;
+}
+
+/* Whether gone node @n may leave the tree now: the kernel holds no lookup of it, it has
+ * no child left, and the number after its own is free (else a search for a collision
+ * that took that number would stop at the hole). */
+static bool can_unlink(struct tree *t, struct node *n)
+{
+	return n->gone && !n->nlookup && n != t->root && !n->internal &&
+	       index_find(t, n->ino) == n &&
+	       !(n->is_dir && n->n_order) && !has_orphans(t, n) &&
+	       !index_find(t, ino_next(n->ino));
+}
+
+/* Takes @n (can_unlink) out of the index, to be freed when no thread may hold it; its
+ * parent's order is the caller's to mend. */
+static void unlink_node(struct tree *t, struct node *n)
+{
+	index_remove(t, n);
+	g_ptr_array_remove_fast(t->orphans, n); /* a directory that was a file keeps none */
+	g_ptr_array_add(t->limbo_new, n);
+}
+
+/* Sets @dir's listing order to @len nodes from @nodes (a new piece: the old one goes). */
+static void order_replace(struct tree *t, struct node *dir, struct node **nodes, uint32_t len)
+{
+	struct node **order = len ? piece_alloc(t, len * sizeof(*order)) : NULL;
+
+	if (len)
+		memcpy(order, nodes, len * sizeof(*order));
+	piece_free(t, dir->order, dir->n_order * sizeof(*dir->order));
+	dir->order = order;
+	dir->n_order = len;
+}
+
+static void mark_gone(struct tree *t, struct node *n);
+
+/* Marks every child of directory @dir gone (its listing no longer holds); those that may
+ * leave the tree do, the others stay in its order (the kernel holds them). */
+static void children_gone(struct tree *t, struct node *dir)
+{
+	uint32_t kept = 0;
+
+	for (uint32_t i = 0; i < dir->n_order; i++) {
+		struct node *c = dir->order[i];
+		mark_gone(t, c);
+		if (can_unlink(t, c))
+			unlink_node(t, c);
+		else
+			dir->order[kept++] = c;
+	}
+	if (kept != dir->n_order)
+		order_replace(t, dir, dir->order, kept);
+}
+
+/* @n left its listing (or its directory did): it and all below it are gone; a directory
+ * is listed anew if it comes back. Caller holds the lock. */
+static void mark_gone(struct tree *t, struct node *n)
+{
+	if (n->internal)
+		return;
+	n->gone = true;
+	if (n->is_dir) {
+		n->listed_gen = 0;
+		n->marks &= MARK_TICK;
+		children_gone(t, n);
+	}
+}
+
 /* Makes @n the kind @is_dir (a resource may turn a file into a directory), with nothing
- * listed or rendered yet: a former directory's children are gone (still indexed, to
- * come back with their numbers); caller holds the lock. */
-static void node_set_kind(struct node *n, bool is_dir)
+ * listed or rendered yet: a former directory's children are gone (a path's inode number
+ * stays the same, should they come back); caller holds the lock. */
+static void node_set_kind(struct tree *t, struct node *n, bool is_dir)
 {
 	if (n->is_dir) {
+		children_gone(t, n);
+		/* Those the kernel still holds wait as orphans. */
 		for (uint32_t i = 0; i < n->n_order; i++)
-			n->order[i]->gone = true;
-		if (!n->order_in_slab)
-			g_free(n->order);
+			g_ptr_array_add(t->orphans, n->order[i]);
+		order_replace(t, n, NULL, 0);
 	}
 	n->is_dir = is_dir;
+	n->marks = 0;
 	if (is_dir) {
 		n->listed_gen = 0;
 		n->order = NULL;
 		n->n_order = 0;
-		n->order_in_slab = false;
 	} else {
 		n->memo = (struct file_memo){0};
 	}
 }
 
-/* Appends @n to the listing order of @dir; caller holds the lock. */
-static void order_append(struct node *dir, struct node *n)
+/* Gone node @n is listed again (an orphan no more). */
+static void revive(struct tree *t, struct node *n)
 {
-	if (dir->order_in_slab) {
-		dir->order = g_memdup2(dir->order, (dir->n_order + 1) * sizeof(*dir->order));
-		dir->order_in_slab = false;
-	} else {
-		dir->order = g_renew(struct node *, dir->order, dir->n_order + 1);
-	}
-	dir->order[dir->n_order++] = n;
+	n->gone = false;
+	g_ptr_array_remove_fast(t->orphans, n);
 }
 
-/* Makes @nodes (@len of them) the listing order of @dir, exactly as long: the same listing
- * again keeps the array; a first one goes to a slab (most directories are listed the
- * same way for ever), a later change to the heap. Caller holds the lock. */
-static void order_set(struct tree *t, struct node *dir, struct node **nodes, uint32_t len)
+/* Appends @n to the listing order of @dir; caller holds the lock. */
+static void order_append(struct tree *t, struct node *dir, struct node *n)
 {
-	size_t bytes = len * sizeof(*nodes);
+	struct node **order = piece_alloc(t, (dir->n_order + 1) * sizeof(*order));
 
-	if (len == dir->n_order && (!len || memcmp(dir->order, nodes, bytes) == 0))
-		return;
-	if (!dir->order && len) {
-		dir->order = memcpy(slab_alloc(t, bytes), nodes, bytes);
-		dir->order_in_slab = true;
-	} else {
-		if (!dir->order_in_slab)
-			g_free(dir->order);
-		dir->order = len ? g_memdup2(nodes, bytes) : NULL;
-		dir->order_in_slab = false;
+	if (dir->n_order)
+		memcpy(order, dir->order, dir->n_order * sizeof(*order));
+	order[dir->n_order] = n;
+	piece_free(t, dir->order, dir->n_order * sizeof(*dir->order));
+	dir->order = order;
+	dir->n_order++;
+}
+
+/* Takes @n out of its parent's order (or the orphans: unlink_node), then frees upwards
+ * what that lets go: the parent, if gone and now empty, and the node before @n's number,
+ * if it waited for @n's. Caller holds the lock. */
+static void unlink_up(struct tree *t, struct node *n)
+{
+	while (n && can_unlink(t, n)) {
+		struct node *p = n->parent;
+		for (uint32_t i = 0; p->is_dir && i < p->n_order; i++) {
+			if (p->order[i] != n)
+				continue;
+			memmove(p->order + i, p->order + i + 1,
+				(p->n_order - i - 1) * sizeof(*p->order));
+			order_replace(t, p, p->order, p->n_order - 1);
+			break;
+		}
+		uint64_t ino = n->ino;
+		unlink_node(t, n);
+		struct node *before = index_find(t, ino_prev(ino));
+		if (before && before != p)
+			unlink_up(t, before);
+		n = p;
 	}
-	dir->n_order = len;
 }
 
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen)
@@ -318,17 +541,20 @@ void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uin
 	tree_set_children_gone(t, dir, entries, gen, NULL);
 }
 
-void tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen,
+bool tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen,
 			    GPtrArray *ret_gone)
 {
 	g_autoptr(GHashTable) seen = g_hash_table_new(g_direct_hash, g_direct_equal);
 	g_autoptr(GPtrArray) order = NULL;
 	uint64_t dir_hash;
+	bool changed = false;
 
 	tree_lock(t);
+	/* What the last caller's gone nodes were is read by now (callers hold a section). */
+	reclaim(t);
 	if (!dir->is_dir) {
 		tree_unlock(t);
-		return;
+		return false;
 	}
 	dir_hash = path_hash(dir);
 	order = g_ptr_array_sized_new((entries ? entries->len : 0) + dir->n_order);
@@ -348,28 +574,57 @@ void tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries
 		 * entry with the same name loses to the first. */
 		if (n && (n->internal || g_hash_table_contains(seen, n)))
 			continue;
-		if (!n)
+		if (!n) {
 			n = child_create(t, dir, free_ino, name, e->name, is_dir);
-		else if (n->is_dir != is_dir)
-			node_set_kind(n, is_dir);
-		n->gone = false;
+		} else if (n->is_dir != is_dir) {
+			node_set_kind(t, n, is_dir);
+			changed = true;
+		}
+		if (n->gone)
+			revive(t, n);
 		g_hash_table_add(seen, n);
 		g_ptr_array_add(order, n);
 	}
+	guint listed = order->len;
 	for (guint i = 0; i < dir->n_order; i++) {
 		struct node *n = dir->order[i];
 
-		if (n->internal) {
-			g_ptr_array_add(order, n);
-		} else if (!g_hash_table_contains(seen, n)) {
-			n->gone = true;
+		if (n->internal || g_hash_table_contains(seen, n)) {
+			if (n->internal)
+				g_ptr_array_add(order, n);
+			continue;
+		}
+		if (!n->gone) {
+			mark_gone(t, n);
 			if (ret_gone)
 				g_ptr_array_add(ret_gone, n);
 		}
+		if (can_unlink(t, n))
+			unlink_node(t, n);
+		else
+			g_ptr_array_add(order, n); /* gone, but the kernel holds it */
 	}
-	order_set(t, dir, (struct node **)order->pdata, order->len);
+	/* The live children in listing order first, then the internal ones, then the gone
+	 * ones the kernel holds: the same order as before unless a name came, went or moved. */
+	for (guint i = listed, live = listed; i < order->len; i++) {
+		struct node *n = order->pdata[i];
+		if (!n->gone) {
+			memmove(order->pdata + live + 1, order->pdata + live,
+				(i - live) * sizeof(gpointer));
+			order->pdata[live++] = n;
+		}
+	}
+	if (order->len != dir->n_order ||
+	    (order->len &&
+	     memcmp(dir->order, order->pdata, order->len * sizeof(*dir->order)) != 0)) {
+		order_replace(t, dir, (struct node **)order->pdata, order->len);
+		changed = true;
+	}
+	if (dir->listed_gen != gen)
+		dir->marks &= MARK_TICK;
 	dir->listed_gen = gen;
 	tree_unlock(t);
+	return changed;
 }
 
 /* tree_add_child, and a new child is internal (with all below it) when @internal. */
@@ -389,12 +644,22 @@ static struct node *add_child(struct tree *t, struct node *dir, const char *raw,
 	if (!n) {
 		n = child_create(t, dir, free_ino, name, raw, is_dir);
 		n->internal = n->internal || internal;
-		order_append(dir, n);
+		order_append(t, dir, n);
 	} else if (n->gone) {
-		n->gone = false;
+		/* Back at the end of the order (where the kernel's hold may have kept it). */
+		uint32_t i = 0;
+		while (i < dir->n_order && dir->order[i] != n)
+			i++;
+		if (i < dir->n_order) {
+			memmove(dir->order + i, dir->order + i + 1,
+				(dir->n_order - i - 1) * sizeof(*dir->order));
+			dir->order[dir->n_order - 1] = n;
+		} else {
+			order_append(t, dir, n);
+		}
+		revive(t, n);
 		if (n->is_dir != is_dir)
-			node_set_kind(n, is_dir);
-		order_append(dir, n);
+			node_set_kind(t, n, is_dir);
 	}
 	tree_unlock(t);
 	return n;
@@ -408,6 +673,98 @@ struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, b
 struct node *tree_add_internal_dir(struct tree *t, const char *raw)
 {
 	return add_child(t, t->root, raw, true, true);
+}
+
+bool tree_ref(struct tree *t, struct node *node)
+{
+	bool linked;
+
+	tree_lock(t);
+	linked = index_find(t, node->ino) == node;
+	if (linked && node->nlookup < UINT32_MAX)
+		node->nlookup++;
+	tree_unlock(t);
+	return linked;
+}
+
+void tree_forget(struct tree *t, uint64_t ino, uint64_t n)
+{
+	tree_lock(t);
+	struct node *node = index_find(t, ino);
+	/* A count that reached UINT32_MAX stays: such a node is never freed. */
+	if (node && node->nlookup < UINT32_MAX) {
+		node->nlookup -= (uint32_t)MIN(n, node->nlookup);
+		if (!node->nlookup)
+			unlink_up(t, node);
+	}
+	reclaim(t);
+	tree_unlock(t);
+}
+
+/* tree_held_below, with the lock held. */
+static void held_below(struct node *n, GArray *out)
+{
+	if (n->is_dir)
+		for (uint32_t i = 0; i < n->n_order; i++)
+			held_below(n->order[i], out);
+	if (n->nlookup && n->gone && n->parent) {
+		struct tree_held h = {n->parent->ino, n->ino, g_strdup(n->name)};
+		g_array_append_val(out, h);
+	}
+}
+
+void tree_held_below(struct tree *t, struct node *node, GArray *out)
+{
+	tree_lock(t);
+	held_below(node, out);
+	tree_unlock(t);
+}
+
+size_t tree_count(struct tree *t)
+{
+	tree_lock(t);
+	size_t n = t->n_nodes;
+	tree_unlock(t);
+	return n;
+}
+
+void tree_for_each(struct tree *t, void (*fn)(struct node *n, void *data), void *data)
+{
+	tree_lock(t);
+	for (size_t i = 0; i < (size_t)1 << t->index_shift; i++)
+		if (t->index[i])
+			fn(t->index[i], data);
+	tree_unlock(t);
+}
+
+bool tree_mark(struct tree *t, struct node *dir, unsigned mark, uint64_t gen)
+{
+	bool fresh = true;
+
+	tree_lock(t);
+	if (dir->is_dir && dir->listed_gen == gen && gen) {
+		fresh = (dir->marks & mark) != mark;
+		dir->marks |= (uint8_t)mark;
+	}
+	tree_unlock(t);
+	return fresh;
+}
+
+void tree_tick_set(struct tree *t, struct node *dir, uint8_t now)
+{
+	tree_lock(t);
+	dir->tick = now;
+	dir->marks |= MARK_TICK;
+	tree_unlock(t);
+}
+
+bool tree_tick_get(struct tree *t, struct node *dir, uint8_t *ret_tick)
+{
+	tree_lock(t);
+	bool set = dir->marks & MARK_TICK;
+	*ret_tick = dir->tick;
+	tree_unlock(t);
+	return set;
 }
 
 bool tree_node_is_dir(struct tree *t, struct node *node)

@@ -1,10 +1,18 @@
 /* tree: the nodes a mount shows, their inode numbers and names.
  *
- * A node is created the first time its parent is listed or looked up, and lives until
- * unmount (a node whose resource disappears is marked gone, never freed, so an inode
- * number is never reused for another path). Inode numbers are derived from the path
- * (a 64-bit hash), so they stay the same across remounts; a collision takes the next
- * free number.
+ * A node is created the first time its parent is listed or looked up. Inode numbers are
+ * derived from the path (a 64-bit hash), so they stay the same across remounts and when a
+ * node is freed and made again; a collision takes the next free number.
+ *
+ * Lifetime: a node that leaves its listing is marked gone (and all below it). The kernel
+ * holds lookups of a node (FUSE's lookup count: fs counts each entry it answers with
+ * tree_ref and each FORGET with tree_forget); a gone node the kernel holds none of, with
+ * no child left, leaves the index at once, or at its last FORGET, and its memory is
+ * reused once no thread may still hold it: every thread that keeps node pointers does so
+ * inside tree_hold .. tree_release, and a node unlinked is freed only after every section
+ * that began before has ended. So ids that change on every listing cost only the nodes
+ * alive at once. A gone node the kernel still holds stays in its directory's order
+ * (unlisted), and comes back with its number if it is listed again.
  *
  * Names: an id that is not a safe file name is escaped reversibly (tree_escape_name).
  * The node keeps the raw id for the provider.
@@ -21,13 +29,14 @@
  * Internal nodes (the directory tree_add_internal_dir adds under the root, and all
  * below it) are served by fs, not the provider: tree_set_children on the root never
  * marks them gone nor lets a provider entry of the same name replace them; they stay
- * listed after the provider's entries.
+ * listed after the provider's entries. They are never freed.
  *
  * Memory (a mount may hold 100 000 nodes): nodes are carved from slabs with their
- * names inline (freed only by tree_free); the tree finds them through one tree-wide
- * index by inode number, and a child of a directory by the inode number its path
- * hashes to (then the next ones, as a collision did when it was made); a directory
- * keeps only its listing order, as an array, where a file keeps its memo.
+ * names inline (a freed one's piece is reused by the next of its size); the tree finds
+ * them through one tree-wide index by inode number, and a child of a directory by the
+ * inode number its path hashes to (then the next ones, as a collision did when it was
+ * made); a directory keeps only its listing order, as an array, where a file keeps its
+ * memo, which also holds what the stamps table saves for the next mount.
  *
  * Thread safety: every function takes the tree's lock (a plain mutex: no function is
  * called with it held, so it is never taken twice); the fields marked (lock) may only
@@ -47,13 +56,15 @@
 
 struct tree;
 
-/* What fs_core remembers of a file's last rendering, so that a stat needs no rendering.
- * fs_core's alone to read and write (with tree_lock held); the tree only zeroes it when
- * the node is made or turns from a directory into a file (a new file has no rendering). */
-struct file_memo {
+/* What fs_core remembers of a file's last rendering, so that a stat needs no rendering,
+ * and a remount the same mtime for the same bytes (stamps.h). fs_core's alone to read
+ * and write (with tree_lock held); the tree only zeroes it when the node is made or
+ * turns from a directory into a file (a new file has no rendering). Packed, as is a
+ * directory's part, so that a node takes 54 bytes before its name. */
+struct __attribute__((packed)) file_memo {
 	uint64_t gen;  /* resource generation it was rendered from; 0: none */
 	uint64_t hash; /* fnv1a_64 of the bytes */
-	size_t size;
+	uint32_t size; /* a rendering is far below 4 GiB (bodies are capped at 16 MiB) */
 };
 
 struct node {
@@ -67,13 +78,16 @@ struct node {
 	 * over (the children of a former directory are gone). */
 	union {
 		struct file_memo memo; /* a file's: fs_core's, see struct file_memo */
-		struct {
+		struct __attribute__((packed)) {
 			uint64_t listed_gen; /* resource generation of the last listing */
-			struct node **order; /* children in listing order (n_order of them) */
+			struct node **order; /* children in listing order (n_order of them),
+					      * live ones first, then gone ones the kernel holds */
 			uint32_t n_order;
-			bool order_in_slab; /* order is the first listing's, in a slab */
 		};
 	};
+	uint32_t nlookup; /* (lock) the kernel's lookup count (tree_ref, tree_forget) */
+	uint8_t marks;	  /* (lock) a directory's bits for the modules above (tree_mark) */
+	uint8_t tick;	  /* (lock) a directory's time, the caller's clock (tree_tick_set) */
 	bool is_dir;	  /* (lock) to change it; a file's kind may change on a listing */
 	bool internal;	  /* under .smarthomefs: served by the session, not the provider */
 	bool gone;	  /* (lock) the resource no longer lists it */
@@ -92,16 +106,57 @@ struct node *tree_get(struct tree *t, uint64_t ino);
 /* The child of @dir named @name (escaped), or NULL; gone nodes are returned too. */
 struct node *tree_child(struct tree *t, struct node *dir, const char *name);
 /* Makes the children of @dir exactly @entries (raw names) in that order: new ones are
- * created, missing ones marked gone, present ones revived. Records @gen. */
+ * created, missing ones marked gone (and unlinked unless the kernel holds them), present
+ * ones revived. Records @gen. */
 void tree_set_children(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen);
-/* tree_set_children, and the children it marked gone now are appended to @ret_gone. */
-void tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen,
+/* tree_set_children, and the children it marked gone now are appended to @ret_gone (valid
+ * until the caller's section ends). True when the names, their order or a kind changed. */
+bool tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries, uint64_t gen,
 			    GPtrArray *ret_gone);
 /* Adds one child (raw name) if not there (a gone one comes back); returns it, or NULL
  * when @dir is no directory. */
 struct node *tree_add_child(struct tree *t, struct node *dir, const char *raw, bool is_dir);
 /* Adds directory @raw under the root as an internal node (see above); returns it. */
 struct node *tree_add_internal_dir(struct tree *t, const char *raw);
+/* A section in which the caller may hold node pointers (from tree_get, tree_child, a
+ * listing ...): no node unlinked after it began is freed before it ends. Returns what
+ * tree_release takes. Sections may nest; pointers never outlive them. */
+unsigned tree_hold(struct tree *t);
+void tree_release(struct tree *t, unsigned held);
+/* The kernel now holds one more lookup of @node (an entry is about to be answered with
+ * it): false, counting nothing, when @node has left the tree. */
+bool tree_ref(struct tree *t, struct node *node);
+/* The kernel forgot @n lookups of inode @ino (FORGET): a gone node it no longer holds,
+ * and what waited for it, leave the tree. */
+void tree_forget(struct tree *t, uint64_t ino, uint64_t n);
+/* A node the kernel holds, with what it knows it by. */
+struct tree_held {
+	uint64_t parent; /* the directory's inode */
+	uint64_t ino;
+	char *name; /* g_free */
+};
+/* Appends to @out (of struct tree_held) gone node @node and the gone nodes below it that
+ * the kernel still holds, children before their directory: what to tell the kernel is
+ * deleted, so that it forgets them. */
+void tree_held_below(struct tree *t, struct node *node, GArray *out);
+/* How many nodes the tree holds (linked; the root included). */
+size_t tree_count(struct tree *t);
+/* Calls @fn for every node, with the tree lock held (fn takes no lock but a leaf). */
+void tree_for_each(struct tree *t, void (*fn)(struct node *n, void *data), void *data);
+/* What the modules above remember of a directory's listing, in the node rather than in
+ * tables of their own (which grew with every directory ever listed): */
+enum tree_mark {
+	TREE_MARK_FILLED = 1,	  /* notify put its files in the page cache */
+	TREE_MARK_PREFETCHED = 2, /* prefetch queued its entries */
+};
+/* Sets @mark on directory @dir for its listing of generation @gen; returns whether it was
+ * not set yet (true, and nothing kept, when @gen is not @dir's listing now: a new
+ * listing clears every mark). */
+bool tree_mark(struct tree *t, struct node *dir, unsigned mark, uint64_t gen);
+/* Sets a byte of time kept in directory @dir (a coarse clock of the caller's) to @now. */
+void tree_tick_set(struct tree *t, struct node *dir, uint8_t now);
+/* The byte of time @dir holds in *ret_tick; false when none was set. */
+bool tree_tick_get(struct tree *t, struct node *dir, uint8_t *ret_tick);
 /* @node's is_dir and gone, read under the lock. */
 bool tree_node_is_dir(struct tree *t, struct node *node);
 bool tree_node_gone(struct tree *t, struct node *node);

@@ -1660,6 +1660,17 @@ class Tibber:
             detail["status"]["lastSeen"] = iso(now())
         return True
 
+    def enroll_device(self, home, kind):
+        """A device newly connected to @home (a charger paired in the Tibber app): a new
+        id, listed at the end. None when there is no such home."""
+        if home not in self.home_devices or kind not in self.KINDS:
+            return None
+        self.enrolled = getattr(self, "enrolled", 0) + 1
+        hi = [h["id"] for h in self.homes].index(home)
+        did = self.add_device(kind, 100000 + self.enrolled, hi, self.enrolled)
+        self.home_devices[home].append(did)
+        return did
+
     def remove_device(self, device):
         if device not in self.details:
             return False
@@ -1925,6 +1936,7 @@ class Control:
             ("POST", "/_control/tado/zone_created", self.zone_created),
             ("POST", "/_control/tibber/capability", self.capability),
             ("POST", "/_control/tibber/remove_device", self.remove_device),
+            ("POST", "/_control/tibber/add_device", self.add_device),
             ("POST", "/_control/tibber/online", self.online),
             ("POST", "/_control/tibber/add_home", self.add_home),
             ("GET", "/_control/data", lambda b: world.data()),
@@ -2068,6 +2080,12 @@ class Control:
         if not 0 <= devices <= 1_000_000 or not 0 <= detail_bytes <= 64 << 20:
             raise ValueError("devices: 0..1000000, detail_bytes: 0..64 MiB")
         return {"home": self.world.tibber.add_home(devices, detail_bytes)}
+
+    def add_device(self, body):
+        did = self.world.tibber.enroll_device(body["home"], body.get("kind", "charger"))
+        if did is None:
+            raise NotFound(json_response(404, {"error": "no such home or kind"}))
+        return {"device": did}
 
     def reset(self, body):
         self.world.reset()

@@ -203,6 +203,11 @@ class Cloud:
         return self.call("POST", "/_control/tibber/add_home",
                          {"devices": devices, "detail_bytes": detail_bytes})["home"]
 
+    def tibber_add_device(self, home, kind="charger"):
+        """A new device in @home; -> its id."""
+        return self.call("POST", "/_control/tibber/add_device",
+                         {"home": home, "kind": kind})["device"]
+
     def data(self):
         return self.call("GET", "/_control/data")
 

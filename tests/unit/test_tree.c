@@ -129,11 +129,13 @@ static void test_listings_follow_each_change(void) {
   set_children(t, dir, ab, 2);
   got[1] = listing(t, dir);
   c = tree_add_child(t, dir, "c", false);
+  uint64_t c_ino = c->ino;
   got[2] = listing(t, dir);
   set_children(t, dir, ab, 3);
   got[3] = listing(t, dir);
-  g_assert_true(c->gone);
-  g_assert_true(tree_add_child(t, dir, "c", false) == c);
+  /* No kernel holds it: it left the tree, and comes back with its number. */
+  g_assert_null(tree_child(t, dir, "c"));
+  g_assert_cmpuint(tree_add_child(t, dir, "c", false)->ino, ==, c_ino);
   got[4] = listing(t, dir);
   set_children(t, dir, ba, 4);
   got[5] = listing(t, dir);
@@ -162,6 +164,7 @@ test_missing_children_are_gone_and_come_back_with_their_inode(void) {
   set_children(t, dir, both, 1);
   first = tree_child(t, dir, "1");
   ino = first->ino;
+  g_assert_true(tree_ref(t, first)); /* the kernel looked it up */
   set_children(t, dir, one, 2);
   l1 = listing(t, dir);
   g_assert_cmpstr(l1, ==, "2");
@@ -372,8 +375,9 @@ static void test_a_file_can_become_a_directory(void) {
   tree_free(t);
 }
 
-/* A directory that becomes a file lists nothing and its children are gone; when
- * it is a directory again, they come back with their inode numbers. Each time,
+/* A directory that becomes a file lists nothing and its children are gone (freed,
+ * as no kernel holds them); when it is a directory again, they come back with their
+ * inode numbers. Each time,
  * the node starts with nothing listed or rendered. */
 static void
 test_a_directory_turned_file_and_back_keeps_its_childrens_inodes(void) {
@@ -399,7 +403,6 @@ test_a_directory_turned_file_and_back_keeps_its_childrens_inodes(void) {
   g_assert_true(tree_child(t, values, "x") == x);
   g_assert_false(x->is_dir);
   g_assert_cmpuint(x->memo.gen, ==, 0);
-  g_assert_true(y->gone);
   g_assert_null(tree_child(t, x, "y"));
   g_assert_null(tree_add_child(t, x, "z", false));
   l1 = listing(t, x);
@@ -410,10 +413,10 @@ test_a_directory_turned_file_and_back_keeps_its_childrens_inodes(void) {
   tree_set_children(t, values, as_dir, 3);
   g_assert_true(x->is_dir);
   g_assert_cmpuint(x->listed_gen, ==, 0);
-  g_assert_true(tree_child(t, x, "y") == y);
   set_children(t, x, (const char *const[]){"y", NULL}, 6);
   l2 = listing(t, x);
   g_assert_cmpstr(l2, ==, "y");
+  y = tree_child(t, x, "y");
   g_assert_false(y->gone);
   g_assert_cmpuint(y->ino, ==, y_ino);
   tree_free(t);
@@ -724,6 +727,154 @@ static void test_next_siblings_follow_the_listing_and_skip_gone_ones(void) {
   tree_free(t);
 }
 
+/* A listing of @n devices whose ids all differ from the last one's (gen @gen). */
+static GPtrArray *fresh_ids(int gen, int n) {
+  GPtrArray *entries = provider_entries_new();
+
+  for (int i = 0; i < n; i++) {
+    g_autofree char *id = g_strdup_printf("device-%d-%d", gen, i);
+    g_ptr_array_add(entries, provider_entry_new(id, ENTRY_DIR));
+  }
+  return entries;
+}
+
+/* Ids that change on every listing: the nodes no kernel holds leave with their
+ * listing, so the tree holds what one listing does, and its slabs stop growing. */
+static void test_ids_that_change_on_every_listing_keep_the_tree_bounded(void) {
+  struct tree *t = tree_new();
+  struct node *dir = tree_add_child(t, tree_root(t), "devices", true);
+  size_t heap_then = 0;
+
+  for (int gen = 1; gen <= 300; gen++) {
+    g_autoptr(GPtrArray) entries = fresh_ids(gen, 50);
+    unsigned held = tree_hold(t);
+    tree_set_children(t, dir, entries, (uint64_t)gen);
+    /* Each device has a file below it, as a device.json. */
+    for (guint i = 0; i < entries->len; i++) {
+      const char *id = ((struct provider_entry *)entries->pdata[i])->name;
+      tree_add_child(t, tree_child(t, dir, id), "device.json", false);
+    }
+    tree_release(t, held);
+    g_assert_cmpuint(tree_count(t), ==, 2 + 2 * 50); /* root, devices, 50 x 2 */
+    if (gen == 150)
+      heap_then = heap_bytes(); /* ids of as many digits from here on */
+  }
+  /* Freed pieces are reused: 150 listings more took no more memory. */
+  g_assert_cmpuint(heap_bytes(), <=, heap_then + 1024);
+  tree_free(t);
+}
+
+/* A node the kernel holds stays, gone, until it forgets it; then it and the directory
+ * that waited for it leave. Its number is its path's again when it comes back. */
+static void test_a_gone_node_the_kernel_holds_stays_until_forgotten(void) {
+  struct tree *t = tree_new();
+  struct node *devices = tree_add_child(t, tree_root(t), "devices", true);
+  set_children(t, devices, (const char *const[]){"a", "b", NULL}, 1);
+  struct node *a = tree_child(t, devices, "a");
+  struct node *file = tree_add_child(t, a, "device.json", false);
+  uint64_t a_ino = a->ino, file_ino = file->ino;
+  size_t all = tree_count(t);
+
+  g_assert_true(tree_ref(t, a));
+  g_assert_true(tree_ref(t, file));
+  g_assert_true(tree_ref(t, file)); /* looked up twice */
+  set_children(t, devices, (const char *const[]){"b", NULL}, 2);
+  g_assert_true(tree_get(t, a_ino) == a);
+  g_assert_true(a->gone && file->gone);
+  g_assert_true(tree_child(t, devices, "a") == a); /* found, and gone */
+  g_autofree char *l = listing(t, devices);
+  g_assert_cmpstr(l, ==, "b");
+
+  tree_forget(t, a_ino, 1); /* the directory waits for its file */
+  g_assert_true(tree_get(t, a_ino) == a);
+  tree_forget(t, file_ino, 1);
+  g_assert_nonnull(tree_get(t, file_ino));
+  tree_forget(t, file_ino, 1);
+  g_assert_null(tree_get(t, file_ino));
+  g_assert_null(tree_get(t, a_ino));
+  g_assert_cmpuint(tree_count(t), ==, all - 2);
+
+  set_children(t, devices, (const char *const[]){"a", "b", NULL}, 3);
+  g_assert_cmpuint(tree_child(t, devices, "a")->ino, ==, a_ino);
+  g_assert_cmpuint(tree_path_ino("/devices/a"), ==, a_ino);
+  tree_free(t);
+}
+
+/* A node unlinked while a section that may hold it is open is freed only once every
+ * such section has ended: its memory still reads as it was. */
+static void test_a_node_is_freed_only_after_the_sections_that_may_hold_it(void) {
+  struct tree *t = tree_new();
+  struct node *devices = tree_add_child(t, tree_root(t), "devices", true);
+  set_children(t, devices, (const char *const[]){"a", NULL}, 1);
+  unsigned held = tree_hold(t);
+  struct node *a = tree_child(t, devices, "a");
+
+  set_children(t, devices, (const char *const[]){NULL}, 2);
+  /* Another thread's sections come and go meanwhile, and listings reclaim. */
+  for (int i = 0; i < 3; i++) {
+    unsigned other = tree_hold(t);
+    set_children(t, devices, (const char *const[]){NULL}, (uint64_t)(3 + i));
+    tree_release(t, other);
+  }
+  g_assert_cmpstr(a->name, ==, "a"); /* not freed: ASan would see a reuse */
+  g_assert_false(tree_ref(t, a));     /* it left the tree: no entry for it */
+  g_assert_null(tree_child(t, devices, "a"));
+  tree_release(t, held);
+  tree_free(t);
+}
+
+/* A directory that turns into a file while the kernel holds a child of it: the child
+ * waits (an orphan) until forgotten, and the former directory is not freed before. */
+static void test_a_child_the_kernel_holds_outlives_its_directory_turned_file(void) {
+  struct tree *t = tree_new();
+  struct node *values = tree_add_child(t, tree_root(t), "values", true);
+  g_autoptr(GPtrArray) as_dir = provider_entries_new();
+  g_autoptr(GPtrArray) as_file = provider_entries_new();
+
+  g_ptr_array_add(as_dir, provider_entry_new("x", ENTRY_DIR));
+  g_ptr_array_add(as_file, provider_entry_new("x", ENTRY_FILE));
+  tree_set_children(t, values, as_dir, 1);
+  struct node *x = tree_child(t, values, "x");
+  struct node *y = tree_add_child(t, x, "y", false);
+  uint64_t x_ino = x->ino, y_ino = y->ino;
+  g_assert_true(tree_ref(t, y));
+
+  tree_set_children(t, values, as_file, 2); /* x is a file now; y waits */
+  g_assert_true(tree_get(t, y_ino) == y);
+  g_assert_true(y->gone);
+  set_children(t, values, (const char *const[]){NULL}, 3); /* x leaves too */
+  g_assert_true(tree_get(t, x_ino) == x); /* gone, but its child is held */
+  tree_forget(t, y_ino, 1);
+  g_assert_null(tree_get(t, y_ino));
+  g_assert_null(tree_get(t, x_ino)); /* it waited for y */
+  tree_free(t);
+}
+
+/* Under collisions, freeing never breaks the search for a name that took a later
+ * number: a node waits while the number after it is taken. */
+static void test_freeing_under_collisions_keeps_every_name_found(void) {
+  struct tree *t = tree_new_hash_bits(3);
+  struct node *dir = tree_add_child(t, tree_root(t), "zones", true);
+
+  for (int round = 0; round < 30; round++) {
+    g_autoptr(GPtrArray) keep =
+        numbered_entries(round % 7, round % 7 + 6, ENTRY_FILE);
+    tree_set_children(t, dir, keep, (uint64_t)round + 1);
+    for (guint i = 0; i < keep->len; i++) {
+      const char *name = ((struct provider_entry *)keep->pdata[i])->name;
+      struct node *n = tree_child(t, dir, name);
+      g_assert_nonnull(n);
+      g_assert_false(n->gone);
+      g_assert_true(tree_get(t, n->ino) == n);
+    }
+    g_autofree char *l = listing(t, dir);
+    g_assert_cmpuint(strlen(l), >, 0);
+  }
+  /* Whatever waited is bounded by the names there are. */
+  g_assert_cmpuint(tree_count(t), <=, 2 + 1 + 13);
+  tree_free(t);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/tree/root_is_inode_one_and_unnamed",
@@ -780,5 +931,15 @@ int main(int argc, char **argv) {
                   test_bidi_and_c1_controls_are_escaped);
   g_test_add_func("/tree/memory_per_node_of_10000_devices",
                   test_memory_per_node_of_10000_devices);
+  g_test_add_func("/tree/ids_that_change_on_every_listing_keep_the_tree_bounded",
+                  test_ids_that_change_on_every_listing_keep_the_tree_bounded);
+  g_test_add_func("/tree/a_gone_node_the_kernel_holds_stays_until_forgotten",
+                  test_a_gone_node_the_kernel_holds_stays_until_forgotten);
+  g_test_add_func("/tree/a_node_is_freed_only_after_the_sections_that_may_hold_it",
+                  test_a_node_is_freed_only_after_the_sections_that_may_hold_it);
+  g_test_add_func("/tree/a_child_the_kernel_holds_outlives_its_directory_turned_file",
+                  test_a_child_the_kernel_holds_outlives_its_directory_turned_file);
+  g_test_add_func("/tree/freeing_under_collisions_keeps_every_name_found",
+                  test_freeing_under_collisions_keeps_every_name_found);
   return g_test_run();
 }
