@@ -323,34 +323,10 @@ static int config_read(const char *path, char **file, char **text, GKeyFile **kf
 	return 0;
 }
 
-int options_check_config(const char *path, GError **err)
+/* Applies section @account of the config file read into @kf (@file, @text) to @o. */
+static int load_section(struct options *o, const char *file, const char *text, GKeyFile *kf,
+			const char *account, GError **err)
 {
-	g_autofree char *file = NULL;
-	g_autofree char *text = NULL;
-	g_autoptr(GKeyFile) kf = NULL;
-	int r = config_read(path, &file, &text, &kf, err);
-
-	if (r != 0)
-		return r < 0 ? r : 0;
-	g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
-	for (char **g = groups; r == 0 && *g; g++) {
-		struct options o;
-		options_init(&o);
-		r = options_load_config(&o, path, *g, err);
-		options_clear(&o);
-	}
-	return r;
-}
-
-int options_load_config(struct options *o, const char *path, const char *account, GError **err)
-{
-	g_autofree char *file = NULL;
-	g_autofree char *text = NULL;
-	g_autoptr(GKeyFile) kf = NULL;
-	int r = config_read(path, &file, &text, &kf, err);
-
-	if (r != 0)
-		return r < 0 ? r : 0;
 	if (!g_key_file_has_group(kf, account))
 		return 0;
 
@@ -373,6 +349,35 @@ int options_load_config(struct options *o, const char *path, const char *account
 		}
 	}
 	return 0;
+}
+
+int options_check_config(const char *path, GError **err)
+{
+	g_autofree char *file = NULL;
+	g_autofree char *text = NULL;
+	g_autoptr(GKeyFile) kf = NULL;
+	int r = config_read(path, &file, &text, &kf, err);
+
+	if (r != 0)
+		return r < 0 ? r : 0;
+	g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
+	for (char **g = groups; r == 0 && *g; g++) {
+		struct options o;
+		options_init(&o);
+		r = load_section(&o, file, text, kf, *g, err);
+		options_clear(&o);
+	}
+	return r;
+}
+
+int options_load_config(struct options *o, const char *path, const char *account, GError **err)
+{
+	g_autofree char *file = NULL;
+	g_autofree char *text = NULL;
+	g_autoptr(GKeyFile) kf = NULL;
+	int r = config_read(path, &file, &text, &kf, err);
+
+	return r != 0 ? (r < 0 ? r : 0) : load_section(o, file, text, kf, account, err);
 }
 
 /* $XDG_*_HOME/smarthomefs when a home is known, else the system directory. */
