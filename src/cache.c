@@ -81,6 +81,7 @@ struct cache {
 	uint64_t memory_max;	  /* bytes of bodies in memory; 0: unbounded */
 	uint64_t disk_max;	  /* bytes of disk copies; 0: unbounded */
 	GHashTable *disk_files;	  /* file name -> struct disk_file: the disk copies */
+	GHashTable *pinned_files; /* file name -> struct disk_file: the pinned copies */
 	uint64_t disk_uses;	  /* counts disk writes and reads, for the files' LRU order */
 };
 
@@ -90,7 +91,8 @@ static void entry_remove_if_forgotten(struct cache *c, struct cache_entry *e);
 struct disk_file {
 	uint64_t size;
 	uint64_t used;	/* disk_uses when last written or read (0: before this mount) */
-	gint64 mtime_s; /* for the files found at start: older ones go first */
+	gint64 mtime_s; /* for the files found at start: older ones go first; a pinned
+			 * copy's, also when written, for its age */
 	int writing;	/* writers between booking it and their rename: not deleted */
 };
 
@@ -161,12 +163,10 @@ static bool is_disk_name(const char *name)
 	return strlen(name) == 64 && strspn(name, "0123456789abcdef") == 64;
 }
 
-/* Takes stock of the disk copies a previous mount left. The pinned ones are only
- * counted, and deleted past @pinned_max_age_s (0: never). */
-static void disk_scan(struct cache *c, bool pinned, gint64 pinned_max_age_s)
+/* Takes stock of the disk copies (@pinned: the pinned ones) a previous mount left. */
+static void disk_scan(struct cache *c, bool pinned)
 {
 	g_autoptr(GDir) dir = g_dir_open(pinned ? c->pinned_dir : c->disk_dir, 0, NULL);
-	gint64 now_s = g_get_real_time() / USEC;
 	const char *name;
 
 	while (dir && (name = g_dir_read_name(dir))) {
@@ -176,19 +176,11 @@ static void disk_scan(struct cache *c, bool pinned, gint64 pinned_max_age_s)
 
 		if (!is_disk_name(name) || g_lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
 			continue;
-		if (pinned && pinned_max_age_s && now_s - st.st_mtime > pinned_max_age_s) {
-			unlink(path);
-			continue;
-		}
-		if (pinned) {
-			c->stats.pinned_bytes += (uint64_t)st.st_size;
-			continue;
-		}
 		struct disk_file *f = g_new0(struct disk_file, 1);
 		f->size = (uint64_t)st.st_size;
 		f->mtime_s = st.st_mtime;
-		g_hash_table_insert(c->disk_files, g_strdup(name), f);
-		c->stats.disk_bytes += f->size;
+		g_hash_table_insert(pinned ? c->pinned_files : c->disk_files, g_strdup(name), f);
+		*(pinned ? &c->stats.pinned_bytes : &c->stats.disk_bytes) += f->size;
 	}
 }
 
@@ -209,14 +201,15 @@ struct cache *cache_new(const char *disk_dir, int timeout_s)
 	g_mutex_init(&c->lock);
 	c->entries = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, entry_free);
 	c->disk_files = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+	c->pinned_files = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 	g_queue_init(&c->lru);
 	c->timeout_s = timeout_s > 0 ? timeout_s : 1;
 	if (disk_dir && *disk_dir) {
 		if (g_mkdir_with_parents(disk_dir, 0700) == 0) {
 			c->disk_dir = g_strdup(disk_dir);
 			c->pinned_dir = g_build_filename(disk_dir, "pinned", NULL);
-			disk_scan(c, false, 0);
-			disk_scan(c, true, 0);
+			disk_scan(c, false);
+			disk_scan(c, true);
 		}
 	}
 	return c;
@@ -231,6 +224,7 @@ void cache_free(struct cache *c)
 		entry_set_body(c, c->lru.head->data, NULL);
 	g_hash_table_destroy(c->entries);
 	g_hash_table_destroy(c->disk_files);
+	g_hash_table_destroy(c->pinned_files);
 	g_mutex_clear(&c->lock);
 	g_free(c->disk_dir);
 	g_free(c->pinned_dir);
@@ -321,32 +315,30 @@ static void disk_unlink_all(GPtrArray *victims)
 
 /* Books the disk copy of @key as @size bytes (0 and @gone: deleted), used now. Returns
  * what the disk bound now asks to delete. Caller holds the lock. A pinned copy counts
- * apart (@old_size: the bytes it replaced). */
-static GPtrArray *disk_book(struct cache *c, const char *key, uint64_t size, bool gone, bool pinned,
-			    uint64_t old_size)
+ * apart, in its own table, and is never deleted for the bound. */
+static GPtrArray *disk_book(struct cache *c, const char *key, uint64_t size, bool gone, bool pinned)
 {
+	GHashTable *files = pinned ? c->pinned_files : c->disk_files;
+	uint64_t *bytes = pinned ? &c->stats.pinned_bytes : &c->stats.disk_bytes;
 	g_autofree char *name = disk_name(key);
-	struct disk_file *f = g_hash_table_lookup(c->disk_files, name);
+	struct disk_file *f = g_hash_table_lookup(files, name);
 
-	if (pinned) {
-		c->stats.pinned_bytes -= MIN(old_size, c->stats.pinned_bytes);
-		c->stats.pinned_bytes += gone ? 0 : size;
-		return NULL;
-	}
 	if (f)
-		c->stats.disk_bytes -= f->size;
+		*bytes -= f->size;
 	if (gone) {
-		g_hash_table_remove(c->disk_files, name);
+		g_hash_table_remove(files, name);
 		return NULL;
 	}
 	if (!f) {
 		f = g_new0(struct disk_file, 1);
-		g_hash_table_insert(c->disk_files, g_strdup(name), f);
+		g_hash_table_insert(files, g_strdup(name), f);
 	}
 	f->size = size;
 	f->used = ++c->disk_uses;
-	c->stats.disk_bytes += size;
-	return disk_trim(c, name);
+	if (pinned) /* its age, for cache_set_pinned_max_age */
+		f->mtime_s = g_get_real_time() / USEC;
+	*bytes += size;
+	return pinned ? NULL : disk_trim(c, name);
 }
 
 static void disk_drop(struct cache *c, const char *key);
@@ -390,16 +382,10 @@ static bool disk_write(const char *file, const GString *head, GBytes *body)
 static void disk_store_pinned(struct cache *c, const char *key, const char *file,
 			      const GString *head, GBytes *body)
 {
-	GStatBuf old;
-
-	if (g_mkdir_with_parents(c->pinned_dir, 0700) != 0)
-		return;
-	if (g_lstat(file, &old) != 0 || !S_ISREG(old.st_mode))
-		old.st_size = 0;
-	if (!disk_write(file, head, body))
+	if (g_mkdir_with_parents(c->pinned_dir, 0700) != 0 || !disk_write(file, head, body))
 		return;
 	g_mutex_lock(&c->lock);
-	disk_book(c, key, head->len + g_bytes_get_size(body), false, true, (uint64_t)old.st_size);
+	disk_book(c, key, head->len + g_bytes_get_size(body), false, true);
 	g_mutex_unlock(&c->lock);
 }
 
@@ -427,8 +413,7 @@ static void disk_store(struct cache *c, const char *key, bool pinned, GBytes *bo
 	}
 	g_autofree char *name = disk_name(key);
 	g_mutex_lock(&c->lock);
-	GPtrArray *victims =
-		disk_book(c, key, head->len + g_bytes_get_size(body), false, false, 0);
+	GPtrArray *victims = disk_book(c, key, head->len + g_bytes_get_size(body), false, false);
 	struct disk_file *f = g_hash_table_lookup(c->disk_files, name);
 	f->writing++;
 	g_mutex_unlock(&c->lock);
@@ -443,7 +428,7 @@ static void disk_store(struct cache *c, const char *key, bool pinned, GBytes *bo
 	/* Copies skipped while they were being written may be over the bound now. */
 	victims = written ? disk_trim(c, name) : NULL;
 	if (!written) /* the booking goes, whether or not an older copy is still there */
-		disk_book(c, key, 0, true, false, 0);
+		disk_book(c, key, 0, true, false);
 	g_mutex_unlock(&c->lock);
 	disk_unlink_all(victims);
 	if (!written)
@@ -454,13 +439,11 @@ static void disk_drop(struct cache *c, const char *key)
 {
 	for (int pinned = 0; pinned < 2; pinned++) {
 		g_autofree char *file = disk_file(c, key, pinned);
-		GStatBuf st;
 
-		if (!file || g_lstat(file, &st) != 0)
+		if (!file || (unlink(file) != 0 && errno != ENOENT))
 			continue;
-		unlink(file);
 		g_mutex_lock(&c->lock);
-		disk_book(c, key, 0, true, pinned, (uint64_t)st.st_size);
+		disk_book(c, key, 0, true, pinned);
 		g_mutex_unlock(&c->lock);
 	}
 }
@@ -791,12 +774,27 @@ int cache_get_pinned(struct cache *c, const char *key, const char *path, bool of
 
 void cache_set_pinned_max_age(struct cache *c, gint64 max_age_s)
 {
-	if (c->disk_dir && max_age_s > 0) {
-		g_mutex_lock(&c->lock);
-		c->stats.pinned_bytes = 0;
-		g_mutex_unlock(&c->lock);
-		disk_scan(c, true, max_age_s);
+	gint64 now_s = g_get_real_time() / USEC;
+	g_autoptr(GPtrArray) old = g_ptr_array_new_with_free_func(g_free);
+	GHashTableIter it;
+	void *name, *value;
+
+	if (!c->disk_dir || max_age_s <= 0)
+		return;
+	g_mutex_lock(&c->lock);
+	g_hash_table_iter_init(&it, c->pinned_files);
+	while (g_hash_table_iter_next(&it, &name, &value)) {
+		struct disk_file *f = value;
+
+		if (now_s - f->mtime_s <= max_age_s)
+			continue;
+		c->stats.pinned_bytes -= f->size;
+		g_ptr_array_add(old, g_build_filename(c->pinned_dir, name, NULL));
+		g_hash_table_iter_remove(&it);
 	}
+	g_mutex_unlock(&c->lock);
+	for (guint i = 0; i < old->len; i++)
+		unlink(old->pdata[i]);
 }
 
 /* Removes a forgotten @e from the table once no thread is busy with it. Caller holds the
@@ -871,16 +869,15 @@ int cache_peek(struct cache *c, const char *key, struct cache_hit *hit)
 bool cache_holds(struct cache *c, const char *key)
 {
 	g_autofree char *name = disk_name(key);
-	g_autofree char *pinned = disk_file(c, key, true);
 	struct cache_entry *e;
-	GStatBuf st;
 	bool held;
 
 	g_mutex_lock(&c->lock);
 	e = g_hash_table_lookup(c->entries, key);
-	held = (e && e->body) || (c->disk_dir && g_hash_table_contains(c->disk_files, name));
+	held = (e && e->body) || g_hash_table_contains(c->disk_files, name) ||
+	       g_hash_table_contains(c->pinned_files, name);
 	g_mutex_unlock(&c->lock);
-	return held || (pinned && g_lstat(pinned, &st) == 0 && S_ISREG(st.st_mode));
+	return held;
 }
 
 void cache_get_stats(struct cache *c, struct cache_stats *out)
