@@ -7,6 +7,7 @@
 #include "accounts.h"
 #include "config.h"
 #include "fake_http.h"
+#include "fake_login.h"
 #include "keyring.h"
 #include "session.h"
 #include "tmp_tree.h"
@@ -55,15 +56,7 @@ static void set_cloud(struct cloud *c, const char *homes, int status)
 
 static void log_in(struct fixture *f, const char *account)
 {
-	struct token_set ts = {.provider = g_strdup("tibber"),
-			       .access_token = g_strdup("AT"),
-			       .refresh_token = g_strdup("RT"),
-			       .client_id = g_strdup("client"),
-			       .expires_at_s = g_get_real_time() / G_USEC_PER_SEC + 3600};
-	g_autofree char *json = token_set_to_json(&ts);
-
-	g_assert_cmpint(token_store_save(&f->store, account, "tibber", json, NULL), ==, 0);
-	token_set_clear(&ts);
+	fake_login_save(&f->store, account, "tibber", "AT", "RT", "client");
 }
 
 /* accounts_open_fn: "tibber" talks to the first cloud, any other account to the second. */

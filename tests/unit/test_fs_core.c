@@ -8,6 +8,7 @@
 #include "auth.h"
 #include "config.h"
 #include "fake_http.h"
+#include "fake_login.h"
 #include "fs_core.h"
 #include "internal_files.h"
 #include "prefetch.h"
@@ -97,12 +98,6 @@ static void fixture_set_up(struct fixture *f, gconstpointer data)
 	const struct params *params = data;
 	struct account account = {0};
 	struct options opts;
-	struct token_set ts = {.provider = g_strdup("tibber"),
-			       .access_token = g_strdup("AT"),
-			       .refresh_token = g_strdup("RT"),
-			       .client_id = g_strdup("client"),
-			       .expires_at_s = g_get_real_time() / G_USEC_PER_SEC + 3600};
-	g_autofree char *json = token_set_to_json(&ts);
 
 	f->dir = g_dir_make_tmp("smarthomefs-fs-core-XXXXXX", NULL);
 	g_assert_nonnull(f->dir);
@@ -126,14 +121,13 @@ static void fixture_set_up(struct fixture *f, gconstpointer data)
 	opts.state_dir = g_build_filename(f->dir, "state", NULL);
 	opts.token_store = TOKEN_STORE_FILE;
 	struct token_store store = {.kind = TOKEN_STORE_FILE, .state_dir = opts.state_dir};
-	g_assert_cmpint(token_store_save(&store, "tibber", "tibber", json, NULL), ==, 0);
+	fake_login_save(&store, "tibber", "tibber", "AT", "RT", "client");
 	f->session = session_new(&account, &opts);
 	g_assert_cmpint(session_start(f->session, NULL), ==, 0);
 	f->changed = g_array_new(FALSE, FALSE, sizeof(uint64_t));
 	f->accounts = accounts_new_one(f->session);
 	f->core = fs_core_new(f->accounts, note_changed, f);
 	account_clear(&account);
-	token_set_clear(&ts);
 }
 
 static void fixture_tear_down(struct fixture *f, gconstpointer data)

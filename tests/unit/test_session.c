@@ -15,6 +15,7 @@
 #include "provider.h"
 #include "session.h"
 #include "fake_http.h"
+#include "fake_login.h"
 
 struct fixture {
 	char *dir;
@@ -241,13 +242,7 @@ static void road_set_up(struct road *f, gconstpointer data)
 
 	/* A login: AT-0 valid for long, RT-0 to refresh it. */
 	struct token_store store = {.kind = TOKEN_STORE_FILE, .state_dir = opts.state_dir};
-	struct token_set ts = {.provider = g_strdup("testcloud"),
-			       .access_token = g_strdup("AT-0"),
-			       .refresh_token = g_strdup("RT-0"),
-			       .expires_at_s = g_get_real_time() / G_USEC_PER_SEC + 3600};
-	g_autofree char *json = token_set_to_json(&ts);
-	token_set_clear(&ts);
-	g_assert_cmpint(token_store_save(&store, ACCOUNT, "testcloud", json, NULL), ==, 0);
+	fake_login_save(&store, ACCOUNT, "testcloud", "AT-0", "RT-0", NULL);
 
 	f->session = session_new(&account, &opts);
 	account_clear(&account);
