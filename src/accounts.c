@@ -554,14 +554,16 @@ void accounts_set_gauges(struct accounts *a, accounts_gauges_fn fn, void *data)
 	a->gauges_data = data;
 }
 
-/* status.json's "tree": the nodes the mount holds and the mtimes kept for the next. */
+/* status.json's "tree": the nodes the mount holds, their bytes, and the mtimes kept for
+ * the next mount. */
 static json_t *tree_json(struct accounts *a)
 {
-	size_t nodes = 0, stamps = 0;
+	struct accounts_gauges g = {0};
 
 	if (a->gauges)
-		a->gauges(a->gauges_data, &nodes, &stamps);
-	return json_pack("{s:I, s:I}", "nodes", (json_int_t)nodes, "stamps", (json_int_t)stamps);
+		a->gauges(a->gauges_data, &g);
+	return json_pack("{s:I, s:I, s:I}", "nodes", (json_int_t)g.nodes, "bytes",
+			 (json_int_t)g.bytes, "stamps", (json_int_t)g.stamps);
 }
 
 void accounts_render_status(struct accounts *a, GString *out)
@@ -622,14 +624,17 @@ void accounts_render_metrics(struct accounts *a, GString *out)
 	g_autoptr(GPtrArray) sessions = accounts_sessions(a);
 
 	session_render_metrics((struct session *const *)sessions->pdata, sessions->len, out);
-	size_t nodes = 0, stamps = 0;
+	struct accounts_gauges g = {0};
 	if (a->gauges)
-		a->gauges(a->gauges_data, &nodes, &stamps);
+		a->gauges(a->gauges_data, &g);
 	g_string_append_printf(out,
 			       "# HELP smarthomefs_tree_nodes Files and directories the mount "
 			       "holds in memory.\n# TYPE smarthomefs_tree_nodes gauge\n"
 			       "smarthomefs_tree_nodes %zu\n"
+			       "# HELP smarthomefs_tree_bytes Memory those files and directories "
+			       "take.\n# TYPE smarthomefs_tree_bytes gauge\n"
+			       "smarthomefs_tree_bytes %zu\n"
 			       "# HELP smarthomefs_stamps Mtimes kept on disk for the next mount.\n"
 			       "# TYPE smarthomefs_stamps gauge\nsmarthomefs_stamps %zu\n",
-			       nodes, stamps);
+			       g.nodes, g.bytes, g.stamps);
 }

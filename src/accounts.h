@@ -67,9 +67,14 @@ const struct options *accounts_options(struct accounts *a);
 /* Where the mount keeps what is its own (the mtimes shown, stamps.h): the one account's
  * cache directory, or for all accounts the cache directory "all" (g_free). */
 char *accounts_cache_dir(struct accounts *a);
-/* What status.json and metrics show of the filesystem above: @fn gives its node count
- * and how many mtimes its stamps file keeps. Set once, before any read. */
-typedef void (*accounts_gauges_fn)(void *data, size_t *ret_nodes, size_t *ret_stamps);
+/* What status.json and metrics show of the filesystem above. */
+struct accounts_gauges {
+	size_t nodes;  /* files and directories its tree holds */
+	size_t bytes;  /* the memory they take (tree_memory_bytes) */
+	size_t stamps; /* mtimes its stamps file keeps for the next mount */
+};
+/* @fn fills them in; set once, before any read. */
+typedef void (*accounts_gauges_fn)(void *data, struct accounts_gauges *ret);
 void accounts_set_gauges(struct accounts *a, accounts_gauges_fn fn, void *data);
 /* The session that serves @path, or NULL when no account does: then the path is the
  * module's own directory (the root and its directories, accounts_owns) or nothing. */

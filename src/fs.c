@@ -377,9 +377,9 @@ static int op_opendir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse
  * there by its path (status checks, node_exporter) but not listed, as NetApp's
  * .snapshot, because its files change with every request, and a backup of an unchanged
  * cloud must find nothing changed. (It is the root's last entry: tree.h.) */
-static bool fs_unlisted(const struct node *dir, const struct tree_dirent *d)
+static bool fs_unlisted(struct fs *fs, const struct node *dir, const struct tree_dirent *d)
 {
-	return !dir->parent && strcmp(d->name, INTERNAL_DIR) == 0;
+	return !tree_parent(fs->tree, dir) && strcmp(d->name, INTERNAL_DIR) == 0;
 }
 
 /* The fewest bytes one entry takes in a readdir answer (its header and a name of up to 8
@@ -408,7 +408,8 @@ static int op_readdir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size
 	}
 	for (off_t i = off; i < 2; i++) {
 		struct fuse_entry_param e = {.attr.st_mode = S_IFDIR};
-		e.attr.st_ino = i == 0 || !dir->parent ? dir->ino : dir->parent->ino;
+		struct node *parent = tree_parent(fs->tree, dir);
+		e.attr.st_ino = i == 0 || !parent ? dir->ino : parent->ino;
 		const char *name = i == 0 ? "." : "..";
 		size_t need =
 		    plus ? fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1)
@@ -424,7 +425,7 @@ static int op_readdir(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size
 		off_t next_off = (off_t)d->pos + 3;
 		size_t need;
 
-		if (fs_unlisted(dir, d))
+		if (fs_unlisted(fs, dir, d))
 			continue;
 		memset(&e, 0, sizeof(e));
 		e.attr.st_ino = d->ino;

@@ -117,6 +117,7 @@ static uint64_t listing_hash(uint64_t hash, bool is_dir, const char *raw)
 
 /* Where collect_stamp puts the stamps. */
 struct stamp_sink {
+	struct tree *tree;
 	struct stamp *out;
 	size_t max, n;
 };
@@ -140,7 +141,7 @@ static void collect_stamp(struct node *n, void *data)
 			return;
 		s.hash = FNV1A_64_OFFSET;
 		for (uint32_t i = 0; i < n->n_order; i++) {
-			const struct node *k = n->order[i];
+			const struct node *k = tree_order_at(sink->tree, n, i);
 			if (k->gone || k->internal)
 				continue;
 			s.hash = listing_hash(s.hash, k->is_dir, tree_node_raw(k));
@@ -154,7 +155,7 @@ static void collect_stamp(struct node *n, void *data)
 static size_t collect_stamps(void *data, struct stamp *out, size_t max)
 {
 	struct fs_core *c = data;
-	struct stamp_sink sink = {out, max, 0};
+	struct stamp_sink sink = {c->tree, out, max, 0};
 
 	if (!out)
 		return tree_count(c->tree);
@@ -163,12 +164,13 @@ static size_t collect_stamps(void *data, struct stamp *out, size_t max)
 }
 
 /* The accounts' gauges, for status.json and metrics. */
-static void core_gauges(void *data, size_t *ret_nodes, size_t *ret_stamps)
+static void core_gauges(void *data, struct accounts_gauges *ret)
 {
 	struct fs_core *c = data;
 
-	*ret_nodes = tree_count(c->tree);
-	*ret_stamps = stamps_saved(c->stamps);
+	ret->nodes = tree_count(c->tree);
+	ret->bytes = tree_memory_bytes(c->tree);
+	ret->stamps = stamps_saved(c->stamps);
 }
 
 struct fs_core *fs_core_new(struct accounts *accounts, fs_core_changed_fn changed, void *data)
@@ -279,8 +281,10 @@ int fs_core_source(struct fs_core *c, struct node *node, struct resource_ref *re
  * stat shows, and the oldest time a file first seen can have. (tree lock) */
 static gint64 first_seen_wall_us(struct fs_core *c, struct node *node)
 {
-	if (node->parent && node->parent->mtime_wall_us)
-		return node->parent->mtime_wall_us;
+	struct node *parent = tree_parent(c->tree, node);
+
+	if (parent && parent->mtime_wall_us)
+		return parent->mtime_wall_us;
 	return c->mounted_at_wall_us;
 }
 

@@ -233,13 +233,14 @@ static bool listed_lately(struct prefetch *pf, struct node *dir)
 static void prefetch_cousins(struct prefetch *pf, struct node *dir, const struct node_path *np,
 			     const char *own)
 {
-	struct node *parent = dir->parent;
+	struct node *parent = tree_parent(pf->tree, dir);
+	struct node *grandparent = parent ? tree_parent(pf->tree, parent) : NULL;
 	size_t n = np->pp.n;
 	bool branches = false, walking = false;
 	struct node *before = NULL, *next = NULL;
 	char **next_comp = NULL;
 
-	if (!parent || !parent->parent || n < 2)
+	if (!grandparent || n < 2)
 		return;
 	GArray *children = tree_list(pf->tree, dir);
 	for (guint i = 0; i < children->len && !branches; i++)
@@ -249,7 +250,7 @@ static void prefetch_cousins(struct prefetch *pf, struct node *dir, const struct
 		return;
 
 	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-	GArray *uncles = tree_list(pf->tree, parent->parent);
+	GArray *uncles = tree_list(pf->tree, grandparent);
 	bool after_parent = false;
 	for (guint i = 0; i < uncles->len; i++) {
 		struct tree_dirent *d = &g_array_index(uncles, struct tree_dirent, i);

@@ -1,33 +1,66 @@
 /* tree: nodes, inode numbers and name escaping. See tree.h for the rules. */
 #include <stddef.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "fnv.h"
 #include "tree.h"
 
+/* A freed piece is poisoned under ASan, so that a node used after its section ended is
+ * reported as malloc's blocks are. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define PIECE_POISON(p, size)	ASAN_POISON_MEMORY_REGION((p), (size))
+#define PIECE_UNPOISON(p, size) ASAN_UNPOISON_MEMORY_REGION((p), (size))
+#else
+#define PIECE_POISON(p, size)	((void)(p), (void)(size))
+#define PIECE_UNPOISON(p, size) ((void)(p), (void)(size))
+#endif
+
 #define ROOT_INO	    1
 #define NAME_MAX_LEN	    255		/* NAME_MAX of Linux */
 #define CUT_AT		    200		/* bytes of escaped name kept before "%~<hash>" */
-#define SLAB_SIZE	    (64 * 1024) /* nodes are carved from blocks of this size */
+#define SLAB_SHIFT	    16
+#define SLAB_SIZE	    ((size_t)1 << SLAB_SHIFT) /* nodes are carved from blocks of this size */
+#define SLAB_HEADER	    sizeof(struct slab_header)
 #define PIECE_MAX	    (SLAB_SIZE / 4) /* larger pieces are blocks of their own */
 #define PIECE_ALIGN	    _Alignof(struct node)
+#define PIECE_BITS	    (SLAB_SHIFT - 3) /* a ref's low bits: the offset in its slab, in 8ths */
+#define SLAB_MAX	    ((size_t)1 << (32 - PIECE_BITS)) /* slabs a ref can name: 32 GiB */
+#define SLAB_ROW_BITS	    10 /* tree.slab keeps the slabs' addresses in rows of 1 << this */
 #define MARK_TICK	    0x80	/* node.marks: tick is set (it outlives listings) */
 #define INDEX_SHIFT	    6		/* the index starts with 1 << INDEX_SHIFT slots */
+
+_Static_assert(PIECE_ALIGN == 8, "a node ref counts a slab's offset in eighths");
+
+/* The first bytes of a slab. */
+struct slab_header {
+	uint32_t number; /* in tree.slab: what a ref names it by */
+	uint32_t size;	 /* in SLAB_SIZE: 1 but for a large node's */
+};
 
 struct tree {
 	GMutex lock; /* guards every node's (lock) fields and all of the below */
 	/* Every linked node, by inode number: open addressing with linear probing, at most
-	 * 13/16 full. A pointer a slot, where a GHashTable kept a hash and a key besides,
-	 * and a second table by (parent, name). */
-	struct node **index;
+	 * 13/16 full. A node ref a slot (0: free), where a GHashTable kept a hash and a
+	 * key besides, and a second table by (parent, name). */
+	uint32_t *index;
 	unsigned index_shift; /* 1 << index_shift slots */
 	size_t n_nodes;
 	uint64_t hash_mask; /* the bits of a path hash an inode number keeps */
 	struct node *root;
 	/* Nodes and listing orders are carved from slabs (no malloc header and rounding per
 	 * node); a freed piece waits in its size's list for the next one of that size, so
-	 * the slabs weigh what the most nodes alive at once did. */
-	GSList *slabs;
+	 * the slabs weigh what the most nodes alive at once did. Slab number i is at
+	 * slab[i >> SLAB_ROW_BITS][i & row mask]: a row is made when its first number is
+	 * handed out and never moves, so that tree_parent needs no lock. A node too large
+	 * for a slab's pieces has a slab of its own, whose number is reused once it is
+	 * freed. */
+	void **slab[SLAB_MAX >> SLAB_ROW_BITS];
+	uint32_t n_slabs;	   /* slab numbers handed out: 0 .. n_slabs - 1 */
+	size_t slab_bytes;	   /* mapped by the slabs there are */
+	GArray *free_slab_numbers; /* of uint32_t: a large node's slab, unmapped */
+	char *slab_now;		   /* the slab pieces are carved from */
 	size_t slab_used;
 	void *free_pieces[PIECE_MAX / PIECE_ALIGN + 1];
 	/* Freeing waits until no thread may hold the node (tree_hold): nodes unlinked since
@@ -42,46 +75,135 @@ struct tree {
 	GPtrArray *orphans;
 };
 
+/* The node @ref names, or NULL for 0. */
+static struct node *node_at(const struct tree *t, uint32_t ref)
+{
+	if (!ref)
+		return NULL;
+	uint32_t number = ref >> PIECE_BITS;
+	char *slab = t->slab[number >> SLAB_ROW_BITS][number & ((1u << SLAB_ROW_BITS) - 1)];
+
+	return (struct node *)(slab + ((size_t)(ref & ((1u << PIECE_BITS) - 1)) << 3));
+}
+
+/* The ref of node @n (NULL: 0): its slab's number, read from the slab's start, and its
+ * offset there. */
+static uint32_t ref_of(const struct node *n)
+{
+	if (!n)
+		return 0;
+	uintptr_t base = (uintptr_t)n & ~(uintptr_t)(SLAB_SIZE - 1);
+	const struct slab_header *h = (const struct slab_header *)base;
+	return h->number << PIECE_BITS | (uint32_t)(((uintptr_t)n - base) >> 3);
+}
+
+/* @size bytes (a multiple of SLAB_SIZE), zeroed and aligned to SLAB_SIZE, numbered in
+ * t->slab: a mapping of its own (malloc would round the alignment up in bytes it
+ * touches). Caller holds the lock. */
+static char *slab_new(struct tree *t, size_t size)
+{
+	uint32_t number;
+	size_t span = size + SLAB_SIZE;
+	char *map = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (map == MAP_FAILED)
+		g_error("tree: no memory for %zu bytes of nodes", size);
+	char *slab = (char *)(((uintptr_t)map + SLAB_SIZE - 1) & ~(uintptr_t)(SLAB_SIZE - 1));
+	if (slab > map)
+		munmap(map, (size_t)(slab - map));
+	if (map + span > slab + size)
+		munmap(slab + size, (size_t)(map + span - (slab + size)));
+	if (t->free_slab_numbers->len) {
+		number = g_array_index(t->free_slab_numbers, uint32_t, t->free_slab_numbers->len - 1);
+		g_array_set_size(t->free_slab_numbers, t->free_slab_numbers->len - 1);
+	} else if (t->n_slabs < SLAB_MAX) {
+		number = t->n_slabs++;
+	} else {
+		g_error("tree: more than %zu slabs of nodes", SLAB_MAX);
+	}
+	*(struct slab_header *)slab = (struct slab_header){number, (uint32_t)(size / SLAB_SIZE)};
+	if (!t->slab[number >> SLAB_ROW_BITS])
+		t->slab[number >> SLAB_ROW_BITS] = g_new0(void *, (size_t)1 << SLAB_ROW_BITS);
+	t->slab[number >> SLAB_ROW_BITS][number & ((1u << SLAB_ROW_BITS) - 1)] = slab;
+	t->slab_bytes += size;
+	return slab;
+}
+
+/* Unmaps @slab; its number may be reused. Caller holds the lock. */
+static void slab_free(struct tree *t, char *slab)
+{
+	const struct slab_header *h = (const struct slab_header *)slab;
+	uint32_t number = h->number;
+
+	t->slab[number >> SLAB_ROW_BITS][number & ((1u << SLAB_ROW_BITS) - 1)] = NULL;
+	t->slab_bytes -= (size_t)h->size * SLAB_SIZE;
+	g_array_append_val(t->free_slab_numbers, number);
+	PIECE_UNPOISON(slab, (size_t)h->size * SLAB_SIZE); /* a later mapping may reuse it */
+	munmap(slab, (size_t)h->size * SLAB_SIZE);
+}
+
 /* The bytes a piece of @size takes. */
 static size_t piece_round(size_t size)
 {
 	return (size + PIECE_ALIGN - 1) & ~(PIECE_ALIGN - 1);
 }
 
+/* The bytes of the slab of its own that a node of @size bytes takes (size > PIECE_MAX). */
+static size_t large_slab_size(size_t size)
+{
+	return (SLAB_HEADER + size + SLAB_SIZE - 1) & ~(SLAB_SIZE - 1);
+}
+
 /* @size bytes, zeroed, aligned for a struct node, given back by piece_free (or freed by
- * tree_free); caller holds the lock (or owns the tree alone). */
-static void *piece_alloc(struct tree *t, size_t size)
+ * tree_free); caller holds the lock (or owns the tree alone). A piece over PIECE_MAX is
+ * a block of its own: a slab for a node (@node: it needs a ref), else malloc's. */
+static void *piece_alloc(struct tree *t, size_t size, bool node)
 {
 	void *p;
 
 	size = piece_round(size);
-	if (size > PIECE_MAX)
-		return g_malloc0(size); /* a rare long id or listing: a block of its own */
+	if (size > PIECE_MAX) /* a rare long id or listing */
+		return node ? slab_new(t, large_slab_size(size)) + SLAB_HEADER : g_malloc0(size);
 	if ((p = t->free_pieces[size / PIECE_ALIGN])) {
+		PIECE_UNPOISON(p, size);
 		t->free_pieces[size / PIECE_ALIGN] = *(void **)p;
 		return memset(p, 0, size);
 	}
-	if (!t->slabs || t->slab_used + size > SLAB_SIZE) {
-		t->slabs = g_slist_prepend(t->slabs, g_malloc0(SLAB_SIZE));
-		t->slab_used = 0;
+	if (!t->slab_now || t->slab_used + size > SLAB_SIZE) {
+		t->slab_now = slab_new(t, SLAB_SIZE);
+		t->slab_used = SLAB_HEADER;
 	}
-	p = (char *)t->slabs->data + t->slab_used;
+	p = t->slab_now + t->slab_used;
 	t->slab_used += size;
 	return p;
 }
 
-/* Gives back piece @p of @size bytes (as it was asked of piece_alloc). */
-static void piece_free(struct tree *t, void *p, size_t size)
+/* Gives back piece @p of @size bytes (as it was asked of piece_alloc, with @node). */
+static void piece_free(struct tree *t, void *p, size_t size, bool node)
 {
 	if (!p)
 		return;
 	size = piece_round(size);
 	if (size > PIECE_MAX) {
-		g_free(p);
+		if (node)
+			slab_free(t, (char *)p - SLAB_HEADER);
+		else
+			g_free(p);
 		return;
 	}
 	*(void **)p = t->free_pieces[size / PIECE_ALIGN];
 	t->free_pieces[size / PIECE_ALIGN] = p;
+	PIECE_POISON(p, size);
+}
+
+struct node *tree_parent(struct tree *t, const struct node *node)
+{
+	return node_at(t, node->parent_ref);
+}
+
+struct node *tree_order_at(struct tree *t, const struct node *dir, uint32_t i)
+{
+	return node_at(t, dir->order[i]);
 }
 
 /* The bytes of @n's piece: the node and its names. */
@@ -101,7 +223,7 @@ static struct node *node_new(struct tree *t, const char *name, const char *raw, 
 	size_t name_size = strlen(name) + 1;
 	bool same = strcmp(name, raw) == 0;
 	size_t raw_size = same ? 0 : strlen(raw) + 1;
-	struct node *n = piece_alloc(t, offsetof(struct node, name) + name_size + raw_size);
+	struct node *n = piece_alloc(t, offsetof(struct node, name) + name_size + raw_size, true);
 
 	memcpy(n->name, name, name_size);
 	if (!same) {
@@ -130,7 +252,7 @@ static struct node *index_find(const struct tree *t, uint64_t ino)
 	size_t mask = ((size_t)1 << t->index_shift) - 1;
 
 	for (size_t i = index_start(t, ino);; i = (i + 1) & mask) {
-		struct node *n = t->index[i];
+		struct node *n = node_at(t, t->index[i]);
 
 		if (!n || n->ino == ino)
 			return n;
@@ -138,14 +260,14 @@ static struct node *index_find(const struct tree *t, uint64_t ino)
 }
 
 /* Puts @n in the first free slot from where its search starts. */
-static void index_place(struct node **index, unsigned shift, struct node *n)
+static void index_place(uint32_t *index, unsigned shift, const struct node *n)
 {
 	size_t mask = ((size_t)1 << shift) - 1;
 	size_t i = (size_t)((n->ino * 0x9e3779b97f4a7c15ULL) >> (64 - shift));
 
 	while (index[i])
 		i = (i + 1) & mask;
-	index[i] = n;
+	index[i] = ref_of(n);
 }
 
 /* Adds @n (whose inode number no other node has); caller holds the lock. */
@@ -154,11 +276,11 @@ static void index_add(struct tree *t, struct node *n)
 	size_t slots = (size_t)1 << t->index_shift;
 
 	if ((t->n_nodes + 1) * 16 > slots * 13) {
-		struct node **bigger = g_new0(struct node *, slots * 2);
+		uint32_t *bigger = g_new0(uint32_t, slots * 2);
 
 		for (size_t i = 0; i < slots; i++)
 			if (t->index[i])
-				index_place(bigger, t->index_shift + 1, t->index[i]);
+				index_place(bigger, t->index_shift + 1, node_at(t, t->index[i]));
 		g_free(t->index);
 		t->index = bigger;
 		t->index_shift++;
@@ -173,18 +295,19 @@ static void index_remove(struct tree *t, struct node *n)
 {
 	size_t mask = ((size_t)1 << t->index_shift) - 1;
 	size_t hole = index_start(t, n->ino);
+	uint32_t ref = ref_of(n);
 
-	while (t->index[hole] != n)
+	while (t->index[hole] != ref)
 		hole = (hole + 1) & mask;
-	t->index[hole] = NULL;
+	t->index[hole] = 0;
 	for (size_t i = (hole + 1) & mask; t->index[i]; i = (i + 1) & mask) {
-		size_t home = index_start(t, t->index[i]->ino);
+		size_t home = index_start(t, node_at(t, t->index[i])->ino);
 		/* It stays when its home lies cyclically in (hole, i]. */
 		bool stays = hole <= i ? (hole < home && home <= i) : (hole < home || home <= i);
 		if (stays)
 			continue;
 		t->index[hole] = t->index[i];
-		t->index[i] = NULL;
+		t->index[i] = 0;
 		hole = i;
 	}
 	t->n_nodes--;
@@ -197,7 +320,8 @@ struct tree *tree_new_hash_bits(unsigned bits)
 	g_mutex_init(&t->lock);
 	t->hash_mask = bits >= 64 ? UINT64_MAX : ((uint64_t)1 << bits) - 1;
 	t->index_shift = INDEX_SHIFT;
-	t->index = g_new0(struct node *, (size_t)1 << INDEX_SHIFT);
+	t->index = g_new0(uint32_t, (size_t)1 << INDEX_SHIFT);
+	t->free_slab_numbers = g_array_new(FALSE, FALSE, sizeof(uint32_t));
 	t->limbo_new = g_ptr_array_new();
 	t->limbo_old = g_ptr_array_new();
 	t->orphans = g_ptr_array_new();
@@ -216,8 +340,8 @@ struct tree *tree_new(void)
 static void node_free(struct tree *t, struct node *n)
 {
 	if (n->is_dir)
-		piece_free(t, n->order, n->n_order * sizeof(*n->order));
-	piece_free(t, n, node_size(n));
+		piece_free(t, n->order, n->n_order * sizeof(*n->order), false);
+	piece_free(t, n, node_size(n), true);
 }
 
 static void limbo_free(struct tree *t, GPtrArray *limbo)
@@ -233,14 +357,21 @@ void tree_free(struct tree *t)
 		return;
 	for (size_t i = 0; i < (size_t)1 << t->index_shift; i++)
 		if (t->index[i])
-			node_free(t, t->index[i]);
+			node_free(t, node_at(t, t->index[i]));
 	limbo_free(t, t->limbo_old);
 	limbo_free(t, t->limbo_new);
 	g_ptr_array_free(t->limbo_old, TRUE);
 	g_ptr_array_free(t->limbo_new, TRUE);
 	g_ptr_array_free(t->orphans, TRUE);
 	g_free(t->index);
-	g_slist_free_full(t->slabs, g_free);
+	for (uint32_t i = 0; i < t->n_slabs; i++) {
+		void *slab = t->slab[i >> SLAB_ROW_BITS][i & ((1u << SLAB_ROW_BITS) - 1)];
+		if (slab)
+			slab_free(t, slab);
+	}
+	for (size_t row = 0; row < G_N_ELEMENTS(t->slab); row++)
+		g_free(t->slab[row]);
+	g_array_free(t->free_slab_numbers, TRUE);
 	g_mutex_clear(&t->lock);
 	g_free(t);
 }
@@ -336,13 +467,13 @@ uint64_t tree_path_ino(const char *path)
 
 /* The FNV-1a state after @n's path ("" for the root, "/homes/1001" ...): a child's path
  * hash continues from it. */
-static uint64_t path_hash(const struct node *n)
+static uint64_t path_hash(const struct tree *t, const struct node *n)
 {
 	uint64_t h;
 
-	if (!n->parent)
+	if (!n->parent_ref)
 		return FNV1A_64_OFFSET;
-	h = fnv1a_64(path_hash(n->parent), "/", 1);
+	h = fnv1a_64(path_hash(t, node_at(t, n->parent_ref)), "/", 1);
 	return fnv1a_64(h, n->name, strlen(n->name));
 }
 
@@ -355,6 +486,7 @@ static struct node *child_find(struct tree *t, struct node *dir, uint64_t dir_ha
 			       const char *name, uint64_t *free_ino)
 {
 	uint64_t h = fnv1a_64(fnv1a_64(dir_hash, "/", 1), name, strlen(name));
+	uint32_t dir_ref = ref_of(dir);
 
 	for (uint64_t ino = ino_of_hash(h & t->hash_mask);; ino = ino_next(ino)) {
 		struct node *n = index_find(t, ino);
@@ -364,7 +496,7 @@ static struct node *child_find(struct tree *t, struct node *dir, uint64_t dir_ha
 				*free_ino = ino;
 			return NULL;
 		}
-		if (n->parent == dir && strcmp(n->name, name) == 0)
+		if (n->parent_ref == dir_ref && strcmp(n->name, name) == 0)
 			return n;
 	}
 }
@@ -375,7 +507,7 @@ struct node *tree_child(struct tree *t, struct node *dir, const char *name)
 
 	tree_lock(t);
 	if (dir && dir->is_dir)
-		n = child_find(t, dir, path_hash(dir), name, NULL);
+		n = child_find(t, dir, path_hash(t, dir), name, NULL);
 	tree_unlock(t);
 	return n;
 }
@@ -387,7 +519,7 @@ static struct node *child_create(struct tree *t, struct node *dir, uint64_t ino,
 {
 	struct node *n = node_new(t, name, raw, is_dir);
 
-	n->parent = dir;
+	n->parent_ref = ref_of(dir);
 	n->internal = dir->internal;
 	n->ino = ino;
 	index_add(t, n);
@@ -397,8 +529,10 @@ static struct node *child_create(struct tree *t, struct node *dir, uint64_t ino,
 /* Whether some orphan (tree.orphans) is a child of @n. */
 static bool has_orphans(struct tree *t, const struct node *n)
 {
+	uint32_t ref = ref_of(n);
+
 	for (guint i = 0; i < t->orphans->len; i++)
-		if (((struct node *)t->orphans->pdata[i])->parent == n)
+		if (((struct node *)t->orphans->pdata[i])->parent_ref == ref)
 			return true;
 	return false;
 }
@@ -423,14 +557,15 @@ static void unlink_node(struct tree *t, struct node *n)
 	g_ptr_array_add(t->limbo_new, n);
 }
 
-/* Sets @dir's listing order to @len nodes from @nodes (a new piece: the old one goes). */
-static void order_replace(struct tree *t, struct node *dir, struct node **nodes, uint32_t len)
+/* Sets @dir's listing order to the @len node refs of @refs (a new piece: the old one
+ * goes). */
+static void order_replace(struct tree *t, struct node *dir, const uint32_t *refs, uint32_t len)
 {
-	struct node **order = len ? piece_alloc(t, len * sizeof(*order)) : NULL;
+	uint32_t *order = len ? piece_alloc(t, len * sizeof(*order), false) : NULL;
 
 	if (len)
-		memcpy(order, nodes, len * sizeof(*order));
-	piece_free(t, dir->order, dir->n_order * sizeof(*dir->order));
+		memcpy(order, refs, len * sizeof(*order));
+	piece_free(t, dir->order, dir->n_order * sizeof(*dir->order), false);
 	dir->order = order;
 	dir->n_order = len;
 }
@@ -444,12 +579,12 @@ static void children_gone(struct tree *t, struct node *dir)
 	uint32_t kept = 0;
 
 	for (uint32_t i = 0; i < dir->n_order; i++) {
-		struct node *c = dir->order[i];
+		struct node *c = node_at(t, dir->order[i]);
 		mark_gone(t, c);
 		if (can_unlink(t, c))
 			unlink_node(t, c);
 		else
-			dir->order[kept++] = c;
+			dir->order[kept++] = dir->order[i];
 	}
 	if (kept != dir->n_order)
 		order_replace(t, dir, dir->order, kept);
@@ -478,7 +613,7 @@ static void node_set_kind(struct tree *t, struct node *n, bool is_dir)
 		children_gone(t, n);
 		/* Those the kernel still holds wait as orphans. */
 		for (uint32_t i = 0; i < n->n_order; i++)
-			g_ptr_array_add(t->orphans, n->order[i]);
+			g_ptr_array_add(t->orphans, node_at(t, n->order[i]));
 		order_replace(t, n, NULL, 0);
 	}
 	n->is_dir = is_dir;
@@ -502,12 +637,12 @@ static void revive(struct tree *t, struct node *n)
 /* Appends @n to the listing order of @dir; caller holds the lock. */
 static void order_append(struct tree *t, struct node *dir, struct node *n)
 {
-	struct node **order = piece_alloc(t, (dir->n_order + 1) * sizeof(*order));
+	uint32_t *order = piece_alloc(t, (dir->n_order + 1) * sizeof(*order), false);
 
 	if (dir->n_order)
 		memcpy(order, dir->order, dir->n_order * sizeof(*order));
-	order[dir->n_order] = n;
-	piece_free(t, dir->order, dir->n_order * sizeof(*dir->order));
+	order[dir->n_order] = ref_of(n);
+	piece_free(t, dir->order, dir->n_order * sizeof(*dir->order), false);
 	dir->order = order;
 	dir->n_order++;
 }
@@ -518,9 +653,10 @@ static void order_append(struct tree *t, struct node *dir, struct node *n)
 static void unlink_up(struct tree *t, struct node *n)
 {
 	while (n && can_unlink(t, n)) {
-		struct node *p = n->parent;
+		struct node *p = node_at(t, n->parent_ref);
+		uint32_t ref = ref_of(n);
 		for (uint32_t i = 0; p->is_dir && i < p->n_order; i++) {
-			if (p->order[i] != n)
+			if (p->order[i] != ref)
 				continue;
 			memmove(p->order + i, p->order + i + 1,
 				(p->n_order - i - 1) * sizeof(*p->order));
@@ -556,7 +692,7 @@ bool tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries
 		tree_unlock(t);
 		return false;
 	}
-	dir_hash = path_hash(dir);
+	dir_hash = path_hash(t, dir);
 	order = g_ptr_array_sized_new((entries ? entries->len : 0) + dir->n_order);
 	for (guint i = 0; entries && i < entries->len; i++) {
 		struct provider_entry *e = g_ptr_array_index(entries, i);
@@ -587,7 +723,7 @@ bool tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries
 	}
 	guint listed = order->len;
 	for (guint i = 0; i < dir->n_order; i++) {
-		struct node *n = dir->order[i];
+		struct node *n = node_at(t, dir->order[i]);
 
 		if (n->internal || g_hash_table_contains(seen, n)) {
 			if (n->internal)
@@ -614,10 +750,12 @@ bool tree_set_children_gone(struct tree *t, struct node *dir, GPtrArray *entries
 			order->pdata[live++] = n;
 		}
 	}
+	g_autofree uint32_t *refs = g_new(uint32_t, order->len + 1);
+	for (guint i = 0; i < order->len; i++)
+		refs[i] = ref_of(order->pdata[i]);
 	if (order->len != dir->n_order ||
-	    (order->len &&
-	     memcmp(dir->order, order->pdata, order->len * sizeof(*dir->order)) != 0)) {
-		order_replace(t, dir, (struct node **)order->pdata, order->len);
+	    (order->len && memcmp(dir->order, refs, order->len * sizeof(*refs)) != 0)) {
+		order_replace(t, dir, refs, order->len);
 		changed = true;
 	}
 	if (dir->listed_gen != gen)
@@ -640,20 +778,20 @@ static struct node *add_child(struct tree *t, struct node *dir, const char *raw,
 		tree_unlock(t);
 		return NULL;
 	}
-	n = child_find(t, dir, path_hash(dir), name, &free_ino);
+	n = child_find(t, dir, path_hash(t, dir), name, &free_ino);
 	if (!n) {
 		n = child_create(t, dir, free_ino, name, raw, is_dir);
 		n->internal = n->internal || internal;
 		order_append(t, dir, n);
 	} else if (n->gone) {
 		/* Back at the end of the order (where the kernel's hold may have kept it). */
-		uint32_t i = 0;
-		while (i < dir->n_order && dir->order[i] != n)
+		uint32_t i = 0, ref = ref_of(n);
+		while (i < dir->n_order && dir->order[i] != ref)
 			i++;
 		if (i < dir->n_order) {
 			memmove(dir->order + i, dir->order + i + 1,
 				(dir->n_order - i - 1) * sizeof(*dir->order));
-			dir->order[dir->n_order - 1] = n;
+			dir->order[dir->n_order - 1] = ref;
 		} else {
 			order_append(t, dir, n);
 		}
@@ -702,13 +840,13 @@ void tree_forget(struct tree *t, uint64_t ino, uint64_t n)
 }
 
 /* tree_held_below, with the lock held. */
-static void held_below(struct node *n, GArray *out)
+static void held_below(struct tree *t, struct node *n, GArray *out)
 {
 	if (n->is_dir)
 		for (uint32_t i = 0; i < n->n_order; i++)
-			held_below(n->order[i], out);
-	if (n->nlookup && n->gone && n->parent) {
-		struct tree_held h = {n->parent->ino, n->ino, g_strdup(n->name)};
+			held_below(t, node_at(t, n->order[i]), out);
+	if (n->nlookup && n->gone && n->parent_ref) {
+		struct tree_held h = {node_at(t, n->parent_ref)->ino, n->ino, g_strdup(n->name)};
 		g_array_append_val(out, h);
 	}
 }
@@ -716,8 +854,16 @@ static void held_below(struct node *n, GArray *out)
 void tree_held_below(struct tree *t, struct node *node, GArray *out)
 {
 	tree_lock(t);
-	held_below(node, out);
+	held_below(t, node, out);
 	tree_unlock(t);
+}
+
+size_t tree_memory_bytes(struct tree *t)
+{
+	tree_lock(t);
+	size_t bytes = t->slab_bytes + ((size_t)sizeof(*t->index) << t->index_shift);
+	tree_unlock(t);
+	return bytes;
 }
 
 size_t tree_count(struct tree *t)
@@ -733,7 +879,7 @@ void tree_for_each(struct tree *t, void (*fn)(struct node *n, void *data), void 
 	tree_lock(t);
 	for (size_t i = 0; i < (size_t)1 << t->index_shift; i++)
 		if (t->index[i])
-			fn(t->index[i], data);
+			fn(node_at(t, t->index[i]), data);
 	tree_unlock(t);
 }
 
@@ -789,17 +935,20 @@ bool tree_node_gone(struct tree *t, struct node *node)
 
 size_t tree_next_siblings(struct tree *t, struct node *node, struct node **out, size_t max)
 {
-	struct node *dir = node->parent;
+	struct node *dir = node_at(t, node->parent_ref);
+	uint32_t ref = ref_of(node);
 	size_t n = 0;
 	guint i = 0;
 
 	tree_lock(t);
 	if (dir && dir->is_dir) {
-		while (i < dir->n_order && dir->order[i] != node)
+		while (i < dir->n_order && dir->order[i] != ref)
 			i++;
-		for (i++; i < dir->n_order && n < max; i++)
-			if (!dir->order[i]->gone)
-				out[n++] = dir->order[i];
+		for (i++; i < dir->n_order && n < max; i++) {
+			struct node *next = node_at(t, dir->order[i]);
+			if (!next->gone)
+				out[n++] = next;
+		}
 	}
 	tree_unlock(t);
 	return n;
@@ -811,7 +960,7 @@ GArray *tree_list(struct tree *t, struct node *dir)
 
 	tree_lock(t);
 	for (guint i = 0; dir->is_dir && i < dir->n_order; i++) {
-		struct node *n = dir->order[i];
+		struct node *n = node_at(t, dir->order[i]);
 		struct tree_dirent d = {.ino = n->ino, .is_dir = n->is_dir, .pos = i};
 
 		if (n->gone)
@@ -830,7 +979,7 @@ size_t tree_list_window(struct tree *t, struct node *dir, size_t from, size_t ma
 
 	tree_lock(t);
 	for (; dir->is_dir && i < dir->n_order && n < max; i++) {
-		struct node *c = dir->order[i];
+		struct node *c = node_at(t, dir->order[i]);
 
 		if (c->gone)
 			continue;
@@ -858,10 +1007,10 @@ char **tree_raw_path(struct tree *t, struct node *node, size_t *n)
 	char **path;
 
 	tree_lock(t);
-	for (struct node *p = node; p && p->parent; p = p->parent)
+	for (struct node *p = node; p && p->parent_ref; p = node_at(t, p->parent_ref))
 		depth++;
 	path = g_new0(char *, depth + 1);
-	for (struct node *p = node; p && p->parent; p = p->parent)
+	for (struct node *p = node; p && p->parent_ref; p = node_at(t, p->parent_ref))
 		path[--depth] = g_strdup(tree_node_raw(p));
 	tree_unlock(t);
 	if (n)

@@ -44,7 +44,10 @@ def test_ids_that_change_on_every_listing_keep_nodes_and_stamps_bounded(rig):
     devices = m.path / "homes" / home / "devices"
     for name in os.listdir(devices):
         read_device(devices / name)
-    listed = status(m)["tree"]["nodes"]
+    tree = status(m)["tree"]
+    listed = tree["nodes"]
+    # The memory they take is shown beside them: at least a node's 50 bytes and its name.
+    assert tree["bytes"] >= listed * 56, tree
 
     for _ in range(REFRESHES):
         # One device leaves the home and a new one, with an id never seen, joins it.

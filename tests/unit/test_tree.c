@@ -442,7 +442,7 @@ static void test_the_same_name_in_two_directories_is_two_nodes(void) {
   g_assert_nonnull(ax);
   g_assert_nonnull(bx);
   g_assert_true(ax != bx);
-  g_assert_true(ax->parent == a && bx->parent == b);
+  g_assert_true(tree_parent(t, ax) == a && tree_parent(t, bx) == b);
   g_assert_true(tree_get(t, bx->ino) == bx);
   g_assert_null(tree_child(t, dir, "x"));
   g_assert_null(tree_child(t, tree_root(t), "a"));
@@ -510,7 +510,7 @@ static void test_a_very_long_id_is_kept_whole(void) {
   g_assert_cmpstr(path[1], ==, id);
   g_assert_cmpstr(before->name, ==, "before");
   g_assert_cmpstr(after->name, ==, "after");
-  g_assert_true(after->parent == dir && before->parent == dir);
+  g_assert_true(tree_parent(t, after) == dir && tree_parent(t, before) == dir);
   tree_free(t);
 }
 
@@ -616,13 +616,13 @@ static void test_colliding_paths_in_two_directories_stay_apart(void) {
     struct node *h = tree_child(t, homes, name);
     struct node *s = tree_child(t, internal, name);
 
-    g_assert_true(h->parent == homes);
+    g_assert_true(tree_parent(t, h) == homes);
     g_assert_false(h->internal);
     if (i % 2) {
       g_assert_null(s);
       continue;
     }
-    g_assert_true(s->parent == internal);
+    g_assert_true(tree_parent(t, s) == internal);
     g_assert_true(s->internal);
     g_assert_cmpuint(s->ino, !=, h->ino);
   }
@@ -693,8 +693,8 @@ static void test_memory_per_node_of_10000_devices(void) {
       nodes += 2 + 4;
     }
   }
-  bytes = heap_bytes() - before;
-  g_test_message("%zu nodes, %zu bytes of heap, %.1f bytes a node", nodes,
+  bytes = heap_bytes() - before + tree_memory_bytes(t);
+  g_test_message("%zu nodes, %zu bytes of heap and slabs, %.1f bytes a node", nodes,
                  bytes, (double)bytes / (double)nodes);
   last = tree_child(t, last, "charging.status");
   g_assert_nonnull(last);
@@ -756,11 +756,56 @@ static void test_ids_that_change_on_every_listing_keep_the_tree_bounded(void) {
     }
     tree_release(t, held);
     g_assert_cmpuint(tree_count(t), ==, 2 + 2 * 50); /* root, devices, 50 x 2 */
-    if (gen == 150)
-      heap_then = heap_bytes(); /* ids of as many digits from here on */
+    if (gen == 150) /* ids of as many digits from here on */
+      heap_then = heap_bytes() + tree_memory_bytes(t);
   }
   /* Freed pieces are reused: 150 listings more took no more memory. */
-  g_assert_cmpuint(heap_bytes(), <=, heap_then + 1024);
+  g_assert_cmpuint(heap_bytes() + tree_memory_bytes(t), <=, heap_then + 1024);
+  tree_free(t);
+}
+
+/* Ids too long for a slab's pieces (a hostile cloud's 20 000-byte ids) each take a
+ * block of their own: the files below them find their directory and their path, and
+ * when the ids change on every listing the blocks go with them, so the tree stays the
+ * size of one listing. */
+static void test_ids_too_long_for_a_slab_come_and_go(void) {
+  struct tree *t = tree_new();
+  struct node *dir = tree_add_child(t, tree_root(t), "devices", true);
+  size_t then = 0;
+
+  for (int gen = 1; gen <= 40; gen++) {
+    g_autoptr(GPtrArray) entries = provider_entries_new();
+    for (int i = 0; i < 5; i++) {
+      g_autofree char *id = g_strnfill(20000, (char)('a' + (gen + i) % 26));
+      g_autofree char *tail = g_strdup_printf("%d-%d", gen, i);
+      memcpy(id, tail, strlen(tail));
+      g_ptr_array_add(entries, provider_entry_new(id, ENTRY_DIR));
+    }
+    unsigned held = tree_hold(t);
+    tree_set_children(t, dir, entries, (uint64_t)gen);
+    for (guint i = 0; i < entries->len; i++) {
+      const char *id = ((struct provider_entry *)entries->pdata[i])->name;
+      GArray *list = tree_list(t, dir);
+      struct node *device =
+          tree_get(t, g_array_index(list, struct tree_dirent, i).ino);
+      tree_dirents_free(list);
+      g_assert_cmpstr(tree_node_raw(device), ==, id);
+      struct node *file = tree_add_child(t, device, "device.json", false);
+      g_assert_true(tree_parent(t, file) == device);
+      g_assert_true(tree_parent(t, device) == dir);
+      size_t n;
+      g_auto(GStrv) path = tree_raw_path(t, file, &n);
+      g_assert_cmpuint(n, ==, 3);
+      g_assert_cmpstr(path[1], ==, id);
+      g_assert_cmpstr(path[2], ==, "device.json");
+    }
+    tree_release(t, held);
+    g_assert_cmpuint(tree_count(t), ==, 2 + 2 * 5);
+    if (gen == 20)
+      then = tree_memory_bytes(t);
+  }
+  /* 20 listings more mapped no more: the old ids' blocks were given back. */
+  g_assert_cmpuint(tree_memory_bytes(t), <=, then);
   tree_free(t);
 }
 
@@ -933,6 +978,8 @@ int main(int argc, char **argv) {
                   test_memory_per_node_of_10000_devices);
   g_test_add_func("/tree/ids_that_change_on_every_listing_keep_the_tree_bounded",
                   test_ids_that_change_on_every_listing_keep_the_tree_bounded);
+  g_test_add_func("/tree/ids_too_long_for_a_slab_come_and_go",
+                  test_ids_too_long_for_a_slab_come_and_go);
   g_test_add_func("/tree/a_gone_node_the_kernel_holds_stays_until_forgotten",
                   test_a_gone_node_the_kernel_holds_stays_until_forgotten);
   g_test_add_func("/tree/a_node_is_freed_only_after_the_sections_that_may_hold_it",
