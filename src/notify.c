@@ -230,7 +230,9 @@ void notify_fill_around(struct notify *n, struct node *node)
 	if (!dir || !running || node->internal)
 		return;
 	fill_dir(n, dir, node->ino, 1);
-	size_t k = tree_parent(n->tree, dir) ? tree_next_siblings(n->tree, dir, next, NOTIFY_FILL_AHEAD) : 0;
+	size_t k = tree_parent(n->tree, dir)
+		       ? tree_next_siblings(n->tree, dir, next, NOTIFY_FILL_AHEAD)
+		       : 0;
 	for (size_t i = 0; i < k; i++)
 		fill_dir(n, next[i], 0, 1); /* nothing for a file */
 }

@@ -114,7 +114,8 @@ static char *slab_new(struct tree *t, size_t size)
 	if (map + span > slab + size)
 		munmap(slab + size, (size_t)(map + span - (slab + size)));
 	if (t->free_slab_numbers->len) {
-		number = g_array_index(t->free_slab_numbers, uint32_t, t->free_slab_numbers->len - 1);
+		number =
+		    g_array_index(t->free_slab_numbers, uint32_t, t->free_slab_numbers->len - 1);
 		g_array_set_size(t->free_slab_numbers, t->free_slab_numbers->len - 1);
 	} else if (t->n_slabs < SLAB_MAX) {
 		number = t->n_slabs++;

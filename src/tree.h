@@ -83,9 +83,9 @@ struct node {
 		struct file_memo memo; /* a file's: fs_core's, see struct file_memo */
 		struct __attribute__((packed)) {
 			uint64_t listed_gen; /* resource generation of the last listing */
-			uint32_t *order; /* children in listing order (n_order of them, as
-					  * node refs: tree_order_at), live ones first, then
-					  * gone ones the kernel holds */
+			uint32_t *order;     /* children in listing order (n_order of them, as
+					      * node refs: tree_order_at), live ones first, then
+					      * gone ones the kernel holds */
 			uint32_t n_order;
 		};
 	};
