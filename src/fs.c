@@ -28,7 +28,9 @@
  * .smarthomefs/ answer at once while any number of readers wait for a slow cloud. A
  * request still queued when its timeout has passed is answered ETIMEDOUT.
  *
- * Modules below it: fs_core (sync, stat, render), prefetch, notify, internal_files.
+ * Modules below it: fs_core (sync, stat, render), prefetch, notify, history_fill,
+ * internal_files; and it calls accounts (options) and tree (lookup counts, sections)
+ * itself.
  * Lock order: the fetch lock is a leaf (around the pool pointer only). */
 #include "fs.h"
 

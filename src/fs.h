@@ -3,15 +3,19 @@
  * (accounts.h: one account, or all).
  *
  * Modules, each arrow pointing down: fs (fs.c) -> prefetch, notify -> fs_core ->
- * internal_files -> tree; fs_core, prefetch and internal_files -> session.
+ * internal_files -> accounts -> session; fs -> history_fill -> accounts, session; fs
+ * also calls internal_files, accounts and tree, and prefetch and fs_core call session
+ * and tree (docs/design.md, "Modules and their arrows").
  *
  * Lock order of the filesystem: no fs lock is ever held while another lock of ours is
  * taken, nor across a session call. Each is a leaf, with only GLib's own queue or pool
  * lock under it: the fetch lock (fs.c), the prefetch lock, the notify lock, the
- * internal_files lock, fs_core's rendered lock, and the tree lock. The session's locks
- * (session, cache, json memo) are taken by the session's calls, always without an fs
- * lock held. Threads: libfuse's workers, the fetch pool (options.max_threads), the
- * prefetch pool (options.prefetch) and the notify thread. */
+ * internal_files lock, the history fill's lock and fs_core's rendered lock; the tree
+ * lock has only the stamps lock under it (an mtime is settled with the memo). The
+ * session's locks (session, cache, json memo) are taken by the session's calls, always
+ * without an fs lock held; the one for large bodies (session_large_begin) is taken
+ * before any. Threads: libfuse's workers, the fetch pool (options.max_threads), the
+ * prefetch pool (options.prefetch), the notify thread and the history fill. */
 #pragma once
 
 #include <fuse_lowlevel.h>

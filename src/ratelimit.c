@@ -1,4 +1,6 @@
-/* ratelimit: parses the budget headers. The values come straight from the network, so
+/* ratelimit: parses the budget headers, and keeps what a client knows of the budget
+ * (struct budget: a 429's block, the reset learned from r jumping up, the background
+ * share; see the header). The values come straight from the network, so
  * every byte is treated as hostile: unknown keys, junk and overflow are skipped, never
  * trusted, and nothing here can crash or loop on them. */
 #include "ratelimit.h"
