@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <pwd.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -264,7 +265,9 @@ static void detach(bool debug)
 	log_setup(cli_prog, true, debug);
 }
 
-/* Serves FUSE requests until the mount goes away; 0 on a clean unmount. */
+/* Serves FUSE requests until the mount goes away: 0 on an unmount, or the number of the
+ * signal that ended it (libfuse's handlers end the loop on SIGTERM, SIGINT and SIGHUP),
+ * or another error. */
 static int serve(struct fuse_session *se, int max_threads)
 {
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
@@ -486,7 +489,14 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 	g_ptr_array_set_size(ms.made, 0);
 	log_info("mounted %s on %s", ms.source, mountpoint);
 
-	r = serve(se, ms.max_threads) == 0 ? EXIT_OK : EXIT_FAIL;
+	int ended = serve(se, ms.max_threads);
+	/* A stop asked for (systemctl stop sends SIGTERM when the mount is busy and
+	 * fusermount3 -u failed; a terminal's ^C) is a success, as an unmount is: else
+	 * every logout with a shell in the mount would leave the unit failed. */
+	if (ended == SIGTERM || ended == SIGINT || ended == SIGHUP)
+		log_info("stopped by %s", strsignal(ended));
+	r = ended == 0 || ended == SIGTERM || ended == SIGINT || ended == SIGHUP ? EXIT_OK
+										 : EXIT_FAIL;
 	accounts_stop(ms.accounts);
 	fs_stop(fs);
 	fuse_session_unmount(se);

@@ -10,6 +10,7 @@ looks as if `meson install` had run, outside nothing changed."""
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -258,6 +259,26 @@ def test_without_debug_there_are_no_request_lines(rig):
     log = m.log_path.read_text()
     assert "GET /" not in log and "cache hit" not in log
     assert "mounted tado on" in log
+
+
+def test_sigterm_on_a_busy_mount_leaves_it_and_exits_0(rig):
+    """systemctl stop runs fusermount3 -u, which fails while a shell is in the mount, and
+    then sends SIGTERM: the daemon leaves the mount and reports success, so that the unit
+    is not left failed at every logout."""
+    rig.login_tado()
+    m = rig.mount()
+    shell = subprocess.Popen(["sleep", "600"], cwd=m.path)
+    try:
+        busy = subprocess.run(["fusermount3", "-u", str(m.path)], capture_output=True,
+                              text=True)
+        assert busy.returncode != 0 and "busy" in busy.stderr, busy.stderr
+        m.proc.send_signal(signal.SIGTERM)
+        assert m.proc.wait(15) == 0, m.log_path.read_text()
+        assert not rig.is_mount(m.path)
+    finally:
+        shell.kill()
+        shell.wait()
+    assert "stopped by Terminated" in m.log_path.read_text()
 
 
 # --- config file and options ---------------------------------------------------------

@@ -414,6 +414,7 @@ def test_sigterm_during_a_burst_of_readers_ends_the_daemon_and_the_mount(rig):
         raise AssertionError("the daemon hung after SIGTERM during a burst of readers")
     finally:
         stop.set()
+    assert m.proc.returncode == 0  # a stop asked for is a success
     assert not m.path.is_mount()
     for t in threads:
         t.join(10)
