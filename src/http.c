@@ -39,11 +39,49 @@ struct http_client {
 	char *user_agent;
 };
 
+/* Bodies over HTTP_LARGE_BODY received, or answered and not yet cleared, at once in the
+ * process (a mount of all accounts has a client each): each up to max_body. Bodies under
+ * it are bounded by the threads that fetch; these by this, whatever the number of
+ * readers. A transfer past HTTP_LARGE_BODY waits for a slot (the server's bytes wait in
+ * the socket meanwhile) until its deadline. Held by a thread that never waits for
+ * another (session_large_begin, the cache's locks) while holding one. */
+#define LARGE_SLOTS 2
+static GMutex large_slots_lock;
+static GCond large_slots_cond;
+static unsigned large_slots_used; /* (large_slots_lock) */
+
+/* Takes a slot, waiting until monotonic @deadline_us at most; false when none came. */
+static bool large_slot_take(gint64 deadline_us)
+{
+	g_mutex_lock(&large_slots_lock);
+	while (large_slots_used >= LARGE_SLOTS) {
+		if (!g_cond_wait_until(&large_slots_cond, &large_slots_lock, deadline_us) &&
+		    large_slots_used >= LARGE_SLOTS) {
+			g_mutex_unlock(&large_slots_lock);
+			return false;
+		}
+	}
+	large_slots_used++;
+	g_mutex_unlock(&large_slots_lock);
+	return true;
+}
+
+static void large_slot_give_back(void)
+{
+	g_mutex_lock(&large_slots_lock);
+	large_slots_used--;
+	g_cond_signal(&large_slots_cond);
+	g_mutex_unlock(&large_slots_lock);
+}
+
 /* What one attempt collects while curl runs. */
 struct http_transfer {
 	GByteArray *body;
 	size_t max_body;
+	gint64 deadline_us; /* monotonic: the request's end */
 	bool too_big;
+	bool large_slot;   /* holds one (large_slot_take) */
+	bool no_slot;	   /* no slot came before the deadline */
 	char *retry_after;
 	char *ratelimit;
 	char *ratelimit_policy;
@@ -162,6 +200,13 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 		t->too_big = true;
 		return 0; /* CURLE_WRITE_ERROR aborts the transfer */
 	}
+	if (!t->large_slot && t->body->len + n > HTTP_LARGE_BODY) {
+		if (!large_slot_take(t->deadline_us)) {
+			t->no_slot = true;
+			return 0;
+		}
+		t->large_slot = true;
+	}
 	g_byte_array_append(t->body, (const guint8 *)data, (guint)n);
 	return n;
 }
@@ -221,10 +266,12 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-static int curl_errno(CURLcode rc, bool too_big)
+static int curl_errno(CURLcode rc, bool too_big, bool no_slot)
 {
 	if (too_big)
 		return -EFBIG;
+	if (no_slot)
+		return -ETIMEDOUT;
 	switch (rc) {
 	case CURLE_OK:
 		return 0;
@@ -392,7 +439,7 @@ static int http_attempt(struct http_client *c, CURL *curl, const struct http_req
 		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
 		curl_easy_getinfo(curl, CURLINFO_HTTP_VERSION, &t->http_version);
 	}
-	return curl_errno(rc, t->too_big);
+	return curl_errno(rc, t->too_big, t->no_slot);
 }
 
 /* Full jitter: a random wait in [0, min(cap, base * 2^(attempt-1))]. */
@@ -423,6 +470,8 @@ static void transfer_to_response(struct http_transfer *t, long status, struct ht
 	resp->content_type = g_steal_pointer(&t->content_type);
 	/* curl_getdate: -1 for what is no date. */
 	resp->date_s = t->date ? MAX((gint64)curl_getdate(t->date, NULL), 0) : 0;
+	resp->large_slot = t->large_slot; /* given back by http_response_clear */
+	t->large_slot = false;
 }
 
 int http_request(struct http_client *c, const struct http_request *req, struct http_response *resp)
@@ -448,6 +497,7 @@ int http_request(struct http_client *c, const struct http_request *req, struct h
 		struct http_transfer t = {
 		    .body = g_byte_array_new(),
 		    .max_body = c->max_body,
+		    .deadline_us = deadline,
 		};
 		long status = 0;
 		r = http_attempt(c, curl, req, deadline - now, &t, &status);
@@ -466,6 +516,8 @@ int http_request(struct http_client *c, const struct http_request *req, struct h
 		}
 		g_clear_pointer(&t.body, g_byte_array_unref);
 		transfer_reset_headers(&t);
+		if (t.large_slot) /* a failed attempt's */
+			large_slot_give_back();
 
 		bool retry = r == 0 ? status_is_retryable(resp->status) : errno_is_retryable(r);
 		if (!retry || attempt == tries)
@@ -497,6 +549,9 @@ int http_request(struct http_client *c, const struct http_request *req, struct h
 void http_response_clear(struct http_response *resp)
 {
 	g_clear_pointer(&resp->body, g_bytes_unref);
+	if (resp->large_slot)
+		large_slot_give_back();
+	resp->large_slot = false;
 	g_clear_pointer(&resp->retry_after, g_free);
 	g_clear_pointer(&resp->ratelimit, g_free);
 	g_clear_pointer(&resp->ratelimit_policy, g_free);

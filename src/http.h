@@ -1,11 +1,19 @@
 /* http: libcurl for every request the program makes. One client is shared by all
  * threads: connections, TLS sessions and DNS answers are shared through a CURLSH, and
- * each request borrows an idle easy handle (or makes one) and gives it back. TLS is always verified; @cafile adds trust.
+ * each request borrows an idle easy handle (or makes one) and gives it back. TLS is always
+ * verified: against @cafile when given (it replaces the system's CA store), else the
+ * system's.
  *
  * Retries: http_request() retries 500, 502, 503, 504 and connection failures with
  * exponential backoff and full jitter (base 400 ms, factor 2, cap 15 s), honouring
  * Retry-After, until @tries or the deadline is spent; never 400/401/403/404, and never
  * 429 (a quota does not refill within a request: the caller waits for the refill).
+ *
+ * Memory: a body over HTTP_LARGE_BODY takes one of a few slots of the process while it
+ * is received and until its response is cleared; a transfer that passes the size waits
+ * for one, until its deadline (then -ETIMEDOUT). So bodies in flight weigh at most the
+ * fetching threads x HTTP_LARGE_BODY plus those few x the body cap, whatever the number
+ * of readers. Clear a response before waiting for anything else.
  * All functions are thread-safe. */
 #pragma once
 
@@ -13,6 +21,10 @@
 #include <glib.h>
 
 struct http_client;
+
+/* A body past this size is large (see Memory above; session.h parses such bodies one at a
+ * time). */
+#define HTTP_LARGE_BODY (1024 * 1024)
 
 /* Starts libcurl, once per process, before any thread: call it first in main. It
  * clears SSLKEYLOGFILE first, so that no TLS secret is ever written out. */
@@ -37,6 +49,8 @@ struct http_response {
 	gint64 date_s; /* the server's clock (its Date header), unix s; 0: none */
 	double seconds;
 	int attempts;
+	bool large_slot; /* the body is over HTTP_LARGE_BODY: holds one of the process's few
+			  * slots for such bodies until http_response_clear */
 };
 
 /* @timeout_s bounds each request from start to end (retries included); @max_body caps
@@ -50,7 +64,7 @@ void http_client_free(struct http_client *c);
 gint64 http_client_timeout_us(const struct http_client *c);
 
 /* Performs @req. Returns 0 when an HTTP answer came (any status: check resp->status),
- * else -ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET, -EPROTO (TLS or protocol
+ * else -ETIMEDOUT (also: no slot for a large body in time), -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET, -EPROTO (TLS or protocol
  * failure, certificate not trusted), -EFBIG (body over the cap), -EIO. */
 int http_request(struct http_client *c, const struct http_request *req, struct http_response *resp);
 void http_response_clear(struct http_response *resp);

@@ -10,6 +10,7 @@
 #include <glib.h>
 #include <jansson.h>
 #include "config.h"
+#include "http.h"
 #include "provider.h"
 
 struct session;
@@ -60,15 +61,17 @@ void resource_clear(struct resource *r);
  * read it, never change it. */
 json_t *resource_json(const struct resource *r);
 
-/* A body larger than this is large: its tree weighs up to 12 times the body. */
-#define SESSION_LARGE_BODY (1024 * 1024)
+/* A body larger than this is large: its tree weighs up to 12 times the body. The same size
+ * as http's, whose slots bound such bodies in flight. */
+#define SESSION_LARGE_BODY HTTP_LARGE_BODY
 /* The work on a large body (its parse, and what is made of the tree until it is freed)
  * runs one at a time in the process (a mount, whatever its accounts), so that the trees
  * of large bodies in memory add up to one: call session_large_begin with the body's
  * length before parsing and session_large_end with its result after freeing the tree.
  * Returns whether it locked (only for a large body). The lock is taken before any
- * other; leaf locks (the tree's, the JSON memo's, the renderings') may be taken under
- * it, never a network call. */
+ * other but http's slot for a large body (the fetch that received it parses it with the
+ * slot held: http.h); leaf locks (the tree's, the JSON memo's, the renderings') may be
+ * taken under it, never a network call. */
 bool session_large_begin(size_t len);
 void session_large_end(bool locked);
 

@@ -255,6 +255,42 @@ static void test_body_over_the_cap_is_efbig(void)
 	fake_server_stop(srv);
 }
 
+/* Bodies over HTTP_LARGE_BODY held at once are few, whatever the number of readers: with
+ * every slot held by an answer not cleared yet, a third large body waits until its
+ * deadline (-ETIMEDOUT); a small body does not wait; clearing an answer lets the next
+ * large one through. */
+static void test_large_bodies_held_at_once_are_bounded(void)
+{
+	struct script big = {.big_body = HTTP_LARGE_BODY + 4096};
+	struct script small = {0};
+	struct fake_server *big_srv = fake_server_start(script_handler, &big);
+	struct fake_server *small_srv = fake_server_start(script_handler, &small);
+	struct http_client *c = http_client_new(NULL, 1, 16 << 20, "t/1");
+	g_autofree char *big_url = fake_server_url(big_srv, "/big");
+	g_autofree char *small_url = fake_server_url(small_srv, "/small");
+	struct http_request big_req = {.method = "GET", .url = big_url};
+	struct http_request small_req = {.method = "GET", .url = small_url};
+	struct http_response held[2], resp;
+
+	for (int i = 0; i < 2; i++) {
+		g_assert_cmpint(http_request(c, &big_req, &held[i]), ==, 0);
+		g_assert_cmpuint(g_bytes_get_size(held[i].body), ==, big.big_body);
+	}
+	g_assert_cmpint(http_request(c, &big_req, &resp), ==, -ETIMEDOUT);
+	g_assert_null(resp.body);
+	g_assert_cmpint(http_request(c, &small_req, &resp), ==, 0);
+	g_assert_cmpmem(g_bytes_get_data(resp.body, NULL), g_bytes_get_size(resp.body), "{}", 2);
+	http_response_clear(&resp);
+	http_response_clear(&held[0]);
+	g_assert_cmpint(http_request(c, &big_req, &resp), ==, 0);
+	g_assert_cmpuint(g_bytes_get_size(resp.body), ==, big.big_body);
+	http_response_clear(&resp);
+	http_response_clear(&held[1]);
+	http_client_free(c);
+	fake_server_stop(big_srv);
+	fake_server_stop(small_srv);
+}
+
 static void test_refused_connection_is_econnrefused(void)
 {
 	/* A port just released by a listener: nothing answers there. */
@@ -362,6 +398,8 @@ int main(int argc, char **argv)
 			test_a_429_is_never_retried_even_with_a_short_retry_after);
 	g_test_add_func("/http/short_retry_after_is_honoured", test_short_retry_after_is_honoured);
 	g_test_add_func("/http/body_over_the_cap_is_efbig", test_body_over_the_cap_is_efbig);
+	g_test_add_func("/http/large_bodies_held_at_once_are_bounded",
+			test_large_bodies_held_at_once_are_bounded);
 	g_test_add_func("/http/refused_connection_is_econnrefused",
 			test_refused_connection_is_econnrefused);
 	g_test_add_func("/http/debug_line_shows_no_query_and_no_token",
