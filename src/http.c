@@ -80,8 +80,8 @@ struct http_transfer {
 	size_t max_body;
 	gint64 deadline_us; /* monotonic: the request's end */
 	bool too_big;
-	bool large_slot;   /* holds one (large_slot_take) */
-	bool no_slot;	   /* no slot came before the deadline */
+	bool large_slot; /* holds one (large_slot_take) */
+	bool no_slot;	 /* no slot came before the deadline */
 	char *retry_after;
 	char *ratelimit;
 	char *ratelimit_policy;

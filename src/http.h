@@ -64,8 +64,9 @@ void http_client_free(struct http_client *c);
 gint64 http_client_timeout_us(const struct http_client *c);
 
 /* Performs @req. Returns 0 when an HTTP answer came (any status: check resp->status),
- * else -ETIMEDOUT (also: no slot for a large body in time), -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET, -EPROTO (TLS or protocol
- * failure, certificate not trusted), -EFBIG (body over the cap), -EIO. */
+ * else -ETIMEDOUT (also: no slot for a large body in time), -ECONNREFUSED, -EHOSTUNREACH,
+ * -ECONNRESET, -EPROTO (TLS or protocol failure, certificate not trusted), -EFBIG (body over the
+ * cap), -EIO. */
 int http_request(struct http_client *c, const struct http_request *req, struct http_response *resp);
 void http_response_clear(struct http_response *resp);
 
