@@ -284,6 +284,7 @@ static gpointer watch_logins(gpointer data)
 int accounts_start(struct accounts *a, bool watch, GError **err)
 {
 	g_autoptr(GPtrArray) ids = g_ptr_array_new_with_free_func(g_free);
+	g_autoptr(GPtrArray) reasons = g_ptr_array_new_with_free_func(g_free);
 	GError *first = NULL;
 	int r, first_r = 0;
 
@@ -310,10 +311,11 @@ int accounts_start(struct accounts *a, bool watch, GError **err)
 			g_clear_error(&e);
 			continue;
 		}
-		/* Said on the terminal now; tried again at each look for logins. */
-		log_warn("cannot serve the account %s: %s", (char *)ids->pdata[i],
-			 e ? e->message : g_strerror(-r));
+		/* Tried again at each look for logins. */
 		g_hash_table_add(a->unopened, g_strdup(ids->pdata[i]));
+		g_ptr_array_add(reasons, g_strdup_printf("cannot serve the account %s: %s",
+							 (char *)ids->pdata[i],
+							 e ? e->message : g_strerror(-r)));
 		if (!first) {
 			first = e ? e
 				  : g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s",
@@ -323,6 +325,10 @@ int accounts_start(struct accounts *a, bool watch, GError **err)
 			g_clear_error(&e);
 		}
 	}
+	/* Said on the terminal now; when no account is served, the first reason is the
+	 * error the caller says, so it is not said here too. */
+	for (guint i = a->members->len == 0 ? 1 : 0; i < reasons->len; i++)
+		log_warn("%s", (char *)reasons->pdata[i]);
 	if (a->members->len == 0) {
 		g_propagate_error(err, first);
 		return first_r;

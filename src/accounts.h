@@ -50,7 +50,8 @@ struct accounts *accounts_new_all(struct options *opts, const struct token_store
 void accounts_free(struct accounts *a);
 /* A mount of all accounts opens the accounts logged in now: -ENOENT with @err when
  * there is none, or the first error when none could be opened (an account that cannot be
- * opened is logged and tried again at the next look). Then @watch: the thread that looks
+ * opened is logged, but for that first error, which the caller says, and is tried again
+ * at the next look). Then @watch: the thread that looks
  * for logins and logouts starts. A mount of one account: 0. */
 int accounts_start(struct accounts *a, bool watch, GError **err);
 /* Ends the thread that looks for logins. */

@@ -249,3 +249,17 @@ def test_mount_helper_fake_run_of_all_checks_every_section(rig, tmp_path):
     assert f"{path}:" in r.stderr
     assert "key 'timeout': timeout takes a whole number from 1 to 600" in r.stderr
     assert not os.path.ismount(mnt)
+
+
+def test_the_config_error_of_every_account_is_said_once(rig, tmp_path):
+    """When no account can be served, the mount fails saying each account's reason once."""
+    rig.login_tado()
+    rig.login_tibber()
+    path = rig.write_accounts_config(["tado", "tibber"],
+                                     {"tado": ["tll=120"], "tibber": ["timeout=0"]})
+    r = rig.run("mount", str(tmp_path), options=False, check=False)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("unknown key 'tll' in [tado]") == 1, r.stderr
+    assert r.stderr.count("timeout takes a whole number from 1 to 600") == 1, r.stderr
+    assert r.stderr.count(f"{path}:") == 2, r.stderr
+    assert not os.path.ismount(tmp_path)
