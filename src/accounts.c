@@ -40,7 +40,7 @@ struct accounts {
 	GPtrArray *members;   /* (lock) struct member *, in account name order, retired kept */
 	GHashTable *owner;    /* (lock) "dir/id" -> struct member *: who serves that id */
 	GHashTable *merged;   /* (lock) dir -> struct merged * */
-	GHashTable *unopened; /* (lock) ids that could not be opened: said once */
+	GHashTable *unopened; /* (lock) id -> why it could not be opened: said once */
 	GCond wake;	      /* ends the watcher's wait */
 	bool stopping;	      /* (lock) */
 	GThread *watcher;
@@ -83,7 +83,7 @@ static struct accounts *accounts_alloc(void)
 	a->members = g_ptr_array_new_with_free_func(member_free);
 	a->owner = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	a->merged = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, merged_free);
-	a->unopened = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	a->unopened = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 	a->started_at_s = g_get_real_time() / G_USEC_PER_SEC;
 	return a;
 }
@@ -190,12 +190,25 @@ GPtrArray *accounts_sessions(struct accounts *a)
 	return out;
 }
 
+/* What is said of account @id that could not be opened (g_free). */
+static char *unopened_reason(const char *id, int r, const GError *err)
+{
+	return g_strdup_printf("cannot serve the account %s: %s", id,
+			       err ? err->message : g_strerror(-r));
+}
+
+static gint compare_strings(gconstpointer x, gconstpointer y)
+{
+	return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
 /* Opens @id; says once why it could not. */
 static void open_account(struct accounts *a, const char *id)
 {
 	g_autoptr(GError) err = NULL;
 	struct session *session = NULL;
 	int r = a->open(a->open_data, id, &session, &err);
+	g_autofree char *reason = r < 0 ? unopened_reason(id, r, err) : NULL;
 
 	g_mutex_lock(&a->lock);
 	bool said = g_hash_table_contains(a->unopened, id);
@@ -203,14 +216,29 @@ static void open_account(struct accounts *a, const char *id)
 		add_member_locked(a, session);
 		g_hash_table_remove(a->unopened, id);
 	} else {
-		g_hash_table_add(a->unopened, g_strdup(id));
+		g_hash_table_replace(a->unopened, g_strdup(id), g_strdup(reason));
 	}
 	g_mutex_unlock(&a->lock);
 	if (r == 0)
 		log_info("serving the account %s", id);
 	else if (!said)
-		log_warn("cannot serve the account %s: %s", id,
-			 err ? err->message : g_strerror(-r));
+		log_warn("%s", reason);
+}
+
+void accounts_say_unopened(struct accounts *a)
+{
+	g_autoptr(GPtrArray) reasons = g_ptr_array_new_with_free_func(g_free);
+
+	g_mutex_lock(&a->lock);
+	GHashTableIter it;
+	gpointer reason;
+	g_hash_table_iter_init(&it, a->unopened);
+	while (g_hash_table_iter_next(&it, NULL, &reason))
+		g_ptr_array_add(reasons, g_strdup(reason));
+	g_mutex_unlock(&a->lock);
+	g_ptr_array_sort(reasons, compare_strings);
+	for (guint i = 0; i < reasons->len; i++)
+		log_warn("%s", (char *)reasons->pdata[i]);
 }
 
 static bool contains_id(GPtrArray *ids, const char *id)
@@ -312,10 +340,9 @@ int accounts_start(struct accounts *a, bool watch, GError **err)
 			continue;
 		}
 		/* Tried again at each look for logins. */
-		g_hash_table_add(a->unopened, g_strdup(ids->pdata[i]));
-		g_ptr_array_add(reasons, g_strdup_printf("cannot serve the account %s: %s",
-							 (char *)ids->pdata[i],
-							 e ? e->message : g_strerror(-r)));
+		char *reason = unopened_reason(ids->pdata[i], r, e);
+		g_hash_table_replace(a->unopened, g_strdup(ids->pdata[i]), g_strdup(reason));
+		g_ptr_array_add(reasons, reason);
 		if (!first) {
 			first = e ? e
 				  : g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s",

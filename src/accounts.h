@@ -54,6 +54,10 @@ void accounts_free(struct accounts *a);
  * at the next look). Then @watch: the thread that looks
  * for logins and logouts starts. A mount of one account: 0. */
 int accounts_start(struct accounts *a, bool watch, GError **err);
+/* Logs again why each account that is not served could not be opened (as
+ * accounts_start and the looks for logins said once): for the journal, once the daemon
+ * has left the terminal that heard it first. */
+void accounts_say_unopened(struct accounts *a);
 /* Ends the thread that looks for logins. */
 void accounts_stop(struct accounts *a);
 /* Looks for logins and logouts once now (what the thread does every ACCOUNTS_RESCAN_S). */
