@@ -38,7 +38,8 @@ struct accounts {
 
 	GMutex lock;
 	GPtrArray *members;   /* (lock) struct member *, in account name order, retired kept */
-	GHashTable *owner;    /* (lock) "dir/id" -> struct member *: who serves that id */
+	GHashTable *owner;    /* (lock) "dir/id" -> struct member *: who serves that id, for
+			       * the ids its directory's last listing shows, no others */
 	GHashTable *merged;   /* (lock) dir -> struct merged * */
 	GHashTable *unopened; /* (lock) id -> why it could not be opened: said once */
 	GCond wake;	      /* ends the watcher's wait */
@@ -474,6 +475,23 @@ static void claim(struct accounts *a, const char *dir, const char *name, enum en
 	g_hash_table_replace(a->owner, g_strconcat(dir, "/", name, NULL), m);
 }
 
+/* Drops who served the ids of @dir that its listing no longer shows (@seen): a home no
+ * account lists any more is gone, and the table stays as large as the listings. (lock) */
+static void forget_unlisted_locked(struct accounts *a, const char *dir, GHashTable *seen)
+{
+	size_t len = strlen(dir);
+	GHashTableIter it;
+	gpointer key;
+
+	g_hash_table_iter_init(&it, a->owner);
+	while (g_hash_table_iter_next(&it, &key, NULL)) {
+		const char *k = key;
+		if (strncmp(k, dir, len) == 0 && k[len] == '/' &&
+		    !g_hash_table_contains(seen, k + len + 1))
+			g_hash_table_iter_remove(&it);
+	}
+}
+
 /* One account's listing of a root directory: the ids, or NULL when it failed. */
 struct account_listing {
 	struct member *m;
@@ -553,6 +571,7 @@ int accounts_list(struct accounts *a, const struct provider_path *path, bool may
 		for (guint k = 0; ids && k < ids->len; k++)
 			claim(a, dir, ids->pdata[k], ENTRY_DIR, got[i].m, seen, entries);
 	}
+	forget_unlisted_locked(a, dir, seen);
 	struct merged *x = g_hash_table_lookup(a->merged, dir);
 	if (!x) {
 		x = g_new0(struct merged, 1);

@@ -10,6 +10,8 @@
  * listing fails (login expired, quota spent, cloud down, no copy) keeps its ids of the
  * last listing that worked, served by its session (cached copies, or the errno that says
  * why), unless another account lists them now; the others' ids are never touched by it.
+ * An id that the last listing of its directory did not show (no account lists it any
+ * more) is served by no account: only the ids listed now are remembered.
  * Which account serves which id, and which others list it, is in status.json.
  *
  * Logins are looked for again every ACCOUNTS_RESCAN_S by a thread of this module: an
