@@ -38,9 +38,10 @@ struct accounts {
 
 	GMutex lock;
 	GPtrArray *members;   /* (lock) struct member *, in account name order, retired kept */
-	GHashTable *owner;    /* (lock) "dir/id" -> struct member *: who serves that id */
+	GHashTable *owner;    /* (lock) "dir/id" -> struct member *: who serves that id, for
+			       * the ids its directory's last listing shows, no others */
 	GHashTable *merged;   /* (lock) dir -> struct merged * */
-	GHashTable *unopened; /* (lock) ids that could not be opened: said once */
+	GHashTable *unopened; /* (lock) id -> why it could not be opened: said once */
 	GCond wake;	      /* ends the watcher's wait */
 	bool stopping;	      /* (lock) */
 	GThread *watcher;
@@ -83,7 +84,7 @@ static struct accounts *accounts_alloc(void)
 	a->members = g_ptr_array_new_with_free_func(member_free);
 	a->owner = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	a->merged = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, merged_free);
-	a->unopened = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	a->unopened = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 	a->started_at_s = g_get_real_time() / G_USEC_PER_SEC;
 	return a;
 }
@@ -190,12 +191,25 @@ GPtrArray *accounts_sessions(struct accounts *a)
 	return out;
 }
 
+/* What is said of account @id that could not be opened (g_free). */
+static char *unopened_reason(const char *id, int r, const GError *err)
+{
+	return g_strdup_printf("cannot serve the account %s: %s", id,
+			       err ? err->message : g_strerror(-r));
+}
+
+static gint compare_strings(gconstpointer x, gconstpointer y)
+{
+	return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
 /* Opens @id; says once why it could not. */
 static void open_account(struct accounts *a, const char *id)
 {
 	g_autoptr(GError) err = NULL;
 	struct session *session = NULL;
 	int r = a->open(a->open_data, id, &session, &err);
+	g_autofree char *reason = r < 0 ? unopened_reason(id, r, err) : NULL;
 
 	g_mutex_lock(&a->lock);
 	bool said = g_hash_table_contains(a->unopened, id);
@@ -203,14 +217,29 @@ static void open_account(struct accounts *a, const char *id)
 		add_member_locked(a, session);
 		g_hash_table_remove(a->unopened, id);
 	} else {
-		g_hash_table_add(a->unopened, g_strdup(id));
+		g_hash_table_replace(a->unopened, g_strdup(id), g_strdup(reason));
 	}
 	g_mutex_unlock(&a->lock);
 	if (r == 0)
 		log_info("serving the account %s", id);
 	else if (!said)
-		log_warn("cannot serve the account %s: %s", id,
-			 err ? err->message : g_strerror(-r));
+		log_warn("%s", reason);
+}
+
+void accounts_say_unopened(struct accounts *a)
+{
+	g_autoptr(GPtrArray) reasons = g_ptr_array_new_with_free_func(g_free);
+
+	g_mutex_lock(&a->lock);
+	GHashTableIter it;
+	gpointer reason;
+	g_hash_table_iter_init(&it, a->unopened);
+	while (g_hash_table_iter_next(&it, NULL, &reason))
+		g_ptr_array_add(reasons, g_strdup(reason));
+	g_mutex_unlock(&a->lock);
+	g_ptr_array_sort(reasons, compare_strings);
+	for (guint i = 0; i < reasons->len; i++)
+		log_warn("%s", (char *)reasons->pdata[i]);
 }
 
 static bool contains_id(GPtrArray *ids, const char *id)
@@ -284,6 +313,7 @@ static gpointer watch_logins(gpointer data)
 int accounts_start(struct accounts *a, bool watch, GError **err)
 {
 	g_autoptr(GPtrArray) ids = g_ptr_array_new_with_free_func(g_free);
+	g_autoptr(GPtrArray) reasons = g_ptr_array_new_with_free_func(g_free);
 	GError *first = NULL;
 	int r, first_r = 0;
 
@@ -310,10 +340,10 @@ int accounts_start(struct accounts *a, bool watch, GError **err)
 			g_clear_error(&e);
 			continue;
 		}
-		/* Said on the terminal now; tried again at each look for logins. */
-		log_warn("cannot serve the account %s: %s", (char *)ids->pdata[i],
-			 e ? e->message : g_strerror(-r));
-		g_hash_table_add(a->unopened, g_strdup(ids->pdata[i]));
+		/* Tried again at each look for logins. */
+		char *reason = unopened_reason(ids->pdata[i], r, e);
+		g_hash_table_replace(a->unopened, g_strdup(ids->pdata[i]), g_strdup(reason));
+		g_ptr_array_add(reasons, reason);
 		if (!first) {
 			first = e ? e
 				  : g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s",
@@ -323,6 +353,10 @@ int accounts_start(struct accounts *a, bool watch, GError **err)
 			g_clear_error(&e);
 		}
 	}
+	/* Said on the terminal now; when no account is served, the first reason is the
+	 * error the caller says, so it is not said here too. */
+	for (guint i = a->members->len == 0 ? 1 : 0; i < reasons->len; i++)
+		log_warn("%s", (char *)reasons->pdata[i]);
 	if (a->members->len == 0) {
 		g_propagate_error(err, first);
 		return first_r;
@@ -441,6 +475,23 @@ static void claim(struct accounts *a, const char *dir, const char *name, enum en
 	g_hash_table_replace(a->owner, g_strconcat(dir, "/", name, NULL), m);
 }
 
+/* Drops who served the ids of @dir that its listing no longer shows (@seen): a home no
+ * account lists any more is gone, and the table stays as large as the listings. (lock) */
+static void forget_unlisted_locked(struct accounts *a, const char *dir, GHashTable *seen)
+{
+	size_t len = strlen(dir);
+	GHashTableIter it;
+	gpointer key;
+
+	g_hash_table_iter_init(&it, a->owner);
+	while (g_hash_table_iter_next(&it, &key, NULL)) {
+		const char *k = key;
+		if (strncmp(k, dir, len) == 0 && k[len] == '/' &&
+		    !g_hash_table_contains(seen, k + len + 1))
+			g_hash_table_iter_remove(&it);
+	}
+}
+
 /* One account's listing of a root directory: the ids, or NULL when it failed. */
 struct account_listing {
 	struct member *m;
@@ -520,6 +571,7 @@ int accounts_list(struct accounts *a, const struct provider_path *path, bool may
 		for (guint k = 0; ids && k < ids->len; k++)
 			claim(a, dir, ids->pdata[k], ENTRY_DIR, got[i].m, seen, entries);
 	}
+	forget_unlisted_locked(a, dir, seen);
 	struct merged *x = g_hash_table_lookup(a->merged, dir);
 	if (!x) {
 		x = g_new0(struct merged, 1);

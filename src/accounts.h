@@ -10,6 +10,8 @@
  * listing fails (login expired, quota spent, cloud down, no copy) keeps its ids of the
  * last listing that worked, served by its session (cached copies, or the errno that says
  * why), unless another account lists them now; the others' ids are never touched by it.
+ * An id that the last listing of its directory did not show (no account lists it any
+ * more) is served by no account: only the ids listed now are remembered.
  * Which account serves which id, and which others list it, is in status.json.
  *
  * Logins are looked for again every ACCOUNTS_RESCAN_S by a thread of this module: an
@@ -50,9 +52,14 @@ struct accounts *accounts_new_all(struct options *opts, const struct token_store
 void accounts_free(struct accounts *a);
 /* A mount of all accounts opens the accounts logged in now: -ENOENT with @err when
  * there is none, or the first error when none could be opened (an account that cannot be
- * opened is logged and tried again at the next look). Then @watch: the thread that looks
+ * opened is logged, but for that first error, which the caller says, and is tried again
+ * at the next look). Then @watch: the thread that looks
  * for logins and logouts starts. A mount of one account: 0. */
 int accounts_start(struct accounts *a, bool watch, GError **err);
+/* Logs again why each account that is not served could not be opened (as
+ * accounts_start and the looks for logins said once): for the journal, once the daemon
+ * has left the terminal that heard it first. */
+void accounts_say_unopened(struct accounts *a);
 /* Ends the thread that looks for logins. */
 void accounts_stop(struct accounts *a);
 /* Looks for logins and logouts once now (what the thread does every ACCOUNTS_RESCAN_S). */

@@ -171,22 +171,20 @@ static bool token_usable_locked(const struct auth *a, gint64 margin_us)
 	return token_fresh(&a->ts, margin_us);
 }
 
-/* Takes the account's lock file, shared with every other smarthomefs process. Bounded:
- * a wedged process must not hang a FUSE worker for ever. Returns the fd or -errno. */
-static int auth_lock_file(struct auth *a, GError **err)
+int auth_lock_account(const char *lock_dir, const char *account, gint64 wait_us, GError **err)
 {
 	/* Another user's directory or lock file would let them hold the lock for ever. */
-	int r = trust_private_dir(a->lock_dir, err);
+	int r = trust_private_dir(lock_dir, err);
 	if (r < 0)
 		return r;
-	g_autofree char *name = g_strconcat(a->account, ".lock", NULL);
+	g_autofree char *name = g_strconcat(account, ".lock", NULL);
 	if (strchr(name, '/') || name[0] == '.')
 		return -EINVAL;
-	g_autofree char *path = g_build_filename(a->lock_dir, name, NULL);
+	g_autofree char *path = g_build_filename(lock_dir, name, NULL);
 	int fd = trust_open_private(path, O_RDWR | O_CREAT, 0600, err);
 	if (fd < 0)
 		return fd;
-	gint64 give_up = g_get_monotonic_time() + MIN(LOCK_WAIT_US, http_client_timeout_us(a->http));
+	gint64 give_up = g_get_monotonic_time() + wait_us;
 	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno != EWOULDBLOCK && errno != EINTR) {
 			r = -errno;
@@ -202,6 +200,14 @@ static int auth_lock_file(struct auth *a, GError **err)
 	return fd;
 }
 
+/* Takes the account's lock file. Bounded: a wedged process must not hang a FUSE worker
+ * for ever. Returns the fd or -errno. */
+static int auth_lock_file(struct auth *a, GError **err)
+{
+	return auth_lock_account(a->lock_dir, a->account,
+				 MIN(LOCK_WAIT_US, http_client_timeout_us(a->http)), err);
+}
+
 static int auth_save(struct auth *a, const struct token_set *ts)
 {
 	g_autoptr(GError) e = NULL;
@@ -213,6 +219,35 @@ static int auth_save(struct auth *a, const struct token_set *ts)
 			  "memory and saving is tried again at the next refresh.",
 			  a->account, e ? e->message : g_strerror(-r));
 	return r;
+}
+
+/* Whether the store still holds the login whose refresh token is @refresh_token, read
+ * under the account's lock just before a refreshed set replaces it: 0 it does (or the
+ * store cannot say: then the save is tried as before), -ENOENT the login was removed
+ * (`smarthomefs logout`: writing now would undo it), 1 it holds another login, put in
+ * @other (the user logged in again, or a process refreshed without the lock). */
+static int auth_store_holds(struct auth *a, const char *refresh_token, struct token_set *other)
+{
+	g_autoptr(GError) e = NULL;
+	struct token_set stored = {0};
+	int r = token_set_load(&a->store, a->account, &stored, &e);
+
+	if (r == -ENOENT)
+		return r;
+	if (r < 0 || !stored.refresh_token || g_strcmp0(stored.refresh_token, refresh_token) == 0) {
+		token_set_clear(&stored);
+		return 0;
+	}
+	*other = stored;
+	return 1;
+}
+
+static void log_removed_during_refresh(struct auth *a)
+{
+	log_error("The login of %s was removed from the %s store while a refresh of its tokens "
+		  "was under way; the new tokens are dropped unused. Run `smarthomefs login %s` "
+		  "to use it again.",
+		  a->account, token_store_name(a->store.kind), a->account);
 }
 
 struct refresh_outcome {
@@ -248,7 +283,18 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 	struct token_set work = {0};
 	bool adopted = false;
 	if (save_pending) {
-		/* The store is older than memory: what it holds was spent by us. */
+		/* The store is older than memory: what it holds was spent by us, unless the
+		 * login was removed since: then saving would log the user back in. */
+		g_autoptr(GError) e = NULL;
+		struct token_set stored = {0};
+		if (token_set_load(&a->store, a->account, &stored, &e) == -ENOENT) {
+			log_removed_during_refresh(a);
+			out->saved = true; /* nothing is owed to a store the user emptied */
+			if (lock_fd >= 0)
+				close(lock_fd);
+			return -EACCES;
+		}
+		token_set_clear(&stored);
 		out->saved = auth_save(a, snap) == 0;
 	} else {
 		g_autoptr(GError) e = NULL;
@@ -290,10 +336,32 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 		r = -EACCES;
 	} else if (!adopted_fresh || force) {
 		g_autofree char *error = NULL;
+		g_auto(secret_str) from = g_strdup(work.refresh_token);
 		r = token_refresh(a->http, a->provider, a->auth_url, &work, &error);
+		struct token_set other = {0};
+		int held = r == 0 ? auth_store_holds(a, from, &other) : 0;
 		if (r == 0) {
 			out->refreshed = true;
 			out->refused = false;
+		}
+		if (held == -ENOENT) {
+			/* Logged out while the request was in flight: the new set is neither
+			 * stored nor used. */
+			log_removed_during_refresh(a);
+			token_set_clear(&work);
+			adopted = false;
+			out->saved = true;
+			r = -EACCES;
+		} else if (held == 1) {
+			/* Never overwrite a login made since; it is used instead. */
+			log_info("The login of %s changed in the store while its tokens were "
+				 "being refreshed; the stored one is used.",
+				 a->account);
+			token_set_clear(&work);
+			work = other;
+			adopted = true;
+			out->saved = true;
+		} else if (r == 0) {
 			out->saved = auth_save(a, &work) == 0;
 		} else if (r == -EACCES) {
 			out->refused = true;

@@ -2,7 +2,11 @@
  * refreshing it when it is about to expire or was rejected (401): one refresh at a time
  * per account in this process, and across processes an flock on the account's lock file,
  * after which the store is read again (another process may have refreshed already).
- * A refreshed token set is saved to the store before the new access token is used.
+ * A refreshed token set is saved to the store before the new access token is used, and
+ * only while the store still holds the login it was refreshed from (read again under
+ * the flock just before the write): a login removed meanwhile (`smarthomefs logout`,
+ * which takes the same flock) stays removed and the new set is dropped unused; a login
+ * made meanwhile is used instead, never overwritten.
  * A 429, 5xx or network error during a refresh never deletes or replaces tokens. A
  * refused refresh token (the login expired) is said once in the log and never sent
  * again; a new login in the store is picked up at the next refresh.
@@ -43,5 +47,10 @@ unsigned auth_refresh_count(struct auth *a);
 /* The account was logged out: the tokens held in memory go, and every later
  * auth_bearer answers -EACCES without reading the store or calling the cloud. */
 void auth_forget(struct auth *a);
+/* Takes @account's refresh lock (a file in @lock_dir, flock'ed by every smarthomefs
+ * process that refreshes or removes its tokens), waiting at most @wait_us. The fd,
+ * whose close releases it; -ETIMEDOUT when another process held it all that time, or
+ * another negative errno with @err. */
+int auth_lock_account(const char *lock_dir, const char *account, gint64 wait_us, GError **err);
 /* Refreshes now, whatever the expiry (used by the tests). */
 int auth_refresh_now(struct auth *a, GError **err);

@@ -485,6 +485,7 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 		status_fd = -1;
 		if (ms.no_cache) /* said on the terminal; now in the journal too */
 			cache_dir_usable(ms.no_cache);
+		accounts_say_unopened(ms.accounts); /* the same for the accounts skipped */
 	}
 	g_ptr_array_set_size(ms.made, 0);
 	log_info("mounted %s on %s", ms.source, mountpoint);

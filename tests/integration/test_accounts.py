@@ -249,3 +249,53 @@ def test_mount_helper_fake_run_of_all_checks_every_section(rig, tmp_path):
     assert f"{path}:" in r.stderr
     assert "key 'timeout': timeout takes a whole number from 1 to 600" in r.stderr
     assert not os.path.ismount(mnt)
+
+
+def test_the_config_error_of_every_account_is_said_once(rig, tmp_path):
+    """When no account can be served, the mount fails saying each account's reason once."""
+    rig.login_tado()
+    rig.login_tibber()
+    path = rig.write_accounts_config(["tado", "tibber"],
+                                     {"tado": ["tll=120"], "tibber": ["timeout=0"]})
+    r = rig.run("mount", str(tmp_path), options=False, check=False)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("unknown key 'tll' in [tado]") == 1, r.stderr
+    assert r.stderr.count("timeout takes a whole number from 1 to 600") == 1, r.stderr
+    assert r.stderr.count(f"{path}:") == 2, r.stderr
+    assert not os.path.ismount(tmp_path)
+
+
+def test_a_logout_while_a_refresh_waits_for_its_answer_stays_a_logout(rig):
+    """`smarthomefs logout` lands while the mount's refresh request is at the login server:
+    the tokens that answer brings are not stored again (the login stays removed), the
+    account leaves the mount, and none of its tokens is sent again."""
+    rig.login_tado()
+    m = rig.mount_all(["tado"], extra={"tado": ["ttl=0"]})  # every read asks the cloud
+    assert homes(m) == [TADO_HOME, "1002"]
+
+    def refreshes():
+        return rig.cloud.control.stats()["token_requests_by_cloud"]["tado"].get(
+            "refresh_token", 0)
+
+    before = refreshes()
+    rig.cloud.control.expire_tokens()  # the next API call answers 401: a refresh follows
+    rig.cloud.control.latency(3000)  # and each answer takes 3 s: time to log out meanwhile
+    reader = subprocess.Popen(["cat", str(m / f"homes/{TADO_HOME}/state.json")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: refreshes() > before, 30, "the refresh request at the cloud")
+        rig.run("logout", "tado", options=False)
+        reader.wait(timeout=60)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    rig.cloud.control.latency(0)
+
+    r = rig.run("logout", "tado", options=False, check=False)
+    assert r.returncode == 1 and "no login is stored for 'tado'" in r.stderr, r.stderr
+    wait_until(lambda: homes(m) == [], 30, "tado's homes to leave the mount")
+    rig.cloud.control.reset_stats()
+    assert read_error(m / f"homes/{TADO_HOME}/state.json")[0] == errno.ENOENT
+    stats = rig.cloud.control.stats()
+    assert not stats["tado_api_by_user"] and not any(stats["token_requests"].values()), stats

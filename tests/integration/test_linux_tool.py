@@ -206,6 +206,44 @@ def test_daemonized_mount_logs_to_syslog_with_request_lines_and_no_token(rig, in
         assert secret not in log
 
 
+def test_a_skipped_accounts_reason_is_said_in_syslog_once_the_mount_of_all_detaches(
+        rig, installed, tmp_path):
+    """The mount of all serves the accounts it can; why it skips one is said on the terminal
+    as it starts, and again in syslog (the journal), where a daemon's user looks later."""
+    (tmp_path / "dev").mkdir()
+    system = SystemNamespace(installed, dev_upper=tmp_path / "dev")
+    syslog = rig.tmp / "syslog"
+    rig.logs.append(syslog)
+    listener = subprocess.Popen(
+        ["nsenter", "-t", str(system.holder.pid), "-m", "--", "/usr/bin/python3", "-c",
+         SYSLOG_LISTENER, str(syslog)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline() == "ready\n"
+        rig.login_tado()
+        rig.login_tado("tado:second")
+        path = rig.write_accounts_config(["tado", "tado:second"], {"tado:second": ["tll=120"]})
+        reason = f"cannot serve the account tado:second: {path}:"
+        mnt = rig.tmp / "home-data"
+        mnt.mkdir()
+        system.mountpoints.append(mnt)
+        r = system.run("smarthomefs", "mount", str(mnt), env=rig.env)
+        rig.outputs += [r.stdout, r.stderr]
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count(reason) == 1, r.stderr
+        assert "unknown key 'tll' in [tado:second]" in r.stderr
+        wait_until(lambda: "mounted all on" in syslog.read_text(), 15, "the mount in syslog")
+        assert system.run("fusermount3", "-u", str(mnt)).returncode == 0
+        wait_until(lambda: "unmounted" in syslog.read_text(), 15, "the unmount in syslog")
+    finally:
+        system.stop()
+        listener.kill()
+        listener.wait()
+    log = syslog.read_text()
+    assert re.search(rf"smarthomefs\[\d+\]: {re.escape(reason)}"
+                     r".*unknown key 'tll' in \[tado:second\]", log), log
+    assert log.count(reason) == 1, log
+
+
 def test_type_fuse_smarthomefs_mounts_through_mount_fuse3(rig, system):
     rig.login_tado()
     mnt = rig.tmp / "home-data"

@@ -211,6 +211,29 @@ static void test_an_account_whose_listing_fails_keeps_its_homes_and_the_shared_o
 	g_free(back);
 }
 
+static void test_a_home_no_account_lists_any_more_is_served_by_none(struct fixture *f,
+								    gconstpointer data)
+{
+	g_autofree char *before = list_homes(f, true, NULL);
+	g_assert_cmpstr(served_by(f, "b"), ==, "tibber:b");
+
+	/* Its cloud answers, without b: b is gone, not kept as a failed account's is. */
+	set_cloud(&f->clouds[1], "{\"homes\": [{\"id\": \"c\"}]}", 200);
+	g_autofree char *after = list_homes(f, true, NULL);
+	g_assert_cmpstr(after, ==, "a shared c");
+	g_assert_null(served_by(f, "b"));
+	g_assert_cmpstr(served_by(f, "c"), ==, "tibber:b");
+	g_assert_cmpstr(served_by(f, "shared"), ==, "tibber");
+
+	/* Ids that come and go leave nothing behind: only today's are served. */
+	set_cloud(&f->clouds[1], "{\"homes\": [{\"id\": \"d\"}]}", 200);
+	g_autofree char *later = list_homes(f, true, NULL);
+	g_assert_cmpstr(later, ==, "a shared d");
+	g_assert_null(served_by(f, "b"));
+	g_assert_null(served_by(f, "c"));
+	g_assert_cmpstr(served_by(f, "d"), ==, "tibber:b");
+}
+
 static void test_nothing_to_show_says_why(struct fixture *f, gconstpointer data)
 {
 	int r = 0;
@@ -287,6 +310,7 @@ int main(int argc, char **argv)
 			     fixture_tear_down)
 	ADD(test_a_home_both_accounts_list_is_shown_once_and_served_by_the_first);
 	ADD(test_an_account_whose_listing_fails_keeps_its_homes_and_the_shared_one_moves);
+	ADD(test_a_home_no_account_lists_any_more_is_served_by_none);
 	ADD(test_nothing_to_show_says_why);
 	ADD(test_a_listing_that_needs_a_fetch_is_in_progress_without_may_fetch);
 	ADD(test_a_logout_drops_the_account_and_a_login_adds_it_again);

@@ -107,12 +107,17 @@ struct endpoint {
 	int status;	 /* when set, every answer is this status with an empty body */
 	gulong delay_us; /* how long each answer takes */
 	int expires_in;
+	/* Called with each request, before it is answered: what happens meanwhile. */
+	void (*on_request)(void *data);
+	void *on_request_data;
 };
 
 static void endpoint_handler(const struct fake_request *req, int *status, GString *headers,
 			     GString *body, void *data)
 {
 	struct endpoint *e = data;
+	if (e->on_request)
+		e->on_request(e->on_request_data);
 	if (e->delay_us)
 		g_usleep(e->delay_us);
 	if (e->status) {
@@ -492,9 +497,10 @@ static void test_failed_save_keeps_new_tokens_and_saves_them_later(void)
 	g_assert_cmpint(auth_bearer(f.auth, &t1), ==, 0);
 	g_assert_cmpstr(t1, ==, "AT-1");
 
-	/* The store works again: the next refresh saves first what memory holds, then
-	 * refreshes with it (RT-1; RT-0 is spent). */
+	/* The store works again, still holding the spent RT-0: the next refresh saves
+	 * first what memory holds, then refreshes with it (RT-1). */
 	g_assert_cmpint(g_unlink(tokens), ==, 0);
+	store_token_set(&f, 0, now_s() - 10);
 	GError *err = NULL;
 	g_assert_cmpint(auth_refresh_now(f.auth, &err), ==, 0);
 	g_assert_no_error(err);
@@ -502,6 +508,85 @@ static void test_failed_save_keeps_new_tokens_and_saves_them_later(void)
 	g_assert_cmpstr(saved.refresh_token, ==, "RT-2");
 	token_set_clear(&saved);
 	g_assert_cmpuint(auth_refresh_count(f.auth), ==, 2);
+	fixture_teardown(&f);
+}
+
+/* `smarthomefs logout` as it reaches the store: the login is deleted. */
+static void log_out(void *data)
+{
+	struct fixture *f = data;
+	g_assert_cmpint(token_store_delete(&f->store, ACCOUNT, NULL), ==, 0);
+}
+
+static void test_logout_during_refresh_is_not_undone(void)
+{
+	struct fixture f = {0};
+	fixture_setup(&f, now_s() - 10);
+	/* The logout lands between the refresh request and its answer. */
+	f.ep.on_request = log_out;
+	f.ep.on_request_data = &f;
+
+	g_autofree char *token = NULL;
+	g_assert_cmpint(auth_bearer(f.auth, &token), ==, -EACCES);
+	g_assert_null(token);
+	g_assert_cmpint(fake_server_requests(f.srv), ==, 1);
+	/* Still logged out: the refreshed set was not stored... */
+	char *json = NULL;
+	g_assert_cmpint(token_store_load(&f.store, ACCOUNT, &json, NULL), ==, -ENOENT);
+	g_assert_null(json);
+	/* ...nor used, and nothing more is sent, even when forced. */
+	f.ep.on_request = NULL;
+	GError *err = NULL;
+	g_assert_cmpint(auth_refresh_now(f.auth, &err), ==, -EACCES);
+	g_clear_error(&err);
+	g_assert_cmpint(auth_bearer(f.auth, &token), ==, -EACCES);
+	g_assert_null(token);
+	g_assert_cmpint(fake_server_requests(f.srv), ==, 1);
+	g_assert_cmpint(token_store_load(&f.store, ACCOUNT, &json, NULL), ==, -ENOENT);
+	fixture_teardown(&f);
+}
+
+/* The user logs in again (generation 5 in the store) while a refresh is in flight. */
+static void log_in_again(void *data)
+{
+	store_token_set(data, 5, now_s() + 600);
+}
+
+static void test_login_made_during_refresh_is_kept_and_used(void)
+{
+	struct fixture f = {0};
+	fixture_setup(&f, now_s() - 10);
+	f.ep.on_request = log_in_again;
+	f.ep.on_request_data = &f;
+
+	g_autofree char *token = NULL;
+	g_assert_cmpint(auth_bearer(f.auth, &token), ==, 0);
+	g_assert_cmpstr(token, ==, "AT-5");
+	struct token_set saved = stored_tokens(&f);
+	g_assert_cmpstr(saved.refresh_token, ==, "RT-5");
+	token_set_clear(&saved);
+	fixture_teardown(&f);
+}
+
+static void test_logout_while_a_save_is_pending_is_not_undone(void)
+{
+	struct fixture f = {0};
+	fixture_setup(&f, now_s() - 10);
+	/* The store cannot be written: the refreshed set waits in memory... */
+	g_autofree char *tokens = g_build_filename(f.store.state_dir, "tokens", NULL);
+	g_autofree char *cmd = g_strdup_printf("rm -rf '%s' && touch '%s'", tokens, tokens);
+	g_assert_cmpint(system(cmd), ==, 0);
+	g_autofree char *t1 = NULL;
+	g_assert_cmpint(auth_bearer(f.auth, &t1), ==, 0);
+	g_assert_cmpstr(t1, ==, "AT-1");
+	/* ...then the store works again, empty: the user logged out. */
+	g_assert_cmpint(g_unlink(tokens), ==, 0);
+	GError *err = NULL;
+	g_assert_cmpint(auth_refresh_now(f.auth, &err), ==, -EACCES);
+	g_clear_error(&err);
+	char *json = NULL;
+	g_assert_cmpint(token_store_load(&f.store, ACCOUNT, &json, NULL), ==, -ENOENT);
+	g_assert_cmpint(fake_server_requests(f.srv), ==, 1);
 	fixture_teardown(&f);
 }
 
@@ -629,6 +714,12 @@ int main(int argc, char **argv)
 			test_failed_save_keeps_new_tokens_and_saves_them_later);
 	g_test_add_func("/auth/refresh_waits_for_another_process_and_adopts_its_tokens",
 			test_refresh_waits_for_another_process_and_adopts_its_tokens);
+	g_test_add_func("/auth/logout_during_refresh_is_not_undone",
+			test_logout_during_refresh_is_not_undone);
+	g_test_add_func("/auth/login_made_during_refresh_is_kept_and_used",
+			test_login_made_during_refresh_is_kept_and_used);
+	g_test_add_func("/auth/logout_while_a_save_is_pending_is_not_undone",
+			test_logout_while_a_save_is_pending_is_not_undone);
 	g_test_add_func("/auth/refresh_now_refreshes_a_valid_token",
 			test_refresh_now_refreshes_a_valid_token);
 	g_test_add_func("/auth/store_file_is_private", test_store_file_is_private);
