@@ -171,8 +171,8 @@ static int fill_walk(struct account_fill *af, char **comp, size_t n, GPtrArray *
 		w = g_new0(struct wanted, 1);
 		/* Only history: a period (paged or immutable) the cache does not hold. */
 		if (session_source(af->s, &cp, &w->ref, true) < 0 || !w->ref.path ||
-		    !(w->ref.paged || w->ref.immutable_at_s) || session_holds(af->s, &w->ref) ||
-		    refused(af, &w->ref)) {
+		    !(w->ref.paged || w->ref.immutable_at_s) ||
+		    session_holds_latest(af->s, &w->ref) || refused(af, &w->ref)) {
 			wanted_free(w);
 			continue;
 		}
@@ -206,13 +206,13 @@ static gint64 fill_round(struct account_fill *af)
 		int r;
 
 		/* A period's files (.json, .csv) are one resource: one call. */
-		if (!g_hash_table_add(asked, (gpointer)key) || session_holds(af->s, &w->ref))
+		if (!g_hash_table_add(asked, (gpointer)key) || session_holds_latest(af->s, &w->ref))
 			continue;
 		if (!session_background_allows(af->s)) {
 			wait = MIN(wait, IDLE_WAIT_US);
 			break;
 		}
-		r = session_get(af->s, &w->ref, &res);
+		r = session_get_latest(af->s, &w->ref, &res);
 		resource_clear(&res);
 		if (r == 0) {
 			wait = 0;
@@ -230,15 +230,6 @@ static gint64 fill_round(struct account_fill *af)
 	return wait;
 }
 
-/* Whether @s's history is filled: its quota is scarce and its options ask for it. */
-static bool fills(struct session *s)
-{
-	const struct options *o = session_options(s);
-
-	return session_provider(s)->quota_is_scarce && o->history_days > 0 &&
-	       o->history_budget > 0 && !o->offline;
-}
-
 /* One round over every account serving now. Returns how long to wait (fill_round's,
  * the shortest). */
 static gint64 fill_accounts(struct history_fill *f)
@@ -250,7 +241,7 @@ static gint64 fill_accounts(struct history_fill *f)
 		struct session *s = sessions->pdata[i];
 		struct account_fill *af = g_hash_table_lookup(f->by_session, s);
 
-		if (!fills(s))
+		if (!session_history_filled(s))
 			continue;
 		if (!af) {
 			af = g_new0(struct account_fill, 1);
@@ -287,7 +278,8 @@ struct history_fill *history_fill_start(struct accounts *accounts)
 	struct history_fill *f;
 
 	/* A mount of all accounts may gain a tado login later: its thread looks. */
-	if (o->history_days <= 0 || o->history_budget <= 0 || o->offline || (one && !fills(one)))
+	if (o->history_days <= 0 || o->history_budget <= 0 || o->offline ||
+	    (one && !session_history_filled(one)))
 		return NULL;
 	f = g_new0(struct history_fill, 1);
 	f->accounts = accounts;
