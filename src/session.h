@@ -80,8 +80,8 @@ void session_large_end(bool locked);
 int session_source(struct session *s, const struct provider_path *path, struct resource_ref *ref,
 		   bool peek);
 /* The body of @ref, through the cache. Returns 0 or a negative errno (-ENOENT, -EACCES,
- * -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN: what each means to a reader is the table "When
- * the cloud fails" in docs/reliability.md). */
+ * -EAGAIN, -EIO, -EREMOTEIO (a 5xx), -ETIMEDOUT, -ENETDOWN: what each means to a reader
+ * is the table "When the cloud fails" in docs/reliability.md). */
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out);
 /* As session_get, for the history fill: a finished period whose final copy is not held is
  * fetched, where session_get answers with the copy from before (session_holds). */

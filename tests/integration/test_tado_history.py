@@ -252,3 +252,22 @@ def test_yesterdays_file_stays_listed_through_the_homes_midnight(rig):
     assert sorted(set(everything) - set(listed(m))) == []
     assert rig.cloud.control.stats()["day_reports"][f"{HOME}/1/{day}"] == 2
     assert_no_429(rig)
+
+
+def test_a_day_the_cloud_failed_to_answer_is_asked_again_soon_within_the_budget(rig):
+    """A 500 is the cloud's hiccup, not its answer: the day is asked again within seconds
+    (not a day later), by the fill's share alone, and is listed then."""
+    rig.login_tado()
+    rig.cloud.control.config(quota=QUOTA)
+    m = rig.mount(extra=["history_days=2", f"history_budget={BUDGET}"])
+    # Every try of zone 1's first day report (the HTTP client's three) fails.
+    rig.cloud.control.fail(kind="500", count=3, path=f"/homes/{HOME}/zones/1/dayReport")
+    os.listdir(m / f"homes/{HOME}/zones/1/history")
+    wait_until(lambda: rig.cloud.control.faults() == [], 30, "the fill to meet the failure")
+    wait_until(lambda: len(history(m, 1)) == 4 and len(history(m, 2)) == 4, 30,
+               "both days of both zones, the one that failed too")
+    log = m.log_path.read_text()
+    assert "could not be fetched" in log and "not available" not in log
+    assert_every_listed_file_reads_without_a_call(rig, m)
+    assert remaining(m) >= USERS_SHARE
+    assert_no_429(rig)
