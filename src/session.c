@@ -740,11 +740,11 @@ static int get_earlier(struct session *s, const struct resource_ref *ref, const 
 	memset(out, 0, sizeof(*out));
 	if (r < 0)
 		return r;
+	/* Its own change time, not the end: on a mount that never showed this file, the
+	 * final copy, whose mtime is the end, must still look newer (stamps_change). */
 	resource_from_hit(s, &hit, out);
 	/* Its final copy replaces it once fetched: the kernel asks again soon, at no cost. */
 	out->fresh_for_s = 1;
-	out->fixed_time = true;
-	out->changed_at_us = ref->immutable_at_s * G_USEC_PER_SEC;
 	cache_hit_clear(&hit);
 	return 0;
 }
@@ -902,14 +902,19 @@ int session_peek(struct session *s, const struct resource_ref *ref, struct resou
 	g_autofree char *key = ref_key(s, ref);
 	int r = cache_peek(s->cache, key, &hit);
 
-	/* A final period whose final copy is not here yet has the earlier one's bytes. */
-	if (r < 0 && ref_final(s, ref))
+	bool earlier = false;
+
+	/* A final period whose final copy is not here yet has the earlier one's bytes, and
+	 * their time (get_earlier). */
+	if (r < 0 && ref_final(s, ref)) {
 		r = cache_peek(s->cache, ref->key ? ref->key : ref->path, &hit);
+		earlier = true;
+	}
 	memset(out, 0, sizeof(*out));
 	if (r < 0)
 		return r;
 	resource_from_hit(s, &hit, out);
-	if (ref->immutable_at_s > 0 && session_now_s(s) >= ref->immutable_at_s) {
+	if (!earlier && ref->immutable_at_s > 0 && session_now_s(s) >= ref->immutable_at_s) {
 		out->fixed_time = true;
 		out->changed_at_us = ref->immutable_at_s * G_USEC_PER_SEC;
 	}
