@@ -740,8 +740,9 @@ static int get_earlier(struct session *s, const struct resource_ref *ref, const 
 	memset(out, 0, sizeof(*out));
 	if (r < 0)
 		return r;
-	/* Its own change time, not the end: on a mount that never showed this file, the
-	 * final copy, whose mtime is the end, must still look newer (stamps_change). */
+	/* With its own change time, not the end (no fixed_time): on a mount that never
+	 * showed this file, the final copy, whose mtime is the end, must still look newer
+	 * (stamps_change). */
 	resource_from_hit(s, &hit, out);
 	/* Its final copy replaces it once fetched: the kernel asks again soon, at no cost. */
 	out->fresh_for_s = 1;
@@ -901,7 +902,6 @@ int session_peek(struct session *s, const struct resource_ref *ref, struct resou
 	struct cache_hit hit;
 	g_autofree char *key = ref_key(s, ref);
 	int r = cache_peek(s->cache, key, &hit);
-
 	bool earlier = false;
 
 	/* A final period whose final copy is not here yet has the earlier one's bytes, and
