@@ -11,9 +11,19 @@
 /* How often the tree is walked again when nothing was missing (or the cloud failed): a
  * walk costs no call, but looks at every period listed. */
 #define DONE_WAIT_US (10 * G_USEC_PER_SEC)
-/* A period the cloud refused (a day before the zone existed; a 5xx after its retries) is
- * not asked again for this long. */
+/* A period the cloud refused (a 4xx: a day before the zone existed), or failed to answer
+ * RETRIES times in a row, is not asked again for this long. */
 #define REFUSED_FOR_US ((gint64)86400 * G_USEC_PER_SEC)
+/* After a call failed other than by a refusal (a 5xx or a timeout after the HTTP client's
+ * own tries, the network, the login), the account's fill makes no call for RETRY_FIRST_US,
+ * four times as long after each such failure in a row, at most RETRY_MAX_US; a fetch
+ * starts over. A day a 5xx made fail is asked again soon, not a day later, and a cloud
+ * that is down costs a few calls, all of them within history_budget=. */
+#define RETRY_FIRST_US ((gint64)10 * G_USEC_PER_SEC)
+#define RETRY_MAX_US   ((gint64)3600 * G_USEC_PER_SEC)
+/* A period whose calls the cloud failed (5xx, timeout) this many times in a row is left for
+ * a day, as a refused one: one broken day must not hold back the others. */
+#define RETRIES 4
 /* After a call for the tree (a zone list, a home) failed, none for this long: the fill
  * looks again every IDLE_WAIT_US and must not ask again each time. */
 #define TREE_RETRY_US ((gint64)60 * G_USEC_PER_SEC)
@@ -33,15 +43,23 @@ struct history_fill {
 struct account_fill {
 	struct history_fill *fill;
 	struct session *s;
-	GHashTable *refused;	   /* cache key -> gint64 * (monotonic µs until) */
+	GHashTable *failed;	   /* cache key -> struct failure: periods not answered */
 	gint64 tree_calls_from_us; /* monotonic: no call for the tree before */
+	gint64 calls_from_us;	   /* monotonic: no call for a period before (a failure) */
+	int failures;		   /* calls failed in a row, but for refusals */
+};
+
+/* What the fill knows of a period whose call did not bring it. */
+struct failure {
+	gint64 until_us; /* monotonic: not asked again before */
+	int failures;	 /* the cloud failed its calls this many times in a row */
 };
 
 static void account_fill_free(gpointer data)
 {
 	struct account_fill *af = data;
 
-	g_hash_table_destroy(af->refused);
+	g_hash_table_destroy(af->failed);
 	g_free(af);
 }
 
@@ -112,11 +130,47 @@ static int tree_call_done(struct account_fill *af, int r)
 	return r;
 }
 
+/* Whether @ref is not to be asked now: refused, or failed a moment ago. */
 static bool refused(struct account_fill *af, const struct resource_ref *ref)
 {
-	const gint64 *until = g_hash_table_lookup(af->refused, ref->key ? ref->key : ref->path);
+	const struct failure *f = g_hash_table_lookup(af->failed, ref->key ? ref->key : ref->path);
 
-	return until && g_get_monotonic_time() < *until;
+	return f && g_get_monotonic_time() < f->until_us;
+}
+
+/* Takes note that the call for @w failed with @r (not -EAGAIN: the budget's own rule). */
+static void note_failure(struct account_fill *af, const struct wanted *w, int r)
+{
+	const char *key = w->ref.key ? w->ref.key : w->ref.path;
+	struct failure *f = g_hash_table_lookup(af->failed, key);
+	gint64 now = g_get_monotonic_time();
+	/* The cloud said no to this period; anything else is the cloud's or the road's. */
+	bool refusal = r == -ENOENT || r == -EIO;
+	bool cloud_failed = r == -EREMOTEIO || r == -ETIMEDOUT;
+
+	if (!f) {
+		f = g_new0(struct failure, 1);
+		g_hash_table_insert(af->failed, g_strdup(key), f);
+	}
+	if (!refusal) {
+		gint64 pause = RETRY_FIRST_US;
+		for (int i = 0; i < af->failures && pause < RETRY_MAX_US; i++)
+			pause *= 4;
+		pause = MIN(pause, RETRY_MAX_US);
+		af->failures++;
+		af->calls_from_us = now + pause;
+		f->failures += cloud_failed;
+		f->until_us = af->calls_from_us;
+		if (f->failures < RETRIES) {
+			log_info("history: %s could not be fetched (%s); trying again in "
+				 "%" G_GINT64_FORMAT " s",
+				 w->path, g_strerror(-r), pause / G_USEC_PER_SEC);
+			return;
+		}
+	}
+	f->until_us = now + REFUSED_FOR_US;
+	log_info("history: %s is not available (%s); not asked again for a day", w->path,
+		 g_strerror(-r));
 }
 
 /* Walks directory @comp (@n components) and below, as far as the cache holds their
@@ -171,8 +225,8 @@ static int fill_walk(struct account_fill *af, char **comp, size_t n, GPtrArray *
 		w = g_new0(struct wanted, 1);
 		/* Only history: a period (paged or immutable) the cache does not hold. */
 		if (session_source(af->s, &cp, &w->ref, true) < 0 || !w->ref.path ||
-		    !(w->ref.paged || w->ref.immutable_at_s) || session_holds(af->s, &w->ref) ||
-		    refused(af, &w->ref)) {
+		    !(w->ref.paged || w->ref.immutable_at_s) ||
+		    session_holds_latest(af->s, &w->ref) || refused(af, &w->ref)) {
 			wanted_free(w);
 			continue;
 		}
@@ -186,8 +240,8 @@ static int fill_walk(struct account_fill *af, char **comp, size_t n, GPtrArray *
 
 /* One round: what is missing, then as much of it as the budget allows, the newest
  * first. Returns how long to wait before the next (µs): 0 after a fetch, IDLE_WAIT_US
- * while the budget allows no call, DONE_WAIT_US when nothing was missing or the cloud
- * failed. */
+ * while the budget allows no call, DONE_WAIT_US when nothing was missing or a call
+ * failed, less when a failure's pause ends sooner. */
 static gint64 fill_round(struct account_fill *af)
 {
 	g_autoptr(GPtrArray) wanted = g_ptr_array_new_with_free_func(wanted_free);
@@ -197,6 +251,8 @@ static gint64 fill_round(struct account_fill *af)
 
 	if (!session_background_allows(af->s))
 		return IDLE_WAIT_US;
+	if (g_get_monotonic_time() < af->calls_from_us)
+		return MIN(af->calls_from_us - g_get_monotonic_time(), DONE_WAIT_US);
 	fill_walk(af, root, 0, wanted);
 	g_ptr_array_sort(wanted, wanted_newest_first);
 	for (guint i = 0; i < wanted->len && !stopping(af->fill); i++) {
@@ -206,37 +262,28 @@ static gint64 fill_round(struct account_fill *af)
 		int r;
 
 		/* A period's files (.json, .csv) are one resource: one call. */
-		if (!g_hash_table_add(asked, (gpointer)key) || session_holds(af->s, &w->ref))
+		if (!g_hash_table_add(asked, (gpointer)key) || session_holds_latest(af->s, &w->ref))
 			continue;
 		if (!session_background_allows(af->s)) {
 			wait = MIN(wait, IDLE_WAIT_US);
 			break;
 		}
-		r = session_get(af->s, &w->ref, &res);
+		r = session_get_latest(af->s, &w->ref, &res);
 		resource_clear(&res);
 		if (r == 0) {
 			wait = 0;
+			af->failures = 0;
+			g_hash_table_remove(af->failed, key);
 			log_debug("history: %s fetched in the background", w->path);
 			continue;
 		}
-		if (r != -ENOENT && r != -EIO && r != -EACCES)
-			break; /* the quota, the network: later */
-		gint64 *until = g_new(gint64, 1);
-		*until = g_get_monotonic_time() + REFUSED_FOR_US;
-		g_hash_table_replace(af->refused, g_strdup(key), until);
-		log_info("history: %s is not available (%s); not asked again for a day", w->path,
-			 g_strerror(-r));
+		if (r == -EAGAIN)
+			break; /* the quota: budget_background_allows says when */
+		note_failure(af, w, r);
+		if (r != -ENOENT && r != -EIO)
+			break; /* not this period's own: the pause is the account's */
 	}
 	return wait;
-}
-
-/* Whether @s's history is filled: its quota is scarce and its options ask for it. */
-static bool fills(struct session *s)
-{
-	const struct options *o = session_options(s);
-
-	return session_provider(s)->quota_is_scarce && o->history_days > 0 &&
-	       o->history_budget > 0 && !o->offline;
 }
 
 /* One round over every account serving now. Returns how long to wait (fill_round's,
@@ -250,14 +297,13 @@ static gint64 fill_accounts(struct history_fill *f)
 		struct session *s = sessions->pdata[i];
 		struct account_fill *af = g_hash_table_lookup(f->by_session, s);
 
-		if (!fills(s))
+		if (!session_history_filled(s))
 			continue;
 		if (!af) {
 			af = g_new0(struct account_fill, 1);
 			af->fill = f;
 			af->s = s;
-			af->refused =
-			    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+			af->failed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 			g_hash_table_insert(f->by_session, s, af);
 		}
 		gint64 w = fill_round(af);
@@ -287,7 +333,8 @@ struct history_fill *history_fill_start(struct accounts *accounts)
 	struct history_fill *f;
 
 	/* A mount of all accounts may gain a tado login later: its thread looks. */
-	if (o->history_days <= 0 || o->history_budget <= 0 || o->offline || (one && !fills(one)))
+	if (o->history_days <= 0 || o->history_budget <= 0 || o->offline ||
+	    (one && !session_history_filled(one)))
 		return NULL;
 	f = g_new0(struct history_fill, 1);
 	f->accounts = accounts;

@@ -11,7 +11,9 @@
  * hold, the newest first, one call at a time, only while session_background_allows says
  * so (history_budget= percent of the quota, never the user's reads' share). A finished
  * period is fetched once and kept for good (pinned); the current one once, then read
- * again by the user's reads under the normal TTL. A period the cloud refuses (a day
+ * again by the user's reads under the normal TTL, and once more when it has ended (its
+ * final copy, session_get_latest): until then it stays listed and is read from the copy
+ * it had (session_holds). A period the cloud refuses (a day
  * before the zone existed) is not asked again that day. Nothing here names a cloud.
  *
  * Thread-safe: the fill's own lock guards its stop flag and is held across no call; what

@@ -576,6 +576,9 @@ int http_status_errno(long status)
 			return table[i].err;
 	if (status >= 200 && status < 300)
 		return 0;
+	/* The server failed, rather than refused: worth asking again later (history_fill). */
+	if (status >= 500 && status < 600)
+		return -EREMOTEIO;
 	return -EIO;
 }
 

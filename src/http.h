@@ -71,7 +71,8 @@ int http_request(struct http_client *c, const struct http_request *req, struct h
 void http_response_clear(struct http_response *resp);
 
 /* The errno a reader gets for an HTTP status: 401/403 -EACCES, 404/410 -ENOENT,
- * 429 -EAGAIN, 408/504 -ETIMEDOUT, other 4xx/5xx -EIO, 2xx 0. */
+ * 429 -EAGAIN, 408/504 -ETIMEDOUT, other 5xx -EREMOTEIO (the server failed: EIO at the
+ * FUSE edge), other 4xx and anything else -EIO, 2xx 0. */
 int http_status_errno(long status);
 
 /* Builds "k1=v1&k2=v2" with both sides percent-encoded from NULL-terminated pairs;

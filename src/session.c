@@ -708,10 +708,55 @@ static char *ref_key(struct session *s, const struct resource_ref *ref)
 	return ref_final(s, ref) ? g_strconcat(key, FINAL_KEY_SUFFIX, NULL) : g_strdup(key);
 }
 
-int session_get(struct session *s, const struct resource_ref *ref, struct resource *out)
+bool session_history_filled(struct session *s)
+{
+	return s->provider->quota_is_scarce && s->opts.history_days > 0 &&
+	       s->opts.history_budget > 0 && !s->opts.offline;
+}
+
+/* The key of the copy @ref had before it was final (g_free), when that is what a read of
+ * it has: @ref is final, its final copy is not held yet, and the earlier one is (the file
+ * of a day while it was today's). NULL otherwise. */
+static char *earlier_key(struct session *s, const struct resource_ref *ref)
+{
+	const char *key = ref->key ? ref->key : ref->path;
+
+	if (!ref_final(s, ref))
+		return NULL;
+	g_autofree char *final = g_strconcat(key, FINAL_KEY_SUFFIX, NULL);
+	if (cache_holds(s->cache, final) || !cache_holds(s->cache, key))
+		return NULL;
+	return g_strdup(key);
+}
+
+/* @ref's copy under @key from before it was final, without a call (memory or disk). */
+static int get_earlier(struct session *s, const struct resource_ref *ref, const char *key,
+		       struct resource *out)
+{
+	struct cache_hit hit;
+	/* Offline and fresh for as long as a copy can be: never a fetch. */
+	int r = cache_get(s->cache, key, ref->path, G_MAXINT, true, session_fetch, NULL, &hit);
+
+	memset(out, 0, sizeof(*out));
+	if (r < 0)
+		return r;
+	/* With its own change time, not the end (no fixed_time): on a mount that never
+	 * showed this file, the final copy, whose mtime is the end, must still look newer
+	 * (stamps_change). */
+	resource_from_hit(s, &hit, out);
+	/* Its final copy replaces it once fetched: the kernel asks again soon, at no cost. */
+	out->fresh_for_s = 1;
+	cache_hit_clear(&hit);
+	return 0;
+}
+
+/* session_get; with @latest, a final resource is fetched when its final copy is not held,
+ * never answered with the copy from before. */
+static int get(struct session *s, const struct resource_ref *ref, struct resource *out, bool latest)
 {
 	bool final = ref_final(s, ref);
 	g_autofree char *key = ref_key(s, ref);
+	g_autofree char *earlier = latest ? NULL : earlier_key(s, ref);
 	struct cache_hit hit = {0};
 	struct fetch_call call = {.s = s,
 				  .base_url =
@@ -722,6 +767,10 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	struct cache_stats cs;
 	int r;
 
+	/* A period that ended while it was listed stays what it was until the history fill
+	 * fetches its final copy (within its budget): a read spends no call on it. */
+	if (earlier && session_history_filled(s) && get_earlier(s, ref, earlier, out) == 0)
+		return 0;
 	if (final) {
 		cache_get_stats(s->cache, &cs);
 		fetches_before = cs.fetches;
@@ -740,6 +789,11 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	json_decref(call.json);
 	if (call.body)
 		g_bytes_unref(call.body);
+	/* No fill (offline, history_budget=0) and no final copy to be had now: the earlier
+	 * copy beats none, as a stale copy does. */
+	if (r < 0 && earlier && r != -ENOENT && r != -EACCES &&
+	    get_earlier(s, ref, earlier, out) == 0)
+		return 0;
 	if (r < 0)
 		return r;
 	resource_from_hit(s, &hit, out);
@@ -766,6 +820,16 @@ int session_get(struct session *s, const struct resource_ref *ref, struct resour
 	return 0;
 }
 
+int session_get(struct session *s, const struct resource_ref *ref, struct resource *out)
+{
+	return get(s, ref, out, false);
+}
+
+int session_get_latest(struct session *s, const struct resource_ref *ref, struct resource *out)
+{
+	return get(s, ref, out, true);
+}
+
 int session_get_cached(struct session *s, const struct resource_ref *ref, struct resource *out)
 {
 	struct cache_hit hit;
@@ -774,18 +838,30 @@ int session_get_cached(struct session *s, const struct resource_ref *ref, struct
 	memset(out, 0, sizeof(*out));
 	if (s->opts.offline)
 		return session_get(s, ref, out); /* never fetches */
-	g_autofree char *key = ref_key(s, ref);
+	g_autofree char *earlier = session_history_filled(s) ? earlier_key(s, ref) : NULL;
+	g_autofree char *key = earlier ? g_strdup(earlier) : ref_key(s, ref);
 	if (cache_peek(s->cache, key, &hit) < 0)
 		return -EINPROGRESS;
 	int ttl_s = session_ttl(s, ref);
 	fresh = !hit.stale && ttl_s > 0 &&
 		g_get_monotonic_time() - hit.fetched_at_us < (gint64)ttl_s * G_USEC_PER_SEC;
-	fresh = fresh || ref_final(s, ref); /* a final copy in memory is fresh for good */
+	/* A final copy in memory is fresh for good; an earlier one is read without a call. */
+	fresh = fresh || ref_final(s, ref);
 	cache_hit_clear(&hit);
 	return fresh ? session_get(s, ref, out) : -EINPROGRESS;
 }
 
 bool session_holds(struct session *s, const struct resource_ref *ref)
+{
+	g_autofree char *earlier = NULL;
+
+	if (session_holds_latest(s, ref))
+		return true;
+	earlier = earlier_key(s, ref);
+	return earlier != NULL;
+}
+
+bool session_holds_latest(struct session *s, const struct resource_ref *ref)
 {
 	g_autofree char *key = ref_key(s, ref);
 
@@ -826,12 +902,19 @@ int session_peek(struct session *s, const struct resource_ref *ref, struct resou
 	struct cache_hit hit;
 	g_autofree char *key = ref_key(s, ref);
 	int r = cache_peek(s->cache, key, &hit);
+	bool earlier = false;
 
+	/* A final period whose final copy is not here yet has the earlier one's bytes, and
+	 * their time (get_earlier). */
+	if (r < 0 && ref_final(s, ref)) {
+		r = cache_peek(s->cache, ref->key ? ref->key : ref->path, &hit);
+		earlier = true;
+	}
 	memset(out, 0, sizeof(*out));
 	if (r < 0)
 		return r;
 	resource_from_hit(s, &hit, out);
-	if (ref->immutable_at_s > 0 && session_now_s(s) >= ref->immutable_at_s) {
+	if (!earlier && ref->immutable_at_s > 0 && session_now_s(s) >= ref->immutable_at_s) {
 		out->fixed_time = true;
 		out->changed_at_us = ref->immutable_at_s * G_USEC_PER_SEC;
 	}

@@ -83,15 +83,26 @@ void session_large_end(bool locked);
 int session_source(struct session *s, const struct provider_path *path, struct resource_ref *ref,
 		   bool peek);
 /* The body of @ref, through the cache. Returns 0 or a negative errno (-ENOENT, -EACCES,
- * -EAGAIN, -EIO, -ETIMEDOUT, -ENETDOWN: what each means to a reader is the table "When
- * the cloud fails" in docs/reliability.md). */
+ * -EAGAIN, -EIO, -EREMOTEIO (a 5xx), -ETIMEDOUT, -ENETDOWN: what each means to a reader
+ * is the table "When the cloud fails" in docs/reliability.md). */
 int session_get(struct session *s, const struct resource_ref *ref, struct resource *out);
+/* As session_get, for the history fill: a finished period whose final copy is not held is
+ * fetched, where session_get answers with the copy from before (session_holds). */
+int session_get_latest(struct session *s, const struct resource_ref *ref, struct resource *out);
 /* As session_get when a fresh copy is in memory (or offline): never fetches, never
  * waits for a fetch. -EINPROGRESS when answering needs a fetch. */
 int session_get_cached(struct session *s, const struct resource_ref *ref, struct resource *out);
-/* Whether the cache holds a copy of @ref (its final one once it is final), in memory or
- * on disk: what a read serves without a call. */
+/* Whether the cache holds a copy of @ref, in memory or on disk: its final one once it is
+ * final, or until that is fetched the one from before (a day's file while it was today's).
+ * Where the history fill runs (session_history_filled), a read serves it without a call;
+ * without the fill, a read of a final period still tries its final copy first. */
 bool session_holds(struct session *s, const struct resource_ref *ref);
+/* Whether the cache holds the copy a fetch of @ref would bring now: its final one once it
+ * is final. What the history fill has left to fetch is what this says it lacks. */
+bool session_holds_latest(struct session *s, const struct resource_ref *ref);
+/* Whether the history fill brings this account's history in (history_fill.h): its quota
+ * is scarce, history_days= and history_budget= are above 0, and it is not offline. */
+bool session_history_filled(struct session *s);
 /* Whether a background call (the history fill) may go out now: within history_budget=
  * percent of a quota, never out of the user's reads' share (budget_background_allows). */
 bool session_background_allows(struct session *s);

@@ -180,3 +180,94 @@ def test_todays_file_follows_the_ttl_and_yesterdays_never_changes(rig):
     for name in (f"{yesterday}.json", f"{yesterday}.csv"):
         assert (read(hist / name), os.stat(hist / name).st_mtime) == before[name]
     assert rig.cloud.control.stats()["day_reports"][f"{HOME}/1/{yesterday}"] == 1
+
+
+def test_yesterdays_file_stays_listed_through_the_homes_midnight(rig):
+    """A nightly backup at 00:30 sees yesterday's file: with the bytes it had, then its final
+    copy once the fill could fetch it, never missing from a listing in between."""
+    rig.login_tado()
+    rig.cloud.control.config(quota=QUOTA)
+    # 23:40 in the home: the fill spends its share before midnight, today's file first,
+    # and has none left until the quota's window resets (11:24 UTC).
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    now = datetime.datetime.fromtimestamp(rig.cloud.control.clock()["now_s"], berlin)
+    evening = datetime.datetime.combine(now.date(), datetime.time(23, 40), berlin)
+    if evening <= now:
+        evening = datetime.datetime.combine(now.date() + datetime.timedelta(days=1),
+                                            datetime.time(23, 40), berlin)
+    rig.cloud.control.advance_clock(evening.timestamp() - now.timestamp())
+    m = rig.mount(extra=["history_days=8", f"history_budget={BUDGET}"])
+    hist = m / f"homes/{HOME}/zones/1/history"
+    day = evening.date().isoformat()
+    names = (f"{day}.json", f"{day}.csv")
+    os.listdir(hist)
+    wait_until(lambda: remaining(m) == USERS_SHARE and set(names) <= set(os.listdir(hist)),
+               30, "the fill to spend its share, today's file first")
+    before = {n: (read(hist / n), os.stat(hist / n).st_mtime) for n in names}
+    everything = listed(m)
+    calls = day_calls(rig)
+
+    # 00:30 in the home: the day has ended, and tado's 15 minutes after it.
+    rig.cloud.control.advance_clock(50 * 60)
+    # A read of the user's brings the cloud's clock to the mount (its Date).
+    read(m / f"homes/{HOME}/weather.json")
+    tomorrow = (evening.date() + datetime.timedelta(days=1)).isoformat()
+    assert tomorrow not in {n[:10] for n in os.listdir(hist)}  # not fetched yet
+    # What the backup sees: every file listed before, yesterday's with the bytes and the
+    # mtime it had, read from its copy without a call.
+    assert sorted(set(everything) - set(listed(m))) == []
+    for n in names:
+        assert (read(hist / n), os.stat(hist / n).st_mtime) == before[n], n
+    assert day_calls(rig) == calls
+    assert remaining(m) == USERS_SHARE - 1  # the weather, nothing for history
+
+    # The window resets; the next answer to a read of the user's says so, and the fill
+    # fetches the new day and yesterday's final copy. The listing never loses yesterday.
+    rig.cloud.control.advance_clock(14 * 3600)  # past 11:24 UTC in summer time too
+    read(m / f"homes/{HOME}/state.json")
+    absent = []
+
+    def final_fetched():
+        now_listed = listed(m)
+        absent.extend(f for f in everything if f not in now_listed)
+        return rig.cloud.control.stats()["day_reports"].get(f"{HOME}/1/{day}") == 2
+
+    wait_until(final_fetched, 30, "the fill to fetch yesterday's final copy")
+    assert absent == []
+    # The file changes once, to the whole day, with the home's midnight and tado's 15
+    # minutes as its mtime.
+    final_csv = wait_until(lambda: (b := read(hist / names[1])) != before[names[1]][0] and b,
+                           10, "yesterday's file to show its final copy")
+    midnight = datetime.datetime.combine(evening.date() + datetime.timedelta(days=1),
+                                         datetime.time(0), berlin)
+    start = datetime.datetime.combine(evening.date(), datetime.time(0), berlin)
+    hours = round((midnight.timestamp() - start.timestamp()) / 3600)  # 23 or 25 on a DST day
+    assert len(final_csv.splitlines()) == 1 + hours * 4  # the header and every quarter hour
+    report = json.loads(read(hist / names[0]))
+    assert report["interval"]["to"].startswith(
+        (midnight + datetime.timedelta(minutes=15)).astimezone(datetime.timezone.utc)
+        .strftime("%Y-%m-%dT%H:%M"))
+    for n in names:
+        assert os.stat(hist / n).st_mtime == midnight.timestamp() + 15 * 60, n
+    assert sorted(set(everything) - set(listed(m))) == []
+    assert rig.cloud.control.stats()["day_reports"][f"{HOME}/1/{day}"] == 2
+    assert_no_429(rig)
+
+
+def test_a_day_the_cloud_failed_to_answer_is_asked_again_soon_within_the_budget(rig):
+    """A 500 is the cloud's hiccup, not its answer: the day is asked again within seconds
+    (not a day later), by the fill's share alone, and is listed then."""
+    rig.login_tado()
+    rig.cloud.control.config(quota=QUOTA)
+    m = rig.mount(extra=["history_days=2", f"history_budget={BUDGET}"])
+    # Every try of zone 1's first day report (the HTTP client's three) fails.
+    rig.cloud.control.fail(kind="500", count=3, path=f"/homes/{HOME}/zones/1/dayReport")
+    os.listdir(m / f"homes/{HOME}/zones/1/history")
+    wait_until(lambda: rig.cloud.control.faults() == [], 30, "the fill to meet the failure")
+    wait_until(lambda: len(history(m, 1)) == 4 and len(history(m, 2)) == 4, 30,
+               "both days of both zones, the one that failed too")
+    log = m.log_path.read_text()
+    assert "could not be fetched" in log and "not available" not in log
+    assert_every_listed_file_reads_without_a_call(rig, m)
+    assert remaining(m) >= USERS_SHARE
+    assert_no_429(rig)

@@ -16,10 +16,11 @@ static void test_status_errno_table(void)
 		long status;
 		int err;
 	} table[] = {
-	    {200, 0},	       {204, 0},       {401, -EACCES}, {403, -EACCES},
-	    {404, -ENOENT},    {410, -ENOENT}, {429, -EAGAIN}, {408, -ETIMEDOUT},
-	    {504, -ETIMEDOUT}, {400, -EIO},    {422, -EIO},    {500, -EIO},
-	    {502, -EIO},       {503, -EIO},    {0, -EIO},      {302, -EIO},
+	    {200, 0},	       {204, 0},	  {401, -EACCES},    {403, -EACCES},
+	    {404, -ENOENT},    {410, -ENOENT},	  {429, -EAGAIN},    {408, -ETIMEDOUT},
+	    {504, -ETIMEDOUT}, {400, -EIO},	  {422, -EIO},	     {500, -EREMOTEIO},
+	    {502, -EREMOTEIO}, {503, -EREMOTEIO}, {599, -EREMOTEIO}, {0, -EIO},
+	    {302, -EIO},       {600, -EIO},
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(table); i++)
 		g_assert_cmpint(http_status_errno(table[i].status), ==, table[i].err);

@@ -222,9 +222,22 @@ struct road {
 	struct session *session;
 };
 
+/* test_provider with a scarce quota: its history is filled in the background. */
+static const struct provider scarce_provider = {
+    .name = "testcloud",
+    .title = "Testcloud",
+    .login = LOGIN_DEVICE_CODE,
+    .client_id = "public-client",
+    .token_path = "/token",
+    .default_ttl = 60,
+    .quota_is_scarce = true,
+};
+
+/* @data: the provider (NULL: test_provider). */
 static void road_set_up(struct road *f, gconstpointer data)
 {
-	struct account account = {.id = g_strdup(ACCOUNT), .provider = &test_provider};
+	struct account account = {.id = g_strdup(ACCOUNT),
+				  .provider = data ? data : &test_provider};
 	struct options opts;
 
 	f->dir = g_dir_make_tmp("smarthomefs-road-XXXXXX", NULL);
@@ -500,6 +513,72 @@ test_a_final_resource_is_fetched_once_for_good_with_its_time_as_mtime(struct roa
 	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 4);
 }
 
+static void
+test_a_period_that_ends_keeps_its_copy_until_the_fill_fetches_the_final(struct road *f,
+									gconstpointer data)
+{
+	gint64 end_s = fake_now_us / G_USEC_PER_SEC + 60;
+	struct resource_ref ref = {.path = "/r/day", .immutable_at_s = end_s};
+	struct resource res = {0};
+
+	g_assert_true(session_history_filled(f->session));
+	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0); /* today's */
+	g_autoptr(GBytes) today = g_bytes_ref(res.bytes);
+	gint64 today_changed_at_us = res.changed_at_us;
+	resource_clear(&res);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 1);
+	/* Its end passes: the final copy is not held, the earlier one is, and is read
+	 * without a call, with its own time (the final copy's, the end, is later), for a
+	 * second at a time. */
+	fake_now_us += 120 * G_USEC_PER_SEC;
+	g_assert_true(session_holds(f->session, &ref));
+	g_assert_false(session_holds_latest(f->session, &ref));
+	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0);
+	g_assert_true(g_bytes_equal(res.bytes, today));
+	g_assert_false(res.fixed_time);
+	g_assert_cmpint(res.changed_at_us, ==, today_changed_at_us);
+	g_assert_cmpfloat(res.fresh_for_s, ==, 1);
+	resource_clear(&res);
+	g_assert_cmpint(session_get_cached(f->session, &ref, &res), ==, 0);
+	resource_clear(&res);
+	g_assert_cmpint(session_peek(f->session, &ref, &res), ==, 0);
+	g_assert_false(res.fixed_time);
+	resource_clear(&res);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 1);
+	/* The fill's call brings the final copy, which is then what is held and read. */
+	g_assert_cmpint(session_get_latest(f->session, &ref, &res), ==, 0);
+	resource_clear(&res);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 2);
+	g_assert_true(session_holds_latest(f->session, &ref));
+	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0);
+	g_assert_cmpfloat(res.fresh_for_s, >, 1);
+	g_assert_true(res.fixed_time);
+	g_assert_cmpint(res.changed_at_us, ==, end_s * G_USEC_PER_SEC);
+	resource_clear(&res);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 2);
+}
+
+static void test_without_the_fill_a_period_that_ends_tries_its_final_copy_first(struct road *f,
+										gconstpointer data)
+{
+	gint64 end_s = fake_now_us / G_USEC_PER_SEC + 60;
+	struct resource_ref ref = {.path = "/r/day", .immutable_at_s = end_s};
+	struct resource res = {0};
+
+	g_assert_false(session_history_filled(f->session));
+	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0);
+	resource_clear(&res);
+	fake_now_us += 120 * G_USEC_PER_SEC;
+	g_assert_true(session_holds(f->session, &ref));
+	/* The cloud refuses the final copy: the earlier one beats none. */
+	cloud_set(&f->cloud, NULL, NULL, 422);
+	g_assert_cmpint(session_get(f->session, &ref, &res), ==, 0);
+	g_assert_nonnull(res.bytes);
+	resource_clear(&res);
+	g_assert_cmpint(cloud_api_requests(&f->cloud), ==, 2);
+	g_assert_false(session_holds_latest(f->session, &ref));
+}
+
 static void test_today_is_the_clouds_by_its_date_header(struct road *f, gconstpointer data)
 {
 	gint64 local_s = fake_now_us / G_USEC_PER_SEC;
@@ -545,6 +624,14 @@ int main(int argc, char **argv)
 	g_test_add("/session/a_final_resource_is_fetched_once_for_good_with_its_time_as_mtime",
 		   struct road, NULL, road_set_up,
 		   test_a_final_resource_is_fetched_once_for_good_with_its_time_as_mtime,
+		   road_tear_down);
+	g_test_add("/session/a_period_that_ends_keeps_its_copy_until_the_fill_fetches_the_final",
+		   struct road, &scarce_provider, road_set_up,
+		   test_a_period_that_ends_keeps_its_copy_until_the_fill_fetches_the_final,
+		   road_tear_down);
+	g_test_add("/session/without_the_fill_a_period_that_ends_tries_its_final_copy_first",
+		   struct road, NULL, road_set_up,
+		   test_without_the_fill_a_period_that_ends_tries_its_final_copy_first,
 		   road_tear_down);
 	g_test_add("/session/today_is_the_clouds_by_its_date_header", struct road, NULL,
 		   road_set_up, test_today_is_the_clouds_by_its_date_header, road_tear_down);
