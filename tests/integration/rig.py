@@ -754,10 +754,10 @@ class UserRig(Rig):
         self.prefix = [*system.ns.enter, *self.user.prefix]
         self.cafile = self.home / ".cloud-ca.pem"  # the user's copy: the CA is root's
         self.user.write(self.cafile, Path(cloud.cafile).read_bytes())
-        # Where the user's sanitizer builds write their reports (the daemons' stderr is
-        # /dev/null, and mount(8) or systemd would not pass a test's environment on): a
-        # directory of this test's, made by root in the user's runtime directory (the
-        # test's tmp is root's alone) and then given to the user.
+        # The user's environment is a desktop's, not the run's: the run's sanitizer
+        # options are added, with the reports written to files (a daemon's stderr is
+        # /dev/null) in a directory of this test's, made by root in the user's runtime
+        # directory (the test's tmp is root's alone) and then given to the user.
         self.reports = Path(tempfile.mkdtemp(prefix="sanitizer-", dir=self.user.runtime))
         os.chown(self.reports, self.user.uid, self.user.gid)
         self.env.update(sanitizer_env(self.reports / "report"))
