@@ -12,6 +12,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -427,6 +428,39 @@ class Rig:
             m.stop()
 
 
+# The sanitizers' options, read by a sanitizer build of smarthomefs (ASan's reads LSan's
+# and UBSan's too).
+SANITIZER_VARS = ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS")
+# Sanitizer reports shown of a report file, at most.
+REPORT_SHOWN = 30000
+
+
+def sanitizer_env(log_prefix: Path):
+    """The sanitizer options of this run (scripts/test's, which root's commands inherit
+    with the rest of the environment), each with log_path=@log_prefix added: a process
+    then writes its report to @log_prefix.<pid> instead of its stderr, which a daemon
+    has pointed at /dev/null. The options built into the TSan build stay (TSAN_OPTIONS
+    adds to them)."""
+    env = {}
+    for var in SANITIZER_VARS:
+        opts = os.environ.get(var, "")
+        env[var] = f"{opts}:log_path={log_prefix}" if opts else f"log_path={log_prefix}"
+    return env
+
+
+def read_report(path: Path):
+    """The text of the report file @path, which another user's process wrote (so not
+    through a link, and not from a FIFO or device it could have put there instead)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        return f"not a report file we can read: {e}"
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return "not a regular file"
+        return f.read(REPORT_SHOWN).decode(errors="replace")
+
+
 # --- a desktop user ------------------------------------------------------------------
 #
 # The tests of what a user does run as a non-root user, as on a Debian desktop:
@@ -720,6 +754,13 @@ class UserRig(Rig):
         self.prefix = [*system.ns.enter, *self.user.prefix]
         self.cafile = self.home / ".cloud-ca.pem"  # the user's copy: the CA is root's
         self.user.write(self.cafile, Path(cloud.cafile).read_bytes())
+        # The user's environment is a desktop's, not the run's: the run's sanitizer
+        # options are added, with the reports written to files (a daemon's stderr is
+        # /dev/null) in a directory of this test's, made by root in the user's runtime
+        # directory (the test's tmp is root's alone) and then given to the user.
+        self.reports = Path(tempfile.mkdtemp(prefix="sanitizer-", dir=self.user.runtime))
+        os.chown(self.reports, self.user.uid, self.user.gid)
+        self.env.update(sanitizer_env(self.reports / "report"))
 
     def options(self, provider="tado", extra=()):
         return [opt.replace(f"cafile={self.cloud.cafile}", f"cafile={self.cafile}")
@@ -773,6 +814,16 @@ class UserRig(Rig):
     def stop(self):
         Rig.stop(self)
         self.system.ns.unmount_all(under=self.home)
+
+    def assert_no_sanitizer_report(self):
+        """Also no report file: a daemon writes its leaks when it exits, after its
+        unmount, so its exit is waited for first."""
+        wait_until(lambda: not self.system.ns.daemons(self.user.uid), 15,
+                   "the user's mount daemons to exit")
+        Rig.assert_no_sanitizer_report(self)
+        for path in sorted(self.reports.iterdir()):
+            text = read_report(path)
+            assert not text, f"{path.name}: {text}"
 
 
 def _interrupt(signum, frame):
