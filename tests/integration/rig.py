@@ -285,6 +285,15 @@ class Rig:
         self.mounts = []
         self.outputs = []  # every stdout/stderr text we saw, for the token check
         self.logs = []
+        # A sanitized run's options (scripts/test's) reach root's commands with the rest
+        # of the environment; a daemon of theirs (mount(8) and fstab, `mount` without -f)
+        # writes its reports to /dev/null, its stderr, so they go to files in a directory
+        # of this test's. Its log_path also names the processes the test started
+        # (daemons()). A run without them (a plain pytest) keeps its environment as is.
+        self.reports = None
+        if any(os.environ.get(var) for var in SANITIZER_VARS):
+            self.reports = Path(tempfile.mkdtemp(prefix="sanitizer-", dir=tmp))
+            self.env.update(sanitizer_env(self.reports / "report"))
 
     @staticmethod
     def is_mount(path):
@@ -407,12 +416,31 @@ class Rig:
             for t in texts:
                 assert secret not in t, "a token appeared in an output or log"
 
+    def daemons(self):
+        """The processes this test started that are still there (mount daemons): those
+        whose environment holds its log_path (read as root, in any mount namespace)."""
+        if not self.reports:
+            return []
+        mark = f"log_path={self.reports / 'report'}".encode()
+        pids = []
+        for p in Path("/proc").iterdir():
+            try:
+                if p.name.isdigit() and mark in (p / "environ").read_bytes():
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+        return pids
+
     def assert_no_sanitizer_report(self):
-        """A sanitizer build reports to the daemon's stderr, which is the mount log, and
-        to a command's stderr; so does GLib when a precondition of its API fails (a bug
-        of ours, in any build). ThreadSanitizer's reports are its WARNING, ERROR and
-        FATAL lines, and a thread that "finished with ignores enabled", after which
-        TSan ends the process on the spot (src/tsan_glib.c: libfuse's workers)."""
+        """A sanitizer build reports to the file its log_path names, when the run set
+        sanitizer options (self.reports), and else to the daemon's stderr, which is the
+        mount log, and to a command's stderr; so does GLib when a precondition of its API
+        fails (a bug of ours, in any build). ThreadSanitizer's reports are its WARNING,
+        ERROR and FATAL lines, and a thread that "finished with ignores enabled", after
+        which TSan ends the process on the spot (src/tsan_glib.c: libfuse's workers). A
+        daemon writes its leaks when it exits, after its unmount, so the daemons' exit is
+        waited for first; any report file that is not empty is a report."""
+        wait_until(lambda: not self.daemons(), 15, "the mount daemons of the test to exit")
         sanitizers = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                       "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer",
                       "FATAL: ThreadSanitizer", "finished with ignores enabled")
@@ -422,6 +450,9 @@ class Rig:
         for name, text, marks in texts:
             for mark in marks:
                 assert mark not in text, f"{name}: {text[max(0, text.index(mark) - 200):][:3000]}"
+        for path in sorted(self.reports.iterdir()) if self.reports else ():
+            text = read_report(path)
+            assert not text, f"{path.name}: {text}"
 
     def stop(self):
         for m in reversed(self.mounts):
@@ -815,15 +846,9 @@ class UserRig(Rig):
         Rig.stop(self)
         self.system.ns.unmount_all(under=self.home)
 
-    def assert_no_sanitizer_report(self):
-        """Also no report file: a daemon writes its leaks when it exits, after its
-        unmount, so its exit is waited for first."""
-        wait_until(lambda: not self.system.ns.daemons(self.user.uid), 15,
-                   "the user's mount daemons to exit")
-        Rig.assert_no_sanitizer_report(self)
-        for path in sorted(self.reports.iterdir()):
-            text = read_report(path)
-            assert not text, f"{path.name}: {text}"
+    def daemons(self):
+        """The user's processes in the namespace: its mount daemons, however started."""
+        return self.system.ns.daemons(self.user.uid)
 
 
 def _interrupt(signum, frame):
