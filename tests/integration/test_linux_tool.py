@@ -3,9 +3,12 @@ user unit, mount(8) with an fstab line and with the fuse.smarthomefs type, the d
 errors in the config file and options, status, and --help/--version on every command.
 
 mount(8) runs helpers from /sbin only. So that the machine's own /usr is never touched,
-the tests that need the installed files run in a private mount namespace in which the
-installed tree is laid over /usr/bin and /usr/sbin (an overlay): inside it the machine
-looks as if `meson install` had run, outside nothing changed."""
+the tests of mount(8) run in a private mount namespace in which /usr/bin/smarthomefs and
+/usr/sbin/mount.smarthomefs are laid over /usr (an overlay) as `meson install` lays
+them out, as links to the program under test (rig.link_tree): inside it the machine looks
+as if it had been installed, outside nothing changed. So the daemons mount(8) starts are
+a sanitized pass's build too, whose reports the rig checks; what `meson install` itself
+lays out is tested from a plain build of the tree (`installed`)."""
 
 import json
 import os
@@ -17,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from rig import BIN, ROOT, wait_until
-from rig import SystemNamespace
+from rig import SystemNamespace, link_tree
 
 HOME = "1001"
 PREFIX = "usr"
@@ -41,8 +44,8 @@ def installed(tmp_path_factory):
 
 
 @pytest.fixture
-def system(installed):
-    ns = SystemNamespace(installed)
+def system(tmp_path):
+    ns = SystemNamespace(link_tree(tmp_path / "installed"))
     try:
         yield ns
     finally:
@@ -170,11 +173,10 @@ with open(sys.argv[1], "ab", buffering=0) as out:
 """
 
 
-def test_daemonized_mount_logs_to_syslog_with_request_lines_and_no_token(rig, installed,
-                                                                         tmp_path):
+def test_daemonized_mount_logs_to_syslog_with_request_lines_and_no_token(rig, tmp_path):
     """Without -f the daemon has no terminal: its log goes to syslog (the journal)."""
     (tmp_path / "dev").mkdir()
-    system = SystemNamespace(installed, dev_upper=tmp_path / "dev")
+    system = SystemNamespace(link_tree(tmp_path / "installed"), dev_upper=tmp_path / "dev")
     syslog = rig.tmp / "syslog"
     rig.logs.append(syslog)
     listener = subprocess.Popen(
@@ -207,11 +209,11 @@ def test_daemonized_mount_logs_to_syslog_with_request_lines_and_no_token(rig, in
 
 
 def test_a_skipped_accounts_reason_is_said_in_syslog_once_the_mount_of_all_detaches(
-        rig, installed, tmp_path):
+        rig, tmp_path):
     """The mount of all serves the accounts it can; why it skips one is said on the terminal
     as it starts, and again in syslog (the journal), where a daemon's user looks later."""
     (tmp_path / "dev").mkdir()
-    system = SystemNamespace(installed, dev_upper=tmp_path / "dev")
+    system = SystemNamespace(link_tree(tmp_path / "installed"), dev_upper=tmp_path / "dev")
     syslog = rig.tmp / "syslog"
     rig.logs.append(syslog)
     listener = subprocess.Popen(
