@@ -282,32 +282,28 @@ static int auth_refresh_run(struct auth *a, const struct token_set *snap, bool s
 
 	struct token_set work = {0};
 	bool adopted = false;
-	if (save_pending) {
-		/* The store is older than memory: what it holds was spent by us, unless the
-		 * login was removed since: then saving would log the user back in. */
-		g_autoptr(GError) e = NULL;
-		struct token_set stored = {0};
-		if (token_set_load(&a->store, a->account, &stored, &e) == -ENOENT) {
+	g_autoptr(GError) e = NULL;
+	struct token_set stored = {0};
+	int lr = token_set_load(&a->store, a->account, &stored, &e);
+	if (lr == -ENOENT) {
+		if (save_pending) {
+			/* Saving what memory holds would log the user back in. */
 			log_removed_during_refresh(a);
 			out->saved = true; /* nothing is owed to a store the user emptied */
-			if (lock_fd >= 0)
-				close(lock_fd);
-			return -EACCES;
-		}
-		token_set_clear(&stored);
-		out->saved = auth_save(a, snap) == 0;
-	} else {
-		g_autoptr(GError) e = NULL;
-		struct token_set stored = {0};
-		int lr = token_set_load(&a->store, a->account, &stored, &e);
-		if (lr == -ENOENT) {
+		} else {
 			log_error("The login of %s was removed from the %s store; run `smarthomefs "
 				  "login %s` to use it again.",
 				  a->account, token_store_name(a->store.kind), a->account);
-			if (lock_fd >= 0)
-				close(lock_fd);
-			return -EACCES;
 		}
+		if (lock_fd >= 0)
+			close(lock_fd);
+		return -EACCES;
+	}
+	if (save_pending) {
+		/* The store is older than memory: what it holds was spent by us. */
+		token_set_clear(&stored);
+		out->saved = auth_save(a, snap) == 0;
+	} else {
 		if (lr < 0)
 			log_warn("Could not re-read the login of %s (%s); refreshing with the "
 				 "tokens in memory.",

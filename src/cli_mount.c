@@ -494,10 +494,10 @@ static int run_mount(const char *account_arg, const char *mountpoint_arg, bool f
 	/* A stop asked for (systemctl stop sends SIGTERM when the mount is busy and
 	 * fusermount3 -u failed; a terminal's ^C) is a success, as an unmount is: else
 	 * every logout with a shell in the mount would leave the unit failed. */
-	if (ended == SIGTERM || ended == SIGINT || ended == SIGHUP)
+	bool stopped = ended == SIGTERM || ended == SIGINT || ended == SIGHUP;
+	if (stopped)
 		log_info("stopped by %s", strsignal(ended));
-	r = ended == 0 || ended == SIGTERM || ended == SIGINT || ended == SIGHUP ? EXIT_OK
-										 : EXIT_FAIL;
+	r = ended == 0 || stopped ? EXIT_OK : EXIT_FAIL;
 	accounts_stop(ms.accounts);
 	fs_stop(fs);
 	fuse_session_unmount(se);

@@ -853,12 +853,10 @@ int session_get_cached(struct session *s, const struct resource_ref *ref, struct
 
 bool session_holds(struct session *s, const struct resource_ref *ref)
 {
-	g_autofree char *earlier = NULL;
-
-	if (session_holds_latest(s, ref))
-		return true;
-	earlier = earlier_key(s, ref);
-	return earlier != NULL;
+	/* Else a final period whose final copy is not here yet holds the copy it had before
+	 * (earlier_key). */
+	return session_holds_latest(s, ref) ||
+	       (ref_final(s, ref) && cache_holds(s->cache, ref->key ? ref->key : ref->path));
 }
 
 bool session_holds_latest(struct session *s, const struct resource_ref *ref)
