@@ -10,6 +10,7 @@ as if it had been installed, outside nothing changed. So the daemons mount(8) st
 a sanitized pass's build too, whose reports the rig checks; what `meson install` itself
 lays out is tested from a plain build of the tree (`installed`)."""
 
+import contextlib
 import json
 import os
 import re
@@ -173,8 +174,11 @@ with open(sys.argv[1], "ab", buffering=0) as out:
 """
 
 
-def test_daemonized_mount_logs_to_syslog_with_request_lines_and_no_token(rig, tmp_path):
-    """Without -f the daemon has no terminal: its log goes to syslog (the journal)."""
+@contextlib.contextmanager
+def syslog_of_a_system(rig, tmp_path):
+    """A system namespace with the program installed and a syslog listener in it: ->
+    (system, the file syslog writes to). The listener and the namespace end on the way
+    out, whatever happened."""
     (tmp_path / "dev").mkdir()
     system = SystemNamespace(link_tree(tmp_path / "installed"), dev_upper=tmp_path / "dev")
     syslog = rig.tmp / "syslog"
@@ -184,6 +188,16 @@ def test_daemonized_mount_logs_to_syslog_with_request_lines_and_no_token(rig, tm
          SYSLOG_LISTENER, str(syslog)], stdout=subprocess.PIPE, text=True)
     try:
         assert listener.stdout.readline() == "ready\n"
+        yield system, syslog
+    finally:
+        system.stop()
+        listener.kill()
+        listener.wait()
+
+
+def test_daemonized_mount_logs_to_syslog_with_request_lines_and_no_token(rig, tmp_path):
+    """Without -f the daemon has no terminal: its log goes to syslog (the journal)."""
+    with syslog_of_a_system(rig, tmp_path) as (system, syslog):
         rig.login_tado()
         mnt = rig.tmp / "home-data"
         mnt.mkdir()
@@ -196,10 +210,6 @@ def test_daemonized_mount_logs_to_syslog_with_request_lines_and_no_token(rig, tm
         system.run("cat", str(mnt / f"homes/{HOME}/zones/1/state.json"))
         assert system.run("fusermount3", "-u", str(mnt)).returncode == 0
         wait_until(lambda: "unmounted" in syslog.read_text(), 15, "the unmount in syslog")
-    finally:
-        system.stop()
-        listener.kill()
-        listener.wait()
     log = syslog.read_text()
     assert re.search(rf"mount\.smarthomefs\[\d+\]: mounted tado on {re.escape(str(mnt))}", log)
     assert re.search(rf"GET /homes/{HOME}/zoneStates -> 200 in \d+\.\d+ s", log), log
@@ -212,15 +222,7 @@ def test_a_skipped_accounts_reason_is_said_in_syslog_once_the_mount_of_all_detac
         rig, tmp_path):
     """The mount of all serves the accounts it can; why it skips one is said on the terminal
     as it starts, and again in syslog (the journal), where a daemon's user looks later."""
-    (tmp_path / "dev").mkdir()
-    system = SystemNamespace(link_tree(tmp_path / "installed"), dev_upper=tmp_path / "dev")
-    syslog = rig.tmp / "syslog"
-    rig.logs.append(syslog)
-    listener = subprocess.Popen(
-        ["nsenter", "-t", str(system.holder.pid), "-m", "--", "/usr/bin/python3", "-c",
-         SYSLOG_LISTENER, str(syslog)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert listener.stdout.readline() == "ready\n"
+    with syslog_of_a_system(rig, tmp_path) as (system, syslog):
         rig.login_tado()
         rig.login_tado("tado:second")
         path = rig.write_accounts_config(["tado", "tado:second"], {"tado:second": ["tll=120"]})
@@ -236,10 +238,6 @@ def test_a_skipped_accounts_reason_is_said_in_syslog_once_the_mount_of_all_detac
         wait_until(lambda: "mounted all on" in syslog.read_text(), 15, "the mount in syslog")
         assert system.run("fusermount3", "-u", str(mnt)).returncode == 0
         wait_until(lambda: "unmounted" in syslog.read_text(), 15, "the unmount in syslog")
-    finally:
-        system.stop()
-        listener.kill()
-        listener.wait()
     log = syslog.read_text()
     assert re.search(rf"smarthomefs\[\d+\]: {re.escape(reason)}"
                      r".*unknown key 'tll' in \[tado:second\]", log), log

@@ -484,14 +484,22 @@ static void test_adopted_but_expired_tokens_are_refreshed_with_their_refresh_tok
 	fixture_teardown(&f);
 }
 
+/* Makes @f's store unwritable for everyone, root included: its directory becomes a file.
+ * Returns that file's path (g_free): unlinking it mends the store, empty. */
+static char *break_store(struct fixture *f)
+{
+	char *tokens = g_build_filename(f->store.state_dir, "tokens", NULL);
+	g_autofree char *cmd = g_strdup_printf("rm -rf '%s' && touch '%s'", tokens, tokens);
+
+	g_assert_cmpint(system(cmd), ==, 0);
+	return tokens;
+}
+
 static void test_failed_save_keeps_new_tokens_and_saves_them_later(void)
 {
 	struct fixture f = {0};
 	fixture_setup(&f, now_s() - 10);
-	/* Make the store unwritable for everyone, root included: its directory is a file. */
-	g_autofree char *tokens = g_build_filename(f.store.state_dir, "tokens", NULL);
-	g_autofree char *cmd = g_strdup_printf("rm -rf '%s' && touch '%s'", tokens, tokens);
-	g_assert_cmpint(system(cmd), ==, 0);
+	g_autofree char *tokens = break_store(&f);
 
 	g_autofree char *t1 = NULL;
 	g_assert_cmpint(auth_bearer(f.auth, &t1), ==, 0);
@@ -573,9 +581,7 @@ static void test_logout_while_a_save_is_pending_is_not_undone(void)
 	struct fixture f = {0};
 	fixture_setup(&f, now_s() - 10);
 	/* The store cannot be written: the refreshed set waits in memory... */
-	g_autofree char *tokens = g_build_filename(f.store.state_dir, "tokens", NULL);
-	g_autofree char *cmd = g_strdup_printf("rm -rf '%s' && touch '%s'", tokens, tokens);
-	g_assert_cmpint(system(cmd), ==, 0);
+	g_autofree char *tokens = break_store(&f);
 	g_autofree char *t1 = NULL;
 	g_assert_cmpint(auth_bearer(f.auth, &t1), ==, 0);
 	g_assert_cmpstr(t1, ==, "AT-1");
